@@ -1,0 +1,140 @@
+//! [`Config`]: every timing and size limit of a node, explicit and validated.
+//!
+//! Defaults follow the seed: an election timeout drawn per election from [150, 300) ms and a
+//! heartbeat every 100 ms. [`Config::validate`] rejects combinations that cannot work, such as a
+//! heartbeat interval at or above the minimum election timeout.
+
+use crate::error::ConfigError;
+
+/// Timing and size limits of one Raft node.
+///
+/// ```
+/// use raft_consensus::Config;
+///
+/// let config = Config { heartbeat_interval_ms: 50, ..Config::default() };
+/// assert!(config.validate().is_ok());
+///
+/// let broken = Config { heartbeat_interval_ms: 200, ..Config::default() };
+/// assert!(broken.validate().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Lower bound (inclusive) of the randomized election timeout, in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound (exclusive) of the randomized election timeout, in milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// How often a leader sends heartbeats, in milliseconds. Must be below
+    /// `election_timeout_min_ms`.
+    pub heartbeat_interval_ms: u64,
+    /// Most AppendEntries messages carrying entries that may be in flight to one follower.
+    pub max_inflight_appends: usize,
+    /// Most bytes of entry payload in one AppendEntries message (at least one entry is always
+    /// sent, so an entry up to `max_entry_bytes` still fits).
+    pub max_append_bytes: usize,
+    /// Most entries in one AppendEntries message.
+    pub max_append_entries: usize,
+    /// Largest command a client may propose, in bytes. Larger proposals are rejected before
+    /// anything is written.
+    pub max_entry_bytes: usize,
+    /// Most client requests queued for the node's task before `propose` waits.
+    pub max_pending_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            heartbeat_interval_ms: 100,
+            max_inflight_appends: 64,
+            max_append_bytes: 1024 * 1024,
+            max_append_entries: 4096,
+            max_entry_bytes: 8 * 1024 * 1024,
+            max_pending_requests: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the limits are consistent with each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.election_timeout_min_ms == 0 {
+            return Err(ConfigError::ZeroElectionTimeout);
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return Err(ConfigError::EmptyElectionTimeoutRange {
+                min_ms: self.election_timeout_min_ms,
+                max_ms: self.election_timeout_max_ms,
+            });
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms >= self.election_timeout_min_ms
+        {
+            return Err(ConfigError::HeartbeatNotBelowElectionTimeout {
+                heartbeat_ms: self.heartbeat_interval_ms,
+                election_timeout_min_ms: self.election_timeout_min_ms,
+            });
+        }
+        for (name, value) in [
+            ("max_inflight_appends", self.max_inflight_appends),
+            ("max_append_bytes", self.max_append_bytes),
+            ("max_append_entries", self.max_append_entries),
+            ("max_entry_bytes", self.max_entry_bytes),
+            ("max_pending_requests", self.max_pending_requests),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit { name });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_matches_the_seed() {
+        let config = Config::default();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.election_timeout_min_ms, 150);
+        assert_eq!(config.election_timeout_max_ms, 300);
+        assert_eq!(config.heartbeat_interval_ms, 100);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_with_a_reason() {
+        let heartbeat_too_slow = Config {
+            heartbeat_interval_ms: 150,
+            ..Config::default()
+        };
+        assert_eq!(
+            heartbeat_too_slow.validate(),
+            Err(ConfigError::HeartbeatNotBelowElectionTimeout {
+                heartbeat_ms: 150,
+                election_timeout_min_ms: 150
+            })
+        );
+        let empty_range = Config {
+            election_timeout_max_ms: 150,
+            ..Config::default()
+        };
+        assert!(matches!(
+            empty_range.validate(),
+            Err(ConfigError::EmptyElectionTimeoutRange { .. })
+        ));
+        let zero_inflight = Config {
+            max_inflight_appends: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            zero_inflight.validate(),
+            Err(ConfigError::ZeroLimit {
+                name: "max_inflight_appends"
+            })
+        );
+        let message = heartbeat_too_slow.validate().unwrap_err().to_string();
+        assert!(message.contains("heartbeat"), "{message}");
+    }
+}

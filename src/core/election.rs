@@ -1,0 +1,132 @@
+//! Leader election (Raft §5.2) with the election restriction (§5.4.1), and CheckQuorum.
+//!
+//! A follower or candidate whose election timer fires starts an election for the next term and
+//! votes for itself. A voter grants at most one vote per term, and only to a candidate whose log
+//! is at least as up to date as its own. A candidate with a majority becomes leader and
+//! appends a no-op entry of its term at once, so that earlier entries can commit (§5.4.2).
+//! A leader that has not heard from a majority for an election timeout steps down.
+
+use super::progress::Progress;
+use super::quorum::majority;
+use super::{LOG_TARGET, RaftCore, Role};
+use crate::message::{EntryPayload, MessageBody};
+use crate::types::{LogId, NodeId};
+
+impl RaftCore {
+    /// Starts an election for the next term (the election timer fired).
+    pub(super) fn start_election(&mut self) {
+        self.term = self.term.next();
+        self.voted_for = Some(self.id);
+        self.role = Role::Candidate;
+        self.leader_id = None;
+        self.progress.clear();
+        self.votes_granted.clear();
+        self.votes_granted.insert(self.id);
+        self.reset_election_deadline();
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Starting election for term {}", self.term);
+        if self.has_won_election() {
+            self.win_election();
+            return;
+        }
+        let last_log_id = self.log.last_log_id();
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            // The vote for ourselves must be durable before anyone can count on this election.
+            self.send_after_persist(peer, MessageBody::RequestVote { last_log_id });
+        }
+    }
+
+    /// Decides a vote request from `candidate` in the current term.
+    pub(super) fn handle_request_vote(&mut self, candidate: NodeId, candidate_last: LogId) {
+        let free_to_vote = match self.voted_for {
+            None => true,
+            Some(voted) => voted == candidate,
+        };
+        let own_last = self.log.last_log_id();
+        let candidate_up_to_date = candidate_last.is_at_least_as_up_to_date_as(&own_last);
+        let granted = free_to_vote && candidate_up_to_date && self.role == Role::Follower;
+        if granted {
+            self.voted_for = Some(candidate);
+            self.reset_election_deadline();
+            tracing::info!(target: LOG_TARGET, node = %self.id, "Granted vote to {} for term {}", candidate, self.term);
+        } else {
+            tracing::debug!(
+                target: LOG_TARGET,
+                node = %self.id,
+                "Denied vote to {} for term {} (voted for {:?}, candidate last log {}, own last log {})",
+                candidate, self.term, self.voted_for, candidate_last, own_last
+            );
+        }
+        // A granted vote is only valid once it is durable.
+        self.send_after_persist(candidate, MessageBody::RequestVoteResponse { granted });
+    }
+
+    /// Counts a vote answer from `voter` in the current term.
+    pub(super) fn handle_vote_response(&mut self, voter: NodeId, granted: bool) {
+        if self.role != Role::Candidate || !granted {
+            return;
+        }
+        self.votes_granted.insert(voter);
+        if self.has_won_election() {
+            self.win_election();
+        }
+    }
+
+    fn has_won_election(&self) -> bool {
+        let votes = self
+            .votes_granted
+            .iter()
+            .filter(|id| self.voters.contains(id))
+            .count();
+        votes >= majority(self.voters.len())
+    }
+
+    fn win_election(&mut self) {
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Election succeeded, becoming leader");
+        self.become_leader();
+    }
+
+    /// Takes office: initialises each follower's progress, appends the term's no-op entry and
+    /// announces leadership.
+    fn become_leader(&mut self) {
+        debug_assert_eq!(self.role, Role::Candidate);
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Becoming leader");
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        self.votes_granted.clear();
+        let next_index = self.log.last_index().next();
+        let peers: Vec<NodeId> = self.peers().collect();
+        self.progress = peers
+            .into_iter()
+            .map(|peer| (peer, Progress::new(next_index)))
+            .collect();
+        self.check_quorum_deadline_ms = self.now_ms + self.config.election_timeout_max_ms;
+        self.append_own_entry(EntryPayload::Blank);
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Sending heartbeats");
+        self.broadcast_heartbeat();
+    }
+
+    /// Leader only: steps down unless a majority answered during the last period.
+    pub(super) fn check_quorum(&mut self) {
+        let active = 1 + self
+            .progress
+            .values()
+            .filter(|progress| progress.recently_active)
+            .count();
+        for progress in self.progress.values_mut() {
+            progress.recently_active = false;
+        }
+        self.check_quorum_deadline_ms = self.now_ms + self.config.election_timeout_max_ms;
+        if active < majority(self.voters.len()) {
+            tracing::warn!(
+                target: LOG_TARGET,
+                node = %self.id,
+                "Stepping down: only {active} of {} members answered in the last {} ms",
+                self.voters.len(),
+                self.config.election_timeout_max_ms
+            );
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+}

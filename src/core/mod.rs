@@ -1,0 +1,453 @@
+//! The sans-I/O protocol core: [`RaftCore`] is Raft as a pure state machine.
+//!
+//! It never reads a clock, touches a socket or a file, or spawns a task. Its caller feeds it
+//! time ([`RaftCore::tick`]), messages ([`RaftCore::step`]) and proposals
+//! ([`RaftCore::propose`]), then collects the work those produced as a [`Ready`] and
+//! acknowledges it with [`RaftCore::advance`]:
+//!
+//! 1. send `ready.messages` (they need nothing durable first),
+//! 2. persist `ready.hard_state` and `ready.entries` and sync,
+//! 3. send `ready.persisted_messages` (votes and acknowledgments that promise durability),
+//! 4. apply `ready.committed_entries` in order,
+//! 5. hand `ready.ack` back to [`RaftCore::advance`].
+//!
+//! The rules live in files named after them: `election` (§5.2, §5.4.1), `replication`
+//! (§5.3, §5.4.2), `log`, `progress`, `quorum`, `ready`. Randomness comes from a seed the
+//! caller provides, so the same inputs always give the same outputs.
+//!
+//! All of a node's protocol logs use the target `raft_consensus::raft_node`, so one filter
+//! (`RUST_LOG=raft_consensus::raft_node=debug`) shows what a node does, whichever layer did it.
+
+mod election;
+mod log;
+mod progress;
+mod quorum;
+mod ready;
+mod replication;
+mod rng;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use bytes::Bytes;
+
+pub use self::ready::{Ready, ReadyAck};
+
+use self::log::RaftLog;
+use self::progress::Progress;
+use self::rng::Rng;
+use crate::config::Config;
+use crate::error::ProposeError;
+use crate::hard_state::HardState;
+use crate::message::{Entry, EntryPayload, Message, MessageBody};
+use crate::types::{LogId, LogIndex, NodeId, Term};
+
+/// The tracing target of every protocol log line.
+pub(crate) const LOG_TARGET: &str = "raft_consensus::raft_node";
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader and answers its requests.
+    Follower,
+    /// Asks for votes to become leader.
+    Candidate,
+    /// Accepts proposals and replicates the log.
+    Leader,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Follower => "Follower",
+            Role::Candidate => "Candidate",
+            Role::Leader => "Leader",
+        })
+    }
+}
+
+/// What a node recovered from storage, to start a [`RaftCore`] from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialState {
+    /// The last persisted hard state.
+    pub hard_state: HardState,
+    /// The persisted log, contiguous from index 1.
+    pub entries: Vec<Entry>,
+}
+
+/// One Raft node's protocol state. See the [module documentation](self) for how to drive it.
+#[derive(Debug)]
+pub struct RaftCore {
+    id: NodeId,
+    config: Config,
+    /// The voting members, sorted, including this node.
+    voters: Vec<NodeId>,
+
+    // Durable state (mirrored to storage through `Ready`).
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: RaftLog,
+    /// Invariant: `commit_index <= log.last_index()`, and it never decreases.
+    commit_index: LogIndex,
+
+    // Volatile state.
+    role: Role,
+    leader_id: Option<NodeId>,
+    /// Candidate only: who granted their vote in this term.
+    votes_granted: BTreeSet<NodeId>,
+    /// Leader only: one entry per other voter.
+    progress: BTreeMap<NodeId, Progress>,
+    now_ms: u64,
+    election_deadline_ms: u64,
+    heartbeat_deadline_ms: u64,
+    check_quorum_deadline_ms: u64,
+    rng: Rng,
+
+    // Output bookkeeping (see `ready.rs`).
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    /// The hard state last handed out for persistence.
+    handed_hard_state: HardState,
+    /// The first log index not yet handed out for persistence.
+    unpersisted_from: LogIndex,
+    /// Invariant: entries up to here are durable and equal to the in-memory log.
+    persisted_index: LogIndex,
+    /// The last index handed out to be applied.
+    apply_handed_index: LogIndex,
+    /// The last index the caller confirmed applied.
+    applied_index: LogIndex,
+}
+
+impl RaftCore {
+    /// Creates a node with identity `id` in a cluster whose voting members are `voters` (which
+    /// must include `id`), starting from `initial` state, with randomness from `seed`.
+    ///
+    /// The node starts as a follower whose election timer starts at time 0.
+    pub fn new(
+        id: NodeId,
+        voters: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        initial: InitialState,
+        seed: u64,
+    ) -> Self {
+        let voters: Vec<NodeId> = voters
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        debug_assert!(voters.contains(&id), "a node must be one of the voters");
+        let log = RaftLog::from_entries(initial.entries);
+        let last_index = log.last_index();
+        let commit_index = initial.hard_state.commit_index.min(last_index);
+        let mut core = RaftCore {
+            id,
+            config,
+            voters,
+            term: initial.hard_state.term,
+            voted_for: initial.hard_state.voted_for,
+            log,
+            commit_index,
+            role: Role::Follower,
+            leader_id: None,
+            votes_granted: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            now_ms: 0,
+            election_deadline_ms: 0,
+            heartbeat_deadline_ms: 0,
+            check_quorum_deadline_ms: 0,
+            rng: Rng::new(seed),
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            handed_hard_state: HardState {
+                commit_index,
+                ..initial.hard_state
+            },
+            unpersisted_from: last_index.next(),
+            persisted_index: last_index,
+            apply_handed_index: LogIndex(0),
+            applied_index: LogIndex(0),
+        };
+        core.reset_election_deadline();
+        core
+    }
+
+    /// Advances the core's notion of time to `now_ms` (milliseconds since any fixed origin,
+    /// never decreasing) and fires the election or heartbeat timer if it is due.
+    pub fn tick(&mut self, now_ms: u64) {
+        debug_assert!(now_ms >= self.now_ms, "time must not go backwards");
+        self.now_ms = self.now_ms.max(now_ms);
+        match self.role {
+            Role::Leader => {
+                if self.now_ms >= self.check_quorum_deadline_ms {
+                    self.check_quorum();
+                }
+                if self.role == Role::Leader && self.now_ms >= self.heartbeat_deadline_ms {
+                    self.broadcast_heartbeat();
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                if self.now_ms >= self.election_deadline_ms {
+                    self.start_election();
+                }
+            }
+        }
+    }
+
+    /// The time at which [`tick`](Self::tick) next has work to do.
+    pub fn next_deadline_ms(&self) -> u64 {
+        match self.role {
+            Role::Leader => self
+                .heartbeat_deadline_ms
+                .min(self.check_quorum_deadline_ms),
+            Role::Follower | Role::Candidate => self.election_deadline_ms,
+        }
+    }
+
+    /// Handles a message from another node. Messages for another node, from a non-member, or
+    /// from an older term are answered or dropped as the protocol requires; none is an error.
+    pub fn step(&mut self, message: Message) {
+        if message.to != self.id || message.from == self.id || !self.voters.contains(&message.from)
+        {
+            tracing::debug!(target: LOG_TARGET, node = %self.id, from = %message.from, to = %message.to, "Dropping message not meant for this node");
+            return;
+        }
+        tracing::debug!(target: LOG_TARGET, node = %self.id, "Received {}", DisplayMessage(&message));
+        if message.term > self.term {
+            let leader = match message.body {
+                MessageBody::AppendEntries { .. } => Some(message.from),
+                _ => None,
+            };
+            self.become_follower(message.term, leader);
+        } else if message.term < self.term {
+            self.reply_to_stale(message);
+            return;
+        }
+        match message.body {
+            MessageBody::RequestVote { last_log_id } => {
+                self.handle_request_vote(message.from, last_log_id);
+            }
+            MessageBody::RequestVoteResponse { granted } => {
+                self.handle_vote_response(message.from, granted);
+            }
+            MessageBody::AppendEntries {
+                prev_log_id,
+                entries,
+                leader_commit,
+            } => {
+                self.handle_append_entries(message.from, prev_log_id, entries, leader_commit);
+            }
+            MessageBody::AppendEntriesResponse(response) => {
+                self.handle_append_response(message.from, response);
+            }
+        }
+    }
+
+    /// Appends a client command to the leader's log and returns its index. Replication starts
+    /// with the next [`Ready`].
+    pub fn propose(&mut self, command: Bytes) -> Result<LogIndex, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if command.len() > self.config.max_entry_bytes {
+            return Err(ProposeError::TooLarge {
+                size: command.len(),
+                max: self.config.max_entry_bytes,
+            });
+        }
+        Ok(self.append_own_entry(EntryPayload::Command(command)))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    /// The candidate this node voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// The highest index known to be committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+
+    /// The highest index the caller has confirmed applied.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    /// The term and index of the last entry in the log.
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_log_id()
+    }
+
+    /// The entry at `index`, if this node holds it.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// The voting members, sorted.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    /// Leader only: each follower's match index (the highest index known replicated there).
+    pub fn follower_match_indexes(&self) -> Vec<(NodeId, LogIndex)> {
+        self.progress
+            .iter()
+            .map(|(id, progress)| (*id, progress.match_index))
+            .collect()
+    }
+
+    /// The other voting members.
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied().filter(move |id| *id != self.id)
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit_index: self.commit_index,
+        }
+    }
+
+    /// Queues a message that may be sent before anything is persisted.
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let message = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        };
+        tracing::debug!(target: LOG_TARGET, node = %self.id, "Sending {}", DisplayMessage(&message));
+        self.messages.push(message);
+    }
+
+    /// Queues a message that may only be sent once this node's state is persisted.
+    fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        let message = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        };
+        tracing::debug!(target: LOG_TARGET, node = %self.id, "Sending (after persist) {}", DisplayMessage(&message));
+        self.persisted_messages.push(message);
+    }
+
+    fn reset_election_deadline(&mut self) {
+        let timeout = self.rng.in_range(
+            self.config.election_timeout_min_ms,
+            self.config.election_timeout_max_ms,
+        );
+        self.election_deadline_ms = self.now_ms + timeout;
+    }
+
+    /// Adopts `term` (when newer) and follows `leader` (when known).
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        debug_assert!(term >= self.term, "terms never decrease");
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        if self.role != Role::Follower {
+            tracing::info!(target: LOG_TARGET, node = %self.id, "Becoming follower in term {}", self.term);
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.votes_granted.clear();
+        self.progress.clear();
+        self.reset_election_deadline();
+    }
+
+    /// Appends an entry of the current term to the leader's own log.
+    fn append_own_entry(&mut self, payload: EntryPayload) -> LogIndex {
+        debug_assert_eq!(self.role, Role::Leader);
+        let index = self.log.last_index().next();
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            payload,
+        });
+        index
+    }
+
+    /// Answers a message from an older term so that its sender learns the newer term.
+    fn reply_to_stale(&mut self, message: Message) {
+        match message.body {
+            MessageBody::RequestVote { .. } => {
+                self.send_after_persist(
+                    message.from,
+                    MessageBody::RequestVoteResponse { granted: false },
+                );
+            }
+            MessageBody::AppendEntries { prev_log_id, .. } => {
+                let hint = crate::message::ConflictHint {
+                    conflict_term: None,
+                    first_index: self.log.last_index().next(),
+                };
+                self.send_after_persist(
+                    message.from,
+                    MessageBody::AppendEntriesResponse(crate::message::AppendResponse::Rejected {
+                        rejected_prev_index: prev_log_id.index,
+                        hint,
+                    }),
+                );
+            }
+            MessageBody::RequestVoteResponse { .. } | MessageBody::AppendEntriesResponse(_) => {}
+        }
+    }
+}
+
+/// A one-line rendering of a message for debug logs (entries are counted, not printed).
+struct DisplayMessage<'a>(&'a Message);
+
+impl fmt::Display for DisplayMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.0;
+        write!(
+            f,
+            "{} -> {} term {}: ",
+            message.from, message.to, message.term
+        )?;
+        match &message.body {
+            MessageBody::RequestVote { last_log_id } => {
+                write!(f, "RequestVote last_log={last_log_id}")
+            }
+            MessageBody::RequestVoteResponse { granted } => {
+                write!(f, "RequestVoteResponse granted={granted}")
+            }
+            MessageBody::AppendEntries {
+                prev_log_id,
+                entries,
+                leader_commit,
+            } => write!(
+                f,
+                "AppendEntries prev={prev_log_id} entries={} leader_commit={leader_commit}",
+                entries.len()
+            ),
+            MessageBody::AppendEntriesResponse(response) => {
+                write!(f, "AppendEntriesResponse {response:?}")
+            }
+        }
+    }
+}

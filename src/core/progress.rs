@@ -1,0 +1,152 @@
+//! [`Progress`]: what a leader knows about one follower's log, and how it paces replication
+//! to it.
+//!
+//! A follower is either probed (one AppendEntries at a time, until the leader finds where the
+//! logs agree) or replicated to (up to `max_inflight_appends` pipelined messages). Invariant:
+//! `match_index < next_index`.
+
+use std::collections::VecDeque;
+
+use crate::types::LogIndex;
+
+/// How the leader currently sends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplicationMode {
+    /// Searching for the point where the logs agree: one message at a time.
+    Probe {
+        /// A probe is outstanding; the next one waits for its answer or the next heartbeat.
+        probe_sent: bool,
+    },
+    /// The logs agree up to `match_index`: entries are streamed, several messages in flight.
+    Replicate,
+}
+
+/// The leader's view of one follower.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    /// The highest index known to be stored on the follower and to match the leader's log.
+    pub(crate) match_index: LogIndex,
+    /// The next index to send.
+    pub(crate) next_index: LogIndex,
+    /// The current sending mode.
+    pub(crate) mode: ReplicationMode,
+    /// The last index of each AppendEntries with entries that is in flight (Replicate mode).
+    inflight: VecDeque<LogIndex>,
+    /// Whether the follower answered since the last heartbeat (detects lost pipelined messages).
+    pub(crate) responded_since_heartbeat: bool,
+    /// Whether the follower answered within the current check-quorum period.
+    pub(crate) recently_active: bool,
+}
+
+impl Progress {
+    /// A follower about which nothing is known yet: probe from `next_index`.
+    pub(crate) fn new(next_index: LogIndex) -> Self {
+        Progress {
+            match_index: LogIndex(0),
+            next_index,
+            mode: ReplicationMode::Probe { probe_sent: false },
+            inflight: VecDeque::new(),
+            responded_since_heartbeat: false,
+            recently_active: false,
+        }
+    }
+
+    /// Whether sending more entries must wait.
+    pub(crate) fn is_paused(&self, max_inflight: usize) -> bool {
+        match self.mode {
+            ReplicationMode::Probe { probe_sent } => probe_sent,
+            ReplicationMode::Replicate => self.inflight.len() >= max_inflight,
+        }
+    }
+
+    /// Records that an AppendEntries ending at `last_sent` (None when it carried no entries)
+    /// was sent.
+    pub(crate) fn on_sent(&mut self, last_sent: Option<LogIndex>) {
+        match self.mode {
+            ReplicationMode::Probe { .. } => {
+                self.mode = ReplicationMode::Probe { probe_sent: true }
+            }
+            ReplicationMode::Replicate => {
+                if let Some(last) = last_sent {
+                    self.next_index = last.next();
+                    self.inflight.push_back(last);
+                }
+            }
+        }
+    }
+
+    /// Records an acceptance up to `match_index`. Returns whether the match index advanced.
+    pub(crate) fn on_accepted(&mut self, match_index: LogIndex) -> bool {
+        let advanced = match_index > self.match_index;
+        if advanced {
+            self.match_index = match_index;
+            self.next_index = self.next_index.max(match_index.next());
+        }
+        while self
+            .inflight
+            .front()
+            .is_some_and(|last| *last <= self.match_index)
+        {
+            self.inflight.pop_front();
+        }
+        if let ReplicationMode::Probe { .. } = self.mode {
+            // The logs agree up to match_index: stream from there.
+            if match_index.next() >= self.next_index || advanced {
+                self.mode = ReplicationMode::Replicate;
+                self.next_index = self.match_index.next();
+                self.inflight.clear();
+            }
+        }
+        debug_assert!(self.match_index < self.next_index);
+        advanced
+    }
+
+    /// Falls back to probing from `next_index` (after a rejection or a suspected loss).
+    pub(crate) fn probe_from(&mut self, next_index: LogIndex) {
+        debug_assert!(
+            next_index > self.match_index,
+            "never probe below the match index"
+        );
+        self.next_index = next_index;
+        self.mode = ReplicationMode::Probe { probe_sent: false };
+        self.inflight.clear();
+    }
+
+    /// Whether AppendEntries are in flight.
+    pub(crate) fn has_inflight(&self) -> bool {
+        !self.inflight.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_pauses_after_one_message_then_streams_once_accepted() {
+        let mut progress = Progress::new(LogIndex(11));
+        assert!(!progress.is_paused(4));
+        progress.on_sent(Some(LogIndex(11)));
+        assert!(progress.is_paused(4));
+        assert!(progress.on_accepted(LogIndex(11)));
+        assert_eq!(progress.mode, ReplicationMode::Replicate);
+        assert_eq!(progress.next_index, LogIndex(12));
+    }
+
+    #[test]
+    fn replicate_pipelines_up_to_the_inflight_limit() {
+        let mut progress = Progress::new(LogIndex(1));
+        progress.on_sent(None);
+        progress.on_accepted(LogIndex(0));
+        assert_eq!(progress.mode, ReplicationMode::Replicate);
+        progress.on_sent(Some(LogIndex(5)));
+        progress.on_sent(Some(LogIndex(9)));
+        assert!(progress.is_paused(2));
+        assert_eq!(progress.next_index, LogIndex(10));
+        progress.on_accepted(LogIndex(5));
+        assert!(!progress.is_paused(2));
+        progress.probe_from(LogIndex(6));
+        assert!(!progress.has_inflight());
+        assert_eq!(progress.mode, ReplicationMode::Probe { probe_sent: false });
+    }
+}

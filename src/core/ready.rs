@@ -1,0 +1,129 @@
+//! [`Ready`]: the batch of work the core hands its caller, and [`ReadyAck`], the receipt the
+//! caller hands back once the work is done.
+//!
+//! The order is the safety argument of the whole library, so it is spelled out once here and
+//! enforced by the shared driver: send `messages` (they promise nothing durable), persist
+//! `hard_state` and `entries` and sync, send `persisted_messages`, apply `committed_entries` in
+//! order, then [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit
+//! only after that acknowledgment.
+
+use super::{LOG_TARGET, RaftCore, Role};
+use crate::hard_state::HardState;
+use crate::message::{Entry, Message};
+use crate::types::{LogId, LogIndex};
+
+/// Work produced by the core. See the [module documentation](self) for the order to do it in.
+#[derive(Debug)]
+#[must_use = "a Ready must be carried out and acknowledged with RaftCore::advance"]
+pub struct Ready {
+    /// The hard state to persist, when it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to persist, contiguous. If the first one's index is at or below the last stored
+    /// index, the stored entries from that index on are replaced.
+    pub entries: Vec<Entry>,
+    /// Messages that may be sent at once, before or while persisting.
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only after `hard_state` and `entries` are durable.
+    pub persisted_messages: Vec<Message>,
+    /// Committed entries to apply, in index order, after persisting.
+    pub committed_entries: Vec<Entry>,
+    /// The receipt to hand back to [`RaftCore::advance`] once all of the above is done.
+    pub ack: ReadyAck,
+}
+
+/// The receipt for a [`Ready`]: proof that its entries are durable and its committed entries
+/// applied. It can only come from [`RaftCore::ready`] and is consumed by [`RaftCore::advance`].
+#[derive(Debug)]
+#[must_use = "hand the ack back to RaftCore::advance once the Ready is carried out"]
+pub struct ReadyAck {
+    persisted_through: Option<LogId>,
+    applied_through: Option<LogIndex>,
+}
+
+impl RaftCore {
+    /// Whether [`ready`](Self::ready) has any work to hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || self.unpersisted_from <= self.log.last_index()
+            || self.hard_state() != self.handed_hard_state
+            || self.apply_handed_index < self.commit_index
+            || (self.role == Role::Leader && self.leader_has_entries_to_send())
+    }
+
+    /// Takes the work accumulated since the last call. Carry it out in the documented order,
+    /// then pass `ready.ack` to [`advance`](Self::advance).
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.replicate_to_all();
+        }
+        let hard_state = self.hard_state();
+        let changed_hard_state = (hard_state != self.handed_hard_state).then(|| {
+            self.handed_hard_state = hard_state;
+            hard_state
+        });
+
+        let last_index = self.log.last_index();
+        let entries = if self.unpersisted_from <= last_index {
+            self.log
+                .entries_between(self.unpersisted_from, last_index, usize::MAX, usize::MAX)
+        } else {
+            Vec::new()
+        };
+        self.unpersisted_from = last_index.next();
+        let persisted_through = entries.last().map(Entry::log_id);
+
+        // Everything in the log is durable once this Ready is persisted, so every committed
+        // entry may be applied after the persist.
+        let committed_entries = if self.apply_handed_index < self.commit_index {
+            let from = self.apply_handed_index.next();
+            self.log
+                .entries_between(from, self.commit_index, usize::MAX, usize::MAX)
+        } else {
+            Vec::new()
+        };
+        let applied_through = committed_entries.last().map(|entry| entry.index);
+        if let Some(index) = applied_through {
+            self.apply_handed_index = index;
+        }
+
+        Ready {
+            hard_state: changed_hard_state,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            committed_entries,
+            ack: ReadyAck {
+                persisted_through,
+                applied_through,
+            },
+        }
+    }
+
+    /// Records that a [`Ready`] was carried out: its entries are durable and its committed
+    /// entries applied. The leader may now count its own log towards commits.
+    pub fn advance(&mut self, ack: ReadyAck) {
+        if let Some(persisted) = ack.persisted_through {
+            // The entries may have been replaced since (a conflicting leader); only an entry
+            // still in the log counts.
+            if self.log.term_at(persisted.index) == Some(persisted.term) {
+                self.persisted_index = self.persisted_index.max(persisted.index);
+            }
+            debug_assert!(self.persisted_index <= self.log.last_index());
+        }
+        if let Some(applied) = ack.applied_through {
+            debug_assert!(applied <= self.commit_index, "applied an uncommitted entry");
+            self.applied_index = self.applied_index.max(applied);
+            tracing::trace!(target: LOG_TARGET, node = %self.id, "Applied through {applied}");
+        }
+        self.maybe_commit();
+    }
+
+    fn leader_has_entries_to_send(&self) -> bool {
+        let last_index = self.log.last_index();
+        self.progress.values().any(|progress| {
+            !progress.is_paused(self.config.max_inflight_appends)
+                && progress.next_index <= last_index
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! Log replication (Raft §5.3) and the commit rule (§5.4.2).
+//!
+//! The leader sends each follower the entries after what it believes the follower holds. A
+//! follower accepts only if it holds the entry just before them (the consistency check),
+//! replaces any conflicting suffix, and answers with its match index or a conflict hint that
+//! lets the leader skip back a whole term per round trip. The leader commits an index once a
+//! majority stores it *and* it belongs to the leader's current term; earlier entries commit
+//! with it (never by counting their own replicas: Figure 8).
+
+use super::progress::ReplicationMode;
+use super::quorum::majority_match_index;
+use super::{LOG_TARGET, RaftCore, Role};
+use crate::message::{AppendResponse, ConflictHint, Entry, MessageBody};
+use crate::types::{LogId, LogIndex, NodeId};
+
+impl RaftCore {
+    /// Leader: sends every follower what it lacks, within the in-flight and size limits.
+    pub(super) fn replicate_to_all(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.replicate_to(peer);
+        }
+    }
+
+    /// Leader: sends `peer` as many AppendEntries with new entries as its progress allows.
+    fn replicate_to(&mut self, peer: NodeId) {
+        let last_index = self.log.last_index();
+        loop {
+            let Some(progress) = self.progress.get(&peer) else {
+                return;
+            };
+            if progress.is_paused(self.config.max_inflight_appends)
+                || progress.next_index > last_index
+            {
+                return;
+            }
+            self.send_append(peer);
+        }
+    }
+
+    /// Leader: sends one AppendEntries to `peer` starting at its `next_index` (possibly empty).
+    fn send_append(&mut self, peer: NodeId) {
+        let Some(progress) = self.progress.get(&peer) else {
+            return;
+        };
+        let next_index = progress.next_index;
+        let prev_index = next_index.prev();
+        let Some(prev_term) = self.log.term_at(prev_index) else {
+            debug_assert!(false, "next_index {next_index} is beyond the log end + 1");
+            return;
+        };
+        let entries = self.log.entries_between(
+            next_index,
+            self.log.last_index(),
+            self.config.max_append_entries,
+            self.config.max_append_bytes,
+        );
+        let last_sent = entries.last().map(|entry| entry.index);
+        if let Some(progress) = self.progress.get_mut(&peer) {
+            progress.on_sent(last_sent);
+        }
+        self.send(
+            peer,
+            MessageBody::AppendEntries {
+                prev_log_id: LogId::new(prev_term, prev_index),
+                entries,
+                leader_commit: self.commit_index,
+            },
+        );
+    }
+
+    /// Leader: the heartbeat timer fired. Asserts leadership to every follower, retries probes,
+    /// and falls back to probing a follower whose pipelined messages went unanswered for a
+    /// whole heartbeat interval (they were probably lost).
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
+        tracing::trace!(target: LOG_TARGET, node = %self.id, "Sending heartbeats");
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            let Some(progress) = self.progress.get_mut(&peer) else {
+                continue;
+            };
+            let answered = std::mem::replace(&mut progress.responded_since_heartbeat, false);
+            match progress.mode {
+                ReplicationMode::Probe { .. } => {
+                    let next_index = progress.next_index;
+                    progress.probe_from(next_index);
+                    self.send_append(peer);
+                }
+                ReplicationMode::Replicate if progress.has_inflight() && !answered => {
+                    let next_index = progress.match_index.next();
+                    progress.probe_from(next_index);
+                    self.send_append(peer);
+                }
+                ReplicationMode::Replicate => {
+                    // A bare heartbeat anchored at the match index: it always passes the
+                    // consistency check and carries the commit index.
+                    let match_index = progress.match_index;
+                    let Some(match_term) = self.log.term_at(match_index) else {
+                        continue;
+                    };
+                    self.send(
+                        peer,
+                        MessageBody::AppendEntries {
+                            prev_log_id: LogId::new(match_term, match_index),
+                            entries: Vec::new(),
+                            leader_commit: self.commit_index,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Follower: handles AppendEntries from `leader` of the current term.
+    pub(super) fn handle_append_entries(
+        &mut self,
+        leader: NodeId,
+        prev_log_id: LogId,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        if self.role == Role::Leader {
+            debug_assert!(false, "two leaders in term {}", self.term);
+            tracing::error!(target: LOG_TARGET, node = %self.id, "Ignoring AppendEntries from {leader}: this node leads term {}", self.term);
+            return;
+        }
+        if self.role != Role::Follower || self.leader_id != Some(leader) {
+            if self.leader_id != Some(leader) {
+                tracing::info!(target: LOG_TARGET, node = %self.id, "Following {leader} in term {}", self.term);
+            }
+            let term = self.term;
+            self.become_follower(term, Some(leader));
+        } else {
+            self.reset_election_deadline();
+        }
+
+        let response = match self.log.term_at(prev_log_id.index) {
+            None => AppendResponse::Rejected {
+                rejected_prev_index: prev_log_id.index,
+                hint: ConflictHint {
+                    conflict_term: None,
+                    first_index: self.log.last_index().next(),
+                },
+            },
+            Some(term) if term != prev_log_id.term => AppendResponse::Rejected {
+                rejected_prev_index: prev_log_id.index,
+                hint: ConflictHint {
+                    conflict_term: Some(term),
+                    first_index: self.log.first_index_of_term_run(prev_log_id.index),
+                },
+            },
+            Some(_) => {
+                let last_new_index = LogIndex(prev_log_id.index.0 + entries.len() as u64);
+                if !self.append_from_leader(entries) {
+                    return;
+                }
+                let new_commit = leader_commit.min(last_new_index);
+                if new_commit > self.commit_index {
+                    self.commit_index = new_commit;
+                }
+                AppendResponse::Accepted {
+                    match_index: last_new_index,
+                }
+            }
+        };
+        // An acceptance promises the entries are durable: it waits for the persist.
+        self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// Follower: appends `entries` (which follow a matching entry), skipping those already held
+    /// and replacing a conflicting suffix. Returns false, changing nothing, if that would
+    /// remove a committed entry (which a correct leader never asks for).
+    fn append_from_leader(&mut self, entries: Vec<Entry>) -> bool {
+        let first_new = entries
+            .iter()
+            .position(|entry| self.log.term_at(entry.index) != Some(entry.term));
+        let Some(first_new) = first_new else {
+            return true;
+        };
+        let conflict_index = entries[first_new].index;
+        if conflict_index <= self.log.last_index() {
+            if conflict_index <= self.commit_index {
+                debug_assert!(
+                    false,
+                    "leader asked to overwrite committed index {conflict_index}"
+                );
+                tracing::error!(
+                    target: LOG_TARGET,
+                    node = %self.id,
+                    "Refusing AppendEntries that would overwrite committed entry {conflict_index} (commit index {})",
+                    self.commit_index
+                );
+                return false;
+            }
+            tracing::debug!(target: LOG_TARGET, node = %self.id, "Truncating conflicting entries from index {conflict_index}");
+            self.log.truncate_from(conflict_index);
+            self.persisted_index = self.persisted_index.min(conflict_index.prev());
+        }
+        self.unpersisted_from = self.unpersisted_from.min(conflict_index);
+        for entry in entries.into_iter().skip(first_new) {
+            self.log.append(entry);
+        }
+        true
+    }
+
+    /// Leader: handles a follower's answer to AppendEntries.
+    pub(super) fn handle_append_response(&mut self, follower: NodeId, response: AppendResponse) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&follower) else {
+            return;
+        };
+        progress.responded_since_heartbeat = true;
+        progress.recently_active = true;
+        match response {
+            AppendResponse::Accepted { match_index } => {
+                if match_index > self.log.last_index() {
+                    tracing::warn!(target: LOG_TARGET, node = %self.id, "Ignoring acceptance from {follower} beyond the log end ({match_index})");
+                    return;
+                }
+                if progress.on_accepted(match_index) {
+                    self.maybe_commit();
+                }
+                self.replicate_to(follower);
+            }
+            AppendResponse::Rejected {
+                rejected_prev_index,
+                hint,
+            } => {
+                let stale = rejected_prev_index <= progress.match_index
+                    || match progress.mode {
+                        ReplicationMode::Probe { .. } => {
+                            rejected_prev_index != progress.next_index.prev()
+                        }
+                        ReplicationMode::Replicate => false,
+                    };
+                if stale {
+                    return;
+                }
+                let hinted_next = match hint.conflict_term {
+                    Some(term) => self
+                        .log
+                        .last_index_of_term(term, rejected_prev_index)
+                        .map(LogIndex::next)
+                        .unwrap_or(hint.first_index),
+                    None => hint.first_index,
+                };
+                let next_index = hinted_next
+                    .min(rejected_prev_index)
+                    .max(progress.match_index.next());
+                tracing::debug!(target: LOG_TARGET, node = %self.id, "{follower} rejected prev index {rejected_prev_index}; probing from {next_index}");
+                progress.probe_from(next_index);
+                self.send_append(follower);
+            }
+        }
+    }
+
+    /// Leader: advances the commit index to the highest index that a majority stores, if that
+    /// entry is of the current term (Figure 8: earlier-term entries never commit by counting).
+    pub(super) fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut match_indexes: Vec<LogIndex> = self
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .collect();
+        // The leader counts itself only for what it has durably stored.
+        match_indexes.push(self.persisted_index);
+        let majority_index = majority_match_index(&mut match_indexes);
+        if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
+        {
+            tracing::trace!(target: LOG_TARGET, node = %self.id, "Committed up to {majority_index}");
+            self.commit_index = majority_index;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The library's error types, one enum per operation, every variant documented.
+//!
+//! Errors a caller may retry elsewhere ([`ProposeError::NotLeader`]) are kept apart from those
+//! whose effect is unknown ([`ProposeError::OutcomeUnknown`]) and from fatal ones
+//! ([`StorageError`]).
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+
+use crate::types::{LogIndex, NodeId};
+
+/// A [`Config`](crate::Config) whose limits contradict each other.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The minimum election timeout is zero.
+    #[error("election_timeout_min_ms must be greater than zero")]
+    ZeroElectionTimeout,
+    /// The election timeout range `[min, max)` is empty.
+    #[error(
+        "election timeout range is empty: election_timeout_min_ms ({min_ms}) must be below election_timeout_max_ms ({max_ms})"
+    )]
+    EmptyElectionTimeoutRange {
+        /// The configured minimum.
+        min_ms: u64,
+        /// The configured maximum.
+        max_ms: u64,
+    },
+    /// Heartbeats would not arrive before followers time out.
+    #[error(
+        "heartbeat_interval_ms ({heartbeat_ms}) must be above zero and below election_timeout_min_ms ({election_timeout_min_ms}), or followers start elections against a healthy leader"
+    )]
+    HeartbeatNotBelowElectionTimeout {
+        /// The configured heartbeat interval.
+        heartbeat_ms: u64,
+        /// The configured minimum election timeout.
+        election_timeout_min_ms: u64,
+    },
+    /// A size or count limit is zero, so nothing could ever be sent or accepted.
+    #[error("{name} must be greater than zero")]
+    ZeroLimit {
+        /// The name of the offending field.
+        name: &'static str,
+    },
+}
+
+/// A failure of durable storage. A node that sees one stops: it can no longer promise that
+/// what it acknowledges is durable.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O operation failed.
+    #[error("storage I/O error while {operation}: {source}")]
+    Io {
+        /// What the storage was doing.
+        operation: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// Stored data failed a consistency check and will not be used.
+    #[error("stored data is corrupt: {detail}")]
+    Corrupt {
+        /// Where and how the data is corrupt.
+        detail: String,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error with a description of the operation that failed.
+    pub fn io(operation: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io {
+            operation: operation.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Why a [`RaftNode`](crate::RaftNode) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The stored state could not be read.
+    #[error("could not load stored state: {0}")]
+    Storage(#[from] StorageError),
+    /// The member list is empty or does not contain the node itself.
+    #[error("invalid membership: {reason}")]
+    Membership {
+        /// What is wrong with the member list.
+        reason: String,
+    },
+}
+
+/// Why a proposal did not return the state machine's result.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; the command was not appended. Retry on `leader_hint`
+    /// (when known).
+    #[error("not the leader{}", match leader_hint { Some(id) => format!("; the leader is {id}"), None => String::from("; no leader is known") })]
+    NotLeader {
+        /// The leader this node currently follows, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The command was appended at `index`, but this node lost leadership (or shut down)
+    /// before it learned whether the entry committed. It may or may not be applied; a retry
+    /// must be idempotent or deduplicated.
+    #[error(
+        "outcome unknown: the command was appended at index {index} but leadership was lost before it committed"
+    )]
+    OutcomeUnknown {
+        /// The index at which the command was appended.
+        index: LogIndex,
+    },
+    /// The command is larger than [`Config::max_entry_bytes`](crate::Config::max_entry_bytes);
+    /// nothing was written.
+    #[error("command of {size} bytes exceeds the maximum entry size of {max} bytes")]
+    TooLarge {
+        /// The command's size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The node has shut down (or is shutting down); the command was not appended.
+    #[error("the node has shut down")]
+    Shutdown,
+    /// Storage failed; the node has stopped.
+    #[error("storage failed: {0}")]
+    Storage(#[from] StorageError),
+    /// The command committed, and the state machine's `apply` returned this error. Every node
+    /// applied the same command with the same result.
+    #[error("the state machine rejected the command: {0}")]
+    Apply(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// Why [`RaftNode::wait_for`](crate::RaftNode::wait_for) returned without its condition.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed first.
+    #[error("timed out waiting for the node's status")]
+    Timeout,
+    /// The node shut down first.
+    #[error("the node has shut down")]
+    Shutdown,
+}

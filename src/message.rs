@@ -1,0 +1,114 @@
+//! What nodes exchange and store: log [`Entry`]s and the protocol [`Message`]s.
+//!
+//! These are plain values; how they are encoded on a wire or a disk belongs to the transport
+//! and storage that carry them.
+
+use bytes::Bytes;
+
+use crate::types::{LogId, LogIndex, NodeId, Term};
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+    /// What the entry carries.
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    /// The entry's `LogId` (term and index).
+    pub fn log_id(&self) -> LogId {
+        LogId::new(self.term, self.index)
+    }
+
+    /// Bytes of payload the entry carries (used for message and batch size limits).
+    pub fn payload_len(&self) -> usize {
+        match &self.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Command(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// The content of a log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryPayload {
+    /// The no-op entry a new leader appends to commit entries of earlier terms (Raft §5.4.2).
+    /// It is never passed to the state machine.
+    Blank,
+    /// A client command, passed to [`StateMachine::apply`](crate::StateMachine::apply) once
+    /// committed.
+    Command(Bytes),
+}
+
+/// A protocol message from one node to another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The recipient.
+    pub to: NodeId,
+    /// The sender's current term.
+    pub term: Term,
+    /// The request or response.
+    pub body: MessageBody,
+}
+
+/// The requests and responses of the Raft protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// A candidate asks for a vote (Raft §5.2).
+    RequestVote {
+        /// The last entry of the candidate's log, for the election restriction (§5.4.1).
+        last_log_id: LogId,
+    },
+    /// The answer to `RequestVote`.
+    RequestVoteResponse {
+        /// Whether the vote was granted.
+        granted: bool,
+    },
+    /// A leader replicates entries, or asserts its leadership when `entries` is empty (§5.3).
+    AppendEntries {
+        /// The entry just before `entries`, which the follower must hold for consistency.
+        prev_log_id: LogId,
+        /// The entries to append, in index order starting at `prev_log_id.index + 1`.
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        leader_commit: LogIndex,
+    },
+    /// The answer to `AppendEntries`.
+    AppendEntriesResponse(AppendResponse),
+}
+
+/// How a follower answered an `AppendEntries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResponse {
+    /// The follower's log matches the leader's up to and including `match_index`.
+    Accepted {
+        /// The last index known to match the leader's log.
+        match_index: LogIndex,
+    },
+    /// The consistency check failed at `rejected_prev_index`; `hint` says where to retry.
+    Rejected {
+        /// The `prev_log_id.index` of the rejected request (lets the leader drop stale
+        /// rejections).
+        rejected_prev_index: LogIndex,
+        /// Where the follower's log diverges, so the leader can skip a whole term per round
+        /// trip instead of one entry.
+        hint: ConflictHint,
+    },
+}
+
+/// A follower's hint for fast log backtracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConflictHint {
+    /// The term of the follower's entry at the rejected index, or `None` when the follower's
+    /// log is shorter than that index.
+    pub conflict_term: Option<Term>,
+    /// With a `conflict_term`: the first index the follower holds of that term. Without: the
+    /// follower's last index plus one.
+    pub first_index: LogIndex,
+}

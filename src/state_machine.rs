@@ -1,0 +1,86 @@
+//! The [`StateMachine`] trait: the application that Raft replicates.
+//!
+//! Every node applies the same committed commands in the same order, so a state machine must
+//! be deterministic: the same commands from the same state give the same results everywhere.
+//!
+//! An implementation, as in the examples' README (commands encoded with bincode):
+//!
+//! ```
+//! use std::error::Error;
+//!
+//! use bincode::{Encode, Decode};
+//! use raft_consensus::state_machine::StateMachine;
+//!
+//! #[derive(Debug, Clone, Encode, Decode)]
+//! enum MyCommand {
+//!     // Your commands here
+//!     Add(u64),
+//! }
+//!
+//! #[derive(Debug)]
+//! struct MyStateMachine {
+//!     // Your state here
+//!     total: u64,
+//! }
+//!
+//! impl StateMachine for MyStateMachine {
+//!     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+//!         let (cmd, _): (MyCommand, _) =
+//!             bincode::decode_from_slice(command, bincode::config::standard())?;
+//!
+//!         // Execute command and return result
+//!         match cmd {
+//!             MyCommand::Add(amount) => self.total += amount,
+//!         }
+//!         Ok(bincode::encode_to_vec(self.total, bincode::config::standard())?)
+//!     }
+//! }
+//!
+//! let mut machine = MyStateMachine { total: 0 };
+//! let command = bincode::encode_to_vec(MyCommand::Add(5), bincode::config::standard()).unwrap();
+//! let result = machine.apply(&command).unwrap();
+//! let (total, _): (u64, _) = bincode::decode_from_slice(&result, bincode::config::standard()).unwrap();
+//! assert_eq!(total, 5);
+//! assert!(machine.apply(b"not a command").is_err());
+//! // Snapshots are optional; the default implementations say they are unsupported.
+//! assert!(machine.snapshot().is_err());
+//! ```
+
+use std::error::Error;
+use std::fmt;
+
+/// The error the default [`StateMachine::snapshot`] and [`StateMachine::restore`] return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotsUnsupported;
+
+impl fmt::Display for SnapshotsUnsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "this state machine does not support snapshots (implement StateMachine::snapshot and StateMachine::restore)",
+        )
+    }
+}
+
+impl Error for SnapshotsUnsupported {}
+
+/// An application whose commands Raft replicates.
+///
+/// `apply` receives each committed command exactly once, in log order. Its `Err` is a result
+/// like any other, returned to the proposer: it must be deterministic and must leave the state
+/// as it would be on every other node.
+pub trait StateMachine {
+    /// Executes one committed command and returns its result.
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>>;
+
+    /// Serializes the whole state. Optional: the default says snapshots are unsupported.
+    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        Err(Box::new(SnapshotsUnsupported))
+    }
+
+    /// Replaces the whole state with a snapshot made by [`snapshot`](Self::snapshot).
+    /// Optional: the default says snapshots are unsupported.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let _ = snapshot;
+        Err(Box::new(SnapshotsUnsupported))
+    }
+}

@@ -1,0 +1,113 @@
+//! Identifier newtypes shared by every layer: [`NodeId`], [`Term`], [`LogIndex`] and the
+//! pair [`LogId`] that names one log entry unambiguously.
+//!
+//! Keeping them distinct types means a term can never be passed where an index is expected.
+
+use std::fmt;
+
+/// The identity of one member of a Raft cluster. Displayed as `node<N>` (for example `node2`).
+///
+/// ```
+/// use raft_consensus::NodeId;
+/// assert_eq!(NodeId(2).to_string(), "node2");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node{}", self.0)
+    }
+}
+
+impl From<u64> for NodeId {
+    fn from(value: u64) -> Self {
+        NodeId(value)
+    }
+}
+
+/// A Raft term: a logical clock that increases with every election.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Term(pub u64);
+
+impl Term {
+    /// The term that follows this one.
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The position of an entry in the replicated log. The first entry has index 1; index 0
+/// stands for "before the first entry".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogIndex(pub u64);
+
+impl LogIndex {
+    /// The index that follows this one.
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The index before this one, saturating at zero.
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The term and index of one log entry. By the Log Matching Property, two logs that hold an
+/// entry with the same `LogId` are identical up to and including it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LogId {
+    /// The term in which the entry was created.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+}
+
+impl LogId {
+    /// Builds a `LogId` from a term and an index.
+    pub fn new(term: Term, index: LogIndex) -> Self {
+        LogId { term, index }
+    }
+
+    /// Whether a log ending at `self` is at least as up to date as one ending at `other`
+    /// (Raft §5.4.1): the later last term wins; with equal terms, the longer log wins.
+    pub fn is_at_least_as_up_to_date_as(&self, other: &LogId) -> bool {
+        (self.term, self.index) >= (other.term, other.index)
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.index, self.term)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_to_date_compares_last_term_first_then_length() {
+        let long_old = LogId::new(Term(2), LogIndex(10));
+        let short_new = LogId::new(Term(3), LogIndex(1));
+        assert!(short_new.is_at_least_as_up_to_date_as(&long_old));
+        assert!(!long_old.is_at_least_as_up_to_date_as(&short_new));
+        let longer = LogId::new(Term(3), LogIndex(2));
+        assert!(longer.is_at_least_as_up_to_date_as(&short_new));
+        assert!(!short_new.is_at_least_as_up_to_date_as(&longer));
+        assert!(short_new.is_at_least_as_up_to_date_as(&short_new));
+    }
+}
