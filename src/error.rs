@@ -84,6 +84,9 @@ pub enum StartError {
     /// The stored state could not be read.
     #[error("could not load stored state: {0}")]
     Storage(#[from] StorageError),
+    /// `RaftNode::start` was called outside a tokio runtime.
+    #[error("RaftNode::start must be called from within a tokio runtime")]
+    NoRuntime,
     /// The member list is empty or does not contain the node itself.
     #[error("invalid membership: {reason}")]
     Membership {

@@ -1,0 +1,363 @@
+//! [`RaftNode`]: the tokio runtime that runs one Raft node.
+//!
+//! One task owns the protocol core, the storage, the transport and the state machine. It turns
+//! wall-clock time into ticks, feeds in messages and client proposals (in batches, so one sync
+//! serves many proposals), carries out the core's work through the shared driver, and
+//! completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
+//! handle to that task.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
+use crate::driver::{Applied, Driver};
+use crate::error::{ProposeError, StartError, StorageError, WaitError};
+use crate::message::Message;
+use crate::state_machine::StateMachine;
+use crate::status::Status;
+use crate::storage::Storage;
+use crate::transport::Transport;
+use crate::types::{LogIndex, NodeId, Term};
+
+/// Most requests or messages taken in one batch before the node persists and answers.
+const MAX_BATCH: usize = 4096;
+
+type ProposeReply = oneshot::Sender<Result<Vec<u8>, ProposeError>>;
+
+enum Request {
+    Propose { command: Bytes, reply: ProposeReply },
+}
+
+/// A handle to a running Raft node. Clones refer to the same node; the node stops when
+/// [`shutdown`](Self::shutdown) is called or the last handle is dropped.
+///
+/// ```
+/// use raft_consensus::storage::MemoryStorage;
+/// use raft_consensus::transport::ChannelNetwork;
+/// use raft_consensus::{Config, NodeId, RaftNode, StateMachine};
+/// use std::time::Duration;
+///
+/// struct Counter(u64);
+/// impl StateMachine for Counter {
+///     fn apply(&mut self, _command: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+///         self.0 += 1;
+///         Ok(self.0.to_le_bytes().to_vec())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let network = ChannelNetwork::new();
+/// let node = RaftNode::start(
+///     NodeId(1),
+///     [NodeId(1)],
+///     Config::default(),
+///     MemoryStorage::new(),
+///     network.join(NodeId(1)),
+///     Counter(0),
+/// )?;
+/// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+/// let result = node.propose(b"increment".to_vec()).await?;
+/// assert_eq!(result, 1u64.to_le_bytes());
+/// node.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RaftNode {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: NodeId,
+    max_entry_bytes: usize,
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<Status>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<Result<(), StorageError>>>>,
+}
+
+impl RaftNode {
+    /// Starts node `id` of the cluster whose voting members are `members` (which must include
+    /// `id`), restoring whatever `storage` holds. Must be called from within a tokio runtime.
+    ///
+    /// Committed entries found in storage are applied to `state_machine` again before the
+    /// node serves, so it comes back with the state it had.
+    pub fn start<S, T, M>(
+        id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        mut storage: S,
+        transport: T,
+        state_machine: M,
+    ) -> Result<RaftNode, StartError>
+    where
+        S: Storage,
+        T: Transport,
+        M: StateMachine + Send + 'static,
+    {
+        config.validate()?;
+        let members: BTreeSet<NodeId> = members.into_iter().collect();
+        if !members.contains(&id) {
+            return Err(StartError::Membership {
+                reason: format!("the members {members:?} do not include the node itself ({id})"),
+            });
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let initial: InitialState = storage.load()?;
+        // Each node draws its own election jitter; the seed only needs to differ between
+        // nodes and runs, which the standard library's per-process random keys provide.
+        let seed = RandomState::new().hash_one(id.0);
+        let core = RaftCore::new(id, members, config.clone(), initial, seed);
+        tracing::info!(target: LOG_TARGET, node = %id, "Starting as Follower in term {} with {} log entries", core.term(), core.last_log_id().index);
+
+        let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
+        let (status_sender, status) = watch::channel(Status::of(&core));
+        let (stop, stop_requested) = watch::channel(false);
+        let node_loop = NodeLoop {
+            driver: Driver::new(core, storage, state_machine),
+            transport,
+            requests,
+            stop_requested,
+            status: status_sender,
+            pending: BTreeMap::new(),
+            epoch: Instant::now(),
+        };
+        let task = runtime.spawn(node_loop.run());
+        Ok(RaftNode {
+            shared: Arc::new(Shared {
+                id,
+                max_entry_bytes: config.max_entry_bytes,
+                requests: request_sender,
+                status,
+                stop,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// Replicates `command` and returns the state machine's result once it is committed and
+    /// applied. Only the leader accepts proposals; others answer
+    /// [`ProposeError::NotLeader`] with the leader they know.
+    pub async fn propose(&self, command: impl Into<Bytes>) -> Result<Vec<u8>, ProposeError> {
+        let command = command.into();
+        if command.len() > self.shared.max_entry_bytes {
+            return Err(ProposeError::TooLarge {
+                size: command.len(),
+                max: self.shared.max_entry_bytes,
+            });
+        }
+        let (reply, result) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::Propose { command, reply })
+            .await
+            .map_err(|_| ProposeError::Shutdown)?;
+        // The node answers every proposal it took before it stops; a dropped reply means it
+        // stopped before taking this one.
+        result.await.unwrap_or(Err(ProposeError::Shutdown))
+    }
+
+    /// What the node knows now.
+    pub fn status(&self) -> Status {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Waits until `condition` holds for the node's status, at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&Status) -> bool,
+    ) -> Result<Status, WaitError> {
+        let mut status = self.shared.status.clone();
+        match tokio::time::timeout(timeout, status.wait_for(|current| condition(current))).await {
+            Ok(Ok(current)) => Ok(current.clone()),
+            Ok(Err(_)) => Err(WaitError::Shutdown),
+            Err(_) => Err(WaitError::Timeout),
+        }
+    }
+
+    /// Stops the node: proposals not yet appended fail with [`ProposeError::Shutdown`],
+    /// appended ones with [`ProposeError::OutcomeUnknown`], and the task ends. Returns the
+    /// storage error that stopped the node earlier, if one did. Calling it again returns `Ok`.
+    pub async fn shutdown(&self) -> Result<(), StorageError> {
+        let _ = self.shared.stop.send(true);
+        let task = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match task {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(join_error) if join_error.is_panic() => {
+                    std::panic::resume_unwind(join_error.into_panic())
+                }
+                Err(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// A proposal waiting for its entry to be applied.
+struct PendingProposal {
+    term: Term,
+    reply: ProposeReply,
+}
+
+/// The node's task.
+struct NodeLoop<S, T, M> {
+    driver: Driver<S, M>,
+    transport: T,
+    requests: mpsc::Receiver<Request>,
+    stop_requested: watch::Receiver<bool>,
+    status: watch::Sender<Status>,
+    pending: BTreeMap<LogIndex, PendingProposal>,
+    epoch: Instant,
+}
+
+impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
+    async fn run(mut self) -> Result<(), StorageError> {
+        let id = self.driver.core.id();
+        let mut transport_open = true;
+        let result = loop {
+            if let Err(error) = self.process_ready() {
+                tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+                break Err(error);
+            }
+            let deadline = self.epoch + Duration::from_millis(self.driver.core.next_deadline_ms());
+            tokio::select! {
+                biased;
+                _ = self.stop_requested.changed() => break Ok(()),
+                request = self.requests.recv() => match request {
+                    Some(request) => self.handle_requests(request),
+                    None => break Ok(()),
+                },
+                message = self.transport.recv(), if transport_open => match message {
+                    Some(message) => self.handle_messages(message),
+                    None => transport_open = false,
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now_ms = self.now_ms();
+            self.driver.core.tick(now_ms);
+        };
+        self.stop(&result);
+        tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
+        result
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes `first` and whatever else is queued (up to a batch) into the core.
+    fn handle_requests(&mut self, first: Request) {
+        let now_ms = self.now_ms();
+        self.driver.core.tick(now_ms);
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(Request::Propose { command, reply }) = next {
+            match self.driver.core.propose(command) {
+                Ok(index) => {
+                    let term = self.driver.core.term();
+                    self.pending.insert(index, PendingProposal { term, reply });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            taken += 1;
+            next = if taken < MAX_BATCH {
+                self.requests.try_recv().ok()
+            } else {
+                None
+            };
+        }
+    }
+
+    /// Steps `first` and whatever other messages have arrived (up to a batch).
+    fn handle_messages(&mut self, first: Message) {
+        let now_ms = self.now_ms();
+        self.driver.core.tick(now_ms);
+        self.driver.core.step(first);
+        for _ in 1..MAX_BATCH {
+            let Some(message) = self.transport.try_recv() else {
+                break;
+            };
+            self.driver.core.step(message);
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), StorageError> {
+        let transport = &mut self.transport;
+        let pending = &mut self.pending;
+        self.driver.process_ready(
+            |message| transport.send(message),
+            |applied| complete_proposal(pending, applied),
+        )?;
+        if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
+            // Appended under a leadership that is gone: they may or may not commit.
+            for (index, proposal) in std::mem::take(&mut self.pending) {
+                let _ = proposal
+                    .reply
+                    .send(Err(ProposeError::OutcomeUnknown { index }));
+            }
+        }
+        let current = Status::of(&self.driver.core);
+        self.status.send_if_modified(|status| {
+            let changed = *status != current;
+            if changed {
+                *status = current;
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// Answers every request still waiting, as the node stops.
+    fn stop(&mut self, result: &Result<(), StorageError>) {
+        for (index, proposal) in std::mem::take(&mut self.pending) {
+            let error = match result {
+                Err(storage_error) => ProposeError::Storage(storage_error.clone()),
+                Ok(()) => ProposeError::OutcomeUnknown { index },
+            };
+            let _ = proposal.reply.send(Err(error));
+        }
+        self.requests.close();
+        while let Ok(Request::Propose { reply, .. }) = self.requests.try_recv() {
+            let _ = reply.send(Err(ProposeError::Shutdown));
+        }
+    }
+}
+
+/// Completes the proposal waiting for `applied`, if this node proposed it.
+fn complete_proposal(pending: &mut BTreeMap<LogIndex, PendingProposal>, applied: Applied) {
+    let Some(proposal) = pending.remove(&applied.index) else {
+        return;
+    };
+    let outcome = if proposal.term == applied.term {
+        applied.result.map_err(ProposeError::Apply)
+    } else {
+        // Another leader's entry took this index: this proposal was never committed.
+        Err(ProposeError::NotLeader { leader_hint: None })
+    };
+    let _ = proposal.reply.send(outcome);
+}

@@ -1,0 +1,43 @@
+//! [`Status`]: a snapshot of what one node knows, as reported by
+//! [`RaftNode::status`](crate::RaftNode::status).
+
+use crate::core::{RaftCore, Role};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// What a node knows about itself and its cluster at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its current role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows for the current term, if any (itself when leader).
+    pub leader_id: Option<NodeId>,
+    /// The highest index it knows committed.
+    pub commit_index: LogIndex,
+    /// The highest index its state machine has applied.
+    pub applied_index: LogIndex,
+    /// The index of the last entry in its log.
+    pub last_log_index: LogIndex,
+}
+
+impl Status {
+    pub(crate) fn of(core: &RaftCore) -> Status {
+        Status {
+            id: core.id(),
+            role: core.role(),
+            term: core.term(),
+            leader_id: core.leader_id(),
+            commit_index: core.commit_index(),
+            applied_index: core.applied_index(),
+            last_log_index: core.last_log_id().index,
+        }
+    }
+
+    /// Whether the node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+}

@@ -1,0 +1,38 @@
+//! Durable state behind the [`Storage`] trait: the log, the [`HardState`], and (later)
+//! snapshots.
+//!
+//! The runtime writes through storage and reads it back only when a node starts: the protocol
+//! core keeps the log it works on in memory. A write is durable only after
+//! [`Storage::sync`] returns; the runtime never acknowledges anything to another node or a
+//! client before that.
+//!
+//! Implementations: [`MemoryStorage`] (tests, examples; nothing survives the process).
+
+mod memory;
+
+pub use memory::MemoryStorage;
+
+use crate::core::InitialState;
+use crate::error::StorageError;
+use crate::hard_state::HardState;
+use crate::message::Entry;
+
+/// Durable storage for one node's Raft state.
+///
+/// Writes may be buffered until [`sync`](Storage::sync); a crash may lose any write not yet
+/// synced, but never a synced one. Calls come from the node's own task, one at a time.
+pub trait Storage: Send + 'static {
+    /// Reads back everything durable, to start a node from. Called once, before any write.
+    fn load(&mut self) -> Result<InitialState, StorageError>;
+
+    /// Appends `entries`, which are contiguous. If the first one's index is at or below the
+    /// last stored index, the stored entries from that index on are removed first. The first
+    /// index is never more than the last stored index plus one.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Replaces the stored hard state.
+    fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError>;
+
+    /// Makes every earlier write durable. Many appends may share one sync (group commit).
+    fn sync(&mut self) -> Result<(), StorageError>;
+}

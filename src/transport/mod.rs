@@ -1,0 +1,28 @@
+//! Delivery of [`Message`]s between nodes, behind the [`Transport`] trait.
+//!
+//! Raft tolerates lost, duplicated and reordered messages, so a transport may drop a message
+//! rather than block or buffer without bound. Implementations: [`ChannelNetwork`] (in-process
+//! channels, for tests and examples).
+
+mod channel;
+
+use std::future::Future;
+
+pub use channel::{ChannelNetwork, ChannelTransport};
+
+use crate::message::Message;
+
+/// How one node sends messages to its peers and receives theirs.
+pub trait Transport: Send + 'static {
+    /// Queues `message` for delivery to `message.to`. Must not block; may drop the message
+    /// (a full queue, an unreachable peer).
+    fn send(&mut self, message: Message);
+
+    /// Waits for the next message addressed to this node. `None` means no message will ever
+    /// arrive again. Must be cancel-safe: a message is never lost when the future is dropped.
+    fn recv(&mut self) -> impl Future<Output = Option<Message>> + Send;
+
+    /// Returns a message that has already arrived, without waiting, if there is one. Lets the
+    /// node handle a burst of messages with one persist.
+    fn try_recv(&mut self) -> Option<Message>;
+}
