@@ -1,0 +1,99 @@
+//! Helpers the runnable examples share: logging set up from `RUST_LOG`, a state machine
+//! wrapper whose state the example can print, and waiting for a leader.
+
+use std::error::Error;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use raft_consensus::{NodeId, ProposeError, RaftNode, StateMachine};
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stdout, filtered by `RUST_LOG` (default `info`). Colours only on a terminal, so
+/// piped output holds the plain log lines.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
+
+/// A state machine shared between a node (which applies commands to it) and the example
+/// (which reads it to show what each node holds).
+pub struct Shared<M>(pub Arc<Mutex<M>>);
+
+impl<M> Shared<M> {
+    /// Wraps `machine`, returning the wrapper for the node and a handle for the example.
+    pub fn new(machine: M) -> (Self, Arc<Mutex<M>>) {
+        let handle = Arc::new(Mutex::new(machine));
+        (Shared(Arc::clone(&handle)), handle)
+    }
+}
+
+impl<M: StateMachine> StateMachine for Shared<M> {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.0
+            .lock()
+            .map_err(|_| "state machine lock poisoned")?
+            .apply(command)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.0
+            .lock()
+            .map_err(|_| "state machine lock poisoned")?
+            .snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.0
+            .lock()
+            .map_err(|_| "state machine lock poisoned")?
+            .restore(snapshot)
+    }
+}
+
+/// Waits until `observer` follows (or is) a leader other than `excluded`, and returns it.
+pub async fn wait_for_leader(
+    observer: &RaftNode,
+    excluded: Option<NodeId>,
+    timeout: Duration,
+) -> anyhow::Result<NodeId> {
+    let status = observer
+        .wait_for(timeout, |status| {
+            status.leader_id.is_some() && status.leader_id != excluded
+        })
+        .await
+        .with_context(|| format!("no leader elected within {timeout:?}"))?;
+    status.leader_id.context("the status has a leader")
+}
+
+/// Proposes `command` through the leader among `nodes`, following `NotLeader` hints while
+/// leadership settles.
+pub async fn propose(nodes: &[&RaftNode], command: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let mut target = nodes
+        .iter()
+        .find(|node| node.status().is_leader())
+        .copied()
+        .unwrap_or(nodes[0]);
+    for _ in 0..10 {
+        match target.propose(command.clone()).await {
+            Ok(result) => return Ok(result),
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                let leader = match leader_hint {
+                    Some(leader) => leader,
+                    None => wait_for_leader(target, None, Duration::from_secs(5)).await?,
+                };
+                target = nodes
+                    .iter()
+                    .find(|node| node.id() == leader)
+                    .copied()
+                    .with_context(|| format!("the leader {leader} is not a running node"))?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    bail!("leadership did not settle after 10 attempts")
+}
