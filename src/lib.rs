@@ -1,8 +1,65 @@
 //! # raft_consensus
 //!
-//! A Raft consensus library: a sans-I/O protocol [`core`], pluggable [`storage`] and
-//! [`transport`], and [`RaftNode`], the tokio runtime that ties them to your
-//! [`StateMachine`].
+//! A Raft consensus library: replicate a deterministic [`StateMachine`] across a cluster so
+//! that every node applies the same commands in the same order.
+//!
+//! ## Layers
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`core`] | the sans-I/O protocol: [`core::RaftCore`], fed time, messages and proposals, producing [`core::Ready`] batches of work |
+//! | [`storage`] | the [`storage::Storage`] trait for the durable log and [`HardState`]; [`storage::MemoryStorage`] |
+//! | [`transport`] | the [`transport::Transport`] trait; [`transport::ChannelNetwork`] for nodes in one process |
+//! | [`RaftNode`] | the tokio runtime: one task per node that drives the core and answers [`RaftNode::propose`] |
+//! | [`state_machine`] | the [`StateMachine`] trait your application implements |
+//!
+//! ## A three-node cluster in one process
+//!
+//! ```
+//! use std::error::Error;
+//! use std::time::Duration;
+//!
+//! use raft_consensus::storage::MemoryStorage;
+//! use raft_consensus::transport::ChannelNetwork;
+//! use raft_consensus::{Config, NodeId, RaftNode, StateMachine};
+//!
+//! /// Appends every command to a list and answers with the list's length.
+//! #[derive(Default)]
+//! struct Journal(Vec<Vec<u8>>);
+//!
+//! impl StateMachine for Journal {
+//!     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+//!         self.0.push(command.to_vec());
+//!         Ok((self.0.len() as u64).to_le_bytes().to_vec())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn Error>> {
+//! let members = [NodeId(1), NodeId(2), NodeId(3)];
+//! let network = ChannelNetwork::new();
+//! let mut nodes = Vec::new();
+//! for id in members {
+//!     let transport = network.join(id);
+//!     let node = RaftNode::start(id, members, Config::default(), MemoryStorage::new(), transport, Journal::default())?;
+//!     nodes.push(node);
+//! }
+//!
+//! // Wait until node 1 knows a leader, then propose through that leader.
+//! let status = nodes[0].wait_for(Duration::from_secs(5), |status| status.leader_id.is_some()).await?;
+//! let leader = nodes.iter().find(|node| Some(node.id()) == status.leader_id).unwrap();
+//! let length = leader.propose(b"hello".to_vec()).await?;
+//! assert_eq!(length, 1u64.to_le_bytes());
+//!
+//! for node in &nodes {
+//!     node.shutdown().await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A proposal sent to a follower fails with [`ProposeError::NotLeader`], whose `leader_hint`
+//! names the leader to retry on.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -27,3 +84,8 @@ pub use raft_node::RaftNode;
 pub use state_machine::StateMachine;
 pub use status::Status;
 pub use types::{LogId, LogIndex, NodeId, Term};
+
+/// The README's code blocks, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
