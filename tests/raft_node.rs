@@ -1,0 +1,311 @@
+//! The tokio runtime (`RaftNode`) end to end on in-process channels: proposals, errors,
+//! restarts and shutdown. Time is tokio's paused test clock, which jumps straight to the next
+//! timer, so these tests wait for conditions, never for wall-clock time.
+
+use std::error::Error;
+use std::time::Duration;
+
+use raft_consensus::storage::MemoryStorage;
+use raft_consensus::transport::ChannelNetwork;
+use raft_consensus::{
+    Config, ConfigError, NodeId, ProposeError, RaftNode, Role, StartError, StateMachine,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Records every command; answers with how many it has applied. Rejects the command `fail`.
+#[derive(Default)]
+struct Recorder {
+    applied: Vec<Vec<u8>>,
+}
+
+impl StateMachine for Recorder {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        if command == b"fail" {
+            return Err("the command `fail` always fails".into());
+        }
+        self.applied.push(command.to_vec());
+        Ok((self.applied.len() as u64).to_le_bytes().to_vec())
+    }
+}
+
+fn count(result: &[u8]) -> u64 {
+    u64::from_le_bytes(result.try_into().expect("results are 8-byte counters"))
+}
+
+struct Cluster {
+    network: ChannelNetwork,
+    members: Vec<NodeId>,
+    storages: Vec<MemoryStorage>,
+    nodes: Vec<RaftNode>,
+}
+
+impl Cluster {
+    fn start(size: u64) -> Cluster {
+        let network = ChannelNetwork::new();
+        let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let storages: Vec<MemoryStorage> = members.iter().map(|_| MemoryStorage::new()).collect();
+        let nodes = members
+            .iter()
+            .zip(&storages)
+            .map(|(id, storage)| {
+                RaftNode::start(
+                    *id,
+                    members.clone(),
+                    Config::default(),
+                    storage.clone(),
+                    network.join(*id),
+                    Recorder::default(),
+                )
+                .expect("valid configuration")
+            })
+            .collect();
+        Cluster {
+            network,
+            members,
+            storages,
+            nodes,
+        }
+    }
+
+    async fn leader(&self) -> &RaftNode {
+        let status = self.nodes[0]
+            .wait_for(DEADLINE, |status| status.leader_id.is_some())
+            .await
+            .expect("a leader is elected");
+        let leader = status.leader_id.expect("checked above");
+        let node = self.node(leader);
+        node.wait_for(DEADLINE, |status| status.is_leader())
+            .await
+            .expect("the leader knows it");
+        node
+    }
+
+    fn node(&self, id: NodeId) -> &RaftNode {
+        self.nodes
+            .iter()
+            .find(|node| node.id() == id)
+            .expect("a member")
+    }
+
+    async fn shutdown(&self) {
+        for node in &self.nodes {
+            node.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A proposal to the leader returns the state machine's result once applied, and every node
+/// applies it.
+#[tokio::test(start_paused = true)]
+async fn proposals_return_the_apply_result_and_replicate_everywhere() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    for expected in 1..=20u64 {
+        let result = leader
+            .propose(format!("command {expected}").into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(count(&result), expected);
+    }
+    let target = leader.status().commit_index;
+    for node in &cluster.nodes {
+        node.wait_for(DEADLINE, |status| status.applied_index >= target)
+            .await
+            .unwrap();
+    }
+    cluster.shutdown().await;
+}
+
+/// Concurrent proposals are batched but each gets its own result, in log order.
+#[tokio::test(start_paused = true)]
+async fn concurrent_proposals_each_get_their_own_result() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await.clone();
+    let mut tasks = Vec::new();
+    for client in 0..50u64 {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            leader
+                .propose(client.to_le_bytes().to_vec())
+                .await
+                .map(|result| count(&result))
+        }));
+    }
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await.unwrap().unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=50).collect::<Vec<u64>>());
+    cluster.shutdown().await;
+}
+
+/// A follower refuses proposals and names the leader.
+#[tokio::test(start_paused = true)]
+async fn followers_answer_not_leader_with_a_hint() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await.id();
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id() != leader)
+        .unwrap();
+    follower
+        .wait_for(DEADLINE, |status| status.leader_id == Some(leader))
+        .await
+        .unwrap();
+    match follower.propose(b"x".to_vec()).await {
+        Err(ProposeError::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader)),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+/// An `Err` from `apply` is the proposal's result, not a failure of the node.
+#[tokio::test(start_paused = true)]
+async fn apply_errors_are_returned_to_the_proposer() {
+    let cluster = Cluster::start(1);
+    let leader = cluster.leader().await;
+    match leader.propose(b"fail".to_vec()).await {
+        Err(ProposeError::Apply(error)) => assert!(error.to_string().contains("always fails")),
+        other => panic!("expected an apply error, got {other:?}"),
+    }
+    assert_eq!(count(&leader.propose(b"ok".to_vec()).await.unwrap()), 1);
+    cluster.shutdown().await;
+}
+
+/// A leader cut off from its followers cannot commit; when it loses leadership its pending
+/// proposals end with `OutcomeUnknown`, not a false success or a false failure.
+#[tokio::test(start_paused = true)]
+async fn lost_leadership_makes_pending_proposals_outcome_unknown() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await.clone();
+    for id in &cluster.members {
+        if *id != leader.id() {
+            cluster.network.disconnect(*id);
+        }
+    }
+    match leader.propose(b"stranded".to_vec()).await {
+        Err(ProposeError::OutcomeUnknown { index }) => assert!(index.0 >= 2),
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    assert_ne!(leader.status().role, Role::Leader);
+    cluster.shutdown().await;
+}
+
+/// Oversized commands are refused before anything is written.
+#[tokio::test(start_paused = true)]
+async fn oversized_commands_are_rejected() {
+    let cluster = Cluster::start(1);
+    let leader = cluster.leader().await;
+    let before = leader.status().last_log_index;
+    let huge = vec![0u8; Config::default().max_entry_bytes + 1];
+    assert!(matches!(
+        leader.propose(huge).await,
+        Err(ProposeError::TooLarge { .. })
+    ));
+    assert_eq!(leader.status().last_log_index, before);
+    cluster.shutdown().await;
+}
+
+/// After shutdown, proposals fail with `Shutdown` and shutting down again is harmless.
+#[tokio::test(start_paused = true)]
+async fn shutdown_is_clean_and_idempotent() {
+    let cluster = Cluster::start(1);
+    let leader = cluster.leader().await;
+    leader.shutdown().await.unwrap();
+    assert!(matches!(
+        leader.propose(b"late".to_vec()).await,
+        Err(ProposeError::Shutdown)
+    ));
+    leader.shutdown().await.unwrap();
+}
+
+/// A node restarted from its storage keeps its term and log and rebuilds its state machine by
+/// applying the committed entries again.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_replays_its_committed_log() {
+    let cluster = Cluster::start(1);
+    let leader = cluster.leader().await;
+    for _ in 0..5 {
+        leader.propose(b"entry".to_vec()).await.unwrap();
+    }
+    let before = leader.status();
+    leader.shutdown().await.unwrap();
+
+    let restarted = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        Config::default(),
+        cluster.storages[0].clone(),
+        cluster.network.join(NodeId(1)),
+        Recorder::default(),
+    )
+    .unwrap();
+    let status = restarted
+        .wait_for(DEADLINE, |status| {
+            status.applied_index >= before.commit_index
+        })
+        .await
+        .unwrap();
+    assert!(status.term >= before.term);
+    restarted
+        .wait_for(DEADLINE, |status| status.is_leader())
+        .await
+        .unwrap();
+    // Five commands were applied again on restart, so the next one is the sixth.
+    assert_eq!(
+        count(&restarted.propose(b"after".to_vec()).await.unwrap()),
+        6
+    );
+    restarted.shutdown().await.unwrap();
+}
+
+/// Invalid start parameters are clear errors.
+#[tokio::test]
+async fn invalid_configuration_and_membership_are_refused() {
+    let network = ChannelNetwork::new();
+    let bad = Config {
+        heartbeat_interval_ms: 500,
+        ..Config::default()
+    };
+    let result = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        bad,
+        MemoryStorage::new(),
+        network.join(NodeId(1)),
+        Recorder::default(),
+    );
+    assert!(matches!(
+        result,
+        Err(StartError::Config(
+            ConfigError::HeartbeatNotBelowElectionTimeout { .. }
+        ))
+    ));
+    let result = RaftNode::start(
+        NodeId(4),
+        [NodeId(1), NodeId(2)],
+        Config::default(),
+        MemoryStorage::new(),
+        network.join(NodeId(4)),
+        Recorder::default(),
+    );
+    assert!(matches!(result, Err(StartError::Membership { .. })));
+}
+
+/// Starting outside a tokio runtime is an error, not a panic.
+#[test]
+fn starting_outside_a_runtime_is_an_error() {
+    let network = ChannelNetwork::new();
+    let result = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        Config::default(),
+        MemoryStorage::new(),
+        network.join(NodeId(1)),
+        Recorder::default(),
+    );
+    assert!(matches!(result, Err(StartError::NoRuntime)));
+}
