@@ -102,10 +102,7 @@ impl Error for KvStoreError {}
 fn decode_exact<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, Box<dyn Error + Send + Sync>> {
     let (value, consumed): (T, usize) = bincode::decode_from_slice(bytes, bincode_config())?;
     if consumed != bytes.len() {
-        return Err(Box::new(KvStoreError::TrailingBytes {
-            consumed,
-            total: bytes.len(),
-        }));
+        return Err(Box::new(KvStoreError::TrailingBytes { consumed, total: bytes.len() }));
     }
     Ok(value)
 }
@@ -124,11 +121,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<KvResponse, bincode::error::Decod
         bincode::decode_from_slice(bytes, bincode_config())?;
     if consumed != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(
-            KvStoreError::TrailingBytes {
-                consumed,
-                total: bytes.len(),
-            }
-            .to_string(),
+            KvStoreError::TrailingBytes { consumed, total: bytes.len() }.to_string(),
         ));
     }
     Ok(response)
@@ -165,15 +158,11 @@ impl KvStore {
     /// Executes a decoded command and returns its typed result.
     fn execute(&mut self, command: KvCommand) -> KvResponse {
         match command {
-            KvCommand::Set { key, value } => KvResponse::Set {
-                previous: self.data.insert(key, value),
-            },
-            KvCommand::Get { key } => KvResponse::Get {
-                value: self.data.get(&key).cloned(),
-            },
-            KvCommand::Delete { key } => KvResponse::Delete {
-                removed: self.data.remove(&key),
-            },
+            KvCommand::Set { key, value } => {
+                KvResponse::Set { previous: self.data.insert(key, value) }
+            }
+            KvCommand::Get { key } => KvResponse::Get { value: self.data.get(&key).cloned() },
+            KvCommand::Delete { key } => KvResponse::Delete { removed: self.data.remove(&key) },
         }
     }
 }
@@ -203,9 +192,7 @@ impl StateMachine for KvStore {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
         let (&version, encoded_data) = snapshot.split_first().ok_or(KvStoreError::EmptySnapshot)?;
         if version != SNAPSHOT_FORMAT_VERSION {
-            return Err(Box::new(KvStoreError::UnsupportedSnapshotVersion {
-                found: version,
-            }));
+            return Err(Box::new(KvStoreError::UnsupportedSnapshotVersion { found: version }));
         }
         self.data = decode_exact(encoded_data)?;
         Ok(())
@@ -216,31 +203,13 @@ impl StateMachine for KvStore {
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let mut store = KvStore::new();
     let commands = [
-        KvCommand::Set {
-            key: "language".to_string(),
-            value: "Rust".to_string(),
-        },
-        KvCommand::Set {
-            key: "protocol".to_string(),
-            value: "Paxos".to_string(),
-        },
-        KvCommand::Set {
-            key: "protocol".to_string(),
-            value: "Raft".to_string(),
-        },
-        KvCommand::Get {
-            key: "protocol".to_string(),
-        },
-        KvCommand::Get {
-            key: "missing".to_string(),
-        },
-        KvCommand::Set {
-            key: "scratch".to_string(),
-            value: "temporary".to_string(),
-        },
-        KvCommand::Delete {
-            key: "scratch".to_string(),
-        },
+        KvCommand::Set { key: "language".to_string(), value: "Rust".to_string() },
+        KvCommand::Set { key: "protocol".to_string(), value: "Paxos".to_string() },
+        KvCommand::Set { key: "protocol".to_string(), value: "Raft".to_string() },
+        KvCommand::Get { key: "protocol".to_string() },
+        KvCommand::Get { key: "missing".to_string() },
+        KvCommand::Set { key: "scratch".to_string(), value: "temporary".to_string() },
+        KvCommand::Delete { key: "scratch".to_string() },
     ];
     for command in &commands {
         let response = decode_response(&store.apply(&encode_command(command))?)?;
@@ -274,29 +243,21 @@ mod tests {
     use super::*;
 
     fn set(key: &str, value: &str) -> KvCommand {
-        KvCommand::Set {
-            key: key.to_string(),
-            value: value.to_string(),
-        }
+        KvCommand::Set { key: key.to_string(), value: value.to_string() }
     }
 
     fn get(key: &str) -> KvCommand {
-        KvCommand::Get {
-            key: key.to_string(),
-        }
+        KvCommand::Get { key: key.to_string() }
     }
 
     fn delete(key: &str) -> KvCommand {
-        KvCommand::Delete {
-            key: key.to_string(),
-        }
+        KvCommand::Delete { key: key.to_string() }
     }
 
     /// Applies `command` through the `StateMachine` interface and decodes the response.
     fn apply(store: &mut KvStore, command: &KvCommand) -> KvResponse {
-        let response_bytes = store
-            .apply(&encode_command(command))
-            .expect("a valid command applies");
+        let response_bytes =
+            store.apply(&encode_command(command)).expect("a valid command applies");
         decode_response(&response_bytes).expect("apply returns a valid response")
     }
 
@@ -313,51 +274,30 @@ mod tests {
         let mut store = KvStore::new();
         assert!(store.is_empty());
 
-        assert_eq!(
-            apply(&mut store, &set("k", "v1")),
-            KvResponse::Set { previous: None }
-        );
+        assert_eq!(apply(&mut store, &set("k", "v1")), KvResponse::Set { previous: None });
         assert_eq!(store.get("k"), Some("v1"));
         assert_eq!(
             apply(&mut store, &set("k", "v2")),
-            KvResponse::Set {
-                previous: Some("v1".to_string())
-            }
+            KvResponse::Set { previous: Some("v1".to_string()) }
         );
-        assert_eq!(
-            apply(&mut store, &get("k")),
-            KvResponse::Get {
-                value: Some("v2".to_string())
-            }
-        );
+        assert_eq!(apply(&mut store, &get("k")), KvResponse::Get { value: Some("v2".to_string()) });
         assert_eq!(store.len(), 1);
 
         assert_eq!(
             apply(&mut store, &delete("k")),
-            KvResponse::Delete {
-                removed: Some("v2".to_string())
-            }
+            KvResponse::Delete { removed: Some("v2".to_string()) }
         );
         assert_eq!(store.get("k"), None);
         assert!(store.is_empty());
-        assert_eq!(
-            apply(&mut store, &delete("k")),
-            KvResponse::Delete { removed: None }
-        );
-        assert_eq!(
-            apply(&mut store, &get("k")),
-            KvResponse::Get { value: None }
-        );
+        assert_eq!(apply(&mut store, &delete("k")), KvResponse::Delete { removed: None });
+        assert_eq!(apply(&mut store, &get("k")), KvResponse::Get { value: None });
     }
 
     #[test]
     fn get_of_missing_key_is_none() {
         let mut store = populated_store();
         assert_eq!(store.get("missing"), None);
-        assert_eq!(
-            apply(&mut store, &get("missing")),
-            KvResponse::Get { value: None }
-        );
+        assert_eq!(apply(&mut store, &get("missing")), KvResponse::Get { value: None });
         assert_eq!(store, populated_store(), "a Get must not change the store");
     }
 
@@ -385,17 +325,11 @@ mod tests {
     fn every_response_variant_round_trips() {
         let responses = [
             KvResponse::Set { previous: None },
-            KvResponse::Set {
-                previous: Some("old".to_string()),
-            },
+            KvResponse::Set { previous: Some("old".to_string()) },
             KvResponse::Get { value: None },
-            KvResponse::Get {
-                value: Some("v".to_string()),
-            },
+            KvResponse::Get { value: Some("v".to_string()) },
             KvResponse::Delete { removed: None },
-            KvResponse::Delete {
-                removed: Some("gone".to_string()),
-            },
+            KvResponse::Delete { removed: Some("gone".to_string()) },
         ];
         for response in responses {
             let bytes = bincode::encode_to_vec(&response, bincode_config()).expect("encodes");
@@ -453,10 +387,7 @@ mod tests {
             ("truncated", truncated),
             ("trailing byte", with_trailing_byte),
             ("wrong version", wrong_version),
-            (
-                "junk",
-                vec![SNAPSHOT_FORMAT_VERSION, 0xFF, 0x13, 0x37, 0xAB],
-            ),
+            ("junk", vec![SNAPSHOT_FORMAT_VERSION, 0xFF, 0x13, 0x37, 0xAB]),
         ];
         for (description, bad) in bad_snapshots {
             let mut store = KvStore::new();

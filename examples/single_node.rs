@@ -46,23 +46,11 @@ async fn main() -> anyhow::Result<()> {
     println!("{id} is the leader of term {}", status.term);
 
     let commands = [
-        KvCommand::Set {
-            key: "language".into(),
-            value: "Rust".into(),
-        },
-        KvCommand::Set {
-            key: "protocol".into(),
-            value: "Raft".into(),
-        },
-        KvCommand::Get {
-            key: "language".into(),
-        },
-        KvCommand::Delete {
-            key: "protocol".into(),
-        },
-        KvCommand::Get {
-            key: "protocol".into(),
-        },
+        KvCommand::Set { key: "language".into(), value: "Rust".into() },
+        KvCommand::Set { key: "protocol".into(), value: "Raft".into() },
+        KvCommand::Get { key: "language".into() },
+        KvCommand::Delete { key: "protocol".into() },
+        KvCommand::Get { key: "protocol".into() },
     ];
     for command in commands {
         let result = node.propose(encode_command(&command)).await?;

@@ -61,18 +61,9 @@ async fn main() -> anyhow::Result<()> {
     run_commands(
         &members,
         &[
-            KvCommand::Set {
-                key: "x".into(),
-                value: "1".into(),
-            },
-            KvCommand::Set {
-                key: "y".into(),
-                value: "2".into(),
-            },
-            KvCommand::Set {
-                key: "z".into(),
-                value: "3".into(),
-            },
+            KvCommand::Set { key: "x".into(), value: "1".into() },
+            KvCommand::Set { key: "y".into(), value: "2".into() },
+            KvCommand::Set { key: "z".into(), value: "3".into() },
             KvCommand::Get { key: "y".into() },
         ],
     )
@@ -90,19 +81,13 @@ async fn main() -> anyhow::Result<()> {
 
     let new_leader = common::wait_for_leader(&members[0].node, Some(leader), ELECTION_WAIT).await?;
     let new_term = members[0].node.status().term;
-    ensure!(
-        new_term > term,
-        "the new leader's term {new_term} is not above {term}"
-    );
+    ensure!(new_term > term, "the new leader's term {new_term} is not above {term}");
     println!("{new_leader} was elected leader for term {new_term}");
 
     run_commands(
         &members,
         &[
-            KvCommand::Set {
-                key: "w".into(),
-                value: "4".into(),
-            },
+            KvCommand::Set { key: "w".into(), value: "4".into() },
             KvCommand::Delete { key: "x".into() },
         ],
     )
@@ -145,21 +130,15 @@ async fn show_agreement(members: &[ClusterMember]) -> anyhow::Result<()> {
     let mut contents = Vec::new();
     for member in members {
         let status = member.node.status();
-        let store = member
-            .store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?
-            .clone();
+        let store =
+            member.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?.clone();
         println!(
             "{} ({}, term {}, applied index {}): {store:?}",
             status.id, status.role, status.term, status.applied_index
         );
         contents.push(store);
     }
-    ensure!(
-        contents.windows(2).all(|pair| pair[0] == pair[1]),
-        "the nodes' stores differ"
-    );
+    ensure!(contents.windows(2).all(|pair| pair[0] == pair[1]), "the nodes' stores differ");
     println!("All {} running nodes hold the same data", members.len());
     Ok(())
 }

@@ -105,10 +105,7 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_rejected_with_a_reason() {
-        let heartbeat_too_slow = Config {
-            heartbeat_interval_ms: 150,
-            ..Config::default()
-        };
+        let heartbeat_too_slow = Config { heartbeat_interval_ms: 150, ..Config::default() };
         assert_eq!(
             heartbeat_too_slow.validate(),
             Err(ConfigError::HeartbeatNotBelowElectionTimeout {
@@ -116,23 +113,15 @@ mod tests {
                 election_timeout_min_ms: 150
             })
         );
-        let empty_range = Config {
-            election_timeout_max_ms: 150,
-            ..Config::default()
-        };
+        let empty_range = Config { election_timeout_max_ms: 150, ..Config::default() };
         assert!(matches!(
             empty_range.validate(),
             Err(ConfigError::EmptyElectionTimeoutRange { .. })
         ));
-        let zero_inflight = Config {
-            max_inflight_appends: 0,
-            ..Config::default()
-        };
+        let zero_inflight = Config { max_inflight_appends: 0, ..Config::default() };
         assert_eq!(
             zero_inflight.validate(),
-            Err(ConfigError::ZeroLimit {
-                name: "max_inflight_appends"
-            })
+            Err(ConfigError::ZeroLimit { name: "max_inflight_appends" })
         );
         let message = heartbeat_too_slow.validate().unwrap_err().to_string();
         assert!(message.contains("heartbeat"), "{message}");

@@ -14,6 +14,8 @@
 
 use std::error::Error;
 
+use bytes::Bytes;
+
 use crate::core::{RaftCore, Ready};
 use crate::error::StorageError;
 use crate::message::{EntryPayload, Message};
@@ -27,6 +29,8 @@ pub(crate) struct Applied {
     pub(crate) index: LogIndex,
     /// The entry's term (a proposal matches only if both agree).
     pub(crate) term: Term,
+    /// The command that was applied.
+    pub(crate) command: Bytes,
     /// What the state machine returned.
     pub(crate) result: Result<Vec<u8>, Box<dyn Error + Send + Sync>>,
 }
@@ -36,6 +40,9 @@ pub(crate) struct Driver<S, M> {
     pub(crate) core: RaftCore,
     storage: S,
     state_machine: M,
+    /// Simulation only: the planted bug that sends acknowledgments before the sync.
+    #[cfg(feature = "sim")]
+    pub(crate) planted_acknowledge_before_sync: bool,
 }
 
 impl<S: Storage, M: StateMachine> Driver<S, M> {
@@ -44,6 +51,8 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             core,
             storage,
             state_machine,
+            #[cfg(feature = "sim")]
+            planted_acknowledge_before_sync: false,
         }
     }
 
@@ -56,17 +65,21 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         mut on_applied: impl FnMut(Applied),
     ) -> Result<(), StorageError> {
         while self.core.has_ready() {
-            let Ready {
-                hard_state,
-                entries,
-                messages,
-                persisted_messages,
-                committed_entries,
-                ack,
-            } = self.core.ready();
+            let Ready { hard_state, entries, messages, persisted_messages, committed_entries, ack } =
+                self.core.ready();
             for message in messages {
                 send(message);
             }
+            #[cfg(feature = "sim")]
+            let persisted_messages = if self.planted_acknowledge_before_sync {
+                // Planted bug: promise durability before the write is synced.
+                for message in persisted_messages {
+                    send(message);
+                }
+                Vec::new()
+            } else {
+                persisted_messages
+            };
             let must_sync = hard_state.is_some() || !entries.is_empty();
             if !entries.is_empty() {
                 self.storage.append(&entries)?;
@@ -81,13 +94,9 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 send(message);
             }
             for entry in committed_entries {
-                if let EntryPayload::Command(command) = &entry.payload {
-                    let result = self.state_machine.apply(command);
-                    on_applied(Applied {
-                        index: entry.index,
-                        term: entry.term,
-                        result,
-                    });
+                if let EntryPayload::Command(command) = entry.payload {
+                    let result = self.state_machine.apply(&command);
+                    on_applied(Applied { index: entry.index, term: entry.term, command, result });
                 }
             }
             self.core.advance(ack);

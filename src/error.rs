@@ -68,10 +68,7 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an I/O error with a description of the operation that failed.
     pub fn io(operation: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io {
-            operation: operation.into(),
-            source: Arc::new(source),
-        }
+        StorageError::Io { operation: operation.into(), source: Arc::new(source) }
     }
 }
 

@@ -67,8 +67,12 @@ pub mod core;
 mod driver;
 pub mod error;
 pub mod hard_state;
+pub mod linearizability;
 pub mod message;
+mod proposals;
 mod raft_node;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod state_machine;
 mod status;
 pub mod storage;

@@ -6,8 +6,8 @@
 //! completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
 //! handle to that task.
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,14 +19,15 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
-use crate::driver::{Applied, Driver};
+use crate::driver::Driver;
 use crate::error::{ProposeError, StartError, StorageError, WaitError};
 use crate::message::Message;
+use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::state_machine::StateMachine;
 use crate::status::Status;
 use crate::storage::Storage;
 use crate::transport::Transport;
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::NodeId;
 
 /// Most requests or messages taken in one batch before the node persists and answers.
 const MAX_BATCH: usize = 4096;
@@ -130,7 +131,7 @@ impl RaftNode {
             requests,
             stop_requested,
             status: status_sender,
-            pending: BTreeMap::new(),
+            pending: PendingProposals::default(),
             epoch: Instant::now(),
         };
         let task = runtime.spawn(node_loop.run());
@@ -197,12 +198,7 @@ impl RaftNode {
     /// storage error that stopped the node earlier, if one did. Calling it again returns `Ok`.
     pub async fn shutdown(&self) -> Result<(), StorageError> {
         let _ = self.shared.stop.send(true);
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let task = self.shared.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         match task {
             Some(task) => match task.await {
                 Ok(result) => result,
@@ -216,12 +212,6 @@ impl RaftNode {
     }
 }
 
-/// A proposal waiting for its entry to be applied.
-struct PendingProposal {
-    term: Term,
-    reply: ProposeReply,
-}
-
 /// The node's task.
 struct NodeLoop<S, T, M> {
     driver: Driver<S, M>,
@@ -229,7 +219,7 @@ struct NodeLoop<S, T, M> {
     requests: mpsc::Receiver<Request>,
     stop_requested: watch::Receiver<bool>,
     status: watch::Sender<Status>,
-    pending: BTreeMap<LogIndex, PendingProposal>,
+    pending: PendingProposals<ProposeReply>,
     epoch: Instant,
 }
 
@@ -278,18 +268,14 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             match self.driver.core.propose(command) {
                 Ok(index) => {
                     let term = self.driver.core.term();
-                    self.pending.insert(index, PendingProposal { term, reply });
+                    self.pending.insert(index, term, reply);
                 }
                 Err(error) => {
                     let _ = reply.send(Err(error));
                 }
             }
             taken += 1;
-            next = if taken < MAX_BATCH {
-                self.requests.try_recv().ok()
-            } else {
-                None
-            };
+            next = if taken < MAX_BATCH { self.requests.try_recv().ok() } else { None };
         }
     }
 
@@ -311,14 +297,24 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         let pending = &mut self.pending;
         self.driver.process_ready(
             |message| transport.send(message),
-            |applied| complete_proposal(pending, applied),
+            |applied| {
+                if let Some((reply, outcome)) = pending.on_applied(applied) {
+                    let _ = reply.send(match outcome {
+                        ProposalOutcome::Applied(applied) => {
+                            applied.result.map_err(ProposeError::Apply)
+                        }
+                        // Another leader's entry took this index: it never committed.
+                        ProposalOutcome::Overwritten => {
+                            Err(ProposeError::NotLeader { leader_hint: None })
+                        }
+                    });
+                }
+            },
         )?;
         if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
             // Appended under a leadership that is gone: they may or may not commit.
-            for (index, proposal) in std::mem::take(&mut self.pending) {
-                let _ = proposal
-                    .reply
-                    .send(Err(ProposeError::OutcomeUnknown { index }));
+            for (index, reply) in self.pending.take_all() {
+                let _ = reply.send(Err(ProposeError::OutcomeUnknown { index }));
             }
         }
         let current = Status::of(&self.driver.core);
@@ -334,30 +330,16 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
 
     /// Answers every request still waiting, as the node stops.
     fn stop(&mut self, result: &Result<(), StorageError>) {
-        for (index, proposal) in std::mem::take(&mut self.pending) {
+        for (index, reply) in self.pending.take_all() {
             let error = match result {
                 Err(storage_error) => ProposeError::Storage(storage_error.clone()),
                 Ok(()) => ProposeError::OutcomeUnknown { index },
             };
-            let _ = proposal.reply.send(Err(error));
+            let _ = reply.send(Err(error));
         }
         self.requests.close();
         while let Ok(Request::Propose { reply, .. }) = self.requests.try_recv() {
             let _ = reply.send(Err(ProposeError::Shutdown));
         }
     }
-}
-
-/// Completes the proposal waiting for `applied`, if this node proposed it.
-fn complete_proposal(pending: &mut BTreeMap<LogIndex, PendingProposal>, applied: Applied) {
-    let Some(proposal) = pending.remove(&applied.index) else {
-        return;
-    };
-    let outcome = if proposal.term == applied.term {
-        applied.result.map_err(ProposeError::Apply)
-    } else {
-        // Another leader's entry took this index: this proposal was never committed.
-        Err(ProposeError::NotLeader { leader_hint: None })
-    };
-    let _ = proposal.reply.send(outcome);
 }

@@ -60,12 +60,7 @@ impl Cluster {
                 .expect("valid configuration")
             })
             .collect();
-        Cluster {
-            network,
-            members,
-            storages,
-            nodes,
-        }
+        Cluster { network, members, storages, nodes }
     }
 
     async fn leader(&self) -> &RaftNode {
@@ -75,17 +70,12 @@ impl Cluster {
             .expect("a leader is elected");
         let leader = status.leader_id.expect("checked above");
         let node = self.node(leader);
-        node.wait_for(DEADLINE, |status| status.is_leader())
-            .await
-            .expect("the leader knows it");
+        node.wait_for(DEADLINE, |status| status.is_leader()).await.expect("the leader knows it");
         node
     }
 
     fn node(&self, id: NodeId) -> &RaftNode {
-        self.nodes
-            .iter()
-            .find(|node| node.id() == id)
-            .expect("a member")
+        self.nodes.iter().find(|node| node.id() == id).expect("a member")
     }
 
     async fn shutdown(&self) {
@@ -102,17 +92,12 @@ async fn proposals_return_the_apply_result_and_replicate_everywhere() {
     let cluster = Cluster::start(3);
     let leader = cluster.leader().await;
     for expected in 1..=20u64 {
-        let result = leader
-            .propose(format!("command {expected}").into_bytes())
-            .await
-            .unwrap();
+        let result = leader.propose(format!("command {expected}").into_bytes()).await.unwrap();
         assert_eq!(count(&result), expected);
     }
     let target = leader.status().commit_index;
     for node in &cluster.nodes {
-        node.wait_for(DEADLINE, |status| status.applied_index >= target)
-            .await
-            .unwrap();
+        node.wait_for(DEADLINE, |status| status.applied_index >= target).await.unwrap();
     }
     cluster.shutdown().await;
 }
@@ -126,10 +111,7 @@ async fn concurrent_proposals_each_get_their_own_result() {
     for client in 0..50u64 {
         let leader = leader.clone();
         tasks.push(tokio::spawn(async move {
-            leader
-                .propose(client.to_le_bytes().to_vec())
-                .await
-                .map(|result| count(&result))
+            leader.propose(client.to_le_bytes().to_vec()).await.map(|result| count(&result))
         }));
     }
     let mut counts = Vec::new();
@@ -146,15 +128,8 @@ async fn concurrent_proposals_each_get_their_own_result() {
 async fn followers_answer_not_leader_with_a_hint() {
     let cluster = Cluster::start(3);
     let leader = cluster.leader().await.id();
-    let follower = cluster
-        .nodes
-        .iter()
-        .find(|node| node.id() != leader)
-        .unwrap();
-    follower
-        .wait_for(DEADLINE, |status| status.leader_id == Some(leader))
-        .await
-        .unwrap();
+    let follower = cluster.nodes.iter().find(|node| node.id() != leader).unwrap();
+    follower.wait_for(DEADLINE, |status| status.leader_id == Some(leader)).await.unwrap();
     match follower.propose(b"x".to_vec()).await {
         Err(ProposeError::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader)),
         other => panic!("expected NotLeader, got {other:?}"),
@@ -201,10 +176,7 @@ async fn oversized_commands_are_rejected() {
     let leader = cluster.leader().await;
     let before = leader.status().last_log_index;
     let huge = vec![0u8; Config::default().max_entry_bytes + 1];
-    assert!(matches!(
-        leader.propose(huge).await,
-        Err(ProposeError::TooLarge { .. })
-    ));
+    assert!(matches!(leader.propose(huge).await, Err(ProposeError::TooLarge { .. })));
     assert_eq!(leader.status().last_log_index, before);
     cluster.shutdown().await;
 }
@@ -215,10 +187,7 @@ async fn shutdown_is_clean_and_idempotent() {
     let cluster = Cluster::start(1);
     let leader = cluster.leader().await;
     leader.shutdown().await.unwrap();
-    assert!(matches!(
-        leader.propose(b"late".to_vec()).await,
-        Err(ProposeError::Shutdown)
-    ));
+    assert!(matches!(leader.propose(b"late".to_vec()).await, Err(ProposeError::Shutdown)));
     leader.shutdown().await.unwrap();
 }
 
@@ -244,21 +213,13 @@ async fn a_restarted_node_replays_its_committed_log() {
     )
     .unwrap();
     let status = restarted
-        .wait_for(DEADLINE, |status| {
-            status.applied_index >= before.commit_index
-        })
+        .wait_for(DEADLINE, |status| status.applied_index >= before.commit_index)
         .await
         .unwrap();
     assert!(status.term >= before.term);
-    restarted
-        .wait_for(DEADLINE, |status| status.is_leader())
-        .await
-        .unwrap();
+    restarted.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
     // Five commands were applied again on restart, so the next one is the sixth.
-    assert_eq!(
-        count(&restarted.propose(b"after".to_vec()).await.unwrap()),
-        6
-    );
+    assert_eq!(count(&restarted.propose(b"after".to_vec()).await.unwrap()), 6);
     restarted.shutdown().await.unwrap();
 }
 
@@ -266,10 +227,7 @@ async fn a_restarted_node_replays_its_committed_log() {
 #[tokio::test]
 async fn invalid_configuration_and_membership_are_refused() {
     let network = ChannelNetwork::new();
-    let bad = Config {
-        heartbeat_interval_ms: 500,
-        ..Config::default()
-    };
+    let bad = Config { heartbeat_interval_ms: 500, ..Config::default() };
     let result = RaftNode::start(
         NodeId(1),
         [NodeId(1)],
@@ -280,9 +238,7 @@ async fn invalid_configuration_and_membership_are_refused() {
     );
     assert!(matches!(
         result,
-        Err(StartError::Config(
-            ConfigError::HeartbeatNotBelowElectionTimeout { .. }
-        ))
+        Err(StartError::Config(ConfigError::HeartbeatNotBelowElectionTimeout { .. }))
     ));
     let result = RaftNode::start(
         NodeId(4),

@@ -34,24 +34,15 @@ impl<M> Shared<M> {
 
 impl<M: StateMachine> StateMachine for Shared<M> {
     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        self.0
-            .lock()
-            .map_err(|_| "state machine lock poisoned")?
-            .apply(command)
+        self.0.lock().map_err(|_| "state machine lock poisoned")?.apply(command)
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        self.0
-            .lock()
-            .map_err(|_| "state machine lock poisoned")?
-            .snapshot()
+        self.0.lock().map_err(|_| "state machine lock poisoned")?.snapshot()
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
-        self.0
-            .lock()
-            .map_err(|_| "state machine lock poisoned")?
-            .restore(snapshot)
+        self.0.lock().map_err(|_| "state machine lock poisoned")?.restore(snapshot)
     }
 }
 
@@ -62,9 +53,7 @@ pub async fn wait_for_leader(
     timeout: Duration,
 ) -> anyhow::Result<NodeId> {
     let status = observer
-        .wait_for(timeout, |status| {
-            status.leader_id.is_some() && status.leader_id != excluded
-        })
+        .wait_for(timeout, |status| status.leader_id.is_some() && status.leader_id != excluded)
         .await
         .with_context(|| format!("no leader elected within {timeout:?}"))?;
     status.leader_id.context("the status has a leader")
@@ -73,11 +62,8 @@ pub async fn wait_for_leader(
 /// Proposes `command` through the leader among `nodes`, following `NotLeader` hints while
 /// leadership settles.
 pub async fn propose(nodes: &[&RaftNode], command: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    let mut target = nodes
-        .iter()
-        .find(|node| node.status().is_leader())
-        .copied()
-        .unwrap_or(nodes[0]);
+    let mut target =
+        nodes.iter().find(|node| node.status().is_leader()).copied().unwrap_or(nodes[0]);
     for _ in 0..10 {
         match target.propose(command.clone()).await {
             Ok(result) => return Ok(result),

@@ -48,15 +48,8 @@ impl RaftLog {
 
     /// Appends one entry at `last_index() + 1`.
     pub(crate) fn append(&mut self, entry: Entry) {
-        debug_assert_eq!(
-            entry.index,
-            self.last_index().next(),
-            "log entries must be contiguous"
-        );
-        debug_assert!(
-            entry.term >= self.last_log_id().term,
-            "log terms must not decrease"
-        );
+        debug_assert_eq!(entry.index, self.last_index().next(), "log entries must be contiguous");
+        debug_assert!(entry.term >= self.last_log_id().term, "log terms must not decrease");
         self.entries.push(entry);
     }
 
@@ -123,11 +116,7 @@ impl RaftLog {
     fn debug_check(&self) {
         if cfg!(debug_assertions) {
             for (position, entry) in self.entries.iter().enumerate() {
-                assert_eq!(
-                    entry.index.0,
-                    position as u64 + 1,
-                    "log entries must be contiguous"
-                );
+                assert_eq!(entry.index.0, position as u64 + 1, "log entries must be contiguous");
             }
             for pair in self.entries.windows(2) {
                 assert!(pair[0].term <= pair[1].term, "log terms must not decrease");
@@ -163,15 +152,9 @@ mod tests {
         assert_eq!(log.term_at(LogIndex(11)), None);
         assert_eq!(log.first_index_of_term_run(LogIndex(7)), LogIndex(6));
         assert_eq!(log.first_index_of_term_run(LogIndex(3)), LogIndex(1));
-        assert_eq!(
-            log.last_index_of_term(Term(4), LogIndex(10)),
-            Some(LogIndex(5))
-        );
+        assert_eq!(log.last_index_of_term(Term(4), LogIndex(10)), Some(LogIndex(5)));
         assert_eq!(log.last_index_of_term(Term(3), LogIndex(10)), None);
-        assert_eq!(
-            log.last_index_of_term(Term(6), LogIndex(8)),
-            Some(LogIndex(8))
-        );
+        assert_eq!(log.last_index_of_term(Term(6), LogIndex(8)), Some(LogIndex(8)));
         assert_eq!(log.last_log_id(), LogId::new(Term(6), LogIndex(10)));
     }
 
@@ -185,22 +168,10 @@ mod tests {
                 payload: EntryPayload::Command(vec![0u8; 10].into()),
             });
         }
-        assert_eq!(
-            log.entries_between(LogIndex(1), LogIndex(5), 3, 1000).len(),
-            3
-        );
-        assert_eq!(
-            log.entries_between(LogIndex(1), LogIndex(5), 10, 25).len(),
-            2
-        );
-        assert_eq!(
-            log.entries_between(LogIndex(2), LogIndex(5), 10, 1).len(),
-            1
-        );
-        assert!(
-            log.entries_between(LogIndex(6), LogIndex(5), 10, 100)
-                .is_empty()
-        );
+        assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 3, 1000).len(), 3);
+        assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 25).len(), 2);
+        assert_eq!(log.entries_between(LogIndex(2), LogIndex(5), 10, 1).len(), 1);
+        assert!(log.entries_between(LogIndex(6), LogIndex(5), 10, 100).is_empty());
         log.truncate_from(LogIndex(3));
         assert_eq!(log.last_index(), LogIndex(2));
     }

@@ -116,6 +116,11 @@ pub struct RaftCore {
     apply_handed_index: LogIndex,
     /// The last index the caller confirmed applied.
     applied_index: LogIndex,
+
+    /// Simulation only: the planted bug that commits earlier-term entries by counting (and
+    /// appends no no-op on taking office).
+    #[cfg(feature = "sim")]
+    pub(crate) planted_commit_previous_term: bool,
 }
 
 impl RaftCore {
@@ -130,11 +135,7 @@ impl RaftCore {
         initial: InitialState,
         seed: u64,
     ) -> Self {
-        let voters: Vec<NodeId> = voters
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let voters: Vec<NodeId> = voters.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         debug_assert!(voters.contains(&id), "a node must be one of the voters");
         let log = RaftLog::from_entries(initial.entries);
         let last_index = log.last_index();
@@ -158,14 +159,13 @@ impl RaftCore {
             rng: Rng::new(seed),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
-            handed_hard_state: HardState {
-                commit_index,
-                ..initial.hard_state
-            },
+            handed_hard_state: HardState { commit_index, ..initial.hard_state },
             unpersisted_from: last_index.next(),
             persisted_index: last_index,
             apply_handed_index: LogIndex(0),
             applied_index: LogIndex(0),
+            #[cfg(feature = "sim")]
+            planted_commit_previous_term: false,
         };
         core.reset_election_deadline();
         core
@@ -196,9 +196,7 @@ impl RaftCore {
     /// The time at which [`tick`](Self::tick) next has work to do.
     pub fn next_deadline_ms(&self) -> u64 {
         match self.role {
-            Role::Leader => self
-                .heartbeat_deadline_ms
-                .min(self.check_quorum_deadline_ms),
+            Role::Leader => self.heartbeat_deadline_ms.min(self.check_quorum_deadline_ms),
             Role::Follower | Role::Candidate => self.election_deadline_ms,
         }
     }
@@ -229,11 +227,7 @@ impl RaftCore {
             MessageBody::RequestVoteResponse { granted } => {
                 self.handle_vote_response(message.from, granted);
             }
-            MessageBody::AppendEntries {
-                prev_log_id,
-                entries,
-                leader_commit,
-            } => {
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
                 self.handle_append_entries(message.from, prev_log_id, entries, leader_commit);
             }
             MessageBody::AppendEntriesResponse(response) => {
@@ -246,9 +240,7 @@ impl RaftCore {
     /// with the next [`Ready`].
     pub fn propose(&mut self, command: Bytes) -> Result<LogIndex, ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader_hint: self.leader_id,
-            });
+            return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
         }
         if command.len() > self.config.max_entry_bytes {
             return Err(ProposeError::TooLarge {
@@ -311,10 +303,7 @@ impl RaftCore {
 
     /// Leader only: each follower's match index (the highest index known replicated there).
     pub fn follower_match_indexes(&self) -> Vec<(NodeId, LogIndex)> {
-        self.progress
-            .iter()
-            .map(|(id, progress)| (*id, progress.match_index))
-            .collect()
+        self.progress.iter().map(|(id, progress)| (*id, progress.match_index)).collect()
     }
 
     /// The other voting members.
@@ -323,42 +312,27 @@ impl RaftCore {
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            voted_for: self.voted_for,
-            commit_index: self.commit_index,
-        }
+        HardState { term: self.term, voted_for: self.voted_for, commit_index: self.commit_index }
     }
 
     /// Queues a message that may be sent before anything is persisted.
     fn send(&mut self, to: NodeId, body: MessageBody) {
-        let message = Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        };
+        let message = Message { from: self.id, to, term: self.term, body };
         tracing::debug!(target: LOG_TARGET, node = %self.id, "Sending {}", DisplayMessage(&message));
         self.messages.push(message);
     }
 
     /// Queues a message that may only be sent once this node's state is persisted.
     fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
-        let message = Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        };
+        let message = Message { from: self.id, to, term: self.term, body };
         tracing::debug!(target: LOG_TARGET, node = %self.id, "Sending (after persist) {}", DisplayMessage(&message));
         self.persisted_messages.push(message);
     }
 
     fn reset_election_deadline(&mut self) {
-        let timeout = self.rng.in_range(
-            self.config.election_timeout_min_ms,
-            self.config.election_timeout_max_ms,
-        );
+        let timeout = self
+            .rng
+            .in_range(self.config.election_timeout_min_ms, self.config.election_timeout_max_ms);
         self.election_deadline_ms = self.now_ms + timeout;
     }
 
@@ -383,11 +357,7 @@ impl RaftCore {
     fn append_own_entry(&mut self, payload: EntryPayload) -> LogIndex {
         debug_assert_eq!(self.role, Role::Leader);
         let index = self.log.last_index().next();
-        self.log.append(Entry {
-            term: self.term,
-            index,
-            payload,
-        });
+        self.log.append(Entry { term: self.term, index, payload });
         index
     }
 
@@ -424,11 +394,7 @@ struct DisplayMessage<'a>(&'a Message);
 impl fmt::Display for DisplayMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let message = self.0;
-        write!(
-            f,
-            "{} -> {} term {}: ",
-            message.from, message.to, message.term
-        )?;
+        write!(f, "{} -> {} term {}: ", message.from, message.to, message.term)?;
         match &message.body {
             MessageBody::RequestVote { last_log_id } => {
                 write!(f, "RequestVote last_log={last_log_id}")
@@ -436,11 +402,7 @@ impl fmt::Display for DisplayMessage<'_> {
             MessageBody::RequestVoteResponse { granted } => {
                 write!(f, "RequestVoteResponse granted={granted}")
             }
-            MessageBody::AppendEntries {
-                prev_log_id,
-                entries,
-                leader_commit,
-            } => write!(
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => write!(
                 f,
                 "AppendEntries prev={prev_log_id} entries={} leader_commit={leader_commit}",
                 entries.len()

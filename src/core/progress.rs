@@ -30,10 +30,9 @@ pub(crate) struct Progress {
     pub(crate) next_index: LogIndex,
     /// The current sending mode.
     pub(crate) mode: ReplicationMode,
-    /// The last index of each AppendEntries with entries that is in flight (Replicate mode).
-    inflight: VecDeque<LogIndex>,
-    /// Whether the follower answered since the last heartbeat (detects lost pipelined messages).
-    pub(crate) responded_since_heartbeat: bool,
+    /// For each AppendEntries with entries in flight (Replicate mode): its last index and
+    /// when it was sent, in milliseconds.
+    inflight: VecDeque<(LogIndex, u64)>,
     /// Whether the follower answered within the current check-quorum period.
     pub(crate) recently_active: bool,
 }
@@ -46,7 +45,6 @@ impl Progress {
             next_index,
             mode: ReplicationMode::Probe { probe_sent: false },
             inflight: VecDeque::new(),
-            responded_since_heartbeat: false,
             recently_active: false,
         }
     }
@@ -60,8 +58,8 @@ impl Progress {
     }
 
     /// Records that an AppendEntries ending at `last_sent` (None when it carried no entries)
-    /// was sent.
-    pub(crate) fn on_sent(&mut self, last_sent: Option<LogIndex>) {
+    /// was sent at `now_ms`.
+    pub(crate) fn on_sent(&mut self, last_sent: Option<LogIndex>, now_ms: u64) {
         match self.mode {
             ReplicationMode::Probe { .. } => {
                 self.mode = ReplicationMode::Probe { probe_sent: true }
@@ -69,7 +67,7 @@ impl Progress {
             ReplicationMode::Replicate => {
                 if let Some(last) = last_sent {
                     self.next_index = last.next();
-                    self.inflight.push_back(last);
+                    self.inflight.push_back((last, now_ms));
                 }
             }
         }
@@ -82,11 +80,7 @@ impl Progress {
             self.match_index = match_index;
             self.next_index = self.next_index.max(match_index.next());
         }
-        while self
-            .inflight
-            .front()
-            .is_some_and(|last| *last <= self.match_index)
-        {
+        while self.inflight.front().is_some_and(|(last, _)| *last <= self.match_index) {
             self.inflight.pop_front();
         }
         if let ReplicationMode::Probe { .. } = self.mode {
@@ -103,18 +97,16 @@ impl Progress {
 
     /// Falls back to probing from `next_index` (after a rejection or a suspected loss).
     pub(crate) fn probe_from(&mut self, next_index: LogIndex) {
-        debug_assert!(
-            next_index > self.match_index,
-            "never probe below the match index"
-        );
+        debug_assert!(next_index > self.match_index, "never probe below the match index");
         self.next_index = next_index;
         self.mode = ReplicationMode::Probe { probe_sent: false };
         self.inflight.clear();
     }
 
-    /// Whether AppendEntries are in flight.
-    pub(crate) fn has_inflight(&self) -> bool {
-        !self.inflight.is_empty()
+    /// Whether an AppendEntries sent before `sent_before_ms` is still unanswered (it or its
+    /// answer was probably lost).
+    pub(crate) fn has_inflight_sent_before(&self, sent_before_ms: u64) -> bool {
+        self.inflight.front().is_some_and(|(_, sent_ms)| *sent_ms < sent_before_ms)
     }
 }
 
@@ -126,7 +118,7 @@ mod tests {
     fn probe_pauses_after_one_message_then_streams_once_accepted() {
         let mut progress = Progress::new(LogIndex(11));
         assert!(!progress.is_paused(4));
-        progress.on_sent(Some(LogIndex(11)));
+        progress.on_sent(Some(LogIndex(11)), 0);
         assert!(progress.is_paused(4));
         assert!(progress.on_accepted(LogIndex(11)));
         assert_eq!(progress.mode, ReplicationMode::Replicate);
@@ -136,17 +128,20 @@ mod tests {
     #[test]
     fn replicate_pipelines_up_to_the_inflight_limit() {
         let mut progress = Progress::new(LogIndex(1));
-        progress.on_sent(None);
+        progress.on_sent(None, 0);
         progress.on_accepted(LogIndex(0));
         assert_eq!(progress.mode, ReplicationMode::Replicate);
-        progress.on_sent(Some(LogIndex(5)));
-        progress.on_sent(Some(LogIndex(9)));
+        progress.on_sent(Some(LogIndex(5)), 10);
+        progress.on_sent(Some(LogIndex(9)), 20);
         assert!(progress.is_paused(2));
         assert_eq!(progress.next_index, LogIndex(10));
+        assert!(progress.has_inflight_sent_before(11));
         progress.on_accepted(LogIndex(5));
         assert!(!progress.is_paused(2));
+        assert!(!progress.has_inflight_sent_before(20));
+        assert!(progress.has_inflight_sent_before(21));
         progress.probe_from(LogIndex(6));
-        assert!(!progress.has_inflight());
+        assert!(!progress.has_inflight_sent_before(u64::MAX));
         assert_eq!(progress.mode, ReplicationMode::Probe { probe_sent: false });
     }
 }

@@ -10,10 +10,7 @@ pub(crate) fn majority(voter_count: usize) -> usize {
 /// The highest index that a majority of voters has durably stored, given each voter's match
 /// index (the leader's own included). Reorders `match_indexes`.
 pub(crate) fn majority_match_index(match_indexes: &mut [LogIndex]) -> LogIndex {
-    debug_assert!(
-        !match_indexes.is_empty(),
-        "a cluster has at least one voter"
-    );
+    debug_assert!(!match_indexes.is_empty(), "a cluster has at least one voter");
     match_indexes.sort_unstable_by(|a, b| b.cmp(a));
     match_indexes[majority(match_indexes.len()) - 1]
 }
@@ -35,13 +32,7 @@ mod tests {
     fn majority_match_index_is_the_median_of_the_highest() {
         let mut three = [LogIndex(5), LogIndex(1), LogIndex(3)];
         assert_eq!(majority_match_index(&mut three), LogIndex(3));
-        let mut five = [
-            LogIndex(9),
-            LogIndex(9),
-            LogIndex(2),
-            LogIndex(1),
-            LogIndex(0),
-        ];
+        let mut five = [LogIndex(9), LogIndex(9), LogIndex(2), LogIndex(1), LogIndex(0)];
         assert_eq!(majority_match_index(&mut five), LogIndex(2));
         let mut one = [LogIndex(4)];
         assert_eq!(majority_match_index(&mut one), LogIndex(4));

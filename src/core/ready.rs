@@ -65,8 +65,7 @@ impl RaftCore {
 
         let last_index = self.log.last_index();
         let entries = if self.unpersisted_from <= last_index {
-            self.log
-                .entries_between(self.unpersisted_from, last_index, usize::MAX, usize::MAX)
+            self.log.entries_between(self.unpersisted_from, last_index, usize::MAX, usize::MAX)
         } else {
             Vec::new()
         };
@@ -77,8 +76,7 @@ impl RaftCore {
         // entry may be applied after the persist.
         let committed_entries = if self.apply_handed_index < self.commit_index {
             let from = self.apply_handed_index.next();
-            self.log
-                .entries_between(from, self.commit_index, usize::MAX, usize::MAX)
+            self.log.entries_between(from, self.commit_index, usize::MAX, usize::MAX)
         } else {
             Vec::new()
         };
@@ -93,10 +91,7 @@ impl RaftCore {
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
             committed_entries,
-            ack: ReadyAck {
-                persisted_through,
-                applied_through,
-            },
+            ack: ReadyAck { persisted_through, applied_through },
         }
     }
 

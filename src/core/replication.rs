@@ -57,7 +57,7 @@ impl RaftCore {
         );
         let last_sent = entries.last().map(|entry| entry.index);
         if let Some(progress) = self.progress.get_mut(&peer) {
-            progress.on_sent(last_sent);
+            progress.on_sent(last_sent, self.now_ms);
         }
         self.send(
             peer,
@@ -70,24 +70,27 @@ impl RaftCore {
     }
 
     /// Leader: the heartbeat timer fired. Asserts leadership to every follower, retries probes,
-    /// and falls back to probing a follower whose pipelined messages went unanswered for a
-    /// whole heartbeat interval (they were probably lost).
+    /// and falls back to probing a follower with a pipelined message unanswered for a whole
+    /// heartbeat interval (it, or its answer, was probably lost).
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
         tracing::trace!(target: LOG_TARGET, node = %self.id, "Sending heartbeats");
+        // An append unanswered for a whole heartbeat interval was lost (or its answer was).
+        let lost_if_sent_before_ms = self.now_ms.saturating_sub(self.config.heartbeat_interval_ms);
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
             let Some(progress) = self.progress.get_mut(&peer) else {
                 continue;
             };
-            let answered = std::mem::replace(&mut progress.responded_since_heartbeat, false);
             match progress.mode {
                 ReplicationMode::Probe { .. } => {
                     let next_index = progress.next_index;
                     progress.probe_from(next_index);
                     self.send_append(peer);
                 }
-                ReplicationMode::Replicate if progress.has_inflight() && !answered => {
+                ReplicationMode::Replicate
+                    if progress.has_inflight_sent_before(lost_if_sent_before_ms) =>
+                {
                     let next_index = progress.match_index.next();
                     progress.probe_from(next_index);
                     self.send_append(peer);
@@ -159,9 +162,7 @@ impl RaftCore {
                 if new_commit > self.commit_index {
                     self.commit_index = new_commit;
                 }
-                AppendResponse::Accepted {
-                    match_index: last_new_index,
-                }
+                AppendResponse::Accepted { match_index: last_new_index }
             }
         };
         // An acceptance promises the entries are durable: it waits for the persist.
@@ -172,19 +173,15 @@ impl RaftCore {
     /// and replacing a conflicting suffix. Returns false, changing nothing, if that would
     /// remove a committed entry (which a correct leader never asks for).
     fn append_from_leader(&mut self, entries: Vec<Entry>) -> bool {
-        let first_new = entries
-            .iter()
-            .position(|entry| self.log.term_at(entry.index) != Some(entry.term));
+        let first_new =
+            entries.iter().position(|entry| self.log.term_at(entry.index) != Some(entry.term));
         let Some(first_new) = first_new else {
             return true;
         };
         let conflict_index = entries[first_new].index;
         if conflict_index <= self.log.last_index() {
             if conflict_index <= self.commit_index {
-                debug_assert!(
-                    false,
-                    "leader asked to overwrite committed index {conflict_index}"
-                );
+                debug_assert!(false, "leader asked to overwrite committed index {conflict_index}");
                 tracing::error!(
                     target: LOG_TARGET,
                     node = %self.id,
@@ -212,7 +209,6 @@ impl RaftCore {
         let Some(progress) = self.progress.get_mut(&follower) else {
             return;
         };
-        progress.responded_since_heartbeat = true;
         progress.recently_active = true;
         match response {
             AppendResponse::Accepted { match_index } => {
@@ -225,10 +221,7 @@ impl RaftCore {
                 }
                 self.replicate_to(follower);
             }
-            AppendResponse::Rejected {
-                rejected_prev_index,
-                hint,
-            } => {
+            AppendResponse::Rejected { rejected_prev_index, hint } => {
                 let stale = rejected_prev_index <= progress.match_index
                     || match progress.mode {
                         ReplicationMode::Probe { .. } => {
@@ -247,9 +240,8 @@ impl RaftCore {
                         .unwrap_or(hint.first_index),
                     None => hint.first_index,
                 };
-                let next_index = hinted_next
-                    .min(rejected_prev_index)
-                    .max(progress.match_index.next());
+                let next_index =
+                    hinted_next.min(rejected_prev_index).max(progress.match_index.next());
                 tracing::debug!(target: LOG_TARGET, node = %self.id, "{follower} rejected prev index {rejected_prev_index}; probing from {next_index}");
                 progress.probe_from(next_index);
                 self.send_append(follower);
@@ -263,14 +255,17 @@ impl RaftCore {
         if self.role != Role::Leader {
             return;
         }
-        let mut match_indexes: Vec<LogIndex> = self
-            .progress
-            .values()
-            .map(|progress| progress.match_index)
-            .collect();
+        let mut match_indexes: Vec<LogIndex> =
+            self.progress.values().map(|progress| progress.match_index).collect();
         // The leader counts itself only for what it has durably stored.
         match_indexes.push(self.persisted_index);
         let majority_index = majority_match_index(&mut match_indexes);
+        #[cfg(feature = "sim")]
+        if self.planted_commit_previous_term && majority_index > self.commit_index {
+            // Planted bug (Figure 8): commit whatever a majority stores, whatever its term.
+            self.commit_index = majority_index;
+            return;
+        }
         if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
         {
             tracing::trace!(target: LOG_TARGET, node = %self.id, "Committed up to {majority_index}");

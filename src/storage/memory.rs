@@ -36,9 +36,7 @@ impl MemoryStorage {
     fn lock(&self) -> MutexGuard<'_, InitialState> {
         // A panic while holding this lock leaves plain data that is still consistent: every
         // mutation below completes without panicking. So a poisoned lock is safe to use.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -83,19 +81,13 @@ mod tests {
     use crate::types::{LogIndex, Term};
 
     fn entry(term: u64, index: u64) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            payload: EntryPayload::Blank,
-        }
+        Entry { term: Term(term), index: LogIndex(index), payload: EntryPayload::Blank }
     }
 
     #[test]
     fn append_replaces_a_suffix_and_refuses_gaps() {
         let mut storage = MemoryStorage::new();
-        storage
-            .append(&[entry(1, 1), entry(1, 2), entry(1, 3)])
-            .unwrap();
+        storage.append(&[entry(1, 1), entry(1, 2), entry(1, 3)]).unwrap();
         storage.append(&[entry(2, 2)]).unwrap();
         let loaded = storage.load().unwrap();
         assert_eq!(loaded.entries, vec![entry(1, 1), entry(2, 2)]);

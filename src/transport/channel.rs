@@ -43,10 +43,7 @@ impl ChannelNetwork {
 
     /// An empty network whose inboxes hold at most `capacity` messages (at least 1).
     pub fn with_inbox_capacity(capacity: usize) -> Self {
-        ChannelNetwork {
-            inboxes: Arc::default(),
-            inbox_capacity: capacity.max(1),
-        }
+        ChannelNetwork { inboxes: Arc::default(), inbox_capacity: capacity.max(1) }
     }
 
     /// Connects node `id` and returns its transport. Joining again (a restarted node)
@@ -54,11 +51,7 @@ impl ChannelNetwork {
     pub fn join(&self, id: NodeId) -> ChannelTransport {
         let (sender, inbox) = mpsc::channel(self.inbox_capacity);
         self.lock().insert(id, sender);
-        ChannelTransport {
-            id,
-            network: self.clone(),
-            inbox,
-        }
+        ChannelTransport { id, network: self.clone(), inbox }
     }
 
     /// Disconnects node `id`: messages to it are dropped until it joins again.
@@ -69,9 +62,7 @@ impl ChannelNetwork {
     fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, mpsc::Sender<Message>>> {
         // The map is only inserted into and removed from; a panic elsewhere cannot leave it
         // half-updated, so a poisoned lock is safe to keep using.
-        self.inboxes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inboxes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

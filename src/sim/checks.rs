@@ -1,0 +1,256 @@
+//! The invariants every simulated run is held to, and [`Violation`], what a broken one
+//! reports.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::core::RaftCore;
+use crate::types::{LogIndex, NodeId, Term};
+
+use super::trace::TraceHash;
+
+/// Most violations kept per run; the first ones are the interesting ones.
+const MAX_VIOLATIONS: usize = 16;
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Election safety: two leaders in one term.
+    TwoLeaders {
+        /// The term.
+        term: u64,
+        /// The leader seen first.
+        first: NodeId,
+        /// The other leader.
+        second: NodeId,
+        /// Virtual time of the second.
+        at_ms: u64,
+    },
+    /// Log matching: two logs agree on an entry's term but differ before it.
+    LogMismatch {
+        /// The two nodes.
+        nodes: (NodeId, NodeId),
+        /// The index where both hold the same term.
+        agreed_index: u64,
+        /// The earlier index where they differ.
+        differing_index: u64,
+        /// Virtual time of the check.
+        at_ms: u64,
+    },
+    /// Two nodes hold different entries at an index both consider committed.
+    CommittedEntriesDiffer {
+        /// The two nodes.
+        nodes: (NodeId, NodeId),
+        /// The index.
+        index: u64,
+        /// Virtual time of the check.
+        at_ms: u64,
+    },
+    /// State machine safety: a node applied something else at an index than another did,
+    /// or applied out of order or twice.
+    StateMachineSafety {
+        /// The node.
+        node: NodeId,
+        /// The index.
+        index: u64,
+        /// What differed.
+        detail: String,
+        /// Virtual time.
+        at_ms: u64,
+    },
+    /// Durability: an operation a client saw succeed is missing after convergence.
+    AcknowledgedWriteLost {
+        /// The node whose log lacks it.
+        node: NodeId,
+        /// The index it was acknowledged at.
+        index: u64,
+        /// The term it was acknowledged in.
+        term: u64,
+    },
+    /// The client history is not linearizable.
+    NotLinearizable {
+        /// The key whose operations cannot be ordered.
+        key: u8,
+        /// The operations on that key, one per line.
+        operations: String,
+    },
+    /// The run panicked: a protocol invariant's `debug_assert!` (or another bug) fired.
+    Panic {
+        /// The panic message.
+        message: String,
+        /// Virtual time.
+        at_ms: u64,
+    },
+    /// After every fault was healed, the cluster did not converge in time.
+    NoConvergence {
+        /// What was still wrong.
+        detail: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::TwoLeaders { term, first, second, at_ms } => {
+                write!(
+                    f,
+                    "election safety: {first} and {second} both led term {term} (at {at_ms} ms)"
+                )
+            }
+            Violation::LogMismatch { nodes, agreed_index, differing_index, at_ms } => write!(
+                f,
+                "log matching: {} and {} agree on the term at index {agreed_index} but differ at index {differing_index} (at {at_ms} ms)",
+                nodes.0, nodes.1
+            ),
+            Violation::CommittedEntriesDiffer { nodes, index, at_ms } => write!(
+                f,
+                "committed entries differ: {} and {} both consider index {index} committed but hold different entries (at {at_ms} ms)",
+                nodes.0, nodes.1
+            ),
+            Violation::StateMachineSafety { node, index, detail, at_ms } => {
+                write!(f, "state machine safety: {node} at index {index}: {detail} (at {at_ms} ms)")
+            }
+            Violation::AcknowledgedWriteLost { node, index, term } => write!(
+                f,
+                "durability: the operation acknowledged at index {index} in term {term} is not in {node}'s log after convergence"
+            ),
+            Violation::NotLinearizable { key, operations } => {
+                write!(
+                    f,
+                    "linearizability: the history of key {key} cannot be linearized:\n{operations}"
+                )
+            }
+            Violation::Panic { message, at_ms } => write!(f, "panic at {at_ms} ms: {message}"),
+            Violation::NoConvergence { detail } => write!(f, "liveness after healing: {detail}"),
+        }
+    }
+}
+
+/// What the checker remembers across a run.
+#[derive(Debug, Default)]
+pub(crate) struct Checker {
+    leaders_by_term: BTreeMap<Term, NodeId>,
+    /// Every command applied anywhere: index -> (term, hash of command, hash of result).
+    applied: BTreeMap<LogIndex, (Term, u64, u64)>,
+    violations: Vec<Violation>,
+}
+
+impl Checker {
+    pub(crate) fn report(&mut self, violation: Violation) {
+        if self.violations.len() < MAX_VIOLATIONS && !self.violations.contains(&violation) {
+            self.violations.push(violation);
+        }
+    }
+
+    pub(crate) fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    pub(crate) fn into_violations(self) -> Vec<Violation> {
+        self.violations
+    }
+
+    /// Election safety: `node` leads `term`.
+    pub(crate) fn on_leader(&mut self, term: Term, node: NodeId, now_ms: u64) {
+        let first = *self.leaders_by_term.entry(term).or_insert(node);
+        if first != node {
+            self.report(Violation::TwoLeaders { term: term.0, first, second: node, at_ms: now_ms });
+        }
+    }
+
+    /// State machine safety: `node`, whose last applied index was `last_applied`, applied
+    /// `command` at `index` in `term` with `result`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_applied(
+        &mut self,
+        node: NodeId,
+        last_applied: &mut LogIndex,
+        index: LogIndex,
+        term: Term,
+        command: &[u8],
+        result: &[u8],
+        now_ms: u64,
+    ) {
+        if index <= *last_applied {
+            self.report(Violation::StateMachineSafety {
+                node,
+                index: index.0,
+                detail: format!("applied again or out of order after index {last_applied}"),
+                at_ms: now_ms,
+            });
+        }
+        *last_applied = index;
+        let mut command_hash = TraceHash::default();
+        command_hash.add_bytes(command);
+        let mut result_hash = TraceHash::default();
+        result_hash.add_bytes(result);
+        let record = (term, command_hash.value(), result_hash.value());
+        let first = *self.applied.entry(index).or_insert(record);
+        if first != record {
+            let detail = if first.0 != term || first.1 != record.1 {
+                format!(
+                    "applied the entry of term {term}, another node applied one of term {} (or another command)",
+                    first.0
+                )
+            } else {
+                String::from("the same command gave a different result (non-deterministic apply)")
+            };
+            self.report(Violation::StateMachineSafety {
+                node,
+                index: index.0,
+                detail,
+                at_ms: now_ms,
+            });
+        }
+    }
+
+    /// Log matching, and agreement of committed prefixes, between every pair of running nodes.
+    pub(crate) fn check_log_matching(&mut self, cores: &[&RaftCore], now_ms: u64) {
+        for (position, first) in cores.iter().enumerate() {
+            for second in &cores[position + 1..] {
+                let committed = first.commit_index().min(second.commit_index());
+                let mut index = LogIndex(1);
+                while index <= committed {
+                    if first.entry(index) != second.entry(index) {
+                        self.report(Violation::CommittedEntriesDiffer {
+                            nodes: (first.id(), second.id()),
+                            index: index.0,
+                            at_ms: now_ms,
+                        });
+                        break;
+                    }
+                    index = index.next();
+                }
+                if let Some((agreed, differing)) = first_log_mismatch(first, second) {
+                    self.report(Violation::LogMismatch {
+                        nodes: (first.id(), second.id()),
+                        agreed_index: agreed.0,
+                        differing_index: differing.0,
+                        at_ms: now_ms,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The highest index at which both logs hold the same term, and an earlier index where they
+/// differ, if there is one.
+fn first_log_mismatch(first: &RaftCore, second: &RaftCore) -> Option<(LogIndex, LogIndex)> {
+    let shared_end = first.last_log_id().index.min(second.last_log_id().index);
+    let mut agreed = shared_end;
+    while agreed.0 > 0
+        && first.entry(agreed).map(|entry| entry.term)
+            != second.entry(agreed).map(|entry| entry.term)
+    {
+        agreed = agreed.prev();
+    }
+    let mut index = LogIndex(1);
+    while index <= agreed {
+        if first.entry(index) != second.entry(index) {
+            return Some((agreed, index));
+        }
+        index = index.next();
+    }
+    None
+}

@@ -1,0 +1,169 @@
+//! [`SimKv`]: the key-value state machine the simulated clients drive: get, put and
+//! compare-and-swap on one-byte keys and 64-bit values, with a small explicit encoding.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+
+use crate::state_machine::StateMachine;
+
+/// A client operation on the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum KvOperation {
+    Get { key: u8 },
+    Put { key: u8, value: u64 },
+    Cas { key: u8, expected: Option<u64>, new: u64 },
+}
+
+/// What the store answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum KvAnswer {
+    Value(Option<u64>),
+    Written,
+    Swapped(bool),
+}
+
+impl KvOperation {
+    pub(crate) fn key(&self) -> u8 {
+        match *self {
+            KvOperation::Get { key }
+            | KvOperation::Put { key, .. }
+            | KvOperation::Cas { key, .. } => key,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match *self {
+            KvOperation::Get { key } => vec![0, key],
+            KvOperation::Put { key, value } => {
+                let mut bytes = vec![1, key];
+                bytes.extend_from_slice(&value.to_le_bytes());
+                bytes
+            }
+            KvOperation::Cas { key, expected, new } => {
+                let mut bytes = vec![2, key, u8::from(expected.is_some())];
+                bytes.extend_from_slice(&expected.unwrap_or(0).to_le_bytes());
+                bytes.extend_from_slice(&new.to_le_bytes());
+                bytes
+            }
+        }
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<KvOperation> {
+        let u64_at = |offset: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(offset..offset + 8)?.try_into().ok()?))
+        };
+        match (bytes.first()?, bytes.len()) {
+            (0, 2) => Some(KvOperation::Get { key: bytes[1] }),
+            (1, 10) => Some(KvOperation::Put { key: bytes[1], value: u64_at(2)? }),
+            (2, 19) => {
+                let expected = match bytes[2] {
+                    0 => None,
+                    1 => Some(u64_at(3)?),
+                    _ => return None,
+                };
+                Some(KvOperation::Cas { key: bytes[1], expected, new: u64_at(11)? })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl KvAnswer {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match *self {
+            KvAnswer::Value(None) => vec![0],
+            KvAnswer::Value(Some(value)) => {
+                let mut bytes = vec![1];
+                bytes.extend_from_slice(&value.to_le_bytes());
+                bytes
+            }
+            KvAnswer::Written => vec![2],
+            KvAnswer::Swapped(swapped) => vec![3, u8::from(swapped)],
+        }
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<KvAnswer> {
+        match (bytes.first()?, bytes.len()) {
+            (0, 1) => Some(KvAnswer::Value(None)),
+            (1, 9) => Some(KvAnswer::Value(Some(u64::from_le_bytes(bytes[1..9].try_into().ok()?)))),
+            (2, 1) => Some(KvAnswer::Written),
+            (3, 2) => Some(KvAnswer::Swapped(bytes[1] == 1)),
+            _ => None,
+        }
+    }
+}
+
+/// The replicated store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SimKv {
+    values: BTreeMap<u8, u64>,
+}
+
+impl SimKv {
+    pub(crate) fn execute(&mut self, operation: KvOperation) -> KvAnswer {
+        match operation {
+            KvOperation::Get { key } => KvAnswer::Value(self.values.get(&key).copied()),
+            KvOperation::Put { key, value } => {
+                self.values.insert(key, value);
+                KvAnswer::Written
+            }
+            KvOperation::Cas { key, expected, new } => {
+                let swapped = self.values.get(&key).copied() == expected;
+                if swapped {
+                    self.values.insert(key, new);
+                }
+                KvAnswer::Swapped(swapped)
+            }
+        }
+    }
+}
+
+impl StateMachine for SimKv {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        let operation = KvOperation::decode(command).ok_or("undecodable key-value command")?;
+        Ok(self.execute(operation).encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_and_answers_round_trip() {
+        let operations = [
+            KvOperation::Get { key: 3 },
+            KvOperation::Put { key: 1, value: u64::MAX },
+            KvOperation::Cas { key: 2, expected: None, new: 7 },
+            KvOperation::Cas { key: 2, expected: Some(7), new: 8 },
+        ];
+        for operation in operations {
+            assert_eq!(KvOperation::decode(&operation.encode()), Some(operation));
+        }
+        for answer in [
+            KvAnswer::Value(None),
+            KvAnswer::Value(Some(5)),
+            KvAnswer::Written,
+            KvAnswer::Swapped(true),
+        ] {
+            assert_eq!(KvAnswer::decode(&answer.encode()), Some(answer));
+        }
+        assert_eq!(KvOperation::decode(&[9, 9]), None);
+        assert_eq!(KvOperation::decode(&[]), None);
+    }
+
+    #[test]
+    fn compare_and_swap_checks_the_current_value() {
+        let mut store = SimKv::default();
+        assert_eq!(
+            store.execute(KvOperation::Cas { key: 1, expected: Some(1), new: 2 }),
+            KvAnswer::Swapped(false)
+        );
+        assert_eq!(
+            store.execute(KvOperation::Cas { key: 1, expected: None, new: 2 }),
+            KvAnswer::Swapped(true)
+        );
+        assert_eq!(store.execute(KvOperation::Get { key: 1 }), KvAnswer::Value(Some(2)));
+        assert!(store.apply(b"junk").is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! A deterministic simulator for Raft clusters (cargo feature `sim`).
+//!
+//! [`run`] plays one seed: a cluster of 3 or 5 nodes built from the real protocol core, the
+//! real ready driver (the same code that orders persist, send and apply in
+//! [`RaftNode`](crate::RaftNode)) and the real [`Storage`](crate::storage::Storage) trait,
+//! on a virtual clock, with clients reading and writing a key-value store while the simulator
+//! injects faults:
+//!
+//! - messages lost, duplicated, delayed and reordered;
+//! - partitions: symmetric, one-way, and bridged (one node sees both sides), healed later;
+//! - crashes and restarts, in which unsynced writes are lost and the last one may be torn;
+//! - failed syncs (the node stops, as a real one must);
+//! - pauses: a node stops ticking and receiving, then resumes with stale state.
+//!
+//! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
+//! same events, which [`SimReport::trace_hash`] fingerprints. After the workload, the
+//! simulator heals every fault, lets the cluster converge, and checks:
+//!
+//! - election safety: at most one leader per term;
+//! - log matching: two logs that agree on an entry's term agree on everything before it;
+//! - state machine safety: every node applies the same command at each index, once, in order;
+//! - durability: every acknowledged operation is in every node's log after convergence;
+//! - linearizability of the client history ([`crate::linearizability`], per-key);
+//! - liveness after healing: the cluster converges on one leader and one commit index.
+//!
+//! [`PlantedBug`] switches on a real protocol bug (simulation builds only) to show that these
+//! checks catch what they are meant to catch.
+
+mod checks;
+mod disk;
+mod kv;
+mod network;
+mod rng;
+mod trace;
+mod world;
+
+use std::fmt;
+
+pub use checks::Violation;
+
+/// How a run is shaped: cluster size, workload and fault rates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Nodes in the cluster (3 or 5 are typical); 0 picks 3 or 5 from the seed.
+    pub node_count: usize,
+    /// Virtual milliseconds of client traffic (faults are injected during this time).
+    pub workload_ms: u64,
+    /// Virtual milliseconds the healed cluster gets to converge before that is a violation.
+    pub convergence_limit_ms: u64,
+    /// Concurrent clients, each with at most one operation outstanding.
+    pub clients: usize,
+    /// Distinct keys the clients use (a small set makes operations contend).
+    pub keys: u8,
+    /// How long a client waits for an answer before it records the outcome as unknown.
+    pub client_timeout_ms: u64,
+    /// Fault rates.
+    pub faults: FaultConfig,
+    /// A protocol bug to plant, to check that the checks catch it.
+    pub planted_bug: Option<PlantedBug>,
+    /// Log every simulated event (target `raft_consensus::sim`, level debug).
+    pub trace: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            node_count: 0,
+            workload_ms: 6_000,
+            convergence_limit_ms: 30_000,
+            clients: 4,
+            keys: 3,
+            client_timeout_ms: 1_000,
+            faults: FaultConfig::default(),
+            planted_bug: None,
+            trace: false,
+        }
+    }
+}
+
+/// Fault rates. Probabilities are per message, or per fault round (every
+/// `fault_interval_ms` of virtual time) for node and network faults. [`run`] scales them by
+/// a per-seed intensity, so some seeds are calm and others stormy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultConfig {
+    /// Probability that a message is lost.
+    pub message_loss: f64,
+    /// Probability that a message is delivered twice.
+    pub message_duplication: f64,
+    /// Probability that a message gets an extra delay (so it overtakes or is overtaken).
+    pub message_reorder: f64,
+    /// Shortest network delay.
+    pub min_delay_ms: u64,
+    /// Longest ordinary network delay.
+    pub max_delay_ms: u64,
+    /// Longest extra delay of a reordered message.
+    pub reorder_delay_ms: u64,
+    /// How often node and network faults are considered.
+    pub fault_interval_ms: u64,
+    /// Per round: probability of a new partition (symmetric, one-way or bridge).
+    pub partition: f64,
+    /// Longest a partition lasts.
+    pub max_partition_ms: u64,
+    /// Per round: probability that a running node crashes.
+    pub crash: f64,
+    /// Shortest time a crashed node stays down.
+    pub min_downtime_ms: u64,
+    /// Longest a crashed node stays down.
+    pub max_downtime_ms: u64,
+    /// At a crash: probability that the last surviving unsynced append is torn.
+    pub torn_write: f64,
+    /// Per round: probability that a node's next sync fails (the node stops; restarted later).
+    pub sync_failure: f64,
+    /// Per round: probability that a running node pauses.
+    pub pause: f64,
+    /// Longest pause.
+    pub max_pause_ms: u64,
+    /// Probability that an answer to a client is lost (the client sees a timeout).
+    pub client_response_loss: f64,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            message_loss: 0.03,
+            message_duplication: 0.02,
+            message_reorder: 0.05,
+            min_delay_ms: 1,
+            max_delay_ms: 8,
+            reorder_delay_ms: 60,
+            fault_interval_ms: 100,
+            partition: 0.04,
+            max_partition_ms: 2_000,
+            crash: 0.04,
+            min_downtime_ms: 50,
+            max_downtime_ms: 1_500,
+            torn_write: 0.5,
+            sync_failure: 0.005,
+            pause: 0.02,
+            max_pause_ms: 1_000,
+            client_response_loss: 0.02,
+        }
+    }
+}
+
+impl FaultConfig {
+    /// Frequent crashes with short downtimes, failing syncs, partitions and lossy links:
+    /// leadership changes hands often, which is where bugs in votes, durability and the commit
+    /// rule show. The planted-bug tests use it.
+    pub fn crash_storm() -> FaultConfig {
+        FaultConfig {
+            message_loss: 0.05,
+            message_duplication: 0.1,
+            message_reorder: 0.1,
+            reorder_delay_ms: 300,
+            partition: 0.08,
+            max_partition_ms: 800,
+            crash: 0.3,
+            min_downtime_ms: 5,
+            max_downtime_ms: 300,
+            torn_write: 0.5,
+            sync_failure: 0.1,
+            pause: 0.05,
+            max_pause_ms: 400,
+            ..FaultConfig::default()
+        }
+    }
+
+    /// The preset's name on the `raft-sim` command line, if these rates are a preset.
+    pub fn preset_name(&self) -> Option<&'static str> {
+        if *self == FaultConfig::default() {
+            Some("mixed")
+        } else if *self == FaultConfig::crash_storm() {
+            Some("crash-storm")
+        } else {
+            None
+        }
+    }
+
+    /// The preset with this command-line name.
+    pub fn preset(name: &str) -> Option<FaultConfig> {
+        match name {
+            "mixed" => Some(FaultConfig::default()),
+            "crash-storm" => Some(FaultConfig::crash_storm()),
+            _ => None,
+        }
+    }
+
+    /// The same kinds of fault, every rate multiplied by `factor`.
+    pub fn scaled(&self, factor: f64) -> FaultConfig {
+        let scale = |probability: f64| (probability * factor).clamp(0.0, 1.0);
+        FaultConfig {
+            message_loss: scale(self.message_loss),
+            message_duplication: scale(self.message_duplication),
+            message_reorder: scale(self.message_reorder),
+            partition: scale(self.partition),
+            crash: scale(self.crash),
+            torn_write: self.torn_write,
+            sync_failure: scale(self.sync_failure),
+            pause: scale(self.pause),
+            client_response_loss: scale(self.client_response_loss),
+            ..self.clone()
+        }
+    }
+}
+
+/// A real protocol bug the simulator can plant, to show that its checks have teeth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// The leader commits an entry of an earlier term by counting its replicas (Raft Figure 8),
+    /// and (not knowing why it is needed) appends no no-op entry when it takes office.
+    CommitPreviousTermByCounting,
+    /// A node's vote is not restored after a restart, so it can vote twice in one term.
+    ForgetVoteOnRestart,
+    /// Acknowledgments and votes are sent before the write they promise is synced.
+    AcknowledgeBeforeSync,
+}
+
+impl PlantedBug {
+    /// Every planted bug.
+    pub const ALL: [PlantedBug; 3] = [
+        PlantedBug::CommitPreviousTermByCounting,
+        PlantedBug::ForgetVoteOnRestart,
+        PlantedBug::AcknowledgeBeforeSync,
+    ];
+
+    /// The bug's name on the command line (kebab-case).
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::CommitPreviousTermByCounting => "commit-previous-term",
+            PlantedBug::ForgetVoteOnRestart => "forget-vote",
+            PlantedBug::AcknowledgeBeforeSync => "ack-before-sync",
+        }
+    }
+
+    /// The bug with this command-line name.
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+/// Counts of the faults a run injected, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Messages lost (by chance or to a partition).
+    pub messages_dropped: u64,
+    /// Messages delivered twice.
+    pub messages_duplicated: u64,
+    /// Messages given an extra, reordering delay.
+    pub messages_reordered: u64,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Node crashes (including nodes stopped by a failed sync).
+    pub crashes: u64,
+    /// Unsynced writes lost at crashes.
+    pub lost_unsynced_writes: u64,
+    /// Torn appends at crashes.
+    pub torn_writes: u64,
+    /// Injected sync failures.
+    pub sync_failures: u64,
+    /// Node pauses.
+    pub pauses: u64,
+    /// Client answers lost.
+    pub client_responses_lost: u64,
+}
+
+impl FaultCounts {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.messages_dropped += other.messages_dropped;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_reordered += other.messages_reordered;
+        self.partitions += other.partitions;
+        self.crashes += other.crashes;
+        self.lost_unsynced_writes += other.lost_unsynced_writes;
+        self.torn_writes += other.torn_writes;
+        self.sync_failures += other.sync_failures;
+        self.pauses += other.pauses;
+        self.client_responses_lost += other.client_responses_lost;
+    }
+}
+
+impl fmt::Display for FaultCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {}, lost unsynced writes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
+            self.messages_dropped,
+            self.messages_duplicated,
+            self.messages_reordered,
+            self.partitions,
+            self.crashes,
+            self.lost_unsynced_writes,
+            self.torn_writes,
+            self.sync_failures,
+            self.pauses,
+            self.client_responses_lost
+        )
+    }
+}
+
+/// Counts of client operations by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OperationCounts {
+    /// Answered with a result.
+    pub ok: u64,
+    /// Definitely not applied (refused by a non-leader).
+    pub failed: u64,
+    /// Outcome unknown (timeout, lost answer, leadership lost).
+    pub unknown: u64,
+}
+
+impl OperationCounts {
+    /// All operations.
+    pub fn total(&self) -> u64 {
+        self.ok + self.failed + self.unknown
+    }
+}
+
+/// What one run did and found.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes in the cluster.
+    pub node_count: usize,
+    /// A fingerprint of every event of the run, in order.
+    pub trace_hash: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Virtual time at the end of the run.
+    pub virtual_ms: u64,
+    /// Client operations by outcome.
+    pub operations: OperationCounts,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// Highest commit index reached.
+    pub commit_index: u64,
+    /// Whether the linearizability search ran out of budget (neither a pass nor a violation).
+    pub linearizability_inconclusive: bool,
+    /// Invariant violations found (empty for a correct run).
+    pub violations: Vec<Violation>,
+}
+
+/// The one-line command that replays `seed` under `config` with every event logged.
+///
+/// Only the settings `raft-sim` exposes (`planted_bug`, `node_count`, `workload_ms`, a
+/// fault preset) are carried over; a run with other settings must be replayed through [`run`].
+pub fn replay_command(seed: u64, config: &SimConfig) -> String {
+    let mut command = format!(
+        "RUST_LOG=debug cargo run --release --features sim --bin raft-sim -- replay --seed {seed}"
+    );
+    if let Some(bug) = config.planted_bug {
+        command.push_str(&format!(" --planted-bug {}", bug.name()));
+    }
+    if config.node_count != 0 {
+        command.push_str(&format!(" --nodes {}", config.node_count));
+    }
+    if config.workload_ms != SimConfig::default().workload_ms {
+        command.push_str(&format!(" --workload-ms {}", config.workload_ms));
+    }
+    match config.faults.preset_name() {
+        Some("mixed") => {}
+        Some(preset) => command.push_str(&format!(" --faults {preset}")),
+        None => command.push_str(" (with custom fault rates)"),
+    }
+    command
+}
+
+/// Runs the simulation for `seed`.
+pub fn run(seed: u64, config: &SimConfig) -> SimReport {
+    world::World::new(seed, config).run()
+}

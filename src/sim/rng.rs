@@ -1,0 +1,54 @@
+//! [`SimRng`]: the simulator's single source of randomness. Every choice of a run (delays,
+//! faults, workload, each node's election jitter seed) is drawn from it, so a seed is a run.
+
+/// SplitMix64, with helpers for the simulator's kinds of choice.
+#[derive(Clone, Debug)]
+pub(crate) struct SimRng {
+    state: u64,
+}
+
+impl SimRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        SimRng { state: seed ^ 0x5EED_5EED_5EED_5EED }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `[0, bound)`; 0 when `bound` is 0.
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+    }
+
+    /// A value in `[low, high]`.
+    pub(crate) fn between(&mut self, low: u64, high: u64) -> u64 {
+        debug_assert!(low <= high);
+        low + self.below(high - low + 1)
+    }
+
+    /// True with probability `probability`.
+    pub(crate) fn chance(&mut self, probability: f64) -> bool {
+        probability > 0.0 && ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < probability
+    }
+
+    /// A uniformly chosen element, if any.
+    pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            return None;
+        }
+        Some(items[self.below(items.len() as u64) as usize])
+    }
+
+    /// Shuffles `items` in place (Fisher–Yates).
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+        for position in (1..items.len()).rev() {
+            let other = self.below(position as u64 + 1) as usize;
+            items.swap(position, other);
+        }
+    }
+}

@@ -1,0 +1,932 @@
+//! [`World`]: one simulated run. A discrete-event loop on a virtual clock: every event (a
+//! message arriving, a timer firing, a client acting, a fault starting or ending) is taken
+//! from a queue ordered by (time, insertion order), so the run depends on the seed alone.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use crate::config::Config;
+use crate::core::{RaftCore, Role};
+use crate::driver::{Applied, Driver};
+use crate::error::ProposeError;
+use crate::linearizability::{
+    CheckResult, KvInput, KvModel, KvOutput, Operation, check_with_limit,
+};
+use crate::message::Message;
+use crate::proposals::{PendingProposals, ProposalOutcome};
+use crate::storage::Storage;
+use crate::types::{LogIndex, NodeId, Term};
+
+use super::checks::{Checker, Violation};
+use super::disk::{SimDisk, SimStorage};
+use super::kv::{KvAnswer, KvOperation, SimKv};
+use super::network::{MessageFate, PartitionKind, SimNetwork};
+use super::rng::SimRng;
+use super::trace::TraceHash;
+use super::{FaultCounts, OperationCounts, PlantedBug, SimConfig, SimReport};
+
+/// How often log matching is checked across the running nodes.
+const CHECK_INTERVAL_MS: u64 = 500;
+/// Delay between a client and a node, each way.
+const CLIENT_DELAY_MS: (u64, u64) = (1, 4);
+/// Pause between a client's answer and its next operation.
+const CLIENT_THINK_MS: (u64, u64) = (0, 10);
+/// Most events a run may process (a guard against a livelock in the simulator itself).
+const MAX_EVENTS: u64 = 5_000_000;
+/// Most configurations the linearizability search may explore per key before it gives up
+/// (the run is then counted as inconclusive, never as a pass or a violation).
+const LINEARIZABILITY_BUDGET: u64 = 1_000_000;
+
+/// Something that happens at a moment of virtual time.
+#[derive(Debug)]
+enum Event {
+    Deliver(Message),
+    Tick(NodeId),
+    ClientIssue(usize),
+    ClientRequest { client: usize, operation: usize, node: NodeId },
+    ClientAnswer { client: usize, operation: usize, answer: ClientAnswer },
+    ClientTimeout { client: usize, operation: usize },
+    FaultRound,
+    Restart(NodeId),
+    Resume(NodeId),
+    Heal,
+    CheckInvariants,
+    EndWorkload,
+}
+
+/// What a node answered a client.
+#[derive(Clone, Copy, Debug)]
+enum ClientAnswer {
+    Applied { answer: KvAnswer, index: LogIndex, term: Term },
+    NotLeader(Option<NodeId>),
+    Unknown,
+}
+
+struct Scheduled {
+    time_ms: u64,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time_ms, self.sequence) == (other.time_ms, other.sequence)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time_ms, self.sequence).cmp(&(other.time_ms, other.sequence))
+    }
+}
+
+/// A running incarnation of a node.
+struct RunningNode {
+    driver: Driver<SimStorage, SimKv>,
+    /// Proposals waiting for their entry: (client, operation).
+    pending: PendingProposals<(usize, usize)>,
+    /// The last index this incarnation applied (state machine safety: strictly increasing).
+    last_applied: LogIndex,
+}
+
+struct SimNode {
+    id: NodeId,
+    disk: SimDisk,
+    running: Option<RunningNode>,
+    paused_until: Option<u64>,
+    /// Events that reached the node while it was paused, handled when it resumes.
+    deferred: Vec<Event>,
+    tick_scheduled_at: Option<u64>,
+}
+
+/// How a client operation ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RecordedOutcome {
+    Pending,
+    Ok { answer: KvAnswer, index: LogIndex, term: Term },
+    Failed,
+    Unknown,
+}
+
+/// One client operation in the history.
+#[derive(Clone, Debug)]
+pub(crate) struct OperationRecord {
+    pub(crate) client: usize,
+    pub(crate) operation: KvOperation,
+    pub(crate) call_ms: u64,
+    pub(crate) return_ms: u64,
+    pub(crate) outcome: RecordedOutcome,
+}
+
+impl OperationRecord {
+    /// The operation as the linearizability checker sees it.
+    fn to_checked_operation(&self) -> Operation<KvInput<u8, u64>, KvOutput<u64>> {
+        let client_id = self.client as u64;
+        let input = match self.operation {
+            KvOperation::Get { key } => KvInput::Get { key },
+            KvOperation::Put { key, value } => KvInput::Put { key, value },
+            KvOperation::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
+        };
+        match self.outcome {
+            RecordedOutcome::Ok { answer, .. } => {
+                let output = match answer {
+                    KvAnswer::Value(value) => KvOutput::Value(value),
+                    KvAnswer::Written => KvOutput::Done,
+                    KvAnswer::Swapped(swapped) => KvOutput::Cas(swapped),
+                };
+                Operation::ok(client_id, input, self.call_ms, self.return_ms, output)
+            }
+            RecordedOutcome::Failed => Operation::failed(client_id, input, self.call_ms),
+            RecordedOutcome::Unknown | RecordedOutcome::Pending => {
+                Operation::unknown(client_id, input, self.call_ms)
+            }
+        }
+    }
+
+    /// One line for a violation report.
+    fn describe(&self) -> String {
+        let end = if self.return_ms == u64::MAX {
+            String::from("...")
+        } else {
+            self.return_ms.to_string()
+        };
+        format!(
+            "client {} [{} ms, {end} ms] {:?} -> {:?}",
+            self.client, self.call_ms, self.operation, self.outcome
+        )
+    }
+}
+
+struct SimClient {
+    leader_guess: NodeId,
+    outstanding: Option<usize>,
+    sequence: u64,
+    /// The last value this client saw for each key (to make compare-and-swaps that can win).
+    observed: BTreeMap<u8, u64>,
+}
+
+pub(crate) struct World {
+    seed: u64,
+    config: SimConfig,
+    rng: SimRng,
+    now_ms: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    next_sequence: u64,
+    members: Vec<NodeId>,
+    nodes: Vec<SimNode>,
+    network: SimNetwork,
+    clients: Vec<SimClient>,
+    history: Vec<OperationRecord>,
+    checker: Checker,
+    faults: FaultCounts,
+    trace: TraceHash,
+    events: u64,
+    workload_over: bool,
+    max_commit_index: LogIndex,
+    linearizability_inconclusive: bool,
+}
+
+impl World {
+    pub(crate) fn new(seed: u64, config: &SimConfig) -> World {
+        let mut rng = SimRng::new(seed);
+        let node_count = match config.node_count {
+            0 => {
+                if rng.chance(0.5) {
+                    3
+                } else {
+                    5
+                }
+            }
+            count => count,
+        };
+        // Some seeds are calm, some stormy: scale every fault rate by a per-seed intensity.
+        let intensity = [0.0, 0.5, 1.0, 1.0, 2.0, 3.0][rng.below(6) as usize];
+        let mut config = config.clone();
+        config.faults = config.faults.scaled(intensity);
+        let members: Vec<NodeId> = (1..=node_count as u64).map(NodeId).collect();
+        let nodes = members
+            .iter()
+            .map(|id| SimNode {
+                id: *id,
+                disk: SimDisk::default(),
+                running: None,
+                paused_until: None,
+                deferred: Vec::new(),
+                tick_scheduled_at: None,
+            })
+            .collect();
+        let clients = (0..config.clients)
+            .map(|_| SimClient {
+                leader_guess: members[rng.below(node_count as u64) as usize],
+                outstanding: None,
+                sequence: 0,
+                observed: BTreeMap::new(),
+            })
+            .collect();
+        World {
+            seed,
+            config,
+            rng,
+            now_ms: 0,
+            queue: BinaryHeap::new(),
+            next_sequence: 0,
+            members,
+            nodes,
+            network: SimNetwork::default(),
+            clients,
+            history: Vec::new(),
+            checker: Checker::default(),
+            faults: FaultCounts::default(),
+            trace: TraceHash::default(),
+            events: 0,
+            workload_over: false,
+            max_commit_index: LogIndex(0),
+            linearizability_inconclusive: false,
+        }
+    }
+
+    /// Plays the run. A panic inside it (a `debug_assert!` of a protocol invariant, or a bug
+    /// anywhere) is caught and reported as a violation of this seed.
+    pub(crate) fn run(mut self) -> SimReport {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.play()));
+        match outcome {
+            Ok(converged) => self.finish(converged),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                    .unwrap_or_else(|| String::from("a panic with a non-text payload"));
+                let at_ms = self.now_ms;
+                self.checker.report(Violation::Panic { message, at_ms });
+                self.report()
+            }
+        }
+    }
+
+    /// Processes events until the healed cluster converges or time runs out. Returns whether
+    /// it converged.
+    fn play(&mut self) -> bool {
+        for id in self.members.clone() {
+            self.start_node(id);
+        }
+        for client in 0..self.clients.len() {
+            let delay = self.rng.between(0, 50);
+            self.schedule(delay, Event::ClientIssue(client));
+        }
+        let fault_interval = self.config.faults.fault_interval_ms;
+        self.schedule(fault_interval, Event::FaultRound);
+        self.schedule(CHECK_INTERVAL_MS, Event::CheckInvariants);
+        self.schedule(self.config.workload_ms, Event::EndWorkload);
+
+        let deadline = self.config.workload_ms + self.config.convergence_limit_ms;
+        let mut converged = false;
+        while let Some(Reverse(next)) = self.queue.pop() {
+            if next.time_ms > deadline || self.events >= MAX_EVENTS {
+                break;
+            }
+            self.now_ms = next.time_ms;
+            self.events += 1;
+            self.trace.add_u64(self.now_ms);
+            self.handle(next.event);
+            if self.workload_over && self.has_converged() {
+                converged = true;
+                break;
+            }
+        }
+        converged
+    }
+
+    fn schedule(&mut self, delay_ms: u64, event: Event) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.queue.push(Reverse(Scheduled { time_ms: self.now_ms + delay_ms, sequence, event }));
+    }
+
+    fn node_position(&self, id: NodeId) -> usize {
+        // Members are NodeId(1)..=NodeId(n), stored in order.
+        (id.0 - 1) as usize
+    }
+
+    fn trace_event(&self, description: std::fmt::Arguments<'_>) {
+        if self.config.trace {
+            tracing::debug!(target: "raft_consensus::sim", "t={}ms {}", self.now_ms, description);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver(message) => self.deliver(message),
+            Event::Tick(id) => self.tick(id),
+            Event::ClientIssue(client) => self.client_issue(client),
+            Event::ClientRequest { client, operation, node } => {
+                self.client_request(client, operation, node);
+            }
+            Event::ClientAnswer { client, operation, answer } => {
+                self.client_answer(client, operation, answer);
+            }
+            Event::ClientTimeout { client, operation } => self.client_timeout(client, operation),
+            Event::FaultRound => self.fault_round(),
+            Event::Restart(id) => {
+                if self.nodes[self.node_position(id)].running.is_none() {
+                    self.trace.add_u64(0xA1);
+                    self.trace_event(format_args!("{id} restarts"));
+                    self.start_node(id);
+                }
+            }
+            Event::Resume(id) => self.resume(id),
+            Event::Heal => {
+                self.trace.add_u64(0xA2);
+                self.trace_event(format_args!("network healed"));
+                self.network.heal();
+            }
+            Event::CheckInvariants => {
+                self.check_log_matching();
+                if !self.workload_over {
+                    self.schedule(CHECK_INTERVAL_MS, Event::CheckInvariants);
+                }
+            }
+            Event::EndWorkload => self.end_workload(),
+        }
+    }
+
+    /// Whether the node can take an event now; a paused node keeps it for later.
+    fn accepts(&mut self, id: NodeId, event: Event) -> Option<Event> {
+        let position = self.node_position(id);
+        let node = &mut self.nodes[position];
+        // A crashed node loses the event.
+        node.running.as_ref()?;
+        if node.paused_until.is_some() {
+            node.deferred.push(event);
+            return None;
+        }
+        Some(event)
+    }
+
+    fn deliver(&mut self, message: Message) {
+        let Some(Event::Deliver(message)) = self.accepts(message.to, Event::Deliver(message))
+        else {
+            return;
+        };
+        if !self.network.connected(message.from, message.to) {
+            self.faults.messages_dropped += 1;
+            return;
+        }
+        self.trace.add_message(&message);
+        let to = message.to;
+        let position = self.node_position(to);
+        if let Some(running) = self.nodes[position].running.as_mut() {
+            running.driver.core.tick(self.now_ms);
+            running.driver.core.step(message);
+        }
+        self.after_input(to);
+    }
+
+    fn tick(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        if self.nodes[position].tick_scheduled_at == Some(self.now_ms) {
+            self.nodes[position].tick_scheduled_at = None;
+        }
+        if self.nodes[position].paused_until.is_some() {
+            return;
+        }
+        let Some(running) = self.nodes[position].running.as_mut() else { return };
+        running.driver.core.tick(self.now_ms);
+        self.after_input(id);
+    }
+
+    /// Starts (or restarts) node `id` from its disk.
+    fn start_node(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        let forget_vote = self.config.planted_bug == Some(PlantedBug::ForgetVoteOnRestart);
+        let mut storage = SimStorage::new(self.nodes[position].disk.clone(), forget_vote);
+        let initial = match storage.load() {
+            Ok(initial) => initial,
+            Err(error) => unreachable!("the simulated disk never fails to load: {error}"),
+        };
+        let mut core = RaftCore::new(
+            id,
+            self.members.clone(),
+            Config::default(),
+            initial,
+            self.rng.next_u64(),
+        );
+        core.tick(self.now_ms);
+        let mut driver = Driver::new(core, storage, SimKv::default());
+        match self.config.planted_bug {
+            Some(PlantedBug::CommitPreviousTermByCounting) => {
+                driver.core.planted_commit_previous_term = true
+            }
+            Some(PlantedBug::AcknowledgeBeforeSync) => {
+                driver.planted_acknowledge_before_sync = true
+            }
+            Some(PlantedBug::ForgetVoteOnRestart) | None => {}
+        }
+        let node = &mut self.nodes[position];
+        node.running = Some(RunningNode {
+            driver,
+            pending: PendingProposals::default(),
+            last_applied: LogIndex(0),
+        });
+        node.paused_until = None;
+        node.deferred.clear();
+        node.tick_scheduled_at = None;
+        self.after_input(id);
+    }
+
+    /// Crashes node `id`: its memory is gone, and so are some of its unsynced writes.
+    fn crash(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        let node = &mut self.nodes[position];
+        if node.running.take().is_none() {
+            return;
+        }
+        node.paused_until = None;
+        node.deferred.clear();
+        node.tick_scheduled_at = None;
+        let damage = node.disk.crash(&mut self.rng, self.config.faults.torn_write);
+        self.faults.crashes += 1;
+        self.faults.lost_unsynced_writes += damage.lost_writes as u64;
+        self.faults.torn_writes += u64::from(damage.torn);
+        self.trace.add_u64(0xA3);
+        self.trace.add_u64(id.0);
+        self.trace_event(format_args!(
+            "{id} crashes ({} unsynced writes lost, torn: {})",
+            damage.lost_writes, damage.torn
+        ));
+        // Once the workload is over, faults are healed: a node that stops then (a sync failure
+        // injected earlier) comes back at once.
+        let downtime = if self.workload_over {
+            0
+        } else {
+            let faults = &self.config.faults;
+            self.rng
+                .between(faults.min_downtime_ms, faults.max_downtime_ms.max(faults.min_downtime_ms))
+        };
+        self.schedule(downtime, Event::Restart(id));
+    }
+
+    /// Carries out the node's pending work after an input, then routes what it produced.
+    fn after_input(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        let now_ms = self.now_ms;
+        let Some(running) = self.nodes[position].running.as_mut() else { return };
+        let mut outbox = Vec::new();
+        let mut applied_entries: Vec<Applied> = Vec::new();
+        let result = running
+            .driver
+            .process_ready(|message| outbox.push(message), |applied| applied_entries.push(applied));
+        let mut answers = Vec::new();
+        for applied in applied_entries {
+            let result_bytes = match &applied.result {
+                Ok(bytes) => bytes.clone(),
+                Err(error) => error.to_string().into_bytes(),
+            };
+            self.checker.on_applied(
+                id,
+                &mut running.last_applied,
+                applied.index,
+                applied.term,
+                &applied.command,
+                &result_bytes,
+                now_ms,
+            );
+            let (index, term) = (applied.index, applied.term);
+            if let Some(((client, operation), outcome)) = running.pending.on_applied(applied) {
+                let answer = match outcome {
+                    ProposalOutcome::Applied(applied) => {
+                        match applied.result.ok().as_deref().and_then(KvAnswer::decode) {
+                            Some(answer) => ClientAnswer::Applied { answer, index, term },
+                            None => ClientAnswer::Unknown,
+                        }
+                    }
+                    ProposalOutcome::Overwritten => ClientAnswer::NotLeader(None),
+                };
+                answers.push((client, operation, answer));
+            }
+        }
+        let core = &running.driver.core;
+        let (role, term, commit_index) = (core.role(), core.term(), core.commit_index());
+        if role != Role::Leader {
+            for (_, (client, operation)) in running.pending.take_all() {
+                answers.push((client, operation, ClientAnswer::Unknown));
+            }
+        }
+        let deadline = core.next_deadline_ms();
+        if role == Role::Leader {
+            self.checker.on_leader(term, id, now_ms);
+        }
+        self.max_commit_index = self.max_commit_index.max(commit_index);
+
+        for message in outbox {
+            self.send(message);
+        }
+        for (client, operation, answer) in answers {
+            self.answer_client(client, operation, answer);
+        }
+        match result {
+            Ok(()) => {
+                let node = &mut self.nodes[position];
+                if node.tick_scheduled_at.is_none_or(|scheduled| deadline < scheduled) {
+                    let at = deadline.max(now_ms);
+                    node.tick_scheduled_at = Some(at);
+                    self.schedule(at - now_ms, Event::Tick(id));
+                }
+            }
+            Err(error) => {
+                self.trace_event(format_args!("{id} stops: {error}"));
+                self.crash(id);
+            }
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        match self.network.fate(&self.config.faults, &mut self.rng) {
+            MessageFate::Dropped => self.faults.messages_dropped += 1,
+            MessageFate::Delivered(delays) => {
+                if delays.len() > 1 {
+                    self.faults.messages_duplicated += 1;
+                }
+                for delay in &delays {
+                    if *delay > self.config.faults.max_delay_ms {
+                        self.faults.messages_reordered += 1;
+                    }
+                }
+                let last = delays.len() - 1;
+                let mut message = Some(message);
+                for (position, delay) in delays.into_iter().enumerate() {
+                    let copy = if position == last { message.take() } else { message.clone() };
+                    if let Some(copy) = copy {
+                        self.schedule(delay, Event::Deliver(copy));
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer_client(&mut self, client: usize, operation: usize, answer: ClientAnswer) {
+        if self.rng.chance(self.config.faults.client_response_loss) {
+            self.faults.client_responses_lost += 1;
+            return;
+        }
+        let delay = self.rng.between(CLIENT_DELAY_MS.0, CLIENT_DELAY_MS.1);
+        self.schedule(delay, Event::ClientAnswer { client, operation, answer });
+    }
+
+    fn client_issue(&mut self, client: usize) {
+        if self.workload_over || self.clients[client].outstanding.is_some() {
+            return;
+        }
+        let key = self.rng.below(u64::from(self.config.keys.max(1))) as u8;
+        let state = &mut self.clients[client];
+        state.sequence += 1;
+        let unique_value = ((client as u64 + 1) << 32) | state.sequence;
+        let roll = self.rng.below(100);
+        let operation = if roll < 40 {
+            KvOperation::Get { key }
+        } else if roll < 75 {
+            KvOperation::Put { key, value: unique_value }
+        } else {
+            let expected = if self.rng.chance(0.8) {
+                self.clients[client].observed.get(&key).copied()
+            } else {
+                None
+            };
+            KvOperation::Cas { key, expected, new: unique_value }
+        };
+        let id = self.history.len();
+        self.history.push(OperationRecord {
+            client,
+            operation,
+            call_ms: self.now_ms,
+            return_ms: u64::MAX,
+            outcome: RecordedOutcome::Pending,
+        });
+        self.clients[client].outstanding = Some(id);
+        let node = self.clients[client].leader_guess;
+        self.trace.add_u64(0xB1);
+        self.trace.add_bytes(&operation.encode());
+        self.trace_event(format_args!("client {client} invokes {operation:?} on {node}"));
+        let delay = self.rng.between(CLIENT_DELAY_MS.0, CLIENT_DELAY_MS.1);
+        self.schedule(delay, Event::ClientRequest { client, operation: id, node });
+        let timeout = self.config.client_timeout_ms;
+        self.schedule(timeout, Event::ClientTimeout { client, operation: id });
+    }
+
+    fn client_request(&mut self, client: usize, operation: usize, node: NodeId) {
+        let Some(Event::ClientRequest { .. }) =
+            self.accepts(node, Event::ClientRequest { client, operation, node })
+        else {
+            return;
+        };
+        let command = self.history[operation].operation.encode();
+        let position = self.node_position(node);
+        let Some(running) = self.nodes[position].running.as_mut() else { return };
+        match running.driver.core.propose(command.into()) {
+            Ok(index) => {
+                let term = running.driver.core.term();
+                running.pending.insert(index, term, (client, operation));
+                self.after_input(node);
+            }
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                self.answer_client(client, operation, ClientAnswer::NotLeader(leader_hint));
+            }
+            Err(_) => self.answer_client(client, operation, ClientAnswer::Unknown),
+        }
+    }
+
+    fn client_answer(&mut self, client: usize, operation: usize, answer: ClientAnswer) {
+        if self.clients[client].outstanding != Some(operation) {
+            return;
+        }
+        let record = &mut self.history[operation];
+        record.return_ms = self.now_ms;
+        let state = &mut self.clients[client];
+        match answer {
+            ClientAnswer::Applied { answer, index, term } => {
+                record.outcome = RecordedOutcome::Ok { answer, index, term };
+                match (record.operation, answer) {
+                    (KvOperation::Get { key }, KvAnswer::Value(Some(value)))
+                    | (KvOperation::Put { key, value }, _)
+                    | (KvOperation::Cas { key, new: value, .. }, KvAnswer::Swapped(true)) => {
+                        state.observed.insert(key, value);
+                    }
+                    _ => {}
+                }
+            }
+            ClientAnswer::NotLeader(hint) => {
+                record.outcome = RecordedOutcome::Failed;
+                state.leader_guess = hint
+                    .unwrap_or(self.members[self.rng.below(self.members.len() as u64) as usize]);
+            }
+            ClientAnswer::Unknown => {
+                record.outcome = RecordedOutcome::Unknown;
+                state.leader_guess =
+                    self.members[self.rng.below(self.members.len() as u64) as usize];
+            }
+        }
+        self.trace.add_u64(0xB2);
+        self.trace.add_u64(operation as u64);
+        self.trace_event(format_args!(
+            "client {client} gets {:?}",
+            self.history[operation].outcome
+        ));
+        self.clients[client].outstanding = None;
+        let think = self.rng.between(CLIENT_THINK_MS.0, CLIENT_THINK_MS.1);
+        self.schedule(think, Event::ClientIssue(client));
+    }
+
+    fn client_timeout(&mut self, client: usize, operation: usize) {
+        if self.clients[client].outstanding != Some(operation) {
+            return;
+        }
+        self.history[operation].outcome = RecordedOutcome::Unknown;
+        self.trace.add_u64(0xB3);
+        self.trace_event(format_args!("client {client} times out"));
+        let state = &mut self.clients[client];
+        state.outstanding = None;
+        state.leader_guess = self.members[self.rng.below(self.members.len() as u64) as usize];
+        self.schedule(0, Event::ClientIssue(client));
+    }
+
+    fn running_nodes(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|node| node.running.is_some()).map(|node| node.id).collect()
+    }
+
+    fn fault_round(&mut self) {
+        if self.workload_over {
+            return;
+        }
+        let faults = self.config.faults.clone();
+        if !self.network.is_partitioned() && self.rng.chance(faults.partition) {
+            let kind = [PartitionKind::Symmetric, PartitionKind::OneWay, PartitionKind::Bridge]
+                [self.rng.below(3) as usize];
+            let kind = if kind == PartitionKind::Bridge && self.members.len() < 3 {
+                PartitionKind::Symmetric
+            } else {
+                kind
+            };
+            let members = self.members.clone();
+            self.network.partition(&members, kind, &mut self.rng);
+            self.faults.partitions += 1;
+            self.trace.add_u64(0xC1);
+            self.trace_event(format_args!("partition ({kind:?})"));
+            let duration = self.rng.between(100, faults.max_partition_ms.max(100));
+            self.schedule(duration, Event::Heal);
+        }
+        if self.rng.chance(faults.crash) {
+            let running = self.running_nodes();
+            if let Some(victim) = self.rng.pick(&running) {
+                self.crash(victim);
+            }
+        }
+        if self.rng.chance(faults.sync_failure) {
+            let running = self.running_nodes();
+            if let Some(victim) = self.rng.pick(&running) {
+                self.faults.sync_failures += 1;
+                self.nodes[self.node_position(victim)].disk.fail_next_sync();
+            }
+        }
+        if self.rng.chance(faults.pause) {
+            let candidates: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|node| node.running.is_some() && node.paused_until.is_none())
+                .map(|node| node.id)
+                .collect();
+            if let Some(victim) = self.rng.pick(&candidates) {
+                let duration = self.rng.between(50, faults.max_pause_ms.max(50));
+                let position = self.node_position(victim);
+                self.nodes[position].paused_until = Some(self.now_ms + duration);
+                self.faults.pauses += 1;
+                self.trace.add_u64(0xC2);
+                self.trace_event(format_args!("{victim} pauses for {duration} ms"));
+                self.schedule(duration, Event::Resume(victim));
+            }
+        }
+        self.schedule(faults.fault_interval_ms, Event::FaultRound);
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        let node = &mut self.nodes[position];
+        if node.paused_until.is_none() {
+            return;
+        }
+        node.paused_until = None;
+        let deferred = std::mem::take(&mut node.deferred);
+        self.trace_event(format_args!("{id} resumes with {} deferred events", deferred.len()));
+        self.tick(id);
+        for event in deferred {
+            self.handle(event);
+        }
+    }
+
+    fn end_workload(&mut self) {
+        self.workload_over = true;
+        self.trace_event(format_args!("workload over: healing every fault"));
+        self.network.heal();
+        for id in self.members.clone() {
+            let position = self.node_position(id);
+            if self.nodes[position].running.is_none() {
+                self.start_node(id);
+            } else if self.nodes[position].paused_until.is_some() {
+                self.resume(id);
+            }
+        }
+    }
+
+    fn check_log_matching(&mut self) {
+        let cores: Vec<&RaftCore> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.running.as_ref().map(|running| &running.driver.core))
+            .collect();
+        self.checker.check_log_matching(&cores, self.now_ms);
+    }
+
+    /// Every node up, one leader that all follow, every entry committed and applied
+    /// everywhere, and no client waiting.
+    fn has_converged(&self) -> bool {
+        if self.clients.iter().any(|client| client.outstanding.is_some()) {
+            return false;
+        }
+        let mut statuses = Vec::new();
+        for node in &self.nodes {
+            let Some(running) = &node.running else { return false };
+            if node.paused_until.is_some() {
+                return false;
+            }
+            statuses.push(&running.driver.core);
+        }
+        let Some(leader) = statuses.iter().find(|core| core.role() == Role::Leader) else {
+            return false;
+        };
+        let target = leader.last_log_id();
+        leader.commit_index() == target.index
+            && statuses.iter().all(|core| {
+                core.term() == leader.term()
+                    && core.leader_id() == Some(leader.id())
+                    && core.last_log_id() == target
+                    && core.applied_index() == target.index
+            })
+    }
+
+    fn finish(mut self, converged: bool) -> SimReport {
+        self.check_log_matching();
+        if converged {
+            self.check_durability();
+        } else {
+            let detail = self.describe_cluster();
+            self.checker.report(Violation::NoConvergence { detail });
+        }
+        self.linearizability_inconclusive = !self.check_linearizability();
+        self.report()
+    }
+
+    fn report(self) -> SimReport {
+        let mut operations = OperationCounts::default();
+        for record in &self.history {
+            match record.outcome {
+                RecordedOutcome::Ok { .. } => operations.ok += 1,
+                RecordedOutcome::Failed => operations.failed += 1,
+                RecordedOutcome::Unknown | RecordedOutcome::Pending => operations.unknown += 1,
+            }
+        }
+        self.trace_event(format_args!(
+            "run over after {} events; violations: {}",
+            self.events,
+            self.checker.violations().len()
+        ));
+        SimReport {
+            seed: self.seed,
+            node_count: self.members.len(),
+            trace_hash: self.trace.value(),
+            events: self.events,
+            virtual_ms: self.now_ms,
+            operations,
+            faults: self.faults,
+            commit_index: self.max_commit_index.0,
+            linearizability_inconclusive: self.linearizability_inconclusive,
+            violations: self.checker.into_violations(),
+        }
+    }
+
+    /// Durability: every acknowledged operation is in every node's log, at its index and term.
+    fn check_durability(&mut self) {
+        let acknowledged: Vec<(LogIndex, Term)> = self
+            .history
+            .iter()
+            .filter_map(|record| match record.outcome {
+                RecordedOutcome::Ok { index, term, .. } => Some((index, term)),
+                _ => None,
+            })
+            .collect();
+        for node in &self.nodes {
+            let Some(running) = &node.running else { continue };
+            for (index, term) in &acknowledged {
+                if running.driver.core.entry(*index).map(|entry| entry.term) != Some(*term) {
+                    self.checker.report(Violation::AcknowledgedWriteLost {
+                        node: node.id,
+                        index: index.0,
+                        term: term.0,
+                    });
+                }
+            }
+        }
+    }
+
+    fn describe_cluster(&self) -> String {
+        let mut parts = Vec::new();
+        for node in &self.nodes {
+            match &node.running {
+                None => parts.push(format!("{} down", node.id)),
+                Some(running) => {
+                    let core = &running.driver.core;
+                    parts.push(format!(
+                        "{} {} term {} leader {:?} last {} commit {} applied {}",
+                        node.id,
+                        core.role(),
+                        core.term(),
+                        core.leader_id(),
+                        core.last_log_id(),
+                        core.commit_index(),
+                        core.applied_index()
+                    ));
+                }
+            }
+        }
+        let waiting = self.clients.iter().filter(|client| client.outstanding.is_some()).count();
+        format!("after {} ms: {}; {waiting} clients waiting", self.now_ms, parts.join("; "))
+    }
+
+    /// Linearizability of the client history, per key, within a search budget.
+    fn check_linearizability(&mut self) -> bool {
+        let operations: Vec<Operation<KvInput<u8, u64>, KvOutput<u64>>> =
+            self.history.iter().map(OperationRecord::to_checked_operation).collect();
+        match check_with_limit(&KvModel::new(), &operations, LINEARIZABILITY_BUDGET) {
+            Ok(CheckResult::Linearizable) => true,
+            Ok(CheckResult::GaveUp { .. }) => false,
+            Ok(CheckResult::NotLinearizable { operations: culprits, .. }) => {
+                let key = culprits.first().map_or(0, |first| self.history[*first].operation.key());
+                let described: Vec<String> =
+                    culprits.iter().map(|position| self.history[*position].describe()).collect();
+                self.checker
+                    .report(Violation::NotLinearizable { key, operations: described.join("\n") });
+                true
+            }
+            Err(error) => {
+                self.checker.report(Violation::NotLinearizable {
+                    key: 0,
+                    operations: format!("the simulator recorded a malformed history: {error}"),
+                });
+                true
+            }
+        }
+    }
+}
