@@ -29,7 +29,8 @@ pub(crate) struct Applied {
     pub(crate) index: LogIndex,
     /// The entry's term (a proposal matches only if both agree).
     pub(crate) term: Term,
-    /// The command that was applied.
+    /// The command that was applied (the simulator checks that every node applied the same).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) command: Bytes,
     /// What the state machine returned.
     pub(crate) result: Result<Vec<u8>, Box<dyn Error + Send + Sync>>,
@@ -81,6 +82,8 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 persisted_messages
             };
             let must_sync = hard_state.is_some() || !entries.is_empty();
+            // Entries go first: whatever prefix of these writes survives a crash, a stored
+            // commit index never points at an entry of this batch that was lost.
             if !entries.is_empty() {
                 self.storage.append(&entries)?;
             }

@@ -95,15 +95,16 @@ pub enum StartError {
 /// Why a proposal did not return the state machine's result.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
-    /// This node is not the leader; the command was not appended. Retry on `leader_hint`
-    /// (when known).
+    /// This node is not the leader and did not append the command, or appended it and then
+    /// saw another leader's entry take its index: either way it is definitely not applied.
+    /// Retry on `leader_hint` (when known).
     #[error("not the leader{}", match leader_hint { Some(id) => format!("; the leader is {id}"), None => String::from("; no leader is known") })]
     NotLeader {
         /// The leader this node currently follows, if any.
         leader_hint: Option<NodeId>,
     },
-    /// The command was appended at `index`, but this node lost leadership (or shut down)
-    /// before it learned whether the entry committed. It may or may not be applied; a retry
+    /// The command was appended at `index`, but this node lost leadership, shut down or
+    /// stopped on a storage failure before it learned whether the entry committed. It may or may not be applied; a retry
     /// must be idempotent or deduplicated.
     #[error(
         "outcome unknown: the command was appended at index {index} but leadership was lost before it committed"
@@ -124,7 +125,7 @@ pub enum ProposeError {
     /// The node has shut down (or is shutting down); the command was not appended.
     #[error("the node has shut down")]
     Shutdown,
-    /// Storage failed; the node has stopped.
+    /// Storage failed and the node has stopped; the command was not appended.
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
     /// The command committed, and the state machine's `apply` returned this error. Every node

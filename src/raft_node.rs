@@ -6,7 +6,6 @@
 //! completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
 //! handle to that task.
 
-use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -107,19 +106,13 @@ impl RaftNode {
         T: Transport,
         M: StateMachine + Send + 'static,
     {
-        config.validate()?;
-        let members: BTreeSet<NodeId> = members.into_iter().collect();
-        if !members.contains(&id) {
-            return Err(StartError::Membership {
-                reason: format!("the members {members:?} do not include the node itself ({id})"),
-            });
-        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let initial: InitialState = storage.load()?;
         // Each node draws its own election jitter; the seed only needs to differ between
         // nodes and runs, which the standard library's per-process random keys provide.
         let seed = RandomState::new().hash_one(id.0);
-        let core = RaftCore::new(id, members, config.clone(), initial, seed);
+        let mut core = RaftCore::new(id, members, config.clone(), initial, seed)?;
+        core.tick(0);
         tracing::info!(target: LOG_TARGET, node = %id, "Starting as Follower in term {} with {} log entries", core.term(), core.last_log_id().index);
 
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
@@ -233,16 +226,18 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 break Err(error);
             }
             let deadline = self.epoch + Duration::from_millis(self.driver.core.next_deadline_ms());
+            // Peers' messages come before client requests: a flood of requests must never
+            // starve the replies and heartbeats that let the cluster make progress.
             tokio::select! {
                 biased;
                 _ = self.stop_requested.changed() => break Ok(()),
-                request = self.requests.recv() => match request {
-                    Some(request) => self.handle_requests(request),
-                    None => break Ok(()),
-                },
                 message = self.transport.recv(), if transport_open => match message {
                     Some(message) => self.handle_messages(message),
                     None => transport_open = false,
+                },
+                request = self.requests.recv() => match request {
+                    Some(request) => self.handle_requests(request),
+                    None => break Ok(()),
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
@@ -329,17 +324,19 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     }
 
     /// Answers every request still waiting, as the node stops.
+    /// Appended proposals may still commit under another leader: their outcome is unknown.
+    /// Queued ones were never appended: they fail with the reason the node stopped.
     fn stop(&mut self, result: &Result<(), StorageError>) {
         for (index, reply) in self.pending.take_all() {
-            let error = match result {
-                Err(storage_error) => ProposeError::Storage(storage_error.clone()),
-                Ok(()) => ProposeError::OutcomeUnknown { index },
-            };
-            let _ = reply.send(Err(error));
+            let _ = reply.send(Err(ProposeError::OutcomeUnknown { index }));
         }
         self.requests.close();
         while let Ok(Request::Propose { reply, .. }) = self.requests.try_recv() {
-            let _ = reply.send(Err(ProposeError::Shutdown));
+            let error = match result {
+                Err(storage_error) => ProposeError::Storage(storage_error.clone()),
+                Ok(()) => ProposeError::Shutdown,
+            };
+            let _ = reply.send(Err(error));
         }
     }
 }

@@ -65,9 +65,11 @@ impl Error for SnapshotsUnsupported {}
 
 /// An application whose commands Raft replicates.
 ///
-/// `apply` receives each committed command exactly once, in log order. Its `Err` is a result
-/// like any other, returned to the proposer: it must be deterministic and must leave the state
-/// as it would be on every other node.
+/// `apply` receives each committed command once, in log order. A node that restarts builds a
+/// fresh state machine and applies the committed log to it again (from the latest snapshot
+/// once snapshots exist), so the machine must start empty and keep its state in memory or
+/// make replays harmless. Its `Err` is a result like any other, returned to the proposer: it
+/// must be deterministic and must leave the state as it would be on every other node.
 pub trait StateMachine {
     /// Executes one committed command and returns its result.
     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>>;

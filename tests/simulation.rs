@@ -3,7 +3,7 @@
 //! linearizability and convergence after healing (see `raft_consensus::sim`). Also: a seed
 //! replays exactly, and a planted protocol bug is caught.
 //!
-//! Longer soaks: `cargo run --release --features sim --bin raft-sim -- soak --seeds 100000`.
+//! Longer soaks: `cargo run --profile sim --features sim --bin raft-sim -- soak --seeds 100000`.
 
 use std::sync::Mutex;
 

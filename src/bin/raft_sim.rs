@@ -2,8 +2,8 @@
 //! replays one seed with every event logged (`replay`).
 //!
 //! ```bash
-//! cargo run --release --features sim --bin raft-sim -- soak --seeds 10000
-//! RUST_LOG=debug cargo run --release --features sim --bin raft-sim -- replay --seed 42
+//! cargo run --profile sim --features sim --bin raft-sim -- soak --seeds 10000
+//! RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed 42
 //! ```
 
 use std::io::{IsTerminal, Write};

@@ -15,11 +15,28 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log holding `entries`, which must be contiguous from index 1 with non-decreasing terms.
-    pub(crate) fn from_entries(entries: Vec<Entry>) -> Self {
-        let log = RaftLog { entries };
-        log.debug_check();
-        log
+    /// A log holding `entries`, which must be contiguous from index 1 with non-decreasing
+    /// terms; otherwise a description of what is wrong.
+    pub(crate) fn from_entries(entries: Vec<Entry>) -> Result<Self, String> {
+        for (position, entry) in entries.iter().enumerate() {
+            if entry.index.0 != position as u64 + 1 {
+                return Err(format!(
+                    "stored log entry {} holds index {} (entries must be contiguous from 1)",
+                    position + 1,
+                    entry.index
+                ));
+            }
+        }
+        for pair in entries.windows(2) {
+            if pair[0].term > pair[1].term {
+                return Err(format!(
+                    "stored log terms decrease: {} is followed by {}",
+                    pair[0].log_id(),
+                    pair[1].log_id()
+                ));
+            }
+        }
+        Ok(RaftLog { entries })
     }
 
     /// The index of the last entry, or 0 for an empty log.
@@ -112,17 +129,6 @@ impl RaftLog {
         }
         None
     }
-
-    fn debug_check(&self) {
-        if cfg!(debug_assertions) {
-            for (position, entry) in self.entries.iter().enumerate() {
-                assert_eq!(entry.index.0, position as u64 + 1, "log entries must be contiguous");
-            }
-            for pair in self.entries.windows(2) {
-                assert!(pair[0].term <= pair[1].term, "log terms must not decrease");
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -142,6 +148,20 @@ mod tests {
                 })
                 .collect(),
         )
+        .expect("the test builds a contiguous log with non-decreasing terms")
+    }
+
+    #[test]
+    fn a_stored_log_that_is_not_a_log_is_refused() {
+        let entry = |term, index| Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Blank,
+        };
+        assert!(RaftLog::from_entries(vec![entry(1, 1), entry(1, 3)]).is_err());
+        assert!(RaftLog::from_entries(vec![entry(2, 1), entry(1, 2)]).is_err());
+        assert!(RaftLog::from_entries(vec![entry(1, 2)]).is_err());
+        assert!(RaftLog::from_entries(vec![entry(1, 1), entry(2, 2)]).is_ok());
     }
 
     #[test]

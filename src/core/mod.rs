@@ -37,7 +37,7 @@ use self::log::RaftLog;
 use self::progress::Progress;
 use self::rng::Rng;
 use crate::config::Config;
-use crate::error::ProposeError;
+use crate::error::{ProposeError, StartError, StorageError};
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload, Message, MessageBody};
 use crate::types::{LogId, LogIndex, NodeId, Term};
@@ -98,6 +98,8 @@ pub struct RaftCore {
     /// Leader only: one entry per other voter.
     progress: BTreeMap<NodeId, Progress>,
     now_ms: u64,
+    /// Whether `tick` has set the clock yet.
+    clock_started: bool,
     election_deadline_ms: u64,
     heartbeat_deadline_ms: u64,
     check_quorum_deadline_ms: u64,
@@ -127,25 +129,43 @@ impl RaftCore {
     /// Creates a node with identity `id` in a cluster whose voting members are `voters` (which
     /// must include `id`), starting from `initial` state, with randomness from `seed`.
     ///
-    /// The node starts as a follower whose election timer starts at time 0.
+    /// The node starts as a follower; its clock starts at its first [`tick`](Self::tick), so
+    /// a node restarted in a running cluster waits a whole election timeout before it stands.
+    ///
+    /// Fails on an invalid `config`, a member list without `id`, or stored entries that are
+    /// not a log (not contiguous from index 1, or with decreasing terms).
     pub fn new(
         id: NodeId,
         voters: impl IntoIterator<Item = NodeId>,
         config: Config,
         initial: InitialState,
         seed: u64,
-    ) -> Self {
+    ) -> Result<Self, StartError> {
+        config.validate()?;
         let voters: Vec<NodeId> = voters.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-        debug_assert!(voters.contains(&id), "a node must be one of the voters");
-        let log = RaftLog::from_entries(initial.entries);
+        if !voters.contains(&id) {
+            return Err(StartError::Membership {
+                reason: format!("the members {voters:?} do not include the node itself ({id})"),
+            });
+        }
+        let log = RaftLog::from_entries(initial.entries)
+            .map_err(|detail| StorageError::Corrupt { detail })?;
+        let mut hard_state = initial.hard_state;
+        if log.last_log_id().term > hard_state.term {
+            // The entries of a batch are written before its hard state, so a crash can keep
+            // entries of a newer term without the hard state that moved to it. That hard
+            // state's vote was never sent (votes leave only after the sync), so adopting the
+            // entries' term with no vote is what the node durably promised.
+            hard_state = HardState { term: log.last_log_id().term, voted_for: None, ..hard_state };
+        }
         let last_index = log.last_index();
-        let commit_index = initial.hard_state.commit_index.min(last_index);
+        let commit_index = hard_state.commit_index.min(last_index);
         let mut core = RaftCore {
             id,
             config,
             voters,
-            term: initial.hard_state.term,
-            voted_for: initial.hard_state.voted_for,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
             log,
             commit_index,
             role: Role::Follower,
@@ -153,13 +173,14 @@ impl RaftCore {
             votes_granted: BTreeSet::new(),
             progress: BTreeMap::new(),
             now_ms: 0,
+            clock_started: false,
             election_deadline_ms: 0,
             heartbeat_deadline_ms: 0,
             check_quorum_deadline_ms: 0,
             rng: Rng::new(seed),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
-            handed_hard_state: HardState { commit_index, ..initial.hard_state },
+            handed_hard_state: HardState { commit_index, ..hard_state },
             unpersisted_from: last_index.next(),
             persisted_index: last_index,
             apply_handed_index: LogIndex(0),
@@ -168,12 +189,19 @@ impl RaftCore {
             planted_commit_previous_term: false,
         };
         core.reset_election_deadline();
-        core
+        Ok(core)
     }
 
     /// Advances the core's notion of time to `now_ms` (milliseconds since any fixed origin,
     /// never decreasing) and fires the election or heartbeat timer if it is due.
     pub fn tick(&mut self, now_ms: u64) {
+        if !self.clock_started {
+            // The first tick sets the clock; the election timeout runs from here.
+            self.clock_started = true;
+            self.now_ms = now_ms;
+            self.reset_election_deadline();
+            return;
+        }
         debug_assert!(now_ms >= self.now_ms, "time must not go backwards");
         self.now_ms = self.now_ms.max(now_ms);
         match self.role {
@@ -228,6 +256,10 @@ impl RaftCore {
                 self.handle_vote_response(message.from, granted);
             }
             MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+                if let Err(problem) = check_entries(message.term, prev_log_id, &entries) {
+                    tracing::warn!(target: LOG_TARGET, node = %self.id, from = %message.from, "Dropping malformed AppendEntries: {problem}");
+                    return;
+                }
                 self.handle_append_entries(message.from, prev_log_id, entries, leader_commit);
             }
             MessageBody::AppendEntriesResponse(response) => {
@@ -388,6 +420,27 @@ impl RaftCore {
     }
 }
 
+/// Checks that `entries` can follow `prev_log_id` in a log sent by a leader of `term`: indexes
+/// contiguous from `prev_log_id.index + 1`, terms non-decreasing, between the previous entry's
+/// term and the leader's.
+fn check_entries(term: Term, prev_log_id: LogId, entries: &[Entry]) -> Result<(), String> {
+    let mut previous = prev_log_id;
+    for entry in entries {
+        if entry.index != previous.index.next() {
+            return Err(format!("entry {} does not follow {previous}", entry.log_id()));
+        }
+        if entry.term < previous.term || entry.term > term {
+            return Err(format!(
+                "entry {} has a term outside [{}, {term}]",
+                entry.log_id(),
+                previous.term
+            ));
+        }
+        previous = entry.log_id();
+    }
+    Ok(())
+}
+
 /// A one-line rendering of a message for debug logs (entries are counted, not printed).
 struct DisplayMessage<'a>(&'a Message);
 
@@ -411,5 +464,69 @@ impl fmt::Display for DisplayMessage<'_> {
                 write!(f, "AppendEntriesResponse {response:?}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry { term: Term(term), index: LogIndex(index), payload: EntryPayload::Blank }
+    }
+
+    #[test]
+    fn malformed_append_entries_are_recognised() {
+        let prev = LogId::new(Term(2), LogIndex(4));
+        assert!(check_entries(Term(3), prev, &[entry(2, 5), entry(3, 6)]).is_ok());
+        assert!(check_entries(Term(3), prev, &[entry(2, 6)]).is_err(), "gap after prev");
+        assert!(check_entries(Term(3), prev, &[entry(1, 5)]).is_err(), "term below prev's");
+        assert!(check_entries(Term(3), prev, &[entry(4, 5)]).is_err(), "term above the leader's");
+        assert!(check_entries(Term(3), prev, &[entry(3, 5), entry(2, 6)]).is_err(), "decreasing");
+    }
+
+    #[test]
+    fn a_follower_ignores_malformed_append_entries() {
+        let config = Config::default();
+        let mut core =
+            RaftCore::new(NodeId(2), [NodeId(1), NodeId(2)], config, InitialState::default(), 1)
+                .expect("valid configuration");
+        core.tick(0);
+        core.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: vec![entry(1, 2)],
+                leader_commit: LogIndex(2),
+            },
+        });
+        assert_eq!(core.last_log_id().index, LogIndex(0));
+        assert_eq!(core.commit_index(), LogIndex(0));
+    }
+
+    #[test]
+    fn a_core_refuses_an_invalid_start() {
+        let bad_config = Config { heartbeat_interval_ms: 500, ..Config::default() };
+        let result = RaftCore::new(NodeId(1), [NodeId(1)], bad_config, InitialState::default(), 1);
+        assert!(matches!(result, Err(StartError::Config(_))));
+        let result =
+            RaftCore::new(NodeId(3), [NodeId(1)], Config::default(), InitialState::default(), 1);
+        assert!(matches!(result, Err(StartError::Membership { .. })));
+        let gap = InitialState { hard_state: HardState::default(), entries: vec![entry(1, 2)] };
+        let result = RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), gap, 1);
+        assert!(matches!(result, Err(StartError::Storage(StorageError::Corrupt { .. }))));
+    }
+
+    #[test]
+    fn stored_entries_of_a_newer_term_raise_the_term_without_a_vote() {
+        let hard_state =
+            HardState { term: Term(1), voted_for: Some(NodeId(1)), commit_index: LogIndex(0) };
+        let initial = InitialState { hard_state, entries: vec![entry(1, 1), entry(3, 2)] };
+        let core = RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1)
+            .expect("a valid log");
+        assert_eq!(core.term(), Term(3));
+        assert_eq!(core.voted_for(), None);
     }
 }

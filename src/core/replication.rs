@@ -222,7 +222,10 @@ impl RaftCore {
                 self.replicate_to(follower);
             }
             AppendResponse::Rejected { rejected_prev_index, hint } => {
+                // Every AppendEntries sent to this follower had its prev index below
+                // next_index; a rejection at or past it is stale or malformed.
                 let stale = rejected_prev_index <= progress.match_index
+                    || rejected_prev_index >= progress.next_index
                     || match progress.mode {
                         ReplicationMode::Probe { .. } => {
                             rejected_prev_index != progress.next_index.prev()

@@ -74,7 +74,8 @@ pub enum Violation {
         /// The operations on that key, one per line.
         operations: String,
     },
-    /// The run panicked: a protocol invariant's `debug_assert!` (or another bug) fired.
+    /// The run panicked: a protocol invariant's `debug_assert!` (in builds with debug
+    /// assertions: tests and the `sim` profile) or another bug fired.
     Panic {
         /// The panic message.
         message: String,

@@ -9,7 +9,10 @@
 //! - messages lost, duplicated, delayed and reordered;
 //! - partitions: symmetric, one-way, and bridged (one node sees both sides), healed later;
 //! - crashes and restarts, in which unsynced writes are lost and the last one may be torn;
-//! - failed syncs (the node stops, as a real one must);
+//! - failed syncs (the node stops, as a real one must). Crashes fall between events and the
+//!   driver syncs within one event, so unsynced writes exist at a crash only after a failed
+//!   sync: that is the "power lost during fsync" case. Crashes inside the storage code itself
+//!   come with the write-ahead log's simulated file layer;
 //! - pauses: a node stops ticking and receiving, then resumes with stale state.
 //!
 //! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
@@ -24,7 +27,9 @@
 //! - liveness after healing: the cluster converges on one leader and one commit index.
 //!
 //! [`PlantedBug`] switches on a real protocol bug (simulation builds only) to show that these
-//! checks catch what they are meant to catch.
+//! checks catch what they are meant to catch. A panic in a run (for example a protocol
+//! `debug_assert!`, active in test builds and in the `sim` cargo profile) is caught and
+//! reported as a violation of that seed.
 
 mod checks;
 mod disk;
@@ -354,7 +359,7 @@ pub struct SimReport {
 /// fault preset) are carried over; a run with other settings must be replayed through [`run`].
 pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     let mut command = format!(
-        "RUST_LOG=debug cargo run --release --features sim --bin raft-sim -- replay --seed {seed}"
+        "RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed {seed}"
     );
     if let Some(bug) = config.planted_bug {
         command.push_str(&format!(" --planted-bug {}", bug.name()));

@@ -409,13 +409,17 @@ impl World {
             Ok(initial) => initial,
             Err(error) => unreachable!("the simulated disk never fails to load: {error}"),
         };
-        let mut core = RaftCore::new(
+        let core = RaftCore::new(
             id,
             self.members.clone(),
             Config::default(),
             initial,
             self.rng.next_u64(),
         );
+        // The simulated disk holds exactly what the driver wrote, so a refusal here is a bug
+        // in the driver or the disk model: the run reports it as a violation (a caught panic).
+        let mut core =
+            core.unwrap_or_else(|error| panic!("{id} cannot restart from its disk: {error}"));
         core.tick(self.now_ms);
         let mut driver = Driver::new(core, storage, SimKv::default());
         match self.config.planted_bug {

@@ -20,7 +20,9 @@ use crate::message::Entry;
 /// Durable storage for one node's Raft state.
 ///
 /// Writes may be buffered until [`sync`](Storage::sync); a crash may lose any write not yet
-/// synced, but never a synced one. Calls come from the node's own task, one at a time.
+/// synced, but never a synced one, and the writes that survive it are a prefix of the writes
+/// made (in call order). Calls come from the node's own task, one at a time; the driver saves
+/// the entries of a batch before its hard state.
 pub trait Storage: Send + 'static {
     /// Reads back everything durable, to start a node from. Called once, before any write.
     fn load(&mut self) -> Result<InitialState, StorageError>;

@@ -742,7 +742,14 @@ impl TestCluster {
             seed.wrapping_mul(1_000_003).wrapping_add(id.0 * 1_000).wrapping_add(node.incarnation);
         let initial =
             InitialState { hard_state: node.disk.hard_state, entries: node.disk.entries.clone() };
-        node.core = Some(RaftCore::new(id, voters, config, initial, node_seed));
+        node.core = Some(
+            RaftCore::new(id, voters, config, initial, node_seed)
+                .expect("the harness restarts nodes from valid disks and configurations"),
+        );
+        // Start the node's clock at its local time 0, as the runtime does.
+        if let Some(core) = node.core.as_mut() {
+            core.tick(0);
+        }
         node.started_at_ms = now_ms;
         node.applied.clear();
         node.last_applied_index = LogIndex(0);
