@@ -95,25 +95,39 @@ fn a_seed_replays_exactly() {
     assert_ne!(sim::run(3, &config).trace_hash, sim::run(4, &config).trace_hash);
 }
 
-/// A planted durability bug (acknowledging before the sync) is reported within a bounded
-/// number of seeds, and the failing seed replays bit for bit with the same violations.
-#[test]
-fn a_planted_acknowledge_before_sync_bug_is_caught_and_replays() {
+/// Runs crash-storm seeds with `bug` planted until one reports a violation, checks that the
+/// failing seed replays bit for bit with the same violations, and returns its replay command.
+fn assert_planted_bug_is_caught(bug: PlantedBug, seeds: std::ops::Range<u64>) -> String {
     let config = SimConfig {
         faults: FaultConfig::crash_storm(),
-        planted_bug: Some(PlantedBug::AcknowledgeBeforeSync),
+        planted_bug: Some(bug),
         ..SimConfig::default()
     };
-    let reports = run_seeds(0..300, &config);
+    let reports = run_seeds(seeds.clone(), &config);
     let failing = reports
         .iter()
         .find(|report| !report.violations.is_empty())
-        .expect("the planted bug was not caught in 300 seeds");
+        .unwrap_or_else(|| panic!("the planted bug {bug:?} was not caught in seeds {seeds:?}"));
     let replayed = sim::run(failing.seed, &config);
     assert_eq!(replayed.trace_hash, failing.trace_hash);
     assert_eq!(replayed.violations, failing.violations);
     let command = sim::replay_command(failing.seed, &config);
     assert!(command.contains(&format!("--seed {}", failing.seed)), "{command}");
-    assert!(command.contains("--planted-bug ack-before-sync"), "{command}");
+    assert!(command.contains(&format!("--planted-bug {}", bug.name())), "{command}");
     assert!(command.contains("--faults crash-storm"), "{command}");
+    command
+}
+
+/// A planted durability bug (acknowledgments and votes sent before their write is synced) is
+/// reported within a bounded number of seeds, and the failing seed replays exactly.
+#[test]
+fn a_planted_acknowledge_before_sync_bug_is_caught_and_replays() {
+    assert_planted_bug_is_caught(PlantedBug::AcknowledgeBeforeSync, 0..300);
+}
+
+/// A planted election bug (a node forgets its vote across a restart, so it can vote twice in
+/// one term) is reported within a bounded number of seeds, and the failing seed replays.
+#[test]
+fn a_planted_forget_vote_bug_is_caught_and_replays() {
+    assert_planted_bug_is_caught(PlantedBug::ForgetVoteOnRestart, 0..300);
 }

@@ -211,11 +211,9 @@ impl FaultConfig {
 /// A real protocol bug the simulator can plant, to show that its checks have teeth.
 ///
 /// How often a crash-storm seed catches each one (measured, see `BENCHMARKS.md`):
-/// `AcknowledgeBeforeSync` about 3 seeds in 100 (CI requires it within 300 seeds);
-/// `CommitPreviousTermByCounting` 1 safety violation in 20,000 (seed 4131) plus liveness
-/// failures; `ForgetVoteOnRestart` 1 in 20,000 (seed 2620, two leaders in term 1). The last
-/// two need rare timings (a vote request that outlives a restart; Figure 8's exact sequence),
-/// so only the first is a CI test.
+/// `AcknowledgeBeforeSync` 14 seeds in 1,000 and `ForgetVoteOnRestart` 39 in 10,000 (both are
+/// CI tests, within 300 seeds); `CommitPreviousTermByCounting` 3 in 10,000, too rare for CI
+/// (it needs Figure 8's exact sequence of crashes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
     /// The leader commits an entry of an earlier term by counting its replicas (Raft Figure 8),
