@@ -24,7 +24,7 @@ mod progress;
 mod quorum;
 mod ready;
 mod replication;
-mod rng;
+pub(crate) mod rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

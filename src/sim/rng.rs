@@ -1,23 +1,21 @@
 //! [`SimRng`]: the simulator's single source of randomness. Every choice of a run (delays,
 //! faults, workload, each node's election jitter seed) is drawn from it, so a seed is a run.
 
-/// SplitMix64, with helpers for the simulator's kinds of choice.
+use crate::core::rng::Rng;
+
+/// The core's SplitMix64 generator, with helpers for the simulator's kinds of choice.
 #[derive(Clone, Debug)]
 pub(crate) struct SimRng {
-    state: u64,
+    generator: Rng,
 }
 
 impl SimRng {
     pub(crate) fn new(seed: u64) -> Self {
-        SimRng { state: seed ^ 0x5EED_5EED_5EED_5EED }
+        SimRng { generator: Rng::new(seed ^ 0x5EED_5EED_5EED_5EED) }
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.generator.next_u64()
     }
 
     /// A value in `[0, bound)`; 0 when `bound` is 0.
