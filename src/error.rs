@@ -6,6 +6,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::types::{LogIndex, NodeId};
@@ -62,6 +63,55 @@ pub enum StorageError {
     Corrupt {
         /// Where and how the data is corrupt.
         detail: String,
+    },
+    /// A record before the end of the write-ahead log failed its checksum or does not parse.
+    /// The node refuses to start rather than use it; nothing was changed on disk.
+    #[error("write-ahead log corrupt in {} at byte offset {offset}: {reason}", file.display())]
+    CorruptRecord {
+        /// The segment file.
+        file: PathBuf,
+        /// The offset of the bad record in that file.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data directory belongs to another node or cluster; nothing was changed.
+    #[error(
+        "{} belongs to node {found_node} of cluster {found_cluster}, not node {expected_node} of cluster {expected_cluster}; refusing to use it",
+        file.display()
+    )]
+    ForeignData {
+        /// The segment file whose header names the owner.
+        file: PathBuf,
+        /// The node id this storage was opened for.
+        expected_node: u64,
+        /// The cluster id this storage was opened for.
+        expected_cluster: u64,
+        /// The node id in the file.
+        found_node: u64,
+        /// The cluster id in the file.
+        found_cluster: u64,
+    },
+    /// The data was written in a format version this build does not know; nothing was changed.
+    #[error(
+        "{} has write-ahead log format version {found}; this build reads version {supported}",
+        file.display()
+    )]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// An entry is larger than the storage accepts; nothing was written.
+    #[error("entry of {size} bytes exceeds the storage's maximum of {max} bytes")]
+    EntryTooLarge {
+        /// The entry's payload size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
     },
 }
 

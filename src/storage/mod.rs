@@ -6,11 +6,17 @@
 //! [`Storage::sync`] returns; the runtime never acknowledges anything to another node or a
 //! client before that.
 //!
-//! Implementations: [`MemoryStorage`] (tests, examples; nothing survives the process).
+//! Implementations: [`WalStorage`] (a write-ahead log on disk: the default for real nodes) and
+//! [`MemoryStorage`] (tests; nothing survives the process). The WAL reaches files through the
+//! [`FileSystem`] trait, so the simulator can run it on a disk that fails.
 
+mod fs;
 mod memory;
+mod wal;
 
+pub use fs::{AppendFile, FileSystem, StdFileSystem};
 pub use memory::MemoryStorage;
+pub use wal::{WalIdentity, WalOptions, WalStorage};
 
 use crate::core::InitialState;
 use crate::error::StorageError;

@@ -1,0 +1,293 @@
+//! [`WalStorage`]: the durable [`Storage`]: a write-ahead log of checksummed records in
+//! segment files under one data directory.
+//!
+//! Entries and hard-state changes are appended as records to the current segment; `sync`
+//! writes everything buffered since the last sync with one write and one `fdatasync`, so every
+//! proposal batched into one `Ready` shares one sync (group commit). A segment that grows past
+//! `segment_max_bytes` is closed and a new one opened, starting with the current hard state;
+//! creating it syncs the directory. Old segments are kept until log compaction allows removing
+//! them. The byte format is specified in `docs/wal-format.md`.
+//!
+//! Opening recovers the log (see `recovery.rs`): a torn tail is cut off, and corruption before
+//! it, a foreign node or cluster, or an unknown format version is refused with an error that
+//! names the file, with nothing changed.
+
+mod format;
+mod recovery;
+
+use std::path::{Path, PathBuf};
+
+use crate::core::InitialState;
+use crate::error::StorageError;
+use crate::hard_state::HardState;
+use crate::message::{Entry, EntryPayload};
+use crate::types::NodeId;
+
+use super::Storage;
+use super::fs::{AppendFile, FileSystem, StdFileSystem};
+use format::{ENTRY_BODY_OVERHEAD, FORMAT_VERSION, SegmentHeader};
+
+/// Whose log this is. Stored in every segment header and checked when the log is opened, so a
+/// node never starts from another node's or another cluster's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalIdentity {
+    /// The node that owns the log.
+    pub node_id: NodeId,
+    /// The cluster the node belongs to.
+    pub cluster_id: u64,
+}
+
+/// Limits of a [`WalStorage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A segment that reaches this size is closed and a new one started.
+    pub segment_max_bytes: u64,
+    /// The largest entry payload accepted; larger ones are refused before anything is written.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { segment_max_bytes: 64 * 1024 * 1024, max_entry_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// A write-ahead log in a data directory.
+///
+/// ```
+/// use raft_consensus::storage::{Storage, WalIdentity, WalOptions, WalStorage};
+/// use raft_consensus::{HardState, NodeId, Term};
+///
+/// let dir = tempfile::tempdir()?;
+/// let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
+/// let mut storage = WalStorage::open(dir.path(), identity, WalOptions::default())?;
+/// storage.save_hard_state(&HardState { term: Term(2), ..HardState::default() })?;
+/// storage.sync()?;
+/// drop(storage);
+///
+/// let mut reopened = WalStorage::open(dir.path(), identity, WalOptions::default())?;
+/// assert_eq!(reopened.load()?.hard_state.term, Term(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct WalStorage<F: FileSystem = StdFileSystem> {
+    fs: F,
+    dir: PathBuf,
+    identity: WalIdentity,
+    options: WalOptions,
+    /// What recovery found, handed out once by `load`.
+    recovered: Option<InitialState>,
+    file: F::File,
+    sequence: u64,
+    /// Bytes in the current segment, including what `buffer` will add.
+    segment_len: u64,
+    /// Records written since the last sync.
+    buffer: Vec<u8>,
+    /// The latest hard state, written at the start of each new segment.
+    hard_state: HardState,
+    /// Set after a failed write: the file may end in a partial record, so nothing more is
+    /// written (the node stops; recovery cuts the partial record off).
+    failed: bool,
+}
+
+impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalStorage")
+            .field("dir", &self.dir)
+            .field("identity", &self.identity)
+            .field("segment", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WalStorage<StdFileSystem> {
+    /// Opens (creating if needed) the log in `dir` for `identity`, recovering what it holds.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        identity: WalIdentity,
+        options: WalOptions,
+    ) -> Result<Self, StorageError> {
+        WalStorage::open_on(StdFileSystem, dir, identity, options)
+    }
+}
+
+impl<F: FileSystem> WalStorage<F> {
+    /// Like [`WalStorage::open`], on the file system `fs`.
+    pub fn open_on(
+        fs: F,
+        dir: impl AsRef<Path>,
+        identity: WalIdentity,
+        options: WalOptions,
+    ) -> Result<Self, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)
+            .map_err(|error| StorageError::io(format!("creating {}", dir.display()), error))?;
+        let max_body_len = ENTRY_BODY_OVERHEAD + options.max_entry_bytes;
+        let recovered = recovery::recover(&fs, &dir, identity, max_body_len)?;
+        let hard_state = recovered.state.hard_state;
+        let (file, sequence, segment_len) = match recovered.tail {
+            Some(tail) if tail.valid_len > 0 => {
+                if tail.valid_len < tail.file_len {
+                    tracing::warn!(
+                        "Cutting a torn write off {}: {} bytes after offset {}",
+                        tail.path.display(),
+                        tail.file_len - tail.valid_len,
+                        tail.valid_len
+                    );
+                    fs.truncate(&tail.path, tail.valid_len).map_err(|error| {
+                        StorageError::io(format!("truncating {}", tail.path.display()), error)
+                    })?;
+                }
+                let file = fs.open_append(&tail.path).map_err(|error| {
+                    StorageError::io(format!("opening {}", tail.path.display()), error)
+                })?;
+                (file, tail.sequence, tail.valid_len)
+            }
+            Some(tail) => {
+                // A crash cut the segment's creation short: write it again.
+                fs.remove(&tail.path).map_err(|error| {
+                    StorageError::io(format!("removing {}", tail.path.display()), error)
+                })?;
+                create_segment(&fs, &dir, identity, tail.sequence, &hard_state)?
+            }
+            None => create_segment(&fs, &dir, identity, 1, &hard_state)?,
+        };
+        Ok(WalStorage {
+            fs,
+            dir,
+            identity,
+            options,
+            recovered: Some(recovered.state),
+            file,
+            sequence,
+            segment_len,
+            buffer: Vec::new(),
+            hard_state,
+            failed: false,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::io(
+                format!("writing to {}", self.dir.display()),
+                std::io::Error::other("an earlier write failed; the log takes no more writes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment if the current one is full.
+    fn roll_if_full(&mut self) -> Result<(), StorageError> {
+        if self.segment_len < self.options.segment_max_bytes {
+            return Ok(());
+        }
+        let (file, sequence, segment_len) = create_segment(
+            &self.fs,
+            &self.dir,
+            self.identity,
+            self.sequence + 1,
+            &self.hard_state,
+        )?;
+        tracing::debug!("Started write-ahead log segment {}", segment_name(sequence));
+        self.file = file;
+        self.sequence = sequence;
+        self.segment_len = segment_len;
+        Ok(())
+    }
+}
+
+impl<F: FileSystem> Storage for WalStorage<F> {
+    fn load(&mut self) -> Result<InitialState, StorageError> {
+        self.recovered.take().ok_or_else(|| StorageError::Corrupt {
+            detail: String::from("WalStorage::load called twice; open the log again to reread it"),
+        })
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_usable()?;
+        for entry in entries {
+            if let EntryPayload::Command(command) = &entry.payload
+                && command.len() > self.options.max_entry_bytes
+            {
+                return Err(StorageError::EntryTooLarge {
+                    size: command.len(),
+                    max: self.options.max_entry_bytes,
+                });
+            }
+        }
+        let before = self.buffer.len();
+        for entry in entries {
+            format::encode_entry(entry, &mut self.buffer);
+        }
+        self.segment_len += (self.buffer.len() - before) as u64;
+        Ok(())
+    }
+
+    fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let before = self.buffer.len();
+        format::encode_hard_state(hard_state, &mut self.buffer);
+        self.segment_len += (self.buffer.len() - before) as u64;
+        self.hard_state = *hard_state;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(self.sequence));
+        let result = self.file.append(&self.buffer).and_then(|()| self.file.sync_data());
+        if let Err(error) = result {
+            self.failed = true;
+            return Err(StorageError::io(format!("writing {}", path.display()), error));
+        }
+        self.buffer.clear();
+        self.roll_if_full()
+    }
+}
+
+/// Creates segment `sequence`: header and hard state, synced, and the directory synced.
+fn create_segment<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    identity: WalIdentity,
+    sequence: u64,
+    hard_state: &HardState,
+) -> Result<(F::File, u64, u64), StorageError> {
+    let path = dir.join(segment_name(sequence));
+    let header = SegmentHeader {
+        format_version: FORMAT_VERSION,
+        node_id: identity.node_id.0,
+        cluster_id: identity.cluster_id,
+        sequence,
+    };
+    let mut bytes = header.encode().to_vec();
+    format::encode_hard_state(hard_state, &mut bytes);
+    let io_error = |error| StorageError::io(format!("creating {}", path.display()), error);
+    let mut file = fs.open_append(&path).map_err(io_error)?;
+    file.append(&bytes).and_then(|()| file.sync_data()).map_err(io_error)?;
+    fs.sync_dir(dir)
+        .map_err(|error| StorageError::io(format!("syncing {}", dir.display()), error))?;
+    Ok((file, sequence, bytes.len() as u64))
+}
+
+/// The file name of segment `sequence`.
+pub(crate) fn segment_name(sequence: u64) -> String {
+    format!("wal-{sequence:020}.log")
+}
+
+/// The sequence number in a segment's file name, if `name` is one.
+pub(crate) fn segment_sequence(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}

@@ -1,0 +1,199 @@
+//! Reading a write-ahead log back at start: every segment is checked before anything is
+//! changed. A record cut short or failing its checksum at the very end of the last segment is
+//! what a crash mid-write leaves, and is cut off; anything wrong earlier is corruption, and
+//! the node refuses to start with the file and offset (repair from peers can hook in here).
+//! A directory of another node, cluster or format version is refused untouched.
+
+use std::path::{Path, PathBuf};
+
+use crate::core::InitialState;
+use crate::error::StorageError;
+use crate::hard_state::HardState;
+use crate::storage::fs::FileSystem;
+
+use super::format::{
+    FORMAT_VERSION, HEADER_LEN, HeaderError, MAGIC, ReadOutcome, Record, SegmentHeader, read_record,
+};
+use super::{WalIdentity, segment_name, segment_sequence};
+
+/// The last segment as recovery left it.
+#[derive(Debug)]
+pub(crate) struct TailSegment {
+    pub(crate) sequence: u64,
+    pub(crate) path: PathBuf,
+    /// Bytes up to the end of the last whole record (0 when even the header is torn).
+    pub(crate) valid_len: u64,
+    /// The file's length on disk.
+    pub(crate) file_len: u64,
+}
+
+/// What a log holds.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) state: InitialState,
+    pub(crate) tail: Option<TailSegment>,
+}
+
+/// Reads and checks every segment in `dir`. Changes nothing.
+pub(crate) fn recover<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    identity: WalIdentity,
+    max_body_len: usize,
+) -> Result<Recovered, StorageError> {
+    let names = fs
+        .list(dir)
+        .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
+    let mut sequences: Vec<u64> = names.iter().filter_map(|name| segment_sequence(name)).collect();
+    sequences.sort_unstable();
+    for pair in sequences.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(StorageError::Corrupt {
+                detail: format!(
+                    "write-ahead log segment {} is missing from {} (found {} and then {})",
+                    segment_name(pair[0] + 1),
+                    dir.display(),
+                    segment_name(pair[0]),
+                    segment_name(pair[1])
+                ),
+            });
+        }
+    }
+
+    let mut state = InitialState { hard_state: HardState::default(), entries: Vec::new() };
+    let mut tail = None;
+    for (position, sequence) in sequences.iter().enumerate() {
+        let is_last = position + 1 == sequences.len();
+        let path = dir.join(segment_name(*sequence));
+        let bytes = fs
+            .read(&path)
+            .map_err(|error| StorageError::io(format!("reading {}", path.display()), error))?;
+        let corrupt = |offset: usize, reason: String| StorageError::CorruptRecord {
+            file: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        check_header(&bytes, &path, identity, *sequence, is_last)?;
+        if bytes.len() < HEADER_LEN {
+            // Checked above: only the last segment may be cut inside its header.
+            tail = Some(TailSegment {
+                sequence: *sequence,
+                path,
+                valid_len: 0,
+                file_len: bytes.len() as u64,
+            });
+            continue;
+        }
+        let mut offset = HEADER_LEN;
+        while offset < bytes.len() {
+            let rest = &bytes[offset..];
+            match read_record(rest, max_body_len) {
+                ReadOutcome::Record(record, length) => {
+                    apply(&mut state, record).map_err(|reason| corrupt(offset, reason))?;
+                    offset += length;
+                }
+                ReadOutcome::Incomplete if is_last => break,
+                ReadOutcome::BadChecksum { length }
+                    if is_last && offset + length == bytes.len() =>
+                {
+                    break;
+                }
+                ReadOutcome::Invalid(_) if is_last && rest.iter().all(|byte| *byte == 0) => break,
+                ReadOutcome::Incomplete => {
+                    return Err(corrupt(offset, String::from("the segment ends inside a record")));
+                }
+                ReadOutcome::BadChecksum { .. } => {
+                    return Err(corrupt(
+                        offset,
+                        String::from("the record's checksum does not match"),
+                    ));
+                }
+                ReadOutcome::Invalid(reason) => return Err(corrupt(offset, reason)),
+            }
+        }
+        if is_last {
+            tail = Some(TailSegment {
+                sequence: *sequence,
+                path,
+                valid_len: offset as u64,
+                file_len: bytes.len() as u64,
+            });
+        }
+    }
+    Ok(Recovered { state, tail })
+}
+
+fn check_header(
+    bytes: &[u8],
+    path: &Path,
+    identity: WalIdentity,
+    sequence: u64,
+    is_last: bool,
+) -> Result<(), StorageError> {
+    let corrupt = |reason: &str| StorageError::CorruptRecord {
+        file: path.to_path_buf(),
+        offset: 0,
+        reason: reason.to_owned(),
+    };
+    if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("not a write-ahead log segment (bad magic number)"));
+    }
+    if bytes.len() >= 12 {
+        let mut version = [0u8; 4];
+        version.copy_from_slice(&bytes[8..12]);
+        let found = u32::from_le_bytes(version);
+        if found != FORMAT_VERSION {
+            return Err(StorageError::UnsupportedVersion {
+                file: path.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+    }
+    let header = match SegmentHeader::decode(bytes) {
+        Ok(header) => header,
+        Err(HeaderError::Short) if is_last => return Ok(()),
+        Err(HeaderError::Short) => return Err(corrupt("the segment ends inside its header")),
+        Err(HeaderError::BadMagic) => return Err(corrupt("not a write-ahead log segment")),
+        Err(HeaderError::BadChecksum) => {
+            return Err(corrupt("the header's checksum does not match"));
+        }
+    };
+    if header.node_id != identity.node_id.0 || header.cluster_id != identity.cluster_id {
+        return Err(StorageError::ForeignData {
+            file: path.to_path_buf(),
+            expected_node: identity.node_id.0,
+            expected_cluster: identity.cluster_id,
+            found_node: header.node_id,
+            found_cluster: header.cluster_id,
+        });
+    }
+    if header.sequence != sequence {
+        return Err(corrupt(&format!(
+            "the header says segment {} but the file name says {sequence}",
+            header.sequence
+        )));
+    }
+    Ok(())
+}
+
+/// Replays one record: entries replace any stored suffix from their index; the last hard
+/// state wins.
+fn apply(state: &mut InitialState, record: Record) -> Result<(), String> {
+    match record {
+        Record::Entry(entry) => {
+            let next = state.entries.len() as u64 + 1;
+            if entry.index.0 == 0 || entry.index.0 > next {
+                return Err(format!(
+                    "entry {} would leave a gap after index {}",
+                    entry.log_id(),
+                    next - 1
+                ));
+            }
+            state.entries.truncate(entry.index.0 as usize - 1);
+            state.entries.push(entry);
+        }
+        Record::HardState(hard_state) => state.hard_state = hard_state,
+    }
+    Ok(())
+}
