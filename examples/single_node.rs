@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kv_store::{KvCommand, KvStore, decode_response, encode_command};
-use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{Config, NodeId, RaftNode};
 
@@ -28,12 +27,13 @@ async fn main() -> anyhow::Result<()> {
     common::init_logging();
 
     let id = NodeId(1);
+    let data = common::DataDirs::new()?;
     let network = ChannelNetwork::new();
     let node = RaftNode::start(
         id,
         [id],
         Config::default(),
-        MemoryStorage::new(),
+        data.storage(id)?,
         network.join(id),
         KvStore::new(),
     )?;

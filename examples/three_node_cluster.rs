@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use kv_store::{KvCommand, KvStore, decode_response, encode_command};
-use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{Config, NodeId, RaftNode};
 
@@ -38,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     common::init_logging();
 
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let data = common::DataDirs::new()?;
     let network = ChannelNetwork::new();
     let mut members = Vec::new();
     for id in ids {
@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
             id,
             ids,
             Config::default(),
-            MemoryStorage::new(),
+            data.storage(id)?,
             network.join(id),
             state_machine,
         )?;

@@ -6,9 +6,48 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, bail};
+use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
 use raft_consensus::{NodeId, ProposeError, RaftNode, StateMachine};
 use tracing_subscriber::EnvFilter;
+
+/// The cluster id the examples' logs are stamped with.
+const EXAMPLE_CLUSTER_ID: u64 = 0xE4A3_01E5;
+
+/// Where the examples' nodes keep their write-ahead logs: under `RAFT_DATA_DIR` when it is
+/// set (kept, so a second run restarts from it), otherwise in a fresh temporary directory
+/// removed when the example ends (so every run starts at term 1, as the README shows).
+pub struct DataDirs {
+    root: PathBuf,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+impl DataDirs {
+    pub fn new() -> anyhow::Result<Self> {
+        match std::env::var_os("RAFT_DATA_DIR") {
+            Some(root) => Ok(DataDirs { root: PathBuf::from(root), _temporary: None }),
+            None => {
+                let temporary = tempfile::Builder::new()
+                    .prefix("raft-consensus-example-")
+                    .tempdir()
+                    .context("creating a temporary data directory")?;
+                Ok(DataDirs { root: temporary.path().to_path_buf(), _temporary: Some(temporary) })
+            }
+        }
+    }
+
+    /// Opens node `id`'s write-ahead log (recovering what an earlier run left there).
+    pub fn storage(&self, id: NodeId) -> anyhow::Result<WalStorage> {
+        let dir = self.root.join(id.to_string());
+        let identity = WalIdentity { node_id: id, cluster_id: EXAMPLE_CLUSTER_ID };
+        let storage = WalStorage::open(&dir, identity, WalOptions::default())
+            .with_context(|| format!("opening {id}'s write-ahead log in {}", dir.display()))?;
+        println!("{id} keeps its log in {}", dir.display());
+        Ok(storage)
+    }
+}
 
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`). Colours only on a terminal, so
 /// piped output holds the plain log lines.

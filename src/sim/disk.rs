@@ -1,33 +1,42 @@
-//! [`SimDisk`]: a node's storage in the simulator, with the faults of a real disk.
+//! [`SimDisk`]: a node's disk in the simulator, under the real write-ahead log.
 //!
-//! Writes are buffered until `sync`, as in a real write-ahead log. At a crash, a random prefix
-//! of the unsynced writes survives (the operating system may have flushed some of them), the
-//! last surviving append may be torn (only a prefix of its entries reaches the disk, which is
-//! what a log whose recovery drops a torn tail record leaves), and the rest is lost. A synced
-//! write always survives. `sync` itself can fail, which stops the node.
+//! It implements the [`FileSystem`] trait the WAL uses, with a real disk's failure modes:
+//! appended bytes are only durable after `sync_data`; at a crash, any prefix of the unsynced
+//! bytes of a file may survive, cut at any byte (a torn record), and the rest is lost; a file
+//! whose directory entry was never synced may vanish; and a sync can fail, which stops the node.
+//! [`SimStorage`] is the WAL on this disk (with the planted forget-the-vote bug when asked).
 
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
-use crate::storage::Storage;
+use crate::storage::{AppendFile, FileSystem, Storage, WalIdentity, WalOptions, WalStorage};
+use crate::types::NodeId;
 
 use super::rng::SimRng;
 
-/// A write that has not been synced yet.
-#[derive(Clone, Debug)]
-enum UnsyncedWrite {
-    Append(Vec<Entry>),
-    HardState(HardState),
+/// Where each simulated node keeps its log.
+const DATA_DIR: &str = "/data";
+/// Segments small enough that runs create, roll and recover many of them.
+const SEGMENT_MAX_BYTES: u64 = 16 * 1024;
+
+#[derive(Debug, Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    unsynced: Vec<u8>,
+    /// Whether the file's directory entry is durable.
+    linked: bool,
 }
 
 #[derive(Debug, Default)]
 struct DiskState {
-    durable: InitialState,
-    unsynced: Vec<UnsyncedWrite>,
-    /// Whether the next `sync` fails (an injected I/O error).
+    files: BTreeMap<PathBuf, SimFile>,
+    /// Whether the next `sync_data` fails (an injected I/O error).
     fail_next_sync: bool,
 }
 
@@ -40,81 +49,156 @@ pub(crate) struct SimDisk {
 /// What a crash did to the unsynced writes, for the run's fault counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CrashDamage {
-    /// Unsynced writes that were lost.
-    pub(crate) lost_writes: usize,
-    /// Whether the last surviving append was torn.
+    /// Unsynced bytes that were lost.
+    pub(crate) lost_bytes: usize,
+    /// Whether a file kept part of its unsynced bytes (a torn write).
     pub(crate) torn: bool,
 }
 
 impl SimDisk {
     fn lock(&self) -> MutexGuard<'_, DiskState> {
-        // The simulator is single-threaded per run; a poisoned lock only follows a panic that
-        // already fails the run, and the plain data inside is still consistent.
+        // Each run is single-threaded; a poisoned lock only follows a panic that already
+        // fails the run, and the plain data inside is still consistent.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies a crash: keeps a random prefix of the unsynced writes (tearing the last kept
-    /// append with probability `torn_write_probability`) and drops the rest.
+    /// Applies a crash: each file keeps a random prefix of its unsynced bytes, cut at any
+    /// byte with probability `torn_write_probability` (otherwise all are lost), and files
+    /// whose directory entry was never synced vanish.
     pub(crate) fn crash(&self, rng: &mut SimRng, torn_write_probability: f64) -> CrashDamage {
         let mut state = self.lock();
-        let unsynced = std::mem::take(&mut state.unsynced);
         state.fail_next_sync = false;
-        let kept = rng.below(unsynced.len() as u64 + 1) as usize;
-        let mut damage = CrashDamage { lost_writes: unsynced.len() - kept, torn: false };
-        for (position, write) in unsynced.into_iter().take(kept).enumerate() {
-            match write {
-                UnsyncedWrite::Append(mut entries) => {
-                    let last_kept = position + 1 == kept;
-                    if last_kept && !entries.is_empty() && rng.chance(torn_write_probability) {
-                        let survivors = rng.below(entries.len() as u64) as usize;
-                        entries.truncate(survivors);
-                        damage.torn = true;
-                    }
-                    apply_append(&mut state.durable, &entries);
-                }
-                UnsyncedWrite::HardState(hard_state) => state.durable.hard_state = hard_state,
+        let mut damage = CrashDamage::default();
+        state.files.retain(|_, file| file.linked);
+        for file in state.files.values_mut() {
+            let unsynced = std::mem::take(&mut file.unsynced);
+            if unsynced.is_empty() {
+                continue;
             }
+            let kept = if rng.chance(torn_write_probability) {
+                rng.below(unsynced.len() as u64 + 1) as usize
+            } else {
+                0
+            };
+            damage.lost_bytes += unsynced.len() - kept;
+            damage.torn |= kept > 0;
+            file.durable.extend_from_slice(&unsynced[..kept]);
         }
         damage
     }
 
-    /// Makes the next `sync` fail with an I/O error.
+    /// Makes the next `sync_data` fail with an I/O error.
     pub(crate) fn fail_next_sync(&self) {
         self.lock().fail_next_sync = true;
     }
 }
 
-fn apply_append(durable: &mut InitialState, entries: &[Entry]) {
-    let Some(first) = entries.first() else { return };
-    let keep = (first.index.0.saturating_sub(1) as usize).min(durable.entries.len());
-    durable.entries.truncate(keep);
-    // A torn batch after a lost earlier write could leave a gap; a gap is not a log, so the
-    // entries past it are dropped, as a real log's recovery would.
-    for entry in entries {
-        if entry.index.0 == durable.entries.len() as u64 + 1 {
-            durable.entries.push(entry.clone());
-        } else {
-            break;
+impl FileSystem for SimDisk {
+    type File = SimFileHandle;
+
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.lock();
+        Ok(state
+            .files
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.lock();
+        let file = state.files.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut bytes = file.durable.clone();
+        bytes.extend_from_slice(&file.unsynced);
+        Ok(bytes)
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<SimFileHandle> {
+        self.lock().files.entry(path.to_path_buf()).or_default();
+        Ok(SimFileHandle { disk: self.clone(), path: path.to_path_buf() })
+    }
+
+    fn truncate(&self, path: &Path, length: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        let file =
+            state.files.get_mut(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut bytes = std::mem::take(&mut file.durable);
+        bytes.append(&mut file.unsynced);
+        bytes.truncate(length as usize);
+        file.durable = bytes;
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.lock().files.remove(path).map(|_| ()).ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        for (path, file) in self.lock().files.iter_mut() {
+            if path.parent() == Some(dir) {
+                file.linked = true;
+            }
         }
+        Ok(())
     }
 }
 
-/// The [`Storage`] a simulated node runs on: the real trait, backed by a [`SimDisk`].
+/// A file of a [`SimDisk`], open for appending.
+#[derive(Debug)]
+pub(crate) struct SimFileHandle {
+    disk: SimDisk,
+    path: PathBuf,
+}
+
+impl AppendFile for SimFileHandle {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        let file = state.files.get_mut(&self.path).ok_or(io::ErrorKind::NotFound)?;
+        file.unsynced.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        if std::mem::take(&mut state.fail_next_sync) {
+            return Err(io::Error::other("injected I/O error"));
+        }
+        let file = state.files.get_mut(&self.path).ok_or(io::ErrorKind::NotFound)?;
+        let mut unsynced = std::mem::take(&mut file.unsynced);
+        file.durable.append(&mut unsynced);
+        Ok(())
+    }
+}
+
+/// The storage a simulated node runs on: the real write-ahead log on its [`SimDisk`].
 #[derive(Debug)]
 pub(crate) struct SimStorage {
-    disk: SimDisk,
+    wal: WalStorage<SimDisk>,
     forget_vote_on_load: bool,
 }
 
 impl SimStorage {
-    pub(crate) fn new(disk: SimDisk, forget_vote_on_load: bool) -> Self {
-        SimStorage { disk, forget_vote_on_load }
+    /// Opens node `id`'s log on `disk`, recovering what survived.
+    pub(crate) fn open(
+        disk: SimDisk,
+        id: NodeId,
+        forget_vote_on_load: bool,
+    ) -> Result<Self, StorageError> {
+        let identity = WalIdentity { node_id: id, cluster_id: 1 };
+        let options = WalOptions { segment_max_bytes: SEGMENT_MAX_BYTES, ..WalOptions::default() };
+        let wal = WalStorage::open_on(disk, DATA_DIR, identity, options)?;
+        Ok(SimStorage { wal, forget_vote_on_load })
     }
 }
 
 impl Storage for SimStorage {
     fn load(&mut self) -> Result<InitialState, StorageError> {
-        let mut state = self.disk.lock().durable.clone();
+        let mut state = self.wal.load()?;
         if self.forget_vote_on_load {
             // Planted bug: the vote does not survive a restart.
             state.hard_state.voted_for = None;
@@ -123,32 +207,14 @@ impl Storage for SimStorage {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        if !entries.is_empty() {
-            self.disk.lock().unsynced.push(UnsyncedWrite::Append(entries.to_vec()));
-        }
-        Ok(())
+        self.wal.append(entries)
     }
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
-        self.disk.lock().unsynced.push(UnsyncedWrite::HardState(*hard_state));
-        Ok(())
+        self.wal.save_hard_state(hard_state)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        let mut state = self.disk.lock();
-        if std::mem::take(&mut state.fail_next_sync) {
-            return Err(StorageError::io(
-                "syncing the simulated disk",
-                std::io::Error::other("injected I/O error"),
-            ));
-        }
-        let unsynced = std::mem::take(&mut state.unsynced);
-        for write in unsynced {
-            match write {
-                UnsyncedWrite::Append(entries) => apply_append(&mut state.durable, &entries),
-                UnsyncedWrite::HardState(hard_state) => state.durable.hard_state = hard_state,
-            }
-        }
-        Ok(())
+        self.wal.sync()
     }
 }

@@ -111,7 +111,8 @@ pub struct FaultConfig {
     pub min_downtime_ms: u64,
     /// Longest a crashed node stays down.
     pub max_downtime_ms: u64,
-    /// At a crash: probability that the last surviving unsynced append is torn.
+    /// At a crash: probability that part of the unsynced bytes survives (cut at any byte,
+    /// so the last record is torn); otherwise all unsynced bytes are lost.
     pub torn_write: f64,
     /// Per round: probability that a node's next sync fails (the node stops; restarted later).
     pub sync_failure: f64,
@@ -261,9 +262,9 @@ pub struct FaultCounts {
     pub partitions: u64,
     /// Node crashes (including nodes stopped by a failed sync).
     pub crashes: u64,
-    /// Unsynced writes lost at crashes.
-    pub lost_unsynced_writes: u64,
-    /// Torn appends at crashes.
+    /// Unsynced bytes lost at crashes.
+    pub lost_unsynced_bytes: u64,
+    /// Crashes that left part of an unsynced write on disk (a torn record).
     pub torn_writes: u64,
     /// Injected sync failures.
     pub sync_failures: u64,
@@ -281,7 +282,7 @@ impl FaultCounts {
         self.messages_reordered += other.messages_reordered;
         self.partitions += other.partitions;
         self.crashes += other.crashes;
-        self.lost_unsynced_writes += other.lost_unsynced_writes;
+        self.lost_unsynced_bytes += other.lost_unsynced_bytes;
         self.torn_writes += other.torn_writes;
         self.sync_failures += other.sync_failures;
         self.pauses += other.pauses;
@@ -293,13 +294,13 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {}, lost unsynced writes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
+            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {}, lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
             self.messages_dropped,
             self.messages_duplicated,
             self.messages_reordered,
             self.partitions,
             self.crashes,
-            self.lost_unsynced_writes,
+            self.lost_unsynced_bytes,
             self.torn_writes,
             self.sync_failures,
             self.pauses,

@@ -404,11 +404,13 @@ impl World {
     fn start_node(&mut self, id: NodeId) {
         let position = self.node_position(id);
         let forget_vote = self.config.planted_bug == Some(PlantedBug::ForgetVoteOnRestart);
-        let mut storage = SimStorage::new(self.nodes[position].disk.clone(), forget_vote);
-        let initial = match storage.load() {
-            Ok(initial) => initial,
-            Err(error) => unreachable!("the simulated disk never fails to load: {error}"),
-        };
+        // The real write-ahead log recovers from whatever the crash left; a refusal here
+        // (corruption it cannot explain) is reported as a violation of this run.
+        let mut storage = SimStorage::open(self.nodes[position].disk.clone(), id, forget_vote)
+            .unwrap_or_else(|error| panic!("{id} cannot reopen its write-ahead log: {error}"));
+        let initial = storage
+            .load()
+            .unwrap_or_else(|error| panic!("{id} cannot load its write-ahead log: {error}"));
         let core = RaftCore::new(
             id,
             self.members.clone(),
@@ -455,13 +457,13 @@ impl World {
         node.tick_scheduled_at = None;
         let damage = node.disk.crash(&mut self.rng, self.config.faults.torn_write);
         self.faults.crashes += 1;
-        self.faults.lost_unsynced_writes += damage.lost_writes as u64;
+        self.faults.lost_unsynced_bytes += damage.lost_bytes as u64;
         self.faults.torn_writes += u64::from(damage.torn);
         self.trace.add_u64(0xA3);
         self.trace.add_u64(id.0);
         self.trace_event(format_args!(
-            "{id} crashes ({} unsynced writes lost, torn: {})",
-            damage.lost_writes, damage.torn
+            "{id} crashes ({} unsynced bytes lost, torn: {})",
+            damage.lost_bytes, damage.torn
         ));
         // Once the workload is over, faults are healed: a node that stops then (a sync failure
         // injected earlier) comes back at once.
