@@ -2,17 +2,18 @@
 //!
 //! [`run`] plays one seed: a cluster of 3 or 5 nodes built from the real protocol core, the
 //! real ready driver (the same code that orders persist, send and apply in
-//! [`RaftNode`](crate::RaftNode)) and the real [`Storage`](crate::storage::Storage) trait,
+//! [`RaftNode`](crate::RaftNode)) and the real write-ahead log
+//! ([`WalStorage`](crate::storage::WalStorage)) on a simulated disk,
 //! on a virtual clock, with clients reading and writing a key-value store while the simulator
 //! injects faults:
 //!
 //! - messages lost, duplicated, delayed and reordered;
 //! - partitions: symmetric, one-way, and bridged (one node sees both sides), healed later;
 //! - crashes and restarts, in which unsynced writes are lost and the last one may be torn;
-//! - failed syncs (the node stops, as a real one must). Crashes fall between events and the
-//!   driver syncs within one event, so unsynced writes exist at a crash only after a failed
-//!   sync: that is the "power lost during fsync" case. Crashes inside the storage code itself
-//!   come with the write-ahead log's simulated file layer;
+//! - failed syncs (the node stops, as a real one must). Nodes store their logs in the real
+//!   write-ahead log on a simulated disk. Crashes fall between events and the driver syncs
+//!   within one event, so unsynced bytes exist at a crash only after a failed sync: that is
+//!   the "power lost during fsync" case, and the crash then keeps any byte-prefix of them;
 //! - pauses: a node stops ticking and receiving, then resumes with stale state.
 //!
 //! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
