@@ -265,3 +265,108 @@ fn starting_outside_a_runtime_is_an_error() {
     );
     assert!(matches!(result, Err(StartError::NoRuntime)));
 }
+
+/// Counts syncs, to show that concurrent proposals share them (group commit).
+#[derive(Clone, Default)]
+struct CountingStorage {
+    inner: MemoryStorage,
+    syncs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl raft_consensus::storage::Storage for CountingStorage {
+    fn load(&mut self) -> Result<raft_consensus::core::InitialState, raft_consensus::StorageError> {
+        self.inner.load()
+    }
+    fn append(
+        &mut self,
+        entries: &[raft_consensus::Entry],
+    ) -> Result<(), raft_consensus::StorageError> {
+        self.inner.append(entries)
+    }
+    fn save_hard_state(
+        &mut self,
+        hard_state: &raft_consensus::HardState,
+    ) -> Result<(), raft_consensus::StorageError> {
+        self.inner.save_hard_state(hard_state)
+    }
+    fn sync(&mut self) -> Result<(), raft_consensus::StorageError> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.sync()
+    }
+}
+
+/// Group commit: proposals that arrive together are appended in one batch and share one sync.
+#[tokio::test(start_paused = true)]
+async fn concurrent_proposals_share_syncs() {
+    let network = ChannelNetwork::new();
+    let storage = CountingStorage::default();
+    let syncs = std::sync::Arc::clone(&storage.syncs);
+    let node = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        Config::default(),
+        storage,
+        network.join(NodeId(1)),
+        Recorder::default(),
+    )
+    .unwrap();
+    node.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    let before = syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let proposals: Vec<_> = (0..200u64)
+        .map(|client| {
+            let node = node.clone();
+            tokio::spawn(async move { node.propose(client.to_le_bytes().to_vec()).await })
+        })
+        .collect();
+    for proposal in proposals {
+        proposal.await.unwrap().unwrap();
+    }
+    let used = syncs.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(used < 20, "200 concurrent proposals took {used} syncs");
+    node.shutdown().await.unwrap();
+}
+
+/// A node restarted from its data directory (the write-ahead log) has its term, vote and log,
+/// and rebuilds its state machine by applying the committed entries again.
+#[tokio::test(start_paused = true)]
+async fn a_node_restarts_from_its_data_directory() {
+    use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let identity = WalIdentity { node_id: NodeId(1), cluster_id: 5 };
+    let network = ChannelNetwork::new();
+    let open = || WalStorage::open(dir.path(), identity, WalOptions::default()).unwrap();
+    let node = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        Config::default(),
+        open(),
+        network.join(NodeId(1)),
+        Recorder::default(),
+    )
+    .unwrap();
+    node.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    for _ in 0..10 {
+        node.propose(b"entry".to_vec()).await.unwrap();
+    }
+    let before = node.status();
+    node.shutdown().await.unwrap();
+
+    let restarted = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        Config::default(),
+        open(),
+        network.join(NodeId(1)),
+        Recorder::default(),
+    )
+    .unwrap();
+    let status = restarted
+        .wait_for(DEADLINE, |status| status.applied_index >= before.commit_index)
+        .await
+        .unwrap();
+    assert!(status.term >= before.term);
+    assert!(status.last_log_index >= before.last_log_index);
+    restarted.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    assert_eq!(count(&restarted.propose(b"after".to_vec()).await.unwrap()), 11);
+    restarted.shutdown().await.unwrap();
+}
