@@ -6,7 +6,7 @@
 //! ```text
 //! header:  magic "RAFTWAL\0" (8) | format version u32 | reserved u32 (0)
 //!          | node id u64 | cluster id u64 | segment sequence u64 | crc32c of the above u32
-//! record:  body length u32 | crc32c of body u32 | body
+//! record:  body length u32 | crc32c of body u32 | crc32c of the previous 8 bytes u32 | body
 //! body:    kind u8, then for kind 1 (entry): term u64 | index u64 | payload kind u8
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
 //!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64
@@ -24,8 +24,9 @@ pub(crate) const MAGIC: [u8; 8] = *b"RAFTWAL\0";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Bytes in a segment header.
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4;
-/// Bytes before a record's body (length and checksum).
-pub(crate) const RECORD_PREFIX_LEN: usize = 8;
+/// Bytes before a record's body: length, body checksum, and a checksum of those two (so a
+/// damaged length is never mistaken for a record cut short by a crash).
+pub(crate) const RECORD_PREFIX_LEN: usize = 12;
 /// Bytes of an entry record's body besides the command.
 pub(crate) const ENTRY_BODY_OVERHEAD: usize = 1 + 8 + 8 + 1;
 
@@ -128,6 +129,8 @@ fn finish_record(buffer: &mut [u8], start: usize) {
     let checksum = crc32c::crc32c(body);
     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
     buffer[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
+    let prefix_checksum = crc32c::crc32c(&buffer[start..start + 8]);
+    buffer[start + 8..start + 12].copy_from_slice(&prefix_checksum.to_le_bytes());
 }
 
 /// What reading one record from the front of `bytes` found.
@@ -135,7 +138,8 @@ fn finish_record(buffer: &mut [u8], start: usize) {
 pub(crate) enum ReadOutcome {
     /// A record and its encoded length.
     Record(Record, usize),
-    /// The bytes end inside the record: a write a crash cut short (only valid at the tail).
+    /// The bytes end inside the record (whose length checked out): a write a crash cut short
+    /// (only valid at the tail).
     Incomplete,
     /// The record is complete but its checksum fails (a torn write at the tail, otherwise
     /// corruption).
@@ -148,6 +152,9 @@ pub(crate) enum ReadOutcome {
 pub(crate) fn read_record(bytes: &[u8], max_body_len: usize) -> ReadOutcome {
     if bytes.len() < RECORD_PREFIX_LEN {
         return ReadOutcome::Incomplete;
+    }
+    if crc32c::crc32c(&bytes[..8]) != read_u32(bytes, 8) {
+        return ReadOutcome::Invalid(String::from("the record's length checksum does not match"));
     }
     let body_len = read_u32(bytes, 0) as usize;
     if body_len > max_body_len {
@@ -267,6 +274,9 @@ mod tests {
         flipped[RECORD_PREFIX_LEN + 3] ^= 0x10;
         assert!(matches!(read_record(&flipped, 1024), ReadOutcome::BadChecksum { .. }));
         assert!(matches!(read_record(&buffer, 4), ReadOutcome::Invalid(_)));
+        let mut bad_length = buffer.clone();
+        bad_length[2] ^= 0x40;
+        assert!(matches!(read_record(&bad_length, 1 << 30), ReadOutcome::Invalid(_)));
     }
 
     #[test]

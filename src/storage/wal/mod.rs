@@ -126,6 +126,7 @@ impl<F: FileSystem> WalStorage<F> {
         let hard_state = recovered.state.hard_state;
         let (file, sequence, segment_len) = match recovered.tail {
             Some(tail) if tail.valid_len > 0 => {
+                debug_assert!(tail.valid_len > format::HEADER_LEN as u64);
                 if tail.valid_len < tail.file_len {
                     tracing::warn!(
                         "Cutting a torn write off {}: {} bytes after offset {}",
@@ -143,7 +144,8 @@ impl<F: FileSystem> WalStorage<F> {
                 (file, tail.sequence, tail.valid_len)
             }
             Some(tail) => {
-                // A crash cut the segment's creation short: write it again.
+                // A crash cut the segment's creation (or its leading hard state) short: write
+                // it again.
                 fs.remove(&tail.path).map_err(|error| {
                     StorageError::io(format!("removing {}", tail.path.display()), error)
                 })?;
@@ -186,13 +188,10 @@ impl<F: FileSystem> WalStorage<F> {
         if self.segment_len < self.options.segment_max_bytes {
             return Ok(());
         }
-        let (file, sequence, segment_len) = create_segment(
-            &self.fs,
-            &self.dir,
-            self.identity,
-            self.sequence + 1,
-            &self.hard_state,
-        )?;
+        let created =
+            create_segment(&self.fs, &self.dir, self.identity, self.sequence + 1, &self.hard_state);
+        // A segment half created would take a second header on retry: take no more writes.
+        let (file, sequence, segment_len) = created.inspect_err(|_| self.failed = true)?;
         tracing::debug!("Started write-ahead log segment {}", segment_name(sequence));
         self.file = file;
         self.sequence = sequence;

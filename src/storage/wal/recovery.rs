@@ -46,6 +46,19 @@ pub(crate) fn recover<F: FileSystem>(
         .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
     let mut sequences: Vec<u64> = names.iter().filter_map(|name| segment_sequence(name)).collect();
     sequences.sort_unstable();
+    // Until log compaction removes old segments, a log always starts at segment 1.
+    if let Some(first) = sequences.first()
+        && *first != 1
+    {
+        return Err(StorageError::Corrupt {
+            detail: format!(
+                "write-ahead log segment {} is missing from {} (the first one found is {})",
+                segment_name(1),
+                dir.display(),
+                segment_name(*first)
+            ),
+        });
+    }
     for pair in sequences.windows(2) {
         if pair[1] != pair[0] + 1 {
             return Err(StorageError::Corrupt {
@@ -73,9 +86,11 @@ pub(crate) fn recover<F: FileSystem>(
             offset: offset as u64,
             reason,
         };
-        check_header(&bytes, &path, identity, *sequence, is_last)?;
-        if bytes.len() < HEADER_LEN {
-            // Checked above: only the last segment may be cut inside its header.
+        let creation_cut_short =
+            is_last && (bytes.len() < HEADER_LEN || bytes.iter().all(|byte| *byte == 0));
+        if creation_cut_short {
+            // A crash interrupted the creation of the last segment (a short file, or one the
+            // file system grew before the data reached the disk): it is created again.
             tail = Some(TailSegment {
                 sequence: *sequence,
                 path,
@@ -84,6 +99,7 @@ pub(crate) fn recover<F: FileSystem>(
             });
             continue;
         }
+        check_header(&bytes, &path, identity, *sequence)?;
         let mut offset = HEADER_LEN;
         while offset < bytes.len() {
             let rest = &bytes[offset..];
@@ -112,13 +128,25 @@ pub(crate) fn recover<F: FileSystem>(
             }
         }
         if is_last {
+            // A segment whose leading hard state was torn off is created again as well.
+            let valid_len = if offset > HEADER_LEN { offset as u64 } else { 0 };
             tail = Some(TailSegment {
                 sequence: *sequence,
                 path,
-                valid_len: offset as u64,
+                valid_len,
                 file_len: bytes.len() as u64,
             });
         }
+    }
+    if state.hard_state.commit_index.0 > state.entries.len() as u64 {
+        return Err(StorageError::Corrupt {
+            detail: format!(
+                "the write-ahead log in {} says index {} is committed but holds only {} entries",
+                dir.display(),
+                state.hard_state.commit_index,
+                state.entries.len()
+            ),
+        });
     }
     Ok(Recovered { state, tail })
 }
@@ -128,7 +156,6 @@ fn check_header(
     path: &Path,
     identity: WalIdentity,
     sequence: u64,
-    is_last: bool,
 ) -> Result<(), StorageError> {
     let corrupt = |reason: &str| StorageError::CorruptRecord {
         file: path.to_path_buf(),
@@ -152,7 +179,6 @@ fn check_header(
     }
     let header = match SegmentHeader::decode(bytes) {
         Ok(header) => header,
-        Err(HeaderError::Short) if is_last => return Ok(()),
         Err(HeaderError::Short) => return Err(corrupt("the segment ends inside its header")),
         Err(HeaderError::BadMagic) => return Err(corrupt("not a write-ahead log segment")),
         Err(HeaderError::BadChecksum) => {

@@ -1,0 +1,861 @@
+//! Recovery of the write-ahead log (`WalStorage`) after clean shutdowns, crashes and damage,
+//! through the public API only. The byte layout these tests damage is specified in
+//! `docs/wal-format.md`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use raft_consensus::storage::{Storage, WalIdentity, WalOptions, WalStorage};
+use raft_consensus::{Entry, EntryPayload, HardState, LogIndex, NodeId, StorageError, Term};
+
+// ----- The format, as docs/wal-format.md specifies it. -----
+
+/// Bytes in a segment header.
+const HEADER_LEN: u64 = 44;
+/// Bytes before a record's body: length u32, crc32c of the body u32, crc32c of those 8 bytes u32.
+const RECORD_PREFIX_LEN: u64 = 12;
+/// Bytes of an entry body besides the command: kind, term, index, payload kind.
+const ENTRY_BODY_OVERHEAD: u64 = 18;
+/// Bytes of a hard-state body: kind, term, has vote, voted for, commit.
+const HARD_STATE_BODY_LEN: u64 = 26;
+/// Bytes of a whole hard-state record.
+const HARD_STATE_RECORD_LEN: u64 = RECORD_PREFIX_LEN + HARD_STATE_BODY_LEN;
+/// Where the first record after a segment's leading hard state starts.
+const FIRST_RECORD_OFFSET: u64 = HEADER_LEN + HARD_STATE_RECORD_LEN;
+
+/// What a record written by a test is, to compute where records lie.
+#[derive(Clone, Copy, Debug)]
+enum Rec {
+    /// An entry record with a command (or blank payload) of this many bytes.
+    Entry(usize),
+    /// A hard-state record.
+    HardState,
+}
+
+impl Rec {
+    fn len(self) -> u64 {
+        match self {
+            Rec::Entry(command) => RECORD_PREFIX_LEN + ENTRY_BODY_OVERHEAD + command as u64,
+            Rec::HardState => HARD_STATE_RECORD_LEN,
+        }
+    }
+}
+
+/// The offsets of `records` written in that order into a fresh segment (after its header and
+/// leading hard-state record), and the offset where the last one ends.
+fn record_offsets(records: &[Rec]) -> (Vec<u64>, u64) {
+    let mut offsets = Vec::with_capacity(records.len());
+    let mut offset = FIRST_RECORD_OFFSET;
+    for record in records {
+        offsets.push(offset);
+        offset += record.len();
+    }
+    (offsets, offset)
+}
+
+/// Decodes the hard-state record at `offset` of a segment's bytes, checking its framing.
+fn hard_state_record_at(bytes: &[u8], offset: u64) -> HardState {
+    let at = usize::try_from(offset).unwrap();
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+    assert_eq!(u64::from(u32_at(at)), HARD_STATE_BODY_LEN, "hard-state record length");
+    let body_at = at + RECORD_PREFIX_LEN as usize;
+    let body = &bytes[body_at..body_at + HARD_STATE_BODY_LEN as usize];
+    assert_eq!(crc32c::crc32c(body), u32_at(at + 4), "hard-state record checksum");
+    assert_eq!(crc32c::crc32c(&bytes[at..at + 8]), u32_at(at + 8), "hard-state prefix checksum");
+    assert_eq!(body[0], 2, "hard-state record kind");
+    HardState {
+        term: Term(u64_at(body_at + 1)),
+        voted_for: match body[9] {
+            0 => None,
+            1 => Some(NodeId(u64_at(body_at + 10))),
+            other => panic!("bad vote flag {other}"),
+        },
+        commit_index: LogIndex(u64_at(body_at + 18)),
+    }
+}
+
+// ----- Helpers. -----
+
+fn identity() -> WalIdentity {
+    WalIdentity { node_id: NodeId(1), cluster_id: 7 }
+}
+
+fn small_segments() -> WalOptions {
+    WalOptions { segment_max_bytes: 256, ..WalOptions::default() }
+}
+
+fn open(dir: &Path) -> Result<WalStorage, StorageError> {
+    WalStorage::open(dir, identity(), WalOptions::default())
+}
+
+fn open_with(dir: &Path, options: &WalOptions) -> Result<WalStorage, StorageError> {
+    WalStorage::open(dir, identity(), options.clone())
+}
+
+fn segment_name(sequence: u64) -> String {
+    format!("wal-{sequence:020}.log")
+}
+
+fn segment(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(segment_name(sequence))
+}
+
+fn entry(term: u64, index: u64, command: &[u8]) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: EntryPayload::Command(Bytes::copy_from_slice(command)),
+    }
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry { term: Term(term), index: LogIndex(index), payload: EntryPayload::Blank }
+}
+
+/// Entries `first..=last` of `term`, each with a `command_len`-byte command.
+fn entries(term: u64, first: u64, last: u64, command_len: usize) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| {
+            let command: Vec<u8> =
+                (0..command_len).map(|i| (index as usize * 31 + i) as u8).collect();
+            entry(term, index, &command)
+        })
+        .collect()
+}
+
+fn hard_state(term: u64, voted_for: Option<u64>, commit: u64) -> HardState {
+    HardState { term: Term(term), voted_for: voted_for.map(NodeId), commit_index: LogIndex(commit) }
+}
+
+/// Every file in `dir` with its content.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.file_name().into_string().unwrap(), fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+fn segment_names(dir: &Path) -> Vec<String> {
+    snapshot(dir).into_keys().filter(|name| name.starts_with("wal-")).collect()
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+fn flip_bit(path: &Path, offset: u64, mask: u8) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[usize::try_from(offset).unwrap()] ^= mask;
+    fs::write(path, bytes).unwrap();
+}
+
+/// Writes `hard_state` and `entries` into a fresh log in `dir` with one sync, and returns the
+/// single segment's path.
+fn write_log(dir: &Path, hard_state: &HardState, entries: &[Entry]) -> PathBuf {
+    let mut storage = open(dir).unwrap();
+    storage.load().unwrap();
+    storage.save_hard_state(hard_state).unwrap();
+    storage.append(entries).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let path = segment(dir, 1);
+    assert_eq!(segment_names(dir), [segment_name(1)]);
+    path
+}
+
+/// Asserts that opening `dir` fails, leaves every file as it was, and returns the error.
+fn open_fails_unchanged(dir: &Path, identity: WalIdentity, options: &WalOptions) -> StorageError {
+    let before = snapshot(dir);
+    let error = WalStorage::open(dir, identity, options.clone())
+        .expect_err("opening a damaged or foreign log must fail");
+    assert_eq!(snapshot(dir), before, "a failed open changed files (error: {error})");
+    error
+}
+
+// ----- Empty and fresh logs. -----
+
+#[test]
+fn empty_directory_opens_as_an_empty_log_and_creates_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path()).unwrap();
+    let state = storage.load().unwrap();
+    assert!(state.entries.is_empty());
+    assert_eq!(state.hard_state, HardState::default());
+    drop(storage);
+
+    let path = segment(dir.path(), 1);
+    assert_eq!(segment_names(dir.path()), [segment_name(1)]);
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, FIRST_RECORD_OFFSET, "header + leading hard state");
+    assert_eq!(&bytes[..8], b"RAFTWAL\0");
+    assert_eq!(hard_state_record_at(&bytes, HEADER_LEN), HardState::default());
+
+    // And it reopens as the same empty log.
+    let state = open(dir.path()).unwrap().load().unwrap();
+    assert!(state.entries.is_empty());
+    assert_eq!(state.hard_state, HardState::default());
+    assert_eq!(segment_names(dir.path()), [segment_name(1)]);
+}
+
+#[test]
+fn missing_directory_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("not").join("there").join("yet");
+    let mut storage = open(&data).unwrap();
+    let state = storage.load().unwrap();
+    assert!(state.entries.is_empty());
+    assert_eq!(state.hard_state, HardState::default());
+    assert!(segment(&data, 1).is_file());
+}
+
+// ----- Clean shutdown and replay. -----
+
+#[test]
+fn clean_shutdown_replays_entries_and_hard_state_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path()).unwrap();
+    storage.load().unwrap();
+    let mut written = vec![blank(1, 1)];
+    written.extend(entries(1, 2, 4, 10));
+    written.push(entry(2, 5, b""));
+    storage.append(&written[..3]).unwrap();
+    storage.save_hard_state(&hard_state(1, Some(3), 2)).unwrap();
+    storage.append(&written[3..]).unwrap();
+    storage.save_hard_state(&hard_state(2, None, 4)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+
+    let state = open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(state.entries, written);
+    assert_eq!(state.hard_state, hard_state(2, None, 4), "the last hard state wins");
+}
+
+#[test]
+fn appends_at_or_below_the_last_index_replace_the_suffix_on_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path()).unwrap();
+    storage.load().unwrap();
+    storage.append(&entries(1, 1, 5, 8)).unwrap();
+    storage.sync().unwrap();
+    // A new leader overwrites 3..=5 with 3..=4 of term 2, then the log grows again.
+    storage.append(&entries(2, 3, 4, 3)).unwrap();
+    storage.sync().unwrap();
+    storage.append(&entries(2, 5, 6, 5)).unwrap();
+    // And again from index 6 within the same sync.
+    storage.append(&[entry(3, 6, b"six")]).unwrap();
+    storage.save_hard_state(&hard_state(3, Some(1), 5)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+
+    let mut expected = entries(1, 1, 2, 8);
+    expected.extend(entries(2, 3, 4, 3));
+    expected.extend(entries(2, 5, 5, 5));
+    expected.push(entry(3, 6, b"six"));
+    let state = open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(state.entries, expected);
+    assert_eq!(state.hard_state, hard_state(3, Some(1), 5));
+
+    // Replacing the whole log from index 1 (possible only while nothing is committed).
+    let mut storage = open(dir.path()).unwrap();
+    storage.load().unwrap();
+    storage.save_hard_state(&hard_state(4, None, 0)).unwrap();
+    storage.append(&[blank(4, 1)]).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let state = open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(state.entries, [blank(4, 1)]);
+}
+
+#[test]
+fn synced_writes_survive_and_unsynced_ones_leave_at_most_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path()).unwrap();
+    storage.load().unwrap();
+    let synced = entries(1, 1, 3, 16);
+    storage.append(&synced).unwrap();
+    storage.save_hard_state(&hard_state(1, Some(1), 3)).unwrap();
+    storage.sync().unwrap();
+    let unsynced = entries(1, 4, 6, 16);
+    storage.append(&unsynced).unwrap();
+    storage.save_hard_state(&hard_state(2, None, 6)).unwrap();
+    drop(storage);
+
+    let state = open(dir.path()).unwrap().load().unwrap();
+    assert!(state.entries.len() >= synced.len(), "synced entries lost: {:?}", state.entries);
+    assert_eq!(state.entries[..synced.len()], synced[..]);
+    let all: Vec<Entry> = synced.iter().chain(&unsynced).cloned().collect();
+    assert_eq!(state.entries[..], all[..state.entries.len()], "not a prefix of the writes");
+    assert!(
+        state.hard_state == hard_state(1, Some(1), 3) || state.hard_state == hard_state(2, None, 6),
+        "unexpected hard state {:?}",
+        state.hard_state
+    );
+}
+
+#[test]
+fn load_twice_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path()).unwrap();
+    storage.load().unwrap();
+    assert!(matches!(storage.load(), Err(StorageError::Corrupt { .. })));
+}
+
+// ----- Torn tails. -----
+
+/// Writes hard state + `N` entries, then for every cut point inside the last record, opens a
+/// copy cut there: the last record is dropped, the file cut back, and the log usable again.
+#[test]
+fn torn_last_entry_is_cut_off_at_every_byte_offset() {
+    const N: u64 = 4;
+    const COMMAND_LEN: usize = 20;
+    let saved = hard_state(3, Some(2), 2);
+    let written = entries(3, 1, N, COMMAND_LEN);
+    let template = tempfile::tempdir().unwrap();
+    let original = fs::read(write_log(template.path(), &saved, &written)).unwrap();
+
+    let mut layout = vec![Rec::HardState];
+    layout.extend((0..N).map(|_| Rec::Entry(COMMAND_LEN)));
+    let (offsets, end) = record_offsets(&layout);
+    assert_eq!(original.len() as u64, end, "the layout helper disagrees with the file");
+    let last_start = *offsets.last().unwrap();
+
+    for cut in last_start..end {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path(), 1);
+        fs::write(&path, &original[..cut as usize]).unwrap();
+
+        let mut storage = open(dir.path()).unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
+        let state = storage.load().unwrap();
+        assert_eq!(state.entries, written[..N as usize - 1], "cut at {cut}");
+        assert_eq!(state.hard_state, saved, "cut at {cut}");
+        assert_eq!(file_len(&path), last_start, "cut at {cut}: not truncated to the last record");
+
+        // The log takes new writes after the cut, and they survive another reopen.
+        let replacement = entry(4, N, b"after the crash");
+        storage.append(std::slice::from_ref(&replacement)).unwrap();
+        storage.save_hard_state(&hard_state(4, None, N)).unwrap();
+        storage.sync().unwrap();
+        drop(storage);
+        let state = open(dir.path()).unwrap().load().unwrap();
+        let mut expected = written[..N as usize - 1].to_vec();
+        expected.push(replacement);
+        assert_eq!(state.entries, expected, "cut at {cut}, after reopening");
+        assert_eq!(state.hard_state, hard_state(4, None, N), "cut at {cut}, after reopening");
+    }
+}
+
+/// The same for a hard-state record at the tail: the previous hard state is recovered.
+#[test]
+fn torn_last_hard_state_is_cut_off_at_every_byte_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path()).unwrap();
+    storage.load().unwrap();
+    let written = entries(1, 1, 2, 5);
+    storage.save_hard_state(&hard_state(1, Some(1), 0)).unwrap();
+    storage.append(&written).unwrap();
+    storage.sync().unwrap();
+    storage.save_hard_state(&hard_state(2, Some(3), 2)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let original = fs::read(segment(dir.path(), 1)).unwrap();
+    let (offsets, end) =
+        record_offsets(&[Rec::HardState, Rec::Entry(5), Rec::Entry(5), Rec::HardState]);
+    assert_eq!(original.len() as u64, end);
+    let last_start = offsets[3];
+
+    for cut in last_start..end {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path(), 1);
+        fs::write(&path, &original[..cut as usize]).unwrap();
+        let state = open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(state.entries, written, "cut at {cut}");
+        assert_eq!(state.hard_state, hard_state(1, Some(1), 0), "cut at {cut}");
+        assert_eq!(file_len(&path), last_start, "cut at {cut}");
+    }
+}
+
+#[test]
+fn flipped_bit_in_the_last_record_is_a_torn_tail() {
+    const N: u64 = 3;
+    let saved = hard_state(2, None, 1);
+    let written = entries(2, 1, N, 12);
+    let template = tempfile::tempdir().unwrap();
+    let original = fs::read(write_log(template.path(), &saved, &written)).unwrap();
+    let (offsets, end) =
+        record_offsets(&[Rec::HardState, Rec::Entry(12), Rec::Entry(12), Rec::Entry(12)]);
+    assert_eq!(original.len() as u64, end);
+    let last_start = offsets[3];
+
+    // Every byte of the body (the 12-byte prefix is left alone: its own checksum makes a
+    // damaged prefix corruption, not a torn write).
+    for offset in last_start + RECORD_PREFIX_LEN..end {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path(), 1);
+        fs::write(&path, &original).unwrap();
+        flip_bit(&path, offset, 1 << (offset % 8));
+
+        let state = open(dir.path())
+            .unwrap_or_else(|error| panic!("bit flipped at {offset}: {error}"))
+            .load()
+            .unwrap();
+        assert_eq!(state.entries, written[..N as usize - 1], "bit flipped at {offset}");
+        assert_eq!(state.hard_state, saved, "bit flipped at {offset}");
+        assert_eq!(file_len(&path), last_start, "bit flipped at {offset}");
+    }
+}
+
+#[test]
+fn all_zero_tail_is_cut_off() {
+    let saved = hard_state(1, Some(1), 2);
+    let written = entries(1, 1, 3, 9);
+    let template = tempfile::tempdir().unwrap();
+    let original = fs::read(write_log(template.path(), &saved, &written)).unwrap();
+
+    for zeros in [1usize, 7, 8, 9, 33, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path(), 1);
+        let mut bytes = original.clone();
+        bytes.resize(original.len() + zeros, 0);
+        fs::write(&path, &bytes).unwrap();
+
+        let mut storage = open(dir.path()).unwrap_or_else(|error| panic!("{zeros} zeros: {error}"));
+        let state = storage.load().unwrap();
+        assert_eq!(state.entries, written, "{zeros} zeros");
+        assert_eq!(state.hard_state, saved, "{zeros} zeros");
+        assert_eq!(fs::read(&path).unwrap(), original, "{zeros} zeros: tail not cut off");
+
+        storage.append(&[entry(2, 4, b"four")]).unwrap();
+        storage.sync().unwrap();
+        drop(storage);
+        let state = open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(state.entries.len(), 4, "{zeros} zeros, after reopening");
+        assert_eq!(state.entries[3], entry(2, 4, b"four"));
+    }
+}
+
+#[test]
+fn last_segment_cut_inside_its_header_is_recreated() {
+    // Two segments; the second one's creation was cut short at every possible length.
+    let template = tempfile::tempdir().unwrap();
+    let options = small_segments();
+    let mut storage = open_with(template.path(), &options).unwrap();
+    storage.load().unwrap();
+    let written = entries(1, 1, 3, 60);
+    let saved = hard_state(1, Some(1), 3);
+    storage.save_hard_state(&saved).unwrap();
+    storage.append(&written).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    assert_eq!(segment_names(template.path()), [segment_name(1), segment_name(2)]);
+    let first = fs::read(segment(template.path(), 1)).unwrap();
+    let second = fs::read(segment(template.path(), 2)).unwrap();
+
+    for cut in 0..HEADER_LEN as usize {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment(dir.path(), 1), &first).unwrap();
+        fs::write(segment(dir.path(), 2), &second[..cut]).unwrap();
+
+        let mut storage = open_with(dir.path(), &options)
+            .unwrap_or_else(|error| panic!("header cut at {cut}: {error}"));
+        let state = storage.load().unwrap();
+        assert_eq!(state.entries, written, "header cut at {cut}");
+        assert_eq!(state.hard_state, saved, "header cut at {cut}");
+        assert_eq!(fs::read(segment(dir.path(), 1)).unwrap(), first, "header cut at {cut}");
+        assert_eq!(fs::read(segment(dir.path(), 2)).unwrap(), second, "header cut at {cut}");
+
+        storage.append(&[entry(2, 4, b"x")]).unwrap();
+        storage.sync().unwrap();
+        drop(storage);
+        let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+        assert_eq!(state.entries.len(), 4, "header cut at {cut}, after reopening");
+    }
+}
+
+#[test]
+fn only_segment_cut_inside_its_header_is_recreated_empty() {
+    let template = tempfile::tempdir().unwrap();
+    open(template.path()).unwrap();
+    let original = fs::read(segment(template.path(), 1)).unwrap();
+    for cut in [0, 1, 8, 12, 43] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment(dir.path(), 1), &original[..cut]).unwrap();
+        let state = open(dir.path()).unwrap().load().unwrap();
+        assert!(state.entries.is_empty());
+        assert_eq!(state.hard_state, HardState::default());
+        assert_eq!(fs::read(segment(dir.path(), 1)).unwrap(), original, "header cut at {cut}");
+    }
+}
+
+// ----- Corruption before the tail. -----
+
+#[test]
+fn flipped_bit_in_a_middle_record_is_refused_with_its_file_and_offset() {
+    const N: u64 = 5;
+    const COMMAND_LEN: usize = 7;
+    let template = tempfile::tempdir().unwrap();
+    let written = entries(1, 1, N, COMMAND_LEN);
+    let original = fs::read(write_log(template.path(), &hard_state(1, None, 0), &written)).unwrap();
+    let mut layout = vec![Rec::HardState];
+    layout.extend((0..N).map(|_| Rec::Entry(COMMAND_LEN)));
+    let (offsets, end) = record_offsets(&layout);
+    assert_eq!(original.len() as u64, end);
+
+    // Every record but the last (including the segment's leading hard state), with a bit
+    // flipped in the checksum, the record kind, the index and the command.
+    let mut targets = vec![(HEADER_LEN, Rec::HardState)];
+    targets.extend(offsets[..offsets.len() - 1].iter().copied().zip(layout.iter().copied()));
+    for (record, kind) in targets {
+        let body_end = record + kind.len();
+        for position in [record + 5, record + 8, record + 17, body_end - 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = segment(dir.path(), 1);
+            fs::write(&path, &original).unwrap();
+            flip_bit(&path, position, 0x04);
+
+            let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+            match &error {
+                StorageError::CorruptRecord { file, offset, .. } => {
+                    assert_eq!(file, &path, "record {record}, flip at {position}");
+                    assert_eq!(*offset, record, "record {record}, flip at {position}: {error}");
+                }
+                other => panic!("record {record}, flip at {position}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_at_the_end_of_a_segment_that_is_not_the_last_is_refused() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    for index in 1..=6 {
+        storage.append(&entries(1, index, index, 40)).unwrap();
+        storage.sync().unwrap();
+    }
+    drop(storage);
+    assert!(segment_names(dir.path()).len() >= 3);
+
+    // The last record of segment 1 ends at its EOF, but segment 1 is not the last segment.
+    let path = segment(dir.path(), 1);
+    let len = file_len(&path);
+    flip_bit(&path, len - 1, 0x80);
+    let error = open_fails_unchanged(dir.path(), identity(), &options);
+    let record = len - Rec::Entry(40).len();
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { file, offset, .. } if file == &path && *offset == record),
+        "{error:?}"
+    );
+    flip_bit(&path, len - 1, 0x80);
+
+    // A middle segment cut inside a record.
+    let path = segment(dir.path(), 2);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let error = open_fails_unchanged(dir.path(), identity(), &options);
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { file, offset, .. } if file == &path && *offset == bytes.len() as u64 - Rec::Entry(40).len()),
+        "{error:?}"
+    );
+    fs::write(&path, &bytes).unwrap();
+
+    // A middle segment cut inside its header.
+    fs::write(&path, &bytes[..20]).unwrap();
+    let error = open_fails_unchanged(dir.path(), identity(), &options);
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { file, offset: 0, .. } if file == &path),
+        "{error:?}"
+    );
+    fs::write(&path, &bytes).unwrap();
+
+    // Undamaged again, it opens.
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries.len(), 6);
+}
+
+#[test]
+fn corrupt_record_message_names_the_file_and_offset() {
+    let template = tempfile::tempdir().unwrap();
+    let path = write_log(template.path(), &hard_state(1, None, 0), &entries(1, 1, 3, 4));
+    let (offsets, _) = record_offsets(&[Rec::HardState, Rec::Entry(4), Rec::Entry(4)]);
+    flip_bit(&path, offsets[1] + 20, 0x01);
+    let error = open(template.path()).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("offset"), "{message}");
+    assert!(message.contains(&offsets[1].to_string()), "{message}");
+}
+
+// ----- Segments. -----
+
+#[test]
+fn segments_roll_over_and_replay_across_segments() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    let mut expected = Vec::new();
+    // The hard state at the moment each segment after the first was started.
+    let mut hard_state_at_roll = BTreeMap::new();
+    let mut current = HardState::default();
+    for index in 1..=20u64 {
+        let batch = entries(index / 4 + 1, index, index, 30);
+        storage.append(&batch).unwrap();
+        expected.extend(batch);
+        if index % 3 == 0 {
+            current = hard_state(index / 4 + 1, Some(index % 5), index - 1);
+            storage.save_hard_state(&current).unwrap();
+        }
+        let before = segment_names(dir.path()).len() as u64;
+        storage.sync().unwrap();
+        let after = segment_names(dir.path()).len() as u64;
+        if after > before {
+            hard_state_at_roll.insert(after, current);
+        }
+    }
+    // A replacement reaching back into an earlier segment.
+    let replacement = entries(9, 5, 7, 30);
+    storage.append(&replacement).unwrap();
+    expected.truncate(4);
+    expected.extend(replacement);
+    // The last hard state is saved, and the segment rolls, with no hard-state record after it.
+    current = hard_state(9, Some(2), 6);
+    storage.save_hard_state(&current).unwrap();
+    let before = segment_names(dir.path()).len() as u64;
+    storage.sync().unwrap();
+    let last = segment_names(dir.path()).len() as u64;
+    assert_eq!(last, before + 1, "expected this sync to start a new segment");
+    hard_state_at_roll.insert(last, current);
+    storage.append(&entries(9, 8, 9, 30)).unwrap();
+    expected.extend(entries(9, 8, 9, 30));
+    storage.sync().unwrap();
+    assert_eq!(segment_names(dir.path()).len() as u64, last, "no further roll expected");
+    drop(storage);
+
+    let names = segment_names(dir.path());
+    assert!(names.len() >= 5, "{names:?}");
+    assert_eq!(names, (1..=last).map(segment_name).collect::<Vec<_>>());
+    for sequence in 1..=last {
+        let bytes = fs::read(segment(dir.path(), sequence)).unwrap();
+        assert_eq!(&bytes[..8], b"RAFTWAL\0");
+        assert_eq!(bytes[32..40], sequence.to_le_bytes(), "sequence in header of {sequence}");
+        let leading = hard_state_record_at(&bytes, HEADER_LEN);
+        let expected_leading = hard_state_at_roll.get(&sequence).copied().unwrap_or_default();
+        assert_eq!(leading, expected_leading, "leading hard state of segment {sequence}");
+    }
+    // The last segment holds only its leading hard state and the two entries.
+    let (_, end) = record_offsets(&[Rec::Entry(30), Rec::Entry(30)]);
+    assert_eq!(file_len(&segment(dir.path(), last)), end);
+
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries, expected);
+    assert_eq!(state.hard_state, current);
+}
+
+#[test]
+fn missing_middle_segment_is_refused_naming_it() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    for index in 1..=12 {
+        storage.append(&entries(1, index, index, 40)).unwrap();
+        storage.sync().unwrap();
+    }
+    drop(storage);
+    let names = segment_names(dir.path());
+    assert!(names.len() >= 4, "{names:?}");
+
+    fs::remove_file(segment(dir.path(), 2)).unwrap();
+    let error = open_fails_unchanged(dir.path(), identity(), &options);
+    let message = error.to_string();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error:?}");
+    assert!(message.contains(&segment_name(2)), "{message}");
+    assert!(message.contains("missing"), "{message}");
+}
+
+// ----- Foreign data, versions, magic. -----
+
+#[test]
+fn foreign_node_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &hard_state(1, None, 0), &entries(1, 1, 2, 3));
+    let other = WalIdentity { node_id: NodeId(2), cluster_id: 7 };
+    let error = open_fails_unchanged(dir.path(), other, &WalOptions::default());
+    match &error {
+        StorageError::ForeignData {
+            file,
+            expected_node,
+            expected_cluster,
+            found_node,
+            found_cluster,
+        } => {
+            assert_eq!(file, &segment(dir.path(), 1));
+            assert_eq!((*expected_node, *expected_cluster), (2, 7));
+            assert_eq!((*found_node, *found_cluster), (1, 7));
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("node 1 of cluster 7"), "{message}");
+    assert!(message.contains("node 2 of cluster 7"), "{message}");
+}
+
+#[test]
+fn foreign_cluster_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &hard_state(1, None, 0), &entries(1, 1, 2, 3));
+    let other = WalIdentity { node_id: NodeId(1), cluster_id: 8 };
+    let error = open_fails_unchanged(dir.path(), other, &WalOptions::default());
+    assert!(
+        matches!(
+            &error,
+            StorageError::ForeignData {
+                expected_node: 1,
+                expected_cluster: 8,
+                found_node: 1,
+                found_cluster: 7,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("cluster 7"), "{message}");
+    assert!(message.contains("cluster 8"), "{message}");
+}
+
+#[test]
+fn newer_format_version_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), &hard_state(1, None, 0), &entries(1, 1, 2, 3));
+    let mut bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let checksum = crc32c::crc32c(&bytes[..40]);
+    bytes[40..44].copy_from_slice(&checksum.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    match &error {
+        StorageError::UnsupportedVersion { file, found: 2, supported: 1 } => {
+            assert_eq!(file, &path);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains("version 2"), "{error}");
+}
+
+#[test]
+fn bad_magic_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), &hard_state(1, None, 0), &entries(1, 1, 2, 3));
+    flip_bit(&path, 0, 0x20); // "RAFTWAL" -> "rAFTWAL"
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { file, offset: 0, .. } if file == &path),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("magic"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[test]
+fn bad_header_checksum_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), &hard_state(1, None, 0), &entries(1, 1, 2, 3));
+    for position in [16, 33, 40] {
+        flip_bit(&path, position, 0x10);
+        let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+        assert!(
+            matches!(&error, StorageError::CorruptRecord { file, offset: 0, reason } if file == &path && reason.contains("checksum")),
+            "flip at {position}: {error:?}"
+        );
+        flip_bit(&path, position, 0x10);
+    }
+    assert_eq!(open(dir.path()).unwrap().load().unwrap().entries.len(), 2);
+}
+
+// ----- Entry size limit. -----
+
+#[test]
+fn entry_larger_than_the_limit_is_refused_and_nothing_is_written() {
+    let options = WalOptions { max_entry_bytes: 100, ..WalOptions::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    let path = segment(dir.path(), 1);
+    let empty_len = file_len(&path);
+
+    // A batch with one entry too large is refused whole.
+    let batch = [entry(1, 1, &[1; 10]), entry(1, 2, &[2; 101])];
+    match storage.append(&batch) {
+        Err(StorageError::EntryTooLarge { size: 101, max: 100 }) => {}
+        other => panic!("{other:?}"),
+    }
+    storage.sync().unwrap();
+    assert_eq!(file_len(&path), empty_len, "the refused batch left bytes behind");
+
+    // Later, smaller entries (up to exactly the limit) work.
+    let accepted = [entry(1, 1, &[3; 100]), blank(1, 2)];
+    storage.append(&accepted).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries, accepted);
+}
+
+// ----- Known bugs (see the report on docs/wal-format.md's recovery rules); un-ignore once
+// fixed in src/storage/wal/recovery.rs. -----
+
+/// A flipped bit in the length of a record that is not the last makes the record claim to run
+/// past the end of the file. Recovery currently takes it for a torn tail and cuts off every
+/// later, synced record; it must refuse instead.
+#[test]
+fn damaged_length_of_a_middle_record_is_refused_not_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), &hard_state(1, None, 0), &entries(1, 1, 5, 10));
+    let (offsets, _) = record_offsets(&[
+        Rec::HardState,
+        Rec::Entry(10),
+        Rec::Entry(10),
+        Rec::Entry(10),
+        Rec::Entry(10),
+        Rec::Entry(10),
+    ]);
+    // The length of entry 2's record grows by 65 536, within max_body_len.
+    flip_bit(&path, offsets[2] + 2, 0x01);
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { file, offset, .. } if file == &path && *offset == offsets[2]),
+        "{error:?}"
+    );
+}
+
+/// Without the first segment, a log whose remaining segments hold no entries (only their
+/// leading hard state) currently opens as an empty log with a commit index beyond its end.
+#[test]
+fn missing_first_segment_is_refused() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    storage.save_hard_state(&hard_state(1, Some(1), 3)).unwrap();
+    storage.append(&entries(1, 1, 3, 60)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    assert_eq!(segment_names(dir.path()), [segment_name(1), segment_name(2)]);
+
+    fs::remove_file(segment(dir.path(), 1)).unwrap();
+    let error = open_fails_unchanged(dir.path(), identity(), &options);
+    assert!(error.to_string().contains(&segment_name(1)), "{error}");
+}
