@@ -213,7 +213,7 @@ impl FaultConfig {
 /// A real protocol bug the simulator can plant, to show that its checks have teeth.
 ///
 /// How often a crash-storm seed catches each one (measured, see `BENCHMARKS.md`):
-/// `AcknowledgeBeforeSync` 14 seeds in 1,000 and `ForgetVoteOnRestart` 39 in 10,000 (both are
+/// `AcknowledgeBeforeSync` 33 seeds in 1,000 and `ForgetVoteOnRestart` 47 in 10,000 (both are
 /// CI tests, within 300 seeds); `CommitPreviousTermByCounting` 3 in 10,000, too rare for CI
 /// (it needs Figure 8's exact sequence of crashes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
