@@ -38,6 +38,12 @@ pub struct Config {
     pub max_entry_bytes: usize,
     /// Most client requests queued for the node's task before `propose` waits.
     pub max_pending_requests: usize,
+    /// Run a pre-vote round before an election (Raft thesis §9.6): a node whose election
+    /// timer fires first asks whether a majority would vote for it, without raising its term,
+    /// and voters that heard from a leader within `election_timeout_min_ms` say no (and ignore
+    /// vote requests too). A node cut off by a partition therefore cannot depose a healthy
+    /// leader when it comes back.
+    pub pre_vote: bool,
 }
 
 impl Default for Config {
@@ -51,6 +57,7 @@ impl Default for Config {
             max_append_entries: 4096,
             max_entry_bytes: 8 * 1024 * 1024,
             max_pending_requests: 65_536,
+            pre_vote: true,
         }
     }
 }

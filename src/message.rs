@@ -70,6 +70,19 @@ pub enum MessageBody {
         /// Whether the vote was granted.
         granted: bool,
     },
+    /// A node whose election timer fired asks whether it would win an election, before it
+    /// starts one (pre-vote). The message's term is the term it would stand in; nobody's term
+    /// or vote changes.
+    PreVote {
+        /// The last entry of the asking node's log.
+        last_log_id: LogId,
+    },
+    /// The answer to `PreVote`: granted (with the asked-for term) or refused (with the
+    /// voter's current term).
+    PreVoteResponse {
+        /// Whether the voter would vote for it.
+        granted: bool,
+    },
     /// A leader replicates entries, or asserts its leadership when `entries` is empty (§5.3).
     AppendEntries {
         /// The entry just before `entries`, which the follower must hold for consistency.

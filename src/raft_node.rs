@@ -287,31 +287,32 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         }
     }
 
+    /// Carries out the core's work, then publishes the new status, then answers the proposals
+    /// that completed: a proposer that gets its result finds `status()` already showing it
+    /// applied.
     fn process_ready(&mut self) -> Result<(), StorageError> {
         let transport = &mut self.transport;
         let pending = &mut self.pending;
-        self.driver.process_ready(
+        let mut completed = Vec::new();
+        let result = self.driver.process_ready(
             |message| transport.send(message),
             |applied| {
                 if let Some((reply, outcome)) = pending.on_applied(applied) {
-                    let _ = reply.send(match outcome {
-                        ProposalOutcome::Applied(applied) => {
-                            applied.result.map_err(ProposeError::Apply)
-                        }
-                        // Another leader's entry took this index: it never committed.
-                        ProposalOutcome::Overwritten => {
-                            Err(ProposeError::NotLeader { leader_hint: None })
-                        }
-                    });
+                    completed.push((
+                        reply,
+                        match outcome {
+                            ProposalOutcome::Applied(applied) => {
+                                applied.result.map_err(ProposeError::Apply)
+                            }
+                            // Another leader's entry took this index: it never committed.
+                            ProposalOutcome::Overwritten => {
+                                Err(ProposeError::NotLeader { leader_hint: None })
+                            }
+                        },
+                    ));
                 }
             },
-        )?;
-        if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
-            // Appended under a leadership that is gone: they may or may not commit.
-            for (index, reply) in self.pending.take_all() {
-                let _ = reply.send(Err(ProposeError::OutcomeUnknown { index }));
-            }
-        }
+        );
         let current = Status::of(&self.driver.core);
         self.status.send_if_modified(|status| {
             let changed = *status != current;
@@ -320,6 +321,16 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             }
             changed
         });
+        for (reply, outcome) in completed {
+            let _ = reply.send(outcome);
+        }
+        result?;
+        if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
+            // Appended under a leadership that is gone: they may or may not commit.
+            for (index, reply) in self.pending.take_all() {
+                let _ = reply.send(Err(ProposeError::OutcomeUnknown { index }));
+            }
+        }
         Ok(())
     }
 

@@ -163,7 +163,8 @@ fn leader_crash_leads_to_a_new_leader_and_the_old_one_follows_on_restart() {
 #[test]
 fn election_restriction_a_stale_log_cannot_win() {
     let presets = vec![preset(&[1, 1, 2]), preset(&[1, 1, 2]), preset(&[1, 1])];
-    let mut cluster = TestCluster::with_presets(presets, Config::default(), 31);
+    let mut cluster =
+        TestCluster::with_presets(presets, Config { pre_vote: false, ..Config::default() }, 31);
     for _ in 0..3 {
         cluster.campaign(3);
         cluster.deliver_all();
@@ -191,7 +192,8 @@ fn election_restriction_a_stale_log_cannot_win() {
 #[test]
 fn election_restriction_compares_last_terms_before_lengths() {
     let presets = vec![preset(&[1, 1, 1, 1, 1]).term(3), preset(&[1, 3]), preset(&[1, 3, 3])];
-    let mut cluster = TestCluster::with_presets(presets, Config::default(), 32);
+    let mut cluster =
+        TestCluster::with_presets(presets, Config { pre_vote: false, ..Config::default() }, 32);
 
     // The longest log loses: its last term is older.
     cluster.campaign(1);
@@ -232,7 +234,8 @@ fn figure7_leader_brings_every_follower_log_in_line_with_its_own() {
     // know that the first three entries (held by all) are committed.
     let mut presets = vec![preset(&LEADER_LOG).term(7).committed_through(3)];
     presets.extend(followers.iter().map(|(_, log)| preset(log).term(7).committed_through(3)));
-    let mut cluster = TestCluster::with_presets(presets, Config::default(), 7);
+    let mut cluster =
+        TestCluster::with_presets(presets, Config { pre_vote: false, ..Config::default() }, 7);
 
     cluster.campaign(1);
     cluster.deliver_all();
@@ -289,7 +292,7 @@ const S5_TERM3_COMMAND: &[u8] = b"S5's term-3 command";
 /// index 3, S5's term-3 entries its no-op at 2 and a command at 3. Leaders send one entry per
 /// AppendEntries so that the script can deliver some entries and not others.
 fn figure8_up_to_step3() -> TestCluster {
-    let config = Config { max_append_entries: 1, ..Config::default() };
+    let config = Config { max_append_entries: 1, pre_vote: false, ..Config::default() };
     let presets = (0..5).map(|_| preset(&[1]).committed_through(1)).collect();
     let mut cluster = TestCluster::with_presets(presets, config, 8);
 
@@ -545,7 +548,8 @@ fn conflicting_follower_keeps_committed_entries_and_loses_only_uncommitted_ones(
         preset(&[1, 1, 1, 3]).committed_through(3),
         preset(&[1, 1, 1, 3]).committed_through(3),
     ];
-    let mut cluster = TestCluster::with_presets(presets, Config::default(), 9);
+    let mut cluster =
+        TestCluster::with_presets(presets, Config { pre_vote: false, ..Config::default() }, 9);
     let committed_before = cluster.log(1)[..3].to_vec();
     assert_eq!(cluster.applied(1).len(), 3);
 
@@ -665,4 +669,76 @@ fn lost_append_entries_is_sent_again_until_the_follower_stores_it() {
         cluster.describe()
     );
     assert!(cluster.has_stable_leader());
+}
+
+/// Pre-vote on (the default configuration): a 3- and a 5-node cluster still elect a single
+/// leader, and the first election is for term 1 (a pre-vote round raises no term).
+#[test]
+fn pre_vote_clusters_elect_a_single_leader_in_term_1() {
+    for size in [3, 5] {
+        let mut cluster = TestCluster::with_config(size, Config::default(), 41);
+        let leader = cluster.elect_leader(5_000);
+        assert_eq!(cluster.term(leader), 1, "{}", cluster.describe());
+        for id in 1..=size {
+            assert_eq!(cluster.term(id), 1);
+        }
+    }
+}
+
+/// Pre-vote (Raft thesis §9.6): a follower cut off from the cluster fails its pre-votes, so its
+/// term does not climb while it is away, and when it comes back the leader keeps leading in
+/// the same term. Without pre-vote, its higher term would depose the leader.
+#[test]
+fn a_rejoining_partitioned_node_does_not_depose_the_leader() {
+    let mut cluster = TestCluster::with_config(3, Config::default(), 42);
+    let leader = cluster.elect_leader(5_000);
+    let term = cluster.term(leader);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.isolate(follower);
+    cluster.advance_time(3_000);
+    assert_eq!(cluster.term(follower), term, "the isolated node raised its term");
+    assert_eq!(cluster.leader(), Some(NodeId(leader)));
+    cluster.heal();
+    cluster.advance_time(1_000);
+    assert_eq!(cluster.leader(), Some(NodeId(leader)), "{}", cluster.describe());
+    assert_eq!(cluster.term(leader), term, "the leader's term changed");
+    assert_eq!(cluster.term(follower), term);
+
+    // The same without pre-vote: the rejoining node's election deposes the leader.
+    let mut cluster =
+        TestCluster::with_config(3, Config { pre_vote: false, ..Config::default() }, 42);
+    let leader = cluster.elect_leader(5_000);
+    let term = cluster.term(leader);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.isolate(follower);
+    cluster.advance_time(3_000);
+    assert!(cluster.term(follower) > term, "without pre-vote the isolated node's term climbs");
+    cluster.heal();
+    cluster.advance_time(1_000);
+    assert!(cluster.term(leader) > term, "without pre-vote the leader is deposed");
+}
+
+/// A node that was cut off and whose log is behind cannot pass a pre-vote round when it comes
+/// back after the leader is gone (the other voter's log is newer, and it heard from the leader
+/// recently), so it never raises anyone's term; the up-to-date node becomes leader.
+#[test]
+fn a_node_with_a_stale_log_fails_its_pre_vote() {
+    let mut cluster = TestCluster::with_config(3, Config::default(), 43);
+    let leader = cluster.elect_leader(5_000);
+    let stale = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.isolate(stale);
+    for command in [b"a".as_slice(), b"b", b"c"] {
+        cluster.propose(leader, command).expect("the leader accepts proposals");
+        cluster.advance_time(50);
+    }
+    let term = cluster.term(leader);
+    // The leader disappears; the stale node comes back and stands first.
+    cluster.crash(leader);
+    cluster.heal();
+    cluster.campaign_pre_vote(stale);
+    cluster.deliver_all();
+    assert_eq!(cluster.term(stale), term, "the stale node passed its pre-vote");
+    // The up-to-date node wins the next election.
+    let new_leader = cluster.elect_leader(5_000);
+    assert_ne!(new_leader, stale);
 }

@@ -68,6 +68,9 @@ struct RunOptions {
     /// Fault rates: mixed (every kind of fault) or crash-storm (frequent crashes and failed syncs).
     #[arg(long, default_value = "mixed")]
     faults: String,
+    /// Run the nodes without pre-vote (the classic election).
+    #[arg(long)]
+    no_pre_vote: bool,
 }
 
 impl RunOptions {
@@ -87,6 +90,7 @@ impl RunOptions {
         };
         Ok(SimConfig {
             faults,
+            pre_vote: !self.no_pre_vote,
             node_count: self.nodes,
             workload_ms: self.workload_ms,
             planted_bug,

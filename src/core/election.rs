@@ -6,15 +6,72 @@
 //! appends a no-op entry of its term at once, so that earlier entries can commit (§5.4.2).
 //! A leader that has not heard from a majority for an election timeout steps down.
 
+use std::collections::BTreeSet;
+
 use super::progress::Progress;
 use super::quorum::majority;
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::{EntryPayload, MessageBody};
-use crate::types::{LogId, NodeId};
+use crate::types::{LogId, NodeId, Term};
 
 impl RaftCore {
+    /// The election timer fired: run a pre-vote round (when configured, and when there is
+    /// anyone to ask) or start an election at once.
+    pub(super) fn campaign(&mut self) {
+        if self.config.pre_vote && self.voters.len() > 1 {
+            self.start_pre_vote();
+        } else {
+            self.start_election();
+        }
+    }
+
+    /// Asks every voter whether it would vote for this node in the next term. Changes neither
+    /// term nor vote, so nothing needs to be persisted before asking.
+    fn start_pre_vote(&mut self) {
+        let prospective_term = self.term.next();
+        self.pre_votes_granted = Some(BTreeSet::from([self.id]));
+        self.leader_id = None;
+        self.reset_election_deadline();
+        tracing::debug!(target: LOG_TARGET, node = %self.id, "Starting pre-vote for term {prospective_term}");
+        let last_log_id = self.log.last_log_id();
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send_with_term(peer, prospective_term, MessageBody::PreVote { last_log_id });
+        }
+    }
+
+    /// Answers a pre-vote for `term` from `candidate`: yes if the term is newer, the
+    /// candidate's log is at least as up to date, and no leader is active here.
+    pub(super) fn handle_pre_vote(&mut self, candidate: NodeId, term: Term, candidate_last: LogId) {
+        let granted = term > self.term
+            && candidate_last.is_at_least_as_up_to_date_as(&self.log.last_log_id())
+            && !self.in_leader_lease();
+        let answer_term = if granted { term } else { self.term };
+        self.send_with_term(candidate, answer_term, MessageBody::PreVoteResponse { granted });
+    }
+
+    /// Counts a pre-vote from `voter`; with a majority, starts the real election.
+    pub(super) fn handle_pre_vote_granted(&mut self, voter: NodeId) {
+        let Some(granted) = self.pre_votes_granted.as_mut() else { return };
+        granted.insert(voter);
+        let count = granted.iter().filter(|id| self.voters.contains(id)).count();
+        if count >= majority(self.voters.len()) {
+            self.start_election();
+        }
+    }
+
+    /// Whether this node leads, or heard from its leader within the minimum election timeout.
+    pub(super) fn in_leader_lease(&self) -> bool {
+        self.role == Role::Leader
+            || self.last_leader_contact_ms.is_some_and(|contact| {
+                self.leader_id.is_some()
+                    && self.now_ms < contact + self.config.election_timeout_min_ms
+            })
+    }
+
     /// Starts an election for the next term (the election timer fired).
     pub(super) fn start_election(&mut self) {
+        self.pre_votes_granted = None;
         self.term = self.term.next();
         self.voted_for = Some(self.id);
         self.role = Role::Candidate;

@@ -95,6 +95,11 @@ pub struct RaftCore {
     leader_id: Option<NodeId>,
     /// Candidate only: who granted their vote in this term.
     votes_granted: BTreeSet<NodeId>,
+    /// During a pre-vote round: who said they would vote for this node in the next term.
+    pre_votes_granted: Option<BTreeSet<NodeId>>,
+    /// When this node last heard from the leader of its term (or led), for the leader lease
+    /// that lets it refuse pre-votes and ignore disruptive vote requests.
+    last_leader_contact_ms: Option<u64>,
     /// Leader only: one entry per other voter.
     progress: BTreeMap<NodeId, Progress>,
     now_ms: u64,
@@ -171,6 +176,8 @@ impl RaftCore {
             role: Role::Follower,
             leader_id: None,
             votes_granted: BTreeSet::new(),
+            pre_votes_granted: None,
+            last_leader_contact_ms: None,
             progress: BTreeMap::new(),
             now_ms: 0,
             clock_started: false,
@@ -215,7 +222,7 @@ impl RaftCore {
             }
             Role::Follower | Role::Candidate => {
                 if self.now_ms >= self.election_deadline_ms {
-                    self.start_election();
+                    self.campaign();
                 }
             }
         }
@@ -238,6 +245,29 @@ impl RaftCore {
             return;
         }
         tracing::debug!(target: LOG_TARGET, node = %self.id, "Received {}", DisplayMessage(&message));
+        // Pre-vote messages never change a term: they are answered or counted here.
+        match message.body {
+            MessageBody::PreVote { last_log_id } => {
+                self.handle_pre_vote(message.from, message.term, last_log_id);
+                return;
+            }
+            MessageBody::PreVoteResponse { granted: true } => {
+                if message.term == self.term.next() {
+                    self.handle_pre_vote_granted(message.from);
+                }
+                return;
+            }
+            MessageBody::PreVoteResponse { granted: false } if message.term <= self.term => return,
+            MessageBody::RequestVote { .. }
+                if self.config.pre_vote && message.term > self.term && self.in_leader_lease() =>
+            {
+                // A leader was heard from within the minimum election timeout: this election
+                // can only disrupt it (Raft thesis §4.2.3).
+                tracing::debug!(target: LOG_TARGET, node = %self.id, "Ignoring a vote request from {} for term {}: a leader is active", message.from, message.term);
+                return;
+            }
+            _ => {}
+        }
         if message.term > self.term {
             let leader = match message.body {
                 MessageBody::AppendEntries { .. } => Some(message.from),
@@ -255,6 +285,8 @@ impl RaftCore {
             MessageBody::RequestVoteResponse { granted } => {
                 self.handle_vote_response(message.from, granted);
             }
+            // Handled above: a refusal from a newer term has made this node a follower.
+            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {}
             MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
                 if let Err(problem) = check_entries(message.term, prev_log_id, &entries) {
                     tracing::warn!(target: LOG_TARGET, node = %self.id, from = %message.from, "Dropping malformed AppendEntries: {problem}");
@@ -354,6 +386,14 @@ impl RaftCore {
         self.messages.push(message);
     }
 
+    /// Queues a pre-vote message, whose term is the term asked about rather than this node's,
+    /// to be sent at once (pre-votes change no durable state).
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let message = Message { from: self.id, to, term, body };
+        tracing::debug!(target: LOG_TARGET, node = %self.id, "Sending {}", DisplayMessage(&message));
+        self.messages.push(message);
+    }
+
     /// Queues a message that may only be sent once this node's state is persisted.
     fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
         let message = Message { from: self.id, to, term: self.term, body };
@@ -381,6 +421,7 @@ impl RaftCore {
         self.role = Role::Follower;
         self.leader_id = leader;
         self.votes_granted.clear();
+        self.pre_votes_granted = None;
         self.progress.clear();
         self.reset_election_deadline();
     }
@@ -415,7 +456,10 @@ impl RaftCore {
                     }),
                 );
             }
-            MessageBody::RequestVoteResponse { .. } | MessageBody::AppendEntriesResponse(_) => {}
+            MessageBody::RequestVoteResponse { .. }
+            | MessageBody::AppendEntriesResponse(_)
+            | MessageBody::PreVote { .. }
+            | MessageBody::PreVoteResponse { .. } => {}
         }
     }
 }
@@ -454,6 +498,10 @@ impl fmt::Display for DisplayMessage<'_> {
             }
             MessageBody::RequestVoteResponse { granted } => {
                 write!(f, "RequestVoteResponse granted={granted}")
+            }
+            MessageBody::PreVote { last_log_id } => write!(f, "PreVote last_log={last_log_id}"),
+            MessageBody::PreVoteResponse { granted } => {
+                write!(f, "PreVoteResponse granted={granted}")
             }
             MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => write!(
                 f,
@@ -528,5 +576,56 @@ mod tests {
             .expect("a valid log");
         assert_eq!(core.term(), Term(3));
         assert_eq!(core.voted_for(), None);
+    }
+}
+
+#[cfg(test)]
+mod pre_vote_tests {
+    use super::*;
+
+    fn voter_with_log(terms: &[u64]) -> RaftCore {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(position, term)| Entry {
+                term: Term(*term),
+                index: LogIndex(position as u64 + 1),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(0) };
+        let initial = InitialState { hard_state, entries };
+        let mut core =
+            RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 3)
+                .expect("a valid log");
+        core.tick(0);
+        core
+    }
+
+    fn pre_vote_answer(core: &mut RaftCore, candidate_last: LogId) -> (Term, bool) {
+        core.step(Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(3),
+            body: MessageBody::PreVote { last_log_id: candidate_last },
+        });
+        let ready = core.ready();
+        assert!(ready.hard_state.is_none(), "a pre-vote changes no durable state");
+        let answer = ready.messages.into_iter().next().expect("an answer");
+        match answer.body {
+            MessageBody::PreVoteResponse { granted } => (answer.term, granted),
+            other => panic!("expected a PreVoteResponse, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pre_votes_follow_the_election_restriction_and_change_no_term() {
+        let mut core = voter_with_log(&[1, 2]);
+        let behind = LogId::new(Term(1), LogIndex(5));
+        assert_eq!(pre_vote_answer(&mut core, behind), (Term(2), false));
+        let level = LogId::new(Term(2), LogIndex(2));
+        assert_eq!(pre_vote_answer(&mut core, level), (Term(3), true));
+        assert_eq!(core.term(), Term(2), "answering a pre-vote raised the term");
+        assert_eq!(core.voted_for(), None, "answering a pre-vote cast a vote");
     }
 }

@@ -137,6 +137,7 @@ impl RaftCore {
         } else {
             self.reset_election_deadline();
         }
+        self.last_leader_contact_ms = Some(self.now_ms);
 
         let response = match self.log.term_at(prev_log_id.index) {
             None => AppendResponse::Rejected {

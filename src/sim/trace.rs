@@ -51,6 +51,15 @@ impl TraceHash {
                 self.add_u64(2);
                 self.add_u64(u64::from(*granted));
             }
+            MessageBody::PreVote { last_log_id } => {
+                self.add_u64(6);
+                self.add_u64(last_log_id.term.0);
+                self.add_u64(last_log_id.index.0);
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                self.add_u64(7);
+                self.add_u64(u64::from(*granted));
+            }
             MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
                 self.add_u64(3);
                 self.add_u64(prev_log_id.term.0);

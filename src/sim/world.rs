@@ -414,7 +414,7 @@ impl World {
         let core = RaftCore::new(
             id,
             self.members.clone(),
-            Config::default(),
+            Config { pre_vote: self.config.pre_vote, ..Config::default() },
             initial,
             self.rng.next_u64(),
         );

@@ -280,7 +280,8 @@ pub struct TestCluster {
 impl TestCluster {
     /// `size` nodes (ids 1..=size) with empty logs and the default configuration.
     pub fn new(size: u64, seed: u64) -> Self {
-        Self::with_config(size, Config::default(), seed)
+        // Scripted scenarios script the real vote; pre-vote has its own scenarios.
+        Self::with_config(size, Config { pre_vote: false, ..Config::default() }, seed)
     }
 
     /// `size` nodes (ids 1..=size) with empty logs.
@@ -575,6 +576,15 @@ impl TestCluster {
         let deadline = node.started_at_ms + self.core(id).next_deadline_ms();
         self.now_ms = self.now_ms.max(deadline);
         self.tick(node_id);
+    }
+
+    /// Fires node `id`'s election timer with pre-vote on: it starts a pre-vote round, its term
+    /// unchanged. Nothing is delivered.
+    pub fn campaign_pre_vote(&mut self, id: u64) {
+        assert_ne!(self.role(id), Role::Leader, "node{id} already leads");
+        let term_before = self.term(id);
+        self.fire_timer(id);
+        assert_eq!(self.term(id), term_before, "node{id} raised its term before a pre-vote");
     }
 
     /// Makes follower or candidate `id` start an election now, by firing its election timer.
