@@ -313,14 +313,18 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 }
             },
         );
-        let current = Status::of(&self.driver.core);
-        self.status.send_if_modified(|status| {
-            let changed = *status != current;
-            if changed {
-                *status = current;
-            }
-            changed
-        });
+        if result.is_ok() {
+            // After a storage failure the core may hold state that never became durable:
+            // the last status published stays the last one that was.
+            let current = Status::of(&self.driver.core);
+            self.status.send_if_modified(|status| {
+                let changed = *status != current;
+                if changed {
+                    *status = current;
+                }
+                changed
+            });
+        }
         for (reply, outcome) in completed {
             let _ = reply.send(outcome);
         }

@@ -859,3 +859,26 @@ fn missing_first_segment_is_refused() {
     let error = open_fails_unchanged(dir.path(), identity(), &options);
     assert!(error.to_string().contains(&segment_name(1)), "{error}");
 }
+
+/// A last segment cut inside its header is recreated only when its bytes are the start of the
+/// header this node would write: another node's short segment is refused untouched.
+#[test]
+fn a_short_segment_of_another_node_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = WalIdentity { node_id: NodeId(2), cluster_id: 7 };
+    drop(WalStorage::open(dir.path(), other, WalOptions::default()).unwrap());
+    let path = segment(dir.path(), 1);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..30]).unwrap();
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    assert!(matches!(error, StorageError::CorruptRecord { offset: 0, .. }), "{error:?}");
+}
+
+/// Options whose largest entry could not be framed (a length over `u32::MAX`) are refused.
+#[test]
+fn options_with_an_unframeable_entry_size_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { max_entry_bytes: usize::MAX, ..WalOptions::default() };
+    let result = WalStorage::open(dir.path(), identity(), options);
+    assert!(matches!(result, Err(StorageError::EntryTooLarge { .. })));
+}

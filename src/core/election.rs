@@ -52,6 +52,9 @@ impl RaftCore {
 
     /// Counts a pre-vote from `voter`; with a majority, starts the real election.
     pub(super) fn handle_pre_vote_granted(&mut self, voter: NodeId) {
+        if self.role == Role::Leader {
+            return;
+        }
         let Some(granted) = self.pre_votes_granted.as_mut() else { return };
         granted.insert(voter);
         let count = granted.iter().filter(|id| self.voters.contains(id)).count();
@@ -147,6 +150,8 @@ impl RaftCore {
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
         self.votes_granted.clear();
+        // A pre-vote round started before a late vote won the election is over.
+        self.pre_votes_granted = None;
         let next_index = self.log.last_index().next();
         let peers: Vec<NodeId> = self.peers().collect();
         self.progress = peers.into_iter().map(|peer| (peer, Progress::new(next_index))).collect();

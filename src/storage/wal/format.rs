@@ -189,7 +189,8 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
         }
         Some(&KIND_HARD_STATE) if body.len() == HARD_STATE_BODY_LEN => {
             let voted_for = match body[9] {
-                0 => None,
+                0 if read_u64(body, 10) == 0 => None,
+                0 => return Err(String::from("hard state has a voted-for value but no vote flag")),
                 1 => Some(NodeId(read_u64(body, 10))),
                 other => return Err(format!("hard state vote flag {other} is invalid")),
             };

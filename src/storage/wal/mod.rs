@@ -119,9 +119,25 @@ impl<F: FileSystem> WalStorage<F> {
         options: WalOptions,
     ) -> Result<Self, StorageError> {
         let dir = dir.as_ref().to_path_buf();
+        let max_body_len = options
+            .max_entry_bytes
+            .checked_add(ENTRY_BODY_OVERHEAD)
+            .filter(|length| u32::try_from(*length).is_ok())
+            .ok_or_else(|| StorageError::EntryTooLarge {
+                size: options.max_entry_bytes,
+                max: u32::MAX as usize - ENTRY_BODY_OVERHEAD,
+            })?;
+        let existed = fs.list(&dir).is_ok();
         fs.create_dir_all(&dir)
             .map_err(|error| StorageError::io(format!("creating {}", dir.display()), error))?;
-        let max_body_len = ENTRY_BODY_OVERHEAD + options.max_entry_bytes;
+        if !existed {
+            // Make the new directory's own entry durable, or a power loss could take it away.
+            let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
+            let parent = parent.unwrap_or(Path::new("."));
+            fs.sync_dir(parent).map_err(|error| {
+                StorageError::io(format!("syncing {}", parent.display()), error)
+            })?;
+        }
         let recovered = recovery::recover(&fs, &dir, identity, max_body_len)?;
         let hard_state = recovered.state.hard_state;
         let (file, sequence, segment_len) = match recovered.tail {
@@ -138,8 +154,17 @@ impl<F: FileSystem> WalStorage<F> {
                         StorageError::io(format!("truncating {}", tail.path.display()), error)
                     })?;
                 }
-                let file = fs.open_append(&tail.path).map_err(|error| {
+                let mut file = fs.open_append(&tail.path).map_err(|error| {
                     StorageError::io(format!("opening {}", tail.path.display()), error)
+                })?;
+                // What recovery read may have been only in the page cache (a process killed
+                // before its sync): make it durable before the node acts on it, since it will
+                // not be written again.
+                file.sync_data().map_err(|error| {
+                    StorageError::io(format!("syncing {}", tail.path.display()), error)
+                })?;
+                fs.sync_dir(&dir).map_err(|error| {
+                    StorageError::io(format!("syncing {}", dir.display()), error)
                 })?;
                 (file, tail.sequence, tail.valid_len)
             }

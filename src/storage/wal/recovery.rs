@@ -86,8 +86,18 @@ pub(crate) fn recover<F: FileSystem>(
             offset: offset as u64,
             reason,
         };
-        let creation_cut_short =
-            is_last && (bytes.len() < HEADER_LEN || bytes.iter().all(|byte| *byte == 0));
+        // Only bytes this node would have written at creation count as a creation cut short:
+        // a short file of anything else (another node's, another version's) is refused.
+        let expected_header = SegmentHeader {
+            format_version: FORMAT_VERSION,
+            node_id: identity.node_id.0,
+            cluster_id: identity.cluster_id,
+            sequence: *sequence,
+        }
+        .encode();
+        let creation_cut_short = is_last
+            && (bytes.iter().all(|byte| *byte == 0)
+                || (bytes.len() < HEADER_LEN && bytes[..] == expected_header[..bytes.len()]));
         if creation_cut_short {
             // A crash interrupted the creation of the last segment (a short file, or one the
             // file system grew before the data reached the disk): it is created again.
