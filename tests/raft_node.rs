@@ -36,7 +36,6 @@ fn count(result: &[u8]) -> u64 {
 struct Cluster {
     network: ChannelNetwork,
     members: Vec<NodeId>,
-    storages: Vec<MemoryStorage>,
     nodes: Vec<RaftNode>,
 }
 
@@ -44,23 +43,21 @@ impl Cluster {
     fn start(size: u64) -> Cluster {
         let network = ChannelNetwork::new();
         let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
-        let storages: Vec<MemoryStorage> = members.iter().map(|_| MemoryStorage::new()).collect();
         let nodes = members
             .iter()
-            .zip(&storages)
-            .map(|(id, storage)| {
+            .map(|id| {
                 RaftNode::start(
                     *id,
                     members.clone(),
                     Config::default(),
-                    storage.clone(),
+                    MemoryStorage::new(),
                     network.join(*id),
                     Recorder::default(),
                 )
                 .expect("valid configuration")
             })
             .collect();
-        Cluster { network, members, storages, nodes }
+        Cluster { network, members, nodes }
     }
 
     async fn leader(&self) -> &RaftNode {
@@ -191,38 +188,6 @@ async fn shutdown_is_clean_and_idempotent() {
     leader.shutdown().await.unwrap();
 }
 
-/// A node restarted from its storage keeps its term and log and rebuilds its state machine by
-/// applying the committed entries again.
-#[tokio::test(start_paused = true)]
-async fn a_restarted_node_replays_its_committed_log() {
-    let cluster = Cluster::start(1);
-    let leader = cluster.leader().await;
-    for _ in 0..5 {
-        leader.propose(b"entry".to_vec()).await.unwrap();
-    }
-    let before = leader.status();
-    leader.shutdown().await.unwrap();
-
-    let restarted = RaftNode::start(
-        NodeId(1),
-        [NodeId(1)],
-        Config::default(),
-        cluster.storages[0].clone(),
-        cluster.network.join(NodeId(1)),
-        Recorder::default(),
-    )
-    .unwrap();
-    let status = restarted
-        .wait_for(DEADLINE, |status| status.applied_index >= before.commit_index)
-        .await
-        .unwrap();
-    assert!(status.term >= before.term);
-    restarted.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
-    // Five commands were applied again on restart, so the next one is the sixth.
-    assert_eq!(count(&restarted.propose(b"after".to_vec()).await.unwrap()), 6);
-    restarted.shutdown().await.unwrap();
-}
-
 /// Invalid start parameters are clear errors.
 #[tokio::test]
 async fn invalid_configuration_and_membership_are_refused() {
@@ -301,15 +266,7 @@ async fn concurrent_proposals_share_syncs() {
     let network = ChannelNetwork::new();
     let storage = CountingStorage::default();
     let syncs = std::sync::Arc::clone(&storage.syncs);
-    let node = RaftNode::start(
-        NodeId(1),
-        [NodeId(1)],
-        Config::default(),
-        storage,
-        network.join(NodeId(1)),
-        Recorder::default(),
-    )
-    .unwrap();
+    let node = start_single(storage, &network);
     node.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
     let before = syncs.load(std::sync::atomic::Ordering::Relaxed);
     let proposals: Vec<_> = (0..200u64)
@@ -326,24 +283,28 @@ async fn concurrent_proposals_share_syncs() {
     node.shutdown().await.unwrap();
 }
 
-/// A node restarted from its data directory (the write-ahead log) has its term, vote and log,
-/// and rebuilds its state machine by applying the committed entries again.
-#[tokio::test(start_paused = true)]
-async fn a_node_restarts_from_its_data_directory() {
-    use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
-    let dir = tempfile::tempdir().unwrap();
-    let identity = WalIdentity { node_id: NodeId(1), cluster_id: 5 };
-    let network = ChannelNetwork::new();
-    let open = || WalStorage::open(dir.path(), identity, WalOptions::default()).unwrap();
-    let node = RaftNode::start(
+/// Starts a single-node cluster on `storage`.
+fn start_single<S: raft_consensus::storage::Storage>(
+    storage: S,
+    network: &ChannelNetwork,
+) -> RaftNode {
+    RaftNode::start(
         NodeId(1),
         [NodeId(1)],
         Config::default(),
-        open(),
+        storage,
         network.join(NodeId(1)),
         Recorder::default(),
     )
-    .unwrap();
+    .expect("valid configuration")
+}
+
+/// Runs a node on storage from `open`, proposes ten commands, stops it, starts it again on
+/// storage from `open`, and checks that it kept its term and log and rebuilt its state
+/// machine by applying the committed entries again.
+async fn assert_restart_replays_the_log<S: raft_consensus::storage::Storage>(open: impl Fn() -> S) {
+    let network = ChannelNetwork::new();
+    let node = start_single(open(), &network);
     node.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
     for _ in 0..10 {
         node.propose(b"entry".to_vec()).await.unwrap();
@@ -351,15 +312,7 @@ async fn a_node_restarts_from_its_data_directory() {
     let before = node.status();
     node.shutdown().await.unwrap();
 
-    let restarted = RaftNode::start(
-        NodeId(1),
-        [NodeId(1)],
-        Config::default(),
-        open(),
-        network.join(NodeId(1)),
-        Recorder::default(),
-    )
-    .unwrap();
+    let restarted = start_single(open(), &network);
     let status = restarted
         .wait_for(DEADLINE, |status| status.applied_index >= before.commit_index)
         .await
@@ -367,6 +320,27 @@ async fn a_node_restarts_from_its_data_directory() {
     assert!(status.term >= before.term);
     assert!(status.last_log_index >= before.last_log_index);
     restarted.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    // Ten commands were applied again on restart, so the next one is the eleventh.
     assert_eq!(count(&restarted.propose(b"after".to_vec()).await.unwrap()), 11);
     restarted.shutdown().await.unwrap();
+}
+
+/// A node restarted from its (in-memory) storage replays its committed log.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_replays_its_committed_log() {
+    let storage = MemoryStorage::new();
+    assert_restart_replays_the_log(|| storage.clone()).await;
+}
+
+/// A node restarted from its data directory (the write-ahead log) has its term, vote and log,
+/// and rebuilds its state machine by applying the committed entries again.
+#[tokio::test(start_paused = true)]
+async fn a_node_restarts_from_its_data_directory() {
+    use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let identity = WalIdentity { node_id: NodeId(1), cluster_id: 5 };
+    assert_restart_replays_the_log(|| {
+        WalStorage::open(dir.path(), identity, WalOptions::default()).unwrap()
+    })
+    .await;
 }

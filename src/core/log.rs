@@ -131,24 +131,28 @@ impl RaftLog {
     }
 }
 
+/// Blank entries at indexes 1, 2, ... with the given terms (for tests).
+#[cfg(test)]
+pub(crate) fn blank_entries_with_terms(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(position, term)| Entry {
+            term: Term(*term),
+            index: LogIndex(position as u64 + 1),
+            payload: crate::message::EntryPayload::Blank,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::EntryPayload;
 
     fn log_of_terms(terms: &[u64]) -> RaftLog {
-        RaftLog::from_entries(
-            terms
-                .iter()
-                .enumerate()
-                .map(|(position, term)| Entry {
-                    term: Term(*term),
-                    index: LogIndex(position as u64 + 1),
-                    payload: EntryPayload::Blank,
-                })
-                .collect(),
-        )
-        .expect("the test builds a contiguous log with non-decreasing terms")
+        RaftLog::from_entries(blank_entries_with_terms(terms))
+            .expect("the test builds a contiguous log with non-decreasing terms")
     }
 
     #[test]

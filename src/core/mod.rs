@@ -584,15 +584,7 @@ mod pre_vote_tests {
     use super::*;
 
     fn voter_with_log(terms: &[u64]) -> RaftCore {
-        let entries = terms
-            .iter()
-            .enumerate()
-            .map(|(position, term)| Entry {
-                term: Term(*term),
-                index: LogIndex(position as u64 + 1),
-                payload: EntryPayload::Blank,
-            })
-            .collect();
+        let entries = log::blank_entries_with_terms(terms);
         let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(0) };
         let initial = InitialState { hard_state, entries };
         let mut core =
