@@ -9,7 +9,9 @@
 //!
 //! - messages lost, duplicated, delayed and reordered;
 //! - partitions: symmetric, one-way, and bridged (one node sees both sides), healed later;
-//! - crashes and restarts, in which unsynced writes are lost and the last one may be torn;
+//! - crashes and restarts: half are process crashes, after which unsynced bytes are still in
+//!   the page cache (and the restarted node reads them), half are power losses, in which
+//!   unsynced writes are lost and the last one may be torn at any byte;
 //! - failed syncs (the node stops, as a real one must). Nodes store their logs in the real
 //!   write-ahead log on a simulated disk. Crashes fall between events and the driver syncs
 //!   within one event, so unsynced bytes exist at a crash only after a failed sync: that is
@@ -115,6 +117,10 @@ pub struct FaultConfig {
     pub min_downtime_ms: u64,
     /// Longest a crashed node stays down.
     pub max_downtime_ms: u64,
+    /// Probability that a crash is a process crash, which leaves unsynced bytes in the page
+    /// cache (readable after the restart, lost only by a later power loss), rather than a
+    /// power loss.
+    pub process_crash: f64,
     /// At a crash: probability that part of the unsynced bytes survives (cut at any byte,
     /// so the last record is torn); otherwise all unsynced bytes are lost.
     pub torn_write: f64,
@@ -143,6 +149,7 @@ impl Default for FaultConfig {
             crash: 0.04,
             min_downtime_ms: 50,
             max_downtime_ms: 1_500,
+            process_crash: 0.5,
             torn_write: 0.5,
             sync_failure: 0.005,
             pause: 0.02,
@@ -267,6 +274,8 @@ pub struct FaultCounts {
     pub partitions: u64,
     /// Node crashes (including nodes stopped by a failed sync).
     pub crashes: u64,
+    /// Of those, process crashes (page cache kept); the others were power losses.
+    pub process_crashes: u64,
     /// Unsynced bytes lost at crashes.
     pub lost_unsynced_bytes: u64,
     /// Crashes that left part of an unsynced write on disk (a torn record).
@@ -287,6 +296,7 @@ impl FaultCounts {
         self.messages_reordered += other.messages_reordered;
         self.partitions += other.partitions;
         self.crashes += other.crashes;
+        self.process_crashes += other.process_crashes;
         self.lost_unsynced_bytes += other.lost_unsynced_bytes;
         self.torn_writes += other.torn_writes;
         self.sync_failures += other.sync_failures;
@@ -299,12 +309,13 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {}, lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
+            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {} ({} process crashes), lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
             self.messages_dropped,
             self.messages_duplicated,
             self.messages_reordered,
             self.partitions,
             self.crashes,
+            self.process_crashes,
             self.lost_unsynced_bytes,
             self.torn_writes,
             self.sync_failures,

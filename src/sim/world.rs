@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use crate::config::Config;
 use crate::core::{RaftCore, Role};
 use crate::driver::{Applied, Driver};
-use crate::error::ProposeError;
+use crate::error::{ProposeError, StorageError};
 use crate::linearizability::{
     CheckResult, KvInput, KvModel, KvOutput, Operation, check_with_limit,
 };
@@ -18,7 +18,7 @@ use crate::storage::Storage;
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::checks::{Checker, Violation};
-use super::disk::{SimDisk, SimStorage};
+use super::disk::{CrashDamage, SimDisk, SimStorage};
 use super::kv::{KvAnswer, KvOperation, SimKv};
 use super::network::{MessageFate, PartitionKind, SimNetwork};
 use super::rng::SimRng;
@@ -404,10 +404,20 @@ impl World {
     fn start_node(&mut self, id: NodeId) {
         let position = self.node_position(id);
         let forget_vote = self.config.planted_bug == Some(PlantedBug::ForgetVoteOnRestart);
-        // The real write-ahead log recovers from whatever the crash left; a refusal here
-        // (corruption it cannot explain) is reported as a violation of this run.
-        let mut storage = SimStorage::open(self.nodes[position].disk.clone(), id, forget_vote)
-            .unwrap_or_else(|error| panic!("{id} cannot reopen its write-ahead log: {error}"));
+        // The real write-ahead log recovers from whatever the crash left. An injected I/O
+        // error keeps the node down until a later attempt; any other refusal (corruption it
+        // cannot explain) is reported as a violation of this run.
+        let mut storage = match SimStorage::open(self.nodes[position].disk.clone(), id, forget_vote)
+        {
+            Ok(storage) => storage,
+            Err(StorageError::Io { .. }) => {
+                self.trace_event(format_args!("{id} fails to open its log (I/O error); retrying"));
+                let retry = self.config.faults.min_downtime_ms.max(1);
+                self.schedule(retry, Event::Restart(id));
+                return;
+            }
+            Err(error) => panic!("{id} cannot reopen its write-ahead log: {error}"),
+        };
         let initial = storage
             .load()
             .unwrap_or_else(|error| panic!("{id} cannot load its write-ahead log: {error}"));
@@ -455,15 +465,25 @@ impl World {
         node.paused_until = None;
         node.deferred.clear();
         node.tick_scheduled_at = None;
-        let damage = node.disk.crash(&mut self.rng, self.config.faults.torn_write);
+        // A process crash leaves the operating system's page cache (unsynced bytes stay
+        // readable, and may still be lost by a later power loss); a power loss does not.
+        let power_loss = !self.rng.chance(self.config.faults.process_crash);
+        let damage = if power_loss {
+            node.disk.crash(&mut self.rng, self.config.faults.torn_write)
+        } else {
+            self.faults.process_crashes += 1;
+            CrashDamage::default()
+        };
         self.faults.crashes += 1;
         self.faults.lost_unsynced_bytes += damage.lost_bytes as u64;
         self.faults.torn_writes += u64::from(damage.torn);
         self.trace.add_u64(0xA3);
         self.trace.add_u64(id.0);
         self.trace_event(format_args!(
-            "{id} crashes ({} unsynced bytes lost, torn: {})",
-            damage.lost_bytes, damage.torn
+            "{id} crashes ({}; {} unsynced bytes lost, torn: {})",
+            if power_loss { "power loss" } else { "process crash, page cache kept" },
+            damage.lost_bytes,
+            damage.torn
         ));
         // Once the workload is over, faults are healed: a node that stops then (a sync failure
         // injected earlier) comes back at once.
