@@ -223,9 +223,9 @@ impl FaultConfig {
 /// A real protocol bug the simulator can plant, to show that its checks have teeth.
 ///
 /// How often a crash-storm seed catches each one (measured, see `BENCHMARKS.md`):
-/// `AcknowledgeBeforeSync` about 1 seed in 10; `ForgetVoteOnRestart` about 5 in 1,000 with
+/// `AcknowledgeBeforeSync` about 5 seeds in 100; `ForgetVoteOnRestart` about 4 in 1,000 with
 /// pre-vote off (pre-vote makes two candidates in one term, which it needs, very rare: 0 in
-/// 10,000); both are CI tests. `CommitPreviousTermByCounting` 3 in 10,000, too rare for CI (it
+/// 10,000); both are CI tests. `CommitPreviousTermByCounting` about 1 safety violation in 10,000 (it
 /// needs Figure 8's exact sequence of crashes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
