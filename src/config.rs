@@ -93,9 +93,22 @@ impl Config {
                 return Err(ConfigError::ZeroLimit { name });
             }
         }
+        // Entries and their counts are framed with 32-bit lengths on the wire and on disk.
+        for (name, value) in [
+            ("max_entry_bytes", self.max_entry_bytes),
+            ("max_append_entries", self.max_append_entries),
+        ] {
+            if value > MAX_FRAMED_LENGTH {
+                return Err(ConfigError::LimitTooLarge { name, max: MAX_FRAMED_LENGTH });
+            }
+        }
         Ok(())
     }
 }
+
+/// The largest entry size or entry count a 32-bit length field can carry, with room for the
+/// record around it.
+const MAX_FRAMED_LENGTH: usize = (u32::MAX as usize) - 64;
 
 #[cfg(test)]
 mod tests {
@@ -124,6 +137,11 @@ mod tests {
         assert!(matches!(
             empty_range.validate(),
             Err(ConfigError::EmptyElectionTimeoutRange { .. })
+        ));
+        let huge_entries = Config { max_entry_bytes: usize::MAX, ..Config::default() };
+        assert!(matches!(
+            huge_entries.validate(),
+            Err(ConfigError::LimitTooLarge { name: "max_entry_bytes", .. })
         ));
         let zero_inflight = Config { max_inflight_appends: 0, ..Config::default() };
         assert_eq!(

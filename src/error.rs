@@ -37,6 +37,14 @@ pub enum ConfigError {
         /// The configured minimum election timeout.
         election_timeout_min_ms: u64,
     },
+    /// A size or count limit is larger than the 32-bit length fields that frame it.
+    #[error("{name} must be at most {max}")]
+    LimitTooLarge {
+        /// The name of the offending field.
+        name: &'static str,
+        /// The largest value allowed.
+        max: usize,
+    },
     /// A size or count limit is zero, so nothing could ever be sent or accepted.
     #[error("{name} must be greater than zero")]
     ZeroLimit {

@@ -5,6 +5,7 @@
 //! channels, for tests and examples).
 
 mod channel;
+pub mod codec;
 
 use std::future::Future;
 

@@ -1,0 +1,401 @@
+//! The wire encoding of [`Message`]s, for transports that cross a process boundary.
+//!
+//! An explicit, versioned little-endian record (no serialisation framework, so the format is
+//! what this file says and nothing a dependency upgrade can change). Decoding checks every
+//! length against the bytes present before it allocates or slices, rejects unknown versions,
+//! kinds and flags and trailing bytes, and never panics: bad input from the network is an
+//! error, not a crash. Entry payloads are sliced out of the input without copying.
+//!
+//! ```text
+//! message: version u8 (1) | kind u8 | from u64 | to u64 | term u64 | body
+//! kind 1 RequestVote, 3 PreVote:       last log term u64 | last log index u64
+//! kind 2 RequestVoteResponse,
+//! kind 4 PreVoteResponse:              granted u8 (0 or 1)
+//! kind 5 AppendEntries:                prev term u64 | prev index u64 | leader commit u64
+//!                                      | entry count u32 | entries
+//!   entry:                             term u64 | index u64 | payload kind u8 (0 blank,
+//!                                      1 command) | command length u32 | command bytes
+//! kind 6 AppendEntriesResponse
+//!        (accepted):                   match index u64
+//! kind 7 AppendEntriesResponse
+//!        (rejected):                   rejected prev index u64 | has conflict term u8
+//!                                      | conflict term u64 | first index u64
+//! ```
+
+use bytes::Bytes;
+
+use crate::message::{AppendResponse, ConflictHint, Entry, EntryPayload, Message, MessageBody};
+use crate::types::{LogId, LogIndex, NodeId, Term};
+
+/// The wire format version this build writes and reads.
+pub const WIRE_FORMAT_VERSION: u8 = 1;
+
+/// Bytes of an entry besides its command.
+const ENTRY_OVERHEAD: usize = 8 + 8 + 1 + 4;
+
+/// Why bytes could not be decoded as a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes end before the message does.
+    #[error(
+        "message truncated: {field} needs {needed} bytes at offset {offset}, {available} remain"
+    )]
+    Truncated {
+        /// What was being read.
+        field: &'static str,
+        /// Where.
+        offset: usize,
+        /// How many bytes it needs.
+        needed: usize,
+        /// How many are left.
+        available: usize,
+    },
+    /// A wire format version this build does not know.
+    #[error("unknown wire format version {0} (this build speaks version {WIRE_FORMAT_VERSION})")]
+    UnknownVersion(u8),
+    /// A message kind this version does not define.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// A flag byte that is neither 0 nor 1, or a payload kind that does not exist.
+    #[error("invalid {field} byte {value}")]
+    InvalidByte {
+        /// Which field.
+        field: &'static str,
+        /// The byte found.
+        value: u8,
+    },
+    /// Bytes left over after a complete message.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+/// Appends the encoding of `message` to `buffer`.
+pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
+    let kind = match &message.body {
+        MessageBody::RequestVote { .. } => 1,
+        MessageBody::RequestVoteResponse { .. } => 2,
+        MessageBody::PreVote { .. } => 3,
+        MessageBody::PreVoteResponse { .. } => 4,
+        MessageBody::AppendEntries { .. } => 5,
+        MessageBody::AppendEntriesResponse(AppendResponse::Accepted { .. }) => 6,
+        MessageBody::AppendEntriesResponse(AppendResponse::Rejected { .. }) => 7,
+    };
+    buffer.push(WIRE_FORMAT_VERSION);
+    buffer.push(kind);
+    put_u64(buffer, message.from.0);
+    put_u64(buffer, message.to.0);
+    put_u64(buffer, message.term.0);
+    match &message.body {
+        MessageBody::RequestVote { last_log_id } | MessageBody::PreVote { last_log_id } => {
+            put_u64(buffer, last_log_id.term.0);
+            put_u64(buffer, last_log_id.index.0);
+        }
+        MessageBody::RequestVoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
+            buffer.push(u8::from(*granted))
+        }
+        MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+            put_u64(buffer, prev_log_id.term.0);
+            put_u64(buffer, prev_log_id.index.0);
+            put_u64(buffer, leader_commit.0);
+            // Config::validate keeps entry counts and sizes within 32 bits.
+            debug_assert!(u32::try_from(entries.len()).is_ok());
+            let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+            buffer.extend_from_slice(&count.to_le_bytes());
+            for entry in entries.iter().take(count as usize) {
+                put_u64(buffer, entry.term.0);
+                put_u64(buffer, entry.index.0);
+                let command: &[u8] = match &entry.payload {
+                    EntryPayload::Blank => &[],
+                    EntryPayload::Command(bytes) => bytes,
+                };
+                buffer.push(u8::from(matches!(entry.payload, EntryPayload::Command(_))));
+                debug_assert!(u32::try_from(command.len()).is_ok());
+                let length = u32::try_from(command.len()).unwrap_or(u32::MAX);
+                buffer.extend_from_slice(&length.to_le_bytes());
+                buffer.extend_from_slice(&command[..length as usize]);
+            }
+        }
+        MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index }) => {
+            put_u64(buffer, match_index.0);
+        }
+        MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
+            rejected_prev_index,
+            hint,
+        }) => {
+            put_u64(buffer, rejected_prev_index.0);
+            buffer.push(u8::from(hint.conflict_term.is_some()));
+            put_u64(buffer, hint.conflict_term.map_or(0, |term| term.0));
+            put_u64(buffer, hint.first_index.0);
+        }
+    }
+}
+
+/// Decodes one message that fills `bytes` exactly. Entry payloads share `bytes`' memory.
+pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
+    let mut reader = Reader { bytes, offset: 0 };
+    let version = reader.u8("version")?;
+    if version != WIRE_FORMAT_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let kind = reader.u8("kind")?;
+    let from = NodeId(reader.u64("from")?);
+    let to = NodeId(reader.u64("to")?);
+    let term = Term(reader.u64("term")?);
+    let body = match kind {
+        1 | 3 => {
+            let last_log_id = reader.log_id("last log id")?;
+            if kind == 1 {
+                MessageBody::RequestVote { last_log_id }
+            } else {
+                MessageBody::PreVote { last_log_id }
+            }
+        }
+        2 => MessageBody::RequestVoteResponse { granted: reader.flag("granted")? },
+        4 => MessageBody::PreVoteResponse { granted: reader.flag("granted")? },
+        5 => {
+            let prev_log_id = reader.log_id("prev log id")?;
+            let leader_commit = LogIndex(reader.u64("leader commit")?);
+            let count = reader.u32("entry count")? as usize;
+            // Never trust a count for an allocation: each entry takes at least its overhead.
+            let available = reader.remaining();
+            if count > available / ENTRY_OVERHEAD {
+                return Err(DecodeError::Truncated {
+                    field: "entries",
+                    offset: reader.offset,
+                    needed: count.saturating_mul(ENTRY_OVERHEAD),
+                    available,
+                });
+            }
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                let entry_term = Term(reader.u64("entry term")?);
+                let index = LogIndex(reader.u64("entry index")?);
+                let payload_kind = reader.u8("payload kind")?;
+                let length = reader.u32("command length")? as usize;
+                let command = reader.slice("command", length)?;
+                let payload = match payload_kind {
+                    0 if length == 0 => EntryPayload::Blank,
+                    1 => EntryPayload::Command(command),
+                    value => return Err(DecodeError::InvalidByte { field: "payload kind", value }),
+                };
+                entries.push(Entry { term: entry_term, index, payload });
+            }
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit }
+        }
+        6 => MessageBody::AppendEntriesResponse(AppendResponse::Accepted {
+            match_index: LogIndex(reader.u64("match index")?),
+        }),
+        7 => {
+            let rejected_prev_index = LogIndex(reader.u64("rejected prev index")?);
+            let has_conflict_term = reader.flag("has conflict term")?;
+            let conflict_term = Term(reader.u64("conflict term")?);
+            let first_index = LogIndex(reader.u64("first index")?);
+            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
+                rejected_prev_index,
+                hint: ConflictHint {
+                    conflict_term: has_conflict_term.then_some(conflict_term),
+                    first_index,
+                },
+            })
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    if reader.remaining() > 0 {
+        return Err(DecodeError::TrailingBytes(reader.remaining()));
+    }
+    Ok(Message { from, to, term, body })
+}
+
+fn put_u64(buffer: &mut Vec<u8>, value: u64) {
+    buffer.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A cursor that checks every read against the bytes left.
+struct Reader<'a> {
+    bytes: &'a Bytes,
+    offset: usize,
+}
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.offset
+    }
+
+    fn take(&mut self, field: &'static str, needed: usize) -> Result<&[u8], DecodeError> {
+        let available = self.remaining();
+        if needed > available {
+            return Err(DecodeError::Truncated { field, offset: self.offset, needed, available });
+        }
+        let start = self.offset;
+        self.offset += needed;
+        Ok(&self.bytes[start..start + needed])
+    }
+
+    fn slice(&mut self, field: &'static str, length: usize) -> Result<Bytes, DecodeError> {
+        let start = self.offset;
+        self.take(field, length)?;
+        Ok(self.bytes.slice(start..start + length))
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(field, 1)?[0])
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(self.take(field, 4)?);
+        Ok(u32::from_le_bytes(word))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(self.take(field, 8)?);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(DecodeError::InvalidByte { field, value }),
+        }
+    }
+
+    fn log_id(&mut self, field: &'static str) -> Result<LogId, DecodeError> {
+        let term = Term(self.u64(field)?);
+        let index = LogIndex(self.u64(field)?);
+        Ok(LogId::new(term, index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_kind_of_message() -> Vec<Message> {
+        let message = |body| Message { from: NodeId(1), to: NodeId(2), term: Term(7), body };
+        let log_id = LogId::new(Term(6), LogIndex(41));
+        vec![
+            message(MessageBody::RequestVote { last_log_id: log_id }),
+            message(MessageBody::RequestVoteResponse { granted: true }),
+            message(MessageBody::PreVote { last_log_id: log_id }),
+            message(MessageBody::PreVoteResponse { granted: false }),
+            message(MessageBody::AppendEntries {
+                prev_log_id: log_id,
+                entries: vec![
+                    Entry { term: Term(7), index: LogIndex(42), payload: EntryPayload::Blank },
+                    Entry {
+                        term: Term(7),
+                        index: LogIndex(43),
+                        payload: EntryPayload::Command(Bytes::from_static(b"set x=1")),
+                    },
+                    Entry {
+                        term: Term(7),
+                        index: LogIndex(44),
+                        payload: EntryPayload::Command(Bytes::new()),
+                    },
+                ],
+                leader_commit: LogIndex(40),
+            }),
+            message(MessageBody::AppendEntries {
+                prev_log_id: log_id,
+                entries: Vec::new(),
+                leader_commit: LogIndex(40),
+            }),
+            message(MessageBody::AppendEntriesResponse(AppendResponse::Accepted {
+                match_index: LogIndex(44),
+            })),
+            message(MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
+                rejected_prev_index: LogIndex(41),
+                hint: ConflictHint { conflict_term: Some(Term(5)), first_index: LogIndex(30) },
+            })),
+            message(MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
+                rejected_prev_index: LogIndex(41),
+                hint: ConflictHint { conflict_term: None, first_index: LogIndex(12) },
+            })),
+        ]
+    }
+
+    fn encoded(message: &Message) -> Bytes {
+        let mut buffer = Vec::new();
+        encode_message(message, &mut buffer);
+        Bytes::from(buffer)
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for message in every_kind_of_message() {
+            assert_eq!(decode_message(&encoded(&message)), Ok(message));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_any_trailing_byte_is_an_error() {
+        for message in every_kind_of_message() {
+            let bytes = encoded(&message);
+            for cut in 0..bytes.len() {
+                assert!(decode_message(&bytes.slice(..cut)).is_err(), "{message:?} cut at {cut}");
+            }
+            let mut longer = bytes.to_vec();
+            longer.push(0);
+            assert_eq!(decode_message(&Bytes::from(longer)), Err(DecodeError::TrailingBytes(1)));
+        }
+    }
+
+    #[test]
+    fn unknown_versions_kinds_and_flags_are_errors() {
+        let bytes = encoded(&every_kind_of_message()[1]).to_vec();
+        let mut version = bytes.clone();
+        version[0] = 2;
+        assert_eq!(decode_message(&Bytes::from(version)), Err(DecodeError::UnknownVersion(2)));
+        let mut kind = bytes.clone();
+        kind[1] = 99;
+        assert_eq!(decode_message(&Bytes::from(kind)), Err(DecodeError::UnknownKind(99)));
+        let mut flag = bytes;
+        let last = flag.len() - 1;
+        flag[last] = 2;
+        assert!(matches!(
+            decode_message(&Bytes::from(flag)),
+            Err(DecodeError::InvalidByte { field: "granted", value: 2 })
+        ));
+    }
+
+    #[test]
+    fn a_huge_entry_count_is_refused_before_anything_is_allocated() {
+        let message = &every_kind_of_message()[5];
+        let mut bytes = encoded(message).to_vec();
+        let count_offset = 2 + 24 + 24;
+        bytes[count_offset..count_offset + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_message(&Bytes::from(bytes)),
+            Err(DecodeError::Truncated { field: "entries", .. })
+        ));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // SplitMix64 over fixed seeds: random junk, and valid messages with random bytes flipped.
+        let mut state = 0x1234_5678_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let messages = every_kind_of_message();
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let length = (next() % 128) as usize;
+                (0..length).map(|_| next() as u8).collect()
+            } else {
+                let mut bytes =
+                    encoded(&messages[(next() % messages.len() as u64) as usize]).to_vec();
+                let position = (next() % bytes.len() as u64) as usize;
+                bytes[position] ^= (next() as u8) | 1;
+                bytes
+            };
+            let _ = decode_message(&Bytes::from(bytes));
+        }
+    }
+}
