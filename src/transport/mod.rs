@@ -1,15 +1,17 @@
 //! Delivery of [`Message`]s between nodes, behind the [`Transport`] trait.
 //!
 //! Raft tolerates lost, duplicated and reordered messages, so a transport may drop a message
-//! rather than block or buffer without bound. Implementations: [`ChannelNetwork`] (in-process
-//! channels, for tests and examples).
+//! rather than block or buffer without bound. Implementations: [`TcpTransport`] (between
+//! processes) and [`ChannelNetwork`] (in-process channels, for tests and examples).
 
 mod channel;
 pub mod codec;
+mod tcp;
 
 use std::future::Future;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
+pub use tcp::{TcpConfig, TcpTransport};
 
 use crate::message::Message;
 

@@ -1,0 +1,156 @@
+//! The TCP transport on loopback: a real cluster over it, and what it does with peers that
+//! are not of its cluster or that send bad frames. Waits are for conditions, with deadlines.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use raft_consensus::storage::MemoryStorage;
+use raft_consensus::transport::{TcpConfig, TcpTransport, Transport};
+use raft_consensus::{Config, LogId, Message, MessageBody, NodeId, RaftNode, StateMachine, Term};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Default)]
+struct Counter(u64);
+
+impl StateMachine for Counter {
+    fn apply(&mut self, _command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.0 += 1;
+        Ok(self.0.to_le_bytes().to_vec())
+    }
+}
+
+async fn listeners(count: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..count {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addresses.push(listener.local_addr().unwrap());
+        listeners.push(listener);
+    }
+    (listeners, addresses)
+}
+
+fn vote_request(from: u64, to: u64) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(1),
+        body: MessageBody::PreVote { last_log_id: LogId::default() },
+    }
+}
+
+async fn receive(transport: &mut TcpTransport) -> Message {
+    tokio::time::timeout(DEADLINE, transport.recv()).await.expect("a message arrives").unwrap()
+}
+
+/// Three nodes over TCP elect a leader and replicate commands to all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_runs_over_tcp() {
+    let (listeners, addresses) = listeners(3).await;
+    let members: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let peers: Vec<(NodeId, SocketAddr)> = members.iter().copied().zip(addresses).collect();
+    let mut nodes = Vec::new();
+    for (id, listener) in members.iter().zip(listeners) {
+        let transport =
+            TcpTransport::start(*id, listener, peers.clone(), TcpConfig::new(9)).unwrap();
+        let node = RaftNode::start(
+            *id,
+            members.clone(),
+            Config::default(),
+            MemoryStorage::new(),
+            transport,
+            Counter::default(),
+        )
+        .unwrap();
+        nodes.push(node);
+    }
+    let status = nodes[0].wait_for(DEADLINE, |status| status.leader_id.is_some()).await.unwrap();
+    let leader = nodes.iter().find(|node| Some(node.id()) == status.leader_id).unwrap();
+    leader.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    for expected in 1..=20u64 {
+        let result = leader.propose(b"tick".to_vec()).await.unwrap();
+        assert_eq!(result, expected.to_le_bytes());
+    }
+    let target = leader.status().commit_index;
+    for node in &nodes {
+        node.wait_for(DEADLINE, |status| status.applied_index >= target).await.unwrap();
+    }
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+fn greeting(version: u32, cluster: u64, node: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"RAFTNET\0");
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&cluster.to_le_bytes());
+    bytes.extend_from_slice(&node.to_le_bytes());
+    bytes
+}
+
+fn frame(message: &Message) -> Vec<u8> {
+    let mut body = Vec::new();
+    raft_consensus::transport::codec::encode_message(message, &mut body);
+    [(body.len() as u32).to_le_bytes().to_vec(), body].concat()
+}
+
+/// Waits until the node closes `stream` (a read returns end of file or an error).
+async fn assert_closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    let read =
+        tokio::time::timeout(DEADLINE, stream.read(&mut byte)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "the connection stayed open");
+}
+
+/// A node of another cluster, or speaking another wire version, is refused: the connection is
+/// closed and its message never delivered; a node of the same cluster gets through.
+#[tokio::test]
+async fn a_node_of_another_cluster_or_version_is_refused() {
+    let (mut listeners, addresses) = listeners(1).await;
+    let mut node1 =
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [], TcpConfig::new(1)).unwrap();
+    for greeting in [greeting(1, 2, 2), greeting(2, 1, 2)] {
+        let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
+        stream.write_all(&greeting).await.unwrap();
+        let _ = stream.write_all(&frame(&vote_request(2, 1))).await;
+        assert_closed(&mut stream).await;
+    }
+    let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
+    stream.write_all(&greeting(1, 1, 3)).await.unwrap();
+    stream.write_all(&frame(&vote_request(3, 1))).await.unwrap();
+    assert_eq!(receive(&mut node1).await.from, NodeId(3));
+    assert!(node1.try_recv().is_none(), "a refused peer's message was delivered");
+}
+
+/// A frame over the maximum, one that does not decode, or one claiming another sender closes
+/// that connection, and the node goes on serving other peers.
+#[tokio::test]
+async fn oversized_and_garbage_frames_close_the_connection_without_harm() {
+    let (mut listeners, addresses) = listeners(2).await;
+    let second = listeners.pop().unwrap();
+    let first = listeners.pop().unwrap();
+    let config = TcpConfig { max_frame_bytes: 1024, ..TcpConfig::new(5) };
+    let mut node1 =
+        TcpTransport::start(NodeId(1), first, [(NodeId(2), addresses[1])], config.clone()).unwrap();
+
+    for bad_frame in [
+        (1_000_000u32).to_le_bytes().to_vec(),
+        [4u32.to_le_bytes().to_vec(), vec![9, 9, 9, 9]].concat(),
+        frame(&vote_request(7, 1)),
+    ] {
+        let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
+        stream.write_all(&greeting(1, 5, 2)).await.unwrap();
+        stream.write_all(&bad_frame).await.unwrap();
+        assert_closed(&mut stream).await;
+    }
+
+    let mut node2 =
+        TcpTransport::start(NodeId(2), second, [(NodeId(1), addresses[0])], config).unwrap();
+    node2.send(vote_request(2, 1));
+    assert_eq!(receive(&mut node1).await.from, NodeId(2));
+}
