@@ -98,7 +98,7 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             }
             for entry in committed_entries {
                 if let EntryPayload::Command(command) = entry.payload {
-                    let result = self.state_machine.apply(&command);
+                    let result = self.state_machine.apply_at(entry.index, &command);
                     on_applied(Applied { index: entry.index, term: entry.term, command, result });
                 }
             }

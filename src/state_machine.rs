@@ -49,6 +49,8 @@
 use std::error::Error;
 use std::fmt;
 
+use crate::types::LogIndex;
+
 /// The error the default [`StateMachine::snapshot`] and [`StateMachine::restore`] return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotsUnsupported;
@@ -73,6 +75,18 @@ impl Error for SnapshotsUnsupported {}
 pub trait StateMachine {
     /// Executes one committed command and returns its result.
     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>>;
+
+    /// Executes the committed command at log position `index`. This is what a node calls;
+    /// the default ignores the index and calls [`apply`](Self::apply). Override it when the
+    /// result should name the entry (every node sees the same index for the same command).
+    fn apply_at(
+        &mut self,
+        index: LogIndex,
+        command: &[u8],
+    ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        let _ = index;
+        self.apply(command)
+    }
 
     /// Serializes the whole state. Optional: the default says snapshots are unsupported.
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {

@@ -76,6 +76,14 @@ impl<M: StateMachine> StateMachine for Shared<M> {
         self.0.lock().map_err(|_| "state machine lock poisoned")?.apply(command)
     }
 
+    fn apply_at(
+        &mut self,
+        index: raft_consensus::LogIndex,
+        command: &[u8],
+    ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.0.lock().map_err(|_| "state machine lock poisoned")?.apply_at(index, command)
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         self.0.lock().map_err(|_| "state machine lock poisoned")?.snapshot()
     }

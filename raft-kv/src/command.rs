@@ -1,0 +1,356 @@
+//! [`Request`], [`Command`] and [`Response`]: what clients ask of the store and what it
+//! answers, with their explicit little-endian encoding (version byte first). Decoding checks
+//! every length against the bytes present and never panics.
+//!
+//! ```text
+//! request:  version u8 (1) | has session u8 | client id u64 | sequence u64 | command
+//! command:  kind u8 | key length u32 | key | then by kind:
+//!           1 get, 3 delete: nothing; 2 put: value length u32 | value;
+//!           4 compare-and-swap: has expected u8 | expected length u32 | expected
+//!                               | new length u32 | new
+//! response: kind u8, then 1 value: has value u8 | length u32 | value;
+//!           2 written: index u64; 3 deleted: existed u8 | index u64;
+//!           4 swapped: index u64; 5 not swapped: has value u8 | length u32 | current;
+//!           6 stale request: last sequence u64
+//! ```
+
+/// The encoding version this build writes and reads.
+pub const COMMAND_FORMAT_VERSION: u8 = 1;
+
+/// One operation on the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// Its new value.
+        value: Vec<u8>,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Write `new` only if the key's value is `expected` (`None`: only if the key is absent).
+    CompareAndSwap {
+        /// The key.
+        key: Vec<u8>,
+        /// The value the key must hold.
+        expected: Option<Vec<u8>>,
+        /// The value to write.
+        new: Vec<u8>,
+    },
+}
+
+/// A command with the client session that deduplicates retries: a client numbers its
+/// requests 1, 2, 3, ... and a request whose number was already applied is answered from the
+/// stored response instead of being applied again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `(client id, sequence number)`, when the client wants exactly-once retries.
+    pub session: Option<(u64, u64)>,
+    /// The operation.
+    pub command: Command,
+}
+
+/// What the store answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The value of a key (`None`: absent).
+    Value(Option<Vec<u8>>),
+    /// A put was applied at this log index.
+    Written {
+        /// The entry's log index.
+        index: u64,
+    },
+    /// A delete was applied; whether the key existed.
+    Deleted {
+        /// Whether the key existed.
+        existed: bool,
+        /// The entry's log index.
+        index: u64,
+    },
+    /// A compare-and-swap wrote its value.
+    Swapped {
+        /// The entry's log index.
+        index: u64,
+    },
+    /// A compare-and-swap found another value (`None`: the key is absent).
+    NotSwapped {
+        /// The key's current value.
+        current: Option<Vec<u8>>,
+    },
+    /// The request's sequence number is older than the client's last applied one: it was
+    /// applied long ago and its response is no longer kept.
+    StaleRequest {
+        /// The client's last applied sequence number.
+        last_sequence: u64,
+    },
+}
+
+/// Bytes that are not a valid request or response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandError(pub String);
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed key-value command: {}", self.0)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl Request {
+    /// The request's encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![COMMAND_FORMAT_VERSION, u8::from(self.session.is_some())];
+        let (client, sequence) = self.session.unwrap_or((0, 0));
+        bytes.extend_from_slice(&client.to_le_bytes());
+        bytes.extend_from_slice(&sequence.to_le_bytes());
+        match &self.command {
+            Command::Get { key } => put_kind_and_key(&mut bytes, 1, key),
+            Command::Put { key, value } => {
+                put_kind_and_key(&mut bytes, 2, key);
+                put_bytes(&mut bytes, value);
+            }
+            Command::Delete { key } => put_kind_and_key(&mut bytes, 3, key),
+            Command::CompareAndSwap { key, expected, new } => {
+                put_kind_and_key(&mut bytes, 4, key);
+                bytes.push(u8::from(expected.is_some()));
+                put_bytes(&mut bytes, expected.as_deref().unwrap_or_default());
+                put_bytes(&mut bytes, new);
+            }
+        }
+        bytes
+    }
+
+    /// Decodes a request that fills `bytes` exactly.
+    pub fn decode(bytes: &[u8]) -> Result<Request, CommandError> {
+        let mut reader = Reader { bytes, offset: 0 };
+        let version = reader.u8()?;
+        if version != COMMAND_FORMAT_VERSION {
+            return Err(CommandError(format!("unknown format version {version}")));
+        }
+        let has_session = reader.flag()?;
+        let client = reader.u64()?;
+        let sequence = reader.u64()?;
+        let kind = reader.u8()?;
+        let key = reader.bytes()?;
+        let command = match kind {
+            1 => Command::Get { key },
+            2 => Command::Put { key, value: reader.bytes()? },
+            3 => Command::Delete { key },
+            4 => {
+                let has_expected = reader.flag()?;
+                let expected = reader.bytes()?;
+                let new = reader.bytes()?;
+                Command::CompareAndSwap { key, expected: has_expected.then_some(expected), new }
+            }
+            other => return Err(CommandError(format!("unknown command kind {other}"))),
+        };
+        reader.finish()?;
+        Ok(Request { session: has_session.then_some((client, sequence)), command })
+    }
+}
+
+impl Response {
+    /// The response's encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        match self {
+            Response::Value(value) => {
+                bytes.push(1);
+                put_optional(&mut bytes, value.as_deref());
+            }
+            Response::Written { index } => {
+                bytes.push(2);
+                bytes.extend_from_slice(&index.to_le_bytes());
+            }
+            Response::Deleted { existed, index } => {
+                bytes.push(3);
+                bytes.push(u8::from(*existed));
+                bytes.extend_from_slice(&index.to_le_bytes());
+            }
+            Response::Swapped { index } => {
+                bytes.push(4);
+                bytes.extend_from_slice(&index.to_le_bytes());
+            }
+            Response::NotSwapped { current } => {
+                bytes.push(5);
+                put_optional(&mut bytes, current.as_deref());
+            }
+            Response::StaleRequest { last_sequence } => {
+                bytes.push(6);
+                bytes.extend_from_slice(&last_sequence.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Decodes a response that fills `bytes` exactly.
+    pub fn decode(bytes: &[u8]) -> Result<Response, CommandError> {
+        let mut reader = Reader { bytes, offset: 0 };
+        let response = match reader.u8()? {
+            1 => Response::Value(reader.optional()?),
+            2 => Response::Written { index: reader.u64()? },
+            3 => Response::Deleted { existed: reader.flag()?, index: reader.u64()? },
+            4 => Response::Swapped { index: reader.u64()? },
+            5 => Response::NotSwapped { current: reader.optional()? },
+            6 => Response::StaleRequest { last_sequence: reader.u64()? },
+            other => return Err(CommandError(format!("unknown response kind {other}"))),
+        };
+        reader.finish()?;
+        Ok(response)
+    }
+}
+
+fn put_kind_and_key(bytes: &mut Vec<u8>, kind: u8, key: &[u8]) {
+    bytes.push(kind);
+    put_bytes(bytes, key);
+}
+
+fn put_bytes(bytes: &mut Vec<u8>, value: &[u8]) {
+    let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    bytes.extend_from_slice(&length.to_le_bytes());
+    bytes.extend_from_slice(&value[..length as usize]);
+}
+
+fn put_optional(bytes: &mut Vec<u8>, value: Option<&[u8]>) {
+    bytes.push(u8::from(value.is_some()));
+    put_bytes(bytes, value.unwrap_or_default());
+}
+
+/// A cursor that checks every read against the bytes left.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) offset: usize,
+}
+
+impl Reader<'_> {
+    pub(crate) fn take(&mut self, length: usize) -> Result<&[u8], CommandError> {
+        let end = self.offset.checked_add(length).filter(|end| *end <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(CommandError(format!(
+                "needs {length} bytes at offset {}, {} remain",
+                self.offset,
+                self.bytes.len() - self.offset
+            )));
+        };
+        let slice = &self.bytes[self.offset..end];
+        self.offset = end;
+        Ok(slice)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, CommandError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, CommandError> {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    pub(crate) fn flag(&mut self) -> Result<bool, CommandError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(CommandError(format!("invalid flag byte {other}"))),
+        }
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, CommandError> {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(self.take(4)?);
+        let length = u32::from_le_bytes(word) as usize;
+        Ok(self.take(length)?.to_vec())
+    }
+
+    fn optional(&mut self) -> Result<Option<Vec<u8>>, CommandError> {
+        let present = self.flag()?;
+        let value = self.bytes()?;
+        Ok(present.then_some(value))
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), CommandError> {
+        if self.offset != self.bytes.len() {
+            return Err(CommandError(format!("{} trailing bytes", self.bytes.len() - self.offset)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_and_truncations_fail() {
+        let requests = [
+            Request { session: None, command: Command::Get { key: b"k".to_vec() } },
+            Request {
+                session: Some((7, 3)),
+                command: Command::Put { key: b"k".to_vec(), value: vec![0, 1, 2] },
+            },
+            Request { session: Some((7, 4)), command: Command::Delete { key: Vec::new() } },
+            Request {
+                session: None,
+                command: Command::CompareAndSwap {
+                    key: b"k".to_vec(),
+                    expected: None,
+                    new: b"v".to_vec(),
+                },
+            },
+            Request {
+                session: None,
+                command: Command::CompareAndSwap {
+                    key: b"k".to_vec(),
+                    expected: Some(Vec::new()),
+                    new: b"v".to_vec(),
+                },
+            },
+        ];
+        for request in requests {
+            let bytes = request.encode();
+            assert_eq!(Request::decode(&bytes), Ok(request.clone()));
+            for cut in 0..bytes.len() {
+                assert!(Request::decode(&bytes[..cut]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Request::decode(&longer).is_err());
+        }
+        let responses = [
+            Response::Value(None),
+            Response::Value(Some(b"v".to_vec())),
+            Response::Written { index: 9 },
+            Response::Deleted { existed: true, index: 10 },
+            Response::Swapped { index: 11 },
+            Response::NotSwapped { current: Some(Vec::new()) },
+            Response::NotSwapped { current: None },
+            Response::StaleRequest { last_sequence: 5 },
+        ];
+        for response in responses {
+            let bytes = response.encode();
+            assert_eq!(Response::decode(&bytes), Ok(response.clone()));
+            for cut in 0..bytes.len() {
+                assert!(Response::decode(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_length_is_an_error_not_an_allocation() {
+        let mut bytes =
+            Request { session: None, command: Command::Get { key: Vec::new() } }.encode();
+        let key_length_at = bytes.len() - 4;
+        bytes[key_length_at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Request::decode(&bytes).is_err());
+    }
+}
