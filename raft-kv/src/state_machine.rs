@@ -14,12 +14,21 @@ use crate::command::{Command, CommandError, Reader, Request, Response};
 /// The snapshot format version this build writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 
+/// Most client sessions kept. When a new client would exceed it, the session used least
+/// recently (by log index, so every node evicts the same one) is forgotten; a retry from that
+/// client is then treated as new.
+pub const MAX_SESSIONS: usize = 100_000;
+
 /// The replicated key-value store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStateMachine {
     data: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Client id -> (last applied sequence number, its response).
     sessions: BTreeMap<u64, (u64, Response)>,
+    /// (log index of a session's last request, client id), to evict the least recent.
+    session_ages: std::collections::BTreeSet<(u64, u64)>,
+    /// Client id -> log index of its last request.
+    session_last_index: BTreeMap<u64, u64>,
 }
 
 impl KvStateMachine {
@@ -76,9 +85,23 @@ impl KvStateMachine {
             }
         };
         if let Some((client, sequence)) = request.session {
-            self.sessions.insert(client, (sequence, response.clone()));
+            self.remember(client, sequence, index.0, response.clone());
         }
         response
+    }
+
+    /// Records `client`'s latest request, evicting the least recent session when full.
+    fn remember(&mut self, client: u64, sequence: u64, index: u64, response: Response) {
+        if let Some(previous) = self.session_last_index.insert(client, index) {
+            self.session_ages.remove(&(previous, client));
+        }
+        self.session_ages.insert((index, client));
+        self.sessions.insert(client, (sequence, response));
+        while self.sessions.len() > MAX_SESSIONS {
+            let Some((_, oldest)) = self.session_ages.pop_first() else { break };
+            self.sessions.remove(&oldest);
+            self.session_last_index.remove(&oldest);
+        }
     }
 }
 
@@ -109,6 +132,8 @@ impl StateMachine for KvStateMachine {
         for (client, (sequence, response)) in &self.sessions {
             bytes.extend_from_slice(&client.to_le_bytes());
             bytes.extend_from_slice(&sequence.to_le_bytes());
+            let last_index = self.session_last_index.get(client).copied().unwrap_or(0);
+            bytes.extend_from_slice(&last_index.to_le_bytes());
             put(&mut bytes, &response.encode());
         }
         Ok(bytes)
@@ -126,16 +151,17 @@ impl StateMachine for KvStateMachine {
             let value = reader.bytes()?;
             data.insert(key, value);
         }
-        let mut sessions = BTreeMap::new();
+        let mut restored = KvStateMachine { data, ..KvStateMachine::default() };
         for _ in 0..reader.u64()? {
             let client = reader.u64()?;
             let sequence = reader.u64()?;
+            let last_index = reader.u64()?;
             let response = Response::decode(&reader.bytes()?)?;
-            sessions.insert(client, (sequence, response));
+            restored.remember(client, sequence, last_index, response);
         }
         reader.finish()?;
         // Only a snapshot that decoded completely replaces the state.
-        *self = KvStateMachine { data, sessions };
+        *self = restored;
         Ok(())
     }
 }
@@ -230,5 +256,27 @@ mod tests {
         }
         assert!(restored.apply_at(LogIndex(10), b"junk").is_err());
         assert_eq!(restored, before);
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bounded_and_the_least_recent_is_forgotten() {
+        let mut store = KvStateMachine::new();
+        let request = |client: u64| Request {
+            session: Some((client, 1)),
+            command: Command::Put { key: b"k".to_vec(), value: client.to_le_bytes().to_vec() },
+        };
+        for client in 0..=MAX_SESSIONS as u64 {
+            store.execute(LogIndex(client + 1), request(client));
+        }
+        assert_eq!(store.sessions.len(), MAX_SESSIONS);
+        assert!(!store.sessions.contains_key(&0), "the least recent session is forgotten");
+        assert!(store.sessions.contains_key(&1));
+        // Client 0's retry is applied again (its session is gone), client 1's is answered.
+        assert_eq!(store.execute(LogIndex(200_000), request(1)), Response::Written { index: 2 });
     }
 }
