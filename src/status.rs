@@ -21,6 +21,8 @@ pub struct Status {
     pub applied_index: LogIndex,
     /// The index of the last entry in its log.
     pub last_log_index: LogIndex,
+    /// Leader only: each follower and the highest index known replicated on it.
+    pub followers: Vec<(NodeId, LogIndex)>,
 }
 
 impl Status {
@@ -33,6 +35,7 @@ impl Status {
             commit_index: core.commit_index(),
             applied_index: core.applied_index(),
             last_log_index: core.last_log_id().index,
+            followers: core.follower_match_indexes(),
         }
     }
 

@@ -2,9 +2,10 @@
 //!
 //! This crate holds the service's replicated state machine ([`KvStateMachine`]): get, put,
 //! delete and compare-and-swap on byte keys and values, with snapshots and deduplication of
-//! retried writes. The HTTP server, client and load generator build on it.
+//! retried writes. [`server`] serves it over HTTP/JSON as one node of a Raft cluster.
 
 pub mod command;
+pub mod server;
 pub mod state_machine;
 
 pub use command::{Command, CommandError, Request, Response};

@@ -1,0 +1,126 @@
+//! The `raft-kv` command: `raft-kv serve` runs one node of a replicated key-value service.
+//!
+//! ```bash
+//! raft-kv serve                     # a single-node cluster, data in ./raft-kv-data
+//! raft-kv serve --id 1 --data-dir DIR --raft-addr 127.0.0.1:7001 --http-addr 127.0.0.1:8001 \
+//!     --peer 2=127.0.0.1:7002,127.0.0.1:8002 --peer 3=127.0.0.1:7003,127.0.0.1:8003
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use raft_consensus::NodeId;
+use raft_kv::server::{Limits, Peer, ServerConfig, run};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "raft-kv", about = "A replicated key-value service on raft_consensus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of the cluster.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// This node's id (unique in the cluster, above zero).
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// The cluster's id; a data directory or peer of another cluster is refused.
+    #[arg(long, default_value_t = 1)]
+    cluster_id: u64,
+    /// Where this node keeps its write-ahead log.
+    #[arg(long, default_value = "./raft-kv-data")]
+    data_dir: PathBuf,
+    /// Where this node accepts Raft traffic from its peers.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    raft_addr: SocketAddr,
+    /// Where this node serves the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    http_addr: SocketAddr,
+    /// Another member, as ID=RAFT_ADDR,HTTP_ADDR (repeat for each).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<Peer>,
+    /// Largest key, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_key_bytes)]
+    max_key_bytes: usize,
+    /// Largest value, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_value_bytes)]
+    max_value_bytes: usize,
+    /// Milliseconds a request waits for its command to apply before answering 504.
+    #[arg(long, default_value_t = 5_000)]
+    request_timeout_ms: u64,
+}
+
+fn parse_peer(text: &str) -> Result<Peer, String> {
+    let usage = || format!("expected ID=RAFT_ADDR,HTTP_ADDR, got {text:?}");
+    let (id, addresses) = text.split_once('=').ok_or_else(usage)?;
+    let (raft, http) = addresses.split_once(',').ok_or_else(usage)?;
+    let id: u64 = id.trim().parse().map_err(|_| format!("{}: the id must be a number", usage()))?;
+    let raft_addr = raft.trim().parse().map_err(|error| format!("{}: {error}", usage()))?;
+    let http_addr = http.trim().parse().map_err(|error| format!("{}: {error}", usage()))?;
+    Ok(Peer { id: NodeId(id), raft_addr, http_addr })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.id == 0 {
+        bail!("--id must be above zero");
+    }
+    if args.peers.iter().any(|peer| peer.id.0 == args.id) {
+        bail!("--peer lists this node's own id {}", args.id);
+    }
+    let config = ServerConfig {
+        id: NodeId(args.id),
+        cluster_id: args.cluster_id,
+        data_dir: args.data_dir,
+        raft_addr: args.raft_addr,
+        http_addr: args.http_addr,
+        peers: args.peers,
+        limits: Limits {
+            max_key_bytes: args.max_key_bytes,
+            max_value_bytes: args.max_value_bytes,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+        },
+    };
+    run(config, shutdown_signal()).await.context("raft-kv serve")
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    eprintln!("raft-kv: shutting down");
+}

@@ -1,0 +1,392 @@
+//! The `raft-kv` server: one Raft node (write-ahead log in a data directory, TCP to its peers,
+//! [`KvStateMachine`]) behind an HTTP/JSON API.
+//!
+//! Every operation, reads included, goes through the Raft log, so each is linearizable. A node
+//! that is not the leader answers `307` with `Location` pointing at the leader's HTTP address
+//! (or `503 {"error":"no_leader"}` when it knows none). A write whose outcome is unknown
+//! (leadership lost after it was appended, or no answer within the request timeout) is
+//! `504 {"error":"outcome_unknown"}`; one definitely not applied is `503`. Bad input is `400`
+//! or `413` with a JSON error, and nothing is written.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post, put};
+use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
+use raft_consensus::transport::{TcpConfig, TcpTransport};
+use raft_consensus::{Config, NodeId, ProposeError, RaftNode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::command::{Command, Request, Response};
+use crate::state_machine::KvStateMachine;
+
+/// Another member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node id.
+    pub id: NodeId,
+    /// Where it accepts Raft traffic.
+    pub raft_addr: SocketAddr,
+    /// Where it serves HTTP.
+    pub http_addr: SocketAddr,
+}
+
+/// Limits on what clients may send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// How long a request waits for its command to be applied before answering 504.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The cluster's id (checked in the log's header and in every peer handshake).
+    pub cluster_id: u64,
+    /// Where the write-ahead log lives.
+    pub data_dir: PathBuf,
+    /// Where to accept Raft traffic.
+    pub raft_addr: SocketAddr,
+    /// Where to serve HTTP.
+    pub http_addr: SocketAddr,
+    /// The other members.
+    pub peers: Vec<Peer>,
+    /// Client limits.
+    pub limits: Limits,
+}
+
+#[derive(Clone)]
+struct AppState {
+    node: RaftNode,
+    http_addrs: BTreeMap<NodeId, SocketAddr>,
+    limits: Limits,
+}
+
+/// Runs the server until `shutdown` completes, then stops HTTP (answering requests in flight)
+/// and shuts the node down (its log is synced at every write).
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let identity = WalIdentity { node_id: config.id, cluster_id: config.cluster_id };
+    let storage = WalStorage::open(&config.data_dir, identity, WalOptions::default())
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let raft_listener = tokio::net::TcpListener::bind(config.raft_addr)
+        .await
+        .with_context(|| format!("listening for Raft traffic on {}", config.raft_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
+    let peers = config.peers.iter().map(|peer| (peer.id, peer.raft_addr));
+    let transport =
+        TcpTransport::start(config.id, raft_listener, peers, TcpConfig::new(config.cluster_id))
+            .context("starting the Raft transport")?;
+    let mut members: Vec<NodeId> = config.peers.iter().map(|peer| peer.id).collect();
+    members.push(config.id);
+    let raft_config = Config {
+        max_entry_bytes: config.limits.max_key_bytes + config.limits.max_value_bytes + 64,
+        ..Config::default()
+    };
+    let node =
+        RaftNode::start(config.id, members, raft_config, storage, transport, KvStateMachine::new())
+            .context("starting the Raft node")?;
+    let mut http_addrs: BTreeMap<NodeId, SocketAddr> =
+        config.peers.iter().map(|peer| (peer.id, peer.http_addr)).collect();
+    http_addrs.insert(config.id, http_listener.local_addr()?);
+    println!(
+        "raft-kv node {} serving HTTP on http://{}, Raft on {}, data in {}",
+        config.id.0,
+        http_listener.local_addr()?,
+        config.raft_addr,
+        config.data_dir.display()
+    );
+    let state = AppState { node: node.clone(), http_addrs, limits: config.limits };
+    let app = router(state);
+    axum::serve(http_listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    node.shutdown().await.context("shutting the node down")?;
+    Ok(())
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/kv/", put(empty_key).get(empty_key).delete(empty_key))
+        .route("/v1/kv/{key}", put(put_key).get(get_key).delete(delete_key))
+        .route("/v1/cas/{key}", post(compare_and_swap))
+        .route("/v1/status", get(status))
+        .with_state(state)
+}
+
+/// Why a request gets no result: an error with a JSON body, or a redirect to the leader.
+enum Rejection {
+    Error(StatusCode, &'static str),
+    Redirect(HeaderValue),
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> HttpResponse {
+        match self {
+            Rejection::Error(status, code) => {
+                (status, axum::Json(json!({ "error": code }))).into_response()
+            }
+            Rejection::Redirect(location) => {
+                (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response()
+            }
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &'static str) -> Rejection {
+    Rejection::Error(status, code)
+}
+
+async fn empty_key() -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, "empty_key").into_response()
+}
+
+fn check_key(state: &AppState, key: &str) -> Result<(), Rejection> {
+    if key.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "empty_key"));
+    }
+    if key.len() > state.limits.max_key_bytes {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "key_too_large"));
+    }
+    Ok(())
+}
+
+/// The optional deduplication session from `X-Client-Id` and `X-Request-Seq`.
+fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Rejection> {
+    let number = |name: &str| -> Result<Option<u64>, Rejection> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, "invalid_session_header")),
+        }
+    };
+    match (number("x-client-id")?, number("x-request-seq")?) {
+        (Some(client), Some(sequence)) => Ok(Some((client, sequence))),
+        (None, None) => Ok(None),
+        _ => Err(error(StatusCode::BAD_REQUEST, "incomplete_session_headers")),
+    }
+}
+
+/// Replicates `request` and returns the store's response, or the HTTP answer that explains
+/// why there is none.
+async fn submit(state: &AppState, uri: &Uri, request: Request) -> Result<Response, Rejection> {
+    let proposal = state.node.propose(request.encode());
+    match tokio::time::timeout(state.limits.request_timeout, proposal).await {
+        Err(_) => Err(error(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown")),
+        Ok(Ok(bytes)) => Response::decode(&bytes)
+            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "undecodable_response")),
+        Ok(Err(ProposeError::NotLeader { leader_hint })) => Err(redirect(state, leader_hint, uri)),
+        Ok(Err(ProposeError::OutcomeUnknown { .. })) => {
+            Err(error(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"))
+        }
+        Ok(Err(ProposeError::TooLarge { .. })) => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"))
+        }
+        Ok(Err(ProposeError::Apply(_))) => Err(error(StatusCode::BAD_REQUEST, "invalid_command")),
+        Ok(Err(ProposeError::Shutdown | ProposeError::Storage(_))) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"))
+        }
+    }
+}
+
+/// `307` to the same path on the leader, or `503` when no leader is known.
+fn redirect(state: &AppState, leader: Option<NodeId>, uri: &Uri) -> Rejection {
+    let Some(address) = leader.and_then(|leader| state.http_addrs.get(&leader)) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader");
+    };
+    let path = uri.path_and_query().map_or(uri.path(), |path| path.as_str());
+    let location = format!("http://{address}{path}");
+    match HeaderValue::from_str(&location) {
+        Ok(value) => Rejection::Redirect(value),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+    }
+}
+
+async fn put_key(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    if let Err(answer) = check_key(&state, &key) {
+        return answer.into_response();
+    }
+    let session = match session(&headers) {
+        Ok(session) => session,
+        Err(answer) => return answer.into_response(),
+    };
+    let Ok(value) = to_bytes(body, state.limits.max_value_bytes).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
+    };
+    let request =
+        Request { session, command: Command::Put { key: key.into_bytes(), value: value.to_vec() } };
+    match submit(&state, &uri, request).await {
+        Ok(Response::Written { index }) => axum::Json(json!({ "index": index })).into_response(),
+        Ok(other) => unexpected(other),
+        Err(answer) => answer.into_response(),
+    }
+}
+
+async fn get_key(State(state): State<AppState>, Path(key): Path<String>, uri: Uri) -> HttpResponse {
+    if let Err(answer) = check_key(&state, &key) {
+        return answer.into_response();
+    }
+    let request = Request { session: None, command: Command::Get { key: key.into_bytes() } };
+    match submit(&state, &uri, request).await {
+        Ok(Response::Value(Some(value))) => (StatusCode::OK, value).into_response(),
+        Ok(Response::Value(None)) => error(StatusCode::NOT_FOUND, "not_found").into_response(),
+        Ok(other) => unexpected(other),
+        Err(answer) => answer.into_response(),
+    }
+}
+
+async fn delete_key(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> HttpResponse {
+    if let Err(answer) = check_key(&state, &key) {
+        return answer.into_response();
+    }
+    let session = match session(&headers) {
+        Ok(session) => session,
+        Err(answer) => return answer.into_response(),
+    };
+    let request = Request { session, command: Command::Delete { key: key.into_bytes() } };
+    match submit(&state, &uri, request).await {
+        Ok(Response::Deleted { existed, index }) => {
+            axum::Json(json!({ "index": index, "deleted": existed })).into_response()
+        }
+        Ok(other) => unexpected(other),
+        Err(answer) => answer.into_response(),
+    }
+}
+
+/// The body of `POST /v1/cas/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    /// The value the key must hold; `null` means the key must be absent.
+    expected: Option<String>,
+    /// The value to write.
+    new: String,
+}
+
+async fn compare_and_swap(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    if let Err(answer) = check_key(&state, &key) {
+        return answer.into_response();
+    }
+    let session = match session(&headers) {
+        Ok(session) => session,
+        Err(answer) => return answer.into_response(),
+    };
+    let limit = 2 * state.limits.max_value_bytes + 1024;
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
+    };
+    let Ok(cas) = serde_json::from_slice::<CasBody>(&bytes) else {
+        return error(StatusCode::BAD_REQUEST, "malformed_json").into_response();
+    };
+    let too_large = |value: &str| value.len() > state.limits.max_value_bytes;
+    if too_large(&cas.new) || cas.expected.as_deref().is_some_and(too_large) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
+    }
+    let command = Command::CompareAndSwap {
+        key: key.into_bytes(),
+        expected: cas.expected.map(String::into_bytes),
+        new: cas.new.into_bytes(),
+    };
+    match submit(&state, &uri, Request { session, command }).await {
+        Ok(Response::Swapped { index }) => {
+            axum::Json(json!({ "swapped": true, "index": index })).into_response()
+        }
+        Ok(Response::NotSwapped { current }) => {
+            let current = current.map(|value| String::from_utf8_lossy(&value).into_owned());
+            (StatusCode::CONFLICT, axum::Json(json!({ "swapped": false, "current": current })))
+                .into_response()
+        }
+        Ok(other) => unexpected(other),
+        Err(answer) => answer.into_response(),
+    }
+}
+
+async fn status(State(state): State<AppState>) -> HttpResponse {
+    let status = state.node.status();
+    let leader_http = status
+        .leader_id
+        .and_then(|leader| state.http_addrs.get(&leader))
+        .map(|address| format!("http://{address}"));
+    let followers: Vec<_> = status
+        .followers
+        .iter()
+        .map(|(id, match_index)| json!({ "id": id.0, "match_index": match_index.0 }))
+        .collect();
+    axum::Json(json!({
+        "id": status.id.0,
+        "role": status.role.to_string(),
+        "term": status.term.0,
+        "leader_id": status.leader_id.map(|leader| leader.0),
+        "leader_http": leader_http,
+        "commit_index": status.commit_index.0,
+        "applied_index": status.applied_index.0,
+        "last_log_index": status.last_log_index.0,
+        "followers": followers,
+    }))
+    .into_response()
+}
+
+/// A response of the wrong kind for the request: only a retried request whose sequence number
+/// is older than the client's last one gets one (`StaleRequest`).
+fn unexpected(response: Response) -> HttpResponse {
+    match response {
+        Response::StaleRequest { last_sequence } => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({ "error": "stale_request", "last_sequence": last_sequence })),
+        )
+            .into_response(),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected_response").into_response(),
+    }
+}

@@ -1,0 +1,173 @@
+//! Three `raft-kv` servers in one process on loopback (HTTP and TCP for real): writes through
+//! the leader, redirects from followers, reads, and bad requests that change nothing. Waits
+//! are for conditions, with deadlines.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use raft_consensus::NodeId;
+use raft_kv::server::{Limits, Peer, ServerConfig, run};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct HttpReply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+async fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpReply {
+    let mut stream = TcpStream::connect(address).await.expect("the server accepts connections");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|window| window == b"\r\n\r\n").expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    HttpReply { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+fn free_addresses(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|listener| listener.local_addr().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_serves_the_http_api() {
+    let addresses = free_addresses(6);
+    let peers: Vec<Peer> = (0..3)
+        .map(|position| Peer {
+            id: NodeId(position as u64 + 1),
+            raft_addr: addresses[position],
+            http_addr: addresses[3 + position],
+        })
+        .collect();
+    let directory = tempfile::tempdir().unwrap();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for me in &peers {
+        let config = ServerConfig {
+            id: me.id,
+            cluster_id: 11,
+            data_dir: directory.path().join(format!("node{}", me.id.0)),
+            raft_addr: me.raft_addr,
+            http_addr: me.http_addr,
+            peers: peers.iter().filter(|peer| peer.id != me.id).cloned().collect(),
+            limits: Limits::default(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        servers.push(tokio::spawn(run(config, async move {
+            let _ = stopped.await;
+        })));
+    }
+
+    // Wait until a leader is known, through the status endpoint.
+    let started = Instant::now();
+    let leader_id = loop {
+        assert!(started.elapsed() < DEADLINE, "no leader elected");
+        if let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(peers[0].http_addr))
+                .await
+        {
+            let _ = stream.shutdown().await;
+            let status = http(peers[0].http_addr, "GET", "/v1/status", b"").await.json();
+            if let Some(leader) = status["leader_id"].as_u64() {
+                break leader;
+            }
+        }
+        tokio::task::yield_now().await;
+    };
+    let leader = peers.iter().find(|peer| peer.id.0 == leader_id).unwrap();
+    let follower = peers.iter().find(|peer| peer.id.0 != leader_id).unwrap();
+
+    // A follower redirects to the same path on the leader.
+    let redirected = http(follower.http_addr, "PUT", "/v1/kv/colour", b"blue").await;
+    assert_eq!(redirected.status, 307);
+    assert_eq!(
+        redirected.header("location"),
+        Some(format!("http://{}/v1/kv/colour", leader.http_addr).as_str())
+    );
+
+    // Writes and reads through the leader.
+    let written = http(leader.http_addr, "PUT", "/v1/kv/colour", b"blue").await;
+    assert_eq!(written.status, 200, "{}", String::from_utf8_lossy(&written.body));
+    let index = written.json()["index"].as_u64().unwrap();
+    assert!(index >= 2);
+    let read = http(leader.http_addr, "GET", "/v1/kv/colour", b"").await;
+    assert_eq!((read.status, read.body.as_slice()), (200, b"blue".as_slice()));
+    let cas =
+        http(leader.http_addr, "POST", "/v1/cas/colour", br#"{"expected":"red","new":"green"}"#)
+            .await;
+    assert_eq!(cas.status, 409);
+    assert_eq!(cas.json()["current"], "blue");
+    let cas =
+        http(leader.http_addr, "POST", "/v1/cas/colour", br#"{"expected":"blue","new":"green"}"#)
+            .await;
+    assert_eq!(cas.status, 200);
+    assert_eq!(cas.json()["swapped"], true);
+
+    // Bad requests get their 4xx and write nothing.
+    let before =
+        http(leader.http_addr, "GET", "/v1/status", b"").await.json()["last_log_index"].clone();
+    assert_eq!(http(leader.http_addr, "PUT", "/v1/kv/", b"x").await.status, 400);
+    assert_eq!(http(leader.http_addr, "POST", "/v1/cas/colour", b"{not json").await.status, 400);
+    let long_key = format!("/v1/kv/{}", "k".repeat(2000));
+    assert_eq!(http(leader.http_addr, "PUT", &long_key, b"x").await.status, 413);
+    let after =
+        http(leader.http_addr, "GET", "/v1/status", b"").await.json()["last_log_index"].clone();
+    assert_eq!(before, after, "a bad request wrote to the log");
+
+    // Every node applies the writes.
+    let target = after.as_u64().unwrap();
+    for peer in &peers {
+        let started = Instant::now();
+        loop {
+            let status = http(peer.http_addr, "GET", "/v1/status", b"").await.json();
+            if status["applied_index"].as_u64().unwrap() >= target {
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "node {} did not catch up", peer.id.0);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for server in servers {
+        server.await.unwrap().unwrap();
+    }
+}
