@@ -6,56 +6,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use raft_consensus::NodeId;
+use raft_kv::client::{HttpReply, request};
 use raft_kv::server::{Limits, Peer, ServerConfig, run};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-struct HttpReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl HttpReply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection.
+/// One request, answered within the deadline.
 async fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpReply {
-    let mut stream = TcpStream::connect(address).await.expect("the server accepts connections");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|window| window == b"\r\n\r\n").expect("a complete head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap();
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
-        .collect();
-    HttpReply { status, headers, body: raw[split + 4..].to_vec() }
+    request(address, method, path, &[], body, DEADLINE).await.expect("the server answers")
 }
 
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
@@ -103,7 +64,7 @@ async fn a_three_node_cluster_serves_the_http_api() {
                 .await
         {
             let _ = stream.shutdown().await;
-            let status = http(peers[0].http_addr, "GET", "/v1/status", b"").await.json();
+            let status = http(peers[0].http_addr, "GET", "/v1/status", b"").await.json().unwrap();
             if let Some(leader) = status["leader_id"].as_u64() {
                 break leader;
             }
@@ -124,7 +85,7 @@ async fn a_three_node_cluster_serves_the_http_api() {
     // Writes and reads through the leader.
     let written = http(leader.http_addr, "PUT", "/v1/kv/colour", b"blue").await;
     assert_eq!(written.status, 200, "{}", String::from_utf8_lossy(&written.body));
-    let index = written.json()["index"].as_u64().unwrap();
+    let index = written.json().unwrap()["index"].as_u64().unwrap();
     assert!(index >= 2);
     let read = http(leader.http_addr, "GET", "/v1/kv/colour", b"").await;
     assert_eq!((read.status, read.body.as_slice()), (200, b"blue".as_slice()));
@@ -132,22 +93,24 @@ async fn a_three_node_cluster_serves_the_http_api() {
         http(leader.http_addr, "POST", "/v1/cas/colour", br#"{"expected":"red","new":"green"}"#)
             .await;
     assert_eq!(cas.status, 409);
-    assert_eq!(cas.json()["current"], "blue");
+    assert_eq!(cas.json().unwrap()["current"], "blue");
     let cas =
         http(leader.http_addr, "POST", "/v1/cas/colour", br#"{"expected":"blue","new":"green"}"#)
             .await;
     assert_eq!(cas.status, 200);
-    assert_eq!(cas.json()["swapped"], true);
+    assert_eq!(cas.json().unwrap()["swapped"], true);
 
     // Bad requests get their 4xx and write nothing.
     let before =
-        http(leader.http_addr, "GET", "/v1/status", b"").await.json()["last_log_index"].clone();
+        http(leader.http_addr, "GET", "/v1/status", b"").await.json().unwrap()["last_log_index"]
+            .clone();
     assert_eq!(http(leader.http_addr, "PUT", "/v1/kv/", b"x").await.status, 400);
     assert_eq!(http(leader.http_addr, "POST", "/v1/cas/colour", b"{not json").await.status, 400);
     let long_key = format!("/v1/kv/{}", "k".repeat(2000));
     assert_eq!(http(leader.http_addr, "PUT", &long_key, b"x").await.status, 413);
     let after =
-        http(leader.http_addr, "GET", "/v1/status", b"").await.json()["last_log_index"].clone();
+        http(leader.http_addr, "GET", "/v1/status", b"").await.json().unwrap()["last_log_index"]
+            .clone();
     assert_eq!(before, after, "a bad request wrote to the log");
 
     // Every node applies the writes.
@@ -155,7 +118,7 @@ async fn a_three_node_cluster_serves_the_http_api() {
     for peer in &peers {
         let started = Instant::now();
         loop {
-            let status = http(peer.http_addr, "GET", "/v1/status", b"").await.json();
+            let status = http(peer.http_addr, "GET", "/v1/status", b"").await.json().unwrap();
             if status["applied_index"].as_u64().unwrap() >= target {
                 break;
             }

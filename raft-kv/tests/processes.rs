@@ -1,0 +1,234 @@
+//! Three `raft-kv` processes on loopback: writes through any node, the leader killed with
+//! SIGKILL, a new leader elected and writes continuing, the killed node restarted from its data
+//! directory and catching up, every acknowledged write readable afterwards, a follower's 307,
+//! and a bad request that changes nothing. Waits are for conditions, with deadlines.
+
+#![cfg(unix)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raft_kv::client::{request, request_following_redirects};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Member {
+    id: u64,
+    raft: SocketAddr,
+    http: SocketAddr,
+    data_dir: PathBuf,
+}
+
+/// The running processes, killed when the test ends however it ends.
+struct Cluster {
+    members: Vec<Member>,
+    children: BTreeMap<u64, Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn start(root: &Path) -> Cluster {
+        let listeners: Vec<std::net::TcpListener> =
+            (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let addresses: Vec<SocketAddr> =
+            listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
+        drop(listeners);
+        let members = (0..3)
+            .map(|position| Member {
+                id: position as u64 + 1,
+                raft: addresses[position],
+                http: addresses[3 + position],
+                data_dir: root.join(format!("node{}", position + 1)),
+            })
+            .collect();
+        let mut cluster = Cluster { members, children: BTreeMap::new() };
+        for id in 1..=3 {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn member(&self, id: u64) -> &Member {
+        &self.members[(id - 1) as usize]
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let me = self.member(id);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
+        command
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&me.data_dir)
+            .args(["--raft-addr", &me.raft.to_string(), "--http-addr", &me.http.to_string()]);
+        for peer in self.members.iter().filter(|peer| peer.id != id) {
+            command.args(["--peer", &format!("{}={},{}", peer.id, peer.raft, peer.http)]);
+        }
+        let child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("raft-kv starts");
+        self.children.insert(id, child);
+    }
+
+    fn kill(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("a running node");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("the killed node is reaped");
+    }
+
+    async fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let reply = request(self.member(id).http, "GET", "/v1/status", &[], b"", REQUEST_TIMEOUT)
+            .await
+            .ok()?;
+        reply.json().ok()
+    }
+
+    /// Waits until a running node reports a leader other than `excluded`, and returns it.
+    async fn leader(&self, excluded: Option<u64>) -> u64 {
+        let started = Instant::now();
+        loop {
+            for id in self.children.keys() {
+                if let Some(status) = self.status(*id).await
+                    && let Some(leader) = status["leader_id"].as_u64()
+                    && Some(leader) != excluded
+                    && self.children.contains_key(&leader)
+                {
+                    return leader;
+                }
+            }
+            assert!(started.elapsed() < DEADLINE, "no leader within {DEADLINE:?}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Writes `key`=`value` through node `via`, retrying (with the same client session, so a
+    /// retry after an unknown outcome is not applied twice) until it is acknowledged.
+    async fn put(&self, via: u64, key: &str, value: &str, client: u64, sequence: u64) {
+        let headers =
+            [("X-Client-Id", client.to_string()), ("X-Request-Seq", sequence.to_string())];
+        let path = format!("/v1/kv/{key}");
+        let started = Instant::now();
+        loop {
+            let reply = request_following_redirects(
+                self.member(via).http,
+                "PUT",
+                &path,
+                &headers,
+                value.as_bytes(),
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            if let Ok(reply) = &reply
+                && reply.status == 200
+            {
+                return;
+            }
+            assert!(started.elapsed() < DEADLINE, "{key} was never acknowledged: {reply:?}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn get(&self, via: u64, key: &str) -> Option<Vec<u8>> {
+        let path = format!("/v1/kv/{key}");
+        let reply = request_following_redirects(
+            self.member(via).http,
+            "GET",
+            &path,
+            &[],
+            b"",
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .expect("the cluster answers");
+        match reply.status {
+            200 => Some(reply.body),
+            404 => None,
+            other => panic!("GET {key} via node {via}: status {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_processes_survives_losing_its_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(root.path());
+    let leader = cluster.leader(None).await;
+    let mut acknowledged = BTreeMap::new();
+
+    // Writes through every node (followers redirect to the leader).
+    for round in 0..30u64 {
+        let via = round % 3 + 1;
+        let (key, value) = (format!("before-{round}"), format!("value-{round}"));
+        cluster.put(via, &key, &value, 1, round + 1).await;
+        acknowledged.insert(key, value);
+    }
+
+    // A follower answers 307 with the leader's URL for the same path.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let redirect =
+        request(cluster.member(follower).http, "PUT", "/v1/kv/x", &[], b"1", REQUEST_TIMEOUT)
+            .await
+            .unwrap();
+    assert_eq!(redirect.status, 307);
+    let expected = format!("http://{}/v1/kv/x", cluster.member(leader).http);
+    assert_eq!(redirect.header("location"), Some(expected.as_str()));
+
+    // A bad request gets its 4xx and changes nothing.
+    let before = cluster.status(leader).await.unwrap()["last_log_index"].clone();
+    let bad = request(cluster.member(leader).http, "POST", "/v1/cas/x", &[], b"{", REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    assert_eq!(cluster.status(leader).await.unwrap()["last_log_index"], before);
+
+    // SIGKILL the leader: a new one is elected and writes continue.
+    cluster.kill(leader);
+    let new_leader = cluster.leader(Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    for round in 0..30u64 {
+        let (key, value) = (format!("after-{round}"), format!("value-{round}"));
+        cluster.put(survivor, &key, &value, 2, round + 1).await;
+        acknowledged.insert(key, value);
+    }
+
+    // The killed node restarts from its data directory and catches up.
+    cluster.spawn(leader);
+    let target = cluster.status(new_leader).await.unwrap()["commit_index"].as_u64().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = cluster.status(leader).await
+            && status["applied_index"].as_u64().unwrap_or(0) >= target
+        {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "the restarted node did not catch up");
+        tokio::task::yield_now().await;
+    }
+
+    // Every acknowledged write is readable through every node.
+    for via in 1..=3 {
+        for (key, value) in &acknowledged {
+            assert_eq!(
+                cluster.get(via, key).await.as_deref(),
+                Some(value.as_bytes()),
+                "{key} via {via}"
+            );
+        }
+    }
+}
