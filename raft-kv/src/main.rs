@@ -1,10 +1,15 @@
-//! The `raft-kv` command: `raft-kv serve` runs one node of a replicated key-value service.
+//! The `raft-kv` command: `raft-kv serve` runs one node of a replicated key-value service;
+//! `put`, `get`, `del`, `cas` and `status` are its client.
 //!
 //! ```bash
 //! raft-kv serve                     # a single-node cluster, data in ./raft-kv-data
 //! raft-kv serve --id 1 --data-dir DIR --raft-addr 127.0.0.1:7001 --http-addr 127.0.0.1:8001 \
 //!     --peer 2=127.0.0.1:7002,127.0.0.1:8002 --peer 3=127.0.0.1:7003,127.0.0.1:8003
+//! raft-kv put greeting hello --endpoints http://127.0.0.1:8001,http://127.0.0.1:8002
+//! raft-kv get greeting
 //! ```
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +32,59 @@ struct Cli {
 enum Command {
     /// Run one node of the cluster.
     Serve(ServeArgs),
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Read a key (linearizable).
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Write NEW only if the key holds --expected (or, without it, only if the key is absent).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value to write.
+        new: String,
+        /// The value the key must hold.
+        #[arg(long)]
+        expected: Option<String>,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Show a node's status.
+    Status {
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
+#[derive(clap::Args)]
+struct Endpoints {
+    /// The cluster's HTTP endpoints, comma-separated (requests follow redirects to the leader).
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    endpoints: String,
+}
+
+impl Endpoints {
+    fn parse(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        cli::parse_endpoints(&self.endpoints)
+    }
 }
 
 #[derive(clap::Args)]
@@ -71,11 +129,26 @@ fn parse_peer(text: &str) -> Result<Peer, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match Cli::parse().command {
+    // A clear one-line message and a non-zero status, whatever RUST_BACKTRACE says.
+    if let Err(error) = execute(Cli::parse().command).await {
+        eprintln!("raft-kv: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args).await,
+        Command::Put { key, value, endpoints } => cli::put(&endpoints.parse()?, &key, &value).await,
+        Command::Get { key, endpoints } => cli::get(&endpoints.parse()?, &key).await,
+        Command::Del { key, endpoints } => cli::delete(&endpoints.parse()?, &key).await,
+        Command::Cas { key, new, expected, endpoints } => {
+            cli::compare_and_swap(&endpoints.parse()?, &key, expected.as_deref(), &new).await
+        }
+        Command::Status { endpoints } => cli::status(&endpoints.parse()?).await,
     }
 }
 

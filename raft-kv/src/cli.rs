@@ -1,0 +1,146 @@
+//! The client commands of `raft-kv`: `put`, `get`, `del`, `cas` and `status` against a list of
+//! endpoints. Each follows redirects to the leader, tries the next endpoint when one does not
+//! answer, and retries writes whose outcome is unknown under one client session, so a retry
+//! is never applied twice. Errors end the process with a non-zero status and a clear message.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use raft_kv::client::{HttpReply, request_following_redirects};
+
+/// How long a command keeps retrying before it gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
+/// How long one HTTP exchange may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses `--endpoints` (comma-separated `http://HOST:PORT`).
+pub fn parse_endpoints(text: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut endpoints = Vec::new();
+    for endpoint in text.split(',').map(str::trim).filter(|endpoint| !endpoint.is_empty()) {
+        let authority = endpoint.strip_prefix("http://").unwrap_or(endpoint).trim_end_matches('/');
+        let address = authority
+            .to_socket_addrs()
+            .with_context(|| format!("endpoint {endpoint:?} is not http://HOST:PORT"))?
+            .next()
+            .ok_or_else(|| anyhow!("endpoint {endpoint:?} resolves to no address"))?;
+        endpoints.push(address);
+    }
+    if endpoints.is_empty() {
+        bail!("--endpoints names no endpoint");
+    }
+    Ok(endpoints)
+}
+
+/// One request to the cluster: tries each endpoint in turn (following redirects), and keeps
+/// trying while the answer is "no leader" or "outcome unknown", until [`GIVE_UP_AFTER`].
+async fn send(
+    endpoints: &[SocketAddr],
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> anyhow::Result<HttpReply> {
+    let started = Instant::now();
+    let mut last_problem = String::from("no endpoint tried");
+    for attempt in 0.. {
+        let endpoint = endpoints[attempt % endpoints.len()];
+        match request_following_redirects(endpoint, method, path, headers, body, REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(reply) if matches!(reply.status, 503 | 504) => {
+                last_problem = format!("{endpoint} answered {}: {}", reply.status, text(&reply));
+            }
+            Ok(reply) => return Ok(reply),
+            Err(error) => last_problem = format!("{endpoint}: {error}"),
+        }
+        if started.elapsed() > GIVE_UP_AFTER {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 % 5 + 1))).await;
+    }
+    bail!("the cluster did not answer within {GIVE_UP_AFTER:?}; last: {last_problem}")
+}
+
+fn text(reply: &HttpReply) -> String {
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+/// A session for one invocation's write: a random client id, sequence 1.
+fn session() -> [(&'static str, String); 2] {
+    let client = RandomState::new().hash_one(std::process::id()) | 1;
+    [("X-Client-Id", client.to_string()), ("X-Request-Seq", String::from("1"))]
+}
+
+fn fail_unless_ok(reply: &HttpReply) -> anyhow::Result<()> {
+    if reply.status != 200 {
+        bail!("the server answered {}: {}", reply.status, text(reply));
+    }
+    Ok(())
+}
+
+/// `raft-kv put KEY VALUE`.
+pub async fn put(endpoints: &[SocketAddr], key: &str, value: &str) -> anyhow::Result<()> {
+    let reply =
+        send(endpoints, "PUT", &format!("/v1/kv/{key}"), &session(), value.as_bytes()).await?;
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv get KEY`: prints the value.
+pub async fn get(endpoints: &[SocketAddr], key: &str) -> anyhow::Result<()> {
+    let reply = send(endpoints, "GET", &format!("/v1/kv/{key}"), &[], b"").await?;
+    if reply.status == 404 {
+        bail!("key {key:?} not found");
+    }
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv del KEY`.
+pub async fn delete(endpoints: &[SocketAddr], key: &str) -> anyhow::Result<()> {
+    let reply = send(endpoints, "DELETE", &format!("/v1/kv/{key}"), &session(), b"").await?;
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv cas KEY NEW [--expected OLD]` (without `--expected`, the key must be absent).
+pub async fn compare_and_swap(
+    endpoints: &[SocketAddr],
+    key: &str,
+    expected: Option<&str>,
+    new: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "expected": expected, "new": new }).to_string();
+    let reply =
+        send(endpoints, "POST", &format!("/v1/cas/{key}"), &session(), body.as_bytes()).await?;
+    if reply.status == 409 {
+        bail!("not swapped: {}", text(&reply));
+    }
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv status`: the first endpoint that answers.
+pub async fn status(endpoints: &[SocketAddr]) -> anyhow::Result<()> {
+    let mut last_problem = String::new();
+    for endpoint in endpoints {
+        match request_following_redirects(*endpoint, "GET", "/v1/status", &[], b"", REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(reply) => {
+                fail_unless_ok(&reply)?;
+                println!("{}", text(&reply));
+                return Ok(());
+            }
+            Err(error) => last_problem = format!("{endpoint}: {error}"),
+        }
+    }
+    bail!("no endpoint answered: {last_problem}")
+}
