@@ -69,6 +69,7 @@ pub mod error;
 pub mod hard_state;
 pub mod linearizability;
 pub mod message;
+pub mod metrics;
 mod proposals;
 mod raft_node;
 #[cfg(feature = "sim")]

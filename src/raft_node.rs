@@ -8,6 +8,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,11 +22,13 @@ use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
 use crate::driver::Driver;
 use crate::error::{ProposeError, StartError, StorageError, WaitError};
 use crate::message::Message;
+use crate::metrics::NodeMetrics;
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::state_machine::StateMachine;
 use crate::status::Status;
 use crate::storage::Storage;
 use crate::transport::Transport;
+use crate::types::LogIndex;
 use crate::types::NodeId;
 
 /// Most requests or messages taken in one batch before the node persists and answers.
@@ -81,6 +84,7 @@ pub struct RaftNode {
 struct Shared {
     id: NodeId,
     max_entry_bytes: usize,
+    counters: Arc<Counters>,
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<Status>,
     stop: watch::Sender<bool>,
@@ -118,7 +122,11 @@ impl RaftNode {
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
         let (status_sender, status) = watch::channel(Status::of(&core));
         let (stop, stop_requested) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
         let node_loop = NodeLoop {
+            counters: Arc::clone(&counters),
+            counted_commit: LogIndex(0),
+            counted_leader: None,
             driver: Driver::new(core, storage, state_machine),
             transport,
             requests,
@@ -131,6 +139,7 @@ impl RaftNode {
         Ok(RaftNode {
             shared: Arc::new(Shared {
                 id,
+                counters,
                 max_entry_bytes: config.max_entry_bytes,
                 requests: request_sender,
                 status,
@@ -172,6 +181,21 @@ impl RaftNode {
         self.shared.status.borrow().clone()
     }
 
+    /// What the node has done since it started.
+    pub fn metrics(&self) -> NodeMetrics {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        NodeMetrics {
+            proposals: read(&counters.proposals),
+            proposals_refused: read(&counters.proposals_refused),
+            entries_committed: read(&counters.entries_committed),
+            commands_applied: read(&counters.commands_applied),
+            elections_started: read(&counters.elections_started),
+            leader_changes: read(&counters.leader_changes),
+            term: self.shared.status.borrow().term.0,
+        }
+    }
+
     /// Waits until `condition` holds for the node's status, at most `timeout`.
     pub async fn wait_for(
         &self,
@@ -206,8 +230,23 @@ impl RaftNode {
 }
 
 /// The node's task.
+/// What the node's task counts, read by [`RaftNode::metrics`].
+#[derive(Debug, Default)]
+struct Counters {
+    proposals: AtomicU64,
+    proposals_refused: AtomicU64,
+    entries_committed: AtomicU64,
+    commands_applied: AtomicU64,
+    elections_started: AtomicU64,
+    leader_changes: AtomicU64,
+}
+
 struct NodeLoop<S, T, M> {
     driver: Driver<S, M>,
+    counters: Arc<Counters>,
+    /// The commit index and leader at the last count.
+    counted_commit: LogIndex,
+    counted_leader: Option<NodeId>,
     transport: T,
     requests: mpsc::Receiver<Request>,
     stop_requested: watch::Receiver<bool>,
@@ -264,8 +303,10 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 Ok(index) => {
                     let term = self.driver.core.term();
                     self.pending.insert(index, term, reply);
+                    self.counters.proposals.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
+                    self.counters.proposals_refused.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(error));
                 }
             }
@@ -294,9 +335,11 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         let transport = &mut self.transport;
         let pending = &mut self.pending;
         let mut completed = Vec::new();
+        let counters = &self.counters;
         let result = self.driver.process_ready(
             |message| transport.send(message),
             |applied| {
+                counters.commands_applied.fetch_add(1, Ordering::Relaxed);
                 if let Some((reply, outcome)) = pending.on_applied(applied) {
                     completed.push((
                         reply,
@@ -313,6 +356,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 }
             },
         );
+        self.count();
         if result.is_ok() {
             // After a storage failure the core may hold state that never became durable:
             // the last status published stays the last one that was.
@@ -336,6 +380,22 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             }
         }
         Ok(())
+    }
+
+    /// Updates the counters that follow the core's state.
+    fn count(&mut self) {
+        let core = &self.driver.core;
+        let commit = core.commit_index();
+        if commit > self.counted_commit {
+            let newly = commit.0 - self.counted_commit.0;
+            self.counters.entries_committed.fetch_add(newly, Ordering::Relaxed);
+            self.counted_commit = commit;
+        }
+        if core.leader_id() != self.counted_leader {
+            self.counted_leader = core.leader_id();
+            self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.elections_started.store(core.elections_started(), Ordering::Relaxed);
     }
 
     /// Answers every request still waiting, as the node stops.

@@ -9,10 +9,12 @@
 //! or `413` with a JSON error, and nothing is written.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
@@ -21,8 +23,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, put};
+use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
 use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
-use raft_consensus::transport::{TcpConfig, TcpTransport};
+use raft_consensus::transport::{PeerTraffic, TcpConfig, TcpTransport};
 use raft_consensus::{Config, NodeId, ProposeError, RaftNode};
 use serde::Deserialize;
 use serde_json::json;
@@ -86,6 +89,9 @@ struct AppState {
     node: RaftNode,
     http_addrs: BTreeMap<NodeId, SocketAddr>,
     limits: Limits,
+    request_latency: Arc<Histogram>,
+    wal_sync_latency: Arc<Histogram>,
+    traffic: Arc<PeerTraffic>,
 }
 
 /// Runs the server until `shutdown` completes, then stops HTTP (answering requests in flight)
@@ -107,6 +113,8 @@ pub async fn run(
     let transport =
         TcpTransport::start(config.id, raft_listener, peers, TcpConfig::new(config.cluster_id))
             .context("starting the Raft transport")?;
+    let traffic = transport.traffic();
+    let wal_sync_latency = storage.sync_latency();
     let mut members: Vec<NodeId> = config.peers.iter().map(|peer| peer.id).collect();
     members.push(config.id);
     let raft_config = Config {
@@ -126,7 +134,14 @@ pub async fn run(
         config.raft_addr,
         config.data_dir.display()
     );
-    let state = AppState { node: node.clone(), http_addrs, limits: config.limits };
+    let state = AppState {
+        node: node.clone(),
+        http_addrs,
+        limits: config.limits,
+        request_latency: Arc::default(),
+        wal_sync_latency,
+        traffic,
+    };
     let app = router(state);
     axum::serve(http_listener, app)
         .with_graceful_shutdown(shutdown)
@@ -142,6 +157,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/kv/{key}", put(put_key).get(get_key).delete(delete_key))
         .route("/v1/cas/{key}", post(compare_and_swap))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -205,8 +221,11 @@ fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Rejection> {
 /// Replicates `request` and returns the store's response, or the HTTP answer that explains
 /// why there is none.
 async fn submit(state: &AppState, uri: &Uri, request: Request) -> Result<Response, Rejection> {
+    let started = Instant::now();
     let proposal = state.node.propose(request.encode());
-    match tokio::time::timeout(state.limits.request_timeout, proposal).await {
+    let outcome = tokio::time::timeout(state.limits.request_timeout, proposal).await;
+    state.request_latency.record(started.elapsed());
+    match outcome {
         Err(_) => Err(error(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown")),
         Ok(Ok(bytes)) => Response::decode(&bytes)
             .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "undecodable_response")),
@@ -389,4 +408,88 @@ fn unexpected(response: Response) -> HttpResponse {
             .into_response(),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected_response").into_response(),
     }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> HttpResponse {
+    let node = state.node.metrics();
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric(
+        "raft_proposals_total",
+        "counter",
+        "Proposals appended by this node as leader.",
+        node.proposals,
+    );
+    metric(
+        "raft_proposals_refused_total",
+        "counter",
+        "Proposals refused (not leader, too large).",
+        node.proposals_refused,
+    );
+    metric(
+        "raft_commits_total",
+        "counter",
+        "Log entries this node learned to be committed.",
+        node.entries_committed,
+    );
+    metric(
+        "raft_applies_total",
+        "counter",
+        "Commands applied to the state machine.",
+        node.commands_applied,
+    );
+    metric(
+        "raft_elections_total",
+        "counter",
+        "Elections this node started.",
+        node.elections_started,
+    );
+    metric(
+        "raft_leader_changes_total",
+        "counter",
+        "Changes of the leader this node knows.",
+        node.leader_changes,
+    );
+    metric("raft_term", "gauge", "The current term.", node.term);
+    histogram(
+        &mut text,
+        "raft_kv_request_duration_seconds",
+        "Time to replicate and apply a request.",
+        &state.request_latency.snapshot(),
+    );
+    histogram(
+        &mut text,
+        "raft_wal_sync_duration_seconds",
+        "Time of one write-ahead log write and fdatasync.",
+        &state.wal_sync_latency.snapshot(),
+    );
+    let _ = writeln!(
+        text,
+        "# HELP raft_peer_bytes_sent_total Bytes sent to a peer.\n# TYPE raft_peer_bytes_sent_total counter"
+    );
+    let traffic = state.traffic.snapshot();
+    for (peer, sent, _) in &traffic {
+        let _ = writeln!(text, "raft_peer_bytes_sent_total{{peer=\"{}\"}} {sent}", peer.0);
+    }
+    let _ = writeln!(
+        text,
+        "# HELP raft_peer_bytes_received_total Bytes received from a peer.\n# TYPE raft_peer_bytes_received_total counter"
+    );
+    for (peer, _, received) in &traffic {
+        let _ = writeln!(text, "raft_peer_bytes_received_total{{peer=\"{}\"}} {received}", peer.0);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn histogram(text: &mut String, name: &str, help: &str, snapshot: &HistogramSnapshot) {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, count) in LATENCY_BUCKETS_MICROS.iter().zip(&snapshot.cumulative) {
+        let _ = writeln!(text, "{name}_bucket{{le=\"{}\"}} {count}", *bound as f64 / 1e6);
+    }
+    let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {}", snapshot.count);
+    let _ = writeln!(text, "{name}_sum {}", snapshot.sum_micros as f64 / 1e6);
+    let _ = writeln!(text, "{name}_count {}", snapshot.count);
 }

@@ -127,6 +127,31 @@ async fn a_three_node_cluster_serves_the_http_api() {
         }
     }
 
+    // Metrics, in Prometheus text.
+    let metrics = http(leader.http_addr, "GET", "/metrics", b"").await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for expected in [
+        "raft_proposals_total ",
+        "raft_commits_total ",
+        "raft_applies_total ",
+        "raft_elections_total ",
+        "raft_term ",
+        "raft_leader_changes_total ",
+        "raft_kv_request_duration_seconds_bucket{le=",
+        "raft_wal_sync_duration_seconds_count ",
+        "raft_peer_bytes_sent_total{peer=",
+        "raft_peer_bytes_received_total{peer=",
+    ] {
+        assert!(text.contains(expected), "/metrics lacks {expected}:\n{text}");
+    }
+    let proposals: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("raft_proposals_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap();
+    assert!(proposals >= 4, "{proposals} proposals counted");
+
     for stop in stops {
         let _ = stop.send(());
     }

@@ -75,6 +75,7 @@ impl RaftCore {
     /// Starts an election for the next term (the election timer fired).
     pub(super) fn start_election(&mut self) {
         self.pre_votes_granted = None;
+        self.elections_started += 1;
         self.term = self.term.next();
         self.voted_for = Some(self.id);
         self.role = Role::Candidate;

@@ -97,6 +97,8 @@ pub struct RaftCore {
     votes_granted: BTreeSet<NodeId>,
     /// During a pre-vote round: who said they would vote for this node in the next term.
     pre_votes_granted: Option<BTreeSet<NodeId>>,
+    /// Elections this node has started (for monitoring).
+    elections_started: u64,
     /// When this node last heard from the leader of its term (or led), for the leader lease
     /// that lets it refuse pre-votes and ignore disruptive vote requests.
     last_leader_contact_ms: Option<u64>,
@@ -177,6 +179,7 @@ impl RaftCore {
             leader_id: None,
             votes_granted: BTreeSet::new(),
             pre_votes_granted: None,
+            elections_started: 0,
             last_leader_contact_ms: None,
             progress: BTreeMap::new(),
             now_ms: 0,
@@ -358,6 +361,11 @@ impl RaftCore {
     /// The entry at `index`, if this node holds it.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.entry(index)
+    }
+
+    /// How many elections this node has started.
+    pub fn elections_started(&self) -> u64 {
+        self.elections_started
     }
 
     /// The voting members, sorted.

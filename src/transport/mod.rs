@@ -11,7 +11,7 @@ mod tcp;
 use std::future::Future;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
-pub use tcp::{TcpConfig, TcpTransport};
+pub use tcp::{PeerTraffic, TcpConfig, TcpTransport};
 
 use crate::message::Message;
 

@@ -11,9 +11,11 @@
 //! `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
 //! connection with a logged error; nothing a peer sends can panic the node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +68,7 @@ impl TcpConfig {
 #[derive(Debug)]
 pub struct TcpTransport {
     id: NodeId,
+    traffic: Arc<PeerTraffic>,
     peers: HashMap<NodeId, mpsc::Sender<Message>>,
     inbox: mpsc::Receiver<Message>,
     local_addr: SocketAddr,
@@ -80,23 +83,62 @@ impl TcpTransport {
         config: TcpConfig,
     ) -> io::Result<TcpTransport> {
         let local_addr = listener.local_addr()?;
+        let peers: Vec<(NodeId, SocketAddr)> =
+            peers.into_iter().filter(|(peer, _)| *peer != id).collect();
+        let traffic = Arc::new(PeerTraffic {
+            peers: peers.iter().map(|(peer, _)| (*peer, Default::default())).collect(),
+        });
         let (inbox_sender, inbox) = mpsc::channel(config.inbox_capacity.max(1));
-        tokio::spawn(accept_loop(id, listener, inbox_sender, config.clone()));
+        tokio::spawn(accept_loop(id, listener, inbox_sender, config.clone(), Arc::clone(&traffic)));
         let mut senders = HashMap::new();
         for (peer, address) in peers {
-            if peer == id {
-                continue;
-            }
             let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
-            tokio::spawn(dial_loop(id, peer, address, queue, config.clone()));
+            let link = Link { id, peer, address, traffic: Arc::clone(&traffic) };
+            tokio::spawn(dial_loop(link, queue, config.clone()));
             senders.insert(peer, sender);
         }
-        Ok(TcpTransport { id, peers: senders, inbox, local_addr })
+        Ok(TcpTransport { id, traffic, peers: senders, inbox, local_addr })
     }
 
     /// The address this node accepts peers on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Bytes sent to and received from each peer, shared: keep the handle before moving the
+    /// transport into a node.
+    pub fn traffic(&self) -> Arc<PeerTraffic> {
+        Arc::clone(&self.traffic)
+    }
+}
+
+/// Bytes exchanged with each configured peer (frames and handshakes).
+#[derive(Debug, Default)]
+pub struct PeerTraffic {
+    peers: BTreeMap<NodeId, (AtomicU64, AtomicU64)>,
+}
+
+impl PeerTraffic {
+    /// `(peer, bytes sent, bytes received)` for every configured peer.
+    pub fn snapshot(&self) -> Vec<(NodeId, u64, u64)> {
+        self.peers
+            .iter()
+            .map(|(peer, (sent, received))| {
+                (*peer, sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
+    fn add_sent(&self, peer: NodeId, bytes: usize) {
+        if let Some((sent, _)) = self.peers.get(&peer) {
+            sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn add_received(&self, peer: NodeId, bytes: usize) {
+        if let Some((_, received)) = self.peers.get(&peer) {
+            received.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -160,11 +202,14 @@ async fn accept_loop(
     listener: TcpListener,
     inbox: mpsc::Sender<Message>,
     config: TcpConfig,
+    traffic: Arc<PeerTraffic>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, address)) => {
-                tokio::spawn(read_connection(id, stream, address, inbox.clone(), config.clone()));
+                let connection =
+                    Inbound { id, address, inbox: inbox.clone(), traffic: Arc::clone(&traffic) };
+                tokio::spawn(read_connection(connection, stream, config.clone()));
             }
             Err(error) => {
                 tracing::warn!(node = %id, "Accepting a peer connection failed: {error}");
@@ -177,14 +222,17 @@ async fn accept_loop(
     }
 }
 
-/// Reads one peer's frames into the inbox until the connection ends or misbehaves.
-async fn read_connection(
+/// An accepted connection: who accepted it, from where, and where its messages go.
+struct Inbound {
     id: NodeId,
-    mut stream: TcpStream,
     address: SocketAddr,
     inbox: mpsc::Sender<Message>,
-    config: TcpConfig,
-) {
+    traffic: Arc<PeerTraffic>,
+}
+
+/// Reads one peer's frames into the inbox until the connection ends or misbehaves.
+async fn read_connection(connection: Inbound, mut stream: TcpStream, config: TcpConfig) {
+    let Inbound { id, address, inbox, traffic } = connection;
     let mut greeting = [0u8; HANDSHAKE_LEN];
     if stream.read_exact(&mut greeting).await.is_err() {
         return;
@@ -210,6 +258,7 @@ async fn read_connection(
         if stream.read_exact(&mut frame).await.is_err() {
             return;
         }
+        traffic.add_received(peer, 4 + length);
         let message = match decode_message(&Bytes::from(frame)) {
             Ok(message) => message,
             Err(error) => {
@@ -227,14 +276,17 @@ async fn read_connection(
     }
 }
 
-/// Keeps a connection to `peer` and writes its queued messages, redialling with backoff.
-async fn dial_loop(
+/// One outgoing connection's ends.
+struct Link {
     id: NodeId,
     peer: NodeId,
     address: SocketAddr,
-    mut queue: mpsc::Receiver<Message>,
-    config: TcpConfig,
-) {
+    traffic: Arc<PeerTraffic>,
+}
+
+/// Keeps a connection to `peer` and writes its queued messages, redialling with backoff.
+async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpConfig) {
+    let Link { id, peer, address, traffic } = link;
     let mut backoff_ms = config.reconnect_min_ms.max(1);
     let mut buffer = Vec::new();
     loop {
@@ -279,6 +331,7 @@ async fn dial_loop(
                 tracing::debug!(node = %id, %peer, "Connection to {address} lost: {error}");
                 break;
             }
+            traffic.add_sent(peer, buffer.len());
         }
     }
 }

@@ -16,11 +16,14 @@ mod format;
 mod recovery;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload};
+use crate::metrics::Histogram;
 use crate::types::NodeId;
 
 use super::Storage;
@@ -87,6 +90,8 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     /// Set after a failed write: the file may end in a partial record, so nothing more is
     /// written (the node stops; recovery cuts the partial record off).
     failed: bool,
+    /// How long each sync (write and `fdatasync`) took.
+    sync_latency: Arc<Histogram>,
 }
 
 impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
@@ -190,12 +195,19 @@ impl<F: FileSystem> WalStorage<F> {
             buffer: Vec::new(),
             hard_state,
             failed: false,
+            sync_latency: Arc::default(),
         })
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The latency of every sync (one write and one `fdatasync`), shared: keep the handle
+    /// before moving the storage into a node.
+    pub fn sync_latency(&self) -> Arc<Histogram> {
+        Arc::clone(&self.sync_latency)
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
@@ -267,7 +279,9 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             return Ok(());
         }
         let path = self.dir.join(segment_name(self.sequence));
+        let started = Instant::now();
         let result = self.file.append(&self.buffer).and_then(|()| self.file.sync_data());
+        self.sync_latency.record(started.elapsed());
         if let Err(error) = result {
             self.failed = true;
             return Err(StorageError::io(format!("writing {}", path.display()), error));
