@@ -9,6 +9,7 @@
 //! raft-kv get greeting
 //! ```
 
+mod bench;
 mod cli;
 
 use std::net::SocketAddr;
@@ -69,6 +70,29 @@ enum Command {
     },
     /// Show a node's status.
     Status {
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Load the cluster with concurrent clients and report throughput and latency.
+    Bench {
+        /// Concurrent clients (each waits for its answer before the next request).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds to measure (after a one-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        /// Stop after this many requests instead, if reached first.
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Bytes per written value.
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        /// Fraction of requests that are linearizable reads (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        read_ratio: f64,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -149,6 +173,25 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             cli::compare_and_swap(&endpoints.parse()?, &key, expected.as_deref(), &new).await
         }
         Command::Status { endpoints } => cli::status(&endpoints.parse()?).await,
+        Command::Bench {
+            concurrency,
+            duration_secs,
+            requests,
+            keys,
+            value_size,
+            read_ratio,
+            endpoints,
+        } => {
+            let options = bench::BenchOptions {
+                concurrency: concurrency.max(1),
+                duration: Duration::from_secs(duration_secs),
+                requests,
+                keys,
+                value_size,
+                read_ratio,
+            };
+            bench::run(&endpoints.parse()?, options).await
+        }
     }
 }
 

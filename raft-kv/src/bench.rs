@@ -1,0 +1,226 @@
+//! `raft-kv bench`: a closed-loop load generator. N clients, each with one kept-alive HTTP
+//! connection to the leader, send writes (PUT) and linearizable reads (GET) on a key set and
+//! wait for each answer before the next request. Prints a progress line every second and, at
+//! the end, throughput and latency percentiles from an HDR histogram.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use raft_kv::client::request_following_redirects;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// How long to run (after a one-second warm-up that is not measured).
+    pub duration: Duration,
+    /// Stop after this many requests, if set (before `duration` ends).
+    pub requests: Option<u64>,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Bytes per written value.
+    pub value_size: usize,
+    /// Fraction of requests that are reads, in [0, 1].
+    pub read_ratio: f64,
+}
+
+/// Finds the leader's HTTP address through any endpoint's `/v1/status`.
+async fn find_leader(endpoints: &[SocketAddr]) -> anyhow::Result<SocketAddr> {
+    for endpoint in endpoints {
+        let Ok(reply) = request_following_redirects(
+            *endpoint,
+            "GET",
+            "/v1/status",
+            &[],
+            b"",
+            Duration::from_secs(5),
+        )
+        .await
+        else {
+            continue;
+        };
+        if let Ok(status) = reply.json()
+            && let Some(leader) = status["leader_http"].as_str()
+        {
+            let authority = leader.trim_start_matches("http://");
+            return authority.parse().with_context(|| format!("leader address {leader:?}"));
+        }
+    }
+    bail!("no endpoint knows a leader")
+}
+
+/// One kept-alive HTTP/1.1 connection.
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(address: SocketAddr) -> anyhow::Result<Connection> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection { stream, buffer: Vec::with_capacity(4096) })
+    }
+
+    /// Sends a request and returns the status code (the body is read and dropped).
+    async fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body).await?;
+        // Read until the head is complete, then the body by Content-Length.
+        self.buffer.clear();
+        let head_end = loop {
+            if let Some(position) = self.buffer.windows(4).position(|window| window == b"\r\n\r\n")
+            {
+                break position + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = self.stream.read(&mut chunk).await?;
+            if read == 0 {
+                bail!("the server closed the connection");
+            }
+            self.buffer.extend_from_slice(&chunk[..read]);
+        };
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .context("a response without a status code")?;
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while self.buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            let read = self.stream.read(&mut chunk).await?;
+            if read == 0 {
+                bail!("the server closed the connection mid-body");
+            }
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+        Ok(status)
+    }
+}
+
+/// Runs the load against the cluster behind `endpoints` and prints the results.
+pub async fn run(endpoints: &[SocketAddr], options: BenchOptions) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&options.read_ratio) {
+        bail!("--read-ratio must be between 0 and 1");
+    }
+    let leader = find_leader(endpoints).await?;
+    println!(
+        "raft-kv bench: {} clients against the leader at {leader}, {} keys, {}-byte values, {:.0}% reads",
+        options.concurrency,
+        options.keys,
+        options.value_size,
+        options.read_ratio * 100.0
+    );
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for client in 0..options.concurrency {
+        let (measuring, stop, completed, errors) =
+            (measuring.clone(), stop.clone(), completed.clone(), errors.clone());
+        let options = options.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut connection = Connection::open(leader).await?;
+            let value = vec![b'x'; options.value_size];
+            let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            while !stop.load(Ordering::Relaxed) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let key = state % options.keys.max(1);
+                let read = ((state >> 11) as f64 / (1u64 << 53) as f64) < options.read_ratio;
+                let path = format!("/v1/kv/bench-{key}");
+                let started = Instant::now();
+                let outcome = if read {
+                    connection.call("GET", &path, b"").await
+                } else {
+                    connection.call("PUT", &path, &value).await
+                };
+                let elapsed = started.elapsed();
+                match outcome {
+                    Ok(200 | 404) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            histogram.record(elapsed.as_micros().max(1) as u64)?;
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        connection = Connection::open(leader).await?;
+                    }
+                }
+            }
+            anyhow::Ok(histogram)
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut next_progress = Duration::from_secs(1);
+    while started.elapsed() < options.duration
+        && options.requests.is_none_or(|limit| completed.load(Ordering::Relaxed) < limit)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if started.elapsed() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let count = completed.load(Ordering::Relaxed);
+            let rate = count as f64 / started.elapsed().as_secs_f64();
+            let failed = errors.load(Ordering::Relaxed);
+            eprint!(
+                "\r[{:>4.0} s] {count} requests, {rate:.0}/s, {failed} errors   ",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    eprintln!();
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for worker in workers {
+        total.add(worker.await??)?;
+    }
+    let count = total.len();
+    let micros = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1000.0;
+    println!(
+        "requests:   {count} in {:.1} s: {:.0} requests/s",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        micros(0.50),
+        micros(0.90),
+        micros(0.99),
+        micros(0.999),
+        total.max() as f64 / 1000.0
+    );
+    println!("errors:     {}", errors.load(Ordering::Relaxed));
+    Ok(())
+}
