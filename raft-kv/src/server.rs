@@ -198,6 +198,16 @@ fn check_key(state: &AppState, key: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Checks a write's key and reads its optional session.
+fn check_write(
+    state: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Option<(u64, u64)>, Rejection> {
+    check_key(state, key)?;
+    session(headers)
+}
+
 /// The optional deduplication session from `X-Client-Id` and `X-Request-Seq`.
 fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Rejection> {
     let number = |name: &str| -> Result<Option<u64>, Rejection> {
@@ -263,10 +273,7 @@ async fn put_key(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResponse {
-    if let Err(answer) = check_key(&state, &key) {
-        return answer.into_response();
-    }
-    let session = match session(&headers) {
+    let session = match check_write(&state, &key, &headers) {
         Ok(session) => session,
         Err(answer) => return answer.into_response(),
     };
@@ -301,10 +308,7 @@ async fn delete_key(
     uri: Uri,
     headers: HeaderMap,
 ) -> HttpResponse {
-    if let Err(answer) = check_key(&state, &key) {
-        return answer.into_response();
-    }
-    let session = match session(&headers) {
+    let session = match check_write(&state, &key, &headers) {
         Ok(session) => session,
         Err(answer) => return answer.into_response(),
     };
@@ -335,10 +339,7 @@ async fn compare_and_swap(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResponse {
-    if let Err(answer) = check_key(&state, &key) {
-        return answer.into_response();
-    }
-    let session = match session(&headers) {
+    let session = match check_write(&state, &key, &headers) {
         Ok(session) => session,
         Err(answer) => return answer.into_response(),
     };
