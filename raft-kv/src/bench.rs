@@ -1,7 +1,13 @@
-//! `raft-kv bench`: a closed-loop load generator. N clients, each with one kept-alive HTTP
-//! connection to the leader, send writes (PUT) and linearizable reads (GET) on a key set and
-//! wait for each answer before the next request. Prints a progress line every second and, at
-//! the end, throughput and latency percentiles from an HDR histogram.
+//! `raft-kv bench`: a closed-loop load generator. N clients each send writes and linearizable
+//! reads on a key set and wait for each answer before the next request. Prints a progress line
+//! every second and, at the end, throughput and latency percentiles from an HDR histogram.
+//!
+//! The same generator drives two systems, so both are measured the same way:
+//! - raft-kv: one kept-alive HTTP/1.1 connection per client to the leader (PUT and GET).
+//! - etcd v3, with the `etcd` cargo feature: its native gRPC API through `etcd-client`, one
+//!   HTTP/2 connection per client to the leader (Put, and Get with etcd's default
+//!   linearizable consistency). The feature needs `protoc` at build time, which is why it is
+//!   off by default.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +38,18 @@ pub struct BenchOptions {
     pub read_ratio: f64,
 }
 
-/// Finds the leader's HTTP address through any endpoint's `/v1/status`.
-async fn find_leader(endpoints: &[SocketAddr]) -> anyhow::Result<SocketAddr> {
+/// The system under load.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A raft-kv cluster, through any of its HTTP endpoints.
+    RaftKv(Vec<SocketAddr>),
+    /// An etcd cluster, through its client URLs (`http://HOST:PORT`).
+    #[cfg(feature = "etcd")]
+    Etcd(Vec<String>),
+}
+
+/// Finds the raft-kv leader's HTTP address through any endpoint's `/v1/status`.
+async fn find_raft_kv_leader(endpoints: &[SocketAddr]) -> anyhow::Result<SocketAddr> {
     for endpoint in endpoints {
         let Ok(reply) = request_following_redirects(
             *endpoint,
@@ -119,14 +135,132 @@ impl Connection {
     }
 }
 
-/// Runs the load against the cluster behind `endpoints` and prints the results.
-pub async fn run(endpoints: &[SocketAddr], options: BenchOptions) -> anyhow::Result<()> {
+/// One client's link to the system under load.
+enum Session {
+    RaftKv {
+        leader: SocketAddr,
+        connection: Connection,
+    },
+    #[cfg(feature = "etcd")]
+    Etcd {
+        leader: String,
+        kv: Box<etcd_client::KvClient>,
+    },
+}
+
+impl Session {
+    async fn open(leader: &Leader) -> anyhow::Result<Session> {
+        Ok(match leader {
+            Leader::RaftKv(address) => {
+                Session::RaftKv { leader: *address, connection: Connection::open(*address).await? }
+            }
+            #[cfg(feature = "etcd")]
+            Leader::Etcd(url) => {
+                Session::Etcd { leader: url.clone(), kv: Box::new(etcd::connect(url).await?) }
+            }
+        })
+    }
+
+    /// Writes `value` at `key`; `Ok(false)` is an answer that is not success.
+    async fn put(&mut self, key: u64, value: &[u8]) -> anyhow::Result<bool> {
+        match self {
+            Session::RaftKv { connection, .. } => {
+                Ok(connection.call("PUT", &format!("/v1/kv/bench-{key}"), value).await? == 200)
+            }
+            #[cfg(feature = "etcd")]
+            Session::Etcd { kv, .. } => {
+                kv.put(format!("bench-{key}"), value, None).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads `key` linearizably (a missing key is a successful read).
+    async fn get(&mut self, key: u64) -> anyhow::Result<bool> {
+        match self {
+            Session::RaftKv { connection, .. } => {
+                let status = connection.call("GET", &format!("/v1/kv/bench-{key}"), b"").await?;
+                Ok(matches!(status, 200 | 404))
+            }
+            #[cfg(feature = "etcd")]
+            Session::Etcd { kv, .. } => {
+                kv.get(format!("bench-{key}"), None).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A fresh link after a transport error.
+    async fn reopen(&mut self) -> anyhow::Result<()> {
+        let leader = match self {
+            Session::RaftKv { leader, .. } => Leader::RaftKv(*leader),
+            #[cfg(feature = "etcd")]
+            Session::Etcd { leader, .. } => Leader::Etcd(leader.clone()),
+        };
+        *self = Session::open(&leader).await?;
+        Ok(())
+    }
+}
+
+/// Where the clients send their requests.
+#[derive(Clone, Debug)]
+enum Leader {
+    RaftKv(SocketAddr),
+    #[cfg(feature = "etcd")]
+    Etcd(String),
+}
+
+impl std::fmt::Display for Leader {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leader::RaftKv(address) => write!(formatter, "raft-kv leader at http://{address}"),
+            #[cfg(feature = "etcd")]
+            Leader::Etcd(url) => write!(formatter, "etcd leader at {url}"),
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    //! The etcd side of the generator: finding the leader and opening a connection to it.
+
+    use anyhow::{Context, bail};
+    use etcd_client::{Client, KvClient};
+
+    /// A client connected to `url` only (no load balancing across members).
+    pub async fn connect(url: &str) -> anyhow::Result<KvClient> {
+        let client = Client::connect([url], None)
+            .await
+            .with_context(|| format!("connecting to etcd at {url}"))?;
+        Ok(client.kv_client())
+    }
+
+    /// The client URL of the member that leads, found by asking each member for its status.
+    pub async fn find_leader(endpoints: &[String]) -> anyhow::Result<String> {
+        for url in endpoints {
+            let Ok(mut client) = Client::connect([url], None).await else { continue };
+            let Ok(status) = client.status().await else { continue };
+            let member = status.header().map(|header| header.member_id());
+            if member == Some(status.leader()) {
+                return Ok(url.clone());
+            }
+        }
+        bail!("no etcd endpoint is the leader: {endpoints:?}")
+    }
+}
+
+/// Runs the load against `target` and prints the results.
+pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&options.read_ratio) {
         bail!("--read-ratio must be between 0 and 1");
     }
-    let leader = find_leader(endpoints).await?;
+    let leader = match target {
+        Target::RaftKv(endpoints) => Leader::RaftKv(find_raft_kv_leader(endpoints).await?),
+        #[cfg(feature = "etcd")]
+        Target::Etcd(endpoints) => Leader::Etcd(etcd::find_leader(endpoints).await?),
+    };
     println!(
-        "raft-kv bench: {} clients against the leader at {leader}, {} keys, {}-byte values, {:.0}% reads",
+        "bench: {} clients against the {leader}, {} keys, {}-byte values, {:.0}% reads",
         options.concurrency,
         options.keys,
         options.value_size,
@@ -141,9 +275,10 @@ pub async fn run(endpoints: &[SocketAddr], options: BenchOptions) -> anyhow::Res
         let (measuring, stop, completed, errors) =
             (measuring.clone(), stop.clone(), completed.clone(), errors.clone());
         let options = options.clone();
+        let leader = leader.clone();
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut connection = Connection::open(leader).await?;
+            let mut session = Session::open(&leader).await?;
             let value = vec![b'x'; options.value_size];
             let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             while !stop.load(Ordering::Relaxed) {
@@ -152,27 +287,23 @@ pub async fn run(endpoints: &[SocketAddr], options: BenchOptions) -> anyhow::Res
                 state ^= state << 17;
                 let key = state % options.keys.max(1);
                 let read = ((state >> 11) as f64 / (1u64 << 53) as f64) < options.read_ratio;
-                let path = format!("/v1/kv/bench-{key}");
                 let started = Instant::now();
-                let outcome = if read {
-                    connection.call("GET", &path, b"").await
-                } else {
-                    connection.call("PUT", &path, &value).await
-                };
+                let outcome =
+                    if read { session.get(key).await } else { session.put(key, &value).await };
                 let elapsed = started.elapsed();
                 match outcome {
-                    Ok(200 | 404) => {
+                    Ok(true) => {
                         if measuring.load(Ordering::Relaxed) {
                             histogram.record(elapsed.as_micros().max(1) as u64)?;
                             completed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Ok(_) => {
+                    Ok(false) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        connection = Connection::open(leader).await?;
+                        session.reopen().await?;
                     }
                 }
             }

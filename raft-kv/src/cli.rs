@@ -34,6 +34,22 @@ pub fn parse_endpoints(text: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(endpoints)
 }
 
+/// `--endpoints` as a list of URLs, each with a scheme (`http://` added where missing).
+#[cfg(feature = "etcd")]
+pub fn endpoint_urls(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(|endpoint| {
+            if endpoint.contains("://") {
+                endpoint.to_owned()
+            } else {
+                format!("http://{endpoint}")
+            }
+        })
+        .collect()
+}
+
 /// One request to the cluster: tries each endpoint in turn (following redirects), and keeps
 /// trying while the answer is "no leader" or "outcome unknown", until [`GIVE_UP_AFTER`].
 async fn send(

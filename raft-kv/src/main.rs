@@ -93,9 +93,22 @@ enum Command {
         /// Fraction of requests that are linearizable reads (0 to 1).
         #[arg(long, default_value_t = 0.0)]
         read_ratio: f64,
+        /// The system to load: raft-kv, or etcd through its gRPC API (--endpoints then lists
+        /// etcd's client URLs; needs a build with `--features etcd`).
+        #[arg(long, value_enum, default_value_t = BenchTarget::RaftKv)]
+        target: BenchTarget,
         #[command(flatten)]
         endpoints: Endpoints,
     },
+}
+
+/// The systems `raft-kv bench` can load.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchTarget {
+    /// A raft-kv cluster.
+    RaftKv,
+    /// An etcd v3 cluster.
+    Etcd,
 }
 
 #[derive(clap::Args)]
@@ -180,6 +193,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             keys,
             value_size,
             read_ratio,
+            target,
             endpoints,
         } => {
             let options = bench::BenchOptions {
@@ -190,7 +204,17 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 value_size,
                 read_ratio,
             };
-            bench::run(&endpoints.parse()?, options).await
+            let target = match target {
+                BenchTarget::RaftKv => bench::Target::RaftKv(endpoints.parse()?),
+                #[cfg(feature = "etcd")]
+                BenchTarget::Etcd => bench::Target::Etcd(cli::endpoint_urls(&endpoints.endpoints)),
+                #[cfg(not(feature = "etcd"))]
+                BenchTarget::Etcd => bail!(
+                    "this raft-kv was built without etcd support; build it with \
+                     `cargo build --release -p raft-kv --features etcd` (needs protoc)"
+                ),
+            };
+            bench::run(&target, options).await
         }
     }
 }

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Measures raft-kv and etcd side by side on this machine with one load generator
+# (`raft-kv bench`): a 3-member etcd and a 3-node raft-kv on loopback, data for both in one
+# directory on the same disk, both syncing every commit to disk. For 1, 16 and 128 concurrent
+# clients it runs writes (256-byte values over 10,000 keys), then linearizable reads, against
+# each system's leader, and prints one table with throughput, p50/p99 latency and the ratio
+# raft-kv/etcd. Everything it starts is stopped when it exits, however it exits.
+#
+#   bench/compare-etcd.sh                  # 10 s per load
+#   DURATION=30 bench/compare-etcd.sh      # longer loads
+#   CLIENTS="1 16 128 512" bench/compare-etcd.sh
+#
+# Installs Debian's etcd-server and protobuf-compiler (for the etcd gRPC client) if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-"1 16 128"}
+KEYS=${KEYS:-10000}
+VALUE_SIZE=${VALUE_SIZE:-256}
+# Ports: etcd client 23791-3 and peer 23801-3; raft-kv raft 27001-3 and HTTP 28001-3.
+ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-23790}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
+RAFT_PORT=${RAFT_PORT:-27000}
+HTTP_PORT=${HTTP_PORT:-28000}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+    echo "== installing etcd-server and protobuf-compiler from Debian"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq etcd-server protobuf-compiler >/dev/null
+fi
+echo "== $(etcd --version | head -1)"
+
+echo "== building raft-kv (release, with the etcd driver)"
+cargo build --release --quiet -p raft-kv --features etcd
+raft_kv="$PWD/target/release/raft-kv"
+
+mkdir -p target
+work=$(mktemp -d "$PWD/target/compare-etcd.XXXXXX")
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+echo "== data for both systems under $work ($(df --output=source "$work" | tail -1))"
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for n in 1 2 3; do
+    for port in $((ETCD_CLIENT_PORT + n)) $((ETCD_PEER_PORT + n)) $((RAFT_PORT + n)) $((HTTP_PORT + n)); do
+        port_free "$port" || { echo "port $port is in use; set the *_PORT variables" >&2; exit 1; }
+    done
+done
+
+initial_cluster="e1=http://127.0.0.1:$((ETCD_PEER_PORT + 1)),e2=http://127.0.0.1:$((ETCD_PEER_PORT + 2)),e3=http://127.0.0.1:$((ETCD_PEER_PORT + 3))"
+etcd_endpoints=""
+for n in 1 2 3; do
+    client="http://127.0.0.1:$((ETCD_CLIENT_PORT + n))"
+    peer="http://127.0.0.1:$((ETCD_PEER_PORT + n))"
+    etcd --name "e$n" --data-dir "$work/etcd-$n" \
+        --listen-client-urls "$client" --advertise-client-urls "$client" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "$initial_cluster" --initial-cluster-state new \
+        --initial-cluster-token compare-etcd --logger zap --log-level error \
+        >"$work/etcd-$n.log" 2>&1 &
+    pids+=($!)
+    etcd_endpoints+="${etcd_endpoints:+,}$client"
+done
+
+raft_kv_endpoints=""
+for n in 1 2 3; do
+    peers=()
+    for m in 1 2 3; do
+        [ "$m" = "$n" ] && continue
+        peers+=(--peer "$m=127.0.0.1:$((RAFT_PORT + m)),127.0.0.1:$((HTTP_PORT + m))")
+    done
+    RUST_LOG=warn "$raft_kv" serve --id "$n" --data-dir "$work/raft-kv-$n" \
+        --raft-addr "127.0.0.1:$((RAFT_PORT + n))" --http-addr "127.0.0.1:$((HTTP_PORT + n))" \
+        "${peers[@]}" >"$work/raft-kv-$n.log" 2>&1 &
+    pids+=($!)
+    raft_kv_endpoints+="${raft_kv_endpoints:+,}http://127.0.0.1:$((HTTP_PORT + n))"
+done
+
+wait_until() {
+    local what=$1
+    shift
+    for _ in $(seq 1 300); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "$what did not come up in 30 s; its logs:" >&2
+    tail -n 20 "$work"/*.log >&2
+    exit 1
+}
+etcd_healthy() {
+    local url
+    for url in ${etcd_endpoints//,/ }; do
+        [ "$(curl -fsS "$url/health")" = '{"health":"true"}' ] || return 1
+    done
+}
+wait_until "etcd" etcd_healthy
+wait_until "raft-kv" "$raft_kv" status --endpoints "$raft_kv_endpoints"
+echo "== both clusters are up: etcd $etcd_endpoints; raft-kv $raft_kv_endpoints"
+
+results="$work/results.tsv"
+# One load: appends "system kind clients requests/s p50 p99" to the results.
+measure() {
+    local system=$1 kind=$2 clients=$3 endpoints read_ratio output
+    if [ "$system" = etcd ]; then endpoints=$etcd_endpoints; else endpoints=$raft_kv_endpoints; fi
+    if [ "$kind" = reads ]; then read_ratio=1; else read_ratio=0; fi
+    echo "-- $system $kind, $clients clients"
+    output=$("$raft_kv" bench --target "$system" --endpoints "$endpoints" \
+        --concurrency "$clients" --duration-secs "$DURATION" --keys "$KEYS" \
+        --value-size "$VALUE_SIZE" --read-ratio "$read_ratio")
+    echo "$output" | sed 's/^/   /'
+    echo "$output" | awk -v sys="$system" -v kind="$kind" -v clients="$clients" '
+        /^requests:/ { rate = $(NF - 1) }
+        /^latency ms:/ { for (i = 1; i <= NF; i++) { if ($i == "p50") p50 = $(i + 1); if ($i == "p99") p99 = $(i + 1) } }
+        /^errors:/ { errors = $2 }
+        END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sys, kind, clients, rate, p50, p99, errors }' >>"$results"
+}
+
+for kind in writes reads; do
+    for clients in $CLIENTS; do
+        measure etcd "$kind" "$clients"
+        measure raft-kv "$kind" "$clients"
+    done
+done
+
+echo
+echo "== $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(etcd --version | head -1), ${DURATION} s per load, ${VALUE_SIZE}-byte values, ${KEYS} keys"
+awk -F'\t' '
+    { key = $2 "\t" $3; rate[$1, key] = $4; p50[$1, key] = $5; p99[$1, key] = $6; errors[$1, key] = $7
+      if (!(key in seen)) { seen[key] = 1; order[++n] = key } }
+    END {
+        printf "| load | clients | etcd req/s | raft-kv req/s | ratio | etcd p50 ms | raft-kv p50 ms | etcd p99 ms | raft-kv p99 ms | errors etcd/raft-kv |\n"
+        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        for (i = 1; i <= n; i++) {
+            key = order[i]; split(key, part, "\t")
+            ratio = rate["etcd", key] > 0 ? rate["raft-kv", key] / rate["etcd", key] : 0
+            printf "| %s | %s | %s | %s | %.2fx | %s | %s | %s | %s | %s/%s |\n", part[1], part[2],
+                rate["etcd", key], rate["raft-kv", key], ratio, p50["etcd", key], p50["raft-kv", key],
+                p99["etcd", key], p99["raft-kv", key], errors["etcd", key], errors["raft-kv", key]
+        }
+    }' "$results"
