@@ -149,6 +149,14 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 
+/// Asserts that `bytes` are `expected` followed only by zeros (segments are preallocated
+/// with zeros, and zeros after the last record are the end of the log).
+fn assert_records_then_zeros(bytes: &[u8], expected: &[u8], what: &str) {
+    assert!(bytes.len() >= expected.len(), "{what}: {} bytes, expected {}", bytes.len(), expected.len());
+    assert_eq!(&bytes[..expected.len()], expected, "{what}");
+    assert!(bytes[expected.len()..].iter().all(|byte| *byte == 0), "{what}: non-zero bytes after the records");
+}
+
 fn flip_bit(path: &Path, offset: u64, mask: u8) {
     let mut bytes = fs::read(path).unwrap();
     bytes[usize::try_from(offset).unwrap()] ^= mask;
@@ -410,8 +418,10 @@ fn flipped_bit_in_the_last_record_is_a_torn_tail() {
     }
 }
 
+/// Zeros after the last record (preallocated space) are the end of the log: they are read as
+/// such and left in place.
 #[test]
-fn all_zero_tail_is_cut_off() {
+fn all_zero_tail_is_the_end_of_the_log() {
     let saved = hard_state(1, Some(1), 2);
     let written = entries(1, 1, 3, 9);
     let template = tempfile::tempdir().unwrap();
@@ -428,7 +438,7 @@ fn all_zero_tail_is_cut_off() {
         let state = storage.load().unwrap();
         assert_eq!(state.entries, written, "{zeros} zeros");
         assert_eq!(state.hard_state, saved, "{zeros} zeros");
-        assert_eq!(fs::read(&path).unwrap(), original, "{zeros} zeros: tail not cut off");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{zeros} zeros: the zeros were changed");
 
         storage.append(&[entry(2, 4, b"four")]).unwrap();
         storage.sync().unwrap();
@@ -467,7 +477,9 @@ fn last_segment_cut_inside_its_header_is_recreated() {
         assert_eq!(state.entries, written, "header cut at {cut}");
         assert_eq!(state.hard_state, saved, "header cut at {cut}");
         assert_eq!(fs::read(segment(dir.path(), 1)).unwrap(), first, "header cut at {cut}");
-        assert_eq!(fs::read(segment(dir.path(), 2)).unwrap(), second, "header cut at {cut}");
+        // The original second segment was preallocated: its header and hard state, then zeros.
+        let recreated = fs::read(segment(dir.path(), 2)).unwrap();
+        assert_records_then_zeros(&second, &recreated, &format!("header cut at {cut}"));
 
         storage.append(&[entry(2, 4, b"x")]).unwrap();
         storage.sync().unwrap();
@@ -650,9 +662,13 @@ fn segments_roll_over_and_replay_across_segments() {
         let expected_leading = hard_state_at_roll.get(&sequence).copied().unwrap_or_default();
         assert_eq!(leading, expected_leading, "leading hard state of segment {sequence}");
     }
-    // The last segment holds only its leading hard state and the two entries.
+    // The last segment holds only its leading hard state and the two entries, then the zeros
+    // it was preallocated with.
     let (_, end) = record_offsets(&[Rec::Entry(30), Rec::Entry(30)]);
-    assert_eq!(file_len(&segment(dir.path(), last)), end);
+    let bytes = fs::read(segment(dir.path(), last)).unwrap();
+    assert_eq!(bytes.len() as u64, options.segment_max_bytes, "preallocated length");
+    assert!(bytes[end as usize..].iter().all(|byte| *byte == 0), "bytes after the last record");
+    assert_ne!(bytes[end as usize - 1], 0, "the last entry's command ends in a non-zero byte");
 
     let state = open_with(dir.path(), &options).unwrap().load().unwrap();
     assert_eq!(state.entries, expected);

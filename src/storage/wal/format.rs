@@ -144,7 +144,11 @@ pub(crate) enum ReadOutcome {
     /// The record is complete but its checksum fails (a torn write at the tail, otherwise
     /// corruption).
     BadChecksum { length: usize },
-    /// The record cannot be a record of this log: a corrupt length or an unknown body.
+    /// The prefix's own checksum fails: a damaged length, or a prefix a crash cut short
+    /// (in preallocated space, the bytes the write did not reach are zeros).
+    BadPrefix,
+    /// The record cannot be a record of this log: a length over the maximum, or a body whose
+    /// checksum matches but that does not decode.
     Invalid(String),
 }
 
@@ -154,7 +158,7 @@ pub(crate) fn read_record(bytes: &[u8], max_body_len: usize) -> ReadOutcome {
         return ReadOutcome::Incomplete;
     }
     if crc32c::crc32c(&bytes[..8]) != read_u32(bytes, 8) {
-        return ReadOutcome::Invalid(String::from("the record's length checksum does not match"));
+        return ReadOutcome::BadPrefix;
     }
     let body_len = read_u32(bytes, 0) as usize;
     if body_len > max_body_len {
@@ -277,7 +281,10 @@ mod tests {
         assert!(matches!(read_record(&buffer, 4), ReadOutcome::Invalid(_)));
         let mut bad_length = buffer.clone();
         bad_length[2] ^= 0x40;
-        assert!(matches!(read_record(&bad_length, 1 << 30), ReadOutcome::Invalid(_)));
+        assert_eq!(read_record(&bad_length, 1 << 30), ReadOutcome::BadPrefix);
+        let mut torn_prefix = buffer.clone();
+        torn_prefix[5..].fill(0);
+        assert_eq!(read_record(&torn_prefix, 1024), ReadOutcome::BadPrefix);
     }
 
     #[test]
