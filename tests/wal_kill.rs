@@ -423,8 +423,8 @@ fn verify(
         if (written_end as u64) < SEGMENT_HEADER_LEN {
             stats.torn_creations += 1;
         } else {
-            let after =
-                fs::read(verify_dir.join(name)).map_err(|error| format!("rereading {name}: {error}"))?;
+            let after = fs::read(verify_dir.join(name))
+                .map_err(|error| format!("rereading {name}: {error}"))?;
             let changed = last_before.len().abs_diff(after.len())
                 + last_before.iter().zip(&after).filter(|(a, b)| a != b).count();
             if changed > 0 {

@@ -233,8 +233,7 @@ impl<F: FileSystem> WalStorage<F> {
     /// Starts preparing the next segment once the current one is a quarter full (a segment
     /// started by a roll-over has its successor prepared at once).
     fn prepare_next_if_due(&mut self) {
-        if !self.preparer.is_started() && self.segment_len >= self.options.segment_max_bytes / 4
-        {
+        if !self.preparer.is_started() && self.segment_len >= self.options.segment_max_bytes / 4 {
             self.preparer.start(self.sequence + 1);
         }
     }
@@ -249,7 +248,14 @@ impl<F: FileSystem> WalStorage<F> {
             StorageError::io(format!("preparing segment {}", segment_name(sequence)), error)
         });
         let started = prepared.and_then(|prepared| {
-            install_segment(&self.fs, &self.dir, &prepared, self.identity, sequence, &self.hard_state)
+            install_segment(
+                &self.fs,
+                &self.dir,
+                &prepared,
+                self.identity,
+                sequence,
+                &self.hard_state,
+            )
         });
         // A segment half started would take a second header on retry: take no more writes.
         let (file, sequence, segment_len) = started.inspect_err(|_| self.failed = true)?;
@@ -307,8 +313,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         let path = self.dir.join(segment_name(self.sequence));
         let offset = self.segment_len - self.buffer.len() as u64;
         let started = Instant::now();
-        let result =
-            self.file.write_at(&self.buffer, offset).and_then(|()| self.file.sync_data());
+        let result = self.file.write_at(&self.buffer, offset).and_then(|()| self.file.sync_data());
         self.sync_latency.record(started.elapsed());
         if let Err(error) = result {
             self.failed = true;

@@ -28,8 +28,6 @@ pub(crate) struct TailSegment {
     pub(crate) path: PathBuf,
     /// Bytes up to the end of the last whole record (0 when even the header is torn).
     pub(crate) valid_len: u64,
-    /// The file's length on disk.
-    pub(crate) file_len: u64,
     /// What a torn write left after `valid_len`, when there is any: it must be cleared before
     /// the log writes there again.
     pub(crate) torn: Option<TornWrite>,
@@ -121,13 +119,7 @@ pub(crate) fn recover<F: FileSystem>(
             // A crash interrupted the creation of the last segment (a short file, a
             // preallocated one still all zeros, or one the file system grew before the data
             // reached the disk): it is created again.
-            tail = Some(TailSegment {
-                sequence: *sequence,
-                path,
-                valid_len: 0,
-                file_len: bytes.len() as u64,
-                torn: None,
-            });
+            tail = Some(TailSegment { sequence: *sequence, path, valid_len: 0, torn: None });
             continue;
         }
         check_header(&bytes, &path, identity, *sequence)?;
@@ -194,13 +186,7 @@ pub(crate) fn recover<F: FileSystem>(
         if is_last {
             // A segment whose leading hard state was torn off is created again as well.
             let valid_len = if offset > HEADER_LEN { offset as u64 } else { 0 };
-            tail = Some(TailSegment {
-                sequence: *sequence,
-                path,
-                valid_len,
-                file_len: bytes.len() as u64,
-                torn,
-            });
+            tail = Some(TailSegment { sequence: *sequence, path, valid_len, torn });
         }
     }
     if state.hard_state.commit_index.0 > state.entries.len() as u64 {
