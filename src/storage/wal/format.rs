@@ -11,6 +11,9 @@
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
 //!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64
 //! ```
+//!
+//! Segments may be preallocated with zeros after their records: a record's length is never 0,
+//! so 12 zero bytes where a record prefix would start mark the end of the records.
 
 use bytes::Bytes;
 
