@@ -8,15 +8,18 @@
 //! disk; `/tmp` may be a tmpfs elsewhere), removed at the end. It measures, in order:
 //!
 //! 1. Raw `write_all` of 4 KiB + `sync_data` (`fdatasync`) on a file opened for appending, as
-//!    the WAL's segments are: every sync also makes the file's new length durable. The same
-//!    again overwriting a preallocated, already synced file, where `fdatasync` has no
-//!    metadata to write.
+//!    the WAL's first segment grows: every sync also makes the file's new length durable. The
+//!    same again overwriting a preallocated, already synced file, as the WAL's later
+//!    (zero-filled) segments are written, where `fdatasync` has no metadata to write.
 //! 2. The disk's sequential write bandwidth: 256 MiB appended to a new file in 1 MiB writes,
 //!    `fdatasync` every 16 MiB; three times, the median taken.
 //! 3. `WalStorage` with 256-byte entries, in sync batches of 1, 16 and 256 entries: each batch
 //!    is one `append`, one `save_hard_state` (the commit index advancing, as a node's does)
 //!    and one `sync`. After each case, raw appends and raw preallocated overwrites of the same
-//!    number of bytes per `fdatasync`, to tell the WAL's own cost from the disk's.
+//!    number of bytes per `fdatasync`, to tell the WAL's own cost from the disk's. Each WAL
+//!    case starts a fresh log with the default 64 MiB segments: the first segment grows as it
+//!    is written, the later ones are zero-filled by the WAL's background preparer (whose
+//!    writes share the disk with the measured syncs).
 //!
 //! It prints the figures as Markdown tables (for `BENCHMARKS.md`) and checks them against the
 //! targets: batch 256 at 70% or more of the sequential bandwidth, and a batch of 1 within
@@ -149,8 +152,9 @@ fn time_repeatedly(run: Duration, mut op: impl FnMut() -> Result<()>) -> Result<
     Ok(samples)
 }
 
-/// `bytes`-byte `write_all` + `sync_data` on a new file opened for appending, as the WAL's
-/// segments are: every write grows the file, so every `fdatasync` also writes its new length.
+/// `bytes`-byte `write_all` + `sync_data` on a new file opened for appending, as the WAL's first
+/// segment is written: every write grows the file, so every `fdatasync` also writes its new
+/// length.
 fn raw_append_sync(root: &Path, bytes: usize, run: Duration) -> Result<Latency> {
     let dir = tempfile::tempdir_in(root)?;
     let mut file = OpenOptions::new().create(true).append(true).open(dir.path().join("raw"))?;
