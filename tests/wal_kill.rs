@@ -405,20 +405,32 @@ fn verify(
         result.map_err(|error| format!("copying {name}: {error}"))?;
     }
 
+    // The last segment as the kill left it, to tell what recovery changed (segments are
+    // preallocated, so a cut tail is zeroed rather than truncated: compare contents).
+    let last_before = match &last {
+        Some(name) => {
+            fs::read(verify_dir.join(name)).map_err(|error| format!("reading {name}: {error}"))?
+        }
+        None => Vec::new(),
+    };
     let state = {
         let mut storage = WalStorage::open(verify_dir, IDENTITY, options())
             .map_err(|error| format!("recovery refused the log: {error}"))?;
         storage.load().map_err(|error| format!("loading the recovered log: {error}"))?
     };
-    let after = segment_sizes(verify_dir);
-    if let Some((name, &size)) = before.iter().next_back() {
-        if size < SEGMENT_HEADER_LEN {
+    if let Some(name) = &last {
+        let written_end = last_before.iter().rposition(|byte| *byte != 0).map_or(0, |at| at + 1);
+        if (written_end as u64) < SEGMENT_HEADER_LEN {
             stats.torn_creations += 1;
-        } else if let Some(&cut) = after.get(name)
-            && cut < size
-        {
-            stats.torn_tails += 1;
-            stats.torn_bytes += size - cut;
+        } else {
+            let after = fs::read(verify_dir.join(name))
+                .map_err(|error| format!("rereading {name}: {error}"))?;
+            let changed = last_before.len().abs_diff(after.len())
+                + last_before.iter().zip(&after).filter(|(a, b)| a != b).count();
+            if changed > 0 {
+                stats.torn_tails += 1;
+                stats.torn_bytes += changed as u64;
+            }
         }
     }
 

@@ -149,6 +149,22 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 
+/// Asserts that `bytes` are `expected` followed only by zeros (segments are preallocated
+/// with zeros, and zeros after the last record are the end of the log).
+fn assert_records_then_zeros(bytes: &[u8], expected: &[u8], what: &str) {
+    assert!(
+        bytes.len() >= expected.len(),
+        "{what}: {} bytes, expected {}",
+        bytes.len(),
+        expected.len()
+    );
+    assert_eq!(&bytes[..expected.len()], expected, "{what}");
+    assert!(
+        bytes[expected.len()..].iter().all(|byte| *byte == 0),
+        "{what}: non-zero bytes after the records"
+    );
+}
+
 fn flip_bit(path: &Path, offset: u64, mask: u8) {
     let mut bytes = fs::read(path).unwrap();
     bytes[usize::try_from(offset).unwrap()] ^= mask;
@@ -410,8 +426,10 @@ fn flipped_bit_in_the_last_record_is_a_torn_tail() {
     }
 }
 
+/// Zeros after the last record (preallocated space) are the end of the log: they are read as
+/// such and left in place.
 #[test]
-fn all_zero_tail_is_cut_off() {
+fn all_zero_tail_is_the_end_of_the_log() {
     let saved = hard_state(1, Some(1), 2);
     let written = entries(1, 1, 3, 9);
     let template = tempfile::tempdir().unwrap();
@@ -428,7 +446,7 @@ fn all_zero_tail_is_cut_off() {
         let state = storage.load().unwrap();
         assert_eq!(state.entries, written, "{zeros} zeros");
         assert_eq!(state.hard_state, saved, "{zeros} zeros");
-        assert_eq!(fs::read(&path).unwrap(), original, "{zeros} zeros: tail not cut off");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{zeros} zeros: the zeros were changed");
 
         storage.append(&[entry(2, 4, b"four")]).unwrap();
         storage.sync().unwrap();
@@ -467,7 +485,9 @@ fn last_segment_cut_inside_its_header_is_recreated() {
         assert_eq!(state.entries, written, "header cut at {cut}");
         assert_eq!(state.hard_state, saved, "header cut at {cut}");
         assert_eq!(fs::read(segment(dir.path(), 1)).unwrap(), first, "header cut at {cut}");
-        assert_eq!(fs::read(segment(dir.path(), 2)).unwrap(), second, "header cut at {cut}");
+        // The original second segment was preallocated: its header and hard state, then zeros.
+        let recreated = fs::read(segment(dir.path(), 2)).unwrap();
+        assert_records_then_zeros(&second, &recreated, &format!("header cut at {cut}"));
 
         storage.append(&[entry(2, 4, b"x")]).unwrap();
         storage.sync().unwrap();
@@ -650,9 +670,13 @@ fn segments_roll_over_and_replay_across_segments() {
         let expected_leading = hard_state_at_roll.get(&sequence).copied().unwrap_or_default();
         assert_eq!(leading, expected_leading, "leading hard state of segment {sequence}");
     }
-    // The last segment holds only its leading hard state and the two entries.
+    // The last segment holds only its leading hard state and the two entries, then the zeros
+    // it was preallocated with.
     let (_, end) = record_offsets(&[Rec::Entry(30), Rec::Entry(30)]);
-    assert_eq!(file_len(&segment(dir.path(), last)), end);
+    let bytes = fs::read(segment(dir.path(), last)).unwrap();
+    assert_eq!(bytes.len() as u64, options.segment_max_bytes, "preallocated length");
+    assert!(bytes[end as usize..].iter().all(|byte| *byte == 0), "bytes after the last record");
+    assert_ne!(bytes[end as usize - 1], 0, "the last entry's command ends in a non-zero byte");
 
     let state = open_with(dir.path(), &options).unwrap().load().unwrap();
     assert_eq!(state.entries, expected);
@@ -881,4 +905,294 @@ fn options_with_an_unframeable_entry_size_are_refused() {
     let options = WalOptions { max_entry_bytes: usize::MAX, ..WalOptions::default() };
     let result = WalStorage::open(dir.path(), identity(), options);
     assert!(matches!(result, Err(StorageError::EntryTooLarge { .. })));
+}
+
+// ----- Preallocated segments. -----
+
+/// Segments small enough to roll over quickly; every segment after the first is preallocated
+/// to this size.
+const PREALLOCATED_BYTES: u64 = 4096;
+
+fn preallocated_segments() -> WalOptions {
+    WalOptions { segment_max_bytes: PREALLOCATED_BYTES, ..WalOptions::default() }
+}
+
+/// Fills segment 1 until the log rolls over to segment 2 (preallocated), and returns the
+/// entries written so far.
+fn roll_into_a_preallocated_segment(storage: &mut WalStorage, dir: &Path) -> Vec<Entry> {
+    let mut written = Vec::new();
+    let mut index = 1;
+    while segment_names(dir).len() < 2 {
+        let batch = entries(1, index, index, 100);
+        storage.append(&batch).unwrap();
+        storage.sync().unwrap();
+        written.extend(batch);
+        index += 1;
+    }
+    assert_eq!(file_len(&segment(dir, 2)), PREALLOCATED_BYTES, "segment 2 not preallocated");
+    written
+}
+
+/// Waits (with a deadline, no fixed sleep) until `condition` holds.
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+fn prepared_names(dir: &Path) -> Vec<String> {
+    snapshot(dir).into_keys().filter(|name| name.ends_with(".tmp")).collect()
+}
+
+/// A log whose last segment (2) is preallocated and holds its leading hard state, then
+/// `saved`, then `N` entries of `COMMAND_LEN` bytes. Returns the entries and the segment.
+fn log_with_a_preallocated_tail(dir: &Path, saved: &HardState) -> (Vec<Entry>, PathBuf) {
+    let mut storage = open_with(dir, &preallocated_segments()).unwrap();
+    storage.load().unwrap();
+    let mut written = roll_into_a_preallocated_segment(&mut storage, dir);
+    let next = written.len() as u64 + 1;
+    storage.save_hard_state(saved).unwrap();
+    let tail = entries(3, next, next + 3, 20);
+    // One sync per entry: the last one is a write of its own.
+    for entry in &tail {
+        storage.append(std::slice::from_ref(entry)).unwrap();
+        storage.sync().unwrap();
+    }
+    written.extend(tail);
+    drop(storage);
+    (written, segment(dir, 2))
+}
+
+#[test]
+fn rollover_takes_the_prepared_segment_and_prepares_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = preallocated_segments();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    let mut written = roll_into_a_preallocated_segment(&mut storage, dir.path());
+    // Segment 2 was renamed from a prepared file: header, the hard state, zeros.
+    let bytes = fs::read(segment(dir.path(), 2)).unwrap();
+    assert_eq!(&bytes[..8], b"RAFTWAL\0");
+    assert_eq!(bytes[32..40], 2u64.to_le_bytes());
+    assert_eq!(hard_state_record_at(&bytes, HEADER_LEN), HardState::default());
+    assert!(bytes[FIRST_RECORD_OFFSET as usize..].iter().all(|byte| *byte == 0));
+    // Segment 3 is prepared at once, in the background.
+    let prepared = dir.path().join(format!("prepare-{:020}.tmp", 3));
+    wait_until("segment 3 is prepared", || {
+        fs::metadata(&prepared).is_ok_and(|meta| meta.len() == PREALLOCATED_BYTES)
+    });
+    // Entries keep going into segment 2, then 3, and all replay.
+    let mut index = written.len() as u64 + 1;
+    while segment_names(dir.path()).len() < 3 {
+        let batch = entries(2, index, index, 100);
+        storage.append(&batch).unwrap();
+        storage.sync().unwrap();
+        written.extend(batch);
+        index += 1;
+    }
+    assert_eq!(file_len(&segment(dir.path(), 3)), PREALLOCATED_BYTES);
+    drop(storage);
+    // Dropping the log stops its preparer and removes the unused prepared file.
+    assert_eq!(prepared_names(dir.path()), Vec::<String>::new());
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries, written);
+}
+
+/// A torn write into preallocated zeros: a prefix of the last record landed, the rest of its
+/// range (and everything after it) is still zeros. At every cut point, recovery drops that
+/// record, zeroes what it left (keeping the file's preallocated length) and takes new writes.
+#[test]
+fn torn_write_into_preallocated_zeros_recovers_at_every_byte_offset() {
+    let saved = hard_state(3, Some(2), 5);
+    let template = tempfile::tempdir().unwrap();
+    let (written, path) = log_with_a_preallocated_tail(template.path(), &saved);
+    let original = fs::read(&path).unwrap();
+    assert_eq!(original.len() as u64, PREALLOCATED_BYTES);
+    let (offsets, end) = record_offsets(&[
+        Rec::HardState,
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+    ]);
+    assert!(original[end as usize..].iter().all(|byte| *byte == 0));
+    let last_start = offsets[4];
+    let options = preallocated_segments();
+    let kept = written.len() - 1;
+
+    for cut in last_start..end {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment(dir.path(), 1), fs::read(segment(template.path(), 1)).unwrap()).unwrap();
+        let mut bytes = original.clone();
+        bytes[cut as usize..end as usize].fill(0);
+        fs::write(segment(dir.path(), 2), &bytes).unwrap();
+
+        let mut storage =
+            open_with(dir.path(), &options).unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
+        let state = storage.load().unwrap();
+        assert_eq!(state.entries, written[..kept], "cut at {cut}");
+        assert_eq!(state.hard_state, saved, "cut at {cut}");
+        let after = fs::read(segment(dir.path(), 2)).unwrap();
+        assert_eq!(after.len() as u64, PREALLOCATED_BYTES, "cut at {cut}: length changed");
+        assert_records_then_zeros(
+            &after,
+            &original[..last_start as usize],
+            &format!("cut at {cut}"),
+        );
+
+        let replacement = entry(4, kept as u64 + 1, b"after the crash");
+        storage.append(std::slice::from_ref(&replacement)).unwrap();
+        storage.sync().unwrap();
+        drop(storage);
+        let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+        assert_eq!(state.entries[..kept], written[..kept], "cut at {cut}, after reopening");
+        assert_eq!(state.entries[kept], replacement, "cut at {cut}, after reopening");
+    }
+}
+
+/// A change made to a segment's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// A failing record followed by any non-zero byte is not a torn write (a crash tears only
+/// the last write, and what followed it was zeros): the log refuses to start, naming the
+/// file and the record's offset. The same for zeros in place of a record followed by data.
+#[test]
+fn non_zero_bytes_after_a_failing_record_refuse_to_start() {
+    let saved = hard_state(3, Some(2), 5);
+    let template = tempfile::tempdir().unwrap();
+    let (_, path) = log_with_a_preallocated_tail(template.path(), &saved);
+    let original = fs::read(&path).unwrap();
+    let (offsets, end) = record_offsets(&[
+        Rec::HardState,
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+    ]);
+    let options = preallocated_segments();
+    let last_start = offsets[4];
+    let (middle, next) = (offsets[2], offsets[3]);
+    let cases: [(&str, u64, Damage); 5] = [
+        (
+            "last record torn, a byte set far after it",
+            last_start,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                bytes[(last_start + 20) as usize..end as usize].fill(0);
+                bytes[PREALLOCATED_BYTES as usize - 1] = 1;
+            }),
+        ),
+        (
+            "last record's body flipped, a byte set just after it",
+            last_start,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                bytes[(end - 1) as usize] ^= 0x40;
+                bytes[end as usize] = 0xff;
+            }),
+        ),
+        (
+            "a middle record torn (zeros), later records intact",
+            middle,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                bytes[(middle + 5) as usize..next as usize].fill(0);
+            }),
+        ),
+        (
+            "a middle record zeroed whole, later records intact",
+            middle,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                bytes[middle as usize..next as usize].fill(0);
+            }),
+        ),
+        (
+            "zeros after the last record, then a stray byte",
+            end,
+            Box::new(|bytes: &mut Vec<u8>| bytes[3000] = 7),
+        ),
+    ];
+    for (what, offset, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment(dir.path(), 1), fs::read(segment(template.path(), 1)).unwrap()).unwrap();
+        let mut bytes = original.clone();
+        damage(&mut bytes);
+        let path = segment(dir.path(), 2);
+        fs::write(&path, &bytes).unwrap();
+        let error = open_fails_unchanged(dir.path(), identity(), &options);
+        assert!(
+            matches!(&error, StorageError::CorruptRecord { file, offset: at, .. } if file == &path && *at == offset),
+            "{what}: {error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{what}: {message}");
+    }
+}
+
+/// A crash can leave a prepared segment's temporary file (half written, or never used), or a
+/// last segment that was renamed into place but whose header was never written (all zeros).
+/// Recovery ignores the first and removes it, and creates the second again.
+#[test]
+fn leftovers_of_segment_preparation_are_removed_or_recreated_at_open() {
+    let options = preallocated_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    let written = roll_into_a_preallocated_segment(&mut storage, dir.path());
+    let hard_state_now = hard_state(1, Some(1), written.len() as u64);
+    storage.save_hard_state(&hard_state_now).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+
+    // A half-prepared segment 3 (garbage: it is never read) and a stray one for segment 9.
+    fs::write(dir.path().join(format!("prepare-{:020}.tmp", 3)), vec![0xAB; 1000]).unwrap();
+    fs::write(dir.path().join(format!("prepare-{:020}.tmp", 9)), b"").unwrap();
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries, written);
+    assert_eq!(state.hard_state, hard_state_now);
+    assert_eq!(prepared_names(dir.path()), Vec::<String>::new());
+    assert_eq!(segment_names(dir.path()), [segment_name(1), segment_name(2)]);
+
+    // Segment 3 renamed into place, still all zeros: a creation cut short.
+    fs::write(segment(dir.path(), 3), vec![0u8; PREALLOCATED_BYTES as usize]).unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    let state = storage.load().unwrap();
+    assert_eq!(state.entries, written);
+    assert_eq!(state.hard_state, hard_state_now);
+    let bytes = fs::read(segment(dir.path(), 3)).unwrap();
+    assert_eq!(bytes[32..40], 3u64.to_le_bytes());
+    assert_eq!(hard_state_record_at(&bytes, HEADER_LEN), hard_state_now);
+    storage.append(&entries(2, written.len() as u64 + 1, written.len() as u64 + 1, 5)).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries.len(), written.len() + 1);
+}
+
+/// A failure preparing the next segment surfaces as an error at the roll-over that needs it
+/// (the log then takes no more writes), not as a panic.
+#[test]
+fn a_failed_preparation_is_an_error_at_the_next_rollover() {
+    let options = preallocated_segments();
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    // A directory where the prepared file would go makes preparing segment 2 fail.
+    fs::create_dir(dir.path().join(format!("prepare-{:020}.tmp", 2))).unwrap();
+    let mut index = 1;
+    let error = loop {
+        storage.append(&entries(1, index, index, 100)).unwrap();
+        if let Err(error) = storage.sync() {
+            break error;
+        }
+        index += 1;
+        assert!(index < 100, "no roll-over");
+    };
+    assert!(matches!(error, StorageError::Io { .. }), "{error:?}");
+    assert!(error.to_string().contains(&segment_name(2)), "{error}");
+    assert!(storage.append(&entries(1, index + 1, index + 1, 1)).is_err());
+    drop(storage);
+    fs::remove_dir(dir.path().join(format!("prepare-{:020}.tmp", 2))).unwrap();
+    // Everything synced before the failed roll-over is there.
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries.len() as u64, index);
 }

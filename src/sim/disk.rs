@@ -1,9 +1,13 @@
 //! [`SimDisk`]: a node's disk in the simulator, under the real write-ahead log.
 //!
 //! It implements the [`FileSystem`] trait the WAL uses, with a real disk's failure modes:
-//! appended bytes are only durable after `sync_data`; at a crash, any prefix of the unsynced
-//! bytes of a file may survive, cut at any byte (a torn record), and the rest is lost; a file
-//! whose directory entry was never synced may vanish; and a sync can fail, which stops the node.
+//! written bytes are only durable after `sync_data`; at a power loss, any prefix of the
+//! unsynced writes of a file may survive, cut at any byte (a torn record; a torn write into
+//! preallocated zeros leaves the zeros after the cut), and the rest is lost; a file whose
+//! directory entry was never synced may vanish, and a rename not followed by a directory sync
+//! may be undone; and a sync can fail, which stops the node. A process crash loses nothing
+//! (the page cache survives). Segments are prepared inline, not on a background thread, so
+//! that a run replays exactly.
 //! [`SimStorage`] is the WAL on this disk (with the planted forget-the-vote bug when asked).
 
 use std::collections::BTreeMap;
@@ -28,9 +32,38 @@ const SEGMENT_MAX_BYTES: u64 = 16 * 1024;
 #[derive(Debug, Default)]
 struct SimFile {
     durable: Vec<u8>,
-    unsynced: Vec<u8>,
-    /// Whether the file's directory entry is durable.
+    /// Positioned writes not yet synced, in the order they were made: offset and bytes.
+    unsynced: Vec<(u64, Vec<u8>)>,
+    /// Whether the file's directory entry (its current name) is durable.
     linked: bool,
+    /// The name the file is durably linked under, when it was renamed and the directory not
+    /// synced since: a power loss undoes the rename.
+    durable_name: Option<PathBuf>,
+}
+
+impl SimFile {
+    /// The content a reader sees: the durable bytes with every unsynced write applied.
+    fn content(&self) -> Vec<u8> {
+        let mut bytes = self.durable.clone();
+        for (offset, write) in &self.unsynced {
+            apply_write(&mut bytes, *offset, write);
+        }
+        bytes
+    }
+
+    fn unsynced_bytes(&self) -> usize {
+        self.unsynced.iter().map(|(_, write)| write.len()).sum()
+    }
+}
+
+/// Writes `bytes` at `offset` of `content`, growing it with zeros first if needed.
+fn apply_write(content: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let end = start.saturating_add(bytes.len());
+    if content.len() < end {
+        content.resize(end, 0);
+    }
+    content[start..end].copy_from_slice(bytes);
 }
 
 #[derive(Debug, Default)]
@@ -62,27 +95,52 @@ impl SimDisk {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies a crash: each file keeps a random prefix of its unsynced bytes, cut at any
-    /// byte with probability `torn_write_probability` (otherwise all are lost), and files
-    /// whose directory entry was never synced vanish.
+    /// Applies a power loss. Renames whose directory was never synced are undone, and files
+    /// whose directory entry was never synced vanish. Each file keeps a random prefix of its
+    /// unsynced writes, in the order they were made, cut at any byte with probability
+    /// `torn_write_probability` (otherwise all are lost): the writes before the cut land
+    /// whole, the one it falls in lands up to the cut (the rest of its range keeps what was
+    /// durable there, zeros in preallocated space), and the later ones are lost.
     pub(crate) fn crash(&self, rng: &mut SimRng, torn_write_probability: f64) -> CrashDamage {
         let mut state = self.lock();
         state.fail_next_sync = false;
         let mut damage = CrashDamage::default();
-        state.files.retain(|_, file| file.linked);
+        let unlinked: Vec<PathBuf> = state
+            .files
+            .iter()
+            .filter(|(_, file)| !file.linked)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in unlinked {
+            let Some(mut file) = state.files.remove(&path) else { continue };
+            if let Some(old) = file.durable_name.take()
+                && !state.files.contains_key(&old)
+            {
+                file.linked = true;
+                state.files.insert(old, file);
+            }
+        }
         for file in state.files.values_mut() {
+            let total = file.unsynced_bytes();
             let unsynced = std::mem::take(&mut file.unsynced);
-            if unsynced.is_empty() {
+            if total == 0 {
                 continue;
             }
-            let kept = if rng.chance(torn_write_probability) {
-                rng.below(unsynced.len() as u64 + 1) as usize
+            let mut kept = if rng.chance(torn_write_probability) {
+                rng.below(total as u64 + 1) as usize
             } else {
                 0
             };
-            damage.lost_bytes += unsynced.len() - kept;
+            damage.lost_bytes += total - kept;
             damage.torn |= kept > 0;
-            file.durable.extend_from_slice(&unsynced[..kept]);
+            for (offset, write) in unsynced {
+                if kept == 0 {
+                    break;
+                }
+                let landed = kept.min(write.len());
+                apply_write(&mut file.durable, offset, &write[..landed]);
+                kept -= landed;
+            }
         }
         damage
     }
@@ -113,12 +171,10 @@ impl FileSystem for SimDisk {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let state = self.lock();
         let file = state.files.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let mut bytes = file.durable.clone();
-        bytes.extend_from_slice(&file.unsynced);
-        Ok(bytes)
+        Ok(file.content())
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<SimFileHandle> {
+    fn open_write(&self, path: &Path) -> io::Result<SimFileHandle> {
         self.lock().files.entry(path.to_path_buf()).or_default();
         Ok(SimFileHandle { disk: self.clone(), path: path.to_path_buf() })
     }
@@ -127,10 +183,10 @@ impl FileSystem for SimDisk {
         let mut state = self.lock();
         let file =
             state.files.get_mut(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let mut bytes = std::mem::take(&mut file.durable);
-        bytes.append(&mut file.unsynced);
-        bytes.truncate(length as usize);
+        let mut bytes = file.content();
+        bytes.truncate(usize::try_from(length).unwrap_or(usize::MAX));
         file.durable = bytes;
+        file.unsynced.clear();
         Ok(())
     }
 
@@ -138,17 +194,35 @@ impl FileSystem for SimDisk {
         self.lock().files.remove(path).map(|_| ()).ok_or_else(|| io::ErrorKind::NotFound.into())
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        let mut file = state.files.remove(from).ok_or(io::ErrorKind::NotFound)?;
+        if file.linked {
+            file.durable_name = Some(from.to_path_buf());
+        }
+        file.linked = false;
+        state.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         for (path, file) in self.lock().files.iter_mut() {
             if path.parent() == Some(dir) {
                 file.linked = true;
+                file.durable_name = None;
             }
         }
         Ok(())
     }
+
+    fn prepare_in_background(&self) -> bool {
+        // A run must replay exactly: every disk operation happens on the node's own turn.
+        false
+    }
 }
 
-/// A file of a [`SimDisk`], open for appending.
+/// A file of a [`SimDisk`], open for positioned writes. It names the file by path, so it
+/// follows the name, not the file, across a rename (the log reopens a renamed segment).
 #[derive(Debug)]
 pub(crate) struct SimFileHandle {
     disk: SimDisk,
@@ -156,10 +230,10 @@ pub(crate) struct SimFileHandle {
 }
 
 impl AppendFile for SimFileHandle {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.disk.lock();
         let file = state.files.get_mut(&self.path).ok_or(io::ErrorKind::NotFound)?;
-        file.unsynced.extend_from_slice(bytes);
+        file.unsynced.push((offset, bytes.to_vec()));
         Ok(())
     }
 
@@ -169,8 +243,9 @@ impl AppendFile for SimFileHandle {
             return Err(io::Error::other("injected I/O error"));
         }
         let file = state.files.get_mut(&self.path).ok_or(io::ErrorKind::NotFound)?;
-        let mut unsynced = std::mem::take(&mut file.unsynced);
-        file.durable.append(&mut unsynced);
+        for (offset, write) in std::mem::take(&mut file.unsynced) {
+            apply_write(&mut file.durable, offset, &write);
+        }
         Ok(())
     }
 }
@@ -216,5 +291,87 @@ impl Storage for SimStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.wal.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIR: &str = "/d";
+
+    fn path(name: &str) -> PathBuf {
+        Path::new(DIR).join(name)
+    }
+
+    /// A file of `len` zeros, synced and linked, as a prepared segment is.
+    fn zero_filled(disk: &SimDisk, name: &str, len: usize) -> SimFileHandle {
+        let mut file = disk.open_write(&path(name)).unwrap();
+        file.write_at(&vec![0; len], 0).unwrap();
+        file.sync_data().unwrap();
+        disk.sync_dir(Path::new(DIR)).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_power_loss_tears_a_positioned_write_into_zeros_at_any_byte() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let disk = SimDisk::default();
+            let mut file = zero_filled(&disk, "f", 64);
+            file.write_at(b"abcdefgh", 8).unwrap();
+            file.write_at(b"ijkl", 16).unwrap();
+            assert_eq!(&disk.read(&path("f")).unwrap()[8..20], b"abcdefghijkl");
+            let damage = disk.crash(&mut SimRng::new(seed), 1.0);
+            let bytes = disk.read(&path("f")).unwrap();
+            assert_eq!(bytes.len(), 64, "seed {seed}: the length changed");
+            let kept = 12 - damage.lost_bytes;
+            assert_eq!(&bytes[8..8 + kept], &b"abcdefghijkl"[..kept], "seed {seed}");
+            assert!(
+                bytes[..8].iter().chain(&bytes[8 + kept..]).all(|byte| *byte == 0),
+                "seed {seed}"
+            );
+            seen.insert(kept);
+        }
+        assert_eq!(seen.len(), 13, "every cut point from 0 to 12 bytes: {seen:?}");
+    }
+
+    #[test]
+    fn synced_writes_survive_and_a_process_crash_loses_nothing() {
+        let disk = SimDisk::default();
+        let mut file = zero_filled(&disk, "f", 16);
+        file.write_at(b"xy", 2).unwrap();
+        file.sync_data().unwrap();
+        file.write_at(b"zz", 20).unwrap();
+        // A process crash does not touch the disk: the unsynced write is still readable.
+        assert_eq!(&disk.read(&path("f")).unwrap()[20..], b"zz");
+        let damage = disk.crash(&mut SimRng::new(1), 0.0);
+        assert_eq!(damage.lost_bytes, 2);
+        let bytes = disk.read(&path("f")).unwrap();
+        assert_eq!(bytes.len(), 16, "the unsynced write that grew the file is lost");
+        assert_eq!(&bytes[2..4], b"xy");
+    }
+
+    #[test]
+    fn a_rename_is_undone_by_a_power_loss_until_the_directory_is_synced() {
+        let disk = SimDisk::default();
+        drop(zero_filled(&disk, "prepared.tmp", 8));
+        disk.rename(&path("prepared.tmp"), &path("segment")).unwrap();
+        disk.crash(&mut SimRng::new(3), 0.5);
+        assert_eq!(disk.list(Path::new(DIR)).unwrap(), ["prepared.tmp"]);
+
+        disk.rename(&path("prepared.tmp"), &path("segment")).unwrap();
+        disk.sync_dir(Path::new(DIR)).unwrap();
+        disk.crash(&mut SimRng::new(3), 0.5);
+        assert_eq!(disk.list(Path::new(DIR)).unwrap(), ["segment"]);
+        assert_eq!(disk.read(&path("segment")).unwrap(), [0; 8]);
+
+        // A file never linked vanishes, renamed or not.
+        let mut file = disk.open_write(&path("new.tmp")).unwrap();
+        file.write_at(b"data", 0).unwrap();
+        file.sync_data().unwrap();
+        disk.rename(&path("new.tmp"), &path("new")).unwrap();
+        disk.crash(&mut SimRng::new(3), 0.5);
+        assert_eq!(disk.list(Path::new(DIR)).unwrap(), ["segment"]);
     }
 }

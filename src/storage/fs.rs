@@ -3,12 +3,16 @@
 //! [`StdFileSystem`] is the real one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The file operations the write-ahead log needs, and nothing more.
-pub trait FileSystem: Send + 'static {
-    /// A file open for appending.
+///
+/// Clones must refer to the same file system: the log hands a clone to the thread that
+/// prepares its next segment (see [`FileSystem::prepare_in_background`]).
+pub trait FileSystem: Clone + Send + 'static {
+    /// A file open for positioned writes.
     type File: AppendFile;
 
     /// Creates `dir` and its parents if missing.
@@ -17,21 +21,33 @@ pub trait FileSystem: Send + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Opens `path` for appending, creating it empty if missing.
-    fn open_append(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens `path` for positioned writes (not in append mode: a write lands at the offset it
+    /// names), creating it empty if missing. Its content and length are left as they are.
+    fn open_write(&self, path: &Path) -> io::Result<Self::File>;
     /// Cuts `path` to `length` bytes and makes that durable.
     fn truncate(&self, path: &Path, length: u64) -> io::Result<()>;
     /// Removes `path`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` (replacing `to` if it exists) in one atomic step. The new name is
+    /// durable only after [`FileSystem::sync_dir`] on the directory; until then a power loss
+    /// may undo the rename.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the creation, renaming and removal of entries in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Whether the log may prepare (zero-fill) its next segment on a background thread. A
+    /// file system that must see every operation in a deterministic order (the simulator's
+    /// disk) returns `false`, and the log then prepares segments inline.
+    fn prepare_in_background(&self) -> bool {
+        true
+    }
 }
 
-/// A file open for appending.
+/// A file open for positioned writes.
 pub trait AppendFile: Send + 'static {
-    /// Appends `bytes` (not yet durable).
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Makes every appended byte durable (`fdatasync`).
+    /// Writes all of `bytes` at `offset` (`pwrite`), growing the file if they reach past its
+    /// end. Not yet durable.
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every written byte, and the file's length, durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
 }
 
@@ -60,8 +76,8 @@ impl FileSystem for StdFileSystem {
         fs::read(path)
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<File> {
-        OpenOptions::new().create(true).append(true).open(path)
+    fn open_write(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().create(true).truncate(false).write(true).open(path)
     }
 
     fn truncate(&self, path: &Path, length: u64) -> io::Result<()> {
@@ -74,14 +90,18 @@ impl FileSystem for StdFileSystem {
         fs::remove_file(path)
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
 }
 
 impl AppendFile for File {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(bytes)
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, bytes, offset)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {

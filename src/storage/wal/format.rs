@@ -11,6 +11,9 @@
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
 //!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64
 //! ```
+//!
+//! Segments may be preallocated with zeros after their records: a record's length is never 0,
+//! so 12 zero bytes where a record prefix would start mark the end of the records.
 
 use bytes::Bytes;
 
@@ -144,7 +147,11 @@ pub(crate) enum ReadOutcome {
     /// The record is complete but its checksum fails (a torn write at the tail, otherwise
     /// corruption).
     BadChecksum { length: usize },
-    /// The record cannot be a record of this log: a corrupt length or an unknown body.
+    /// The prefix's own checksum fails: a damaged length, or a prefix a crash cut short
+    /// (in preallocated space, the bytes the write did not reach are zeros).
+    BadPrefix,
+    /// The record cannot be a record of this log: a length over the maximum, or a body whose
+    /// checksum matches but that does not decode.
     Invalid(String),
 }
 
@@ -154,7 +161,7 @@ pub(crate) fn read_record(bytes: &[u8], max_body_len: usize) -> ReadOutcome {
         return ReadOutcome::Incomplete;
     }
     if crc32c::crc32c(&bytes[..8]) != read_u32(bytes, 8) {
-        return ReadOutcome::Invalid(String::from("the record's length checksum does not match"));
+        return ReadOutcome::BadPrefix;
     }
     let body_len = read_u32(bytes, 0) as usize;
     if body_len > max_body_len {
@@ -277,7 +284,10 @@ mod tests {
         assert!(matches!(read_record(&buffer, 4), ReadOutcome::Invalid(_)));
         let mut bad_length = buffer.clone();
         bad_length[2] ^= 0x40;
-        assert!(matches!(read_record(&bad_length, 1 << 30), ReadOutcome::Invalid(_)));
+        assert_eq!(read_record(&bad_length, 1 << 30), ReadOutcome::BadPrefix);
+        let mut torn_prefix = buffer.clone();
+        torn_prefix[5..].fill(0);
+        assert_eq!(read_record(&torn_prefix, 1024), ReadOutcome::BadPrefix);
     }
 
     #[test]

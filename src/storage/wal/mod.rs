@@ -2,19 +2,28 @@
 //! segment files under one data directory.
 //!
 //! Entries and hard-state changes are appended as records to the current segment; `sync`
-//! writes everything buffered since the last sync with one write and one `fdatasync`, so every
-//! proposal batched into one `Ready` shares one sync (group commit). A segment that grows past
-//! `segment_max_bytes` is closed and a new one opened, starting with the current hard state;
-//! creating it syncs the directory. Old segments are kept until log compaction allows removing
-//! them. The byte format is specified in `docs/wal-format.md`.
+//! writes everything buffered since the last sync with one positioned write (`pwrite`) at the
+//! end of the log and one `fdatasync`, so every proposal batched into one `Ready` shares one
+//! sync (group commit). A segment that grows past `segment_max_bytes` is closed and the next
+//! one started, beginning with the current hard state; starting it syncs the directory. Old
+//! segments are kept until log compaction allows removing them. The byte format is specified
+//! in `docs/wal-format.md`.
+//!
+//! Segments after the first one a log opens with are preallocated: `prepare.rs` writes the
+//! next segment full of zeros (and syncs it) under a temporary name ahead of time, on a
+//! background thread, and the roll-over renames it into place and writes its header. Writes
+//! then overwrite zeros already on disk, and `fdatasync` has no file size or allocation to
+//! record. A segment's length therefore no longer says where its records end: zeros do.
 //!
 //! Opening recovers the log (see `recovery.rs`): a torn tail is cut off, and corruption before
 //! it, a foreign node or cluster, or an unknown format version is refused with an error that
 //! names the file, with nothing changed.
 
 mod format;
+mod prepare;
 mod recovery;
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +38,7 @@ use crate::types::NodeId;
 use super::Storage;
 use super::fs::{AppendFile, FileSystem, StdFileSystem};
 use format::{ENTRY_BODY_OVERHEAD, FORMAT_VERSION, SegmentHeader};
+use prepare::Preparer;
 
 /// Whose log this is. Stored in every segment header and checked when the log is opened, so a
 /// node never starts from another node's or another cluster's data.
@@ -43,7 +53,8 @@ pub struct WalIdentity {
 /// Limits of a [`WalStorage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalOptions {
-    /// A segment that reaches this size is closed and a new one started.
+    /// A segment that reaches this size is closed and a new one started. Segments after the
+    /// first one a log opens with are preallocated (zero-filled) to this size.
     pub segment_max_bytes: u64,
     /// The largest entry payload accepted; larger ones are refused before anything is written.
     pub max_entry_bytes: usize,
@@ -92,6 +103,8 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     failed: bool,
     /// How long each sync (write and `fdatasync`) took.
     sync_latency: Arc<Histogram>,
+    /// Prepares the next segment.
+    preparer: Preparer<F>,
 }
 
 impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
@@ -148,18 +161,10 @@ impl<F: FileSystem> WalStorage<F> {
         let (file, sequence, segment_len) = match recovered.tail {
             Some(tail) if tail.valid_len > 0 => {
                 debug_assert!(tail.valid_len > format::HEADER_LEN as u64);
-                if tail.valid_len < tail.file_len {
-                    tracing::warn!(
-                        "Cutting a torn write off {}: {} bytes after offset {}",
-                        tail.path.display(),
-                        tail.file_len - tail.valid_len,
-                        tail.valid_len
-                    );
-                    fs.truncate(&tail.path, tail.valid_len).map_err(|error| {
-                        StorageError::io(format!("truncating {}", tail.path.display()), error)
-                    })?;
+                if let Some(torn) = &tail.torn {
+                    cut_torn_write(&fs, &tail.path, tail.valid_len, torn)?;
                 }
-                let mut file = fs.open_append(&tail.path).map_err(|error| {
+                let mut file = fs.open_write(&tail.path).map_err(|error| {
                     StorageError::io(format!("opening {}", tail.path.display()), error)
                 })?;
                 // What recovery read may have been only in the page cache (a process killed
@@ -183,7 +188,9 @@ impl<F: FileSystem> WalStorage<F> {
             }
             None => create_segment(&fs, &dir, identity, 1, &hard_state)?,
         };
-        Ok(WalStorage {
+        remove_leftover_preparations(&fs, &dir)?;
+        let preparer = Preparer::new(fs.clone(), dir.clone(), options.segment_max_bytes);
+        let mut storage = WalStorage {
             fs,
             dir,
             identity,
@@ -196,7 +203,10 @@ impl<F: FileSystem> WalStorage<F> {
             hard_state,
             failed: false,
             sync_latency: Arc::default(),
-        })
+            preparer,
+        };
+        storage.prepare_next_if_due();
+        Ok(storage)
     }
 
     /// The data directory.
@@ -220,19 +230,41 @@ impl<F: FileSystem> WalStorage<F> {
         Ok(())
     }
 
-    /// Starts a new segment if the current one is full.
+    /// Starts preparing the next segment once the current one is a quarter full (a segment
+    /// started by a roll-over has its successor prepared at once).
+    fn prepare_next_if_due(&mut self) {
+        if !self.preparer.is_started() && self.segment_len >= self.options.segment_max_bytes / 4 {
+            self.preparer.start(self.sequence + 1);
+        }
+    }
+
+    /// Starts the next segment if the current one is full.
     fn roll_if_full(&mut self) -> Result<(), StorageError> {
         if self.segment_len < self.options.segment_max_bytes {
             return Ok(());
         }
-        let created =
-            create_segment(&self.fs, &self.dir, self.identity, self.sequence + 1, &self.hard_state);
-        // A segment half created would take a second header on retry: take no more writes.
-        let (file, sequence, segment_len) = created.inspect_err(|_| self.failed = true)?;
+        let sequence = self.sequence + 1;
+        let prepared = self.preparer.take(sequence).map_err(|error| {
+            StorageError::io(format!("preparing segment {}", segment_name(sequence)), error)
+        });
+        let started = prepared.and_then(|prepared| {
+            install_segment(
+                &self.fs,
+                &self.dir,
+                &prepared,
+                self.identity,
+                sequence,
+                &self.hard_state,
+            )
+        });
+        // A segment half started would take a second header on retry: take no more writes.
+        let (file, sequence, segment_len) = started.inspect_err(|_| self.failed = true)?;
         tracing::debug!("Started write-ahead log segment {}", segment_name(sequence));
         self.file = file;
         self.sequence = sequence;
         self.segment_len = segment_len;
+        // The log is being written: have the next one ready in time.
+        self.preparer.start(sequence + 1);
         Ok(())
     }
 }
@@ -279,19 +311,23 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             return Ok(());
         }
         let path = self.dir.join(segment_name(self.sequence));
+        let offset = self.segment_len - self.buffer.len() as u64;
         let started = Instant::now();
-        let result = self.file.append(&self.buffer).and_then(|()| self.file.sync_data());
+        let result = self.file.write_at(&self.buffer, offset).and_then(|()| self.file.sync_data());
         self.sync_latency.record(started.elapsed());
         if let Err(error) = result {
             self.failed = true;
             return Err(StorageError::io(format!("writing {}", path.display()), error));
         }
         self.buffer.clear();
-        self.roll_if_full()
+        self.roll_if_full()?;
+        self.prepare_next_if_due();
+        Ok(())
     }
 }
 
-/// Creates segment `sequence`: header and hard state, synced, and the directory synced.
+/// Creates segment `sequence` (not preallocated: it grows as it is written): header and hard
+/// state, synced, and the directory synced.
 fn create_segment<F: FileSystem>(
     fs: &F,
     dir: &Path,
@@ -300,6 +336,44 @@ fn create_segment<F: FileSystem>(
     hard_state: &HardState,
 ) -> Result<(F::File, u64, u64), StorageError> {
     let path = dir.join(segment_name(sequence));
+    let file = fs
+        .open_write(&path)
+        .map_err(|error| StorageError::io(format!("creating {}", path.display()), error))?;
+    write_segment_start(fs, dir, &path, file, identity, sequence, hard_state)
+}
+
+/// Starts segment `sequence` from the prepared (zero-filled, synced) file `prepared`: renames
+/// it into place, writes the header and hard state over its first zeros, syncs it and the
+/// directory.
+fn install_segment<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    prepared: &Path,
+    identity: WalIdentity,
+    sequence: u64,
+    hard_state: &HardState,
+) -> Result<(F::File, u64, u64), StorageError> {
+    let path = dir.join(segment_name(sequence));
+    fs.rename(prepared, &path).map_err(|error| {
+        StorageError::io(format!("renaming {} to {}", prepared.display(), path.display()), error)
+    })?;
+    let file = fs
+        .open_write(&path)
+        .map_err(|error| StorageError::io(format!("opening {}", path.display()), error))?;
+    write_segment_start(fs, dir, &path, file, identity, sequence, hard_state)
+}
+
+/// Writes segment `sequence`'s header and leading hard state at the start of `file` (at
+/// `path`) with one write, syncs it, and syncs the directory.
+fn write_segment_start<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    path: &Path,
+    mut file: F::File,
+    identity: WalIdentity,
+    sequence: u64,
+    hard_state: &HardState,
+) -> Result<(F::File, u64, u64), StorageError> {
     let header = SegmentHeader {
         format_version: FORMAT_VERSION,
         node_id: identity.node_id.0,
@@ -308,12 +382,54 @@ fn create_segment<F: FileSystem>(
     };
     let mut bytes = header.encode().to_vec();
     format::encode_hard_state(hard_state, &mut bytes);
-    let io_error = |error| StorageError::io(format!("creating {}", path.display()), error);
-    let mut file = fs.open_append(&path).map_err(io_error)?;
-    file.append(&bytes).and_then(|()| file.sync_data()).map_err(io_error)?;
+    file.write_at(&bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|error| StorageError::io(format!("writing {}", path.display()), error))?;
     fs.sync_dir(dir)
         .map_err(|error| StorageError::io(format!("syncing {}", dir.display()), error))?;
     Ok((file, sequence, bytes.len() as u64))
+}
+
+/// Removes what a torn write left in `path` after the last whole record (`valid_len`), and
+/// makes that durable. A record cut off by the end of the file (a write that grew the file) is
+/// cut off by truncating the file back to `valid_len`; damage followed by zeros (preallocated
+/// space) is overwritten with zeros, so that the file keeps its length and the zeros read as
+/// the end of the log.
+fn cut_torn_write<F: FileSystem>(
+    fs: &F,
+    path: &Path,
+    valid_len: u64,
+    torn: &recovery::TornWrite,
+) -> Result<(), StorageError> {
+    tracing::warn!(
+        "Cutting a torn write off {}: {} bytes after offset {}",
+        path.display(),
+        torn.end - valid_len,
+        valid_len
+    );
+    let io_error = |error| StorageError::io(format!("cutting {}", path.display()), error);
+    if torn.at_end_of_file {
+        return fs.truncate(path, valid_len).map_err(io_error);
+    }
+    let length = usize::try_from(torn.end - valid_len).map_err(io::Error::other);
+    let zeros = vec![0u8; length.map_err(io_error)?];
+    let mut file = fs.open_write(path).map_err(io_error)?;
+    file.write_at(&zeros, valid_len).and_then(|()| file.sync_data()).map_err(io_error)
+}
+
+/// Removes the temporary files of segments a crash left half prepared (or prepared and
+/// unused): they are made again when needed.
+fn remove_leftover_preparations<F: FileSystem>(fs: &F, dir: &Path) -> Result<(), StorageError> {
+    let names = fs
+        .list(dir)
+        .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
+    for name in names.iter().filter(|name| prepare::is_prepared_name(name)) {
+        let path = dir.join(name);
+        tracing::debug!("Removing the leftover prepared segment {}", path.display());
+        fs.remove(&path)
+            .map_err(|error| StorageError::io(format!("removing {}", path.display()), error))?;
+    }
+    Ok(())
 }
 
 /// The file name of segment `sequence`.

@@ -1,8 +1,12 @@
 //! Reading a write-ahead log back at start: every segment is checked before anything is
-//! changed. A record cut short or failing its checksum at the very end of the last segment is
-//! what a crash mid-write leaves, and is cut off; anything wrong earlier is corruption, and
-//! the node refuses to start with the file and offset (repair from peers can hook in here).
-//! A directory of another node, cluster or format version is refused untouched.
+//! changed. Segments are preallocated and zero-filled, so a segment's length does not say
+//! where its records end: the log ends at end of file or at a record prefix of 12 zero bytes
+//! followed by nothing but zeros. A record that fails (cut short, failing a checksum) in the
+//! last segment is what a crash mid-write leaves (a torn write lands a prefix of its bytes;
+//! what followed was zeros) when every byte after it is zero, and is cut off. Anything else
+//! wrong, and a failing record with any non-zero byte after it, is corruption: the node
+//! refuses to start with the file and offset (repair from peers can hook in here). A
+//! directory of another node, cluster or format version is refused untouched.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +16,8 @@ use crate::hard_state::HardState;
 use crate::storage::fs::FileSystem;
 
 use super::format::{
-    FORMAT_VERSION, HEADER_LEN, HeaderError, MAGIC, ReadOutcome, Record, SegmentHeader, read_record,
+    FORMAT_VERSION, HEADER_LEN, HeaderError, MAGIC, RECORD_PREFIX_LEN, ReadOutcome, Record,
+    SegmentHeader, read_record,
 };
 use super::{WalIdentity, segment_name, segment_sequence};
 
@@ -23,8 +28,19 @@ pub(crate) struct TailSegment {
     pub(crate) path: PathBuf,
     /// Bytes up to the end of the last whole record (0 when even the header is torn).
     pub(crate) valid_len: u64,
-    /// The file's length on disk.
-    pub(crate) file_len: u64,
+    /// What a torn write left after `valid_len`, when there is any: it must be cleared before
+    /// the log writes there again.
+    pub(crate) torn: Option<TornWrite>,
+}
+
+/// The bytes a torn write left after the last whole record of the last segment.
+#[derive(Debug)]
+pub(crate) struct TornWrite {
+    /// Just after the last non-zero byte: `valid_len..end` holds what the write left.
+    pub(crate) end: u64,
+    /// Whether the failing record reaches the end of the file (the write grew the file, as
+    /// when the segment was not preallocated), rather than being followed by zeros.
+    pub(crate) at_end_of_file: bool,
 }
 
 /// What a log holds.
@@ -95,57 +111,82 @@ pub(crate) fn recover<F: FileSystem>(
             sequence: *sequence,
         }
         .encode();
+        let written_end = nonzero_end(&bytes, 0);
         let creation_cut_short = is_last
-            && (bytes.iter().all(|byte| *byte == 0)
-                || (bytes.len() < HEADER_LEN && bytes[..] == expected_header[..bytes.len()]));
+            && written_end < HEADER_LEN
+            && bytes[..written_end] == expected_header[..written_end];
         if creation_cut_short {
-            // A crash interrupted the creation of the last segment (a short file, or one the
-            // file system grew before the data reached the disk): it is created again.
-            tail = Some(TailSegment {
-                sequence: *sequence,
-                path,
-                valid_len: 0,
-                file_len: bytes.len() as u64,
-            });
+            // A crash interrupted the creation of the last segment (a short file, a
+            // preallocated one still all zeros, or one the file system grew before the data
+            // reached the disk): it is created again.
+            tail = Some(TailSegment { sequence: *sequence, path, valid_len: 0, torn: None });
             continue;
         }
         check_header(&bytes, &path, identity, *sequence)?;
         let mut offset = HEADER_LEN;
+        let mut torn = None;
         while offset < bytes.len() {
             let rest = &bytes[offset..];
-            match read_record(rest, max_body_len) {
+            if rest[..rest.len().min(RECORD_PREFIX_LEN)].iter().all(|byte| *byte == 0) {
+                // The zeros of preallocated space: the end, if nothing but zeros follows.
+                let after = nonzero_end(&bytes, offset);
+                if after > offset {
+                    return Err(corrupt(
+                        offset,
+                        format!(
+                            "a zero record prefix is followed by non-zero bytes (up to offset {})",
+                            after - 1
+                        ),
+                    ));
+                }
+                break;
+            }
+            let failure = match read_record(rest, max_body_len) {
                 ReadOutcome::Record(record, length) => {
                     apply(&mut state, record).map_err(|reason| corrupt(offset, reason))?;
                     offset += length;
-                }
-                ReadOutcome::Incomplete if is_last => break,
-                ReadOutcome::BadChecksum { length }
-                    if is_last && offset + length == bytes.len() =>
-                {
-                    break;
-                }
-                ReadOutcome::Invalid(_) if is_last && rest.iter().all(|byte| *byte == 0) => break,
-                ReadOutcome::Incomplete => {
-                    return Err(corrupt(offset, String::from("the segment ends inside a record")));
-                }
-                ReadOutcome::BadChecksum { .. } => {
-                    return Err(corrupt(
-                        offset,
-                        String::from("the record's checksum does not match"),
-                    ));
+                    continue;
                 }
                 ReadOutcome::Invalid(reason) => return Err(corrupt(offset, reason)),
+                failure => failure,
+            };
+            // Where the failing record ends, as far as its prefix can tell.
+            let (record_end, reason) = match failure {
+                ReadOutcome::Incomplete => {
+                    (bytes.len(), String::from("the segment ends inside a record"))
+                }
+                ReadOutcome::BadChecksum { length } => {
+                    (offset + length, String::from("the record's checksum does not match"))
+                }
+                _ => (
+                    (offset + RECORD_PREFIX_LEN).min(bytes.len()),
+                    String::from("the record's length checksum does not match"),
+                ),
+            };
+            let after = nonzero_end(&bytes, record_end);
+            if !is_last || after > record_end {
+                let reason = if is_last {
+                    format!(
+                        "{reason}, and non-zero bytes follow it (up to offset {}): not a torn \
+                         write",
+                        after - 1
+                    )
+                } else {
+                    reason
+                };
+                return Err(corrupt(offset, reason));
             }
+            // A torn write: the last write landed only in part.
+            torn = Some(TornWrite {
+                end: nonzero_end(&bytes, offset) as u64,
+                at_end_of_file: record_end >= bytes.len(),
+            });
+            break;
         }
         if is_last {
             // A segment whose leading hard state was torn off is created again as well.
             let valid_len = if offset > HEADER_LEN { offset as u64 } else { 0 };
-            tail = Some(TailSegment {
-                sequence: *sequence,
-                path,
-                valid_len,
-                file_len: bytes.len() as u64,
-            });
+            tail = Some(TailSegment { sequence: *sequence, path, valid_len, torn });
         }
     }
     if state.hard_state.commit_index.0 > state.entries.len() as u64 {
@@ -159,6 +200,13 @@ pub(crate) fn recover<F: FileSystem>(
         });
     }
     Ok(Recovered { state, tail })
+}
+
+/// The offset just after the last non-zero byte of `bytes` at or after `from` (`from` when
+/// they are all zero).
+fn nonzero_end(bytes: &[u8], from: usize) -> usize {
+    let from = from.min(bytes.len());
+    bytes[from..].iter().rposition(|byte| *byte != 0).map_or(from, |last| from + last + 1)
 }
 
 fn check_header(
