@@ -44,6 +44,19 @@ pub struct Config {
     /// vote requests too). A node cut off by a partition therefore cannot depose a healthy
     /// leader when it comes back.
     pub pre_vote: bool,
+    /// Take a snapshot once this many entries were applied since the last one (0: never by
+    /// count). Only state machines that implement `snapshot` are ever snapshotted.
+    pub snapshot_after_entries: u64,
+    /// Take a snapshot once this many bytes of commands were applied since the last one (0:
+    /// never by size).
+    pub snapshot_after_bytes: u64,
+    /// Entries kept in the log below a snapshot, so that a follower slightly behind still
+    /// catches up from the log rather than by a whole snapshot.
+    pub snapshot_keep_entries: u64,
+    /// Most bytes of snapshot data in one InstallSnapshot message.
+    pub snapshot_chunk_bytes: usize,
+    /// Most InstallSnapshot chunks in flight to one follower (flow control).
+    pub max_inflight_snapshot_chunks: usize,
 }
 
 impl Default for Config {
@@ -58,6 +71,11 @@ impl Default for Config {
             max_entry_bytes: 8 * 1024 * 1024,
             max_pending_requests: 65_536,
             pre_vote: true,
+            snapshot_after_entries: 16_384,
+            snapshot_after_bytes: 64 * 1024 * 1024,
+            snapshot_keep_entries: 1024,
+            snapshot_chunk_bytes: 1024 * 1024,
+            max_inflight_snapshot_chunks: 4,
         }
     }
 }
@@ -88,6 +106,8 @@ impl Config {
             ("max_append_entries", self.max_append_entries),
             ("max_entry_bytes", self.max_entry_bytes),
             ("max_pending_requests", self.max_pending_requests),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("max_inflight_snapshot_chunks", self.max_inflight_snapshot_chunks),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { name });
@@ -97,6 +117,7 @@ impl Config {
         for (name, value) in [
             ("max_entry_bytes", self.max_entry_bytes),
             ("max_append_entries", self.max_append_entries),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
         ] {
             if value > MAX_FRAMED_LENGTH {
                 return Err(ConfigError::LimitTooLarge { name, max: MAX_FRAMED_LENGTH });

@@ -5,22 +5,27 @@
 //! simulator, so what the simulator tests is the very ordering a real node uses:
 //!
 //! 1. send the messages that need nothing durable (a leader's AppendEntries),
-//! 2. write entries and hard state, then sync,
+//! 2. store a snapshot received from the leader and reset the log behind it, write entries
+//!    and hard state, then sync,
 //! 3. send the messages that promise durability (votes, acknowledgments),
-//! 4. apply committed entries in order,
+//! 4. restore the state machine from a received snapshot, apply committed entries in order,
 //! 5. acknowledge the Ready to the core.
 //!
 //! A storage error stops at step 2: nothing that depends on the failed write leaves the node.
+//!
+//! It also decides when to take a snapshot of the state machine (the `snapshot_after_*`
+//! limits of the config) and, once the caller has stored it, compacts the log behind it.
 
 use std::error::Error;
 
 use bytes::Bytes;
 
-use crate::core::{RaftCore, Ready};
+use crate::core::{LOG_TARGET, RaftCore, Ready};
 use crate::error::StorageError;
 use crate::message::{EntryPayload, Message};
-use crate::state_machine::StateMachine;
-use crate::storage::Storage;
+use crate::snapshot::Snapshot;
+use crate::state_machine::{SnapshotsUnsupported, StateMachine};
+use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{LogIndex, Term};
 
 /// The result of applying one committed command.
@@ -41,17 +46,37 @@ pub(crate) struct Driver<S, M> {
     pub(crate) core: RaftCore,
     storage: S,
     state_machine: M,
+    /// Whether the state machine implements `snapshot` (false: the log is never compacted).
+    snapshots_supported: bool,
+    /// Entries and command bytes applied since the last snapshot was taken.
+    applied_since_snapshot: (u64, u64),
+    /// A snapshot taken and handed out to be stored, not yet reported stored.
+    snapshot_in_flight: bool,
+    /// Snapshots received from a leader and restored (the simulator counts them).
+    #[cfg(feature = "sim")]
+    pub(crate) snapshots_installed: u64,
     /// Simulation only: the planted bug that sends acknowledgments before the sync.
     #[cfg(feature = "sim")]
     pub(crate) planted_acknowledge_before_sync: bool,
 }
 
 impl<S: Storage, M: StateMachine> Driver<S, M> {
-    pub(crate) fn new(core: RaftCore, storage: S, state_machine: M) -> Self {
+    /// A driver for `core`. `snapshots_supported` comes from [`probe_snapshot_support`].
+    pub(crate) fn new(
+        core: RaftCore,
+        storage: S,
+        state_machine: M,
+        snapshots_supported: bool,
+    ) -> Self {
         Driver {
             core,
             storage,
             state_machine,
+            snapshots_supported,
+            applied_since_snapshot: (0, 0),
+            snapshot_in_flight: false,
+            #[cfg(feature = "sim")]
+            snapshots_installed: 0,
             #[cfg(feature = "sim")]
             planted_acknowledge_before_sync: false,
         }
@@ -66,8 +91,16 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         mut on_applied: impl FnMut(Applied),
     ) -> Result<(), StorageError> {
         while self.core.has_ready() {
-            let Ready { hard_state, entries, messages, persisted_messages, committed_entries, ack } =
-                self.core.ready();
+            let Ready {
+                hard_state,
+                snapshot,
+                log_reset,
+                entries,
+                messages,
+                persisted_messages,
+                committed_entries,
+                ack,
+            } = self.core.ready();
             for message in messages {
                 send(message);
             }
@@ -81,9 +114,17 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             } else {
                 persisted_messages
             };
-            let must_sync = hard_state.is_some() || !entries.is_empty();
-            // Entries go first: whatever prefix of these writes survives a crash, a stored
-            // commit index never points at an entry of this batch that was lost.
+            let must_sync = hard_state.is_some() || !entries.is_empty() || log_reset.is_some();
+            // The snapshot is durable before the log drops what it covers.
+            if let Some(snapshot) = &snapshot {
+                self.storage.snapshot_writer().write(snapshot)?;
+            }
+            if let Some(base) = log_reset {
+                self.storage.reset_log(base)?;
+            }
+            // Entries go before the hard state: whatever prefix of these writes survives a
+            // crash, a stored commit index never points at an entry of this batch that was
+            // lost.
             if !entries.is_empty() {
                 self.storage.append(&entries)?;
             }
@@ -96,8 +137,21 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             for message in persisted_messages {
                 send(message);
             }
+            if let Some(snapshot) = snapshot {
+                let index = snapshot.meta.last_included.index;
+                self.state_machine
+                    .restore(&snapshot.data)
+                    .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
+                self.applied_since_snapshot = (0, 0);
+                #[cfg(feature = "sim")]
+                {
+                    self.snapshots_installed += 1;
+                }
+            }
             for entry in committed_entries {
                 if let EntryPayload::Command(command) = entry.payload {
+                    self.applied_since_snapshot.0 += 1;
+                    self.applied_since_snapshot.1 += command.len() as u64;
                     let result = self.state_machine.apply_at(entry.index, &command);
                     on_applied(Applied { index: entry.index, term: entry.term, command, result });
                 }
@@ -105,5 +159,80 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             self.core.advance(ack);
         }
         Ok(())
+    }
+
+    /// Takes a snapshot of the state machine when enough was applied since the last one and
+    /// none is being stored. The caller stores it with [`snapshot_writer`](Self::snapshot_writer)
+    /// (on another thread if it likes) and reports with [`snapshot_stored`](Self::snapshot_stored).
+    pub(crate) fn take_snapshot_if_due(&mut self) -> Option<Snapshot> {
+        let config = self.core.config();
+        let (entries, bytes) = self.applied_since_snapshot;
+        let due = (config.snapshot_after_entries > 0 && entries >= config.snapshot_after_entries)
+            || (config.snapshot_after_bytes > 0 && bytes >= config.snapshot_after_bytes);
+        if !due || !self.snapshots_supported || self.snapshot_in_flight {
+            return None;
+        }
+        let meta = self.core.snapshot_meta_for_applied()?;
+        self.applied_since_snapshot = (0, 0);
+        match self.state_machine.snapshot() {
+            Ok(data) => {
+                tracing::debug!(target: LOG_TARGET, node = %self.core.id(), "Took a snapshot through {} ({} bytes)", meta.last_included, data.len());
+                self.snapshot_in_flight = true;
+                Some(Snapshot { meta, data: data.into() })
+            }
+            Err(error) => {
+                tracing::warn!(target: LOG_TARGET, node = %self.core.id(), "The state machine could not take a snapshot through {}: {error}", meta.last_included);
+                None
+            }
+        }
+    }
+
+    /// The state machine (the simulator compares them at the end of a run).
+    #[cfg(feature = "sim")]
+    pub(crate) fn state_machine(&self) -> &M {
+        &self.state_machine
+    }
+
+    /// A handle that stores snapshots, for the caller of
+    /// [`take_snapshot_if_due`](Self::take_snapshot_if_due).
+    pub(crate) fn snapshot_writer(&self) -> S::SnapshotWriter {
+        self.storage.snapshot_writer()
+    }
+
+    /// Reports how storing the snapshot from [`take_snapshot_if_due`](Self::take_snapshot_if_due)
+    /// went: once stored, the log is compacted behind it.
+    pub(crate) fn snapshot_stored(
+        &mut self,
+        outcome: Result<Snapshot, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.snapshot_in_flight = false;
+        match outcome {
+            Ok(snapshot) => {
+                if let Some(through) = self.core.snapshot_stored(snapshot) {
+                    self.storage.compact(through)?;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // The log stays as it is; the next snapshot tries again.
+                tracing::warn!(target: LOG_TARGET, node = %self.core.id(), "Could not store a snapshot: {error}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether `state_machine` implements snapshots, asked once before a node starts (while the
+/// state machine is still empty, so the question is cheap). Logs once when it does not.
+pub(crate) fn probe_snapshot_support<M: StateMachine>(
+    state_machine: &M,
+    node: crate::NodeId,
+) -> bool {
+    match state_machine.snapshot() {
+        Err(error) if error.downcast_ref::<SnapshotsUnsupported>().is_some() => {
+            tracing::info!(target: LOG_TARGET, %node, "The state machine does not implement snapshots: the log is never compacted and a restart replays it all");
+            false
+        }
+        _ => true,
     }
 }

@@ -121,6 +121,15 @@ pub enum StorageError {
         /// The configured maximum.
         max: usize,
     },
+    /// The state machine refused a snapshot (one stored, or one received from the leader):
+    /// the node cannot know its state and stops.
+    #[error("the state machine could not restore the snapshot through index {index}: {reason}")]
+    Restore {
+        /// The snapshot's last included index.
+        index: crate::types::LogIndex,
+        /// What the state machine's `restore` said.
+        reason: String,
+    },
 }
 
 impl StorageError {

@@ -74,6 +74,7 @@ mod proposals;
 mod raft_node;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod snapshot;
 pub mod state_machine;
 mod status;
 pub mod storage;
@@ -86,6 +87,7 @@ pub use error::{ConfigError, ProposeError, StartError, StorageError, WaitError};
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};
 pub use raft_node::RaftNode;
+pub use snapshot::{Snapshot, SnapshotMeta};
 pub use state_machine::StateMachine;
 pub use status::Status;
 pub use types::{LogId, LogIndex, NodeId, Term};

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use crate::snapshot::SnapshotMeta;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// One entry of the replicated log.
@@ -94,6 +95,30 @@ pub enum MessageBody {
     },
     /// The answer to `AppendEntries`.
     AppendEntriesResponse(AppendResponse),
+    /// A leader sends a follower one chunk of a snapshot, because the follower needs entries
+    /// the leader has compacted away (Raft §7). Chunks go in order; the follower installs the
+    /// snapshot once it holds all `total_len` bytes.
+    InstallSnapshot {
+        /// What the snapshot covers (the same in every chunk of one transfer).
+        meta: SnapshotMeta,
+        /// Where `data` starts in the snapshot.
+        offset: u64,
+        /// The snapshot's whole length in bytes.
+        total_len: u64,
+        /// The chunk.
+        data: Bytes,
+    },
+    /// The answer to an `InstallSnapshot` chunk.
+    InstallSnapshotResponse {
+        /// The snapshot the answer is about.
+        last_included: LogId,
+        /// How many bytes of it the follower holds, contiguous from the start: the offset of
+        /// the next chunk it needs.
+        received: u64,
+        /// Whether the follower has installed it (or already held everything it covers):
+        /// replication continues from the log after `last_included`.
+        installed: bool,
+    },
 }
 
 /// How a follower answered an `AppendEntries`.

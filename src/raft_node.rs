@@ -19,14 +19,15 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
-use crate::driver::Driver;
+use crate::driver::{Driver, probe_snapshot_support};
 use crate::error::{ProposeError, StartError, StorageError, WaitError};
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
 use crate::proposals::{PendingProposals, ProposalOutcome};
+use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
-use crate::storage::Storage;
+use crate::storage::{SnapshotWriter, Storage};
 use crate::transport::Transport;
 use crate::types::LogIndex;
 use crate::types::NodeId;
@@ -95,15 +96,20 @@ impl RaftNode {
     /// Starts node `id` of the cluster whose voting members are `members` (which must include
     /// `id`), restoring whatever `storage` holds. Must be called from within a tokio runtime.
     ///
-    /// Committed entries found in storage are applied to `state_machine` again before the
-    /// node serves, so it comes back with the state it had.
+    /// The state machine is restored from the latest stored snapshot, if there is one, and
+    /// the committed entries after it are applied again before the node serves, so it comes
+    /// back with the state it had. `state_machine` must be empty.
+    ///
+    /// Snapshots are taken automatically (see the `snapshot_*` fields of [`Config`]) when
+    /// the state machine implements [`StateMachine::snapshot`]; one that does not (the
+    /// default) never has its log compacted, which is logged once here.
     pub fn start<S, T, M>(
         id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
         config: Config,
         mut storage: S,
         transport: T,
-        state_machine: M,
+        mut state_machine: M,
     ) -> Result<RaftNode, StartError>
     where
         S: Storage,
@@ -112,6 +118,14 @@ impl RaftNode {
     {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let initial: InitialState = storage.load()?;
+        let snapshots_supported = probe_snapshot_support(&state_machine, id);
+        if let Some(snapshot) = &initial.snapshot {
+            let index = snapshot.meta.last_included.index;
+            state_machine
+                .restore(&snapshot.data)
+                .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
+            tracing::info!(target: LOG_TARGET, node = %id, "Restored the state machine from the snapshot through {}", snapshot.meta.last_included);
+        }
         // Each node draws its own election jitter; the seed only needs to differ between
         // nodes and runs, which the standard library's per-process random keys provide.
         let seed = RandomState::new().hash_one(id.0);
@@ -127,7 +141,8 @@ impl RaftNode {
             counters: Arc::clone(&counters),
             counted_commit: LogIndex(0),
             counted_leader: None,
-            driver: Driver::new(core, storage, state_machine),
+            driver: Driver::new(core, storage, state_machine, snapshots_supported),
+            snapshot_write: None,
             transport,
             requests,
             stop_requested,
@@ -229,7 +244,22 @@ impl RaftNode {
     }
 }
 
-/// The node's task.
+/// Waits for the snapshot write in `write` (which the caller checked is there).
+async fn wait_for_write(write: &mut Option<SnapshotWrite>) -> Result<Snapshot, StorageError> {
+    let Some(handle) = write.as_mut() else {
+        return std::future::pending().await;
+    };
+    match handle.await {
+        Ok(outcome) => outcome,
+        Err(join_error) if join_error.is_panic() => {
+            std::panic::resume_unwind(join_error.into_panic())
+        }
+        Err(_) => {
+            Err(StorageError::Corrupt { detail: String::from("the snapshot write was cancelled") })
+        }
+    }
+}
+
 /// What the node's task counts, read by [`RaftNode::metrics`].
 #[derive(Debug, Default)]
 struct Counters {
@@ -241,8 +271,13 @@ struct Counters {
     leader_changes: AtomicU64,
 }
 
+/// A snapshot being stored on a blocking thread.
+type SnapshotWrite = JoinHandle<Result<Snapshot, StorageError>>;
+
 struct NodeLoop<S, T, M> {
     driver: Driver<S, M>,
+    /// The snapshot being written, if any: the node keeps serving meanwhile.
+    snapshot_write: Option<SnapshotWrite>,
     counters: Arc<Counters>,
     /// The commit index and leader at the last count.
     counted_commit: LogIndex,
@@ -264,6 +299,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
                 break Err(error);
             }
+            self.start_snapshot_if_due();
             let deadline = self.epoch + Duration::from_millis(self.driver.core.next_deadline_ms());
             // Peers' messages come before client requests: a flood of requests must never
             // starve the replies and heartbeats that let the cluster make progress.
@@ -278,6 +314,13 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                     Some(request) => self.handle_requests(request),
                     None => break Ok(()),
                 },
+                written = wait_for_write(&mut self.snapshot_write), if self.snapshot_write.is_some() => {
+                    self.snapshot_write = None;
+                    if let Err(error) = self.driver.snapshot_stored(written) {
+                        tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+                        break Err(error);
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now_ms = self.now_ms();
@@ -286,6 +329,21 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         self.stop(&result);
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result
+    }
+
+    /// Takes a snapshot when one is due and writes it on a blocking thread.
+    fn start_snapshot_if_due(&mut self) {
+        if self.snapshot_write.is_some() {
+            return;
+        }
+        let Some(snapshot) = self.driver.take_snapshot_if_due() else {
+            return;
+        };
+        let mut writer = self.driver.snapshot_writer();
+        self.snapshot_write = Some(tokio::task::spawn_blocking(move || {
+            writer.write(&snapshot)?;
+            Ok(snapshot)
+        }));
     }
 
     fn now_ms(&self) -> u64 {

@@ -239,6 +239,23 @@ struct CountingStorage {
 }
 
 impl raft_consensus::storage::Storage for CountingStorage {
+    type SnapshotWriter = MemoryStorage;
+
+    fn reset_log(
+        &mut self,
+        base: raft_consensus::LogId,
+    ) -> Result<(), raft_consensus::StorageError> {
+        self.inner.reset_log(base)
+    }
+    fn compact(
+        &mut self,
+        through: raft_consensus::LogIndex,
+    ) -> Result<(), raft_consensus::StorageError> {
+        self.inner.compact(through)
+    }
+    fn snapshot_writer(&self) -> MemoryStorage {
+        self.inner.snapshot_writer()
+    }
     fn load(&mut self) -> Result<raft_consensus::core::InitialState, raft_consensus::StorageError> {
         self.inner.load()
     }

@@ -15,6 +15,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use raft_consensus::sim::{
     self, FaultConfig, FaultCounts, OperationCounts, PlantedBug, SimConfig, SimReport,
+    SnapshotCounts,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -71,6 +72,9 @@ struct RunOptions {
     /// Run the nodes without pre-vote (the classic election).
     #[arg(long)]
     no_pre_vote: bool,
+    /// Run the nodes without snapshots or log compaction.
+    #[arg(long)]
+    no_snapshots: bool,
 }
 
 impl RunOptions {
@@ -91,6 +95,7 @@ impl RunOptions {
         Ok(SimConfig {
             faults,
             pre_vote: !self.no_pre_vote,
+            snapshots: !self.no_snapshots,
             node_count: self.nodes,
             workload_ms: self.workload_ms,
             planted_bug,
@@ -136,6 +141,7 @@ fn print_report(report: &SimReport) {
     );
     println!("operations: {}", describe_operations(&report.operations));
     println!("faults: {}", report.faults);
+    println!("snapshots: {}", report.snapshots);
     if report.violations.is_empty() {
         println!("no violations");
     }
@@ -172,6 +178,7 @@ fn soak(
     let (reports, finished) = mpsc::channel::<SimReport>();
     let mut operations = OperationCounts::default();
     let mut faults = FaultCounts::default();
+    let mut snapshots = SnapshotCounts::default();
     let mut events = 0u64;
     let mut inconclusive = 0u64;
     let mut failing: Vec<SimReport> = Vec::new();
@@ -202,6 +209,7 @@ fn soak(
             operations.failed += report.operations.failed;
             operations.unknown += report.operations.unknown;
             faults.add(&report.faults);
+            snapshots.add(&report.snapshots);
             inconclusive += u64::from(report.linearizability_inconclusive);
             if !report.violations.is_empty() {
                 eprintln!();
@@ -229,6 +237,7 @@ fn soak(
     );
     println!("events:       {events}");
     println!("faults:       {faults}");
+    println!("snapshots:    {snapshots}");
     println!("inconclusive: {inconclusive} seeds (linearizability search over budget)");
     println!("violations:   {} seeds", failing.len());
     failing.sort_by_key(|report| report.seed);

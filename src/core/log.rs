@@ -1,66 +1,96 @@
 //! [`RaftLog`]: the in-memory copy of the replicated log that the core reasons about.
 //!
 //! The core keeps every entry it holds in memory (storage is written through, and read only at
-//! start), so no protocol step ever waits on a disk read. Memory is bounded by log compaction.
+//! start), so no protocol step ever waits on a disk read. Memory is bounded by log compaction:
+//! entries covered by a snapshot are dropped, and the log remembers only the `LogId` of the
+//! last one it dropped (its base).
 //!
-//! Invariant: `entries[i].index == first_index + i`, and terms never decrease along the log.
+//! Invariant: `entries[i].index == base.index + 1 + i`, and terms never decrease along the
+//! log, starting from the base's term.
 
 use crate::message::Entry;
 use crate::types::{LogId, LogIndex, Term};
 
-/// The entries a node holds, contiguous from index 1.
+/// The entries a node holds, contiguous from `base.index + 1`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RaftLog {
+    /// The entry just before the first one held: `0@0` for a log that starts at index 1, or
+    /// the last entry dropped by compaction.
+    base: LogId,
     entries: Vec<Entry>,
 }
 
 impl RaftLog {
-    /// A log holding `entries`, which must be contiguous from index 1 with non-decreasing
-    /// terms; otherwise a description of what is wrong.
-    pub(crate) fn from_entries(entries: Vec<Entry>) -> Result<Self, String> {
-        for (position, entry) in entries.iter().enumerate() {
-            if entry.index.0 != position as u64 + 1 {
+    /// A log holding `entries` after `base`; they must be contiguous from `base.index + 1`
+    /// with non-decreasing terms from `base.term`; otherwise a description of what is wrong.
+    pub(crate) fn from_entries(base: LogId, entries: Vec<Entry>) -> Result<Self, String> {
+        let mut previous = base;
+        for entry in &entries {
+            if entry.index != previous.index.next() {
                 return Err(format!(
-                    "stored log entry {} holds index {} (entries must be contiguous from 1)",
-                    position + 1,
-                    entry.index
+                    "stored log entry {} does not follow {previous} (entries must be contiguous)",
+                    entry.log_id()
                 ));
             }
-        }
-        for pair in entries.windows(2) {
-            if pair[0].term > pair[1].term {
+            if entry.term < previous.term {
                 return Err(format!(
-                    "stored log terms decrease: {} is followed by {}",
-                    pair[0].log_id(),
-                    pair[1].log_id()
+                    "stored log terms decrease: {previous} is followed by {}",
+                    entry.log_id()
                 ));
             }
+            previous = entry.log_id();
         }
-        Ok(RaftLog { entries })
+        Ok(RaftLog { base, entries })
     }
 
-    /// The index of the last entry, or 0 for an empty log.
+    /// The entry just before the first one held (`0@0` when nothing was compacted).
+    pub(crate) fn base(&self) -> LogId {
+        self.base
+    }
+
+    /// The index of the last entry (the base's index for a log holding no entry).
     pub(crate) fn last_index(&self) -> LogIndex {
-        LogIndex(self.entries.len() as u64)
+        LogIndex(self.base.index.0 + self.entries.len() as u64)
     }
 
-    /// The term and index of the last entry (`0@0` for an empty log).
+    /// The term and index of the last entry (the base for a log holding no entry).
     pub(crate) fn last_log_id(&self) -> LogId {
-        self.entries.last().map(Entry::log_id).unwrap_or_default()
+        self.entries.last().map(Entry::log_id).unwrap_or(self.base)
     }
 
-    /// The term of the entry at `index`: `Some(Term(0))` for index 0, `None` past the end.
+    /// The term of the entry at `index`: the base's term at the base, `None` below the base
+    /// (compacted) or past the end.
     pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
-        if index.0 == 0 {
-            return Some(Term(0));
+        if index == self.base.index {
+            return Some(self.base.term);
         }
         self.entry(index).map(|entry| entry.term)
     }
 
     /// The entry at `index`, if held.
     pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let position = usize::try_from(index.0.checked_sub(1)?).ok()?;
-        self.entries.get(position)
+        let offset = index.0.checked_sub(self.base.index.0 + 1)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    /// Drops the entries up to and including `index`, which must be held; it becomes the base.
+    pub(crate) fn compact_through(&mut self, index: LogIndex) {
+        let Some(term) = self.term_at(index) else {
+            debug_assert!(false, "compacting through {index}, which the log does not hold");
+            return;
+        };
+        if index <= self.base.index {
+            return;
+        }
+        let dropped = (index.0 - self.base.index.0) as usize;
+        self.entries.drain(..dropped);
+        self.base = LogId::new(term, index);
+    }
+
+    /// Drops every entry: the log continues after `base` (a snapshot the log does not match).
+    pub(crate) fn reset_to(&mut self, base: LogId) {
+        self.entries.clear();
+        self.base = base;
     }
 
     /// Appends one entry at `last_index() + 1`.
@@ -72,8 +102,8 @@ impl RaftLog {
 
     /// Removes the entries at `index` and after.
     pub(crate) fn truncate_from(&mut self, index: LogIndex) {
-        debug_assert!(index.0 >= 1, "index 0 holds no entry");
-        self.entries.truncate(index.0.saturating_sub(1) as usize);
+        debug_assert!(index > self.base.index, "the base is committed and never truncated");
+        self.entries.truncate(index.0.saturating_sub(self.base.index.0 + 1) as usize);
     }
 
     /// Copies of the entries in `[from, to]` (inclusive), stopping early once `max_count`
@@ -102,27 +132,29 @@ impl RaftLog {
         batch
     }
 
-    /// The first index of the run of entries with `term` that contains `index`.
+    /// The first index of the run of entries with `term` that contains `index` (not looking
+    /// below the first entry held).
     pub(crate) fn first_index_of_term_run(&self, index: LogIndex) -> LogIndex {
         let Some(term) = self.term_at(index) else {
             return index;
         };
         let mut first = index;
-        while first.0 > 1 && self.term_at(first.prev()) == Some(term) {
+        while first > self.base.index.next() && self.term_at(first.prev()) == Some(term) {
             first = first.prev();
         }
         first
     }
 
-    /// The last index at or below `at_most` whose entry has `term`, if any.
+    /// The last index at or below `at_most` whose entry has `term`, if any (looking no lower
+    /// than the base).
     pub(crate) fn last_index_of_term(&self, term: Term, at_most: LogIndex) -> Option<LogIndex> {
         let mut index = at_most.min(self.last_index());
-        while index.0 >= 1 {
+        while index >= self.base.index && index.0 >= 1 {
             let entry_term = self.term_at(index)?;
             if entry_term == term {
                 return Some(index);
             }
-            if entry_term < term {
+            if entry_term < term || index == self.base.index {
                 return None;
             }
             index = index.prev();
@@ -151,7 +183,7 @@ mod tests {
     use crate::message::EntryPayload;
 
     fn log_of_terms(terms: &[u64]) -> RaftLog {
-        RaftLog::from_entries(blank_entries_with_terms(terms))
+        RaftLog::from_entries(LogId::default(), blank_entries_with_terms(terms))
             .expect("the test builds a contiguous log with non-decreasing terms")
     }
 
@@ -162,10 +194,37 @@ mod tests {
             index: LogIndex(index),
             payload: EntryPayload::Blank,
         };
-        assert!(RaftLog::from_entries(vec![entry(1, 1), entry(1, 3)]).is_err());
-        assert!(RaftLog::from_entries(vec![entry(2, 1), entry(1, 2)]).is_err());
-        assert!(RaftLog::from_entries(vec![entry(1, 2)]).is_err());
-        assert!(RaftLog::from_entries(vec![entry(1, 1), entry(2, 2)]).is_ok());
+        let start = LogId::default();
+        assert!(RaftLog::from_entries(start, vec![entry(1, 1), entry(1, 3)]).is_err());
+        assert!(RaftLog::from_entries(start, vec![entry(2, 1), entry(1, 2)]).is_err());
+        assert!(RaftLog::from_entries(start, vec![entry(1, 2)]).is_err());
+        assert!(RaftLog::from_entries(start, vec![entry(1, 1), entry(2, 2)]).is_ok());
+        let base = LogId::new(Term(3), LogIndex(7));
+        assert!(RaftLog::from_entries(base, vec![entry(3, 8), entry(4, 9)]).is_ok());
+        assert!(RaftLog::from_entries(base, vec![entry(2, 8)]).is_err(), "term below the base");
+        assert!(RaftLog::from_entries(base, vec![entry(3, 9)]).is_err(), "gap after the base");
+    }
+
+    #[test]
+    fn a_compacted_log_answers_from_its_base() {
+        let mut log = log_of_terms(&[1, 1, 2, 2, 3]);
+        log.compact_through(LogIndex(3));
+        assert_eq!(log.base(), LogId::new(Term(2), LogIndex(3)));
+        assert_eq!(log.term_at(LogIndex(2)), None, "compacted");
+        assert_eq!(log.term_at(LogIndex(3)), Some(Term(2)));
+        assert_eq!(log.entry(LogIndex(3)), None, "the base is no longer held");
+        assert_eq!(log.entry(LogIndex(4)).map(|entry| entry.term), Some(Term(2)));
+        assert_eq!(log.last_log_id(), LogId::new(Term(3), LogIndex(5)));
+        assert_eq!(log.first_index_of_term_run(LogIndex(4)), LogIndex(4));
+        assert_eq!(log.last_index_of_term(Term(2), LogIndex(5)), Some(LogIndex(4)));
+        assert_eq!(log.last_index_of_term(Term(1), LogIndex(5)), None);
+        assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 100).len(), 0);
+        assert_eq!(log.entries_between(LogIndex(4), LogIndex(5), 10, 100).len(), 2);
+        log.truncate_from(LogIndex(5));
+        assert_eq!(log.last_index(), LogIndex(4));
+        log.reset_to(LogId::new(Term(5), LogIndex(40)));
+        assert_eq!(log.last_log_id(), LogId::new(Term(5), LogIndex(40)));
+        assert_eq!(log.term_at(LogIndex(4)), None);
     }
 
     #[test]

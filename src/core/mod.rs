@@ -25,6 +25,7 @@ mod quorum;
 mod ready;
 mod replication;
 pub(crate) mod rng;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -40,6 +41,7 @@ use crate::config::Config;
 use crate::error::{ProposeError, StartError, StorageError};
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload, Message, MessageBody};
+use crate::snapshot::Snapshot;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// The tracing target of every protocol log line.
@@ -71,7 +73,12 @@ impl fmt::Display for Role {
 pub struct InitialState {
     /// The last persisted hard state.
     pub hard_state: HardState,
-    /// The persisted log, contiguous from index 1.
+    /// The latest stored snapshot, if any. The caller restores its state machine from it
+    /// before the core applies anything.
+    pub snapshot: Option<Snapshot>,
+    /// The persisted log entries, contiguous: from index 1 without a snapshot; with one, from
+    /// anywhere up to just after the snapshot's last entry. Entries that do not agree with the
+    /// snapshot (a log reset that a crash interrupted) are dropped when the core starts.
     pub entries: Vec<Entry>,
 }
 
@@ -126,6 +133,20 @@ pub struct RaftCore {
     /// The last index the caller confirmed applied.
     applied_index: LogIndex,
 
+    // Snapshots (see `snapshot.rs`).
+    /// The latest snapshot held, taken or received (its bytes are shared, not copied, when
+    /// sent to followers).
+    snapshot: Option<Snapshot>,
+    /// Follower: a snapshot being received from the leader.
+    incoming_snapshot: Option<snapshot::IncomingSnapshot>,
+    /// A received snapshot to hand out in the next Ready, to store and restore.
+    pending_snapshot: Option<Snapshot>,
+    /// The base to which the stored log must be reset (a received snapshot the log did not
+    /// match), in the next Ready.
+    pending_log_reset: Option<LogId>,
+    /// Set after installing a snapshot: the next tick restarts the election timer.
+    restart_election_timer_at_next_tick: bool,
+
     /// Simulation only: the planted bug that commits earlier-term entries by counting (and
     /// appends no no-op on taking office).
     #[cfg(feature = "sim")]
@@ -140,7 +161,7 @@ impl RaftCore {
     /// a node restarted in a running cluster waits a whole election timeout before it stands.
     ///
     /// Fails on an invalid `config`, a member list without `id`, or stored entries that are
-    /// not a log (not contiguous from index 1, or with decreasing terms).
+    /// not a log (not contiguous, with decreasing terms, or with a gap after the snapshot).
     pub fn new(
         id: NodeId,
         voters: impl IntoIterator<Item = NodeId>,
@@ -155,8 +176,12 @@ impl RaftCore {
                 reason: format!("the members {voters:?} do not include the node itself ({id})"),
             });
         }
-        let log = RaftLog::from_entries(initial.entries)
+        let snapshot = initial.snapshot;
+        let (base, entries) = reconcile_with_snapshot(snapshot.as_ref(), initial.entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
+        let log = RaftLog::from_entries(base, entries)
+            .map_err(|detail| StorageError::Corrupt { detail })?;
+        let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last_included.index);
         let mut hard_state = initial.hard_state;
         if log.last_log_id().term > hard_state.term {
             // The entries of a batch are written before its hard state, so a crash can keep
@@ -166,7 +191,7 @@ impl RaftCore {
             hard_state = HardState { term: log.last_log_id().term, voted_for: None, ..hard_state };
         }
         let last_index = log.last_index();
-        let commit_index = hard_state.commit_index.min(last_index);
+        let commit_index = hard_state.commit_index.max(snapshot_index).min(last_index);
         let mut core = RaftCore {
             id,
             config,
@@ -193,8 +218,13 @@ impl RaftCore {
             handed_hard_state: HardState { commit_index, ..hard_state },
             unpersisted_from: last_index.next(),
             persisted_index: last_index,
-            apply_handed_index: LogIndex(0),
-            applied_index: LogIndex(0),
+            apply_handed_index: snapshot_index,
+            applied_index: snapshot_index,
+            snapshot,
+            incoming_snapshot: None,
+            pending_snapshot: None,
+            pending_log_reset: None,
+            restart_election_timer_at_next_tick: false,
             #[cfg(feature = "sim")]
             planted_commit_previous_term: false,
         };
@@ -214,6 +244,12 @@ impl RaftCore {
         }
         debug_assert!(now_ms >= self.now_ms, "time must not go backwards");
         self.now_ms = self.now_ms.max(now_ms);
+        if std::mem::take(&mut self.restart_election_timer_at_next_tick) {
+            self.last_leader_contact_ms = Some(self.now_ms);
+            if self.role != Role::Leader {
+                self.reset_election_deadline();
+            }
+        }
         match self.role {
             Role::Leader => {
                 if self.now_ms >= self.check_quorum_deadline_ms {
@@ -273,7 +309,9 @@ impl RaftCore {
         }
         if message.term > self.term {
             let leader = match message.body {
-                MessageBody::AppendEntries { .. } => Some(message.from),
+                MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. } => {
+                    Some(message.from)
+                }
                 _ => None,
             };
             self.become_follower(message.term, leader);
@@ -300,6 +338,17 @@ impl RaftCore {
             MessageBody::AppendEntriesResponse(response) => {
                 self.handle_append_response(message.from, response);
             }
+            MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
+                self.handle_install_snapshot(message.from, meta, offset, total_len, data);
+            }
+            MessageBody::InstallSnapshotResponse { last_included, received, installed } => {
+                self.handle_install_snapshot_response(
+                    message.from,
+                    last_included,
+                    received,
+                    installed,
+                );
+            }
         }
     }
 
@@ -321,6 +370,11 @@ impl RaftCore {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The current role.
@@ -464,12 +518,68 @@ impl RaftCore {
                     }),
                 );
             }
+            MessageBody::InstallSnapshot { meta, .. } => {
+                self.send_after_persist(
+                    message.from,
+                    MessageBody::InstallSnapshotResponse {
+                        last_included: meta.last_included,
+                        received: 0,
+                        installed: false,
+                    },
+                );
+            }
             MessageBody::RequestVoteResponse { .. }
             | MessageBody::AppendEntriesResponse(_)
+            | MessageBody::InstallSnapshotResponse { .. }
             | MessageBody::PreVote { .. }
             | MessageBody::PreVoteResponse { .. } => {}
         }
     }
+}
+
+/// The log a node starts with, given its stored snapshot and entries: the base the entries
+/// follow, and the entries. Entries that disagree with the snapshot (a stored log reset to a
+/// received snapshot that a crash cut short) are dropped; entries that leave a gap after the
+/// snapshot, or start after index 1 without one, are corruption.
+fn reconcile_with_snapshot(
+    snapshot: Option<&Snapshot>,
+    entries: Vec<Entry>,
+) -> Result<(LogId, Vec<Entry>), String> {
+    let Some(first) = entries.first().map(|entry| entry.index) else {
+        return Ok((snapshot.map(|s| s.meta.last_included).unwrap_or_default(), entries));
+    };
+    let Some(snapshot) = snapshot else {
+        if first != LogIndex(1) {
+            return Err(format!(
+                "the stored log starts at index {first} and no snapshot covers the entries before it"
+            ));
+        }
+        return Ok((LogId::default(), entries));
+    };
+    let last = snapshot.meta.last_included;
+    if first > last.index.next() {
+        return Err(format!(
+            "the stored log starts at index {first}, after a gap behind the snapshot through {last}"
+        ));
+    }
+    let offset = (last.index.0 + 1 - first.0) as usize;
+    // The stored entry at the snapshot's last index, if any, must be the snapshot's.
+    let holds_last =
+        first <= last.index && entries.get(offset - 1).is_some_and(|entry| entry.log_id() == last);
+    if first == last.index.next() || holds_last {
+        if first == LogIndex(1) {
+            return Ok((LogId::default(), entries));
+        }
+        if first == last.index.next() {
+            return Ok((last, entries));
+        }
+        // The term before the first stored entry is unknown: that entry becomes the base.
+        let mut entries = entries;
+        let base = entries.remove(0).log_id();
+        return Ok((base, entries));
+    }
+    // The log does not hold the snapshot's last entry: nothing in it is known to follow it.
+    Ok((last, Vec::new()))
 }
 
 /// Checks that `entries` can follow `prev_log_id` in a log sent by a leader of `term`: indexes
@@ -519,6 +629,16 @@ impl fmt::Display for DisplayMessage<'_> {
             MessageBody::AppendEntriesResponse(response) => {
                 write!(f, "AppendEntriesResponse {response:?}")
             }
+            MessageBody::InstallSnapshot { meta, offset, total_len, data } => write!(
+                f,
+                "InstallSnapshot last_included={} bytes {offset}..{} of {total_len}",
+                meta.last_included,
+                offset + data.len() as u64
+            ),
+            MessageBody::InstallSnapshotResponse { last_included, received, installed } => write!(
+                f,
+                "InstallSnapshotResponse last_included={last_included} received={received} installed={installed}"
+            ),
         }
     }
 }
@@ -570,7 +690,7 @@ mod tests {
         let result =
             RaftCore::new(NodeId(3), [NodeId(1)], Config::default(), InitialState::default(), 1);
         assert!(matches!(result, Err(StartError::Membership { .. })));
-        let gap = InitialState { hard_state: HardState::default(), entries: vec![entry(1, 2)] };
+        let gap = InitialState { entries: vec![entry(1, 2)], ..InitialState::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), gap, 1);
         assert!(matches!(result, Err(StartError::Storage(StorageError::Corrupt { .. }))));
     }
@@ -579,7 +699,8 @@ mod tests {
     fn stored_entries_of_a_newer_term_raise_the_term_without_a_vote() {
         let hard_state =
             HardState { term: Term(1), voted_for: Some(NodeId(1)), commit_index: LogIndex(0) };
-        let initial = InitialState { hard_state, entries: vec![entry(1, 1), entry(3, 2)] };
+        let initial =
+            InitialState { hard_state, snapshot: None, entries: vec![entry(1, 1), entry(3, 2)] };
         let core = RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1)
             .expect("a valid log");
         assert_eq!(core.term(), Term(3));
@@ -594,7 +715,7 @@ mod pre_vote_tests {
     fn voter_with_log(terms: &[u64]) -> RaftCore {
         let entries = log::blank_entries_with_terms(terms);
         let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(0) };
-        let initial = InitialState { hard_state, entries };
+        let initial = InitialState { hard_state, snapshot: None, entries };
         let mut core =
             RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 3)
                 .expect("a valid log");

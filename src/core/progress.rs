@@ -2,11 +2,13 @@
 //! to it.
 //!
 //! A follower is either probed (one AppendEntries at a time, until the leader finds where the
-//! logs agree) or replicated to (up to `max_inflight_appends` pipelined messages). Invariant:
+//! logs agree), replicated to (up to `max_inflight_appends` pipelined messages), or sent a
+//! snapshot (when it needs entries the leader has compacted). Invariant:
 //! `match_index < next_index`.
 
 use std::collections::VecDeque;
 
+use crate::snapshot::Snapshot;
 use crate::types::LogIndex;
 
 /// How the leader currently sends to a follower.
@@ -19,6 +21,51 @@ pub(crate) enum ReplicationMode {
     },
     /// The logs agree up to `match_index`: entries are streamed, several messages in flight.
     Replicate,
+    /// The follower needs entries the leader has compacted: a snapshot is being sent (see
+    /// [`SnapshotTransfer`]); no entries are sent until it is installed.
+    Snapshot,
+}
+
+/// A snapshot on its way to one follower, in chunks, with a window of chunks in flight.
+///
+/// Chunks are never resent on an answer alone (a duplicated or late answer must not multiply
+/// the traffic): a transfer that makes no progress for a heartbeat interval goes back to the
+/// last byte the follower confirmed, and a follower that reports fewer bytes than it did
+/// before (it restarted, or took another snapshot) is sent them again from there.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotTransfer {
+    /// The snapshot being sent (shares the leader's bytes).
+    pub(crate) snapshot: Snapshot,
+    /// The offset of the next chunk to send.
+    pub(crate) next_offset: u64,
+    /// Bytes the follower has confirmed holding.
+    pub(crate) acked: u64,
+    /// When the transfer started or the follower last confirmed more bytes.
+    pub(crate) last_progress_ms: u64,
+    /// Whether any chunk was sent since the transfer (re)started: an empty snapshot still
+    /// needs one empty chunk.
+    pub(crate) chunk_sent: bool,
+}
+
+impl SnapshotTransfer {
+    /// The snapshot's length in bytes.
+    pub(crate) fn total_len(&self) -> u64 {
+        self.snapshot.data.len() as u64
+    }
+
+    /// Whether another chunk may be sent now, with at most `window_bytes` unconfirmed.
+    pub(crate) fn can_send(&self, window_bytes: u64) -> bool {
+        let more = self.next_offset < self.total_len() || !self.chunk_sent;
+        more && self.next_offset - self.acked < window_bytes.max(1)
+    }
+
+    /// Starts sending again from `offset`.
+    pub(crate) fn rewind_to(&mut self, offset: u64, now_ms: u64) {
+        self.next_offset = offset;
+        self.acked = offset;
+        self.chunk_sent = false;
+        self.last_progress_ms = now_ms;
+    }
 }
 
 /// The leader's view of one follower.
@@ -35,6 +82,8 @@ pub(crate) struct Progress {
     inflight: VecDeque<(LogIndex, u64)>,
     /// Whether the follower answered within the current check-quorum period.
     pub(crate) recently_active: bool,
+    /// In Snapshot mode: the transfer under way.
+    pub(crate) snapshot_transfer: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -46,6 +95,7 @@ impl Progress {
             mode: ReplicationMode::Probe { probe_sent: false },
             inflight: VecDeque::new(),
             recently_active: false,
+            snapshot_transfer: None,
         }
     }
 
@@ -54,6 +104,7 @@ impl Progress {
         match self.mode {
             ReplicationMode::Probe { probe_sent } => probe_sent,
             ReplicationMode::Replicate => self.inflight.len() >= max_inflight,
+            ReplicationMode::Snapshot => true,
         }
     }
 
@@ -70,6 +121,7 @@ impl Progress {
                     self.inflight.push_back((last, now_ms));
                 }
             }
+            ReplicationMode::Snapshot => {}
         }
     }
 
@@ -83,16 +135,55 @@ impl Progress {
         while self.inflight.front().is_some_and(|(last, _)| *last <= self.match_index) {
             self.inflight.pop_front();
         }
-        if let ReplicationMode::Probe { .. } = self.mode {
-            // The logs agree up to match_index: stream from there.
-            if match_index.next() >= self.next_index || advanced {
-                self.mode = ReplicationMode::Replicate;
-                self.next_index = self.match_index.next();
-                self.inflight.clear();
+        match self.mode {
+            ReplicationMode::Probe { .. } => {
+                // The logs agree up to match_index: stream from there.
+                if match_index.next() >= self.next_index || advanced {
+                    self.mode = ReplicationMode::Replicate;
+                    self.next_index = self.match_index.next();
+                    self.inflight.clear();
+                }
             }
+            ReplicationMode::Snapshot => {
+                // The follower already holds what the snapshot covers (it installed it and
+                // the answer was lost, or it caught up otherwise): back to the log.
+                let covered = self.snapshot_transfer.as_ref().is_none_or(|transfer| {
+                    self.match_index >= transfer.snapshot.meta.last_included.index
+                });
+                if covered {
+                    self.snapshot_transfer = None;
+                    self.mode = ReplicationMode::Replicate;
+                    self.next_index = self.match_index.next();
+                    self.inflight.clear();
+                }
+            }
+            ReplicationMode::Replicate => {}
         }
         debug_assert!(self.match_index < self.next_index);
         advanced
+    }
+
+    /// Starts sending `snapshot`: entries wait until the follower has installed it.
+    pub(crate) fn start_snapshot(&mut self, snapshot: Snapshot, now_ms: u64) {
+        self.mode = ReplicationMode::Snapshot;
+        self.inflight.clear();
+        self.snapshot_transfer = Some(SnapshotTransfer {
+            snapshot,
+            next_offset: 0,
+            acked: 0,
+            last_progress_ms: now_ms,
+            chunk_sent: false,
+        });
+    }
+
+    /// The follower installed a snapshot through `index` (or holds everything up to it):
+    /// probe the log from just after it.
+    pub(crate) fn on_snapshot_installed(&mut self, index: LogIndex) {
+        self.match_index = self.match_index.max(index);
+        self.snapshot_transfer = None;
+        self.inflight.clear();
+        self.next_index = self.match_index.next();
+        self.mode = ReplicationMode::Probe { probe_sent: false };
     }
 
     /// Falls back to probing from `next_index` (after a rejection or a suspected loss).
@@ -101,6 +192,7 @@ impl Progress {
         self.next_index = next_index;
         self.mode = ReplicationMode::Probe { probe_sent: false };
         self.inflight.clear();
+        self.snapshot_transfer = None;
     }
 
     /// Whether an AppendEntries sent before `sent_before_ms` is still unanswered (it or its

@@ -2,14 +2,16 @@
 //! caller hands back once the work is done.
 //!
 //! The order is the safety argument of the whole library, so it is spelled out once here and
-//! enforced by the shared driver: send `messages` (they promise nothing durable), persist
-//! `hard_state` and `entries` and sync, send `persisted_messages`, apply `committed_entries` in
-//! order, then [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit
+//! enforced by the shared driver: send `messages` (they promise nothing durable), store
+//! `snapshot` and reset the log to `log_reset`, persist `entries` and `hard_state` and sync,
+//! send `persisted_messages`, restore the state machine from `snapshot`, apply
+//! `committed_entries` in order, then [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit
 //! only after that acknowledgment.
 
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::hard_state::HardState;
 use crate::message::{Entry, Message};
+use crate::snapshot::Snapshot;
 use crate::types::{LogId, LogIndex};
 
 /// Work produced by the core. See the [module documentation](self) for the order to do it in.
@@ -18,6 +20,12 @@ use crate::types::{LogId, LogIndex};
 pub struct Ready {
     /// The hard state to persist, when it changed.
     pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: store it before anything else of this Ready, and
+    /// restore the state machine from it before applying `committed_entries`.
+    pub snapshot: Option<Snapshot>,
+    /// The stored log must be emptied, to continue after this entry (a received snapshot that
+    /// the log did not match). Done after storing `snapshot`, before appending `entries`.
+    pub log_reset: Option<LogId>,
     /// Entries to persist, contiguous. If the first one's index is at or below the last stored
     /// index, the stored entries from that index on are replaced.
     pub entries: Vec<Entry>,
@@ -38,6 +46,7 @@ pub struct Ready {
 pub struct ReadyAck {
     persisted_through: Option<LogId>,
     applied_through: Option<LogIndex>,
+    snapshot_through: Option<LogId>,
 }
 
 impl RaftCore {
@@ -48,6 +57,8 @@ impl RaftCore {
             || self.unpersisted_from <= self.log.last_index()
             || self.hard_state() != self.handed_hard_state
             || self.apply_handed_index < self.commit_index
+            || self.pending_snapshot.is_some()
+            || self.pending_log_reset.is_some()
             || (self.role == Role::Leader && self.leader_has_entries_to_send())
     }
 
@@ -85,19 +96,30 @@ impl RaftCore {
             self.apply_handed_index = index;
         }
 
+        let snapshot = self.pending_snapshot.take();
+        let snapshot_through = snapshot.as_ref().map(|snapshot| snapshot.meta.last_included);
         Ready {
             hard_state: changed_hard_state,
+            snapshot,
+            log_reset: self.pending_log_reset.take(),
             entries,
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
             committed_entries,
-            ack: ReadyAck { persisted_through, applied_through },
+            ack: ReadyAck { persisted_through, applied_through, snapshot_through },
         }
     }
 
     /// Records that a [`Ready`] was carried out: its entries are durable and its committed
     /// entries applied. The leader may now count its own log towards commits.
     pub fn advance(&mut self, ack: ReadyAck) {
+        if let Some(snapshot) = ack.snapshot_through {
+            // Stored, and the state machine restored from it.
+            self.applied_index = self.applied_index.max(snapshot.index);
+            if snapshot.index <= self.log.last_index() {
+                self.persisted_index = self.persisted_index.max(snapshot.index);
+            }
+        }
         if let Some(persisted) = ack.persisted_through {
             // The entries may have been replaced since (a conflicting leader); only an entry
             // still in the log counts.
@@ -116,9 +138,16 @@ impl RaftCore {
 
     fn leader_has_entries_to_send(&self) -> bool {
         let last_index = self.log.last_index();
+        let window_bytes = (self.config.snapshot_chunk_bytes as u64)
+            .saturating_mul(self.config.max_inflight_snapshot_chunks as u64);
         self.progress.values().any(|progress| {
-            !progress.is_paused(self.config.max_inflight_appends)
-                && progress.next_index <= last_index
+            let sends_entries = !progress.is_paused(self.config.max_inflight_appends)
+                && progress.next_index <= last_index;
+            let sends_chunks = progress
+                .snapshot_transfer
+                .as_ref()
+                .is_some_and(|transfer| transfer.can_send(window_bytes));
+            sends_entries || sends_chunks
         })
     }
 }

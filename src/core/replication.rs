@@ -23,12 +23,16 @@ impl RaftCore {
     }
 
     /// Leader: sends `peer` as many AppendEntries with new entries as its progress allows.
-    fn replicate_to(&mut self, peer: NodeId) {
+    pub(super) fn replicate_to(&mut self, peer: NodeId) {
         let last_index = self.log.last_index();
         loop {
             let Some(progress) = self.progress.get(&peer) else {
                 return;
             };
+            if progress.mode == ReplicationMode::Snapshot {
+                self.send_snapshot_chunks(peer);
+                return;
+            }
             if progress.is_paused(self.config.max_inflight_appends)
                 || progress.next_index > last_index
             {
@@ -38,13 +42,18 @@ impl RaftCore {
         }
     }
 
-    /// Leader: sends one AppendEntries to `peer` starting at its `next_index` (possibly empty).
+    /// Leader: sends one AppendEntries to `peer` starting at its `next_index` (possibly empty),
+    /// or starts sending a snapshot when the entries it needs are compacted.
     fn send_append(&mut self, peer: NodeId) {
         let Some(progress) = self.progress.get(&peer) else {
             return;
         };
         let next_index = progress.next_index;
         let prev_index = next_index.prev();
+        if prev_index < self.log.base().index {
+            self.start_snapshot_transfer(peer);
+            return;
+        }
         let Some(prev_term) = self.log.term_at(prev_index) else {
             debug_assert!(false, "next_index {next_index} is beyond the log end + 1");
             return;
@@ -95,11 +104,32 @@ impl RaftCore {
                     progress.probe_from(next_index);
                     self.send_append(peer);
                 }
+                ReplicationMode::Snapshot => {
+                    self.retry_stalled_snapshot(peer);
+                    // A heartbeat too, anchored at the snapshot's end: it keeps the follower
+                    // from standing while a large transfer is under way, and a follower that
+                    // already installed the snapshot accepts it (its answer may have been lost).
+                    let Some(anchor) = self.progress.get(&peer).and_then(|progress| {
+                        Some(progress.snapshot_transfer.as_ref()?.snapshot.meta.last_included)
+                    }) else {
+                        continue;
+                    };
+                    self.send(
+                        peer,
+                        MessageBody::AppendEntries {
+                            prev_log_id: anchor,
+                            entries: Vec::new(),
+                            leader_commit: self.commit_index,
+                        },
+                    );
+                }
                 ReplicationMode::Replicate => {
                     // A bare heartbeat anchored at the match index: it always passes the
                     // consistency check and carries the commit index.
                     let match_index = progress.match_index;
                     let Some(match_term) = self.log.term_at(match_index) else {
+                        // Compacted away: the follower needs a snapshot.
+                        self.start_snapshot_transfer(peer);
                         continue;
                     };
                     self.send(
@@ -123,21 +153,21 @@ impl RaftCore {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) {
-        if self.role == Role::Leader {
-            debug_assert!(false, "two leaders in term {}", self.term);
-            tracing::error!(target: LOG_TARGET, node = %self.id, "Ignoring AppendEntries from {leader}: this node leads term {}", self.term);
+        if !self.hear_from_leader(leader) {
             return;
         }
-        if self.role != Role::Follower || self.leader_id != Some(leader) {
-            if self.leader_id != Some(leader) {
-                tracing::info!(target: LOG_TARGET, node = %self.id, "Following {leader} in term {}", self.term);
-            }
-            let term = self.term;
-            self.become_follower(term, Some(leader));
-        } else {
-            self.reset_election_deadline();
+        if prev_log_id.index < self.log.base().index {
+            // The entries start inside this node's snapshot. Everything up to the commit
+            // index is committed, so equal to the leader's log: accept up to there, and the
+            // leader sends what follows.
+            self.send_after_persist(
+                leader,
+                MessageBody::AppendEntriesResponse(AppendResponse::Accepted {
+                    match_index: self.commit_index,
+                }),
+            );
+            return;
         }
-        self.last_leader_contact_ms = Some(self.now_ms);
 
         let response = match self.log.term_at(prev_log_id.index) {
             None => AppendResponse::Rejected {
@@ -168,6 +198,27 @@ impl RaftCore {
         };
         // An acceptance promises the entries are durable: it waits for the persist.
         self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// Follower: a message from `leader` of the current term arrived. Follows it and restarts
+    /// the election timer; returns false (to ignore the message) if this node leads the term.
+    pub(super) fn hear_from_leader(&mut self, leader: NodeId) -> bool {
+        if self.role == Role::Leader {
+            debug_assert!(false, "two leaders in term {}", self.term);
+            tracing::error!(target: LOG_TARGET, node = %self.id, "Ignoring a leader's message from {leader}: this node leads term {}", self.term);
+            return false;
+        }
+        if self.role != Role::Follower || self.leader_id != Some(leader) {
+            if self.leader_id != Some(leader) {
+                tracing::info!(target: LOG_TARGET, node = %self.id, "Following {leader} in term {}", self.term);
+            }
+            let term = self.term;
+            self.become_follower(term, Some(leader));
+        } else {
+            self.reset_election_deadline();
+        }
+        self.last_leader_contact_ms = Some(self.now_ms);
+        true
     }
 
     /// Follower: appends `entries` (which follow a matching entry), skipping those already held
@@ -222,6 +273,9 @@ impl RaftCore {
                 }
                 self.replicate_to(follower);
             }
+            AppendResponse::Rejected { .. } if progress.mode == ReplicationMode::Snapshot => {
+                // The heartbeats of a snapshot transfer are rejected until it is installed.
+            }
             AppendResponse::Rejected { rejected_prev_index, hint } => {
                 // Every AppendEntries sent to this follower had its prev index below
                 // next_index; a rejection at or past it is stale or malformed.
@@ -231,7 +285,7 @@ impl RaftCore {
                         ReplicationMode::Probe { .. } => {
                             rejected_prev_index != progress.next_index.prev()
                         }
-                        ReplicationMode::Replicate => false,
+                        ReplicationMode::Replicate | ReplicationMode::Snapshot => false,
                     };
                 if stale {
                     return;

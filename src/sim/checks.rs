@@ -205,12 +205,13 @@ impl Checker {
         }
     }
 
-    /// Log matching, and agreement of committed prefixes, between every pair of running nodes.
+    /// Log matching, and agreement of committed prefixes, between every pair of running nodes
+    /// (over the entries both still hold: compaction drops the ones a snapshot covers).
     pub(crate) fn check_log_matching(&mut self, cores: &[&RaftCore], now_ms: u64) {
         for (position, first) in cores.iter().enumerate() {
             for second in &cores[position + 1..] {
                 let committed = first.commit_index().min(second.commit_index());
-                let mut index = LogIndex(1);
+                let mut index = first.first_log_index().max(second.first_log_index());
                 while index <= committed {
                     if first.entry(index) != second.entry(index) {
                         self.report(Violation::CommittedEntriesDiffer {
@@ -236,17 +237,18 @@ impl Checker {
 }
 
 /// The highest index at which both logs hold the same term, and an earlier index where they
-/// differ, if there is one.
+/// differ, if there is one (among the entries both hold).
 fn first_log_mismatch(first: &RaftCore, second: &RaftCore) -> Option<(LogIndex, LogIndex)> {
+    let shared_start = first.first_log_index().max(second.first_log_index());
     let shared_end = first.last_log_id().index.min(second.last_log_id().index);
     let mut agreed = shared_end;
-    while agreed.0 > 0
+    while agreed >= shared_start
         && first.entry(agreed).map(|entry| entry.term)
             != second.entry(agreed).map(|entry| entry.term)
     {
         agreed = agreed.prev();
     }
-    let mut index = LogIndex(1);
+    let mut index = shared_start;
     while index <= agreed {
         if first.entry(index) != second.entry(index) {
             return Some((agreed, index));

@@ -19,8 +19,10 @@ use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
-use crate::storage::{AppendFile, FileSystem, Storage, WalIdentity, WalOptions, WalStorage};
-use crate::types::NodeId;
+use crate::storage::{
+    AppendFile, FileSystem, Storage, WalIdentity, WalOptions, WalSnapshotWriter, WalStorage,
+};
+use crate::types::{LogId, LogIndex, NodeId};
 
 use super::rng::SimRng;
 
@@ -272,6 +274,8 @@ impl SimStorage {
 }
 
 impl Storage for SimStorage {
+    type SnapshotWriter = WalSnapshotWriter<SimDisk>;
+
     fn load(&mut self) -> Result<InitialState, StorageError> {
         let mut state = self.wal.load()?;
         if self.forget_vote_on_load {
@@ -291,6 +295,18 @@ impl Storage for SimStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.wal.sync()
+    }
+
+    fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
+        self.wal.reset_log(base)
+    }
+
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
+        self.wal.compact(through)
+    }
+
+    fn snapshot_writer(&self) -> WalSnapshotWriter<SimDisk> {
+        self.wal.snapshot_writer()
     }
 }
 

@@ -6,6 +6,8 @@ use std::error::Error;
 
 use crate::state_machine::StateMachine;
 
+use super::trace::TraceHash;
+
 /// A client operation on the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum KvOperation {
@@ -93,10 +95,13 @@ impl KvAnswer {
     }
 }
 
-/// The replicated store.
+/// The replicated store. Besides the values it keeps a hash of every command it applied, so
+/// that two stores are equal only if they applied the same commands: comparing stores at the
+/// end of a run checks snapshots and restores as well as the values.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SimKv {
     values: BTreeMap<u8, u64>,
+    applied_hash: u64,
 }
 
 impl SimKv {
@@ -121,7 +126,36 @@ impl SimKv {
 impl StateMachine for SimKv {
     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         let operation = KvOperation::decode(command).ok_or("undecodable key-value command")?;
+        let mut hash = TraceHash::default();
+        hash.add_u64(self.applied_hash);
+        hash.add_bytes(command);
+        self.applied_hash = hash.value();
         Ok(self.execute(operation).encode())
+    }
+
+    /// The applied-command hash, then each key and value.
+    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        let mut bytes = self.applied_hash.to_le_bytes().to_vec();
+        for (key, value) in &self.values {
+            bytes.push(*key);
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        Ok(bytes)
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let (hash, pairs) = snapshot.split_at_checked(8).ok_or("snapshot shorter than its hash")?;
+        if pairs.len() % 9 != 0 {
+            return Err("snapshot key-value pairs are cut short".into());
+        }
+        let mut values = BTreeMap::new();
+        for pair in pairs.chunks_exact(9) {
+            let value: [u8; 8] = pair[1..].try_into()?;
+            values.insert(pair[0], u64::from_le_bytes(value));
+        }
+        self.values = values;
+        self.applied_hash = u64::from_le_bytes(hash.try_into()?);
+        Ok(())
     }
 }
 
@@ -165,5 +199,23 @@ mod tests {
         );
         assert_eq!(store.execute(KvOperation::Get { key: 1 }), KvAnswer::Value(Some(2)));
         assert!(store.apply(b"junk").is_err());
+    }
+
+    #[test]
+    fn a_snapshot_restores_an_equal_store() {
+        let mut store = SimKv::default();
+        for operation in [
+            KvOperation::Put { key: 1, value: 10 },
+            KvOperation::Put { key: 7, value: 70 },
+            KvOperation::Cas { key: 1, expected: Some(10), new: 11 },
+        ] {
+            store.apply(&operation.encode()).expect("a valid command");
+        }
+        let snapshot = store.snapshot().expect("supported");
+        let mut restored = SimKv::default();
+        restored.restore(&snapshot).expect("a valid snapshot");
+        assert_eq!(restored, store);
+        assert!(restored.restore(&snapshot[..snapshot.len() - 1]).is_err());
+        assert_eq!(restored, store, "a failed restore changes nothing");
     }
 }

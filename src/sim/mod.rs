@@ -69,6 +69,10 @@ pub struct SimConfig {
     pub trace: bool,
     /// Whether the nodes run pre-vote ([`Config::pre_vote`](crate::Config::pre_vote)).
     pub pre_vote: bool,
+    /// Whether the nodes take snapshots and compact their logs. Each seed draws its own
+    /// thresholds, tail and chunk sizes (small, so runs take many snapshots and send them in
+    /// many chunks).
+    pub snapshots: bool,
 }
 
 impl Default for SimConfig {
@@ -84,6 +88,7 @@ impl Default for SimConfig {
             planted_bug: None,
             trace: false,
             pre_vote: true,
+            snapshots: true,
         }
     }
 }
@@ -325,6 +330,29 @@ impl fmt::Display for FaultCounts {
     }
 }
 
+/// What the nodes of a run did with snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotCounts {
+    /// Snapshots a node took of its state machine and stored.
+    pub stored: u64,
+    /// Snapshots a follower received from a leader and installed.
+    pub installed: u64,
+}
+
+impl SnapshotCounts {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, other: &SnapshotCounts) {
+        self.stored += other.stored;
+        self.installed += other.installed;
+    }
+}
+
+impl fmt::Display for SnapshotCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} stored, {} installed from a leader", self.stored, self.installed)
+    }
+}
+
 /// Counts of client operations by outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OperationCounts {
@@ -360,6 +388,8 @@ pub struct SimReport {
     pub operations: OperationCounts,
     /// Faults injected.
     pub faults: FaultCounts,
+    /// Snapshots taken and stored, and snapshots installed from a leader.
+    pub snapshots: SnapshotCounts,
     /// Highest commit index reached.
     pub commit_index: u64,
     /// Whether the linearizability search ran out of budget (neither a pass nor a violation).
@@ -387,6 +417,9 @@ pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     }
     if !config.pre_vote {
         command.push_str(" --no-pre-vote");
+    }
+    if !config.snapshots {
+        command.push_str(" --no-snapshots");
     }
     match config.faults.preset_name() {
         Some("mixed") => {}

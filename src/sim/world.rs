@@ -14,7 +14,8 @@ use crate::linearizability::{
 };
 use crate::message::Message;
 use crate::proposals::{PendingProposals, ProposalOutcome};
-use crate::storage::Storage;
+use crate::state_machine::StateMachine;
+use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::checks::{Checker, Violation};
@@ -23,7 +24,7 @@ use super::kv::{KvAnswer, KvOperation, SimKv};
 use super::network::{MessageFate, PartitionKind, SimNetwork};
 use super::rng::SimRng;
 use super::trace::TraceHash;
-use super::{FaultCounts, OperationCounts, PlantedBug, SimConfig, SimReport};
+use super::{FaultCounts, OperationCounts, PlantedBug, SimConfig, SimReport, SnapshotCounts};
 
 /// How often log matching is checked across the running nodes.
 const CHECK_INTERVAL_MS: u64 = 500;
@@ -43,15 +44,31 @@ enum Event {
     Deliver(Message),
     Tick(NodeId),
     ClientIssue(usize),
-    ClientRequest { client: usize, operation: usize, node: NodeId },
-    ClientAnswer { client: usize, operation: usize, answer: ClientAnswer },
-    ClientTimeout { client: usize, operation: usize },
+    ClientRequest {
+        client: usize,
+        operation: usize,
+        node: NodeId,
+    },
+    ClientAnswer {
+        client: usize,
+        operation: usize,
+        answer: ClientAnswer,
+    },
+    ClientTimeout {
+        client: usize,
+        operation: usize,
+    },
     FaultRound,
     Restart(NodeId),
     Resume(NodeId),
     Heal,
     CheckInvariants,
     EndWorkload,
+    /// The snapshot a node took is written (its writer thread finished).
+    SnapshotWritten {
+        id: NodeId,
+        incarnation: u64,
+    },
 }
 
 /// What a node answered a client.
@@ -92,12 +109,16 @@ struct RunningNode {
     pending: PendingProposals<(usize, usize)>,
     /// The last index this incarnation applied (state machine safety: strictly increasing).
     last_applied: LogIndex,
+    /// A snapshot taken and being written (on a thread, in a real node).
+    snapshot_to_write: Option<crate::snapshot::Snapshot>,
 }
 
 struct SimNode {
     id: NodeId,
     disk: SimDisk,
     running: Option<RunningNode>,
+    /// How many times the node has started: an event for an earlier incarnation is stale.
+    incarnation: u64,
     paused_until: Option<u64>,
     /// Events that reached the node while it was paused, handled when it resumes.
     deferred: Vec<Event>,
@@ -173,6 +194,8 @@ struct SimClient {
 pub(crate) struct World {
     seed: u64,
     config: SimConfig,
+    /// The configuration every node of this run starts with.
+    raft_config: Config,
     rng: SimRng,
     now_ms: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -189,6 +212,7 @@ pub(crate) struct World {
     workload_over: bool,
     max_commit_index: LogIndex,
     linearizability_inconclusive: bool,
+    snapshots: SnapshotCounts,
 }
 
 impl World {
@@ -208,6 +232,24 @@ impl World {
         let intensity = [0.0, 0.5, 1.0, 1.0, 2.0, 3.0][rng.below(6) as usize];
         let mut config = config.clone();
         config.faults = config.faults.scaled(intensity);
+        let raft_config = if config.snapshots {
+            Config {
+                pre_vote: config.pre_vote,
+                snapshot_after_entries: rng.between(20, 300),
+                snapshot_after_bytes: 0,
+                snapshot_keep_entries: rng.between(0, 50),
+                snapshot_chunk_bytes: rng.between(4, 64) as usize,
+                max_inflight_snapshot_chunks: rng.between(1, 4) as usize,
+                ..Config::default()
+            }
+        } else {
+            Config {
+                pre_vote: config.pre_vote,
+                snapshot_after_entries: 0,
+                snapshot_after_bytes: 0,
+                ..Config::default()
+            }
+        };
         let members: Vec<NodeId> = (1..=node_count as u64).map(NodeId).collect();
         let nodes = members
             .iter()
@@ -215,6 +257,7 @@ impl World {
                 id: *id,
                 disk: SimDisk::default(),
                 running: None,
+                incarnation: 0,
                 paused_until: None,
                 deferred: Vec::new(),
                 tick_scheduled_at: None,
@@ -231,6 +274,7 @@ impl World {
         World {
             seed,
             config,
+            raft_config,
             rng,
             now_ms: 0,
             queue: BinaryHeap::new(),
@@ -247,6 +291,7 @@ impl World {
             workload_over: false,
             max_commit_index: LogIndex(0),
             linearizability_inconclusive: false,
+            snapshots: SnapshotCounts::default(),
         }
     }
 
@@ -352,7 +397,43 @@ impl World {
                 }
             }
             Event::EndWorkload => self.end_workload(),
+            Event::SnapshotWritten { id, incarnation } => {
+                if let Some(Event::SnapshotWritten { id, incarnation }) =
+                    self.accepts(id, Event::SnapshotWritten { id, incarnation })
+                {
+                    self.snapshot_written(id, incarnation);
+                }
+            }
         }
+    }
+
+    /// Node `id` finished writing the snapshot it took (unless it restarted since).
+    fn snapshot_written(&mut self, id: NodeId, incarnation: u64) {
+        let position = self.node_position(id);
+        let node = &mut self.nodes[position];
+        if node.incarnation != incarnation {
+            return;
+        }
+        let Some(running) = node.running.as_mut() else { return };
+        let Some(snapshot) = running.snapshot_to_write.take() else { return };
+        let index = snapshot.meta.last_included.index;
+        let mut writer = running.driver.snapshot_writer();
+        let written = writer.write(&snapshot).map(|()| snapshot);
+        let stored = written.is_ok();
+        self.snapshots.stored += u64::from(stored);
+        let result = running.driver.snapshot_stored(written);
+        self.trace.add_u64(0xA4);
+        self.trace.add_u64(index.0);
+        self.trace_event(format_args!(
+            "{id} {} its snapshot through index {index}",
+            if stored { "stored" } else { "failed to store" }
+        ));
+        if let Err(error) = result {
+            self.trace_event(format_args!("{id} stops: {error}"));
+            self.crash(id);
+            return;
+        }
+        self.after_input(id);
     }
 
     /// Whether the node can take an event now; a paused node keeps it for later.
@@ -421,10 +502,18 @@ impl World {
         let initial = storage
             .load()
             .unwrap_or_else(|error| panic!("{id} cannot load its write-ahead log: {error}"));
+        // What a real node does before it starts: restore the latest snapshot.
+        let mut state_machine = SimKv::default();
+        let snapshots_supported = self.config.snapshots;
+        if let Some(snapshot) = &initial.snapshot {
+            state_machine
+                .restore(&snapshot.data)
+                .unwrap_or_else(|error| panic!("{id} cannot restore its stored snapshot: {error}"));
+        }
         let core = RaftCore::new(
             id,
             self.members.clone(),
-            Config { pre_vote: self.config.pre_vote, ..Config::default() },
+            self.raft_config.clone(),
             initial,
             self.rng.next_u64(),
         );
@@ -433,7 +522,7 @@ impl World {
         let mut core =
             core.unwrap_or_else(|error| panic!("{id} cannot restart from its disk: {error}"));
         core.tick(self.now_ms);
-        let mut driver = Driver::new(core, storage, SimKv::default());
+        let mut driver = Driver::new(core, storage, state_machine, snapshots_supported);
         match self.config.planted_bug {
             Some(PlantedBug::CommitPreviousTermByCounting) => {
                 driver.core.planted_commit_previous_term = true
@@ -444,10 +533,12 @@ impl World {
             Some(PlantedBug::ForgetVoteOnRestart) | None => {}
         }
         let node = &mut self.nodes[position];
+        node.incarnation += 1;
         node.running = Some(RunningNode {
             driver,
             pending: PendingProposals::default(),
             last_applied: LogIndex(0),
+            snapshot_to_write: None,
         });
         node.paused_until = None;
         node.deferred.clear();
@@ -536,6 +627,17 @@ impl World {
                 answers.push((client, operation, answer));
             }
         }
+        self.snapshots.installed += std::mem::take(&mut running.driver.snapshots_installed);
+        if result.is_ok()
+            && running.snapshot_to_write.is_none()
+            && let Some(snapshot) = running.driver.take_snapshot_if_due()
+        {
+            running.snapshot_to_write = Some(snapshot);
+            let incarnation = self.nodes[position].incarnation;
+            let delay = self.rng.between(1, 40);
+            self.schedule(delay, Event::SnapshotWritten { id, incarnation });
+        }
+        let Some(running) = self.nodes[position].running.as_mut() else { return };
         let core = &running.driver.core;
         let (role, term, commit_index) = (core.role(), core.term(), core.commit_index());
         if role != Role::Leader {
@@ -877,14 +979,35 @@ impl World {
             virtual_ms: self.now_ms,
             operations,
             faults: self.faults,
+            snapshots: self.snapshots,
             commit_index: self.max_commit_index.0,
             linearizability_inconclusive: self.linearizability_inconclusive,
             violations: self.checker.into_violations(),
         }
     }
 
-    /// Durability: every acknowledged operation is in every node's log, at its index and term.
+    /// Durability: every acknowledged operation is in every node's log, at its index and term,
+    /// or committed and compacted into the node's snapshot. And every node's state machine is
+    /// the same (they applied, or restored from snapshots, the same commands).
     fn check_durability(&mut self) {
+        let mut stores = self
+            .nodes
+            .iter()
+            .filter_map(|node| Some((node.id, node.running.as_ref()?.driver.state_machine())));
+        if let Some((first_id, first_store)) = stores.next() {
+            for (id, store) in stores {
+                if store != first_store {
+                    self.checker.report(Violation::StateMachineSafety {
+                        node: id,
+                        index: 0,
+                        detail: format!(
+                            "after convergence its state differs from {first_id}'s: {store:?} against {first_store:?}"
+                        ),
+                        at_ms: self.now_ms,
+                    });
+                }
+            }
+        }
         let acknowledged: Vec<(LogIndex, Term)> = self
             .history
             .iter()
@@ -895,8 +1018,10 @@ impl World {
             .collect();
         for node in &self.nodes {
             let Some(running) = &node.running else { continue };
+            let core = &running.driver.core;
             for (index, term) in &acknowledged {
-                if running.driver.core.entry(*index).map(|entry| entry.term) != Some(*term) {
+                let compacted = *index < core.first_log_index() && *index <= core.commit_index();
+                if !compacted && core.entry(*index).map(|entry| entry.term) != Some(*term) {
                     self.checker.report(Violation::AcknowledgedWriteLost {
                         node: node.id,
                         index: index.0,

@@ -2,11 +2,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::Storage;
+use super::{SnapshotWriter, Storage};
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
+use crate::snapshot::Snapshot;
+use crate::types::{LogId, LogIndex};
 
 /// Storage kept in memory. Clones share the same data, so a test can keep a handle and start
 /// a node again from what the previous incarnation stored. Nothing survives the process.
@@ -24,7 +26,23 @@ use crate::message::Entry;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStorage {
-    state: Arc<Mutex<InitialState>>,
+    state: Arc<Mutex<Stored>>,
+}
+
+/// What a [`MemoryStorage`] holds.
+#[derive(Clone, Debug, Default)]
+struct Stored {
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    /// The entry before `entries[0]`.
+    base: LogId,
+    entries: Vec<Entry>,
+}
+
+impl Stored {
+    fn last_index(&self) -> LogIndex {
+        LogIndex(self.base.index.0 + self.entries.len() as u64)
+    }
 }
 
 impl MemoryStorage {
@@ -33,7 +51,7 @@ impl MemoryStorage {
         MemoryStorage::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, InitialState> {
+    fn lock(&self) -> MutexGuard<'_, Stored> {
         // A panic while holding this lock leaves plain data that is still consistent: every
         // mutation below completes without panicking. So a poisoned lock is safe to use.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -41,8 +59,15 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
+    type SnapshotWriter = MemoryStorage;
+
     fn load(&mut self) -> Result<InitialState, StorageError> {
-        Ok(self.lock().clone())
+        let state = self.lock();
+        Ok(InitialState {
+            hard_state: state.hard_state,
+            snapshot: state.snapshot.clone(),
+            entries: state.entries.clone(),
+        })
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
@@ -50,18 +75,46 @@ impl Storage for MemoryStorage {
             return Ok(());
         };
         let mut state = self.lock();
-        let stored_last = state.entries.len() as u64;
-        if first.index.0 == 0 || first.index.0 > stored_last + 1 {
+        let stored_last = state.last_index();
+        if first.index <= state.base.index || first.index > stored_last.next() {
             return Err(StorageError::Corrupt {
                 detail: format!(
-                    "append at index {} would leave a gap after the last stored index {stored_last}",
-                    first.index
+                    "append at index {} is outside the stored log ({}..={stored_last})",
+                    first.index,
+                    state.base.index.next()
                 ),
             });
         }
-        state.entries.truncate((first.index.0 - 1) as usize);
+        let keep = (first.index.0 - state.base.index.0 - 1) as usize;
+        state.entries.truncate(keep);
         state.entries.extend_from_slice(entries);
         Ok(())
+    }
+
+    fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        state.entries.clear();
+        state.base = base;
+        Ok(())
+    }
+
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        if through <= state.base.index {
+            return Ok(());
+        }
+        let through = through.min(state.last_index());
+        let dropped = (through.0 - state.base.index.0) as usize;
+        if let Some(last_dropped) = state.entries.get(dropped.wrapping_sub(1)) {
+            let base = last_dropped.log_id();
+            state.entries.drain(..dropped);
+            state.base = base;
+        }
+        Ok(())
+    }
+
+    fn snapshot_writer(&self) -> MemoryStorage {
+        self.clone()
     }
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
@@ -70,6 +123,20 @@ impl Storage for MemoryStorage {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+impl SnapshotWriter for MemoryStorage {
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        let newer = state
+            .snapshot
+            .as_ref()
+            .is_none_or(|held| held.meta.last_included.index <= snapshot.meta.last_included.index);
+        if newer {
+            state.snapshot = Some(snapshot.clone());
+        }
         Ok(())
     }
 }
@@ -93,5 +160,30 @@ mod tests {
         assert_eq!(loaded.entries, vec![entry(1, 1), entry(2, 2)]);
         assert!(storage.append(&[entry(2, 4)]).is_err());
         assert_eq!(storage.load().unwrap().entries.len(), 2);
+    }
+
+    #[test]
+    fn compaction_and_reset_move_the_base() {
+        let mut storage = MemoryStorage::new();
+        storage.append(&[entry(1, 1), entry(1, 2), entry(2, 3)]).unwrap();
+        storage.compact(LogIndex(2)).unwrap();
+        assert_eq!(storage.load().unwrap().entries, vec![entry(2, 3)]);
+        assert!(storage.append(&[entry(2, 2)]).is_err(), "below the base");
+        storage.append(&[entry(3, 4)]).unwrap();
+        storage.reset_log(LogId::new(Term(4), LogIndex(10))).unwrap();
+        assert!(storage.load().unwrap().entries.is_empty());
+        storage.append(&[entry(4, 11)]).unwrap();
+        assert_eq!(storage.load().unwrap().entries, vec![entry(4, 11)]);
+        let mut writer = storage.snapshot_writer();
+        let snapshot = |index| Snapshot {
+            meta: crate::snapshot::SnapshotMeta {
+                last_included: LogId::new(Term(4), LogIndex(index)),
+                members: Vec::new(),
+            },
+            data: bytes::Bytes::from_static(b"state"),
+        };
+        writer.write(&snapshot(10)).unwrap();
+        writer.write(&snapshot(5)).unwrap();
+        assert_eq!(storage.load().unwrap().snapshot, Some(snapshot(10)), "an older one is ignored");
     }
 }

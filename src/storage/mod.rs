@@ -1,5 +1,4 @@
-//! Durable state behind the [`Storage`] trait: the log, the [`HardState`], and (later)
-//! snapshots.
+//! Durable state behind the [`Storage`] trait: the log, the [`HardState`], and snapshots.
 //!
 //! The runtime writes through storage and reads it back only when a node starts: the protocol
 //! core keeps the log it works on in memory. A write is durable only after
@@ -16,12 +15,14 @@ mod wal;
 
 pub use fs::{AppendFile, FileSystem, StdFileSystem};
 pub use memory::MemoryStorage;
-pub use wal::{WalIdentity, WalOptions, WalStorage};
+pub use wal::{WalIdentity, WalOptions, WalSnapshotWriter, WalStorage};
 
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
+use crate::snapshot::Snapshot;
+use crate::types::{LogId, LogIndex};
 
 /// Durable storage for one node's Raft state.
 ///
@@ -29,18 +30,48 @@ use crate::message::Entry;
 /// synced, but never a synced one, and the writes that survive it are a prefix of the writes
 /// made (in call order). Calls come from the node's own task, one at a time; the driver saves
 /// the entries of a batch before its hard state.
+///
+/// Snapshots are stored through a [`SnapshotWriter`], which the node may use from another
+/// thread so that writing a large snapshot never holds up heartbeats; a snapshot is durable
+/// when [`SnapshotWriter::write`] returns. Storage keeps the latest one and returns it from
+/// `load`, with the log entries after it (and possibly some before it).
 pub trait Storage: Send + 'static {
+    /// The handle that stores snapshots.
+    type SnapshotWriter: SnapshotWriter;
+
     /// Reads back everything durable, to start a node from. Called once, before any write.
     fn load(&mut self) -> Result<InitialState, StorageError>;
 
     /// Appends `entries`, which are contiguous. If the first one's index is at or below the
     /// last stored index, the stored entries from that index on are removed first. The first
-    /// index is never more than the last stored index plus one.
+    /// index is never more than the last stored index plus one (after [`reset_log`], the
+    /// reset base plus one).
+    ///
+    /// [`reset_log`]: Storage::reset_log
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Removes every stored entry: the log continues after `base`, which a stored snapshot
+    /// covers. Durable after the next [`sync`](Storage::sync); until then a crash may leave the
+    /// old entries, which the node drops when they disagree with the snapshot.
+    fn reset_log(&mut self, base: LogId) -> Result<(), StorageError>;
+
+    /// Entries up to and including `through` are covered by a durable snapshot and may be
+    /// dropped. Storage may keep some (a write-ahead log drops whole segments only).
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError>;
+
+    /// A handle that stores snapshots, usable from another thread.
+    fn snapshot_writer(&self) -> Self::SnapshotWriter;
 
     /// Replaces the stored hard state.
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError>;
 
     /// Makes every earlier write durable. Many appends may share one sync (group commit).
     fn sync(&mut self) -> Result<(), StorageError>;
+}
+
+/// Stores snapshots for a [`Storage`], from any thread.
+pub trait SnapshotWriter: Send + 'static {
+    /// Stores `snapshot` durably as the latest one (written aside and renamed into place, so a
+    /// crash leaves either the previous snapshot or this one), and may then remove older ones.
+    fn write(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }

@@ -20,11 +20,21 @@
 //! kind 7 AppendEntriesResponse
 //!        (rejected):                   rejected prev index u64 | has conflict term u8
 //!                                      | conflict term u64 | first index u64
+//! kind 8 InstallSnapshot:              last included term u64 | last included index u64
+//!                                      | member count u32 | member ids u64...
+//!                                      | offset u64 | total length u64
+//!                                      | chunk length u32 | chunk bytes
+//! kind 9 InstallSnapshotResponse:      last included term u64 | last included index u64
+//!                                      | received u64 | installed u8
 //! ```
+//!
+//! Kinds 8 and 9 were added within version 1: a build that predates them refuses them as
+//! unknown kinds, and the cluster it is in has no snapshots to send.
 
 use bytes::Bytes;
 
 use crate::message::{AppendResponse, ConflictHint, Entry, EntryPayload, Message, MessageBody};
+use crate::snapshot::SnapshotMeta;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// The wire format version this build writes and reads.
@@ -79,6 +89,8 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
         MessageBody::AppendEntries { .. } => 5,
         MessageBody::AppendEntriesResponse(AppendResponse::Accepted { .. }) => 6,
         MessageBody::AppendEntriesResponse(AppendResponse::Rejected { .. }) => 7,
+        MessageBody::InstallSnapshot { .. } => 8,
+        MessageBody::InstallSnapshotResponse { .. } => 9,
     };
     buffer.push(WIRE_FORMAT_VERSION);
     buffer.push(kind);
@@ -126,6 +138,29 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
             buffer.push(u8::from(hint.conflict_term.is_some()));
             put_u64(buffer, hint.conflict_term.map_or(0, |term| term.0));
             put_u64(buffer, hint.first_index.0);
+        }
+        MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
+            put_u64(buffer, meta.last_included.term.0);
+            put_u64(buffer, meta.last_included.index.0);
+            // A cluster has a handful of members; a count that overflows 32 bits cannot exist.
+            let count = u32::try_from(meta.members.len()).unwrap_or(u32::MAX);
+            buffer.extend_from_slice(&count.to_le_bytes());
+            for member in meta.members.iter().take(count as usize) {
+                put_u64(buffer, member.0);
+            }
+            put_u64(buffer, *offset);
+            put_u64(buffer, *total_len);
+            // Config::validate keeps snapshot_chunk_bytes within 32 bits.
+            debug_assert!(u32::try_from(data.len()).is_ok());
+            let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            buffer.extend_from_slice(&length.to_le_bytes());
+            buffer.extend_from_slice(&data[..length as usize]);
+        }
+        MessageBody::InstallSnapshotResponse { last_included, received, installed } => {
+            put_u64(buffer, last_included.term.0);
+            put_u64(buffer, last_included.index.0);
+            put_u64(buffer, *received);
+            buffer.push(u8::from(*installed));
         }
     }
 }
@@ -198,6 +233,38 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
                 },
             })
         }
+        8 => {
+            let last_included = reader.log_id("last included")?;
+            let count = reader.u32("member count")? as usize;
+            let available = reader.remaining();
+            if count > available / 8 {
+                return Err(DecodeError::Truncated {
+                    field: "members",
+                    offset: reader.offset,
+                    needed: count.saturating_mul(8),
+                    available,
+                });
+            }
+            let mut members = Vec::with_capacity(count);
+            for _ in 0..count {
+                members.push(NodeId(reader.u64("member id")?));
+            }
+            let offset = reader.u64("offset")?;
+            let total_len = reader.u64("total length")?;
+            let length = reader.u32("chunk length")? as usize;
+            let data = reader.slice("chunk", length)?;
+            MessageBody::InstallSnapshot {
+                meta: SnapshotMeta { last_included, members },
+                offset,
+                total_len,
+                data,
+            }
+        }
+        9 => MessageBody::InstallSnapshotResponse {
+            last_included: reader.log_id("last included")?,
+            received: reader.u64("received")?,
+            installed: reader.flag("installed")?,
+        },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if reader.remaining() > 0 {
@@ -313,6 +380,20 @@ mod tests {
                 rejected_prev_index: LogIndex(41),
                 hint: ConflictHint { conflict_term: None, first_index: LogIndex(12) },
             })),
+            message(MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    last_included: log_id,
+                    members: vec![NodeId(1), NodeId(2), NodeId(3)],
+                },
+                offset: 1 << 20,
+                total_len: 3 << 20,
+                data: Bytes::from_static(b"chunk of state"),
+            }),
+            message(MessageBody::InstallSnapshotResponse {
+                last_included: log_id,
+                received: 4096,
+                installed: true,
+            }),
         ]
     }
 

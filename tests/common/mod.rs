@@ -3,9 +3,10 @@
 //!
 //! [`TestCluster`] owns N cores and everything around them that a real node would have:
 //!
-//! - a per-node **disk** (log + hard state) written exactly as a driver writes it: appends
-//!   replace a stored suffix, like `src/storage/memory.rs`;
-//! - a per-node **state machine**, reduced to the list of commands applied, in order;
+//! - a per-node **disk** (log + hard state + latest snapshot) written exactly as a driver
+//!   writes it: appends replace a stored suffix, like `src/storage/memory.rs`;
+//! - a per-node **state machine**, reduced to the list of commands applied, in order; its
+//!   snapshot is that list, encoded ([`TestCluster::take_snapshot`]);
 //! - a **network**: a queue of in-flight messages with blocked links (partitions), optional
 //!   deterministic loss ("drop every n-th message") and deterministic reordering;
 //! - a **virtual clock** in milliseconds. Each node counts time from its own (re)start, as a
@@ -42,8 +43,8 @@ use bytes::Bytes;
 use raft_consensus::core::{InitialState, RaftCore, Role};
 use raft_consensus::message::AppendResponse;
 use raft_consensus::{
-    Config, Entry, EntryPayload, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError,
-    Term,
+    Config, Entry, EntryPayload, HardState, LogId, LogIndex, Message, MessageBody, NodeId,
+    ProposeError, Snapshot, Term,
 };
 
 /// The step, in virtual milliseconds, in which [`TestCluster::advance_time`] moves the clock.
@@ -107,6 +108,7 @@ impl PresetNode {
                 voted_for: self.voted_for.map(NodeId),
                 commit_index: LogIndex(self.commit_index),
             },
+            snapshot: None,
             entries: self
                 .log_terms
                 .iter()
@@ -115,6 +117,38 @@ impl PresetNode {
                 .collect(),
         }
     }
+}
+
+/// The harness's state machine snapshot: the applied commands, each as index, term, length
+/// and bytes.
+fn encode_applied(applied: &[AppliedCommand]) -> Bytes {
+    let mut bytes = Vec::new();
+    for (index, term, command) in applied {
+        bytes.extend_from_slice(&index.0.to_le_bytes());
+        bytes.extend_from_slice(&term.0.to_le_bytes());
+        bytes.extend_from_slice(&(command.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(command);
+    }
+    Bytes::from(bytes)
+}
+
+/// The inverse of [`encode_applied`].
+fn decode_applied(mut bytes: &[u8]) -> Vec<AppliedCommand> {
+    let mut applied = Vec::new();
+    let word = |bytes: &mut &[u8]| {
+        let (head, rest) = bytes.split_at(8);
+        *bytes = rest;
+        u64::from_le_bytes(head.try_into().expect("eight bytes"))
+    };
+    while !bytes.is_empty() {
+        let index = LogIndex(word(&mut bytes));
+        let term = Term(word(&mut bytes));
+        let length = word(&mut bytes) as usize;
+        let (command, rest) = bytes.split_at(length);
+        bytes = rest;
+        applied.push((index, term, command.to_vec()));
+    }
+    applied
 }
 
 /// Whether `message` belongs to an election (a vote request or answer).
@@ -161,23 +195,42 @@ pub enum ProposalOutcome {
 #[derive(Clone, Debug, Default)]
 struct Disk {
     hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    /// The entry before `entries[0]`.
+    base: LogId,
     entries: Vec<Entry>,
 }
 
 impl Disk {
+    fn last_index(&self) -> LogIndex {
+        LogIndex(self.base.index.0 + self.entries.len() as u64)
+    }
+
     /// Writes `entries`, replacing the stored entries from the first one's index on.
     fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else {
             return;
         };
-        let stored_last = self.entries.len() as u64;
+        let stored_last = self.last_index();
         assert!(
-            first.index.0 >= 1 && first.index.0 <= stored_last + 1,
-            "append at index {} would leave a gap after stored index {stored_last}",
-            first.index
+            first.index > self.base.index && first.index <= stored_last.next(),
+            "append at index {} is outside the stored log {}..={stored_last}",
+            first.index,
+            self.base.index.next()
         );
-        self.entries.truncate((first.index.0 - 1) as usize);
+        self.entries.truncate((first.index.0 - self.base.index.0 - 1) as usize);
         self.entries.extend_from_slice(entries);
+    }
+
+    /// Drops the entries up to `through`.
+    fn compact(&mut self, through: LogIndex) {
+        if through <= self.base.index {
+            return;
+        }
+        let dropped = (through.0 - self.base.index.0) as usize;
+        let last = self.entries[dropped - 1].log_id();
+        self.entries.drain(..dropped);
+        self.base = last;
     }
 }
 
@@ -314,7 +367,12 @@ impl TestCluster {
         for (position, preset) in presets.iter().enumerate() {
             let id = NodeId(position as u64 + 1);
             let initial = preset.initial_state();
-            let disk = Disk { hard_state: initial.hard_state, entries: initial.entries };
+            let disk = Disk {
+                hard_state: initial.hard_state,
+                snapshot: None,
+                base: LogId::default(),
+                entries: initial.entries,
+            };
             cluster.nodes.insert(
                 id,
                 SimNode {
@@ -374,13 +432,12 @@ impl TestCluster {
         self.core(id).commit_index().0
     }
 
-    /// Node `id`'s in-memory log (the core's view), index 1 first.
+    /// Node `id`'s in-memory log (the core's view), from the first entry it holds (index 1
+    /// unless compacted).
     pub fn log(&self, id: u64) -> Vec<Entry> {
         let core = self.core(id);
-        (1..=core.last_log_id().index.0)
-            .map(|index| {
-                core.entry(LogIndex(index)).expect("a log is contiguous from index 1").clone()
-            })
+        (core.first_log_index().0..=core.last_log_id().index.0)
+            .map(|index| core.entry(LogIndex(index)).expect("a log is contiguous").clone())
             .collect()
     }
 
@@ -499,7 +556,7 @@ impl TestCluster {
                     let _ = writeln!(text, "  {id}: crashed");
                 }
                 Some(core) => {
-                    let terms: Vec<u64> = (1..=core.last_log_id().index.0)
+                    let terms: Vec<u64> = (core.first_log_index().0..=core.last_log_id().index.0)
                         .filter_map(|index| core.entry(LogIndex(index)))
                         .map(|entry| entry.term.0)
                         .collect();
@@ -526,6 +583,27 @@ impl TestCluster {
         let result = self.core_mut(NodeId(id)).propose(Bytes::copy_from_slice(command));
         self.process_ready(NodeId(id));
         result
+    }
+
+    /// Node `id` snapshots its state machine (the applied commands) and stores it; the core
+    /// compacts its log behind it and the disk drops what the core allows.
+    pub fn take_snapshot(&mut self, id: u64) {
+        let node = self.node_mut(NodeId(id));
+        let core = node.core.as_mut().unwrap_or_else(|| panic!("node{id} is crashed"));
+        let Some(meta) = core.snapshot_meta_for_applied() else {
+            return;
+        };
+        let snapshot = Snapshot { meta, data: encode_applied(&node.applied) };
+        node.disk.snapshot = Some(snapshot.clone());
+        if let Some(through) = core.snapshot_stored(snapshot) {
+            node.disk.compact(through);
+        }
+        self.process_ready(NodeId(id));
+    }
+
+    /// The latest snapshot node `id` stored, if any.
+    pub fn stored_snapshot(&self, id: u64) -> Option<&Snapshot> {
+        self.node(id).disk.snapshot.as_ref()
     }
 
     // ---------------------------------------------------------------- time
@@ -750,8 +828,16 @@ impl TestCluster {
         node.incarnation += 1;
         let node_seed =
             seed.wrapping_mul(1_000_003).wrapping_add(id.0 * 1_000).wrapping_add(node.incarnation);
-        let initial =
-            InitialState { hard_state: node.disk.hard_state, entries: node.disk.entries.clone() };
+        let initial = InitialState {
+            hard_state: node.disk.hard_state,
+            snapshot: node.disk.snapshot.clone(),
+            entries: node.disk.entries.clone(),
+        };
+        // Restore the state machine from the snapshot, as a node does before it starts.
+        let (restored, restored_through) = match &node.disk.snapshot {
+            Some(snapshot) => (decode_applied(&snapshot.data), snapshot.meta.last_included.index),
+            None => (Vec::new(), LogIndex(0)),
+        };
         node.core = Some(
             RaftCore::new(id, voters, config, initial, node_seed)
                 .expect("the harness restarts nodes from valid disks and configurations"),
@@ -761,8 +847,8 @@ impl TestCluster {
             core.tick(0);
         }
         node.started_at_ms = now_ms;
-        node.applied.clear();
-        node.last_applied_index = LogIndex(0);
+        node.applied = restored;
+        node.last_applied_index = restored_through;
         // A restarted node re-applies its committed entries before doing anything else.
         self.process_ready(id);
     }
@@ -805,22 +891,39 @@ impl TestCluster {
             for message in ready.messages {
                 network.send(message);
             }
-            // 2. Persist entries and hard state (and "sync").
+            // 2. Store a received snapshot, reset the log behind it, persist entries and hard
+            // state (and "sync").
+            if let Some(snapshot) = &ready.snapshot {
+                node.disk.snapshot = Some(snapshot.clone());
+            }
+            if let Some(base) = ready.log_reset {
+                node.disk.entries.clear();
+                node.disk.base = base;
+            }
             node.disk.append(&ready.entries);
             if let Some(hard_state) = ready.hard_state {
                 node.disk.hard_state = hard_state;
             }
+            let snapshot_index =
+                node.disk.snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last_included.index);
             assert!(
-                node.disk.hard_state.commit_index.0 <= node.disk.entries.len() as u64,
-                "{id}: durable commit index {} is ahead of the durable log ({} entries)",
+                node.disk.hard_state.commit_index <= node.disk.last_index().max(snapshot_index),
+                "{id}: durable commit index {} is ahead of the durable log (through {})",
                 node.disk.hard_state.commit_index,
-                node.disk.entries.len()
+                node.disk.last_index()
             );
             // 3. Messages that promise durability.
             for message in ready.persisted_messages {
                 network.send(message);
             }
-            // 4. Apply committed entries, in order, exactly once.
+            // 4. Restore a received snapshot, then apply committed entries, in order, exactly
+            // once.
+            if let Some(snapshot) = ready.snapshot {
+                let restored = decode_applied(&snapshot.data);
+                node.applied_ever.extend(restored.iter().cloned());
+                node.applied = restored;
+                node.last_applied_index = snapshot.meta.last_included.index;
+            }
             for entry in ready.committed_entries {
                 assert_eq!(
                     entry.index,
@@ -857,11 +960,13 @@ impl TestCluster {
         // Durability: the disk holds exactly the core's log and hard state.
         let last_index = core.last_log_id().index;
         assert_eq!(
-            node.disk.entries.len() as u64,
-            last_index.0,
-            "{id}: the durable log length differs from the in-memory log"
+            node.disk.last_index(),
+            last_index,
+            "{id}: the durable log's end differs from the in-memory log's"
         );
-        for stored in &node.disk.entries {
+        for stored in
+            node.disk.entries.iter().filter(|stored| stored.index >= core.first_log_index())
+        {
             assert_eq!(
                 Some(stored),
                 core.entry(stored.index),
@@ -887,7 +992,7 @@ impl TestCluster {
             "{id}: commit index went back from {} to {commit_index}",
             node.highest_commit_seen
         );
-        for index in 1..=commit_index.0 {
+        for index in core.first_log_index().0..=commit_index.0 {
             let entry = core
                 .entry(LogIndex(index))
                 .unwrap_or_else(|| panic!("{id}: committed index {index} is not in its log"));

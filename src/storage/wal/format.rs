@@ -9,7 +9,8 @@
 //! record:  body length u32 | crc32c of body u32 | crc32c of the previous 8 bytes u32 | body
 //! body:    kind u8, then for kind 1 (entry): term u64 | index u64 | payload kind u8
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
-//!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64
+//!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64;
+//!          for kind 3 (log reset): base term u64 | base index u64
 //! ```
 //!
 //! Segments may be preallocated with zeros after their records: a record's length is never 0,
@@ -19,7 +20,7 @@ use bytes::Bytes;
 
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// The first eight bytes of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"RAFTWAL\0";
@@ -35,7 +36,9 @@ pub(crate) const ENTRY_BODY_OVERHEAD: usize = 1 + 8 + 8 + 1;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
+const KIND_LOG_RESET: u8 = 3;
 const HARD_STATE_BODY_LEN: usize = 1 + 8 + 1 + 8 + 8;
+const LOG_RESET_BODY_LEN: usize = 1 + 8 + 8;
 
 /// Who a segment belongs to, and its place in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +95,9 @@ impl SegmentHeader {
 pub(crate) enum Record {
     Entry(Entry),
     HardState(HardState),
+    /// Every entry before this record is gone: the log continues after `base`, which a stored
+    /// snapshot covers (a follower installed a snapshot its log did not match).
+    LogReset(LogId),
 }
 
 /// Appends the encoding of an entry record to `buffer`.
@@ -117,6 +123,15 @@ pub(crate) fn encode_hard_state(hard_state: &HardState, buffer: &mut Vec<u8>) {
     buffer.push(u8::from(hard_state.voted_for.is_some()));
     buffer.extend_from_slice(&hard_state.voted_for.map_or(0, |id| id.0).to_le_bytes());
     buffer.extend_from_slice(&hard_state.commit_index.0.to_le_bytes());
+    finish_record(buffer, start);
+}
+
+/// Appends the encoding of a log-reset record to `buffer`.
+pub(crate) fn encode_log_reset(base: LogId, buffer: &mut Vec<u8>) {
+    let start = begin_record(buffer);
+    buffer.push(KIND_LOG_RESET);
+    buffer.extend_from_slice(&base.term.0.to_le_bytes());
+    buffer.extend_from_slice(&base.index.0.to_le_bytes());
     finish_record(buffer, start);
 }
 
@@ -207,6 +222,9 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
                 commit_index: LogIndex(read_u64(body, 18)),
             }))
         }
+        Some(&KIND_LOG_RESET) if body.len() == LOG_RESET_BODY_LEN => {
+            Ok(Record::LogReset(LogId::new(Term(read_u64(body, 1)), LogIndex(read_u64(body, 9)))))
+        }
         Some(kind) => Err(format!("record kind {kind} with a {}-byte body is unknown", body.len())),
         None => Err(String::from("empty record body")),
     }
@@ -250,12 +268,14 @@ mod tests {
                 commit_index: LogIndex(8),
             }),
             Record::HardState(HardState::default()),
+            Record::LogReset(LogId::new(Term(4), LogIndex(1000))),
         ];
         let mut buffer = Vec::new();
         for record in &records {
             match record {
                 Record::Entry(entry) => encode_entry(entry, &mut buffer),
                 Record::HardState(hard_state) => encode_hard_state(hard_state, &mut buffer),
+                Record::LogReset(base) => encode_log_reset(*base, &mut buffer),
             }
         }
         let mut offset = 0;

@@ -15,6 +15,11 @@
 //! then overwrite zeros already on disk, and `fdatasync` has no file size or allocation to
 //! record. A segment's length therefore no longer says where its records end: zeros do.
 //!
+//! Snapshots are files beside the segments (`snapshot_file.rs`). Once one is stored,
+//! [`Storage::compact`] removes the oldest segments whose entries it covers (whole segments,
+//! oldest first, never the current one). A follower that installs a snapshot its log does not
+//! match writes a log-reset record: the entries before it are gone.
+//!
 //! Opening recovers the log (see `recovery.rs`): a torn tail is cut off, and corruption before
 //! it, a foreign node or cluster, or an unknown format version is refused with an error that
 //! names the file, with nothing changed.
@@ -22,7 +27,11 @@
 mod format;
 mod prepare;
 mod recovery;
+mod snapshot_file;
 
+pub use snapshot_file::WalSnapshotWriter;
+
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +42,7 @@ use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload};
 use crate::metrics::Histogram;
-use crate::types::NodeId;
+use crate::types::{LogId, LogIndex, NodeId};
 
 use super::Storage;
 use super::fs::{AppendFile, FileSystem, StdFileSystem};
@@ -105,6 +114,8 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     sync_latency: Arc<Histogram>,
     /// Prepares the next segment.
     preparer: Preparer<F>,
+    /// For each segment, the highest index of a live entry in it (see `recovery.rs`).
+    segment_last_index: BTreeMap<u64, LogIndex>,
 }
 
 impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
@@ -188,7 +199,7 @@ impl<F: FileSystem> WalStorage<F> {
             }
             None => create_segment(&fs, &dir, identity, 1, &hard_state)?,
         };
-        remove_leftover_preparations(&fs, &dir)?;
+        remove_leftovers(&fs, &dir)?;
         let preparer = Preparer::new(fs.clone(), dir.clone(), options.segment_max_bytes);
         let mut storage = WalStorage {
             fs,
@@ -204,6 +215,7 @@ impl<F: FileSystem> WalStorage<F> {
             failed: false,
             sync_latency: Arc::default(),
             preparer,
+            segment_last_index: recovered.segment_last_index,
         };
         storage.prepare_next_if_due();
         Ok(storage)
@@ -218,6 +230,18 @@ impl<F: FileSystem> WalStorage<F> {
     /// before moving the storage into a node.
     pub fn sync_latency(&self) -> Arc<Histogram> {
         Arc::clone(&self.sync_latency)
+    }
+
+    /// The sequence numbers of the segment files in the directory, oldest first.
+    fn existing_segments(&self) -> Result<Vec<u64>, StorageError> {
+        let names = self
+            .fs
+            .list(&self.dir)
+            .map_err(|error| StorageError::io(format!("listing {}", self.dir.display()), error))?;
+        let mut sequences: Vec<u64> =
+            names.iter().filter_map(|name| segment_sequence(name)).collect();
+        sequences.sort_unstable();
+        Ok(sequences)
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
@@ -270,6 +294,8 @@ impl<F: FileSystem> WalStorage<F> {
 }
 
 impl<F: FileSystem> Storage for WalStorage<F> {
+    type SnapshotWriter = WalSnapshotWriter<F>;
+
     fn load(&mut self) -> Result<InitialState, StorageError> {
         self.recovered.take().ok_or_else(|| StorageError::Corrupt {
             detail: String::from("WalStorage::load called twice; open the log again to reread it"),
@@ -293,7 +319,57 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             format::encode_entry(entry, &mut self.buffer);
         }
         self.segment_len += (self.buffer.len() - before) as u64;
+        if let Some(last) = entries.last() {
+            let segment_last = self.segment_last_index.entry(self.sequence).or_default();
+            *segment_last = (*segment_last).max(last.index);
+        }
         Ok(())
+    }
+
+    fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let before = self.buffer.len();
+        format::encode_log_reset(base, &mut self.buffer);
+        self.segment_len += (self.buffer.len() - before) as u64;
+        for last in self.segment_last_index.values_mut() {
+            *last = LogIndex(0);
+        }
+        self.segment_last_index.insert(self.sequence, base.index);
+        Ok(())
+    }
+
+    fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
+        let removable: Vec<u64> = self
+            .existing_segments()?
+            .into_iter()
+            .take_while(|sequence| {
+                *sequence < self.sequence
+                    && self.segment_last_index.get(sequence).is_none_or(|last| *last <= through)
+            })
+            .collect();
+        if removable.is_empty() {
+            return Ok(());
+        }
+        // Oldest first: a crash part-way leaves the log a run of consecutive segments.
+        for sequence in &removable {
+            let path = self.dir.join(segment_name(*sequence));
+            self.fs
+                .remove(&path)
+                .map_err(|error| StorageError::io(format!("removing {}", path.display()), error))?;
+            self.segment_last_index.remove(sequence);
+        }
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|error| StorageError::io(format!("syncing {}", self.dir.display()), error))?;
+        tracing::debug!(
+            "Compacted the write-ahead log through index {through}: removed {} segment(s)",
+            removable.len()
+        );
+        Ok(())
+    }
+
+    fn snapshot_writer(&self) -> WalSnapshotWriter<F> {
+        WalSnapshotWriter::new(self.fs.clone(), self.dir.clone(), self.identity)
     }
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
@@ -418,12 +494,14 @@ fn cut_torn_write<F: FileSystem>(
 }
 
 /// Removes the temporary files of segments a crash left half prepared (or prepared and
-/// unused): they are made again when needed.
-fn remove_leftover_preparations<F: FileSystem>(fs: &F, dir: &Path) -> Result<(), StorageError> {
+/// unused), which are made again when needed, and of snapshots a crash left half written.
+fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path) -> Result<(), StorageError> {
     let names = fs
         .list(dir)
         .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
-    for name in names.iter().filter(|name| prepare::is_prepared_name(name)) {
+    let leftover =
+        |name: &&String| prepare::is_prepared_name(name) || snapshot_file::is_temporary_name(name);
+    for name in names.iter().filter(leftover) {
         let path = dir.join(name);
         tracing::debug!("Removing the leftover prepared segment {}", path.display());
         fs.remove(&path)

@@ -8,18 +8,21 @@
 //! refuses to start with the file and offset (repair from peers can hook in here). A
 //! directory of another node, cluster or format version is refused untouched.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
+use crate::message::Entry;
 use crate::storage::fs::FileSystem;
+use crate::types::LogIndex;
 
 use super::format::{
     FORMAT_VERSION, HEADER_LEN, HeaderError, MAGIC, RECORD_PREFIX_LEN, ReadOutcome, Record,
     SegmentHeader, read_record,
 };
-use super::{WalIdentity, segment_name, segment_sequence};
+use super::{WalIdentity, segment_name, segment_sequence, snapshot_file};
 
 /// The last segment as recovery left it.
 #[derive(Debug)]
@@ -48,6 +51,23 @@ pub(crate) struct TornWrite {
 pub(crate) struct Recovered {
     pub(crate) state: InitialState,
     pub(crate) tail: Option<TailSegment>,
+    /// For each segment, the highest entry index it holds that is still part of the log (0
+    /// when a later log reset made all of it obsolete): compaction removes a segment once a
+    /// snapshot covers that index.
+    pub(crate) segment_last_index: BTreeMap<u64, LogIndex>,
+}
+
+/// The log as replayed so far.
+struct Replay {
+    hard_state: HardState,
+    /// The index before `entries[0]`; unknown until the first entry or reset when the oldest
+    /// segment left is not segment 1 (compaction removed those before it).
+    base: Option<LogIndex>,
+    /// Whether `base` was only inferred from the first entry found (compaction removed the
+    /// segments before it): an entry that replaces a suffix starting below it moves it down.
+    base_inferred: bool,
+    entries: Vec<Entry>,
+    segment_last_index: BTreeMap<u64, LogIndex>,
 }
 
 /// Reads and checks every segment in `dir`. Changes nothing.
@@ -62,9 +82,11 @@ pub(crate) fn recover<F: FileSystem>(
         .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
     let mut sequences: Vec<u64> = names.iter().filter_map(|name| segment_sequence(name)).collect();
     sequences.sort_unstable();
-    // Until log compaction removes old segments, a log always starts at segment 1.
+    let snapshot = snapshot_file::load_latest(fs, dir, identity)?;
+    // Only compaction behind a snapshot removes segments, and it removes the oldest first.
     if let Some(first) = sequences.first()
         && *first != 1
+        && snapshot.is_none()
     {
         return Err(StorageError::Corrupt {
             detail: format!(
@@ -89,7 +111,13 @@ pub(crate) fn recover<F: FileSystem>(
         }
     }
 
-    let mut state = InitialState { hard_state: HardState::default(), entries: Vec::new() };
+    let mut replay = Replay {
+        hard_state: HardState::default(),
+        base: (sequences.first().is_none_or(|first| *first == 1)).then_some(LogIndex(0)),
+        base_inferred: false,
+        entries: Vec::new(),
+        segment_last_index: BTreeMap::new(),
+    };
     let mut tail = None;
     for (position, sequence) in sequences.iter().enumerate() {
         let is_last = position + 1 == sequences.len();
@@ -143,7 +171,7 @@ pub(crate) fn recover<F: FileSystem>(
             }
             let failure = match read_record(rest, max_body_len) {
                 ReadOutcome::Record(record, length) => {
-                    apply(&mut state, record).map_err(|reason| corrupt(offset, reason))?;
+                    replay.apply(*sequence, record).map_err(|reason| corrupt(offset, reason))?;
                     offset += length;
                     continue;
                 }
@@ -189,17 +217,24 @@ pub(crate) fn recover<F: FileSystem>(
             tail = Some(TailSegment { sequence: *sequence, path, valid_len, torn });
         }
     }
-    if state.hard_state.commit_index.0 > state.entries.len() as u64 {
+    let base = replay.base.unwrap_or_default();
+    let last_index = LogIndex(base.0 + replay.entries.len() as u64);
+    let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last_included.index);
+    if replay.hard_state.commit_index > last_index.max(snapshot_index) {
         return Err(StorageError::Corrupt {
             detail: format!(
-                "the write-ahead log in {} says index {} is committed but holds only {} entries",
+                "the write-ahead log in {} says index {} is committed but holds entries only up \
+                 to {last_index} (snapshot through {snapshot_index})",
                 dir.display(),
-                state.hard_state.commit_index,
-                state.entries.len()
+                replay.hard_state.commit_index,
             ),
         });
     }
-    Ok(Recovered { state, tail })
+    Ok(Recovered {
+        state: InitialState { hard_state: replay.hard_state, snapshot, entries: replay.entries },
+        tail,
+        segment_last_index: replay.segment_last_index,
+    })
 }
 
 /// The offset just after the last non-zero byte of `bytes` at or after `from` (`from` when
@@ -261,23 +296,50 @@ fn check_header(
     Ok(())
 }
 
-/// Replays one record: entries replace any stored suffix from their index; the last hard
-/// state wins.
-fn apply(state: &mut InitialState, record: Record) -> Result<(), String> {
-    match record {
-        Record::Entry(entry) => {
-            let next = state.entries.len() as u64 + 1;
-            if entry.index.0 == 0 || entry.index.0 > next {
-                return Err(format!(
-                    "entry {} would leave a gap after index {}",
-                    entry.log_id(),
-                    next - 1
-                ));
+impl Replay {
+    /// Replays one record of segment `sequence`: entries replace any stored suffix from their
+    /// index; a log reset drops every entry before it; the last hard state wins.
+    fn apply(&mut self, sequence: u64, record: Record) -> Result<(), String> {
+        match record {
+            Record::Entry(entry) => {
+                if self.base.is_none() {
+                    self.base = Some(entry.index.prev());
+                    self.base_inferred = true;
+                }
+                let mut base = self.base.unwrap_or_default();
+                if self.base_inferred && entry.index <= base && entry.index.0 > 0 {
+                    // The entries found so far were replaced from an index whose own segment
+                    // compaction removed (a snapshot covers it): the log restarts here.
+                    self.entries.clear();
+                    base = entry.index.prev();
+                    self.base = Some(base);
+                }
+                let next = base.0 + self.entries.len() as u64 + 1;
+                if entry.index <= base || entry.index.0 > next {
+                    return Err(format!(
+                        "entry {} does not continue the log of indexes {}..{}",
+                        entry.log_id(),
+                        base.0 + 1,
+                        next
+                    ));
+                }
+                self.entries.truncate((entry.index.0 - base.0 - 1) as usize);
+                let last = self.segment_last_index.entry(sequence).or_default();
+                *last = (*last).max(entry.index);
+                self.entries.push(entry);
             }
-            state.entries.truncate(entry.index.0 as usize - 1);
-            state.entries.push(entry);
+            Record::HardState(hard_state) => self.hard_state = hard_state,
+            Record::LogReset(reset) => {
+                self.entries.clear();
+                self.base = Some(reset.index);
+                self.base_inferred = false;
+                // Nothing before this record is part of the log any more.
+                for last in self.segment_last_index.values_mut() {
+                    *last = LogIndex(0);
+                }
+                self.segment_last_index.insert(sequence, reset.index);
+            }
         }
-        Record::HardState(hard_state) => state.hard_state = hard_state,
+        Ok(())
     }
-    Ok(())
 }
