@@ -611,13 +611,19 @@ impl TestCluster {
     /// Moves the clock forward by `ms` in steps of [`TICK_STEP_MS`]; at each step every
     /// running node is ticked and its Ready carried out, then every message is delivered.
     pub fn advance_time(&mut self, ms: u64) {
+        self.advance_time_delivering(ms, |_| true);
+    }
+
+    /// Like [`advance_time`](Self::advance_time), but delivers only the messages `selected`
+    /// picks; the others stay in flight.
+    pub fn advance_time_delivering(&mut self, ms: u64, mut selected: impl FnMut(&Message) -> bool) {
         let end = self.now_ms + ms;
         while self.now_ms < end {
             self.now_ms = (self.now_ms + TICK_STEP_MS).min(end);
             for id in self.running_ids() {
                 self.tick(id);
             }
-            self.deliver_all();
+            self.deliver_matching(&mut selected);
         }
     }
 
