@@ -21,6 +21,11 @@ pub struct Status {
     pub applied_index: LogIndex,
     /// The index of the last entry in its log.
     pub last_log_index: LogIndex,
+    /// The index of the first entry its log still holds (1 until compaction drops entries
+    /// that a snapshot covers).
+    pub first_log_index: LogIndex,
+    /// The last index covered by the latest snapshot it holds (0 when it holds none).
+    pub snapshot_index: LogIndex,
     /// Leader only: each follower and the highest index known replicated on it.
     pub followers: Vec<(NodeId, LogIndex)>,
 }
@@ -35,6 +40,10 @@ impl Status {
             commit_index: core.commit_index(),
             applied_index: core.applied_index(),
             last_log_index: core.last_log_id().index,
+            first_log_index: core.first_log_index(),
+            snapshot_index: core
+                .snapshot()
+                .map_or(LogIndex(0), |snapshot| snapshot.meta.last_included.index),
             followers: core.follower_match_indexes(),
         }
     }

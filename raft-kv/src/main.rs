@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use raft_consensus::NodeId;
-use raft_kv::server::{Limits, Peer, ServerConfig, run};
+use raft_kv::server::{Limits, Peer, ServerConfig, SnapshotPolicy, run};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -153,6 +153,12 @@ struct ServeArgs {
     /// Milliseconds a request waits for its command to apply before answering 504.
     #[arg(long, default_value_t = 5_000)]
     request_timeout_ms: u64,
+    /// Snapshot the store after this many applied requests, then compact the log (0: never).
+    #[arg(long, default_value_t = SnapshotPolicy::default().after_entries)]
+    snapshot_after_entries: u64,
+    /// Log entries kept below a snapshot, for followers slightly behind.
+    #[arg(long, default_value_t = SnapshotPolicy::default().keep_entries)]
+    snapshot_keep_entries: u64,
 }
 
 fn parse_peer(text: &str) -> Result<Peer, String> {
@@ -237,6 +243,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
+        },
+        snapshots: SnapshotPolicy {
+            after_entries: args.snapshot_after_entries,
+            keep_entries: args.snapshot_keep_entries,
         },
     };
     run(config, shutdown_signal()).await.context("raft-kv serve")

@@ -1,7 +1,8 @@
 //! The `raft-kv` server: one Raft node (write-ahead log in a data directory, TCP to its peers,
 //! [`KvStateMachine`]) behind an HTTP/JSON API.
 //!
-//! Every operation, reads included, goes through the Raft log, so each is linearizable. A node
+//! Every operation, reads included, goes through the Raft log, so each is linearizable (a read
+//! may ask for `?consistency=local` instead: this node's own state, at once, possibly stale). A node
 //! that is not the leader answers `307` with `Location` pointing at the leader's HTTP address
 //! (or `503 {"error":"no_leader"}` when it knows none). A write whose outcome is unknown
 //! (leadership lost after it was appended, or no answer within the request timeout) is
@@ -9,24 +10,25 @@
 //! or `413` with a JSON error, and nothing is written.
 
 use std::collections::BTreeMap;
+use std::error::Error;
 use std::fmt::Write;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
 use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::{PeerTraffic, TcpConfig, TcpTransport};
-use raft_consensus::{Config, NodeId, ProposeError, RaftNode};
+use raft_consensus::{Config, LogIndex, NodeId, ProposeError, RaftNode, StateMachine};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -65,6 +67,21 @@ impl Default for Limits {
     }
 }
 
+/// When a node snapshots its store and compacts its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Take a snapshot after this many applied requests (0: never).
+    pub after_entries: u64,
+    /// Log entries kept below a snapshot for followers slightly behind.
+    pub keep_entries: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { after_entries: 10_000, keep_entries: 1_000 }
+    }
+}
+
 /// Everything a server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -82,6 +99,42 @@ pub struct ServerConfig {
     pub peers: Vec<Peer>,
     /// Client limits.
     pub limits: Limits,
+    /// Snapshots and log compaction.
+    pub snapshots: SnapshotPolicy,
+}
+
+/// The store, shared between the node (which applies to it) and the HTTP handlers (which read
+/// it for `?consistency=local`).
+struct SharedStore(Arc<Mutex<KvStateMachine>>);
+
+impl SharedStore {
+    fn lock(&self) -> MutexGuard<'_, KvStateMachine> {
+        // Every mutation of the store completes without panicking, so a poisoned lock still
+        // guards a consistent store.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl StateMachine for SharedStore {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.lock().apply(command)
+    }
+
+    fn apply_at(
+        &mut self,
+        index: LogIndex,
+        command: &[u8],
+    ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.lock().apply_at(index, command)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.lock().snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.lock().restore(snapshot)
+    }
 }
 
 #[derive(Clone)]
@@ -92,6 +145,7 @@ struct AppState {
     request_latency: Arc<Histogram>,
     wal_sync_latency: Arc<Histogram>,
     traffic: Arc<PeerTraffic>,
+    store: Arc<Mutex<KvStateMachine>>,
 }
 
 /// Runs the server until `shutdown` completes, then stops HTTP (answering requests in flight)
@@ -119,11 +173,14 @@ pub async fn run(
     members.push(config.id);
     let raft_config = Config {
         max_entry_bytes: config.limits.max_key_bytes + config.limits.max_value_bytes + 64,
+        snapshot_after_entries: config.snapshots.after_entries,
+        snapshot_keep_entries: config.snapshots.keep_entries,
         ..Config::default()
     };
-    let node =
-        RaftNode::start(config.id, members, raft_config, storage, transport, KvStateMachine::new())
-            .context("starting the Raft node")?;
+    let store = Arc::new(Mutex::new(KvStateMachine::new()));
+    let state_machine = SharedStore(Arc::clone(&store));
+    let node = RaftNode::start(config.id, members, raft_config, storage, transport, state_machine)
+        .context("starting the Raft node")?;
     let mut http_addrs: BTreeMap<NodeId, SocketAddr> =
         config.peers.iter().map(|peer| (peer.id, peer.http_addr)).collect();
     http_addrs.insert(config.id, http_listener.local_addr()?);
@@ -141,6 +198,7 @@ pub async fn run(
         request_latency: Arc::default(),
         wal_sync_latency,
         traffic,
+        store,
     };
     let app = router(state);
     axum::serve(http_listener, app)
@@ -289,9 +347,39 @@ async fn put_key(
     }
 }
 
-async fn get_key(State(state): State<AppState>, Path(key): Path<String>, uri: Uri) -> HttpResponse {
+/// The query of a read.
+#[derive(Deserialize)]
+struct ReadOptions {
+    /// `local`: answer from this node's store at once (possibly stale); absent: linearizable.
+    consistency: Option<String>,
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(options): Query<ReadOptions>,
+    uri: Uri,
+) -> HttpResponse {
     if let Err(answer) = check_key(&state, &key) {
         return answer.into_response();
+    }
+    match options.consistency.as_deref() {
+        None | Some("linearizable") => {}
+        Some("local") => {
+            let applied = state.node.status().applied_index.0;
+            let store = state.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let applied_header = [("x-raft-applied-index", applied.to_string())];
+            return match store.get(key.as_bytes()) {
+                Some(value) => (StatusCode::OK, applied_header, value.to_vec()).into_response(),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    applied_header,
+                    axum::Json(json!({ "error": "not_found" })),
+                )
+                    .into_response(),
+            };
+        }
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_consistency").into_response(),
     }
     let request = Request { session: None, command: Command::Get { key: key.into_bytes() } };
     match submit(&state, &uri, request).await {
@@ -393,6 +481,8 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
         "commit_index": status.commit_index.0,
         "applied_index": status.applied_index.0,
         "last_log_index": status.last_log_index.0,
+        "first_log_index": status.first_log_index.0,
+        "snapshot_index": status.snapshot_index.0,
         "followers": followers,
     }))
     .into_response()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use raft_consensus::NodeId;
 use raft_kv::client::{HttpReply, request};
-use raft_kv::server::{Limits, Peer, ServerConfig, run};
+use raft_kv::server::{Limits, Peer, ServerConfig, SnapshotPolicy, run};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -47,6 +47,7 @@ async fn a_three_node_cluster_serves_the_http_api() {
             http_addr: me.http_addr,
             peers: peers.iter().filter(|peer| peer.id != me.id).cloned().collect(),
             limits: Limits::default(),
+            snapshots: SnapshotPolicy::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);

@@ -1,7 +1,9 @@
 //! Three `raft-kv` processes on loopback: writes through any node, the leader killed with
 //! SIGKILL, a new leader elected and writes continuing, the killed node restarted from its data
 //! directory and catching up, every acknowledged write readable afterwards, a follower's 307,
-//! and a bad request that changes nothing. Waits are for conditions, with deadlines.
+//! and a bad request that changes nothing. And a node stopped while 20,000 writes are made and
+//! the others compact their logs, which catches up from a snapshot when it comes back. Waits
+//! are for conditions, with deadlines.
 
 #![cfg(unix)]
 
@@ -27,6 +29,8 @@ struct Member {
 struct Cluster {
     members: Vec<Member>,
     children: BTreeMap<u64, Child>,
+    /// Flags every `raft-kv serve` gets besides the cluster's.
+    extra_args: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -40,6 +44,10 @@ impl Drop for Cluster {
 
 impl Cluster {
     fn start(root: &Path) -> Cluster {
+        Cluster::start_with(root, &[])
+    }
+
+    fn start_with(root: &Path, extra_args: &[&str]) -> Cluster {
         let listeners: Vec<std::net::TcpListener> =
             (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let addresses: Vec<SocketAddr> =
@@ -53,7 +61,8 @@ impl Cluster {
                 data_dir: root.join(format!("node{}", position + 1)),
             })
             .collect();
-        let mut cluster = Cluster { members, children: BTreeMap::new() };
+        let extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut cluster = Cluster { members, children: BTreeMap::new(), extra_args };
         for id in 1..=3 {
             cluster.spawn(id);
         }
@@ -76,6 +85,7 @@ impl Cluster {
         for peer in self.members.iter().filter(|peer| peer.id != id) {
             command.args(["--peer", &format!("{}={},{}", peer.id, peer.raft, peer.http)]);
         }
+        command.args(&self.extra_args);
         let child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -139,6 +149,39 @@ impl Cluster {
                 return;
             }
             assert!(started.elapsed() < DEADLINE, "{key} was never acknowledged: {reply:?}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Reads `key` from node `id`'s own store (`?consistency=local`).
+    async fn get_local(&self, id: u64, key: &str) -> Option<Vec<u8>> {
+        let path = format!("/v1/kv/{key}?consistency=local");
+        let reply = request(self.member(id).http, "GET", &path, &[], b"", REQUEST_TIMEOUT)
+            .await
+            .expect("the node answers");
+        match reply.status {
+            200 => Some(reply.body),
+            404 => None,
+            other => panic!("local GET {key} on node {id}: status {other}"),
+        }
+    }
+
+    /// A number from node `id`'s status.
+    async fn status_number(&self, id: u64, field: &str) -> u64 {
+        let status = self.status(id).await.unwrap_or_else(|| panic!("node {id} answers"));
+        status[field].as_u64().unwrap_or_else(|| panic!("{field} in {status}"))
+    }
+
+    /// Waits until node `id` reports `field` at least `target`.
+    async fn wait_for_number(&self, id: u64, field: &str, target: u64) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.status(id).await
+                && status[field].as_u64().unwrap_or(0) >= target
+            {
+                return;
+            }
+            assert!(started.elapsed() < DEADLINE, "node {id} never reached {field} {target}");
             tokio::task::yield_now().await;
         }
     }
@@ -231,4 +274,72 @@ async fn a_cluster_of_processes_survives_losing_its_leader() {
             );
         }
     }
+}
+
+/// Writes made with `raft-kv bench` (kept-alive connections) while a node is down.
+const WRITES_WHILE_DOWN: u64 = 20_000;
+/// Distinct keys those writes touch.
+const KEYS: u64 = 5_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_compacted_writes_catches_up_from_a_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(
+        root.path(),
+        &["--snapshot-after-entries", "2000", "--snapshot-keep-entries", "200"],
+    );
+    let leader = cluster.leader(None).await;
+    let stopped = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.put(leader, "first", "before the stop", 1, 1).await;
+    cluster
+        .wait_for_number(
+            stopped,
+            "applied_index",
+            cluster.status_number(leader, "commit_index").await,
+        )
+        .await;
+    let stopped_last_index = cluster.status_number(stopped, "last_log_index").await;
+    cluster.kill(stopped);
+
+    // 20,000 writes through the leader while the node is down.
+    let endpoints = format!("http://{}", cluster.member(leader).http);
+    let bench = Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+        .args(["bench", "--endpoints", &endpoints, "--concurrency", "32"])
+        .args(["--requests", &WRITES_WHILE_DOWN.to_string(), "--duration-secs", "600"])
+        .args(["--keys", &KEYS.to_string(), "--value-size", "64"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .expect("raft-kv bench runs");
+    let report = String::from_utf8_lossy(&bench.stdout);
+    assert!(bench.status.success(), "raft-kv bench failed: {report}");
+    assert!(report.contains("errors:     0"), "the writes should all succeed: {report}");
+
+    // The others compacted: the entries the stopped node lacks are gone from the leader's log.
+    let leader = cluster.leader(Some(stopped)).await;
+    let commit_index = cluster.status_number(leader, "commit_index").await;
+    assert!(commit_index >= stopped_last_index + WRITES_WHILE_DOWN);
+    let first_log_index = cluster.status_number(leader, "first_log_index").await;
+    assert!(
+        first_log_index > stopped_last_index + 1,
+        "the leader's log should start after what the stopped node holds: {first_log_index}"
+    );
+
+    // It comes back, catches up, and holds what the leader holds.
+    cluster.spawn(stopped);
+    cluster.wait_for_number(stopped, "applied_index", commit_index).await;
+    let snapshot_index = cluster.status_number(stopped, "snapshot_index").await;
+    assert!(
+        snapshot_index > stopped_last_index,
+        "it can only have caught up through a snapshot (snapshot index {snapshot_index})"
+    );
+    for key in (0..KEYS).step_by(5).map(|key| format!("bench-{key}")).chain(["first".to_owned()]) {
+        assert_eq!(
+            cluster.get_local(stopped, &key).await,
+            cluster.get_local(leader, &key).await,
+            "{key} differs between the restarted node and the leader"
+        );
+    }
+    assert_eq!(cluster.get_local(stopped, "first").await.as_deref(), Some(&b"before the stop"[..]));
 }

@@ -114,12 +114,19 @@ impl RaftCore {
     pub(super) fn retry_stalled_snapshot(&mut self, peer: NodeId) {
         let now_ms = self.now_ms;
         let stalled_before_ms = now_ms.saturating_sub(self.config.heartbeat_interval_ms);
+        let newest = self.snapshot.as_ref().map(|snapshot| snapshot.meta.last_included.index);
         let Some(transfer) =
             self.progress.get_mut(&peer).and_then(|progress| progress.snapshot_transfer.as_mut())
         else {
             return;
         };
-        if transfer.last_progress_ms <= stalled_before_ms {
+        let stalled = transfer.last_progress_ms <= stalled_before_ms;
+        if stalled && newest > Some(transfer.snapshot.meta.last_included.index) {
+            // A newer snapshot was taken while this transfer got nowhere: send that instead.
+            self.start_snapshot_transfer(peer);
+            return;
+        }
+        if stalled {
             // Everything confirmed but no installation reported: the follower may have lost
             // what it received; send it all again.
             let from = if transfer.acked >= transfer.total_len() { 0 } else { transfer.acked };
