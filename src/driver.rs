@@ -58,6 +58,17 @@ pub(crate) struct Driver<S, M> {
     /// Simulation only: the planted bug that sends acknowledgments before the sync.
     #[cfg(feature = "sim")]
     pub(crate) planted_acknowledge_before_sync: bool,
+    /// Simulation only: the planted bug that, after restoring a snapshot received from the
+    /// leader, takes the entry right after it as covered too and never applies it.
+    #[cfg(feature = "sim")]
+    pub(crate) planted_snapshot_skips_entry: bool,
+    /// Simulation only: with `planted_snapshot_skips_entry`, the index that will be skipped.
+    #[cfg(feature = "sim")]
+    planted_skip_index: Option<LogIndex>,
+    /// Simulation only: the planted bug that keeps the stored log when installing a snapshot
+    /// the log does not match (no log-reset record: the stale entries stay on disk).
+    #[cfg(feature = "sim")]
+    pub(crate) planted_install_keeps_log: bool,
 }
 
 impl<S: Storage, M: StateMachine> Driver<S, M> {
@@ -79,6 +90,12 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             snapshots_installed: 0,
             #[cfg(feature = "sim")]
             planted_acknowledge_before_sync: false,
+            #[cfg(feature = "sim")]
+            planted_snapshot_skips_entry: false,
+            #[cfg(feature = "sim")]
+            planted_skip_index: None,
+            #[cfg(feature = "sim")]
+            planted_install_keeps_log: false,
         }
     }
 
@@ -119,6 +136,8 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             if let Some(snapshot) = &snapshot {
                 self.storage.snapshot_writer().write(snapshot)?;
             }
+            #[cfg(feature = "sim")]
+            let log_reset = log_reset.filter(|_| !self.planted_install_keeps_log);
             if let Some(base) = log_reset {
                 self.storage.reset_log(base)?;
             }
@@ -146,9 +165,22 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 #[cfg(feature = "sim")]
                 {
                     self.snapshots_installed += 1;
+                    if self.planted_snapshot_skips_entry {
+                        // Planted bug: an off-by-one takes the snapshot to cover one more entry.
+                        self.planted_skip_index = Some(index.next());
+                    }
                 }
             }
             for entry in committed_entries {
+                #[cfg(feature = "sim")]
+                if let Some(skipped) = self.planted_skip_index
+                    && skipped <= entry.index
+                {
+                    self.planted_skip_index = None;
+                    if skipped == entry.index {
+                        continue;
+                    }
+                }
                 if let EntryPayload::Command(command) = entry.payload {
                     self.applied_since_snapshot.0 += 1;
                     self.applied_since_snapshot.1 += command.len() as u64;

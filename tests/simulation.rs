@@ -112,11 +112,18 @@ fn assert_planted_bug_is_caught(
         pre_vote,
         ..SimConfig::default()
     };
-    let reports = run_seeds(seeds.clone(), &config);
-    let failing = reports
-        .iter()
-        .find(|report| !report.violations.is_empty())
-        .unwrap_or_else(|| panic!("the planted bug {bug:?} was not caught in seeds {seeds:?}"));
+    // A few seeds per core at a time, stopping at the first batch that catches the bug.
+    let batch = 4 * std::thread::available_parallelism().map_or(2, |count| count.get()) as u64;
+    let mut start = seeds.start;
+    let failing = loop {
+        assert!(start < seeds.end, "the planted bug {bug:?} was not caught in seeds {seeds:?}");
+        let end = (start + batch).min(seeds.end);
+        let reports = run_seeds(start..end, &config);
+        if let Some(report) = reports.into_iter().find(|report| !report.violations.is_empty()) {
+            break report;
+        }
+        start = end;
+    };
     let replayed = sim::run(failing.seed, &config);
     assert_eq!(replayed.trace_hash, failing.trace_hash);
     assert_eq!(replayed.violations, failing.violations);
@@ -125,6 +132,22 @@ fn assert_planted_bug_is_caught(
     assert!(command.contains(&format!("--planted-bug {}", bug.name())), "{command}");
     assert!(command.contains("--faults crash-storm"), "{command}");
     command
+}
+
+/// A planted snapshot bug (a follower restoring a snapshot from the leader takes it to cover
+/// one entry more, and never applies that entry) is reported within a bounded number of seeds
+/// (measured: 63 of 1,000 crash-storm seeds, 271 of 1,000 mixed), and the failing seed replays.
+#[test]
+fn a_planted_snapshot_skips_entry_bug_is_caught_and_replays() {
+    assert_planted_bug_is_caught(PlantedBug::SnapshotSkipsEntry, true, 0..300);
+}
+
+/// A planted snapshot bug (a follower installing a snapshot its log does not match keeps its
+/// stored log, writing no log-reset record) is reported within a bounded number of seeds
+/// (measured: 64 of 1,000 crash-storm seeds), and the failing seed replays.
+#[test]
+fn a_planted_install_keeps_conflicting_log_bug_is_caught_and_replays() {
+    assert_planted_bug_is_caught(PlantedBug::InstallKeepsConflictingLog, true, 0..300);
 }
 
 /// A planted durability bug (acknowledgments and votes sent before their write is synced) is

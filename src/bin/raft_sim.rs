@@ -57,7 +57,8 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 struct RunOptions {
-    /// Plant a protocol bug: commit-previous-term, forget-vote or ack-before-sync.
+    /// Plant a protocol bug: commit-previous-term, forget-vote, ack-before-sync,
+    /// snapshot-skips-entry or install-keeps-conflicting-log.
     #[arg(long)]
     planted_bug: Option<String>,
     /// Cluster size (default: 3 or 5, chosen by the seed).

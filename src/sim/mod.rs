@@ -231,7 +231,11 @@ impl FaultConfig {
 /// `AcknowledgeBeforeSync` about 5 seeds in 100; `ForgetVoteOnRestart` about 4 in 1,000 with
 /// pre-vote off (pre-vote makes two candidates in one term, which it needs, very rare: 0 in
 /// 10,000); both are CI tests. `CommitPreviousTermByCounting` about 1 safety violation in 10,000 (it
-/// needs Figure 8's exact sequence of crashes).
+/// needs Figure 8's exact sequence of crashes). The snapshot bugs (CI tests too):
+/// `SnapshotSkipsEntry` about 6 seeds in 100 (27 in 100 with mixed faults; the final
+/// state-machine comparison or the apply check catches it), `InstallKeepsConflictingLog`
+/// about 6 in 100 (the write-ahead log refuses to reopen: a gap or stale entries under the
+/// snapshot's successors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
     /// The leader commits an entry of an earlier term by counting its replicas (Raft Figure 8),
@@ -241,14 +245,24 @@ pub enum PlantedBug {
     ForgetVoteOnRestart,
     /// Acknowledgments and votes are sent before the write they promise is synced.
     AcknowledgeBeforeSync,
+    /// A follower that restores a snapshot received from the leader takes it to cover one
+    /// entry more than it does (an off-by-one): the entry right after the snapshot is never
+    /// applied there.
+    SnapshotSkipsEntry,
+    /// A follower that installs a snapshot its log does not match resets its log in memory
+    /// but keeps the stored one (writes no log-reset record): the stale entries stay on disk
+    /// under the new ones.
+    InstallKeepsConflictingLog,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 5] = [
         PlantedBug::CommitPreviousTermByCounting,
         PlantedBug::ForgetVoteOnRestart,
         PlantedBug::AcknowledgeBeforeSync,
+        PlantedBug::SnapshotSkipsEntry,
+        PlantedBug::InstallKeepsConflictingLog,
     ];
 
     /// The bug's name on the command line (kebab-case).
@@ -257,6 +271,8 @@ impl PlantedBug {
             PlantedBug::CommitPreviousTermByCounting => "commit-previous-term",
             PlantedBug::ForgetVoteOnRestart => "forget-vote",
             PlantedBug::AcknowledgeBeforeSync => "ack-before-sync",
+            PlantedBug::SnapshotSkipsEntry => "snapshot-skips-entry",
+            PlantedBug::InstallKeepsConflictingLog => "install-keeps-conflicting-log",
         }
     }
 

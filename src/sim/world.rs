@@ -530,6 +530,8 @@ impl World {
             Some(PlantedBug::AcknowledgeBeforeSync) => {
                 driver.planted_acknowledge_before_sync = true
             }
+            Some(PlantedBug::SnapshotSkipsEntry) => driver.planted_snapshot_skips_entry = true,
+            Some(PlantedBug::InstallKeepsConflictingLog) => driver.planted_install_keeps_log = true,
             Some(PlantedBug::ForgetVoteOnRestart) | None => {}
         }
         let node = &mut self.nodes[position];
