@@ -67,7 +67,8 @@ struct RunOptions {
     /// Virtual milliseconds of client traffic per seed.
     #[arg(long, default_value_t = SimConfig::default().workload_ms)]
     workload_ms: u64,
-    /// Fault rates: mixed (every kind of fault) or crash-storm (frequent crashes and failed syncs).
+    /// Fault rates: mixed (every kind of fault), crash-storm (frequent crashes and failed
+    /// syncs) or light (message faults, rare crashes and partitions).
     #[arg(long, default_value = "mixed")]
     faults: String,
     /// Run the nodes without pre-vote (the classic election).
@@ -76,6 +77,15 @@ struct RunOptions {
     /// Run the nodes without snapshots or log compaction.
     #[arg(long)]
     no_snapshots: bool,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = SimConfig::default().clients)]
+    clients: usize,
+    /// A long outage: a follower goes down early for this many virtual milliseconds while the
+    /// others write and compact, and catches up by snapshot (0: none). With
+    /// `--faults light --workload-ms 20000 --clients 8 --outage-ms 15000` this is
+    /// `SimConfig::snapshot_catch_up`.
+    #[arg(long, default_value_t = 0)]
+    outage_ms: u64,
 }
 
 impl RunOptions {
@@ -91,7 +101,7 @@ impl RunOptions {
             },
         };
         let Some(faults) = FaultConfig::preset(&self.faults) else {
-            bail!("unknown fault preset {:?}; known: mixed, crash-storm", self.faults)
+            bail!("unknown fault preset {:?}; known: mixed, crash-storm, light", self.faults)
         };
         Ok(SimConfig {
             faults,
@@ -99,6 +109,8 @@ impl RunOptions {
             snapshots: !self.no_snapshots,
             node_count: self.nodes,
             workload_ms: self.workload_ms,
+            clients: self.clients,
+            outage_ms: self.outage_ms,
             planted_bug,
             trace,
             ..SimConfig::default()
@@ -143,6 +155,12 @@ fn print_report(report: &SimReport) {
     println!("operations: {}", describe_operations(&report.operations));
     println!("faults: {}", report.faults);
     println!("snapshots: {}", report.snapshots);
+    if let Some(outage) = &report.outage {
+        println!(
+            "outage: {} down for {} ms, came back {} entries behind and installed {} snapshots",
+            outage.node, outage.down_ms, outage.entries_behind, outage.snapshots_installed
+        );
+    }
     if report.violations.is_empty() {
         println!("no violations");
     }
@@ -182,6 +200,8 @@ fn soak(
     let mut snapshots = SnapshotCounts::default();
     let mut events = 0u64;
     let mut inconclusive = 0u64;
+    // Long outages: how many, how far behind in all, how many caught up by snapshot.
+    let mut outages = (0u64, 0u64, 0u64);
     let mut failing: Vec<SimReport> = Vec::new();
     let mut done = 0u64;
     std::thread::scope(|scope| {
@@ -212,6 +232,11 @@ fn soak(
             faults.add(&report.faults);
             snapshots.add(&report.snapshots);
             inconclusive += u64::from(report.linearizability_inconclusive);
+            if let Some(outage) = &report.outage {
+                outages.0 += 1;
+                outages.1 += outage.entries_behind;
+                outages.2 += u64::from(outage.snapshots_installed > 0);
+            }
             if !report.violations.is_empty() {
                 eprintln!();
                 eprintln!("seed {} violated an invariant: {}", report.seed, report.violations[0]);
@@ -239,6 +264,14 @@ fn soak(
     println!("events:       {events}");
     println!("faults:       {faults}");
     println!("snapshots:    {snapshots}");
+    if outages.0 > 0 {
+        println!(
+            "outages:      {} followers down long, {:.0} entries behind on average, {} caught up by snapshot",
+            outages.0,
+            outages.1 as f64 / outages.0 as f64,
+            outages.2
+        );
+    }
     println!("inconclusive: {inconclusive} seeds (linearizability search over budget)");
     println!("violations:   {} seeds", failing.len());
     failing.sort_by_key(|report| report.seed);

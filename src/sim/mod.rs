@@ -46,6 +46,8 @@ use std::fmt;
 
 pub use checks::Violation;
 
+use crate::types::NodeId;
+
 /// How a run is shaped: cluster size, workload and fault rates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
@@ -73,6 +75,11 @@ pub struct SimConfig {
     /// thresholds, tail and chunk sizes (small, so runs take many snapshots and send them in
     /// many chunks).
     pub snapshots: bool,
+    /// A long outage: early in the workload one follower goes down (a power loss) for this
+    /// many virtual milliseconds while the clients keep writing, so that it comes back far
+    /// behind a log the others have compacted and must catch up by snapshot. 0: none.
+    /// [`SimConfig::snapshot_catch_up`] is a run built around it.
+    pub outage_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -89,6 +96,23 @@ impl Default for SimConfig {
             trace: false,
             pre_vote: true,
             snapshots: true,
+            outage_ms: 0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// A follower cut off for thousands of entries: a 20-second workload of 8 clients under
+    /// light faults, during which one follower is down for 15 seconds while the others
+    /// commit and compact what it lacks; it rejoins by snapshot (`raft-sim soak --faults
+    /// light --workload-ms 20000 --clients 8 --outage-ms 15000`).
+    pub fn snapshot_catch_up() -> SimConfig {
+        SimConfig {
+            workload_ms: 20_000,
+            clients: 8,
+            outage_ms: 15_000,
+            faults: FaultConfig::light(),
+            ..SimConfig::default()
         }
     }
 }
@@ -137,6 +161,11 @@ pub struct FaultConfig {
     pub max_pause_ms: u64,
     /// Probability that an answer to a client is lost (the client sees a timeout).
     pub client_response_loss: f64,
+    /// Probability that a node goes down while it stores a snapshot it took: half of the
+    /// time its sync of the snapshot file fails (before the file is renamed into place), half
+    /// of the time just after the snapshot is durable, before the log is compacted behind it.
+    /// The crash is a process crash or a power loss, as any other.
+    pub snapshot_write_crash: f64,
 }
 
 impl Default for FaultConfig {
@@ -160,6 +189,7 @@ impl Default for FaultConfig {
             pause: 0.02,
             max_pause_ms: 1_000,
             client_response_loss: 0.02,
+            snapshot_write_crash: 0.03,
         }
     }
 }
@@ -183,6 +213,20 @@ impl FaultConfig {
             sync_failure: 0.1,
             pause: 0.05,
             max_pause_ms: 400,
+            snapshot_write_crash: 0.15,
+            ..FaultConfig::default()
+        }
+    }
+
+    /// The message faults of the mixed preset with rare partitions, crashes and pauses: the
+    /// cluster makes steady progress (thousands of entries in a 20-second workload), as the
+    /// long-outage runs of [`SimConfig::snapshot_catch_up`] need.
+    pub fn light() -> FaultConfig {
+        FaultConfig {
+            partition: 0.01,
+            crash: 0.01,
+            sync_failure: 0.001,
+            pause: 0.005,
             ..FaultConfig::default()
         }
     }
@@ -193,6 +237,8 @@ impl FaultConfig {
             Some("mixed")
         } else if *self == FaultConfig::crash_storm() {
             Some("crash-storm")
+        } else if *self == FaultConfig::light() {
+            Some("light")
         } else {
             None
         }
@@ -203,6 +249,7 @@ impl FaultConfig {
         match name {
             "mixed" => Some(FaultConfig::default()),
             "crash-storm" => Some(FaultConfig::crash_storm()),
+            "light" => Some(FaultConfig::light()),
             _ => None,
         }
     }
@@ -220,6 +267,7 @@ impl FaultConfig {
             sync_failure: scale(self.sync_failure),
             pause: scale(self.pause),
             client_response_loss: scale(self.client_response_loss),
+            snapshot_write_crash: scale(self.snapshot_write_crash),
             ..self.clone()
         }
     }
@@ -307,6 +355,8 @@ pub struct FaultCounts {
     pub pauses: u64,
     /// Client answers lost.
     pub client_responses_lost: u64,
+    /// Nodes that went down while storing a snapshot they took (counted in `crashes` too).
+    pub snapshot_write_crashes: u64,
 }
 
 impl FaultCounts {
@@ -323,6 +373,7 @@ impl FaultCounts {
         self.sync_failures += other.sync_failures;
         self.pauses += other.pauses;
         self.client_responses_lost += other.client_responses_lost;
+        self.snapshot_write_crashes += other.snapshot_write_crashes;
     }
 }
 
@@ -330,13 +381,14 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {} ({} process crashes), lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
+            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {} ({} process crashes, {} while storing a snapshot), lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
             self.messages_dropped,
             self.messages_duplicated,
             self.messages_reordered,
             self.partitions,
             self.crashes,
             self.process_crashes,
+            self.snapshot_write_crashes,
             self.lost_unsynced_bytes,
             self.torn_writes,
             self.sync_failures,
@@ -367,6 +419,19 @@ impl fmt::Display for SnapshotCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} stored, {} installed from a leader", self.stored, self.installed)
     }
+}
+
+/// What the long outage of [`SimConfig::outage_ms`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutageReport {
+    /// The follower that went down.
+    pub node: NodeId,
+    /// How long it was down (virtual milliseconds).
+    pub down_ms: u64,
+    /// How many entries the cluster committed past the node's last one while it was down.
+    pub entries_behind: u64,
+    /// Snapshots the node installed from a leader after it came back.
+    pub snapshots_installed: u64,
 }
 
 /// Counts of client operations by outcome.
@@ -406,6 +471,8 @@ pub struct SimReport {
     pub faults: FaultCounts,
     /// Snapshots taken and stored, and snapshots installed from a leader.
     pub snapshots: SnapshotCounts,
+    /// The long outage, when the run had one and the node came back.
+    pub outage: Option<OutageReport>,
     /// Highest commit index reached.
     pub commit_index: u64,
     /// Whether the linearizability search ran out of budget (neither a pass nor a violation).
@@ -417,7 +484,8 @@ pub struct SimReport {
 /// The one-line command that replays `seed` under `config` with every event logged.
 ///
 /// Only the settings `raft-sim` exposes (`planted_bug`, `node_count`, `workload_ms`,
-/// `pre_vote`, a fault preset) are carried over; a run with other settings must be replayed through [`run`].
+/// `clients`, `pre_vote`, `snapshots`, `outage_ms`, a fault preset) are carried over; a run
+/// with other settings must be replayed through [`run`].
 pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     let mut command = format!(
         "RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed {seed}"
@@ -430,6 +498,12 @@ pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     }
     if config.workload_ms != SimConfig::default().workload_ms {
         command.push_str(&format!(" --workload-ms {}", config.workload_ms));
+    }
+    if config.clients != SimConfig::default().clients {
+        command.push_str(&format!(" --clients {}", config.clients));
+    }
+    if config.outage_ms != 0 {
+        command.push_str(&format!(" --outage-ms {}", config.outage_ms));
     }
     if !config.pre_vote {
         command.push_str(" --no-pre-vote");

@@ -24,7 +24,9 @@ use super::kv::{KvAnswer, KvOperation, SimKv};
 use super::network::{MessageFate, PartitionKind, SimNetwork};
 use super::rng::SimRng;
 use super::trace::TraceHash;
-use super::{FaultCounts, OperationCounts, PlantedBug, SimConfig, SimReport, SnapshotCounts};
+use super::{
+    FaultCounts, OperationCounts, OutageReport, PlantedBug, SimConfig, SimReport, SnapshotCounts,
+};
 
 /// How often log matching is checked across the running nodes.
 const CHECK_INTERVAL_MS: u64 = 500;
@@ -69,6 +71,8 @@ enum Event {
         id: NodeId,
         incarnation: u64,
     },
+    /// The long outage of [`SimConfig::outage_ms`] begins: a follower goes down.
+    OutageStart,
 }
 
 /// What a node answered a client.
@@ -213,6 +217,10 @@ pub(crate) struct World {
     max_commit_index: LogIndex,
     linearizability_inconclusive: bool,
     snapshots: SnapshotCounts,
+    /// The node taken down by the long outage, with its last log index and the time then.
+    outage: Option<(NodeId, LogIndex, u64)>,
+    /// What the long outage did, once the node is back.
+    outage_report: Option<OutageReport>,
 }
 
 impl World {
@@ -292,6 +300,8 @@ impl World {
             max_commit_index: LogIndex(0),
             linearizability_inconclusive: false,
             snapshots: SnapshotCounts::default(),
+            outage: None,
+            outage_report: None,
         }
     }
 
@@ -328,6 +338,10 @@ impl World {
         self.schedule(fault_interval, Event::FaultRound);
         self.schedule(CHECK_INTERVAL_MS, Event::CheckInvariants);
         self.schedule(self.config.workload_ms, Event::EndWorkload);
+        if self.config.outage_ms > 0 {
+            let start = self.rng.between(300, 1_000).min(self.config.workload_ms);
+            self.schedule(start, Event::OutageStart);
+        }
 
         let deadline = self.config.workload_ms + self.config.convergence_limit_ms;
         let mut converged = false;
@@ -381,6 +395,7 @@ impl World {
                 if self.nodes[self.node_position(id)].running.is_none() {
                     self.trace.add_u64(0xA1);
                     self.trace_event(format_args!("{id} restarts"));
+                    self.end_outage(id);
                     self.start_node(id);
                 }
             }
@@ -397,6 +412,7 @@ impl World {
                 }
             }
             Event::EndWorkload => self.end_workload(),
+            Event::OutageStart => self.outage_start(),
             Event::SnapshotWritten { id, incarnation } => {
                 if let Some(Event::SnapshotWritten { id, incarnation }) =
                     self.accepts(id, Event::SnapshotWritten { id, incarnation })
@@ -409,6 +425,11 @@ impl World {
 
     /// Node `id` finished writing the snapshot it took (unless it restarted since).
     fn snapshot_written(&mut self, id: NodeId, incarnation: u64) {
+        // Sometimes the node goes down while it writes the snapshot: its sync fails (the power
+        // goes, or the process dies, between writing the temporary file and renaming it into
+        // place), or just after the file is durable, before the node compacts its log.
+        let interrupted = self.rng.chance(self.config.faults.snapshot_write_crash);
+        let mid_write = interrupted && self.rng.chance(0.5);
         let position = self.node_position(id);
         let node = &mut self.nodes[position];
         if node.incarnation != incarnation {
@@ -418,7 +439,20 @@ impl World {
         let Some(snapshot) = running.snapshot_to_write.take() else { return };
         let index = snapshot.meta.last_included.index;
         let mut writer = running.driver.snapshot_writer();
+        if mid_write {
+            node.disk.fail_next_sync();
+        }
         let written = writer.write(&snapshot).map(|()| snapshot);
+        if interrupted {
+            self.faults.snapshot_write_crashes += 1;
+            self.trace.add_u64(0xA5);
+            self.trace_event(format_args!(
+                "{id} goes down {} its snapshot through index {index}",
+                if mid_write { "while writing" } else { "just after writing" }
+            ));
+            self.crash(id);
+            return;
+        }
         let stored = written.is_ok();
         self.snapshots.stored += u64::from(stored);
         let result = running.driver.snapshot_stored(written);
@@ -550,6 +584,11 @@ impl World {
 
     /// Crashes node `id`: its memory is gone, and so are some of its unsynced writes.
     fn crash(&mut self, id: NodeId) {
+        self.crash_for(id, None);
+    }
+
+    /// Crashes node `id` and restarts it after `downtime_ms`, or after a random downtime.
+    fn crash_for(&mut self, id: NodeId, downtime_ms: Option<u64>) {
         let position = self.node_position(id);
         let node = &mut self.nodes[position];
         if node.running.take().is_none() {
@@ -582,6 +621,8 @@ impl World {
         // injected earlier) comes back at once.
         let downtime = if self.workload_over {
             0
+        } else if let Some(downtime_ms) = downtime_ms {
+            downtime_ms
         } else {
             let faults = &self.config.faults;
             self.rng
@@ -629,7 +670,11 @@ impl World {
                 answers.push((client, operation, answer));
             }
         }
-        self.snapshots.installed += std::mem::take(&mut running.driver.snapshots_installed);
+        let installed = std::mem::take(&mut running.driver.snapshots_installed);
+        self.snapshots.installed += installed;
+        if let Some(outage) = self.outage_report.as_mut().filter(|outage| outage.node == id) {
+            outage.snapshots_installed += installed;
+        }
         if result.is_ok()
             && running.snapshot_to_write.is_none()
             && let Some(snapshot) = running.driver.take_snapshot_if_due()
@@ -882,6 +927,53 @@ impl World {
         self.schedule(faults.fault_interval_ms, Event::FaultRound);
     }
 
+    /// The long outage begins: a running follower goes down (a power loss) for
+    /// [`SimConfig::outage_ms`] while the others go on.
+    fn outage_start(&mut self) {
+        let followers: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|node| {
+                node.running
+                    .as_ref()
+                    .is_some_and(|running| running.driver.core.role() != Role::Leader)
+            })
+            .map(|node| node.id)
+            .collect();
+        let Some(victim) = self.rng.pick(&followers) else {
+            // Nobody to take down now (an election, or nodes down): try again shortly.
+            self.schedule(50, Event::OutageStart);
+            return;
+        };
+        let position = self.node_position(victim);
+        let last_index = self.nodes[position]
+            .running
+            .as_ref()
+            .map_or(LogIndex(0), |running| running.driver.core.last_log_id().index);
+        self.outage = Some((victim, last_index, self.now_ms));
+        self.trace.add_u64(0xC3);
+        self.trace_event(format_args!(
+            "{victim} goes down for {} ms (long outage) at log index {last_index}",
+            self.config.outage_ms
+        ));
+        self.crash_for(victim, Some(self.config.outage_ms));
+    }
+
+    /// Node `id` comes back: if the long outage took it down, record how far behind it is.
+    fn end_outage(&mut self, id: NodeId) {
+        if let Some((node, last_index, start_ms)) = self.outage
+            && node == id
+        {
+            self.outage = None;
+            self.outage_report = Some(OutageReport {
+                node,
+                down_ms: self.now_ms - start_ms,
+                entries_behind: self.max_commit_index.0.saturating_sub(last_index.0),
+                snapshots_installed: 0,
+            });
+        }
+    }
+
     fn resume(&mut self, id: NodeId) {
         let position = self.node_position(id);
         let node = &mut self.nodes[position];
@@ -904,6 +996,7 @@ impl World {
         for id in self.members.clone() {
             let position = self.node_position(id);
             if self.nodes[position].running.is_none() {
+                self.end_outage(id);
                 self.start_node(id);
             } else if self.nodes[position].paused_until.is_some() {
                 self.resume(id);
@@ -982,6 +1075,7 @@ impl World {
             operations,
             faults: self.faults,
             snapshots: self.snapshots,
+            outage: self.outage_report,
             commit_index: self.max_commit_index.0,
             linearizability_inconclusive: self.linearizability_inconclusive,
             violations: self.checker.into_violations(),
