@@ -1,5 +1,7 @@
 //! Recovery of the write-ahead log (`WalStorage`) after clean shutdowns, crashes and damage,
-//! through the public API only. The byte layout these tests damage is specified in
+//! through the public API only; and its snapshot paths: restart from a snapshot plus the log
+//! tail, compaction of whole segments, log-reset records, leftover, corrupt and foreign
+//! snapshot files. The byte layout these tests damage is specified in
 //! `docs/wal-format.md`.
 
 use std::collections::BTreeMap;
@@ -7,8 +9,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft_consensus::storage::{Storage, WalIdentity, WalOptions, WalStorage};
-use raft_consensus::{Entry, EntryPayload, HardState, LogIndex, NodeId, StorageError, Term};
+use raft_consensus::storage::{SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage};
+use raft_consensus::{
+    Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta, StorageError,
+    Term,
+};
 
 // ----- The format, as docs/wal-format.md specifies it. -----
 
@@ -1195,4 +1200,315 @@ fn a_failed_preparation_is_an_error_at_the_next_rollover() {
     // Everything synced before the failed roll-over is there.
     let state = open_with(dir.path(), &options).unwrap().load().unwrap();
     assert_eq!(state.entries.len() as u64, index);
+}
+
+// ----- Snapshots, compaction and log resets. -----
+
+/// The file name of the snapshot through `index` (`docs/wal-format.md`).
+fn snapshot_file_name(index: u64) -> String {
+    format!("snapshot-{index:020}.snap")
+}
+
+/// A snapshot through `index` of `term`, of a three-node cluster.
+fn snapshot_through(term: u64, index: u64, data: &[u8]) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::new(Term(term), LogIndex(index)),
+            members: vec![NodeId(1), NodeId(2), NodeId(3)],
+        },
+        data: Bytes::copy_from_slice(data),
+    }
+}
+
+/// Stores `snapshot` through `storage`'s snapshot writer.
+fn store_snapshot(storage: &WalStorage, snapshot: &Snapshot) {
+    storage.snapshot_writer().write(snapshot).expect("the test's snapshot writes cleanly");
+}
+
+/// Names of the snapshot files (including temporary ones) in `dir`.
+fn snapshot_names(dir: &Path) -> Vec<String> {
+    snapshot(dir).into_keys().filter(|name| name.starts_with("snapshot-")).collect()
+}
+
+/// Appends `entries` one sync each, and returns, for each segment, the indexes written into it
+/// (a segment that fills up at a sync is closed and the next one started).
+fn append_one_per_sync(
+    storage: &mut WalStorage,
+    dir: &Path,
+    entries: &[Entry],
+) -> BTreeMap<u64, Vec<u64>> {
+    let mut written: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for entry in entries {
+        let current = segment_names(dir).len() as u64;
+        storage.append(std::slice::from_ref(entry)).expect("appending to a healthy log");
+        storage.sync().expect("syncing a healthy log");
+        written.entry(current).or_default().push(entry.index.0);
+    }
+    written
+}
+
+/// Restarting from a snapshot and the log after it: the entries after the snapshot come back,
+/// the segments compaction removed do not, and `load` returns the snapshot.
+#[test]
+fn restart_returns_the_snapshot_and_the_log_tail_without_compacted_entries() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
+    storage.load().expect("a fresh log loads");
+    let log = entries(1, 1, 20, 30);
+    let written = append_one_per_sync(&mut storage, dir.path(), &log);
+    assert!(written.len() >= 5, "expected several segments: {written:?}");
+    let snap = snapshot_through(1, 12, b"state through 12");
+    store_snapshot(&storage, &snap);
+    storage.compact(LogIndex(12)).expect("compaction behind a durable snapshot");
+    storage.save_hard_state(&hard_state(1, Some(1), 20)).expect("saving the hard state");
+    storage.append(&entries(1, 21, 25, 30)).expect("appending after compaction");
+    storage.sync().expect("syncing after compaction");
+    drop(storage);
+
+    let state = open_with(dir.path(), &options)
+        .expect("a compacted log with its snapshot opens")
+        .load()
+        .expect("loads");
+    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.hard_state, hard_state(1, Some(1), 20));
+    // The oldest segment left is the one holding index 13, the first the snapshot lacks.
+    let oldest = written
+        .iter()
+        .find(|(_, indexes)| indexes.contains(&13))
+        .map(|(sequence, _)| *sequence)
+        .expect("some segment holds entry 13");
+    let first = written[&oldest][0];
+    assert!(first > 1 && first <= 13, "first index left {first}");
+    let mut expected = entries(1, first, 20, 30);
+    expected.extend(entries(1, 21, 25, 30));
+    assert_eq!(state.entries, expected, "the log tail, from the oldest segment left");
+    assert_eq!(segment_names(dir.path())[0], segment_name(oldest));
+}
+
+/// Compaction removes the oldest segments whose entries a snapshot covers, whole, oldest
+/// first; never a segment holding an entry after `through`, and never the current segment.
+#[test]
+fn compaction_removes_only_whole_covered_segments_and_never_the_current_one() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
+    storage.load().expect("a fresh log loads");
+    let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 14, 30));
+    let current = segment_names(dir.path()).len() as u64;
+    assert!(written.len() >= 4, "{written:?}");
+    // Through an index in the middle of segment 3: segments 1 and 2 go, 3 stays.
+    let middle = written[&3][1];
+    assert!(written[&3].last() > Some(&middle), "{written:?}");
+    store_snapshot(&storage, &snapshot_through(1, middle, b"middle"));
+    storage.compact(LogIndex(middle)).expect("compaction");
+    let left = segment_names(dir.path());
+    assert_eq!(left, (3..=current).map(segment_name).collect::<Vec<_>>());
+    // Compacting through the same index again removes nothing more.
+    storage.compact(LogIndex(middle)).expect("compaction again");
+    assert_eq!(segment_names(dir.path()), left);
+    // Through the last entry: everything but the current segment goes, even where the current
+    // segment holds covered entries (or none at all).
+    store_snapshot(&storage, &snapshot_through(1, 14, b"everything"));
+    storage.compact(LogIndex(14)).expect("compaction through the end");
+    assert_eq!(segment_names(dir.path()), [segment_name(current)]);
+    assert_eq!(snapshot_names(dir.path()), [snapshot_file_name(14)], "older snapshots removed");
+    drop(storage);
+
+    let state = open_with(dir.path(), &options).expect("reopens").load().expect("loads");
+    assert_eq!(state.snapshot.map(|snap| snap.meta.last_included.index), Some(LogIndex(14)));
+    let expected: Vec<Entry> = entries(1, 1, 14, 30)
+        .into_iter()
+        .filter(|entry| written.get(&current).is_some_and(|held| held.contains(&entry.index.0)))
+        .collect();
+    assert_eq!(state.entries, expected, "the current segment's entries only");
+}
+
+/// A log-reset record drops every entry before it at recovery: within one segment, across
+/// segments, and when compaction left the segment holding the reset as the oldest one.
+#[test]
+fn a_log_reset_drops_earlier_entries_across_segments_and_as_the_oldest_segment() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
+    storage.load().expect("a fresh log loads");
+    let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 10, 30));
+    let reset_segment = segment_names(dir.path()).len() as u64;
+    assert!(reset_segment >= 4, "{written:?}");
+    // A follower at index 10 installs a snapshot through 20@2 its log does not hold: the
+    // snapshot is stored, the log reset, and the log goes on after it.
+    let snap = snapshot_through(2, 20, b"the leader's state");
+    store_snapshot(&storage, &snap);
+    storage.reset_log(LogId::new(Term(2), LogIndex(20))).expect("a log reset");
+    storage.save_hard_state(&hard_state(2, None, 20)).expect("the hard state");
+    storage.sync().expect("syncing the reset");
+    let tail = entries(2, 21, 26, 30);
+    let after_reset = append_one_per_sync(&mut storage, dir.path(), &tail);
+    assert!(after_reset.len() >= 2, "the tail spans segments: {after_reset:?}");
+    assert_eq!(after_reset.keys().next(), Some(&reset_segment), "{after_reset:?}");
+    drop(storage);
+
+    // Across segments: segment 1 is still there; every entry before the reset is dropped.
+    let mut storage = open_with(dir.path(), &options).expect("reopens with the reset");
+    let state = storage.load().expect("loads");
+    assert_eq!(state.entries, tail);
+    assert_eq!(state.snapshot, Some(snap.clone()));
+    assert_eq!(segment_names(dir.path())[0], segment_name(1));
+
+    // Compaction removes every segment before the reset's (their entries are obsolete, and
+    // the reset's segment holds entries after the snapshot), which becomes the oldest left:
+    // it starts with entries from before the reset, which recovery still drops.
+    storage.compact(LogIndex(20)).expect("compaction after a reset");
+    assert_eq!(segment_names(dir.path())[0], segment_name(reset_segment));
+    assert!(written.contains_key(&reset_segment), "stale entries precede the reset there");
+    drop(storage);
+    let state = open_with(dir.path(), &options)
+        .expect("reopens with the reset's segment the oldest")
+        .load()
+        .expect("loads");
+    assert_eq!(state.entries, tail);
+    assert_eq!(state.snapshot, Some(snap));
+}
+
+/// A log reset in the only segment, with nothing after it: the log is empty after its base.
+#[test]
+fn a_log_reset_in_the_only_segment_leaves_an_empty_log() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open(dir.path()).expect("a fresh log opens");
+    storage.load().expect("loads");
+    storage.append(&entries(1, 1, 5, 8)).expect("append");
+    storage.sync().expect("sync");
+    store_snapshot(&storage, &snapshot_through(3, 9, b"nine"));
+    storage.reset_log(LogId::new(Term(3), LogIndex(9))).expect("a log reset");
+    storage.sync().expect("sync");
+    drop(storage);
+    let state = open(dir.path()).expect("reopens").load().expect("loads");
+    assert!(state.entries.is_empty(), "{:?}", state.entries);
+    assert_eq!(
+        state.snapshot.map(|snap| snap.meta.last_included),
+        Some(LogId::new(Term(3), LogIndex(9)))
+    );
+}
+
+/// A snapshot a crash left half written (`snapshot-*.snap.tmp`) is ignored and removed at open;
+/// the last complete snapshot is the one loaded.
+#[test]
+fn a_leftover_temporary_snapshot_is_ignored_and_removed_at_open() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open(dir.path()).expect("a fresh log opens");
+    storage.load().expect("loads");
+    storage.append(&entries(1, 1, 9, 8)).expect("append");
+    storage.sync().expect("sync");
+    let snap = snapshot_through(1, 5, b"five");
+    store_snapshot(&storage, &snap);
+    drop(storage);
+    let leftover = format!("{}.tmp", snapshot_file_name(9));
+    fs::write(dir.path().join(&leftover), b"RAFTSNP\0 cut short").expect("writing the leftover");
+
+    let state = open(dir.path()).expect("opens despite the leftover").load().expect("loads");
+    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.entries, entries(1, 1, 9, 8));
+    assert_eq!(snapshot_names(dir.path()), [snapshot_file_name(5)], "the leftover is removed");
+}
+
+/// The newest snapshot failing its checks refuses the start, naming the file, with nothing
+/// changed: the segments it covers may already be gone, so an older one will not do.
+#[test]
+fn a_corrupt_newest_snapshot_refuses_to_start_naming_the_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open(dir.path()).expect("a fresh log opens");
+    storage.load().expect("loads");
+    storage.append(&entries(1, 1, 9, 8)).expect("append");
+    storage.sync().expect("sync");
+    store_snapshot(&storage, &snapshot_through(1, 9, b"the state machine through nine"));
+    drop(storage);
+    let path = dir.path().join(snapshot_file_name(9));
+    // A bit of the data flipped (the data follows a 68-byte header for three members).
+    flip_bit(&path, file_len(&path) - 10, 0x04);
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    assert!(matches!(error, StorageError::CorruptRecord { .. }), "{error:?}");
+    assert!(error.to_string().contains(&snapshot_file_name(9)), "{error}");
+
+    // Cut short too.
+    let bytes = fs::read(&path).expect("reading the snapshot");
+    fs::write(&path, &bytes[..bytes.len() / 2]).expect("cutting the snapshot");
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    assert!(error.to_string().contains(&snapshot_file_name(9)), "{error}");
+}
+
+/// A snapshot file of another node is refused untouched (ForeignData), naming it.
+#[test]
+fn a_snapshot_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open(dir.path()).expect("a fresh log opens");
+    storage.load().expect("loads");
+    storage.append(&entries(1, 1, 3, 8)).expect("append");
+    storage.sync().expect("sync");
+    drop(storage);
+    let other_dir = tempfile::tempdir().expect("another temporary directory");
+    let other = WalIdentity { node_id: NodeId(2), ..identity() };
+    let other_storage = WalStorage::open(other_dir.path(), other, WalOptions::default())
+        .expect("node 2's log opens");
+    store_snapshot(&other_storage, &snapshot_through(1, 3, b"node 2's state"));
+    drop(other_storage);
+    fs::copy(other_dir.path().join(snapshot_file_name(3)), dir.path().join(snapshot_file_name(3)))
+        .expect("copying node 2's snapshot");
+
+    let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
+    assert!(
+        matches!(error, StorageError::ForeignData { found_node: 2, expected_node: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&snapshot_file_name(3)), "{error}");
+}
+
+/// Without a snapshot, a log whose oldest segments are missing (with entries in the ones left)
+/// is refused, naming segment 1: only compaction behind a snapshot removes segments.
+#[test]
+fn missing_oldest_segments_without_a_snapshot_are_refused() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
+    storage.load().expect("loads");
+    let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 10, 30));
+    assert!(written.len() >= 4, "{written:?}");
+    drop(storage);
+    fs::remove_file(segment(dir.path(), 1)).expect("removing segment 1");
+    fs::remove_file(segment(dir.path(), 2)).expect("removing segment 2");
+    let error = open_fails_unchanged(dir.path(), identity(), &options);
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains(&segment_name(1)), "{error}");
+}
+
+/// Compaction removed segment 1, and a later segment replaced the log from an index below the
+/// first entry of the oldest segment left (a conflicting suffix, rewritten before the snapshot
+/// was taken): recovery restarts the log at the rewrite instead of refusing it.
+#[test]
+fn a_rewrite_below_the_oldest_segment_left_after_compaction_recovers() {
+    let options = small_segments();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
+    storage.load().expect("loads");
+    let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 6, 30));
+    assert_eq!(written.get(&1), Some(&vec![1, 2, 3]), "{written:?}");
+    assert_eq!(written.get(&2), Some(&vec![4, 5, 6]), "{written:?}");
+    // A new leader replaces the log from index 2 (segment 3).
+    let rewrite = vec![entry(2, 2, b"two"), entry(2, 3, b"three"), entry(2, 4, b"four")];
+    storage.append(&rewrite).expect("replacing a suffix");
+    storage.save_hard_state(&hard_state(2, Some(2), 3)).expect("the hard state");
+    storage.sync().expect("sync");
+    // A snapshot through 3@2; compaction removes segment 1 only (segment 2 held index 6).
+    let snap = snapshot_through(2, 3, b"through three");
+    store_snapshot(&storage, &snap);
+    storage.compact(LogIndex(3)).expect("compaction");
+    assert_eq!(segment_names(dir.path())[0], segment_name(2));
+    drop(storage);
+
+    let state = open_with(dir.path(), &options)
+        .expect("a rewrite below the oldest segment's first entry recovers")
+        .load()
+        .expect("loads");
+    assert_eq!(state.entries, rewrite);
+    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.hard_state, hard_state(2, Some(2), 3));
 }
