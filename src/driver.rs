@@ -197,11 +197,7 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
     /// none is being stored. The caller stores it with [`snapshot_writer`](Self::snapshot_writer)
     /// (on another thread if it likes) and reports with [`snapshot_stored`](Self::snapshot_stored).
     pub(crate) fn take_snapshot_if_due(&mut self) -> Option<Snapshot> {
-        let config = self.core.config();
-        let (entries, bytes) = self.applied_since_snapshot;
-        let due = (config.snapshot_after_entries > 0 && entries >= config.snapshot_after_entries)
-            || (config.snapshot_after_bytes > 0 && bytes >= config.snapshot_after_bytes);
-        if !due || !self.snapshots_supported || self.snapshot_in_flight {
+        if !self.snapshot_due() {
             return None;
         }
         let meta = self.core.snapshot_meta_for_applied()?;
@@ -223,6 +219,15 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
     #[cfg(feature = "sim")]
     pub(crate) fn state_machine(&self) -> &M {
         &self.state_machine
+    }
+
+    /// Whether [`take_snapshot_if_due`](Self::take_snapshot_if_due) would take one now.
+    pub(crate) fn snapshot_due(&self) -> bool {
+        let config = self.core.config();
+        let (entries, bytes) = self.applied_since_snapshot;
+        let due = (config.snapshot_after_entries > 0 && entries >= config.snapshot_after_entries)
+            || (config.snapshot_after_bytes > 0 && bytes >= config.snapshot_after_bytes);
+        due && self.snapshots_supported && !self.snapshot_in_flight
     }
 
     /// A handle that stores snapshots, for the caller of

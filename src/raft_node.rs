@@ -299,7 +299,10 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
                 break Err(error);
             }
-            self.start_snapshot_if_due();
+            if let Err(error) = self.start_snapshot_if_due() {
+                tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+                break Err(error);
+            }
             let deadline = self.epoch + Duration::from_millis(self.driver.core.next_deadline_ms());
             // Peers' messages come before client requests: a flood of requests must never
             // starve the replies and heartbeats that let the cluster make progress.
@@ -332,18 +335,34 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     }
 
     /// Takes a snapshot when one is due and writes it on a blocking thread.
-    fn start_snapshot_if_due(&mut self) {
-        if self.snapshot_write.is_some() {
-            return;
+    ///
+    /// The state machine serializes itself on this task, which holds up everything else the
+    /// node does meanwhile. A leader therefore sends a round of heartbeats first, so that its
+    /// followers' election timers start afresh and the pause has the whole minimum election
+    /// timeout to fit in; a pause longer than a heartbeat interval is logged.
+    fn start_snapshot_if_due(&mut self) -> Result<(), StorageError> {
+        if self.snapshot_write.is_some() || !self.driver.snapshot_due() {
+            return Ok(());
         }
+        if self.driver.core.role() == Role::Leader {
+            self.driver.core.heartbeat_now();
+            self.process_ready()?;
+        }
+        let started = std::time::Instant::now();
         let Some(snapshot) = self.driver.take_snapshot_if_due() else {
-            return;
+            return Ok(());
         };
+        let paused = started.elapsed();
+        let heartbeat = Duration::from_millis(self.driver.core.config().heartbeat_interval_ms);
+        if paused > heartbeat {
+            tracing::warn!(target: LOG_TARGET, node = %self.driver.core.id(), "Taking a snapshot of {} bytes held the node up for {} ms (heartbeats every {} ms)", snapshot.data.len(), paused.as_millis(), heartbeat.as_millis());
+        }
         let mut writer = self.driver.snapshot_writer();
         self.snapshot_write = Some(tokio::task::spawn_blocking(move || {
             writer.write(&snapshot)?;
             Ok(snapshot)
         }));
+        Ok(())
     }
 
     fn now_ms(&self) -> u64 {

@@ -154,3 +154,23 @@ async fn oversized_and_garbage_frames_close_the_connection_without_harm() {
     node2.send(vote_request(2, 1));
     assert_eq!(receive(&mut node1).await.from, NodeId(2));
 }
+
+/// Dropping a transport (its node stopped) frees its address at once, so a node started again
+/// in the same process can listen there.
+#[tokio::test]
+async fn a_dropped_transport_frees_its_address() {
+    let (mut listeners, addresses) = listeners(1).await;
+    let transport =
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [], TcpConfig::new(1)).unwrap();
+    drop(transport);
+    let started = std::time::Instant::now();
+    loop {
+        match TcpListener::bind(addresses[0]).await {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(started.elapsed() < DEADLINE, "the address stayed taken: {error}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}

@@ -267,6 +267,14 @@ impl RaftCore {
         }
     }
 
+    /// Leader: sends a round of heartbeats now, as if the heartbeat timer had fired (before
+    /// the caller pauses the node, for example to snapshot a large state machine).
+    pub fn heartbeat_now(&mut self) {
+        if self.role == Role::Leader {
+            self.broadcast_heartbeat();
+        }
+    }
+
     /// The time at which [`tick`](Self::tick) next has work to do.
     pub fn next_deadline_ms(&self) -> u64 {
         match self.role {

@@ -205,7 +205,13 @@ async fn accept_loop(
     traffic: Arc<PeerTraffic>,
 ) {
     loop {
-        match listener.accept().await {
+        // The transport dropped (its node stopped): close the listener at once, so that the
+        // address is free for a node started again in the same process.
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = inbox.closed() => return,
+        };
+        match accepted {
             Ok((stream, address)) => {
                 let connection =
                     Inbound { id, address, inbox: inbox.clone(), traffic: Arc::clone(&traffic) };
@@ -215,9 +221,6 @@ async fn accept_loop(
                 tracing::warn!(node = %id, "Accepting a peer connection failed: {error}");
                 tokio::time::sleep(Duration::from_millis(config.reconnect_min_ms)).await;
             }
-        }
-        if inbox.is_closed() {
-            return;
         }
     }
 }
