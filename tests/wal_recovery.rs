@@ -1423,7 +1423,7 @@ fn a_corrupt_newest_snapshot_refuses_to_start_naming_the_file() {
     store_snapshot(&storage, &snapshot_through(1, 9, b"the state machine through nine"));
     drop(storage);
     let path = dir.path().join(snapshot_file_name(9));
-    // A bit of the data flipped (the data follows a 68-byte header for three members).
+    // A bit of the data flipped (the data follows an 88-byte header for three members).
     flip_bit(&path, file_len(&path) - 10, 0x04);
     let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
     assert!(matches!(error, StorageError::CorruptRecord { .. }), "{error:?}");

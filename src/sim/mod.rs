@@ -16,7 +16,14 @@
 //!   write-ahead log on a simulated disk. Crashes fall between events and the driver syncs
 //!   within one event, so unsynced bytes exist at a crash only after a failed sync: that is
 //!   the "power lost during fsync" case, and the crash then keeps any byte-prefix of them;
-//! - pauses: a node stops ticking and receiving, then resumes with stale state.
+//! - pauses: a node stops ticking and receiving, then resumes with stale state;
+//! - snapshots (unless [`SimConfig::snapshots`] is off): each seed draws small thresholds, so
+//!   nodes take and store many snapshots and compact their logs, and leaders send snapshots in
+//!   small chunks that the network loses, duplicates and reorders, across leader changes; a
+//!   node may go down while storing one (its sync fails before the file is renamed into place,
+//!   or it crashes just after, before compacting: [`FaultConfig::snapshot_write_crash`]);
+//! - a long outage ([`SimConfig::outage_ms`], [`SimConfig::snapshot_catch_up`]): a follower is
+//!   down while thousands of entries are committed and compacted, and rejoins by snapshot.
 //!
 //! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
 //! same events, which [`SimReport::trace_hash`] fingerprints. After the workload, the
@@ -25,7 +32,8 @@
 //! - election safety: at most one leader per term;
 //! - log matching: two logs that agree on an entry's term agree on everything before it;
 //! - state machine safety: every node applies the same command at each index, once, in order;
-//! - durability: every acknowledged operation is in every node's log after convergence;
+//! - durability: every acknowledged operation is in every node's log after convergence (or
+//!   committed and compacted into its snapshot), and every node's state machine is the same;
 //! - linearizability of the client history ([`crate::linearizability`], per-key);
 //! - liveness after healing: the cluster converges on one leader and one commit index.
 //!
