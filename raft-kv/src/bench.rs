@@ -36,6 +36,10 @@ pub struct BenchOptions {
     pub value_size: usize,
     /// Fraction of requests that are reads, in [0, 1].
     pub read_ratio: f64,
+    /// etcd only: HTTP/2 connections the clients share (None: one per client). gRPC
+    /// multiplexes requests on a connection; HTTP/1.1 (raft-kv) cannot, so raft-kv clients
+    /// always have one each.
+    pub connections: Option<usize>,
 }
 
 /// The system under load.
@@ -190,6 +194,17 @@ impl Session {
         }
     }
 
+    /// Another handle on the same connection, if the protocol multiplexes (etcd's gRPC).
+    fn share(&self) -> Option<Session> {
+        match self {
+            Session::RaftKv { .. } => None,
+            #[cfg(feature = "etcd")]
+            Session::Etcd { leader, kv } => {
+                Some(Session::Etcd { leader: leader.clone(), kv: kv.clone() })
+            }
+        }
+    }
+
     /// A fresh link after a transport error.
     async fn reopen(&mut self) -> anyhow::Result<()> {
         let leader = match self {
@@ -270,15 +285,26 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    // Shared connections, when asked for (etcd): client n uses connection n modulo their count.
+    let mut shared: Vec<Session> = Vec::new();
+    if let Some(count) = options.connections.filter(|count| *count < options.concurrency) {
+        for _ in 0..count.max(1) {
+            shared.push(Session::open(&leader).await?);
+        }
+    }
     let mut workers = Vec::new();
     for client in 0..options.concurrency {
         let (measuring, stop, completed, errors) =
             (measuring.clone(), stop.clone(), completed.clone(), errors.clone());
         let options = options.clone();
         let leader = leader.clone();
+        let shared_session = shared.get(client % shared.len().max(1)).and_then(Session::share);
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut session = Session::open(&leader).await?;
+            let mut session = match shared_session {
+                Some(session) => session,
+                None => Session::open(&leader).await?,
+            };
             let value = vec![b'x'; options.value_size];
             let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             while !stop.load(Ordering::Relaxed) {

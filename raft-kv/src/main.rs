@@ -97,6 +97,9 @@ enum Command {
         /// etcd's client URLs; needs a build with `--features etcd`).
         #[arg(long, value_enum, default_value_t = BenchTarget::RaftKv)]
         target: BenchTarget,
+        /// etcd only: gRPC connections the clients share (default: one per client).
+        #[arg(long)]
+        connections: Option<usize>,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -200,6 +203,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             value_size,
             read_ratio,
             target,
+            connections,
             endpoints,
         } => {
             let options = bench::BenchOptions {
@@ -209,6 +213,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 keys,
                 value_size,
                 read_ratio,
+                connections,
             };
             let target = match target {
                 BenchTarget::RaftKv => bench::Target::RaftKv(endpoints.parse()?),
