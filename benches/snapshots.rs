@@ -207,19 +207,23 @@ async fn catch_up_and_restart(state_mb: u64) -> anyhow::Result<()> {
         .transpose()?
         .context("the leader stored a snapshot")?;
 
+    let term_before = leader.status().term;
     let started = Instant::now();
     let third = start_node(NodeId(3), &addresses, root.path(), config.clone(), wal.clone()).await?;
     let commit = leader.status().commit_index;
     let caught_up =
         third.wait_for(Duration::from_secs(300), |status| status.applied_index >= commit).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let term_after = leader.status().term;
     println!(
         "catch-up from a snapshot: {:.1} MB snapshot, node3 current in {elapsed:.2} s \
-         ({:.0} MB/s, snapshot index {}, leader's data dir {:.1} MB)",
+         ({:.0} MB/s, snapshot index {}, leader's data dir {:.1} MB, term {term_before} before \
+         and {term_after} after: {} election(s) during the transfer)",
         snapshot_file as f64 / 1e6,
         snapshot_file as f64 / 1e6 / elapsed,
         caught_up.snapshot_index,
-        leader_dir_bytes as f64 / 1e6
+        leader_dir_bytes as f64 / 1e6,
+        term_after.0 - term_before.0
     );
 
     third.shutdown().await?;
