@@ -68,6 +68,22 @@ fn converge(cluster: &mut TestCluster, leader: u64, ids: &[u64], max_ms: u64) {
     );
 }
 
+/// Lets time run with only the first three snapshot chunks to `lagging` delivered: a transfer
+/// is under way and not finished.
+fn start_a_transfer(cluster: &mut TestCluster, lagging: u64) {
+    let mut budget = 3;
+    cluster.advance_time_delivering(300, |message| {
+        if !is_snapshot_chunk_to(message, lagging) {
+            return true;
+        }
+        let deliver = budget > 0;
+        budget -= i32::from(deliver);
+        deliver
+    });
+    assert_eq!(budget, 0, "no transfer started");
+    assert_eq!(cluster.core(lagging).applied_index(), LogIndex(0), "the transfer finished");
+}
+
 /// The scenario every test starts from: a leader with thousands of entries, one follower cut
 /// off since the start, the leader's log compacted behind a snapshot.
 fn leader_ahead_of_an_isolated_follower(seed: u64, entries: usize) -> (TestCluster, u64, u64) {
@@ -139,17 +155,7 @@ fn a_new_leader_mid_transfer_brings_the_follower_up_to_date() {
     cluster.take_snapshot(other);
     cluster.heal();
     // Let a few chunks through, then lose the leader.
-    let mut budget = 3;
-    cluster.advance_time_delivering(300, |message| {
-        if !is_snapshot_chunk_to(message, lagging) {
-            return true;
-        }
-        let deliver = budget > 0;
-        budget -= i32::from(deliver);
-        deliver
-    });
-    assert_eq!(budget, 0, "no transfer started");
-    assert_eq!(cluster.core(lagging).applied_index(), LogIndex(0), "the transfer finished");
+    start_a_transfer(&mut cluster, lagging);
     cluster.crash(leader);
     assert!(
         cluster.run_until(10_000, |c| c.is_up(other) && c.role(other) == Role::Leader),
@@ -165,16 +171,7 @@ fn a_new_leader_mid_transfer_brings_the_follower_up_to_date() {
 fn a_follower_that_crashes_mid_transfer_starts_over_and_catches_up() {
     let (mut cluster, leader, lagging) = leader_ahead_of_an_isolated_follower(15, 1_000);
     cluster.heal();
-    let mut budget = 3;
-    cluster.advance_time_delivering(300, |message| {
-        if !is_snapshot_chunk_to(message, lagging) {
-            return true;
-        }
-        let deliver = budget > 0;
-        budget -= i32::from(deliver);
-        deliver
-    });
-    assert_eq!(cluster.core(lagging).applied_index(), LogIndex(0), "the transfer finished");
+    start_a_transfer(&mut cluster, lagging);
     cluster.crash(lagging);
     cluster.advance_time(300);
     cluster.restart(lagging);
