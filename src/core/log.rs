@@ -115,21 +115,26 @@ impl RaftLog {
         max_count: usize,
         max_bytes: usize,
     ) -> Vec<Entry> {
-        let mut batch = Vec::new();
+        let held_to = to.min(self.last_index());
+        if from <= self.base.index || from > held_to || max_count == 0 {
+            return Vec::new();
+        }
+        let first = (from.0 - self.base.index.0 - 1) as usize;
+        let last = (held_to.0 - self.base.index.0 - 1) as usize;
+        // Both in bounds: `base < from <= held_to <= last_index()`.
+        let candidates = &self.entries[first..=last.min(first.saturating_add(max_count - 1))];
+        // Count first, then copy into a vector of exactly that size: a batch of thousands of
+        // entries must not grow its vector a dozen times, nor hold room it does not use.
+        let mut count = 0;
         let mut bytes = 0usize;
-        let mut index = from;
-        while index <= to && batch.len() < max_count {
-            let Some(entry) = self.entry(index) else {
-                break;
-            };
-            bytes += entry.payload_len();
-            if !batch.is_empty() && bytes > max_bytes {
+        for entry in candidates {
+            bytes = bytes.saturating_add(entry.payload_len());
+            if count > 0 && bytes > max_bytes {
                 break;
             }
-            batch.push(entry.clone());
-            index = index.next();
+            count += 1;
         }
-        batch
+        candidates[..count].to_vec()
     }
 
     /// The first index of the run of entries with `term` that contains `index` (not looking
