@@ -148,6 +148,7 @@ impl RaftNode {
             stop_requested,
             status: status_sender,
             pending: PendingProposals::default(),
+            completed: Vec::new(),
             epoch: Instant::now(),
         };
         let task = runtime.spawn(node_loop.run());
@@ -287,6 +288,8 @@ struct NodeLoop<S, T, M> {
     stop_requested: watch::Receiver<bool>,
     status: watch::Sender<Status>,
     pending: PendingProposals<ProposeReply>,
+    /// Proposals answered by the batch being processed (kept to reuse its allocation).
+    completed: Vec<(ProposeReply, Result<Vec<u8>, ProposeError>)>,
     epoch: Instant,
 }
 
@@ -411,12 +414,13 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     fn process_ready(&mut self) -> Result<(), StorageError> {
         let transport = &mut self.transport;
         let pending = &mut self.pending;
-        let mut completed = Vec::new();
-        let counters = &self.counters;
+        // The buffer is kept between batches, so answering proposals allocates nothing.
+        let mut completed = std::mem::take(&mut self.completed);
+        let mut applied_count = 0u64;
         let result = self.driver.process_ready(
             |message| transport.send(message),
             |applied| {
-                counters.commands_applied.fetch_add(1, Ordering::Relaxed);
+                applied_count += 1;
                 if let Some((reply, outcome)) = pending.on_applied(applied) {
                     completed.push((
                         reply,
@@ -433,6 +437,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 }
             },
         );
+        self.counters.commands_applied.fetch_add(applied_count, Ordering::Relaxed);
         self.count();
         if result.is_ok() {
             // After a storage failure the core may hold state that never became durable:
@@ -446,9 +451,10 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 changed
             });
         }
-        for (reply, outcome) in completed {
+        for (reply, outcome) in completed.drain(..) {
             let _ = reply.send(outcome);
         }
+        self.completed = completed;
         result?;
         if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
             // Appended under a leadership that is gone: they may or may not commit.
