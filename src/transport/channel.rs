@@ -1,6 +1,7 @@
 //! [`ChannelNetwork`]: an in-process network of bounded tokio channels, with no serialisation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
@@ -26,6 +27,9 @@ const DEFAULT_INBOX_CAPACITY: usize = 65_536;
 #[derive(Clone, Debug)]
 pub struct ChannelNetwork {
     inboxes: Arc<Mutex<HashMap<NodeId, mpsc::Sender<Message>>>>,
+    /// Bumped (under the lock) whenever `inboxes` changes, so that a transport can keep its
+    /// own copy of the map and send without taking the lock until the map changes.
+    generation: Arc<AtomicU64>,
     inbox_capacity: usize,
 }
 
@@ -43,20 +47,35 @@ impl ChannelNetwork {
 
     /// An empty network whose inboxes hold at most `capacity` messages (at least 1).
     pub fn with_inbox_capacity(capacity: usize) -> Self {
-        ChannelNetwork { inboxes: Arc::default(), inbox_capacity: capacity.max(1) }
+        ChannelNetwork {
+            inboxes: Arc::default(),
+            generation: Arc::default(),
+            inbox_capacity: capacity.max(1),
+        }
     }
 
     /// Connects node `id` and returns its transport. Joining again (a restarted node)
     /// replaces the earlier inbox.
     pub fn join(&self, id: NodeId) -> ChannelTransport {
         let (sender, inbox) = mpsc::channel(self.inbox_capacity);
-        self.lock().insert(id, sender);
-        ChannelTransport { id, network: self.clone(), inbox }
+        let mut inboxes = self.lock();
+        inboxes.insert(id, sender);
+        self.generation.fetch_add(1, Ordering::Release);
+        drop(inboxes);
+        ChannelTransport {
+            id,
+            network: self.clone(),
+            inbox,
+            peers: HashMap::new(),
+            peers_generation: None,
+        }
     }
 
     /// Disconnects node `id`: messages to it are dropped until it joins again.
     pub fn disconnect(&self, id: NodeId) {
-        self.lock().remove(&id);
+        let mut inboxes = self.lock();
+        inboxes.remove(&id);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, mpsc::Sender<Message>>> {
@@ -72,12 +91,22 @@ pub struct ChannelTransport {
     id: NodeId,
     network: ChannelNetwork,
     inbox: mpsc::Receiver<Message>,
+    /// This transport's copy of the network's inboxes, as of `peers_generation`.
+    peers: HashMap<NodeId, mpsc::Sender<Message>>,
+    peers_generation: Option<u64>,
 }
 
 impl Transport for ChannelTransport {
     fn send(&mut self, message: Message) {
-        let sender = self.network.lock().get(&message.to).cloned();
-        match sender {
+        // The copy is current unless a node joined or left since it was made: then it is
+        // made again (a send that starts after `disconnect` returns sees the change).
+        let generation = self.network.generation.load(Ordering::Acquire);
+        if self.peers_generation != Some(generation) {
+            let inboxes = self.network.lock();
+            self.peers = inboxes.clone();
+            self.peers_generation = Some(self.network.generation.load(Ordering::Relaxed));
+        }
+        match self.peers.get(&message.to) {
             Some(sender) => {
                 if let Err(error) = sender.try_send(message) {
                     tracing::trace!(from = %self.id, "Dropping message: {error}");
