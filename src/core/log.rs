@@ -134,7 +134,11 @@ impl RaftLog {
             }
             count += 1;
         }
-        candidates[..count].to_vec()
+        let mut batch = Vec::with_capacity(count);
+        for entry in &candidates[..count] {
+            batch.push(entry.clone());
+        }
+        batch
     }
 
     /// The first index of the run of entries with `term` that contains `index` (not looking
