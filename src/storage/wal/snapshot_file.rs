@@ -227,14 +227,18 @@ impl<F: FileSystem> SnapshotWriter for WalSnapshotWriter<F> {
         drop(file);
         self.fs.rename(&temporary, &path).map_err(io_error("renaming", &temporary))?;
         self.fs.sync_dir(&self.dir).map_err(io_error("syncing", &self.dir))?;
-        // The new snapshot is durable: older ones are no longer needed.
+        // The new snapshot is durable: older ones are no longer needed. Another writer (a
+        // received snapshot stored while a taken one is written) may remove them first.
         let names = self.fs.list(&self.dir).map_err(io_error("listing", &self.dir))?;
         let mut removed = false;
         for name in names {
             if snapshot_index(&name).is_some_and(|older| older < index) {
                 let older = self.dir.join(&name);
-                self.fs.remove(&older).map_err(io_error("removing", &older))?;
-                removed = true;
+                match self.fs.remove(&older) {
+                    Ok(()) => removed = true,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(io_error("removing", &older)(error)),
+                }
             }
         }
         if removed {
