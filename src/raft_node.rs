@@ -88,7 +88,9 @@ struct Shared {
     counters: Arc<Counters>,
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<Status>,
-    stop: watch::Sender<bool>,
+    /// Taken and fired by the first `shutdown`; dropping it (the last handle) stops the node
+    /// too.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<Result<(), StorageError>>>>,
 }
 
@@ -135,7 +137,9 @@ impl RaftNode {
 
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
         let (status_sender, status) = watch::channel(Status::of(&core));
-        let (stop, stop_requested) = watch::channel(false);
+        // A oneshot rather than a watch: the node polls the same receiver on every wakeup,
+        // which registers its waker with atomics and no lock.
+        let (stop, stop_requested) = oneshot::channel();
         let counters = Arc::new(Counters::default());
         let node_loop = NodeLoop {
             counters: Arc::clone(&counters),
@@ -159,7 +163,7 @@ impl RaftNode {
                 max_entry_bytes: config.max_entry_bytes,
                 requests: request_sender,
                 status,
-                stop,
+                stop: Mutex::new(Some(stop)),
                 task: Mutex::new(Some(task)),
             }),
         })
@@ -230,7 +234,10 @@ impl RaftNode {
     /// appended ones with [`ProposeError::OutcomeUnknown`], and the task ends. Returns the
     /// storage error that stopped the node earlier, if one did. Calling it again returns `Ok`.
     pub async fn shutdown(&self) -> Result<(), StorageError> {
-        let _ = self.shared.stop.send(true);
+        let stop = self.shared.stop.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
         let task = self.shared.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         match task {
             Some(task) => match task.await {
@@ -285,7 +292,7 @@ struct NodeLoop<S, T, M> {
     counted_leader: Option<NodeId>,
     transport: T,
     requests: mpsc::Receiver<Request>,
-    stop_requested: watch::Receiver<bool>,
+    stop_requested: oneshot::Receiver<()>,
     status: watch::Sender<Status>,
     pending: PendingProposals<ProposeReply>,
     /// Proposals answered by the batch being processed (kept to reuse its allocation).
@@ -311,7 +318,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             // starve the replies and heartbeats that let the cluster make progress.
             tokio::select! {
                 biased;
-                _ = self.stop_requested.changed() => break Ok(()),
+                _ = &mut self.stop_requested => break Ok(()),
                 message = self.transport.recv(), if transport_open => match message {
                     Some(message) => self.handle_messages(message),
                     None => transport_open = false,

@@ -313,11 +313,20 @@ impl RaftCore {
         if self.role != Role::Leader {
             return;
         }
-        let mut match_indexes: Vec<LogIndex> =
-            self.progress.values().map(|progress| progress.match_index).collect();
-        // The leader counts itself only for what it has durably stored.
-        match_indexes.push(self.persisted_index);
-        let majority_index = majority_match_index(&mut match_indexes);
+        // The leader counts itself only for what it has durably stored. Called for every
+        // acknowledgment, so clusters of up to 9 voters count on the stack.
+        let own_and_followers = std::iter::once(self.persisted_index)
+            .chain(self.progress.values().map(|progress| progress.match_index));
+        let mut on_stack = [LogIndex(0); 9];
+        let voters = self.progress.len() + 1;
+        let majority_index = if voters <= on_stack.len() {
+            for (slot, index) in on_stack.iter_mut().zip(own_and_followers) {
+                *slot = index;
+            }
+            majority_match_index(&mut on_stack[..voters])
+        } else {
+            majority_match_index(&mut own_and_followers.collect::<Vec<_>>())
+        };
         #[cfg(feature = "sim")]
         if self.planted_commit_previous_term && majority_index > self.commit_index {
             // Planted bug (Figure 8): commit whatever a majority stores, whatever its term.
