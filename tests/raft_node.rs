@@ -120,6 +120,84 @@ async fn concurrent_proposals_each_get_their_own_result() {
     cluster.shutdown().await;
 }
 
+/// Answers each command with its log index and the command itself.
+struct Echo;
+
+impl StateMachine for Echo {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        Ok(command.to_vec())
+    }
+
+    fn apply_at(
+        &mut self,
+        index: raft_consensus::LogIndex,
+        command: &[u8],
+    ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        let mut result = index.0.to_le_bytes().to_vec();
+        result.extend_from_slice(command);
+        Ok(result)
+    }
+}
+
+/// Batching never swaps or merges results: 200 clients each propose 10 distinct commands in a
+/// closed loop (so batches of up to 200 form); every client gets back its own command, at
+/// log indexes that increase along its own proposals, and no index is answered twice.
+#[tokio::test(start_paused = true)]
+async fn batched_results_belong_to_their_own_proposals() {
+    let network = ChannelNetwork::new();
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let nodes: Vec<RaftNode> = members
+        .iter()
+        .map(|id| {
+            RaftNode::start(
+                *id,
+                members,
+                Config::default(),
+                MemoryStorage::new(),
+                network.join(*id),
+                Echo,
+            )
+            .expect("valid configuration")
+        })
+        .collect();
+    let status = nodes[0]
+        .wait_for(DEADLINE, |status| status.leader_id.is_some())
+        .await
+        .expect("a leader is elected");
+    let leader_id = status.leader_id.expect("checked above");
+    let leader = nodes.iter().find(|node| node.id() == leader_id).expect("a member").clone();
+    leader.wait_for(DEADLINE, |status| status.is_leader()).await.expect("the leader knows it");
+    let clients: Vec<_> = (0..200u64)
+        .map(|client| {
+            let leader = leader.clone();
+            tokio::spawn(async move {
+                let mut indexes = Vec::new();
+                for sequence in 0..10u64 {
+                    let command = format!("client {client} command {sequence}").into_bytes();
+                    let result = leader.propose(command.clone()).await.expect("no fault");
+                    let (index, echoed) = result.split_at(8);
+                    assert_eq!(echoed, command, "client {client} got another proposal's result");
+                    indexes.push(u64::from_le_bytes(index.try_into().expect("8 bytes")));
+                }
+                indexes
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for client in clients {
+        let indexes = client.await.expect("the client finished");
+        assert!(indexes.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {indexes:?}");
+        all.extend(indexes);
+    }
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "an index was answered twice");
+    for node in &nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+}
+
 /// A follower refuses proposals and names the leader.
 #[tokio::test(start_paused = true)]
 async fn followers_answer_not_leader_with_a_hint() {
