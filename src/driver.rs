@@ -52,9 +52,10 @@ pub(crate) struct Driver<S, M> {
     applied_since_snapshot: (u64, u64),
     /// A snapshot taken and handed out to be stored, not yet reported stored.
     snapshot_in_flight: bool,
-    /// Snapshots received from a leader and restored (the simulator counts them).
-    #[cfg(feature = "sim")]
+    /// Snapshots received from a leader and restored (for metrics; the simulator takes them).
     pub(crate) snapshots_installed: u64,
+    /// Snapshots this node took and stored (for metrics).
+    pub(crate) snapshots_stored: u64,
     /// Simulation only: the planted bug that sends acknowledgments before the sync.
     #[cfg(feature = "sim")]
     pub(crate) planted_acknowledge_before_sync: bool,
@@ -86,8 +87,8 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             snapshots_supported,
             applied_since_snapshot: (0, 0),
             snapshot_in_flight: false,
-            #[cfg(feature = "sim")]
             snapshots_installed: 0,
+            snapshots_stored: 0,
             #[cfg(feature = "sim")]
             planted_acknowledge_before_sync: false,
             #[cfg(feature = "sim")]
@@ -162,9 +163,9 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                     .restore(&snapshot.data)
                     .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
                 self.applied_since_snapshot = (0, 0);
+                self.snapshots_installed += 1;
                 #[cfg(feature = "sim")]
                 {
-                    self.snapshots_installed += 1;
                     if self.planted_snapshot_skips_entry {
                         // Planted bug: an off-by-one takes the snapshot to cover one more entry.
                         self.planted_skip_index = Some(index.next());
@@ -245,6 +246,7 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         self.snapshot_in_flight = false;
         match outcome {
             Ok(snapshot) => {
+                self.snapshots_stored += 1;
                 if let Some(through) = self.core.snapshot_stored(snapshot) {
                     self.storage.compact(through)?;
                 }

@@ -81,6 +81,12 @@ pub struct NodeMetrics {
     pub leader_changes: u64,
     /// The current term.
     pub term: u64,
+    /// Snapshots this node took of its state machine and stored.
+    pub snapshots_stored: u64,
+    /// Snapshots this node received from a leader and installed.
+    pub snapshots_installed: u64,
+    /// The last index covered by the latest snapshot it holds (0: none).
+    pub snapshot_index: u64,
 }
 
 #[cfg(test)]

@@ -213,6 +213,9 @@ impl RaftNode {
             elections_started: read(&counters.elections_started),
             leader_changes: read(&counters.leader_changes),
             term: self.shared.status.borrow().term.0,
+            snapshots_stored: read(&counters.snapshots_stored),
+            snapshots_installed: read(&counters.snapshots_installed),
+            snapshot_index: self.shared.status.borrow().snapshot_index.0,
         }
     }
 
@@ -277,6 +280,8 @@ struct Counters {
     commands_applied: AtomicU64,
     elections_started: AtomicU64,
     leader_changes: AtomicU64,
+    snapshots_stored: AtomicU64,
+    snapshots_installed: AtomicU64,
 }
 
 /// A snapshot being stored on a blocking thread.
@@ -486,6 +491,9 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.elections_started.store(core.elections_started(), Ordering::Relaxed);
+        let driver = &self.driver;
+        self.counters.snapshots_stored.store(driver.snapshots_stored, Ordering::Relaxed);
+        self.counters.snapshots_installed.store(driver.snapshots_installed, Ordering::Relaxed);
     }
 
     /// Answers every request still waiting, as the node stops.

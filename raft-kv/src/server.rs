@@ -545,6 +545,24 @@ async fn metrics(State(state): State<AppState>) -> HttpResponse {
         node.leader_changes,
     );
     metric("raft_term", "gauge", "The current term.", node.term);
+    metric(
+        "raft_snapshots_stored_total",
+        "counter",
+        "Snapshots this node took of its store and stored.",
+        node.snapshots_stored,
+    );
+    metric(
+        "raft_snapshots_installed_total",
+        "counter",
+        "Snapshots this node received from a leader and installed.",
+        node.snapshots_installed,
+    );
+    metric(
+        "raft_snapshot_index",
+        "gauge",
+        "The last log index covered by this node's latest snapshot.",
+        node.snapshot_index,
+    );
     histogram(
         &mut text,
         "raft_kv_request_duration_seconds",

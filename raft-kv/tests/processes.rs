@@ -334,6 +334,17 @@ async fn a_node_that_missed_compacted_writes_catches_up_from_a_snapshot() {
         snapshot_index > stopped_last_index,
         "it can only have caught up through a snapshot (snapshot index {snapshot_index})"
     );
+    let metrics =
+        request(cluster.member(stopped).http, "GET", "/metrics", &[], b"", REQUEST_TIMEOUT)
+            .await
+            .expect("the node answers");
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    let installed: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("raft_snapshots_installed_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no raft_snapshots_installed_total in {metrics}"));
+    assert!(installed >= 1, "its metrics show no installed snapshot: {metrics}");
     for key in (0..KEYS).step_by(5).map(|key| format!("bench-{key}")).chain(["first".to_owned()]) {
         assert_eq!(
             cluster.get_local(stopped, &key).await,
