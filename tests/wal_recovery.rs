@@ -100,6 +100,14 @@ fn open_with(dir: &Path, options: &WalOptions) -> Result<WalStorage, StorageErro
     WalStorage::open(dir, identity(), options.clone())
 }
 
+/// A new log in a new temporary directory, opened and loaded (empty), ready for writes.
+fn fresh_log(options: &WalOptions) -> (tempfile::TempDir, WalStorage) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut storage = open_with(dir.path(), options).expect("a fresh log opens");
+    storage.load().expect("an empty log loads");
+    (dir, storage)
+}
+
 fn segment_name(sequence: u64) -> String {
     format!("wal-{sequence:020}.log")
 }
@@ -1252,9 +1260,7 @@ fn append_one_per_sync(
 #[test]
 fn restart_returns_the_snapshot_and_the_log_tail_without_compacted_entries() {
     let options = small_segments();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
-    storage.load().expect("a fresh log loads");
+    let (dir, mut storage) = fresh_log(&options);
     let log = entries(1, 1, 20, 30);
     let written = append_one_per_sync(&mut storage, dir.path(), &log);
     assert!(written.len() >= 5, "expected several segments: {written:?}");
@@ -1291,9 +1297,7 @@ fn restart_returns_the_snapshot_and_the_log_tail_without_compacted_entries() {
 #[test]
 fn compaction_removes_only_whole_covered_segments_and_never_the_current_one() {
     let options = small_segments();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
-    storage.load().expect("a fresh log loads");
+    let (dir, mut storage) = fresh_log(&options);
     let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 14, 30));
     let current = segment_names(dir.path()).len() as u64;
     assert!(written.len() >= 4, "{written:?}");
@@ -1329,9 +1333,7 @@ fn compaction_removes_only_whole_covered_segments_and_never_the_current_one() {
 #[test]
 fn a_log_reset_drops_earlier_entries_across_segments_and_as_the_oldest_segment() {
     let options = small_segments();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
-    storage.load().expect("a fresh log loads");
+    let (dir, mut storage) = fresh_log(&options);
     let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 10, 30));
     let reset_segment = segment_names(dir.path()).len() as u64;
     assert!(reset_segment >= 4, "{written:?}");
@@ -1373,9 +1375,7 @@ fn a_log_reset_drops_earlier_entries_across_segments_and_as_the_oldest_segment()
 /// A log reset in the only segment, with nothing after it: the log is empty after its base.
 #[test]
 fn a_log_reset_in_the_only_segment_leaves_an_empty_log() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open(dir.path()).expect("a fresh log opens");
-    storage.load().expect("loads");
+    let (dir, mut storage) = fresh_log(&WalOptions::default());
     storage.append(&entries(1, 1, 5, 8)).expect("append");
     storage.sync().expect("sync");
     store_snapshot(&storage, &snapshot_through(3, 9, b"nine"));
@@ -1394,9 +1394,7 @@ fn a_log_reset_in_the_only_segment_leaves_an_empty_log() {
 /// the last complete snapshot is the one loaded.
 #[test]
 fn a_leftover_temporary_snapshot_is_ignored_and_removed_at_open() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open(dir.path()).expect("a fresh log opens");
-    storage.load().expect("loads");
+    let (dir, mut storage) = fresh_log(&WalOptions::default());
     storage.append(&entries(1, 1, 9, 8)).expect("append");
     storage.sync().expect("sync");
     let snap = snapshot_through(1, 5, b"five");
@@ -1415,9 +1413,7 @@ fn a_leftover_temporary_snapshot_is_ignored_and_removed_at_open() {
 /// changed: the segments it covers may already be gone, so an older one will not do.
 #[test]
 fn a_corrupt_newest_snapshot_refuses_to_start_naming_the_file() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open(dir.path()).expect("a fresh log opens");
-    storage.load().expect("loads");
+    let (dir, mut storage) = fresh_log(&WalOptions::default());
     storage.append(&entries(1, 1, 9, 8)).expect("append");
     storage.sync().expect("sync");
     store_snapshot(&storage, &snapshot_through(1, 9, b"the state machine through nine"));
@@ -1439,9 +1435,7 @@ fn a_corrupt_newest_snapshot_refuses_to_start_naming_the_file() {
 /// A snapshot file of another node is refused untouched (ForeignData), naming it.
 #[test]
 fn a_snapshot_of_another_node_is_refused() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open(dir.path()).expect("a fresh log opens");
-    storage.load().expect("loads");
+    let (dir, mut storage) = fresh_log(&WalOptions::default());
     storage.append(&entries(1, 1, 3, 8)).expect("append");
     storage.sync().expect("sync");
     drop(storage);
@@ -1467,9 +1461,7 @@ fn a_snapshot_of_another_node_is_refused() {
 #[test]
 fn missing_oldest_segments_without_a_snapshot_are_refused() {
     let options = small_segments();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
-    storage.load().expect("loads");
+    let (dir, mut storage) = fresh_log(&options);
     let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 10, 30));
     assert!(written.len() >= 4, "{written:?}");
     drop(storage);
@@ -1486,9 +1478,7 @@ fn missing_oldest_segments_without_a_snapshot_are_refused() {
 #[test]
 fn a_rewrite_below_the_oldest_segment_left_after_compaction_recovers() {
     let options = small_segments();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut storage = open_with(dir.path(), &options).expect("a fresh log opens");
-    storage.load().expect("loads");
+    let (dir, mut storage) = fresh_log(&options);
     let written = append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 6, 30));
     assert_eq!(written.get(&1), Some(&vec![1, 2, 3]), "{written:?}");
     assert_eq!(written.get(&2), Some(&vec![4, 5, 6]), "{written:?}");
