@@ -102,7 +102,7 @@ pub enum StorageError {
     },
     /// The data was written in a format version this build does not know; nothing was changed.
     #[error(
-        "{} has write-ahead log format version {found}; this build reads version {supported}",
+        "{} has write-ahead log format version {found}; this build reads versions up to {supported}",
         file.display()
     )]
     UnsupportedVersion {
@@ -110,7 +110,7 @@ pub enum StorageError {
         file: PathBuf,
         /// The version found.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (and the one it writes).
         supported: u32,
     },
     /// An entry is larger than the storage accepts; nothing was written.

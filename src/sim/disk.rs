@@ -1,9 +1,10 @@
 //! [`SimDisk`]: a node's disk in the simulator, under the real write-ahead log.
 //!
 //! It implements the [`FileSystem`] trait the WAL uses, with a real disk's failure modes:
-//! written bytes are only durable after `sync_data`; at a power loss, any prefix of the
-//! unsynced writes of a file may survive, cut at any byte (a torn record; a torn write into
-//! preallocated zeros leaves the zeros after the cut), and the rest is lost; a file whose
+//! written bytes are only durable after `sync_data`; at a power loss, the unsynced writes of a
+//! file may survive in part, either as a prefix cut at any byte or as any subset of their
+//! 512-byte sectors, landed out of order (where a write did not land, the old content stays:
+//! zeros in preallocated space), and the rest is lost; a file whose
 //! directory entry was never synced may vanish, and a rename not followed by a directory sync
 //! may be undone; and a sync can fail, which stops the node. A process crash loses nothing
 //! (the page cache survives). Segments are prepared inline, not on a background thread, so
@@ -58,6 +59,42 @@ impl SimFile {
     }
 }
 
+/// Lands the first `kept` bytes of `writes` (in the order they were made) on `durable`; returns
+/// how many landed.
+fn land_prefix(durable: &mut Vec<u8>, writes: Vec<(u64, Vec<u8>)>, kept: usize) -> usize {
+    let mut left = kept;
+    for (offset, write) in writes {
+        if left == 0 {
+            break;
+        }
+        let landed = left.min(write.len());
+        apply_write(durable, offset, &write[..landed]);
+        left -= landed;
+    }
+    kept - left
+}
+
+/// Lands each 512-byte sector of `writes` (aligned to the file's offsets) on `durable` with
+/// probability one half; returns how many bytes landed.
+fn land_sectors(durable: &mut Vec<u8>, writes: Vec<(u64, Vec<u8>)>, rng: &mut SimRng) -> usize {
+    const SECTOR_BYTES: u64 = 512;
+    let mut landed = 0;
+    for (offset, write) in writes {
+        let end = offset + write.len() as u64;
+        let mut start = offset;
+        while start < end {
+            let sector_end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
+            if rng.chance(0.5) {
+                let piece = (start - offset) as usize..(sector_end - offset) as usize;
+                landed += piece.len();
+                apply_write(durable, start, &write[piece]);
+            }
+            start = sector_end;
+        }
+    }
+    landed
+}
+
 /// Writes `bytes` at `offset` of `content`, growing it with zeros first if needed.
 fn apply_write(content: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     let start = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -98,11 +135,13 @@ impl SimDisk {
     }
 
     /// Applies a power loss. Renames whose directory was never synced are undone, and files
-    /// whose directory entry was never synced vanish. Each file keeps a random prefix of its
-    /// unsynced writes, in the order they were made, cut at any byte with probability
-    /// `torn_write_probability` (otherwise all are lost): the writes before the cut land
-    /// whole, the one it falls in lands up to the cut (the rest of its range keeps what was
-    /// durable there, zeros in preallocated space), and the later ones are lost.
+    /// whose directory entry was never synced vanish. With probability
+    /// `torn_write_probability` a file keeps part of its unsynced writes (otherwise all are
+    /// lost), in one of two ways, equally likely: a random prefix of them, in the order they
+    /// were made, cut at any byte (the writes before the cut land whole, the one it falls in
+    /// lands up to the cut, the later ones are lost); or a random subset of their 512-byte
+    /// sectors (as a disk that reorders writes in its cache leaves them). Wherever a write
+    /// does not land, what was durable there stays: zeros in preallocated space.
     pub(crate) fn crash(&self, rng: &mut SimRng, torn_write_probability: f64) -> CrashDamage {
         let mut state = self.lock();
         state.fail_next_sync = false;
@@ -128,21 +167,17 @@ impl SimDisk {
             if total == 0 {
                 continue;
             }
-            let mut kept = if rng.chance(torn_write_probability) {
-                rng.below(total as u64 + 1) as usize
-            } else {
-                0
-            };
-            damage.lost_bytes += total - kept;
-            damage.torn |= kept > 0;
-            for (offset, write) in unsynced {
-                if kept == 0 {
-                    break;
-                }
-                let landed = kept.min(write.len());
-                apply_write(&mut file.durable, offset, &write[..landed]);
-                kept -= landed;
+            if !rng.chance(torn_write_probability) {
+                damage.lost_bytes += total;
+                continue;
             }
+            let landed = if rng.chance(0.5) {
+                land_prefix(&mut file.durable, unsynced, rng.below(total as u64 + 1) as usize)
+            } else {
+                land_sectors(&mut file.durable, unsynced, rng)
+            };
+            damage.lost_bytes += total - landed;
+            damage.torn |= landed > 0;
         }
         damage
     }
@@ -330,26 +365,57 @@ mod tests {
     }
 
     #[test]
-    fn a_power_loss_tears_a_positioned_write_into_zeros_at_any_byte() {
+    fn a_power_loss_tears_positioned_writes_into_zeros_at_any_byte_or_sector() {
+        let written = b"abcdefghijkl";
         let mut seen = std::collections::BTreeSet::new();
-        for seed in 0..400 {
+        for seed in 0..600 {
             let disk = SimDisk::default();
             let mut file = zero_filled(&disk, "f", 64);
-            file.write_at(b"abcdefgh", 8).unwrap();
-            file.write_at(b"ijkl", 16).unwrap();
-            assert_eq!(&disk.read(&path("f")).unwrap()[8..20], b"abcdefghijkl");
+            file.write_at(&written[..8], 8).unwrap();
+            file.write_at(&written[8..], 16).unwrap();
+            assert_eq!(&disk.read(&path("f")).unwrap()[8..20], written);
             let damage = disk.crash(&mut SimRng::new(seed), 1.0);
             let bytes = disk.read(&path("f")).unwrap();
             assert_eq!(bytes.len(), 64, "seed {seed}: the length changed");
+            let landed = &bytes[8..20];
             let kept = 12 - damage.lost_bytes;
-            assert_eq!(&bytes[8..8 + kept], &b"abcdefghijkl"[..kept], "seed {seed}");
+            assert_eq!(landed.iter().filter(|byte| **byte != 0).count(), kept, "seed {seed}");
+            assert!(bytes[..8].iter().chain(&bytes[20..]).all(|byte| *byte == 0), "seed {seed}");
+            // Each byte is what was written there or the zeros that were durable before.
             assert!(
-                bytes[..8].iter().chain(&bytes[8 + kept..]).all(|byte| *byte == 0),
-                "seed {seed}"
+                landed.iter().zip(written).all(|(got, wrote)| got == wrote || *got == 0),
+                "seed {seed}: {landed:?}"
             );
-            seen.insert(kept);
+            seen.insert(landed.to_vec());
         }
-        assert_eq!(seen.len(), 13, "every cut point from 0 to 12 bytes: {seen:?}");
+        for kept in 0..=12 {
+            let mut prefix = written.to_vec();
+            prefix[kept..].fill(0);
+            assert!(seen.contains(&prefix), "the cut after {kept} bytes never happened");
+        }
+        // Both writes fall in one sector: out of order, the second lands without the first.
+        let mut second_only = written.to_vec();
+        second_only[..8].fill(0);
+        assert!(seen.contains(&second_only), "no write landed out of order: {seen:?}");
+    }
+
+    #[test]
+    fn a_power_loss_lands_whole_sectors_of_a_write_in_any_subset() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let disk = SimDisk::default();
+            let mut file = zero_filled(&disk, "f", 4096);
+            file.write_at(&[7; 2048], 512).unwrap();
+            disk.crash(&mut SimRng::new(seed), 1.0);
+            let bytes = disk.read(&path("f")).unwrap();
+            assert!(bytes.iter().all(|byte| *byte == 0 || *byte == 7), "seed {seed}");
+            let whole_sectors: Vec<bool> =
+                bytes.chunks(512).map(|sector| sector.iter().all(|byte| *byte == 7)).collect();
+            seen.insert(whole_sectors);
+        }
+        // Among the outcomes: the write's third sector alone, which no prefix gives.
+        let third_alone = [false, false, false, true, false, false, false, false];
+        assert!(seen.contains(&third_alone.to_vec()), "{seen:?}");
     }
 
     #[test]

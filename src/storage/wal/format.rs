@@ -6,7 +6,8 @@
 //! ```text
 //! header:  magic "RAFTWAL\0" (8) | format version u32 | reserved u32 (0)
 //!          | node id u64 | cluster id u64 | segment sequence u64 | crc32c of the above u32
-//! record:  body length u32 | crc32c of body u32 | crc32c of the previous 8 bytes u32 | body
+//! record:  body length u32 | crc32c of body u32 | offset in its write u32
+//!          | crc32c of (segment sequence u64, then the previous 12 bytes) u32 | body
 //! body:    kind u8, then for kind 1 (entry): term u64 | index u64 | payload kind u8
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
 //!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64;
@@ -14,7 +15,11 @@
 //! ```
 //!
 //! Segments may be preallocated with zeros after their records: a record's length is never 0,
-//! so 12 zero bytes where a record prefix would start mark the end of the records.
+//! so a zero record prefix marks the end of the records.
+//!
+//! Format version 1 had a 12-byte record prefix (no write offset, and a prefix checksum over
+//! the length and body checksum alone). This build still reads version-1 segments, and writes
+//! version 2 only: [`Framing`] says which one a segment uses.
 
 use bytes::Bytes;
 
@@ -24,13 +29,23 @@ use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// The first eight bytes of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"RAFTWAL\0";
-/// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (it never appends to a segment of it).
+pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Bytes in a segment header.
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4;
-/// Bytes before a record's body: length, body checksum, and a checksum of those two (so a
-/// damaged length is never mistaken for a record cut short by a crash).
-pub(crate) const RECORD_PREFIX_LEN: usize = 12;
+/// Bytes before a record's body in the current format: length, body checksum, the record's
+/// offset in the write that put it on disk (so recovery can tell the bytes of the last write
+/// from earlier ones), and a checksum of those three seeded with the segment's sequence (so a
+/// damaged length is never mistaken for a record cut short by a crash, and a record is never
+/// read as part of another segment).
+pub(crate) const RECORD_PREFIX_LEN: usize = 16;
+/// The record prefix of format version 1: length, body checksum, checksum of those two.
+const V1_RECORD_PREFIX_LEN: usize = 12;
+/// Every record of a write starts within this many bytes of the write's start, so that its
+/// offset fits the u32 field: the log writes a batch that grows past it in parts, each synced.
+pub(crate) const MAX_WRITE_START: usize = 1 << 30;
 /// Bytes of an entry record's body besides the command.
 pub(crate) const ENTRY_BODY_OVERHEAD: usize = 1 + 8 + 8 + 1;
 
@@ -100,8 +115,37 @@ pub(crate) enum Record {
     LogReset(LogId),
 }
 
-/// Appends the encoding of an entry record to `buffer`.
-pub(crate) fn encode_entry(entry: &Entry, buffer: &mut Vec<u8>) {
+/// How one segment frames its records: by its format version, and (from version 2) by its
+/// sequence, which seeds every record prefix's checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Framing {
+    pub(crate) version: u32,
+    pub(crate) sequence: u64,
+}
+
+impl Framing {
+    /// The framing this build writes segment `sequence` with.
+    pub(crate) fn current(sequence: u64) -> Framing {
+        Framing { version: FORMAT_VERSION, sequence }
+    }
+
+    /// Bytes before a record's body.
+    pub(crate) fn prefix_len(self) -> usize {
+        if self.version == 1 { V1_RECORD_PREFIX_LEN } else { RECORD_PREFIX_LEN }
+    }
+
+    /// The checksum that closes a record prefix, over the prefix's other bytes.
+    fn prefix_checksum(self, prefix: &[u8]) -> u32 {
+        if self.version == 1 {
+            return crc32c::crc32c(&prefix[..8]);
+        }
+        crc32c::crc32c_append(crc32c::crc32c(&self.sequence.to_le_bytes()), &prefix[..12])
+    }
+}
+
+/// Appends the encoding of an entry record of segment `sequence` to `buffer`, which holds one
+/// write from its start (records carry their offset in it).
+pub(crate) fn encode_entry(entry: &Entry, sequence: u64, buffer: &mut Vec<u8>) {
     let command: &[u8] = match &entry.payload {
         EntryPayload::Blank => &[],
         EntryPayload::Command(bytes) => bytes,
@@ -112,27 +156,29 @@ pub(crate) fn encode_entry(entry: &Entry, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&entry.index.0.to_le_bytes());
     buffer.push(u8::from(matches!(entry.payload, EntryPayload::Command(_))));
     buffer.extend_from_slice(command);
-    finish_record(buffer, start);
+    finish_record(buffer, start, sequence);
 }
 
-/// Appends the encoding of a hard-state record to `buffer`.
-pub(crate) fn encode_hard_state(hard_state: &HardState, buffer: &mut Vec<u8>) {
+/// Appends the encoding of a hard-state record of segment `sequence` to `buffer` (one write,
+/// as for [`encode_entry`]).
+pub(crate) fn encode_hard_state(hard_state: &HardState, sequence: u64, buffer: &mut Vec<u8>) {
     let start = begin_record(buffer);
     buffer.push(KIND_HARD_STATE);
     buffer.extend_from_slice(&hard_state.term.0.to_le_bytes());
     buffer.push(u8::from(hard_state.voted_for.is_some()));
     buffer.extend_from_slice(&hard_state.voted_for.map_or(0, |id| id.0).to_le_bytes());
     buffer.extend_from_slice(&hard_state.commit_index.0.to_le_bytes());
-    finish_record(buffer, start);
+    finish_record(buffer, start, sequence);
 }
 
-/// Appends the encoding of a log-reset record to `buffer`.
-pub(crate) fn encode_log_reset(base: LogId, buffer: &mut Vec<u8>) {
+/// Appends the encoding of a log-reset record of segment `sequence` to `buffer` (one write,
+/// as for [`encode_entry`]).
+pub(crate) fn encode_log_reset(base: LogId, sequence: u64, buffer: &mut Vec<u8>) {
     let start = begin_record(buffer);
     buffer.push(KIND_LOG_RESET);
     buffer.extend_from_slice(&base.term.0.to_le_bytes());
     buffer.extend_from_slice(&base.index.0.to_le_bytes());
-    finish_record(buffer, start);
+    finish_record(buffer, start, sequence);
 }
 
 fn begin_record(buffer: &mut Vec<u8>) -> usize {
@@ -141,21 +187,26 @@ fn begin_record(buffer: &mut Vec<u8>) -> usize {
     start
 }
 
-fn finish_record(buffer: &mut [u8], start: usize) {
+fn finish_record(buffer: &mut [u8], start: usize, sequence: u64) {
+    debug_assert!(start < MAX_WRITE_START, "a record starts {start} bytes into its write");
     let body = &buffer[start + RECORD_PREFIX_LEN..];
     let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
     let checksum = crc32c::crc32c(body);
+    let write_offset = u32::try_from(start).unwrap_or(u32::MAX);
     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
     buffer[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
-    let prefix_checksum = crc32c::crc32c(&buffer[start..start + 8]);
-    buffer[start + 8..start + 12].copy_from_slice(&prefix_checksum.to_le_bytes());
+    buffer[start + 8..start + 12].copy_from_slice(&write_offset.to_le_bytes());
+    let prefix_checksum =
+        Framing::current(sequence).prefix_checksum(&buffer[start..start + RECORD_PREFIX_LEN]);
+    buffer[start + 12..start + 16].copy_from_slice(&prefix_checksum.to_le_bytes());
 }
 
 /// What reading one record from the front of `bytes` found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
-    /// A record and its encoded length.
-    Record(Record, usize),
+    /// A record, its encoded length, and its offset in the write that put it on disk (0 in
+    /// format version 1, which does not record it).
+    Record { record: Record, length: usize, write_offset: u32 },
     /// The bytes end inside the record (whose length checked out): a write a crash cut short
     /// (only valid at the tail).
     Incomplete,
@@ -170,29 +221,32 @@ pub(crate) enum ReadOutcome {
     Invalid(String),
 }
 
-/// Reads the record at the front of `bytes`; `max_body_len` bounds what a length may claim.
-pub(crate) fn read_record(bytes: &[u8], max_body_len: usize) -> ReadOutcome {
-    if bytes.len() < RECORD_PREFIX_LEN {
+/// Reads the record at the front of `bytes`, framed by `framing`; `max_body_len` bounds what a
+/// length may claim.
+pub(crate) fn read_record(bytes: &[u8], framing: Framing, max_body_len: usize) -> ReadOutcome {
+    let prefix_len = framing.prefix_len();
+    if bytes.len() < prefix_len {
         return ReadOutcome::Incomplete;
     }
-    if crc32c::crc32c(&bytes[..8]) != read_u32(bytes, 8) {
+    if framing.prefix_checksum(bytes) != read_u32(bytes, prefix_len - 4) {
         return ReadOutcome::BadPrefix;
     }
+    let write_offset = if framing.version == 1 { 0 } else { read_u32(bytes, 8) };
     let body_len = read_u32(bytes, 0) as usize;
     if body_len > max_body_len {
         return ReadOutcome::Invalid(format!(
             "record length {body_len} exceeds the maximum of {max_body_len}"
         ));
     }
-    let total = RECORD_PREFIX_LEN + body_len;
-    let Some(body) = bytes.get(RECORD_PREFIX_LEN..total) else {
+    let total = prefix_len + body_len;
+    let Some(body) = bytes.get(prefix_len..total) else {
         return ReadOutcome::Incomplete;
     };
     if crc32c::crc32c(body) != read_u32(bytes, 4) {
         return ReadOutcome::BadChecksum { length: total };
     }
     match decode_body(body) {
-        Ok(record) => ReadOutcome::Record(record, total),
+        Ok(record) => ReadOutcome::Record { record, length: total, write_offset },
         Err(reason) => ReadOutcome::Invalid(reason),
     }
 }
@@ -273,16 +327,17 @@ mod tests {
         let mut buffer = Vec::new();
         for record in &records {
             match record {
-                Record::Entry(entry) => encode_entry(entry, &mut buffer),
-                Record::HardState(hard_state) => encode_hard_state(hard_state, &mut buffer),
-                Record::LogReset(base) => encode_log_reset(*base, &mut buffer),
+                Record::Entry(entry) => encode_entry(entry, 5, &mut buffer),
+                Record::HardState(hard_state) => encode_hard_state(hard_state, 5, &mut buffer),
+                Record::LogReset(base) => encode_log_reset(*base, 5, &mut buffer),
             }
         }
         let mut offset = 0;
         for expected in &records {
-            match read_record(&buffer[offset..], 1024) {
-                ReadOutcome::Record(record, length) => {
+            match read_record(&buffer[offset..], Framing::current(5), 1024) {
+                ReadOutcome::Record { record, length, write_offset } => {
                     assert_eq!(&record, expected);
+                    assert_eq!(write_offset as usize, offset, "each record knows where it is");
                     offset += length;
                 }
                 other => panic!("expected a record, got {other:?}"),
@@ -292,22 +347,56 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_another_segment_does_not_read() {
+        let mut buffer = Vec::new();
+        encode_entry(&entry(1, 1, Some(b"payload")), 5, &mut buffer);
+        assert!(matches!(
+            read_record(&buffer, Framing::current(5), 1024),
+            ReadOutcome::Record { .. }
+        ));
+        assert_eq!(read_record(&buffer, Framing::current(6), 1024), ReadOutcome::BadPrefix);
+    }
+
+    #[test]
+    fn version_1_records_still_read() {
+        // A version-1 record: length, body checksum, checksum of those 8 bytes, body.
+        let body = [&[1u8][..], &7u64.to_le_bytes(), &9u64.to_le_bytes(), &[1], b"old"].concat();
+        let length = u32::try_from(body.len()).expect("a short body").to_le_bytes();
+        let head = [&length[..], &crc32c::crc32c(&body).to_le_bytes()].concat();
+        let record = [&head[..], &crc32c::crc32c(&head).to_le_bytes(), &body].concat();
+        let framing = Framing { version: 1, sequence: 3 };
+        match read_record(&record, framing, 1024) {
+            ReadOutcome::Record { record: Record::Entry(read), length, write_offset: 0 } => {
+                assert_eq!(read, entry(7, 9, Some(b"old")));
+                assert_eq!(length, record.len());
+            }
+            other => panic!("expected a version-1 record, got {other:?}"),
+        }
+        assert_eq!(read_record(&record, Framing::current(3), 1024), ReadOutcome::BadPrefix);
+    }
+
+    #[test]
     fn damaged_records_are_classified() {
         let mut buffer = Vec::new();
-        encode_entry(&entry(1, 1, Some(b"payload")), &mut buffer);
+        encode_entry(&entry(1, 1, Some(b"payload")), 1, &mut buffer);
+        let framing = Framing::current(1);
         for cut in 0..buffer.len() {
-            assert_eq!(read_record(&buffer[..cut], 1024), ReadOutcome::Incomplete, "cut at {cut}");
+            let outcome = read_record(&buffer[..cut], framing, 1024);
+            assert_eq!(outcome, ReadOutcome::Incomplete, "cut at {cut}");
         }
         let mut flipped = buffer.clone();
         flipped[RECORD_PREFIX_LEN + 3] ^= 0x10;
-        assert!(matches!(read_record(&flipped, 1024), ReadOutcome::BadChecksum { .. }));
-        assert!(matches!(read_record(&buffer, 4), ReadOutcome::Invalid(_)));
+        assert!(matches!(read_record(&flipped, framing, 1024), ReadOutcome::BadChecksum { .. }));
+        assert!(matches!(read_record(&buffer, framing, 4), ReadOutcome::Invalid(_)));
         let mut bad_length = buffer.clone();
         bad_length[2] ^= 0x40;
-        assert_eq!(read_record(&bad_length, 1 << 30), ReadOutcome::BadPrefix);
+        assert_eq!(read_record(&bad_length, framing, 1 << 30), ReadOutcome::BadPrefix);
+        let mut bad_offset = buffer.clone();
+        bad_offset[9] ^= 0x01;
+        assert_eq!(read_record(&bad_offset, framing, 1024), ReadOutcome::BadPrefix);
         let mut torn_prefix = buffer.clone();
         torn_prefix[5..].fill(0);
-        assert_eq!(read_record(&torn_prefix, 1024), ReadOutcome::BadPrefix);
+        assert_eq!(read_record(&torn_prefix, framing, 1024), ReadOutcome::BadPrefix);
     }
 
     #[test]

@@ -187,7 +187,13 @@ impl<F: FileSystem> WalStorage<F> {
                 fs.sync_dir(&dir).map_err(|error| {
                     StorageError::io(format!("syncing {}", dir.display()), error)
                 })?;
-                (file, tail.sequence, tail.valid_len)
+                if tail.format_version < FORMAT_VERSION {
+                    // Written by an earlier build: read, never appended to. The log goes on in
+                    // a new segment of the current format.
+                    create_segment(&fs, &dir, identity, tail.sequence + 1, &hard_state)?
+                } else {
+                    (file, tail.sequence, tail.valid_len)
+                }
             }
             Some(tail) => {
                 // A crash cut the segment's creation (or its leading hard state) short: write
@@ -262,6 +268,14 @@ impl<F: FileSystem> WalStorage<F> {
         }
     }
 
+    /// Records that the current segment holds entries up to `index`.
+    fn note_last_index(&mut self, index: Option<LogIndex>) {
+        if let Some(index) = index {
+            let segment_last = self.segment_last_index.entry(self.sequence).or_default();
+            *segment_last = (*segment_last).max(index);
+        }
+    }
+
     /// Starts the next segment if the current one is full.
     fn roll_if_full(&mut self) -> Result<(), StorageError> {
         if self.segment_len < self.options.segment_max_bytes {
@@ -314,22 +328,27 @@ impl<F: FileSystem> Storage for WalStorage<F> {
                 });
             }
         }
-        let before = self.buffer.len();
+        let mut last_buffered = None;
         for entry in entries {
-            format::encode_entry(entry, &mut self.buffer);
+            if self.buffer.len() >= format::MAX_WRITE_START {
+                // Records carry their offset in their write as a u32: a batch this large is
+                // written (and synced) in parts.
+                self.note_last_index(last_buffered.take());
+                self.sync()?;
+            }
+            let before = self.buffer.len();
+            format::encode_entry(entry, self.sequence, &mut self.buffer);
+            self.segment_len += (self.buffer.len() - before) as u64;
+            last_buffered = Some(entry.index);
         }
-        self.segment_len += (self.buffer.len() - before) as u64;
-        if let Some(last) = entries.last() {
-            let segment_last = self.segment_last_index.entry(self.sequence).or_default();
-            *segment_last = (*segment_last).max(last.index);
-        }
+        self.note_last_index(last_buffered);
         Ok(())
     }
 
     fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
         self.check_usable()?;
         let before = self.buffer.len();
-        format::encode_log_reset(base, &mut self.buffer);
+        format::encode_log_reset(base, self.sequence, &mut self.buffer);
         self.segment_len += (self.buffer.len() - before) as u64;
         for last in self.segment_last_index.values_mut() {
             *last = LogIndex(0);
@@ -375,7 +394,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
         self.check_usable()?;
         let before = self.buffer.len();
-        format::encode_hard_state(hard_state, &mut self.buffer);
+        format::encode_hard_state(hard_state, self.sequence, &mut self.buffer);
         self.segment_len += (self.buffer.len() - before) as u64;
         self.hard_state = *hard_state;
         Ok(())
@@ -457,7 +476,7 @@ fn write_segment_start<F: FileSystem>(
         sequence,
     };
     let mut bytes = header.encode().to_vec();
-    format::encode_hard_state(hard_state, &mut bytes);
+    format::encode_hard_state(hard_state, sequence, &mut bytes);
     file.write_at(&bytes, 0)
         .and_then(|()| file.sync_data())
         .map_err(|error| StorageError::io(format!("writing {}", path.display()), error))?;

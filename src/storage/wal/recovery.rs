@@ -19,15 +19,21 @@ use crate::storage::fs::FileSystem;
 use crate::types::LogIndex;
 
 use super::format::{
-    FORMAT_VERSION, HEADER_LEN, HeaderError, MAGIC, RECORD_PREFIX_LEN, ReadOutcome, Record,
-    SegmentHeader, read_record,
+    FORMAT_VERSION, Framing, HEADER_LEN, HeaderError, MAGIC, OLDEST_READABLE_VERSION,
+    ReadOutcome, Record, SegmentHeader, read_record,
 };
+
+/// The unit a disk writes whole: a write that a crash interrupts lands as some of its
+/// sectors, not necessarily in order.
+const SECTOR_BYTES: usize = 512;
 use super::{WalIdentity, segment_name, segment_sequence, snapshot_file};
 
 /// The last segment as recovery left it.
 #[derive(Debug)]
 pub(crate) struct TailSegment {
     pub(crate) sequence: u64,
+    /// The format version the segment is written in (0 when its header is being recreated).
+    pub(crate) format_version: u32,
     pub(crate) path: PathBuf,
     /// Bytes up to the end of the last whole record (0 when even the header is torn).
     pub(crate) valid_len: u64,
@@ -147,64 +153,73 @@ pub(crate) fn recover<F: FileSystem>(
             // A crash interrupted the creation of the last segment (a short file, a
             // preallocated one still all zeros, or one the file system grew before the data
             // reached the disk): it is created again.
-            tail = Some(TailSegment { sequence: *sequence, path, valid_len: 0, torn: None });
+            tail = Some(TailSegment {
+                sequence: *sequence,
+                format_version: 0,
+                path,
+                valid_len: 0,
+                torn: None,
+            });
             continue;
         }
-        check_header(&bytes, &path, identity, *sequence)?;
+        let framing = Framing {
+            version: check_header(&bytes, &path, identity, *sequence)?,
+            sequence: *sequence,
+        };
+        let prefix_len = framing.prefix_len();
         let mut offset = HEADER_LEN;
         let mut torn = None;
         while offset < bytes.len() {
             let rest = &bytes[offset..];
-            if rest[..rest.len().min(RECORD_PREFIX_LEN)].iter().all(|byte| *byte == 0) {
-                // The zeros of preallocated space: the end, if nothing but zeros follows.
-                let after = nonzero_end(&bytes, offset);
-                if after > offset {
-                    return Err(corrupt(
-                        offset,
-                        format!(
-                            "a zero record prefix is followed by non-zero bytes (up to offset {})",
-                            after - 1
-                        ),
-                    ));
-                }
-                break;
-            }
-            let failure = match read_record(rest, max_body_len) {
-                ReadOutcome::Record(record, length) => {
+            // The zeros of preallocated space where a record would start: the end, if nothing
+            // but zeros follows.
+            let zero_prefix = rest[..rest.len().min(prefix_len)].iter().all(|byte| *byte == 0);
+            let outcome = (!zero_prefix).then(|| read_record(rest, framing, max_body_len));
+            // Where the failing record ends, as far as its prefix can tell.
+            let (record_end, reason) = match outcome {
+                Some(ReadOutcome::Record { record, length, .. }) => {
                     replay.apply(*sequence, record).map_err(|reason| corrupt(offset, reason))?;
                     offset += length;
                     continue;
                 }
-                ReadOutcome::Invalid(reason) => return Err(corrupt(offset, reason)),
-                failure => failure,
-            };
-            // Where the failing record ends, as far as its prefix can tell.
-            let (record_end, reason) = match failure {
-                ReadOutcome::Incomplete => {
-                    (bytes.len(), String::from("the segment ends inside a record"))
+                Some(ReadOutcome::Invalid(reason)) => return Err(corrupt(offset, reason)),
+                None => (offset, "a zero record prefix is followed by non-zero bytes"),
+                Some(ReadOutcome::Incomplete) => (bytes.len(), "the segment ends inside a record"),
+                Some(ReadOutcome::BadChecksum { length }) => {
+                    (offset + length, "the record's checksum does not match")
                 }
-                ReadOutcome::BadChecksum { length } => {
-                    (offset + length, String::from("the record's checksum does not match"))
-                }
-                _ => (
-                    (offset + RECORD_PREFIX_LEN).min(bytes.len()),
-                    String::from("the record's length checksum does not match"),
+                Some(ReadOutcome::BadPrefix) => (
+                    (offset + prefix_len).min(bytes.len()),
+                    "the record's length checksum does not match",
                 ),
             };
             let after = nonzero_end(&bytes, record_end);
-            if !is_last || after > record_end {
-                let reason = if is_last {
-                    format!(
-                        "{reason}, and non-zero bytes follow it (up to offset {}): not a torn \
-                         write",
-                        after - 1
-                    )
-                } else {
-                    reason
-                };
-                return Err(corrupt(offset, reason));
+            if zero_prefix && after == record_end {
+                break;
             }
-            // A torn write: the last write landed only in part.
+            if !is_last {
+                return Err(corrupt(offset, reason.to_owned()));
+            }
+            if after > record_end {
+                // Non-zero bytes follow the failure: damage, unless they are the rest of a
+                // torn write that landed out of order (format 2 can tell).
+                let later_write = (framing.version >= 2)
+                    .then(|| record_of_a_later_write(&bytes, offset, framing, max_body_len))
+                    .flatten();
+                // The failing record itself must have a sector the write never reached: a
+                // flipped bit does not zero a sector.
+                let hole = framing.version >= 2
+                    && has_unwritten_sector(&bytes, offset, record_end.max(offset + prefix_len));
+                if later_write.is_some() || !hole {
+                    let why = match later_write {
+                        Some(at) => format!("a record written after it follows at offset {at}"),
+                        None => format!("non-zero bytes follow it (up to offset {})", after - 1),
+                    };
+                    return Err(corrupt(offset, format!("{reason}, and {why}: not a torn write")));
+                }
+            }
+            // A torn write: the last write landed only in part (a prefix of it, or some of its
+            // sectors), and was never synced.
             torn = Some(TornWrite {
                 end: nonzero_end(&bytes, offset) as u64,
                 at_end_of_file: record_end >= bytes.len(),
@@ -214,7 +229,13 @@ pub(crate) fn recover<F: FileSystem>(
         if is_last {
             // A segment whose leading hard state was torn off is created again as well.
             let valid_len = if offset > HEADER_LEN { offset as u64 } else { 0 };
-            tail = Some(TailSegment { sequence: *sequence, path, valid_len, torn });
+            tail = Some(TailSegment {
+                sequence: *sequence,
+                format_version: framing.version,
+                path,
+                valid_len,
+                torn,
+            });
         }
     }
     let base = replay.base.unwrap_or_default();
@@ -237,6 +258,53 @@ pub(crate) fn recover<F: FileSystem>(
     })
 }
 
+/// The offset of a whole record, after `failed_at`, of a write that started after
+/// `failed_at`, if there is one. Then the write that covers `failed_at` had finished before
+/// that later write began: it was synced, and the failure in it is damage, not a torn write.
+/// (The log syncs each write before making the next, so only the last write can be torn.)
+fn record_of_a_later_write(
+    bytes: &[u8],
+    failed_at: usize,
+    framing: Framing,
+    max_body_len: usize,
+) -> Option<usize> {
+    let prefix_len = framing.prefix_len();
+    let mut at = failed_at + 1;
+    while at + prefix_len <= bytes.len() {
+        // A record prefix holds a non-zero length: skip runs of zeros, up to where a prefix
+        // could still reach the next non-zero byte.
+        let next_nonzero = at + bytes[at..].iter().position(|byte| *byte != 0)?;
+        at = at.max(next_nonzero.saturating_sub(prefix_len - 1));
+        match read_record(&bytes[at..], framing, max_body_len) {
+            ReadOutcome::Record { length, write_offset, .. } => {
+                let write_start = at.checked_sub(write_offset as usize);
+                if write_start.is_none_or(|start| start > failed_at) {
+                    return Some(at);
+                }
+                at += length;
+            }
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// Whether one of the sectors that `from..to` (a failing record, from its start) overlaps was
+/// never reached by the write: its bytes from `from` on are all zero, what preallocation left
+/// there (a sector lands whole or not at all). A write whose sectors landed out of order
+/// looks like this; damage to written data (a flipped bit) does not.
+fn has_unwritten_sector(bytes: &[u8], from: usize, to: usize) -> bool {
+    let mut start = from - from % SECTOR_BYTES;
+    while start < to.min(bytes.len()) {
+        let end = (start + SECTOR_BYTES).min(bytes.len());
+        if bytes[start.max(from)..end].iter().all(|byte| *byte == 0) {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
 /// The offset just after the last non-zero byte of `bytes` at or after `from` (`from` when
 /// they are all zero).
 fn nonzero_end(bytes: &[u8], from: usize) -> usize {
@@ -244,12 +312,13 @@ fn nonzero_end(bytes: &[u8], from: usize) -> usize {
     bytes[from..].iter().rposition(|byte| *byte != 0).map_or(from, |last| from + last + 1)
 }
 
+/// Checks a segment's header and returns its format version.
 fn check_header(
     bytes: &[u8],
     path: &Path,
     identity: WalIdentity,
     sequence: u64,
-) -> Result<(), StorageError> {
+) -> Result<u32, StorageError> {
     let corrupt = |reason: &str| StorageError::CorruptRecord {
         file: path.to_path_buf(),
         offset: 0,
@@ -262,7 +331,7 @@ fn check_header(
         let mut version = [0u8; 4];
         version.copy_from_slice(&bytes[8..12]);
         let found = u32::from_le_bytes(version);
-        if found != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&found) {
             return Err(StorageError::UnsupportedVersion {
                 file: path.to_path_buf(),
                 found,
@@ -293,7 +362,7 @@ fn check_header(
             header.sequence
         )));
     }
-    Ok(())
+    Ok(header.format_version)
 }
 
 impl Replay {
