@@ -222,10 +222,10 @@ fn sequential_bandwidth(root: &Path) -> Result<f64> {
 }
 
 /// Bytes of log records one batch of `batch` entries writes (`docs/wal-format.md`): each
-/// entry record is a 12-byte prefix, an 18-byte entry header and the command; the batch's
-/// hard-state record is 38 bytes. (Segments are preallocated, so file sizes do not tell.)
+/// entry record is a 16-byte prefix, an 18-byte entry header and the command; the batch's
+/// hard-state record is 42 bytes. (Segments are preallocated, so file sizes do not tell.)
 fn bytes_per_batch(batch: usize) -> usize {
-    const RECORD_PREFIX: usize = 12;
+    const RECORD_PREFIX: usize = 16;
     const ENTRY_HEADER: usize = 18;
     const HARD_STATE_RECORD: usize = RECORD_PREFIX + 26;
     batch * (RECORD_PREFIX + ENTRY_HEADER + ENTRY_BYTES) + HARD_STATE_RECORD

@@ -424,7 +424,7 @@ fn flipped_bit_in_the_last_record_is_a_torn_tail() {
     assert_eq!(original.len() as u64, end);
     let last_start = offsets[3];
 
-    // Every byte of the body (the 12-byte prefix is left alone: its own checksum makes a
+    // Every byte of the body (the prefix is left alone: its own checksum makes a
     // damaged prefix corruption, not a torn write).
     for offset in last_start + RECORD_PREFIX_LEN..end {
         let dir = tempfile::tempdir().unwrap();
@@ -1139,8 +1139,61 @@ fn non_zero_bytes_after_a_failing_record_refuse_to_start() {
     }
 }
 
+/// A version-1 record (a 12-byte prefix: length, body checksum, checksum of those 8 bytes).
+fn v1_record(body: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(body.len()).unwrap().to_le_bytes();
+    let head = [&length[..], &crc32c::crc32c(body).to_le_bytes()].concat();
+    [&head[..], &crc32c::crc32c(&head).to_le_bytes(), body].concat()
+}
+
+/// A log written by an earlier build (format version 1) is read, and the log goes on in a new
+/// segment of the current format: the old segment is never appended to.
+#[test]
+fn a_version_1_log_is_read_and_continued_in_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = Vec::new();
+    header.extend_from_slice(b"RAFTWAL\0");
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&1u64.to_le_bytes());
+    header.extend_from_slice(&7u64.to_le_bytes());
+    header.extend_from_slice(&1u64.to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
+    let hard_state_body = |term: u64, commit: u64| {
+        [&[2u8][..], &term.to_le_bytes(), &[1], &1u64.to_le_bytes(), &commit.to_le_bytes()].concat()
+    };
+    let entry_body = |index: u64, command: &[u8]| {
+        [&[1u8][..], &2u64.to_le_bytes(), &index.to_le_bytes(), &[1], command].concat()
+    };
+    let mut bytes = header;
+    bytes.extend(v1_record(&hard_state_body(0, 0)));
+    bytes.extend(v1_record(&entry_body(1, b"one")));
+    bytes.extend(v1_record(&entry_body(2, b"two")));
+    bytes.extend(v1_record(&hard_state_body(2, 2)));
+    let old = bytes.clone();
+    fs::write(segment(dir.path(), 1), &bytes).unwrap();
+
+    let mut storage = open(dir.path()).unwrap();
+    let state = storage.load().unwrap();
+    assert_eq!(state.entries, [entry(2, 1, b"one"), entry(2, 2, b"two")]);
+    assert_eq!(state.hard_state, hard_state(2, Some(1), 2));
+    storage.append(&[entry(2, 3, b"three")]).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+
+    assert_eq!(fs::read(segment(dir.path(), 1)).unwrap(), old, "the old segment is unchanged");
+    let new = fs::read(segment(dir.path(), 2)).unwrap();
+    assert_eq!(new[8..12], 2u32.to_le_bytes(), "the new segment is version 2");
+    assert_eq!(hard_state_record_at(&new, HEADER_LEN), hard_state(2, Some(1), 2));
+    let state = open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(state.entries, [entry(2, 1, b"one"), entry(2, 2, b"two"), entry(2, 3, b"three")]);
+}
+
 /// Bytes in a sector: a disk writes each whole or not at all, in any order within a write.
 const SECTOR: usize = 512;
+
+/// Which sectors of a write landed before a power loss.
+type SectorPattern = Box<dyn Fn(usize) -> bool>;
 
 /// A power loss during the sync of a write can land any subset of its sectors, out of order:
 /// what is on disk is the old content (zeros) where a sector did not land. At every such
@@ -1151,7 +1204,13 @@ fn torn_write_whose_sectors_landed_out_of_order_is_cut_off() {
     let saved = hard_state(3, Some(2), 5);
     let template = tempfile::tempdir().unwrap();
     let (mut written, path) = log_with_a_preallocated_tail(template.path(), &saved);
-    let (_, start) = record_offsets(&[Rec::HardState, Rec::Entry(20), Rec::Entry(20), Rec::Entry(20), Rec::Entry(20)]);
+    let (_, start) = record_offsets(&[
+        Rec::HardState,
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+    ]);
     let before = fs::read(&path).unwrap();
     let options = preallocated_segments();
     // One write of 25 records spanning sectors 0 to 7.
@@ -1169,7 +1228,7 @@ fn torn_write_whose_sectors_landed_out_of_order_is_cut_off() {
     assert!(after[end..].iter().all(|byte| *byte == 0) && end < before.len());
     let sectors = end.div_ceil(SECTOR);
 
-    let patterns: [(&str, Box<dyn Fn(usize) -> bool>); 6] = [
+    let patterns: [(&str, SectorPattern); 6] = [
         ("the first sector did not land", Box::new(|sector| sector != 0)),
         ("a middle sector did not land", Box::new(|sector| sector != 4)),
         ("only the last sector landed", Box::new(move |sector| sector == sectors - 1)),
@@ -1226,7 +1285,13 @@ fn a_zeroed_sector_before_a_later_write_is_refused() {
     let saved = hard_state(3, Some(2), 5);
     let template = tempfile::tempdir().unwrap();
     let (written, path) = log_with_a_preallocated_tail(template.path(), &saved);
-    let (_, start) = record_offsets(&[Rec::HardState, Rec::Entry(20), Rec::Entry(20), Rec::Entry(20), Rec::Entry(20)]);
+    let (_, start) = record_offsets(&[
+        Rec::HardState,
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+    ]);
     let options = preallocated_segments();
     let next = written.len() as u64 + 1;
     let mut storage = open_with(template.path(), &options).unwrap();

@@ -415,7 +415,7 @@ mod tests {
         }
         // Among the outcomes: the write's third sector alone, which no prefix gives.
         let third_alone = [false, false, false, true, false, false, false, false];
-        assert!(seen.contains(&third_alone.to_vec()), "{seen:?}");
+        assert!(seen.contains(third_alone.as_slice()), "{seen:?}");
     }
 
     #[test]

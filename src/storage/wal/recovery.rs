@@ -1,12 +1,13 @@
 //! Reading a write-ahead log back at start: every segment is checked before anything is
 //! changed. Segments are preallocated and zero-filled, so a segment's length does not say
-//! where its records end: the log ends at end of file or at a record prefix of 12 zero bytes
-//! followed by nothing but zeros. A record that fails (cut short, failing a checksum) in the
-//! last segment is what a crash mid-write leaves (a torn write lands a prefix of its bytes;
-//! what followed was zeros) when every byte after it is zero, and is cut off. Anything else
-//! wrong, and a failing record with any non-zero byte after it, is corruption: the node
-//! refuses to start with the file and offset (repair from peers can hook in here). A
-//! directory of another node, cluster or format version is refused untouched.
+//! where its records end: the log ends at end of file or at a zero record prefix followed by
+//! nothing but zeros. A record that fails (cut short, failing a checksum) in the last segment
+//! is what a crash mid-write leaves, and is cut off, when it is the last write torn: every
+//! byte after it is zero (a prefix of the write landed), or (format 2) it has a sector the
+//! write never reached and no record of a later write follows it (the write's sectors landed
+//! out of order). Anything else wrong is corruption: the node refuses to start with the file
+//! and offset (repair from peers can hook in here). A directory of another node, cluster or
+//! format version is refused untouched.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,8 @@ use crate::storage::fs::FileSystem;
 use crate::types::LogIndex;
 
 use super::format::{
-    FORMAT_VERSION, Framing, HEADER_LEN, HeaderError, MAGIC, OLDEST_READABLE_VERSION,
-    ReadOutcome, Record, SegmentHeader, read_record,
+    FORMAT_VERSION, Framing, HEADER_LEN, HeaderError, MAGIC, OLDEST_READABLE_VERSION, ReadOutcome,
+    Record, SegmentHeader, read_record,
 };
 
 /// The unit a disk writes whole: a write that a crash interrupts lands as some of its
@@ -183,7 +184,7 @@ pub(crate) fn recover<F: FileSystem>(
                     continue;
                 }
                 Some(ReadOutcome::Invalid(reason)) => return Err(corrupt(offset, reason)),
-                None => (offset, "a zero record prefix is followed by non-zero bytes"),
+                None => (offset, "the record prefix is all zeros"),
                 Some(ReadOutcome::Incomplete) => (bytes.len(), "the segment ends inside a record"),
                 Some(ReadOutcome::BadChecksum { length }) => {
                     (offset + length, "the record's checksum does not match")
