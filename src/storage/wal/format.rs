@@ -4,7 +4,7 @@
 //! All integers are little-endian. A segment is a header followed by records:
 //!
 //! ```text
-//! header:  magic "RAFTWAL\0" (8) | format version u32 | reserved u32 (0)
+//! header:  magic "RAFTWAL\0" (8) | format version u32 | flags u32 (bit 0: recycled)
 //!          | node id u64 | cluster id u64 | segment sequence u64 | crc32c of the above u32
 //! record:  body length u32 | crc32c of body u32 | offset in its write u32
 //!          | crc32c of (segment sequence u64, then the previous 12 bytes) u32 | body
@@ -62,7 +62,13 @@ pub(crate) struct SegmentHeader {
     pub(crate) node_id: u64,
     pub(crate) cluster_id: u64,
     pub(crate) sequence: u64,
+    /// The file held an earlier segment (compaction handed it back for reuse): after this
+    /// segment's records come that segment's stale bytes, not zeros.
+    pub(crate) recycled: bool,
 }
+
+/// Header flag: the segment reuses an older segment's file.
+const FLAG_RECYCLED: u32 = 1;
 
 /// Why a header could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,6 +79,8 @@ pub(crate) enum HeaderError {
     BadMagic,
     /// The header's checksum does not match.
     BadChecksum,
+    /// Flags this build does not know (a newer build's feature).
+    UnknownFlags(u32),
 }
 
 impl SegmentHeader {
@@ -80,6 +88,8 @@ impl SegmentHeader {
         let mut bytes = [0u8; HEADER_LEN];
         bytes[0..8].copy_from_slice(&MAGIC);
         bytes[8..12].copy_from_slice(&self.format_version.to_le_bytes());
+        let flags = if self.recycled { FLAG_RECYCLED } else { 0 };
+        bytes[12..16].copy_from_slice(&flags.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.node_id.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.cluster_id.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.sequence.to_le_bytes());
@@ -96,11 +106,18 @@ impl SegmentHeader {
         if crc32c::crc32c(&header[..40]) != read_u32(header, 40) {
             return Err(HeaderError::BadChecksum);
         }
+        let format_version = read_u32(header, 8);
+        // Version 1 wrote these bytes as 0 and ignored them.
+        let flags = if format_version >= 2 { read_u32(header, 12) } else { 0 };
+        if flags & !FLAG_RECYCLED != 0 {
+            return Err(HeaderError::UnknownFlags(flags));
+        }
         Ok(SegmentHeader {
-            format_version: read_u32(header, 8),
+            format_version,
             node_id: read_u64(header, 16),
             cluster_id: read_u64(header, 24),
             sequence: read_u64(header, 32),
+            recycled: flags & FLAG_RECYCLED != 0,
         })
     }
 }
@@ -406,9 +423,17 @@ mod tests {
             node_id: 3,
             cluster_id: 9,
             sequence: 12,
+            recycled: false,
         };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+        let recycled = SegmentHeader { recycled: true, ..header };
+        assert_eq!(SegmentHeader::decode(&recycled.encode()), Ok(recycled));
+        let mut unknown = bytes;
+        unknown[13] = 1;
+        let checksum = crc32c::crc32c(&unknown[..40]);
+        unknown[40..44].copy_from_slice(&checksum.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&unknown), Err(HeaderError::UnknownFlags(0x100)));
         assert_eq!(SegmentHeader::decode(&bytes[..10]), Err(HeaderError::Short));
         let mut bad = bytes;
         bad[20] ^= 1;

@@ -116,7 +116,13 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     preparer: Preparer<F>,
     /// For each segment, the highest index of a live entry in it (see `recovery.rs`).
     segment_last_index: BTreeMap<u64, LogIndex>,
+    /// Files of compacted segments kept for reuse (`spare-<sequence>.tmp`): a roll-over
+    /// takes one instead of a freshly zero-filled file.
+    spares: Vec<PathBuf>,
 }
+
+/// At most this many compacted segments are kept as spares; compaction removes the rest.
+const MAX_SPARE_SEGMENTS: usize = 2;
 
 impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,6 +212,14 @@ impl<F: FileSystem> WalStorage<F> {
             None => create_segment(&fs, &dir, identity, 1, &hard_state)?,
         };
         remove_leftovers(&fs, &dir)?;
+        let mut spares: Vec<PathBuf> = fs
+            .list(&dir)
+            .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?
+            .into_iter()
+            .filter(|name| is_spare_name(name))
+            .map(|name| dir.join(name))
+            .collect();
+        spares.sort();
         let preparer = Preparer::new(fs.clone(), dir.clone(), options.segment_max_bytes);
         let mut storage = WalStorage {
             fs,
@@ -222,6 +236,7 @@ impl<F: FileSystem> WalStorage<F> {
             sync_latency: Arc::default(),
             preparer,
             segment_last_index: recovered.segment_last_index,
+            spares,
         };
         storage.prepare_next_if_due();
         Ok(storage)
@@ -263,7 +278,10 @@ impl<F: FileSystem> WalStorage<F> {
     /// Starts preparing the next segment once the current one is a quarter full (a segment
     /// started by a roll-over has its successor prepared at once).
     fn prepare_next_if_due(&mut self) {
-        if !self.preparer.is_started() && self.segment_len >= self.options.segment_max_bytes / 4 {
+        if self.spares.is_empty()
+            && !self.preparer.is_started()
+            && self.segment_len >= self.options.segment_max_bytes / 4
+        {
             self.preparer.start(self.sequence + 1);
         }
     }
@@ -282,27 +300,33 @@ impl<F: FileSystem> WalStorage<F> {
             return Ok(());
         }
         let sequence = self.sequence + 1;
-        let prepared = self.preparer.take(sequence).map_err(|error| {
-            StorageError::io(format!("preparing segment {}", segment_name(sequence)), error)
-        });
-        let started = prepared.and_then(|prepared| {
-            install_segment(
-                &self.fs,
-                &self.dir,
-                &prepared,
-                self.identity,
-                sequence,
-                &self.hard_state,
-            )
-        });
+        let started = if let Some(spare) = self.spares.pop() {
+            install_recycled(&self.fs, &self.dir, &spare, self.identity, sequence, &self.hard_state)
+        } else {
+            let prepared = self.preparer.take(sequence).map_err(|error| {
+                StorageError::io(format!("preparing segment {}", segment_name(sequence)), error)
+            });
+            prepared.and_then(|prepared| {
+                install_segment(
+                    &self.fs,
+                    &self.dir,
+                    &prepared,
+                    self.identity,
+                    sequence,
+                    &self.hard_state,
+                )
+            })
+        };
         // A segment half started would take a second header on retry: take no more writes.
         let (file, sequence, segment_len) = started.inspect_err(|_| self.failed = true)?;
         tracing::debug!("Started write-ahead log segment {}", segment_name(sequence));
         self.file = file;
         self.sequence = sequence;
         self.segment_len = segment_len;
-        // The log is being written: have the next one ready in time.
-        self.preparer.start(sequence + 1);
+        // The log is being written: have the next one ready in time, unless a spare is.
+        if self.spares.is_empty() {
+            self.preparer.start(sequence + 1);
+        }
         Ok(())
     }
 }
@@ -369,12 +393,21 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         if removable.is_empty() {
             return Ok(());
         }
-        // Oldest first: a crash part-way leaves the log a run of consecutive segments.
+        // Oldest first: a crash part-way leaves the log a run of consecutive segments. A few
+        // are kept as spares for later segments, which then need no zero-filling.
         for sequence in &removable {
             let path = self.dir.join(segment_name(*sequence));
-            self.fs
-                .remove(&path)
-                .map_err(|error| StorageError::io(format!("removing {}", path.display()), error))?;
+            if self.spares.len() < MAX_SPARE_SEGMENTS {
+                let spare = self.dir.join(spare_name(*sequence));
+                self.fs.rename(&path, &spare).map_err(|error| {
+                    StorageError::io(format!("renaming {} to a spare", path.display()), error)
+                })?;
+                self.spares.push(spare);
+            } else {
+                self.fs.remove(&path).map_err(|error| {
+                    StorageError::io(format!("removing {}", path.display()), error)
+                })?;
+            }
             self.segment_last_index.remove(sequence);
         }
         self.fs
@@ -469,19 +502,63 @@ fn write_segment_start<F: FileSystem>(
     sequence: u64,
     hard_state: &HardState,
 ) -> Result<(F::File, u64, u64), StorageError> {
-    let header = SegmentHeader {
-        format_version: FORMAT_VERSION,
-        node_id: identity.node_id.0,
-        cluster_id: identity.cluster_id,
-        sequence,
-    };
-    let mut bytes = header.encode().to_vec();
-    format::encode_hard_state(hard_state, sequence, &mut bytes);
+    let bytes = segment_start(identity, sequence, false, hard_state);
     file.write_at(&bytes, 0)
         .and_then(|()| file.sync_data())
         .map_err(|error| StorageError::io(format!("writing {}", path.display()), error))?;
     fs.sync_dir(dir)
         .map_err(|error| StorageError::io(format!("syncing {}", dir.display()), error))?;
+    Ok((file, sequence, bytes.len() as u64))
+}
+
+/// The bytes a segment starts with: its header and the current hard state, one write.
+fn segment_start(
+    identity: WalIdentity,
+    sequence: u64,
+    recycled: bool,
+    hard_state: &HardState,
+) -> Vec<u8> {
+    let header = SegmentHeader {
+        format_version: FORMAT_VERSION,
+        node_id: identity.node_id.0,
+        cluster_id: identity.cluster_id,
+        sequence,
+        recycled,
+    };
+    let mut bytes = header.encode().to_vec();
+    format::encode_hard_state(hard_state, sequence, &mut bytes);
+    bytes
+}
+
+/// Starts segment `sequence` in `spare`, a file that compaction handed back (it still holds
+/// an older segment's bytes, which no longer read as records: their checksums are seeded with
+/// the old sequence). The header, marked recycled, and the hard state are written over its
+/// start and synced under the spare's name; then it is renamed into place and the directory
+/// synced. A crash before the rename leaves a spare; after it, a segment whose header says
+/// stale bytes follow its records.
+fn install_recycled<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    spare: &Path,
+    identity: WalIdentity,
+    sequence: u64,
+    hard_state: &HardState,
+) -> Result<(F::File, u64, u64), StorageError> {
+    let path = dir.join(segment_name(sequence));
+    let bytes = segment_start(identity, sequence, true, hard_state);
+    let io_error = |what: &str, error| StorageError::io(format!("{what} {}", spare.display()), error);
+    let mut file = fs.open_write(spare).map_err(|error| io_error("opening", error))?;
+    file.write_at(&bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|error| io_error("writing", error))?;
+    fs.rename(spare, &path).map_err(|error| {
+        StorageError::io(format!("renaming {} to {}", spare.display(), path.display()), error)
+    })?;
+    fs.sync_dir(dir)
+        .map_err(|error| StorageError::io(format!("syncing {}", dir.display()), error))?;
+    let file = fs
+        .open_write(&path)
+        .map_err(|error| StorageError::io(format!("opening {}", path.display()), error))?;
     Ok((file, sequence, bytes.len() as u64))
 }
 
@@ -527,6 +604,16 @@ fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path) -> Result<(), StorageErro
             .map_err(|error| StorageError::io(format!("removing {}", path.display()), error))?;
     }
     Ok(())
+}
+
+/// The name a compacted segment's file waits under until a roll-over reuses it.
+fn spare_name(sequence: u64) -> String {
+    format!("spare-{sequence:020}.tmp")
+}
+
+/// Whether `name` is a spare segment file's name.
+fn is_spare_name(name: &str) -> bool {
+    name.starts_with("spare-") && name.ends_with(".tmp")
 }
 
 /// The file name of segment `sequence`.

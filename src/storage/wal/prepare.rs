@@ -82,10 +82,11 @@ impl<F: FileSystem> Preparer<F> {
         });
     }
 
-    /// Segment `sequence`, prepared: waits for its preparation if it is still running, or
-    /// prepares it now if it was never started. Returns the temporary file's path.
+    /// A prepared segment for segment `sequence`: waits for the preparation under way if it
+    /// is still running, or prepares one now if none was started. Returns the temporary
+    /// file's path. The file is named after the segment it was started for, which may be an
+    /// earlier one (a roll-over in between reused a spare instead): zeros serve any segment.
     pub(crate) fn take(&mut self, sequence: u64) -> io::Result<PathBuf> {
-        let path = self.dir.join(prepared_name(sequence));
         let (prepared, result) = match self.job.take() {
             Some(Job::Running { sequence, thread, .. }) => (
                 sequence,
@@ -94,16 +95,12 @@ impl<F: FileSystem> Preparer<F> {
                 }),
             ),
             Some(Job::Done { sequence, result }) => (sequence, result),
-            None => (sequence, zero_fill(&self.fs, &path, self.len, &AtomicBool::new(false))),
+            None => {
+                let path = self.dir.join(prepared_name(sequence));
+                (sequence, zero_fill(&self.fs, &path, self.len, &AtomicBool::new(false)))
+            }
         };
-        if prepared != sequence {
-            // Never happens: the log asks for the segment after its current one only.
-            self.discard(prepared);
-            return Err(io::Error::other(format!(
-                "segment {prepared} was prepared but segment {sequence} is needed"
-            )));
-        }
-        result.map(|()| path)
+        result.map(|()| self.dir.join(prepared_name(prepared)))
     }
 
     fn discard(&self, sequence: u64) {

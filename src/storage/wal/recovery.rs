@@ -144,6 +144,7 @@ pub(crate) fn recover<F: FileSystem>(
             node_id: identity.node_id.0,
             cluster_id: identity.cluster_id,
             sequence: *sequence,
+            recycled: false,
         }
         .encode();
         let written_end = nonzero_end(&bytes, 0);
@@ -163,10 +164,8 @@ pub(crate) fn recover<F: FileSystem>(
             });
             continue;
         }
-        let framing = Framing {
-            version: check_header(&bytes, &path, identity, *sequence)?,
-            sequence: *sequence,
-        };
+        let header = check_header(&bytes, &path, identity, *sequence)?;
+        let framing = Framing { version: header.format_version, sequence: *sequence };
         let prefix_len = framing.prefix_len();
         let mut offset = HEADER_LEN;
         let mut torn = None;
@@ -198,17 +197,32 @@ pub(crate) fn recover<F: FileSystem>(
             if zero_prefix && after == record_end {
                 break;
             }
-            if !is_last {
+            let mut end = nonzero_end(&bytes, offset);
+            if header.recycled {
+                // A recycled file: what follows the records is an older segment's stale bytes,
+                // which never read as this segment's records. Only a record of this segment
+                // after the failure says it is damage: in the last segment, one of a later
+                // write (the rest of a torn write may follow it); in an earlier one, any (its
+                // writes were all synced before the next segment began).
+                let scan = scan_after_failure(&bytes, offset, framing, max_body_len);
+                let damage =
+                    if is_last { scan.later_write } else { scan.later_write.or(scan.first_own) };
+                if let Some(at) = damage {
+                    let why = format!("a record of this segment follows at offset {at}");
+                    return Err(corrupt(offset, format!("{reason}, and {why}: not its end")));
+                }
+                // The cut clears the records a torn write left; the stale bytes stay.
+                end = scan.own_records_end.unwrap_or(offset);
+            } else if !is_last {
                 return Err(corrupt(offset, reason.to_owned()));
-            }
-            if after > record_end {
+            } else if after > record_end {
                 // Non-zero bytes follow the failure: damage, unless they are the rest of a
-                // torn write that landed out of order (format 2 can tell).
+                // torn write that landed out of order (format 2 can tell): the failing record
+                // has a sector the write never reached (a flipped bit does not zero a
+                // sector), and no record of a later write follows.
                 let later_write = (framing.version >= 2)
-                    .then(|| record_of_a_later_write(&bytes, offset, framing, max_body_len))
+                    .then(|| scan_after_failure(&bytes, offset, framing, max_body_len).later_write)
                     .flatten();
-                // The failing record itself must have a sector the write never reached: a
-                // flipped bit does not zero a sector.
                 let hole = framing.version >= 2
                     && has_unwritten_sector(&bytes, offset, record_end.max(offset + prefix_len));
                 if later_write.is_some() || !hole {
@@ -219,12 +233,11 @@ pub(crate) fn recover<F: FileSystem>(
                     return Err(corrupt(offset, format!("{reason}, and {why}: not a torn write")));
                 }
             }
-            // A torn write: the last write landed only in part (a prefix of it, or some of its
-            // sectors), and was never synced.
-            torn = Some(TornWrite {
-                end: nonzero_end(&bytes, offset) as u64,
-                at_end_of_file: record_end >= bytes.len(),
-            });
+            if end > offset {
+                // A torn write: the last write landed only in part (a prefix of it, or some
+                // of its sectors), and was never synced.
+                torn = Some(TornWrite { end: end as u64, at_end_of_file: record_end >= bytes.len() });
+            }
             break;
         }
         if is_last {
@@ -259,35 +272,54 @@ pub(crate) fn recover<F: FileSystem>(
     })
 }
 
-/// The offset of a whole record, after `failed_at`, of a write that started after
-/// `failed_at`, if there is one. Then the write that covers `failed_at` had finished before
-/// that later write began: it was synced, and the failure in it is damage, not a torn write.
-/// (The log syncs each write before making the next, so only the last write can be torn.)
-fn record_of_a_later_write(
+/// What lies after a failing record, as far as whole records of this segment tell.
+#[derive(Clone, Copy, Debug)]
+struct AfterFailure {
+    /// The offset of a whole record of a write that started after the failing record. Then
+    /// the write that covers the failure had finished before that later one began: it was
+    /// synced, and the failure in it is damage, not a torn write. (The log syncs each write
+    /// before making the next, so only the last write can be torn.)
+    later_write: Option<usize>,
+    /// The offset of the first whole record of this segment after the failure.
+    first_own: Option<usize>,
+    /// Just after the last whole record of this segment that follows the failure (all of the
+    /// torn write, when there is no later one).
+    own_records_end: Option<usize>,
+}
+
+/// Scans every offset after `failed_at` for whole records of this segment (a record's
+/// prefix checksum is seeded with its segment, so bytes of another segment never match).
+fn scan_after_failure(
     bytes: &[u8],
     failed_at: usize,
     framing: Framing,
     max_body_len: usize,
-) -> Option<usize> {
+) -> AfterFailure {
     let prefix_len = framing.prefix_len();
+    let mut found = AfterFailure { later_write: None, first_own: None, own_records_end: None };
     let mut at = failed_at + 1;
     while at + prefix_len <= bytes.len() {
         // A record prefix holds a non-zero length: skip runs of zeros, up to where a prefix
         // could still reach the next non-zero byte.
-        let next_nonzero = at + bytes[at..].iter().position(|byte| *byte != 0)?;
-        at = at.max(next_nonzero.saturating_sub(prefix_len - 1));
+        let Some(next_nonzero) = bytes[at..].iter().position(|byte| *byte != 0) else {
+            break;
+        };
+        at = at.max((at + next_nonzero).saturating_sub(prefix_len - 1));
         match read_record(&bytes[at..], framing, max_body_len) {
             ReadOutcome::Record { length, write_offset, .. } => {
                 let write_start = at.checked_sub(write_offset as usize);
                 if write_start.is_none_or(|start| start > failed_at) {
-                    return Some(at);
+                    found.later_write = Some(at);
+                    return found;
                 }
+                found.first_own.get_or_insert(at);
                 at += length;
+                found.own_records_end = Some(at);
             }
             _ => at += 1,
         }
     }
-    None
+    found
 }
 
 /// Whether one of the sectors that `from..to` (a failing record, from its start) overlaps was
@@ -313,13 +345,13 @@ fn nonzero_end(bytes: &[u8], from: usize) -> usize {
     bytes[from..].iter().rposition(|byte| *byte != 0).map_or(from, |last| from + last + 1)
 }
 
-/// Checks a segment's header and returns its format version.
+/// Checks a segment's header and returns it.
 fn check_header(
     bytes: &[u8],
     path: &Path,
     identity: WalIdentity,
     sequence: u64,
-) -> Result<u32, StorageError> {
+) -> Result<SegmentHeader, StorageError> {
     let corrupt = |reason: &str| StorageError::CorruptRecord {
         file: path.to_path_buf(),
         offset: 0,
@@ -347,6 +379,11 @@ fn check_header(
         Err(HeaderError::BadChecksum) => {
             return Err(corrupt("the header's checksum does not match"));
         }
+        Err(HeaderError::UnknownFlags(flags)) => {
+            return Err(corrupt(&format!(
+                "the header has flags {flags:#x}, which this build does not know"
+            )));
+        }
     };
     if header.node_id != identity.node_id.0 || header.cluster_id != identity.cluster_id {
         return Err(StorageError::ForeignData {
@@ -363,7 +400,7 @@ fn check_header(
             header.sequence
         )));
     }
-    Ok(header.format_version)
+    Ok(header)
 }
 
 impl Replay {
