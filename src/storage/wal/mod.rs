@@ -17,7 +17,11 @@
 //!
 //! Snapshots are files beside the segments (`snapshot_file.rs`). Once one is stored,
 //! [`Storage::compact`] removes the oldest segments whose entries it covers (whole segments,
-//! oldest first, never the current one). A follower that installs a snapshot its log does not
+//! oldest first, never the current one). It keeps up to two of their files as spares, which
+//! later roll-overs reuse instead of zero-filled files: the new header (flagged recycled)
+//! goes over the old one, and the old records, checksummed under the old sequence, never
+//! read as the new segment's. A log written behind regular snapshots then writes each byte
+//! once, with no zero-filling competing with its syncs. A follower that installs a snapshot its log does not
 //! match writes a log-reset record: the entries before it are gone.
 //!
 //! Opening recovers the log (see `recovery.rs`): a torn tail is cut off, and corruption before
@@ -546,7 +550,8 @@ fn install_recycled<F: FileSystem>(
 ) -> Result<(F::File, u64, u64), StorageError> {
     let path = dir.join(segment_name(sequence));
     let bytes = segment_start(identity, sequence, true, hard_state);
-    let io_error = |what: &str, error| StorageError::io(format!("{what} {}", spare.display()), error);
+    let io_error =
+        |what: &str, error| StorageError::io(format!("{what} {}", spare.display()), error);
     let mut file = fs.open_write(spare).map_err(|error| io_error("opening", error))?;
     file.write_at(&bytes, 0)
         .and_then(|()| file.sync_data())

@@ -236,7 +236,8 @@ pub(crate) fn recover<F: FileSystem>(
             if end > offset {
                 // A torn write: the last write landed only in part (a prefix of it, or some
                 // of its sectors), and was never synced.
-                torn = Some(TornWrite { end: end as u64, at_end_of_file: record_end >= bytes.len() });
+                torn =
+                    Some(TornWrite { end: end as u64, at_end_of_file: record_end >= bytes.len() });
             }
             break;
         }
