@@ -261,7 +261,7 @@ fn wal_append(root: &Path, batch: usize, steady: bool) -> Result<WalResult> {
     let mut encode_nanos = Vec::with_capacity(1 << 16);
 
     let mut write_batch = |encode_nanos: &mut Vec<u64>| -> Result<()> {
-        if steady && next_index - 1 >= snapshot_index + SNAPSHOT_EVERY_ENTRIES {
+        if steady && next_index > snapshot_index + SNAPSHOT_EVERY_ENTRIES {
             // What a node does after applying that many entries: store a snapshot (a small
             // one: the state machine's size is not what is measured), then compact.
             snapshot_index = next_index - 1;
