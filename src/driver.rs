@@ -6,26 +6,46 @@
 //!
 //! 1. send the messages that need nothing durable (a leader's AppendEntries),
 //! 2. store a snapshot received from the leader and reset the log behind it, write entries
-//!    and hard state, then sync,
-//! 3. send the messages that promise durability (votes, acknowledgments),
-//! 4. restore the state machine from a received snapshot, apply committed entries in order,
-//! 5. acknowledge the Ready to the core.
+//!    and hard state, and flush them ([`Storage::flush`]): the sync that makes them durable
+//!    is handed to the caller to run in the background,
+//! 3. restore the state machine from a received snapshot, apply committed entries in order
+//!    (committed entries are durable on a majority already), and acknowledge that half of
+//!    the Ready to the core,
+//! 4. once the sync completes ([`Driver::sync_done`]), send the messages that promise
+//!    durability (votes, acknowledgments) and acknowledge the persisted half.
 //!
-//! A storage error stops at step 2: nothing that depends on the failed write leaves the node.
+//! Syncs complete in the order they were flushed, and the messages of a Ready wait for every
+//! sync before it, even when it wrote nothing itself: they may vouch for earlier writes. At
+//! most [`MAX_SYNCS_IN_FLIGHT`] syncs run at once; past that, the next Ready waits (and grows:
+//! group commit). A storage error stops at step 2, or at step 4 for a failed sync: nothing
+//! that depends on the failed write leaves the node.
 //!
 //! It also decides when to take a snapshot of the state machine (the `snapshot_after_*`
 //! limits of the config) and, once the caller has stored it, compacts the log behind it.
 
+use std::collections::VecDeque;
 use std::error::Error;
 
 use bytes::Bytes;
 
-use crate::core::{LOG_TARGET, RaftCore, Ready};
+use crate::core::{LOG_TARGET, RaftCore, Ready, ReadyAck};
 use crate::error::StorageError;
 use crate::message::{EntryPayload, Message};
 use crate::snapshot::Snapshot;
 use crate::state_machine::{SnapshotsUnsupported, StateMachine};
-use crate::storage::{SnapshotWriter, Storage};
+use crate::storage::{PendingSync, SnapshotWriter, Storage};
+
+/// Syncs that may run at once: while one batch syncs, the next is written.
+pub(crate) const MAX_SYNCS_IN_FLIGHT: usize = 2;
+
+/// A Ready whose writes are not yet known durable: what waits for that.
+struct Persisting {
+    /// Whether the Ready flushed writes of its own (its sync is one of those in flight);
+    /// otherwise it waits only for the syncs before it.
+    has_sync: bool,
+    persisted_messages: Vec<Message>,
+    ack: ReadyAck,
+}
 use crate::types::{LogIndex, Term};
 
 /// The result of applying one committed command.
@@ -56,6 +76,10 @@ pub(crate) struct Driver<S, M> {
     pub(crate) snapshots_installed: u64,
     /// Snapshots this node took and stored (for metrics).
     pub(crate) snapshots_stored: u64,
+    /// Readys waiting for their syncs (or those before them), oldest first.
+    persisting: VecDeque<Persisting>,
+    /// How many of them have a sync in flight.
+    syncs_in_flight: usize,
     /// Simulation only: the planted bug that sends acknowledgments before the sync.
     #[cfg(feature = "sim")]
     pub(crate) planted_acknowledge_before_sync: bool,
@@ -89,6 +113,8 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             snapshot_in_flight: false,
             snapshots_installed: 0,
             snapshots_stored: 0,
+            persisting: VecDeque::new(),
+            syncs_in_flight: 0,
             #[cfg(feature = "sim")]
             planted_acknowledge_before_sync: false,
             #[cfg(feature = "sim")]
@@ -100,15 +126,18 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         }
     }
 
-    /// Carries out every pending [`Ready`] of the core, handing messages to `send` and apply
-    /// results to `on_applied`. Returns an error, having sent nothing that depends on it, when
-    /// storage fails; the node must then stop.
+    /// Carries out every pending [`Ready`] of the core (while fewer than
+    /// [`MAX_SYNCS_IN_FLIGHT`] syncs run), handing messages to `send`, apply results to
+    /// `on_applied`, and each sync to `start_sync`, which must complete them in order and
+    /// report each with [`sync_done`](Self::sync_done). Returns an error, having sent nothing
+    /// that depends on it, when storage fails; the node must then stop.
     pub(crate) fn process_ready(
         &mut self,
         mut send: impl FnMut(Message),
         mut on_applied: impl FnMut(Applied),
+        mut start_sync: impl FnMut(Box<dyn PendingSync>),
     ) -> Result<(), StorageError> {
-        while self.core.has_ready() {
+        while self.syncs_in_flight < MAX_SYNCS_IN_FLIGHT && self.core.has_ready() {
             let Ready {
                 hard_state,
                 snapshot,
@@ -151,11 +180,25 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             if let Some(hard_state) = hard_state {
                 self.storage.save_hard_state(&hard_state)?;
             }
-            if must_sync {
-                self.storage.sync()?;
+            let sync = if must_sync { Some(self.storage.flush()?) } else { None };
+            let sync = sync.filter(|sync| !sync.is_durable());
+            let (applied_ack, persisted_ack) = ack.split();
+            let has_sync = sync.is_some();
+            if has_sync || !self.persisting.is_empty() {
+                self.persisting.push_back(Persisting {
+                    has_sync,
+                    persisted_messages,
+                    ack: persisted_ack,
+                });
+            } else {
+                for message in persisted_messages {
+                    send(message);
+                }
+                self.core.advance(persisted_ack);
             }
-            for message in persisted_messages {
-                send(message);
+            if let Some(sync) = sync {
+                self.syncs_in_flight += 1;
+                start_sync(sync);
             }
             if let Some(snapshot) = snapshot {
                 let index = snapshot.meta.last_included.index;
@@ -189,9 +232,36 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                     on_applied(Applied { index: entry.index, term: entry.term, command, result });
                 }
             }
-            self.core.advance(ack);
+            self.core.advance(applied_ack);
         }
         Ok(())
+    }
+
+    /// Reports that the oldest sync handed to `start_sync` completed: the Ready that flushed
+    /// it, and those after it that wrote nothing of their own, send their messages that
+    /// promise durability and are acknowledged to the core. Call
+    /// [`process_ready`](Self::process_ready) after it.
+    pub(crate) fn sync_done(&mut self, mut send: impl FnMut(Message)) {
+        debug_assert!(self.syncs_in_flight > 0, "a sync completed that was never started");
+        debug_assert!(self.persisting.front().is_some_and(|persisting| persisting.has_sync));
+        self.syncs_in_flight = self.syncs_in_flight.saturating_sub(1);
+        let mut first = true;
+        while let Some(persisting) = self.persisting.front() {
+            if persisting.has_sync && !first {
+                break;
+            }
+            first = false;
+            let Some(persisting) = self.persisting.pop_front() else { break };
+            for message in persisting.persisted_messages {
+                send(message);
+            }
+            self.core.advance(persisting.ack);
+        }
+    }
+
+    /// How many syncs handed out are not reported done.
+    pub(crate) fn syncs_in_flight(&self) -> usize {
+        self.syncs_in_flight
     }
 
     /// Takes a snapshot of the state machine when enough was applied since the last one and

@@ -78,6 +78,7 @@ pub mod snapshot;
 pub mod state_machine;
 mod status;
 pub mod storage;
+mod sync_thread;
 pub mod transport;
 pub mod types;
 

@@ -28,6 +28,7 @@ use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
 use crate::storage::{SnapshotWriter, Storage};
+use crate::sync_thread::SyncThread;
 use crate::transport::Transport;
 use crate::types::LogIndex;
 use crate::types::NodeId;
@@ -146,6 +147,7 @@ impl RaftNode {
             counted_commit: LogIndex(0),
             counted_leader: None,
             driver: Driver::new(core, storage, state_machine, snapshots_supported),
+            syncs: SyncThread::spawn(id)?,
             snapshot_write: None,
             transport,
             requests,
@@ -289,6 +291,8 @@ type SnapshotWrite = JoinHandle<Result<Snapshot, StorageError>>;
 
 struct NodeLoop<S, T, M> {
     driver: Driver<S, M>,
+    /// Completes the storage's syncs while the node goes on.
+    syncs: SyncThread,
     /// The snapshot being written, if any: the node keeps serving meanwhile.
     snapshot_write: Option<SnapshotWrite>,
     counters: Arc<Counters>,
@@ -324,6 +328,16 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             tokio::select! {
                 biased;
                 _ = &mut self.stop_requested => break Ok(()),
+                synced = self.syncs.done(), if self.driver.syncs_in_flight() > 0 => match synced {
+                    Ok(()) => {
+                        let transport = &mut self.transport;
+                        self.driver.sync_done(|message| transport.send(message));
+                    }
+                    Err(error) => {
+                        tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+                        break Err(error);
+                    }
+                },
                 message = self.transport.recv(), if transport_open => match message {
                     Some(message) => self.handle_messages(message),
                     None => transport_open = false,
@@ -429,6 +443,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         // The buffer is kept between batches, so answering proposals allocates nothing.
         let mut completed = std::mem::take(&mut self.completed);
         let mut applied_count = 0u64;
+        let syncs = &self.syncs;
         let result = self.driver.process_ready(
             |message| transport.send(message),
             |applied| {
@@ -448,6 +463,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                     ));
                 }
             },
+            |sync| syncs.start(sync),
         );
         self.counters.commands_applied.fetch_add(applied_count, Ordering::Relaxed);
         self.count();

@@ -49,6 +49,22 @@ pub struct ReadyAck {
     snapshot_through: Option<LogId>,
 }
 
+impl ReadyAck {
+    /// Splits the receipt in two, for a caller that applies committed entries before the
+    /// Ready's writes are durable (it syncs them in the background): the first half records
+    /// the applied entries and the stored snapshot, to hand back at once; the second records
+    /// the persisted entries, to hand back once their sync completes. Applying before the
+    /// local sync is safe: an entry is committed only once a majority holds it durably, and
+    /// a leader counts its own log only after the second half.
+    pub fn split(self) -> (ReadyAck, ReadyAck) {
+        let ReadyAck { persisted_through, applied_through, snapshot_through } = self;
+        (
+            ReadyAck { persisted_through: None, applied_through, snapshot_through },
+            ReadyAck { persisted_through, applied_through: None, snapshot_through: None },
+        )
+    }
+}
+
 impl RaftCore {
     /// Whether [`ready`](Self::ready) has any work to hand out.
     pub fn has_ready(&self) -> bool {

@@ -3,7 +3,7 @@
 //! from a queue ordered by (time, insertion order), so the run depends on the seed alone.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use crate::config::Config;
 use crate::core::{RaftCore, Role};
@@ -15,6 +15,7 @@ use crate::linearizability::{
 use crate::message::Message;
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::state_machine::StateMachine;
+use crate::storage::PendingSync;
 use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{LogIndex, NodeId, Term};
 
@@ -71,6 +72,11 @@ enum Event {
         id: NodeId,
         incarnation: u64,
     },
+    /// The oldest sync a node flushed is done (its sync thread's `fdatasync` returned).
+    SyncDone {
+        id: NodeId,
+        incarnation: u64,
+    },
     /// The long outage of [`SimConfig::outage_ms`] begins: a follower goes down.
     OutageStart,
 }
@@ -115,6 +121,10 @@ struct RunningNode {
     last_applied: LogIndex,
     /// A snapshot taken and being written (on a thread, in a real node).
     snapshot_to_write: Option<crate::snapshot::Snapshot>,
+    /// Syncs flushed and not yet done (a real node's sync thread runs them), oldest first:
+    /// until one is done, its writes are only in the page cache, and a power loss tears or
+    /// loses them.
+    syncs: VecDeque<Box<dyn PendingSync>>,
 }
 
 struct SimNode {
@@ -420,7 +430,38 @@ impl World {
                     self.snapshot_written(id, incarnation);
                 }
             }
+            Event::SyncDone { id, incarnation } => {
+                if let Some(Event::SyncDone { id, incarnation }) =
+                    self.accepts(id, Event::SyncDone { id, incarnation })
+                {
+                    self.sync_done(id, incarnation);
+                }
+            }
         }
+    }
+
+    /// Node `id`'s oldest sync in flight completes (unless the node restarted since): its
+    /// writes become durable, and the messages that waited for them go out.
+    fn sync_done(&mut self, id: NodeId, incarnation: u64) {
+        let position = self.node_position(id);
+        let node = &mut self.nodes[position];
+        if node.incarnation != incarnation {
+            return;
+        }
+        let Some(running) = node.running.as_mut() else { return };
+        let Some(sync) = running.syncs.pop_front() else { return };
+        if let Err(error) = sync.complete() {
+            self.trace_event(format_args!("{id} stops: {error}"));
+            self.crash(id);
+            return;
+        }
+        let mut outbox = Vec::new();
+        running.driver.sync_done(|message| outbox.push(message));
+        self.trace.add_u64(0xA6);
+        for message in outbox {
+            self.send(message);
+        }
+        self.after_input(id);
     }
 
     /// Node `id` finished writing the snapshot it took (unless it restarted since).
@@ -575,6 +616,7 @@ impl World {
             pending: PendingProposals::default(),
             last_applied: LogIndex(0),
             snapshot_to_write: None,
+            syncs: VecDeque::new(),
         });
         node.paused_until = None;
         node.deferred.clear();
@@ -638,9 +680,24 @@ impl World {
         let Some(running) = self.nodes[position].running.as_mut() else { return };
         let mut outbox = Vec::new();
         let mut applied_entries: Vec<Applied> = Vec::new();
-        let result = running
-            .driver
-            .process_ready(|message| outbox.push(message), |applied| applied_entries.push(applied));
+        let mut started_syncs = 0;
+        let syncs = &mut running.syncs;
+        let result = running.driver.process_ready(
+            |message| outbox.push(message),
+            |applied| applied_entries.push(applied),
+            |sync| {
+                syncs.push_back(sync);
+                started_syncs += 1;
+            },
+        );
+        let incarnation = self.nodes[position].incarnation;
+        for _ in 0..started_syncs {
+            // A sync takes up to two virtual milliseconds; whichever event comes first
+            // completes the oldest sync, so they complete in order.
+            let delay = self.rng.between(0, 2);
+            self.schedule(delay, Event::SyncDone { id, incarnation });
+        }
+        let Some(running) = self.nodes[position].running.as_mut() else { return };
         let mut answers = Vec::new();
         for applied in applied_entries {
             let result_bytes = match &applied.result {

@@ -49,6 +49,11 @@ pub trait AppendFile: Send + 'static {
     fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every written byte, and the file's length, durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Another handle to the same file (`dup`), so that one thread can sync it while another
+    /// writes to it: a sync through either makes every byte written through both durable.
+    fn try_clone(&self) -> io::Result<Self>
+    where
+        Self: Sized;
 }
 
 /// The operating system's file system.
@@ -106,5 +111,9 @@ impl AppendFile for File {
 
     fn sync_data(&mut self) -> io::Result<()> {
         File::sync_data(self)
+    }
+
+    fn try_clone(&self) -> io::Result<File> {
+        File::try_clone(self)
     }
 }

@@ -67,6 +67,44 @@ pub trait Storage: Send + 'static {
 
     /// Makes every earlier write durable. Many appends may share one sync (group commit).
     fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Hands every earlier write to the disk and returns the sync that makes them durable,
+    /// to be completed later, possibly on another thread, while the next writes are made
+    /// (pipelining: the next batch is written while this one syncs). Complete the syncs in
+    /// the order they were flushed; one may also make later writes durable. Until its sync
+    /// completes, a write is no more durable than before `sync`.
+    ///
+    /// The default syncs at once and returns a sync with nothing left to do.
+    fn flush(&mut self) -> Result<Box<dyn PendingSync>, StorageError> {
+        self.sync()?;
+        Ok(Box::new(AlreadyDurable))
+    }
+}
+
+/// The second half of a [`Storage::flush`]: what makes the flushed writes durable.
+pub trait PendingSync: Send {
+    /// Makes the writes flushed before it durable, blocking until they are (an `fdatasync`).
+    fn complete(self: Box<Self>) -> Result<(), StorageError>;
+
+    /// Whether there is nothing left to do (the writes are durable already): the caller may
+    /// then skip handing it to another thread.
+    fn is_durable(&self) -> bool {
+        false
+    }
+}
+
+/// A [`PendingSync`] for writes that are durable already.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlreadyDurable;
+
+impl PendingSync for AlreadyDurable {
+    fn complete(self: Box<Self>) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
 }
 
 /// Stores snapshots for a [`Storage`], from any thread.

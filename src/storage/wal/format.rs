@@ -6,7 +6,7 @@
 //! ```text
 //! header:  magic "RAFTWAL\0" (8) | format version u32 | flags u32 (bit 0: recycled)
 //!          | node id u64 | cluster id u64 | segment sequence u64 | crc32c of the above u32
-//! record:  body length u32 | crc32c of body u32 | offset in its write u32
+//! record:  body length u32 | crc32c of body u32 | bytes back to the durable end u32
 //!          | crc32c of (segment sequence u64, then the previous 12 bytes) u32 | body
 //! body:    kind u8, then for kind 1 (entry): term u64 | index u64 | payload kind u8
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
@@ -35,17 +35,18 @@ pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Bytes in a segment header.
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4;
-/// Bytes before a record's body in the current format: length, body checksum, the record's
-/// offset in the write that put it on disk (so recovery can tell the bytes of the last write
-/// from earlier ones), and a checksum of those three seeded with the segment's sequence (so a
+/// Bytes before a record's body in the current format: length, body checksum, how many bytes
+/// before the record the log was known to be durable when it was written (so recovery can
+/// tell the bytes of writes that may not have been synced from those that were), and a
+/// checksum of those three seeded with the segment's sequence (so a
 /// damaged length is never mistaken for a record cut short by a crash, and a record is never
 /// read as part of another segment).
 pub(crate) const RECORD_PREFIX_LEN: usize = 16;
 /// The record prefix of format version 1: length, body checksum, checksum of those two.
 const V1_RECORD_PREFIX_LEN: usize = 12;
-/// Every record of a write starts within this many bytes of the write's start, so that its
-/// offset fits the u32 field: the log writes a batch that grows past it in parts, each synced.
-pub(crate) const MAX_WRITE_START: usize = 1 << 30;
+/// Every record starts within this many bytes of the durable end, so that the distance fits
+/// its u32 field: the log syncs before a batch grows past it.
+pub(crate) const MAX_DURABLE_BACK: usize = 1 << 30;
 /// Bytes of an entry record's body besides the command.
 pub(crate) const ENTRY_BODY_OVERHEAD: usize = 1 + 8 + 8 + 1;
 
@@ -160,9 +161,26 @@ impl Framing {
     }
 }
 
-/// Appends the encoding of an entry record of segment `sequence` to `buffer`, which holds one
-/// write from its start (records carry their offset in it).
-pub(crate) fn encode_entry(entry: &Entry, sequence: u64, buffer: &mut Vec<u8>) {
+/// Where the records encoded into a write buffer go: segment `sequence`, the buffer starting
+/// `durable_gap` bytes after the end of what the log knew to be durable when encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) sequence: u64,
+    pub(crate) durable_gap: u64,
+}
+
+impl Placement {
+    /// A buffer written right at the durable end (nothing in flight before it), as one write
+    /// whose records' offsets are their positions in it.
+    pub(crate) fn at_durable_end(sequence: u64) -> Placement {
+        Placement { sequence, durable_gap: 0 }
+    }
+}
+
+/// Appends the encoding of an entry record to `buffer`, which holds one write from its start:
+/// each record's prefix says how far back from it the log was known durable (its position in
+/// the buffer plus `place.durable_gap`).
+pub(crate) fn encode_entry(entry: &Entry, place: Placement, buffer: &mut Vec<u8>) {
     let command: &[u8] = match &entry.payload {
         EntryPayload::Blank => &[],
         EntryPayload::Command(bytes) => bytes,
@@ -173,29 +191,29 @@ pub(crate) fn encode_entry(entry: &Entry, sequence: u64, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&entry.index.0.to_le_bytes());
     buffer.push(u8::from(matches!(entry.payload, EntryPayload::Command(_))));
     buffer.extend_from_slice(command);
-    finish_record(buffer, start, sequence);
+    finish_record(buffer, start, place);
 }
 
-/// Appends the encoding of a hard-state record of segment `sequence` to `buffer` (one write,
-/// as for [`encode_entry`]).
-pub(crate) fn encode_hard_state(hard_state: &HardState, sequence: u64, buffer: &mut Vec<u8>) {
+/// Appends the encoding of a hard-state record to `buffer` (one write, as for
+/// [`encode_entry`]).
+pub(crate) fn encode_hard_state(hard_state: &HardState, place: Placement, buffer: &mut Vec<u8>) {
     let start = begin_record(buffer);
     buffer.push(KIND_HARD_STATE);
     buffer.extend_from_slice(&hard_state.term.0.to_le_bytes());
     buffer.push(u8::from(hard_state.voted_for.is_some()));
     buffer.extend_from_slice(&hard_state.voted_for.map_or(0, |id| id.0).to_le_bytes());
     buffer.extend_from_slice(&hard_state.commit_index.0.to_le_bytes());
-    finish_record(buffer, start, sequence);
+    finish_record(buffer, start, place);
 }
 
-/// Appends the encoding of a log-reset record of segment `sequence` to `buffer` (one write,
-/// as for [`encode_entry`]).
-pub(crate) fn encode_log_reset(base: LogId, sequence: u64, buffer: &mut Vec<u8>) {
+/// Appends the encoding of a log-reset record to `buffer` (one write, as for
+/// [`encode_entry`]).
+pub(crate) fn encode_log_reset(base: LogId, place: Placement, buffer: &mut Vec<u8>) {
     let start = begin_record(buffer);
     buffer.push(KIND_LOG_RESET);
     buffer.extend_from_slice(&base.term.0.to_le_bytes());
     buffer.extend_from_slice(&base.index.0.to_le_bytes());
-    finish_record(buffer, start, sequence);
+    finish_record(buffer, start, place);
 }
 
 fn begin_record(buffer: &mut Vec<u8>) -> usize {
@@ -204,26 +222,30 @@ fn begin_record(buffer: &mut Vec<u8>) -> usize {
     start
 }
 
-fn finish_record(buffer: &mut [u8], start: usize, sequence: u64) {
-    debug_assert!(start < MAX_WRITE_START, "a record starts {start} bytes into its write");
+fn finish_record(buffer: &mut [u8], start: usize, place: Placement) {
+    let durable_back = place.durable_gap + start as u64;
+    debug_assert!(
+        durable_back < MAX_DURABLE_BACK as u64,
+        "a record starts {durable_back} bytes after the durable end"
+    );
     let body = &buffer[start + RECORD_PREFIX_LEN..];
     let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
     let checksum = crc32c::crc32c(body);
-    let write_offset = u32::try_from(start).unwrap_or(u32::MAX);
+    let durable_back = u32::try_from(durable_back).unwrap_or(u32::MAX);
     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
     buffer[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
-    buffer[start + 8..start + 12].copy_from_slice(&write_offset.to_le_bytes());
+    buffer[start + 8..start + 12].copy_from_slice(&durable_back.to_le_bytes());
     let prefix_checksum =
-        Framing::current(sequence).prefix_checksum(&buffer[start..start + RECORD_PREFIX_LEN]);
+        Framing::current(place.sequence).prefix_checksum(&buffer[start..start + RECORD_PREFIX_LEN]);
     buffer[start + 12..start + 16].copy_from_slice(&prefix_checksum.to_le_bytes());
 }
 
 /// What reading one record from the front of `bytes` found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
-    /// A record, its encoded length, and its offset in the write that put it on disk (0 in
-    /// format version 1, which does not record it).
-    Record { record: Record, length: usize, write_offset: u32 },
+    /// A record, its encoded length, and how many bytes before it the log was known durable
+    /// when it was written (0 in format version 1, which does not record it).
+    Record { record: Record, length: usize, durable_back: u32 },
     /// The bytes end inside the record (whose length checked out): a write a crash cut short
     /// (only valid at the tail).
     Incomplete,
@@ -248,7 +270,7 @@ pub(crate) fn read_record(bytes: &[u8], framing: Framing, max_body_len: usize) -
     if framing.prefix_checksum(bytes) != read_u32(bytes, prefix_len - 4) {
         return ReadOutcome::BadPrefix;
     }
-    let write_offset = if framing.version == 1 { 0 } else { read_u32(bytes, 8) };
+    let durable_back = if framing.version == 1 { 0 } else { read_u32(bytes, 8) };
     let body_len = read_u32(bytes, 0) as usize;
     if body_len > max_body_len {
         return ReadOutcome::Invalid(format!(
@@ -263,7 +285,7 @@ pub(crate) fn read_record(bytes: &[u8], framing: Framing, max_body_len: usize) -
         return ReadOutcome::BadChecksum { length: total };
     }
     match decode_body(body) {
-        Ok(record) => ReadOutcome::Record { record, length: total, write_offset },
+        Ok(record) => ReadOutcome::Record { record, length: total, durable_back },
         Err(reason) => ReadOutcome::Invalid(reason),
     }
 }
@@ -344,17 +366,23 @@ mod tests {
         let mut buffer = Vec::new();
         for record in &records {
             match record {
-                Record::Entry(entry) => encode_entry(entry, 5, &mut buffer),
-                Record::HardState(hard_state) => encode_hard_state(hard_state, 5, &mut buffer),
-                Record::LogReset(base) => encode_log_reset(*base, 5, &mut buffer),
+                Record::Entry(entry) => {
+                    encode_entry(entry, Placement::at_durable_end(5), &mut buffer)
+                }
+                Record::HardState(hard_state) => {
+                    encode_hard_state(hard_state, Placement::at_durable_end(5), &mut buffer)
+                }
+                Record::LogReset(base) => {
+                    encode_log_reset(*base, Placement::at_durable_end(5), &mut buffer)
+                }
             }
         }
         let mut offset = 0;
         for expected in &records {
             match read_record(&buffer[offset..], Framing::current(5), 1024) {
-                ReadOutcome::Record { record, length, write_offset } => {
+                ReadOutcome::Record { record, length, durable_back } => {
                     assert_eq!(&record, expected);
-                    assert_eq!(write_offset as usize, offset, "each record knows where it is");
+                    assert_eq!(durable_back as usize, offset, "each record knows the durable end");
                     offset += length;
                 }
                 other => panic!("expected a record, got {other:?}"),
@@ -366,7 +394,7 @@ mod tests {
     #[test]
     fn a_record_of_another_segment_does_not_read() {
         let mut buffer = Vec::new();
-        encode_entry(&entry(1, 1, Some(b"payload")), 5, &mut buffer);
+        encode_entry(&entry(1, 1, Some(b"payload")), Placement::at_durable_end(5), &mut buffer);
         assert!(matches!(
             read_record(&buffer, Framing::current(5), 1024),
             ReadOutcome::Record { .. }
@@ -383,7 +411,7 @@ mod tests {
         let record = [&head[..], &crc32c::crc32c(&head).to_le_bytes(), &body].concat();
         let framing = Framing { version: 1, sequence: 3 };
         match read_record(&record, framing, 1024) {
-            ReadOutcome::Record { record: Record::Entry(read), length, write_offset: 0 } => {
+            ReadOutcome::Record { record: Record::Entry(read), length, durable_back: 0 } => {
                 assert_eq!(read, entry(7, 9, Some(b"old")));
                 assert_eq!(length, record.len());
             }
@@ -395,7 +423,7 @@ mod tests {
     #[test]
     fn damaged_records_are_classified() {
         let mut buffer = Vec::new();
-        encode_entry(&entry(1, 1, Some(b"payload")), 1, &mut buffer);
+        encode_entry(&entry(1, 1, Some(b"payload")), Placement::at_durable_end(1), &mut buffer);
         let framing = Framing::current(1);
         for cut in 0..buffer.len() {
             let outcome = read_record(&buffer[..cut], framing, 1024);

@@ -32,6 +32,7 @@ mod format;
 mod prepare;
 mod recovery;
 mod snapshot_file;
+mod sync;
 
 pub use snapshot_file::WalSnapshotWriter;
 
@@ -39,7 +40,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::core::InitialState;
 use crate::error::StorageError;
@@ -48,10 +48,12 @@ use crate::message::{Entry, EntryPayload};
 use crate::metrics::Histogram;
 use crate::types::{LogId, LogIndex, NodeId};
 
-use super::Storage;
 use super::fs::{AppendFile, FileSystem, StdFileSystem};
-use format::{ENTRY_BODY_OVERHEAD, FORMAT_VERSION, SegmentHeader};
+use super::{AlreadyDurable, PendingSync, Storage};
+use format::{ENTRY_BODY_OVERHEAD, FORMAT_VERSION, Placement, SegmentHeader};
 use prepare::Preparer;
+use std::sync::Mutex;
+use sync::{SyncMark, WalSync, lock};
 
 /// Whose log this is. Stored in every segment header and checked when the log is opened, so a
 /// node never starts from another node's or another cluster's data.
@@ -114,7 +116,11 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     /// Set after a failed write: the file may end in a partial record, so nothing more is
     /// written (the node stops; recovery cuts the partial record off).
     failed: bool,
-    /// How long each sync (write and `fdatasync`) took.
+    /// A second handle to the current segment, for its syncs (see `sync.rs`).
+    sync_file: Arc<Mutex<F::File>>,
+    /// How far the current segment is written and durable, shared with syncs in flight.
+    mark: Arc<Mutex<SyncMark>>,
+    /// How long each `fdatasync` took.
     sync_latency: Arc<Histogram>,
     /// Prepares the next segment.
     preparer: Preparer<F>,
@@ -216,6 +222,12 @@ impl<F: FileSystem> WalStorage<F> {
             None => create_segment(&fs, &dir, identity, 1, &hard_state)?,
         };
         remove_leftovers(&fs, &dir)?;
+        let sync_file = Arc::new(Mutex::new(file.try_clone().map_err(|error| {
+            StorageError::io(
+                format!("opening {}", dir.join(segment_name(sequence)).display()),
+                error,
+            )
+        })?));
         let mut spares: Vec<PathBuf> = fs
             .list(&dir)
             .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?
@@ -237,6 +249,8 @@ impl<F: FileSystem> WalStorage<F> {
             buffer: Vec::new(),
             hard_state,
             failed: false,
+            sync_file,
+            mark: SyncMark::shared(sequence, segment_len),
             sync_latency: Arc::default(),
             preparer,
             segment_last_index: recovered.segment_last_index,
@@ -251,8 +265,8 @@ impl<F: FileSystem> WalStorage<F> {
         &self.dir
     }
 
-    /// The latency of every sync (one write and one `fdatasync`), shared: keep the handle
-    /// before moving the storage into a node.
+    /// The latency of every `fdatasync` of the log's records, shared: keep the handle before
+    /// moving the storage into a node.
     pub fn sync_latency(&self) -> Arc<Histogram> {
         Arc::clone(&self.sync_latency)
     }
@@ -270,7 +284,7 @@ impl<F: FileSystem> WalStorage<F> {
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
-        if self.failed {
+        if self.failed || lock(&self.mark).failed {
             return Err(StorageError::io(
                 format!("writing to {}", self.dir.display()),
                 std::io::Error::other("an earlier write failed; the log takes no more writes"),
@@ -288,6 +302,15 @@ impl<F: FileSystem> WalStorage<F> {
         {
             self.preparer.start(self.sequence + 1);
         }
+    }
+
+    /// Where records encoded now go: the current segment, after the durable end as the log
+    /// knows it (a sync in flight may move it on; an older value only claims less).
+    fn placement(&self) -> Placement {
+        let buffer_start = self.segment_len - self.buffer.len() as u64;
+        let mark = lock(&self.mark);
+        let durable = if mark.sequence == self.sequence { mark.durable } else { 0 };
+        Placement { sequence: self.sequence, durable_gap: buffer_start.saturating_sub(durable) }
     }
 
     /// Records that the current segment holds entries up to `index`.
@@ -324,9 +347,17 @@ impl<F: FileSystem> WalStorage<F> {
         // A segment half started would take a second header on retry: take no more writes.
         let (file, sequence, segment_len) = started.inspect_err(|_| self.failed = true)?;
         tracing::debug!("Started write-ahead log segment {}", segment_name(sequence));
+        let sync_file = file.try_clone().map_err(|error| {
+            self.failed = true;
+            StorageError::io(format!("opening {}", segment_name(sequence)), error)
+        })?;
         self.file = file;
+        self.sync_file = Arc::new(Mutex::new(sync_file));
         self.sequence = sequence;
         self.segment_len = segment_len;
+        let mut mark = lock(&self.mark);
+        (mark.sequence, mark.written, mark.durable) = (sequence, segment_len, segment_len);
+        drop(mark);
         // The log is being written: have the next one ready in time, unless a spare is.
         if self.spares.is_empty() {
             self.preparer.start(sequence + 1);
@@ -357,15 +388,17 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             }
         }
         let mut last_buffered = None;
+        let mut place = self.placement();
         for entry in entries {
-            if self.buffer.len() >= format::MAX_WRITE_START {
-                // Records carry their offset in their write as a u32: a batch this large is
-                // written (and synced) in parts.
+            if place.durable_gap + self.buffer.len() as u64 >= format::MAX_DURABLE_BACK as u64 {
+                // Records carry their distance to the durable end as a u32: a batch this
+                // large is synced in parts.
                 self.note_last_index(last_buffered.take());
                 self.sync()?;
+                place = self.placement();
             }
             let before = self.buffer.len();
-            format::encode_entry(entry, self.sequence, &mut self.buffer);
+            format::encode_entry(entry, place, &mut self.buffer);
             self.segment_len += (self.buffer.len() - before) as u64;
             last_buffered = Some(entry.index);
         }
@@ -376,7 +409,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
     fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
         self.check_usable()?;
         let before = self.buffer.len();
-        format::encode_log_reset(base, self.sequence, &mut self.buffer);
+        format::encode_log_reset(base, self.placement(), &mut self.buffer);
         self.segment_len += (self.buffer.len() - before) as u64;
         for last in self.segment_last_index.values_mut() {
             *last = LogIndex(0);
@@ -431,30 +464,49 @@ impl<F: FileSystem> Storage for WalStorage<F> {
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
         self.check_usable()?;
         let before = self.buffer.len();
-        format::encode_hard_state(hard_state, self.sequence, &mut self.buffer);
+        format::encode_hard_state(hard_state, self.placement(), &mut self.buffer);
         self.segment_len += (self.buffer.len() - before) as u64;
         self.hard_state = *hard_state;
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        self.flush()?.complete()
+    }
+
+    /// Writes the buffered records with one positioned write and returns their sync, which
+    /// runs `fdatasync` on a second handle to the segment. When the segment is full, it is
+    /// synced here and the next one started (only the last segment may end in an unsynced,
+    /// possibly torn, write).
+    fn flush(&mut self) -> Result<Box<dyn PendingSync>, StorageError> {
         self.check_usable()?;
         if self.buffer.is_empty() {
-            return Ok(());
+            return Ok(Box::new(AlreadyDurable));
         }
         let path = self.dir.join(segment_name(self.sequence));
         let offset = self.segment_len - self.buffer.len() as u64;
-        let started = Instant::now();
-        let result = self.file.write_at(&self.buffer, offset).and_then(|()| self.file.sync_data());
-        self.sync_latency.record(started.elapsed());
-        if let Err(error) = result {
+        if let Err(error) = self.file.write_at(&self.buffer, offset) {
             self.failed = true;
             return Err(StorageError::io(format!("writing {}", path.display()), error));
         }
         self.buffer.clear();
+        lock(&self.mark).written = self.segment_len;
+        let sync = Box::new(WalSync::<F> {
+            file: Arc::clone(&self.sync_file),
+            path,
+            sequence: self.sequence,
+            end: self.segment_len,
+            mark: Arc::clone(&self.mark),
+            latency: Arc::clone(&self.sync_latency),
+        });
+        if self.segment_len < self.options.segment_max_bytes {
+            self.prepare_next_if_due();
+            return Ok(sync);
+        }
+        sync.complete().inspect_err(|_| self.failed = true)?;
         self.roll_if_full()?;
         self.prepare_next_if_due();
-        Ok(())
+        Ok(Box::new(AlreadyDurable))
     }
 }
 
@@ -530,7 +582,7 @@ fn segment_start(
         recycled,
     };
     let mut bytes = header.encode().to_vec();
-    format::encode_hard_state(hard_state, sequence, &mut bytes);
+    format::encode_hard_state(hard_state, Placement::at_durable_end(sequence), &mut bytes);
     bytes
 }
 

@@ -276,10 +276,10 @@ pub(crate) fn recover<F: FileSystem>(
 /// What lies after a failing record, as far as whole records of this segment tell.
 #[derive(Clone, Copy, Debug)]
 struct AfterFailure {
-    /// The offset of a whole record of a write that started after the failing record. Then
-    /// the write that covers the failure had finished before that later one began: it was
-    /// synced, and the failure in it is damage, not a torn write. (The log syncs each write
-    /// before making the next, so only the last write can be torn.)
+    /// The offset of a whole record written when the log was already durable past the
+    /// failing record (its offset minus its distance back to the durable end lies after the
+    /// failure): the failure is then in synced bytes, damage, not a torn write. (Only writes
+    /// not yet synced can be torn, and a record tells where the durable end was.)
     later_write: Option<usize>,
     /// The offset of the first whole record of this segment after the failure.
     first_own: Option<usize>,
@@ -307,9 +307,9 @@ fn scan_after_failure(
         };
         at = at.max((at + next_nonzero).saturating_sub(prefix_len - 1));
         match read_record(&bytes[at..], framing, max_body_len) {
-            ReadOutcome::Record { length, write_offset, .. } => {
-                let write_start = at.checked_sub(write_offset as usize);
-                if write_start.is_none_or(|start| start > failed_at) {
+            ReadOutcome::Record { length, durable_back, .. } => {
+                let durable_end = at.checked_sub(durable_back as usize);
+                if durable_end.is_none_or(|end| end > failed_at) {
                     found.later_write = Some(at);
                     return found;
                 }
