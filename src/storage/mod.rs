@@ -2,8 +2,8 @@
 //!
 //! The runtime writes through storage and reads it back only when a node starts: the protocol
 //! core keeps the log it works on in memory. A write is durable only after
-//! [`Storage::sync`] returns; the runtime never acknowledges anything to another node or a
-//! client before that.
+//! [`Storage::sync`] returns, or the [`PendingSync`] of a later [`Storage::flush`] completes;
+//! the runtime never acknowledges anything to another node or a client before that.
 //!
 //! Implementations: [`WalStorage`] (a write-ahead log on disk: the default for real nodes) and
 //! [`MemoryStorage`] (tests; nothing survives the process). The WAL reaches files through the

@@ -17,7 +17,7 @@
 //! Segments may be preallocated with zeros after their records: a record's length is never 0,
 //! so a zero record prefix marks the end of the records.
 //!
-//! Format version 1 had a 12-byte record prefix (no write offset, and a prefix checksum over
+//! Format version 1 had a 12-byte record prefix (no durable distance, and a prefix checksum over
 //! the length and body checksum alone). This build still reads version-1 segments, and writes
 //! version 2 only: [`Framing`] says which one a segment uses.
 

@@ -1,10 +1,12 @@
 //! [`WalStorage`]: the durable [`Storage`]: a write-ahead log of checksummed records in
 //! segment files under one data directory.
 //!
-//! Entries and hard-state changes are appended as records to the current segment; `sync`
-//! writes everything buffered since the last sync with one positioned write (`pwrite`) at the
-//! end of the log and one `fdatasync`, so every proposal batched into one `Ready` shares one
-//! sync (group commit). A segment that grows past `segment_max_bytes` is closed and the next
+//! Entries and hard-state changes are appended as records to the current segment; `flush`
+//! writes everything buffered since the last flush with one positioned write (`pwrite`) at
+//! the end of the log and hands back its sync, an `fdatasync` that a node runs on its sync
+//! thread while it writes the next batch (`sync.rs`); `sync` does both at once. Every
+//! proposal batched into one `Ready` shares one write, and a sync often covers several
+//! (group commit). A segment that grows past `segment_max_bytes` is closed and the next
 //! one started, beginning with the current hard state; starting it syncs the directory. Old
 //! segments are kept until log compaction allows removing them. The byte format is specified
 //! in `docs/wal-format.md`.
