@@ -1783,6 +1783,78 @@ fn torn_write_into_a_recycled_segment_recovers_at_every_byte_offset() {
     }
 }
 
+/// Two flushes whose syncs had not completed (pipelining: the second batch is written while
+/// the first syncs) can both be torn, in any mix of their sectors. Every record says how far
+/// back the log was durable when it was written, which for both is before the first flush:
+/// so a landed record of the second write does not make a hole in the first one look like
+/// damage. The log starts with the records before the first sector that did not land.
+#[test]
+fn two_pipelined_flushes_torn_together_are_cut_off() {
+    let saved = hard_state(3, Some(2), 5);
+    let template = tempfile::tempdir().unwrap();
+    let (mut written, path) = log_with_a_preallocated_tail(template.path(), &saved);
+    let (_, start) = record_offsets(&[
+        Rec::HardState,
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+        Rec::Entry(20),
+    ]);
+    let before = fs::read(&path).unwrap();
+    let options = preallocated_segments();
+    let next = written.len() as u64 + 1;
+    let (first, second) = (entries(3, next, next + 11, 100), entries(3, next + 12, next + 23, 100));
+    let mut storage = open_with(template.path(), &options).unwrap();
+    storage.load().unwrap();
+    storage.append(&first).unwrap();
+    let first_sync = storage.flush().unwrap();
+    storage.append(&second).unwrap();
+    let second_sync = storage.flush().unwrap();
+    // Neither sync ran: what a power loss now leaves is some of the sectors of both writes.
+    drop((first_sync, second_sync));
+    drop(storage);
+    let after = fs::read(&path).unwrap();
+    let batch: Vec<Entry> = first.iter().chain(&second).cloned().collect();
+    let record_len = Rec::Entry(100).len() as usize;
+    let start = start as usize;
+    let end = start + batch.len() * record_len;
+    assert!(after[end..].iter().all(|byte| *byte == 0) && end < before.len());
+    let sectors = end.div_ceil(SECTOR);
+
+    let patterns: [(&str, SectorPattern); 4] = [
+        ("the first write's middle sector did not land", Box::new(|sector| sector != 2)),
+        ("only the second write's sectors landed", Box::new(|sector| sector >= 4)),
+        ("every other sector landed", Box::new(|sector| sector % 2 == 0)),
+        ("the first sector did not land", Box::new(|sector| sector != 0)),
+    ];
+    for (what, landed) in patterns {
+        let mut bytes = before.clone();
+        for sector in (0..sectors).filter(|sector| landed(*sector)) {
+            let range = sector * SECTOR..(sector + 1) * SECTOR;
+            bytes[range.clone()].copy_from_slice(&after[range]);
+        }
+        let intact = (0..batch.len())
+            .take_while(|i| {
+                let (first, last) = (start + i * record_len, start + (i + 1) * record_len - 1);
+                (first / SECTOR..=last / SECTOR).all(&landed)
+            })
+            .count();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment(dir.path(), 1), fs::read(segment(template.path(), 1)).unwrap()).unwrap();
+        fs::write(segment(dir.path(), 2), &bytes).unwrap();
+        let state = open_with(dir.path(), &options)
+            .unwrap_or_else(|error| panic!("{what}: {error}"))
+            .load()
+            .unwrap();
+        let mut expected = written.clone();
+        expected.extend_from_slice(&batch[..intact]);
+        assert_eq!(state.entries, expected, "{what}");
+    }
+    written.extend(batch);
+    let state = open_with(template.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries, written, "the untouched log (the page cache had it all)");
+}
+
 /// In a recycled segment, stale bytes follow the records, so a failing record is the end
 /// of the records only when no record of this segment follows it (in the last segment: none
 /// of a later write). A flipped bit in a record of a recycled segment that the log went on
