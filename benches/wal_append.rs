@@ -27,8 +27,9 @@
 //! 5. Batches of 256, fresh and steady, pipelined as a `RaftNode` runs its log: each batch is
 //!    written with `flush`, and its sync completed on a second thread while the next batch is
 //!    written, at most eight syncs in flight (the writer waits for the oldest before flushing
-//!    a ninth), as `RaftNode` allows. One `fdatasync` then often covers several batches. A sample is then the writer's time per batch (encoding, the write, and waiting
-//!    for a sync slot); throughput counts every batch, all synced by the end.
+//!    a ninth), as `RaftNode` allows. One `fdatasync` then often covers several batches (the
+//!    output counts them). A sample is then the writer's time per batch (encoding, the write,
+//!    and waiting for a sync slot); throughput counts every batch, all synced by the end.
 //!
 //! It prints the figures as Markdown tables (for `BENCHMARKS.md`) and checks them against the
 //! targets: batch 256 at 70% or more of the sequential bandwidth, and a batch of 1 within
@@ -137,6 +138,8 @@ struct WalResult {
     latency: Latency,
     /// `append` + `save_hard_state` only (encoding and checksums, no I/O), mean µs.
     encode_mean: f64,
+    /// `fdatasync` calls the log made during the measured run.
+    fdatasyncs: u64,
     /// Bytes of records written per sync.
     disk_bytes_per_sync: f64,
 }
@@ -272,6 +275,7 @@ fn wal_append(root: &Path, batch: usize, steady: bool, pipelined: bool) -> Resul
     let wal_dir = dir.path().join("wal");
     let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
     let mut wal = WalStorage::open(&wal_dir, identity, WalOptions::default())?;
+    let fdatasync_latency = wal.sync_latency();
     wal.load()?;
 
     let payload = Bytes::from(vec![0x42u8; ENTRY_BYTES]);
@@ -352,6 +356,7 @@ fn wal_append(root: &Path, batch: usize, steady: bool, pipelined: bool) -> Resul
         write_batch(&mut warm_up_encodes)?;
         warmed += 1;
     }
+    let fdatasyncs_before = fdatasync_latency.snapshot().count;
     let start = Instant::now();
     let end = start + WAL_RUN;
     let mut samples = Vec::with_capacity(1 << 16);
@@ -369,6 +374,7 @@ fn wal_append(root: &Path, batch: usize, steady: bool, pipelined: bool) -> Resul
         wait_for_one(&mut in_flight)?;
     }
     let elapsed = start.elapsed();
+    let fdatasyncs = fdatasync_latency.snapshot().count - fdatasyncs_before;
     drop(wal);
     drop(jobs);
     syncer.join().map_err(|_| "the sync thread panicked")?;
@@ -385,6 +391,7 @@ fn wal_append(root: &Path, batch: usize, steady: bool, pipelined: bool) -> Resul
         latency: Latency::from_nanos(&mut samples),
         encode_mean,
         disk_bytes_per_sync: bytes_per_batch(batch) as f64,
+        fdatasyncs,
     })
 }
 
@@ -522,6 +529,12 @@ fn main() -> Result<()> {
             largest.disk_mb_per_second() / sequential * 100.0,
             BANDWIDTH_TARGET * 100.0,
             verdict(bandwidth_ratio >= BANDWIDTH_TARGET)
+        );
+        println!(
+            "  {} batches, {} fdatasyncs ({:.2} per batch)",
+            largest.syncs,
+            largest.fdatasyncs,
+            largest.fdatasyncs as f64 / largest.syncs as f64
         );
         println!(
             "  raw writes of the same {largest_bytes} bytes per sync reach {:.1}% (append) and \
