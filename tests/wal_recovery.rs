@@ -28,6 +28,8 @@ const ENTRY_BODY_OVERHEAD: u64 = 18;
 const HARD_STATE_BODY_LEN: u64 = 26;
 /// Bytes of a whole hard-state record.
 const HARD_STATE_RECORD_LEN: u64 = RECORD_PREFIX_LEN + HARD_STATE_BODY_LEN;
+/// The zero record prefix a roll-over writes after a closed segment's records.
+const END_MARKER_LEN: u64 = RECORD_PREFIX_LEN;
 /// Where the first record after a segment's leading hard state starts.
 const FIRST_RECORD_OFFSET: u64 = HEADER_LEN + HARD_STATE_RECORD_LEN;
 
@@ -579,25 +581,27 @@ fn damage_at_the_end_of_a_segment_that_is_not_the_last_is_refused() {
     drop(storage);
     assert!(segment_names(dir.path()).len() >= 3);
 
-    // The last record of segment 1 ends at its EOF, but segment 1 is not the last segment.
+    // The last record of segment 1 ends just before the zero prefix its roll-over wrote at its
+    // end, but segment 1 is not the last segment.
     let path = segment(dir.path(), 1);
-    let len = file_len(&path);
-    flip_bit(&path, len - 1, 0x80);
+    let records_end = file_len(&path) - END_MARKER_LEN;
+    flip_bit(&path, records_end - 1, 0x80);
     let error = open_fails_unchanged(dir.path(), identity(), &options);
-    let record = len - Rec::Entry(40).len();
+    let record = records_end - Rec::Entry(40).len();
     assert!(
         matches!(&error, StorageError::CorruptRecord { file, offset, .. } if file == &path && *offset == record),
         "{error:?}"
     );
-    flip_bit(&path, len - 1, 0x80);
+    flip_bit(&path, records_end - 1, 0x80);
 
     // A middle segment cut inside a record.
     let path = segment(dir.path(), 2);
     let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let records_end = bytes.len() - END_MARKER_LEN as usize;
+    fs::write(&path, &bytes[..records_end - 3]).unwrap();
     let error = open_fails_unchanged(dir.path(), identity(), &options);
     assert!(
-        matches!(&error, StorageError::CorruptRecord { file, offset, .. } if file == &path && *offset == bytes.len() as u64 - Rec::Entry(40).len()),
+        matches!(&error, StorageError::CorruptRecord { file, offset, .. } if file == &path && *offset == records_end as u64 - Rec::Entry(40).len()),
         "{error:?}"
     );
     fs::write(&path, &bytes).unwrap();
@@ -1689,21 +1693,26 @@ fn spare_names(dir: &Path) -> Vec<String> {
 }
 
 /// A log whose compacted segments were reused: 60 entries one per sync into 256-byte
-/// segments (three fit in one), a snapshot through 40 and compaction, then 7 more entries,
-/// which roll over into the two spares and end in the second. Returns the directory, the
-/// snapshot and the entries after it.
+/// segments (two fit in one), a snapshot through 40 and compaction, then smaller entries,
+/// one per sync, until roll-overs have taken both spares, and one more, which ends in the
+/// second (so stale bytes of the spares' old records follow the new ones). Returns the
+/// directory, the snapshot and the entries after it.
 fn log_with_recycled_segments() -> (tempfile::TempDir, Snapshot, Vec<Entry>) {
     let options = small_segments();
     let (dir, mut storage) = fresh_log(&options);
-    append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 60, 30));
+    append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 60, 100));
     let snap = snapshot_through(1, 40, b"state through 40");
     store_snapshot(&storage, &snap);
     let before = segment_names(dir.path()).len();
     storage.compact(LogIndex(40)).expect("compaction behind a durable snapshot");
     assert_eq!(spare_names(dir.path()).len(), 2, "two compacted segments kept as spares");
     assert!(segment_names(dir.path()).len() + 2 < before, "the others removed");
-    append_one_per_sync(&mut storage, dir.path(), &entries(2, 61, 67, 30));
-    assert!(spare_names(dir.path()).is_empty(), "both spares reused by roll-overs");
+    let mut next = 61;
+    while !spare_names(dir.path()).is_empty() {
+        append_one_per_sync(&mut storage, dir.path(), &entries(2, next, next, 20));
+        next += 1;
+    }
+    append_one_per_sync(&mut storage, dir.path(), &entries(2, next, next, 20));
     drop(storage);
     let state = open_with(dir.path(), &options).unwrap().load().unwrap();
     assert_eq!(state.snapshot.as_ref(), Some(&snap));
@@ -1728,8 +1737,8 @@ fn recycled_segments(dir: &Path) -> Vec<String> {
 #[test]
 fn compacted_segments_are_reused_and_their_stale_records_never_read() {
     let (dir, _, tail) = log_with_recycled_segments();
-    let mut expected = entries(1, 41, 60, 30);
-    expected.extend(entries(2, 61, 67, 30));
+    let mut expected = entries(1, 41, 60, 100);
+    expected.extend(entries(2, 61, tail.last().unwrap().index.0, 20));
     assert_eq!(tail, expected);
     let recycled = recycled_segments(dir.path());
     assert_eq!(recycled.len(), 2, "two segments started in spares");
@@ -1750,7 +1759,8 @@ fn torn_write_into_a_recycled_segment_recovers_at_every_byte_offset() {
     let path = template.path().join(&last);
     let stale = fs::read(&path).unwrap();
     // One more write into the recycled tail.
-    let extra = entry(2, 68, b"the last write, torn");
+    let next = tail.last().unwrap().index.0 + 1;
+    let extra = entry(2, next, b"the last write, torn");
     let mut storage = open_with(template.path(), &options).unwrap();
     storage.load().unwrap();
     storage.append(std::slice::from_ref(&extra)).unwrap();
@@ -1774,13 +1784,43 @@ fn torn_write_into_a_recycled_segment_recovers_at_every_byte_offset() {
         let state = storage.load().unwrap();
         let after: Vec<Entry> = state.entries.into_iter().filter(|e| e.index.0 > 40).collect();
         assert_eq!(after, tail, "cut at {cut}");
-        let replacement = entry(3, 68, b"after the crash");
+        let replacement = entry(3, next, b"after the crash");
         storage.append(std::slice::from_ref(&replacement)).unwrap();
         storage.sync().unwrap();
         drop(storage);
         let state = open_with(dir.path(), &options).unwrap().load().unwrap();
         assert_eq!(state.entries.last(), Some(&replacement), "cut at {cut}, after reopening");
     }
+}
+
+/// A recycled segment that is not the last was closed by a roll-over, which marks the end of
+/// its records with a zero prefix before the stale bytes: a flipped bit in its last record is
+/// refused, not read as the end (the next segment would otherwise go on without that entry).
+#[test]
+fn flipped_bit_in_the_last_record_of_an_earlier_recycled_segment_is_refused() {
+    let (dir, _, _) = log_with_recycled_segments();
+    let last = segment_names(dir.path()).pop().unwrap();
+    let name = recycled_segments(dir.path())
+        .into_iter()
+        .find(|name| *name != last)
+        .expect("a recycled segment before the last one");
+    let path = dir.path().join(&name);
+    let original = fs::read(&path).unwrap();
+    let first = FIRST_RECORD_OFFSET as usize;
+    let marker = (first..=original.len() - 16)
+        .find(|at| original[*at..*at + 16].iter().all(|byte| *byte == 0))
+        .expect("the zero prefix after the records");
+    assert!(original[marker + 16..].iter().any(|byte| *byte != 0), "stale bytes follow it");
+    let mut bytes = original.clone();
+    bytes[marker - 1] ^= 0x04;
+    fs::write(&path, &bytes).unwrap();
+    let error = open_fails_unchanged(dir.path(), identity(), &small_segments());
+    assert!(
+        matches!(&error, StorageError::CorruptRecord { file, .. } if file == &path),
+        "{error:?}"
+    );
+    fs::write(&path, &original).unwrap();
+    open_with(dir.path(), &small_segments()).expect("the undamaged log opens");
 }
 
 /// Two flushes whose syncs had not completed (pipelining: the second batch is written while

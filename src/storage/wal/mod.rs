@@ -505,6 +505,15 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             self.prepare_next_if_due();
             return Ok(sync);
         }
+        // The segment is closed: a zero record prefix after its records marks where they end
+        // (in a recycled file, stale bytes follow, so nothing else would tell a damaged last
+        // record from the end), and all of it is made durable before the next one begins.
+        let end_marker = [0u8; format::RECORD_PREFIX_LEN];
+        if let Err(error) = self.file.write_at(&end_marker, self.segment_len) {
+            self.failed = true;
+            let path = self.dir.join(segment_name(self.sequence));
+            return Err(StorageError::io(format!("writing {}", path.display()), error));
+        }
         sync.complete().inspect_err(|_| self.failed = true)?;
         self.roll_if_full()?;
         self.prepare_next_if_due();

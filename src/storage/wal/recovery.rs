@@ -198,16 +198,22 @@ pub(crate) fn recover<F: FileSystem>(
                 break;
             }
             let mut end = nonzero_end(&bytes, offset);
+            if header.recycled && !is_last {
+                // A closed segment ends with a zero prefix written at roll-over: anything
+                // else where its records stop is damage to synced bytes.
+                if zero_prefix {
+                    break;
+                }
+                let why = "a recycled segment that is not the last must end with a zero prefix";
+                return Err(corrupt(offset, format!("{reason}: {why}")));
+            }
             if header.recycled {
-                // A recycled file: what follows the records is an older segment's stale bytes,
-                // which never read as this segment's records. Only a record of this segment
-                // after the failure says it is damage: in the last segment, one of a later
-                // write (the rest of a torn write may follow it); in an earlier one, any (its
-                // writes were all synced before the next segment began).
+                // The last segment, recycled: what follows its records is an older segment's
+                // stale bytes, which never read as this segment's records. Only a record of
+                // this segment written when the log was durable past the failure says it is
+                // damage (the rest of a torn write may follow it).
                 let scan = scan_after_failure(&bytes, offset, framing, max_body_len);
-                let damage =
-                    if is_last { scan.later_write } else { scan.later_write.or(scan.first_own) };
-                if let Some(at) = damage {
+                if let Some(at) = scan.later_write {
                     let why = format!("a record of this segment follows at offset {at}");
                     return Err(corrupt(offset, format!("{reason}, and {why}: not its end")));
                 }
@@ -281,8 +287,6 @@ struct AfterFailure {
     /// failure): the failure is then in synced bytes, damage, not a torn write. (Only writes
     /// not yet synced can be torn, and a record tells where the durable end was.)
     later_write: Option<usize>,
-    /// The offset of the first whole record of this segment after the failure.
-    first_own: Option<usize>,
     /// Just after the last whole record of this segment that follows the failure (all of the
     /// torn write, when there is no later one).
     own_records_end: Option<usize>,
@@ -297,7 +301,7 @@ fn scan_after_failure(
     max_body_len: usize,
 ) -> AfterFailure {
     let prefix_len = framing.prefix_len();
-    let mut found = AfterFailure { later_write: None, first_own: None, own_records_end: None };
+    let mut found = AfterFailure { later_write: None, own_records_end: None };
     let mut at = failed_at + 1;
     while at + prefix_len <= bytes.len() {
         // A record prefix holds a non-zero length: skip runs of zeros, up to where a prefix
@@ -313,7 +317,6 @@ fn scan_after_failure(
                     found.later_write = Some(at);
                     return found;
                 }
-                found.first_own.get_or_insert(at);
                 at += length;
                 found.own_records_end = Some(at);
             }
