@@ -26,8 +26,8 @@
 //!    warm-up writes four segments first, so that spares exist when the measurement starts.
 //! 5. Batches of 256, fresh and steady, pipelined as a `RaftNode` runs its log: each batch is
 //!    written with `flush`, and its sync completed on a second thread while the next batch is
-//!    written, at most eight syncs in flight (the writer waits for the oldest before flushing
-//!    a ninth), as `RaftNode` allows. One `fdatasync` then often covers several batches (the
+//!    written, at most sixteen syncs in flight (the writer waits for the oldest before
+//!    flushing a seventeenth), as `RaftNode` allows. One `fdatasync` then often covers several batches (the
 //!    output counts them). A sample is then the writer's time per batch (encoding, the write,
 //!    and waiting for a sync slot); throughput counts every batch, all synced by the end.
 //!
@@ -77,7 +77,7 @@ const SNAPSHOT_EVERY_ENTRIES: u64 = 16_384;
 const SNAPSHOT_KEEP_ENTRIES: u64 = 1_024;
 const STEADY_WARM_UP_BYTES: u64 = 4 * 64 * 1024 * 1024;
 /// Pipelined runs: syncs in flight at most (as `RaftNode` allows).
-const SYNCS_IN_FLIGHT: usize = 8;
+const SYNCS_IN_FLIGHT: usize = 16;
 /// The targets.
 const BANDWIDTH_TARGET: f64 = 0.70;
 const LATENCY_TARGET: f64 = 1.3;

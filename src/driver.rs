@@ -36,7 +36,7 @@ use crate::state_machine::{SnapshotsUnsupported, StateMachine};
 use crate::storage::{PendingSync, SnapshotWriter, Storage};
 
 /// Syncs that may run at once: while one batch syncs, the next is written.
-pub(crate) const MAX_SYNCS_IN_FLIGHT: usize = 8;
+pub(crate) const MAX_SYNCS_IN_FLIGHT: usize = 16;
 
 /// A Ready whose writes are not yet known durable: what waits for that.
 struct Persisting {
