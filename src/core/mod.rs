@@ -177,8 +177,14 @@ impl RaftCore {
             });
         }
         let snapshot = initial.snapshot;
+        let had_entries = !initial.entries.is_empty();
         let (base, entries) = reconcile_with_snapshot(snapshot.as_ref(), initial.entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
+        // Stored entries dropped for the snapshot (it covers more than the log kept: a crash
+        // after the snapshot was stored lost log writes not yet synced, or cut short a log
+        // reset) must go from storage too, before anything is appended after the snapshot:
+        // the first Ready carries a log reset.
+        let stored_log_dropped = had_entries && entries.is_empty() && base.index > LogIndex(0);
         let log = RaftLog::from_entries(base, entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
         let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last_included.index);
@@ -223,7 +229,7 @@ impl RaftCore {
             snapshot,
             incoming_snapshot: None,
             pending_snapshot: None,
-            pending_log_reset: None,
+            pending_log_reset: stored_log_dropped.then_some(base),
             restart_election_timer_at_next_tick: false,
             #[cfg(feature = "sim")]
             planted_commit_previous_term: false,
@@ -654,6 +660,7 @@ impl fmt::Display for DisplayMessage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::SnapshotMeta;
 
     fn entry(term: u64, index: u64) -> Entry {
         Entry { term: Term(term), index: LogIndex(index), payload: EntryPayload::Blank }
@@ -713,6 +720,34 @@ mod tests {
             .expect("a valid log");
         assert_eq!(core.term(), Term(3));
         assert_eq!(core.voted_for(), None);
+    }
+
+    /// A node can store a snapshot through an entry whose log write a crash then lost (it
+    /// applies committed entries while their sync is in flight). At start the log is dropped
+    /// for the snapshot, and storage is told in the first Ready, before any entry is appended
+    /// after the snapshot: otherwise the stored entries would end before the new ones begin.
+    #[test]
+    fn a_snapshot_past_the_stored_log_resets_the_stored_log() {
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included: LogId::new(Term(2), LogIndex(7)),
+                members: vec![NodeId(1), NodeId(2)],
+            },
+            data: Bytes::from_static(b"state through 7"),
+        };
+        let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(7) };
+        let entries = (1..=5).map(|index| entry(2, index)).collect();
+        let initial = InitialState { hard_state, snapshot: Some(snapshot), entries };
+        let mut core =
+            RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1)
+                .expect("a log the snapshot covers");
+        assert_eq!(core.last_log_id(), LogId::new(Term(2), LogIndex(7)));
+        assert!(core.has_ready());
+        let ready = core.ready();
+        assert_eq!(ready.log_reset, Some(LogId::new(Term(2), LogIndex(7))));
+        assert!(ready.entries.is_empty());
+        core.advance(ready.ack);
+        assert!(core.ready().log_reset.is_none(), "the reset is handed out once");
     }
 }
 
