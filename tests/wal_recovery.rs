@@ -1199,39 +1199,104 @@ const SECTOR: usize = 512;
 /// Which sectors of a write landed before a power loss.
 type SectorPattern = Box<dyn Fn(usize) -> bool>;
 
+/// A preallocated tail segment, and a batch of 100-byte entries that `write` put into it
+/// (flushed, perhaps in several writes, none of them known synced), for a power loss to tear
+/// by sectors.
+struct SectorTear {
+    template: tempfile::TempDir,
+    /// The entries before the batch, and the hard state saved with them.
+    written: Vec<Entry>,
+    saved: HardState,
+    batch: Vec<Entry>,
+    /// The tail segment before and after the batch was written.
+    before: Vec<u8>,
+    after: Vec<u8>,
+    /// Where the batch's records start in the tail segment.
+    start: usize,
+}
+
+const TORN_RECORD_LEN: usize = (RECORD_PREFIX_LEN + ENTRY_BODY_OVERHEAD + 100) as usize;
+
+impl SectorTear {
+    /// Writes the batch with `write`, given the storage and the batch's first index.
+    fn new(write: impl FnOnce(&mut WalStorage, u64) -> Vec<Entry>) -> SectorTear {
+        let saved = hard_state(3, Some(2), 5);
+        let template = tempfile::tempdir().unwrap();
+        let (written, path) = log_with_a_preallocated_tail(template.path(), &saved);
+        let tail = [Rec::HardState, Rec::Entry(20), Rec::Entry(20), Rec::Entry(20), Rec::Entry(20)];
+        let (_, start) = record_offsets(&tail);
+        let before = fs::read(&path).unwrap();
+        let mut storage = open_with(template.path(), &preallocated_segments()).unwrap();
+        storage.load().unwrap();
+        let batch = write(&mut storage, written.len() as u64 + 1);
+        drop(storage);
+        let after = fs::read(&path).unwrap();
+        let tear =
+            SectorTear { template, written, saved, batch, before, after, start: start as usize };
+        assert!(tear.after[tear.end()..].iter().all(|byte| *byte == 0));
+        assert!(tear.end() < tear.before.len());
+        tear
+    }
+
+    fn end(&self) -> usize {
+        self.start + self.batch.len() * TORN_RECORD_LEN
+    }
+
+    /// The sectors the batch touched.
+    fn sectors(&self) -> usize {
+        self.end().div_ceil(SECTOR)
+    }
+
+    /// A copy of the log in a new directory whose tail has only the `landed` sectors of the
+    /// batch (the rest as before it), and how many of the batch's records lie wholly in
+    /// landed sectors before the first that does not.
+    fn land(&self, landed: &dyn Fn(usize) -> bool) -> (tempfile::TempDir, usize) {
+        let mut bytes = self.before.clone();
+        for sector in (0..self.sectors()).filter(|sector| landed(*sector)) {
+            let range = sector * SECTOR..(sector + 1) * SECTOR;
+            bytes[range.clone()].copy_from_slice(&self.after[range]);
+        }
+        let intact = (0..self.batch.len())
+            .take_while(|i| {
+                let first = self.start + i * TORN_RECORD_LEN;
+                let last = first + TORN_RECORD_LEN - 1;
+                (first / SECTOR..=last / SECTOR).all(landed)
+            })
+            .count();
+        let dir = tempfile::tempdir().unwrap();
+        let segment_1 = fs::read(segment(self.template.path(), 1)).unwrap();
+        fs::write(segment(dir.path(), 1), segment_1).unwrap();
+        fs::write(segment(dir.path(), 2), &bytes).unwrap();
+        (dir, intact)
+    }
+
+    /// The entries before the batch and the first `intact` of it.
+    fn expected(&self, intact: usize) -> Vec<Entry> {
+        self.written.iter().chain(&self.batch[..intact]).cloned().collect()
+    }
+
+    /// The untouched log (the page cache had every write) holds the whole batch.
+    fn check_untouched(&self) {
+        let state = open_with(self.template.path(), &preallocated_segments()).unwrap().load();
+        assert_eq!(state.unwrap().entries, self.expected(self.batch.len()), "the untouched log");
+    }
+}
+
 /// A power loss during the sync of a write can land any subset of its sectors, out of order:
 /// what is on disk is the old content (zeros) where a sector did not land. At every such
 /// pattern the log starts, keeps the records before the first sector that did not land, and
 /// cuts off the rest of the write (none of it was acknowledged).
 #[test]
 fn torn_write_whose_sectors_landed_out_of_order_is_cut_off() {
-    let saved = hard_state(3, Some(2), 5);
-    let template = tempfile::tempdir().unwrap();
-    let (mut written, path) = log_with_a_preallocated_tail(template.path(), &saved);
-    let (_, start) = record_offsets(&[
-        Rec::HardState,
-        Rec::Entry(20),
-        Rec::Entry(20),
-        Rec::Entry(20),
-        Rec::Entry(20),
-    ]);
-    let before = fs::read(&path).unwrap();
-    let options = preallocated_segments();
     // One write of 25 records spanning sectors 0 to 7.
-    let next = written.len() as u64 + 1;
-    let batch = entries(3, next, next + 24, 100);
-    let mut storage = open_with(template.path(), &options).unwrap();
-    storage.load().unwrap();
-    storage.append(&batch).unwrap();
-    storage.sync().unwrap();
-    drop(storage);
-    let after = fs::read(&path).unwrap();
-    let record_len = Rec::Entry(100).len() as usize;
-    let start = start as usize;
-    let end = start + batch.len() * record_len;
-    assert!(after[end..].iter().all(|byte| *byte == 0) && end < before.len());
-    let sectors = end.div_ceil(SECTOR);
-
+    let tear = SectorTear::new(|storage, next| {
+        let batch = entries(3, next, next + 24, 100);
+        storage.append(&batch).unwrap();
+        storage.sync().unwrap();
+        batch
+    });
+    let sectors = tear.sectors();
+    let options = preallocated_segments();
     let patterns: [(&str, SectorPattern); 6] = [
         ("the first sector did not land", Box::new(|sector| sector != 0)),
         ("a middle sector did not land", Box::new(|sector| sector != 4)),
@@ -1241,32 +1306,16 @@ fn torn_write_whose_sectors_landed_out_of_order_is_cut_off() {
         ("the first two sectors did not land", Box::new(|sector| sector > 1)),
     ];
     for (what, landed) in patterns {
-        let mut bytes = before.clone();
-        for sector in (0..sectors).filter(|sector| landed(*sector)) {
-            let range = sector * SECTOR..(sector + 1) * SECTOR;
-            bytes[range.clone()].copy_from_slice(&after[range]);
-        }
-        // Records of the write that lie wholly in landed sectors, before the first that does not.
-        let intact = (0..batch.len())
-            .take_while(|i| {
-                let (first, last) = (start + i * record_len, start + (i + 1) * record_len - 1);
-                (first / SECTOR..=last / SECTOR).all(&landed)
-            })
-            .count();
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(segment(dir.path(), 1), fs::read(segment(template.path(), 1)).unwrap()).unwrap();
-        fs::write(segment(dir.path(), 2), &bytes).unwrap();
-
+        let (dir, intact) = tear.land(&landed);
         let mut storage =
             open_with(dir.path(), &options).unwrap_or_else(|error| panic!("{what}: {error}"));
         let state = storage.load().unwrap();
-        let mut expected = written.clone();
-        expected.extend_from_slice(&batch[..intact]);
+        let mut expected = tear.expected(intact);
         assert_eq!(state.entries, expected, "{what}");
-        assert_eq!(state.hard_state, saved, "{what}");
-        let valid_end = start + intact * record_len;
+        assert_eq!(state.hard_state, tear.saved, "{what}");
+        let valid_end = tear.start + intact * TORN_RECORD_LEN;
         let cut = fs::read(segment(dir.path(), 2)).unwrap();
-        assert_records_then_zeros(&cut, &after[..valid_end], what);
+        assert_records_then_zeros(&cut, &tear.after[..valid_end], what);
 
         let replacement = entry(4, expected.len() as u64 + 1, b"after the crash");
         storage.append(std::slice::from_ref(&replacement)).unwrap();
@@ -1276,9 +1325,7 @@ fn torn_write_whose_sectors_landed_out_of_order_is_cut_off() {
         let state = open_with(dir.path(), &options).unwrap().load().unwrap();
         assert_eq!(state.entries, expected, "{what}, after reopening");
     }
-    written.extend(batch);
-    let state = open_with(template.path(), &options).unwrap().load().unwrap();
-    assert_eq!(state.entries, written, "the untouched log");
+    tear.check_untouched();
 }
 
 /// A sector of zeros in a record that an earlier write put there, with records of a later
@@ -1830,37 +1877,17 @@ fn flipped_bit_in_the_last_record_of_an_earlier_recycled_segment_is_refused() {
 /// damage. The log starts with the records before the first sector that did not land.
 #[test]
 fn two_pipelined_flushes_torn_together_are_cut_off() {
-    let saved = hard_state(3, Some(2), 5);
-    let template = tempfile::tempdir().unwrap();
-    let (mut written, path) = log_with_a_preallocated_tail(template.path(), &saved);
-    let (_, start) = record_offsets(&[
-        Rec::HardState,
-        Rec::Entry(20),
-        Rec::Entry(20),
-        Rec::Entry(20),
-        Rec::Entry(20),
-    ]);
-    let before = fs::read(&path).unwrap();
-    let options = preallocated_segments();
-    let next = written.len() as u64 + 1;
-    let (first, second) = (entries(3, next, next + 11, 100), entries(3, next + 12, next + 23, 100));
-    let mut storage = open_with(template.path(), &options).unwrap();
-    storage.load().unwrap();
-    storage.append(&first).unwrap();
-    let first_sync = storage.flush().unwrap();
-    storage.append(&second).unwrap();
-    let second_sync = storage.flush().unwrap();
-    // Neither sync ran: what a power loss now leaves is some of the sectors of both writes.
-    drop((first_sync, second_sync));
-    drop(storage);
-    let after = fs::read(&path).unwrap();
-    let batch: Vec<Entry> = first.iter().chain(&second).cloned().collect();
-    let record_len = Rec::Entry(100).len() as usize;
-    let start = start as usize;
-    let end = start + batch.len() * record_len;
-    assert!(after[end..].iter().all(|byte| *byte == 0) && end < before.len());
-    let sectors = end.div_ceil(SECTOR);
-
+    let tear = SectorTear::new(|storage, next| {
+        let (first, second) =
+            (entries(3, next, next + 11, 100), entries(3, next + 12, next + 23, 100));
+        storage.append(&first).unwrap();
+        let first_sync = storage.flush().unwrap();
+        storage.append(&second).unwrap();
+        let second_sync = storage.flush().unwrap();
+        // Neither sync ran: a power loss now leaves some of the sectors of both writes.
+        drop((first_sync, second_sync));
+        first.into_iter().chain(second).collect()
+    });
     let patterns: [(&str, SectorPattern); 4] = [
         ("the first write's middle sector did not land", Box::new(|sector| sector != 2)),
         ("only the second write's sectors landed", Box::new(|sector| sector >= 4)),
@@ -1868,31 +1895,14 @@ fn two_pipelined_flushes_torn_together_are_cut_off() {
         ("the first sector did not land", Box::new(|sector| sector != 0)),
     ];
     for (what, landed) in patterns {
-        let mut bytes = before.clone();
-        for sector in (0..sectors).filter(|sector| landed(*sector)) {
-            let range = sector * SECTOR..(sector + 1) * SECTOR;
-            bytes[range.clone()].copy_from_slice(&after[range]);
-        }
-        let intact = (0..batch.len())
-            .take_while(|i| {
-                let (first, last) = (start + i * record_len, start + (i + 1) * record_len - 1);
-                (first / SECTOR..=last / SECTOR).all(&landed)
-            })
-            .count();
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(segment(dir.path(), 1), fs::read(segment(template.path(), 1)).unwrap()).unwrap();
-        fs::write(segment(dir.path(), 2), &bytes).unwrap();
-        let state = open_with(dir.path(), &options)
+        let (dir, intact) = tear.land(&landed);
+        let state = open_with(dir.path(), &preallocated_segments())
             .unwrap_or_else(|error| panic!("{what}: {error}"))
             .load()
             .unwrap();
-        let mut expected = written.clone();
-        expected.extend_from_slice(&batch[..intact]);
-        assert_eq!(state.entries, expected, "{what}");
+        assert_eq!(state.entries, tear.expected(intact), "{what}");
     }
-    written.extend(batch);
-    let state = open_with(template.path(), &options).unwrap().load().unwrap();
-    assert_eq!(state.entries, written, "the untouched log (the page cache had it all)");
+    tear.check_untouched();
 }
 
 /// In a recycled segment, stale bytes follow the records, so a failing record is the end
