@@ -1,8 +1,9 @@
 //! [`Driver`]: the one piece of code that carries out a core's [`Ready`] against storage, the
 //! network and the state machine, in the order Raft's safety depends on.
 //!
-//! The tokio runtime ([`RaftNode`](crate::RaftNode)) uses it, and so will the deterministic
-//! simulator, so what the simulator tests is the very ordering a real node uses:
+//! [`Node`](crate::node::Node) runs it for both of its pumps, the tokio runtime
+//! ([`RaftNode`](crate::RaftNode)) and the deterministic simulator, so what the simulator
+//! tests is the very ordering a real node uses:
 //!
 //! 1. send the messages that need nothing durable (a leader's AppendEntries),
 //! 2. store a snapshot received from the leader and reset the log behind it, write entries
@@ -34,6 +35,7 @@ use crate::message::{EntryPayload, Message};
 use crate::snapshot::Snapshot;
 use crate::state_machine::{SnapshotsUnsupported, StateMachine};
 use crate::storage::{PendingSync, SnapshotWriter, Storage};
+use crate::types::{LogIndex, Term};
 
 /// Syncs that may run at once: while one batch syncs, the next is written.
 pub(crate) const MAX_SYNCS_IN_FLIGHT: usize = 16;
@@ -46,7 +48,6 @@ struct Persisting {
     persisted_messages: Vec<Message>,
     ack: ReadyAck,
 }
-use crate::types::{LogIndex, Term};
 
 /// The result of applying one committed command.
 pub(crate) struct Applied {
@@ -55,10 +56,19 @@ pub(crate) struct Applied {
     /// The entry's term (a proposal matches only if both agree).
     pub(crate) term: Term,
     /// The command that was applied (the simulator checks that every node applied the same).
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) command: Bytes,
     /// What the state machine returned.
     pub(crate) result: Result<Vec<u8>, Box<dyn Error + Send + Sync>>,
+}
+
+/// Where [`Driver::process_ready`] hands out a Ready's work.
+pub(crate) trait ReadySink {
+    /// Sends a message.
+    fn send(&mut self, message: Message);
+    /// Runs a sync (completing syncs in order, each reported with [`Driver::sync_done`]).
+    fn start_sync(&mut self, sync: Box<dyn PendingSync>);
+    /// Takes the result of one applied command.
+    fn applied(&mut self, applied: Applied);
 }
 
 /// A protocol core with its storage and state machine.
@@ -72,7 +82,7 @@ pub(crate) struct Driver<S, M> {
     applied_since_snapshot: (u64, u64),
     /// A snapshot taken and handed out to be stored, not yet reported stored.
     snapshot_in_flight: bool,
-    /// Snapshots received from a leader and restored (for metrics; the simulator takes them).
+    /// Snapshots received from a leader and restored (for metrics).
     pub(crate) snapshots_installed: u64,
     /// Snapshots this node took and stored (for metrics).
     pub(crate) snapshots_stored: u64,
@@ -80,20 +90,6 @@ pub(crate) struct Driver<S, M> {
     persisting: VecDeque<Persisting>,
     /// How many of them have a sync in flight.
     syncs_in_flight: usize,
-    /// Simulation only: the planted bug that sends acknowledgments before the sync.
-    #[cfg(feature = "sim")]
-    pub(crate) planted_acknowledge_before_sync: bool,
-    /// Simulation only: the planted bug that, after restoring a snapshot received from the
-    /// leader, takes the entry right after it as covered too and never applies it.
-    #[cfg(feature = "sim")]
-    pub(crate) planted_snapshot_skips_entry: bool,
-    /// Simulation only: with `planted_snapshot_skips_entry`, the index that will be skipped.
-    #[cfg(feature = "sim")]
-    planted_skip_index: Option<LogIndex>,
-    /// Simulation only: the planted bug that keeps the stored log when installing a snapshot
-    /// the log does not match (no log-reset record: the stale entries stay on disk).
-    #[cfg(feature = "sim")]
-    pub(crate) planted_install_keeps_log: bool,
 }
 
 impl<S: Storage, M: StateMachine> Driver<S, M> {
@@ -115,28 +111,15 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             snapshots_stored: 0,
             persisting: VecDeque::new(),
             syncs_in_flight: 0,
-            #[cfg(feature = "sim")]
-            planted_acknowledge_before_sync: false,
-            #[cfg(feature = "sim")]
-            planted_snapshot_skips_entry: false,
-            #[cfg(feature = "sim")]
-            planted_skip_index: None,
-            #[cfg(feature = "sim")]
-            planted_install_keeps_log: false,
         }
     }
 
     /// Carries out every pending [`Ready`] of the core (while fewer than
-    /// [`MAX_SYNCS_IN_FLIGHT`] syncs run), handing messages to `send`, apply results to
-    /// `on_applied`, and each sync to `start_sync`, which must complete them in order and
-    /// report each with [`sync_done`](Self::sync_done). Returns an error, having sent nothing
-    /// that depends on it, when storage fails; the node must then stop.
-    pub(crate) fn process_ready(
-        &mut self,
-        mut send: impl FnMut(Message),
-        mut on_applied: impl FnMut(Applied),
-        mut start_sync: impl FnMut(Box<dyn PendingSync>),
-    ) -> Result<(), StorageError> {
+    /// [`MAX_SYNCS_IN_FLIGHT`] syncs run), handing messages, syncs and apply results to
+    /// `sink`; the sink must complete the syncs in order and report each with
+    /// [`sync_done`](Self::sync_done). Returns an error, having sent nothing that depends on
+    /// it, when storage fails; the node must then stop.
+    pub(crate) fn process_ready(&mut self, sink: &mut impl ReadySink) -> Result<(), StorageError> {
         while self.syncs_in_flight < MAX_SYNCS_IN_FLIGHT && self.core.has_ready() {
             let Ready {
                 hard_state,
@@ -149,25 +132,13 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 ack,
             } = self.core.ready();
             for message in messages {
-                send(message);
+                sink.send(message);
             }
-            #[cfg(feature = "sim")]
-            let persisted_messages = if self.planted_acknowledge_before_sync {
-                // Planted bug: promise durability before the write is synced.
-                for message in persisted_messages {
-                    send(message);
-                }
-                Vec::new()
-            } else {
-                persisted_messages
-            };
             let must_sync = hard_state.is_some() || !entries.is_empty() || log_reset.is_some();
             // The snapshot is durable before the log drops what it covers.
             if let Some(snapshot) = &snapshot {
                 self.storage.snapshot_writer().write(snapshot)?;
             }
-            #[cfg(feature = "sim")]
-            let log_reset = log_reset.filter(|_| !self.planted_install_keeps_log);
             if let Some(base) = log_reset {
                 self.storage.reset_log(base)?;
             }
@@ -192,13 +163,13 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 });
             } else {
                 for message in persisted_messages {
-                    send(message);
+                    sink.send(message);
                 }
                 self.core.advance(persisted_ack);
             }
             if let Some(sync) = sync {
                 self.syncs_in_flight += 1;
-                start_sync(sync);
+                sink.start_sync(sync);
             }
             if let Some(snapshot) = snapshot {
                 let index = snapshot.meta.last_included.index;
@@ -207,29 +178,13 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                     .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
                 self.applied_since_snapshot = (0, 0);
                 self.snapshots_installed += 1;
-                #[cfg(feature = "sim")]
-                {
-                    if self.planted_snapshot_skips_entry {
-                        // Planted bug: an off-by-one takes the snapshot to cover one more entry.
-                        self.planted_skip_index = Some(index.next());
-                    }
-                }
             }
             for entry in committed_entries {
-                #[cfg(feature = "sim")]
-                if let Some(skipped) = self.planted_skip_index
-                    && skipped <= entry.index
-                {
-                    self.planted_skip_index = None;
-                    if skipped == entry.index {
-                        continue;
-                    }
-                }
                 if let EntryPayload::Command(command) = entry.payload {
                     self.applied_since_snapshot.0 += 1;
                     self.applied_since_snapshot.1 += command.len() as u64;
                     let result = self.state_machine.apply_at(entry.index, &command);
-                    on_applied(Applied { index: entry.index, term: entry.term, command, result });
+                    sink.applied(Applied { index: entry.index, term: entry.term, command, result });
                 }
             }
             self.core.advance(applied_ack);
@@ -286,8 +241,7 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         }
     }
 
-    /// The state machine (the simulator compares them at the end of a run).
-    #[cfg(feature = "sim")]
+    /// The state machine.
     pub(crate) fn state_machine(&self) -> &M {
         &self.state_machine
     }

@@ -10,7 +10,8 @@
 //! | [`core`] | the sans-I/O protocol: [`core::RaftCore`], fed time, messages and proposals, producing [`core::Ready`] batches of work |
 //! | [`storage`] | the [`storage::Storage`] trait for the durable log and [`HardState`]; [`storage::MemoryStorage`] |
 //! | [`transport`] | the [`transport::Transport`] trait; [`transport::ChannelNetwork`] for nodes in one process |
-//! | [`RaftNode`] | the tokio runtime: one task per node that drives the core and answers [`RaftNode::propose`] |
+//! | [`node`] | [`node::Node`]: one node sans I/O (core, storage, state machine, proposals, snapshot policy), for any runtime to pump |
+//! | [`RaftNode`] | the tokio runtime: one task per node that pumps a [`node::Node`] and answers [`RaftNode::propose`] |
 //! | [`state_machine`] | the [`StateMachine`] trait your application implements |
 //!
 //! ## A three-node cluster in one process
@@ -70,6 +71,7 @@ pub mod hard_state;
 pub mod linearizability;
 pub mod message;
 pub mod metrics;
+pub mod node;
 mod proposals;
 mod raft_node;
 #[cfg(feature = "sim")]

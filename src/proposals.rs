@@ -1,6 +1,6 @@
 //! [`PendingProposals`]: proposals appended to the leader's log, waiting for their entry to be
-//! applied. Shared by the tokio runtime and the simulator, so both decide a proposal's outcome
-//! the same way:
+//! applied. [`Node`](crate::node::Node) owns them, so every runtime that pumps a node decides a
+//! proposal's outcome the same way:
 //!
 //! - its entry is applied with the term it was appended in: it committed, here is the result;
 //! - another entry is applied at its index: it was overwritten, so it never committed;

@@ -2,8 +2,8 @@
 //!
 //! One task owns the protocol core, the storage, the transport and the state machine. It turns
 //! wall-clock time into ticks, feeds in messages and client proposals (in batches, so one sync
-//! serves many proposals), carries out the core's work through the shared driver, and
-//! completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
+//! serves many proposals), pumps them through the sans-I/O [`Node`] (which the simulator
+//! pumps too), and completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
 //! handle to that task.
 
 use std::collections::hash_map::RandomState;
@@ -18,25 +18,23 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
-use crate::driver::{Driver, probe_snapshot_support};
+use crate::core::LOG_TARGET;
 use crate::error::{ProposeError, StartError, StorageError, WaitError};
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
-use crate::proposals::{PendingProposals, ProposalOutcome};
+use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
-use crate::storage::{SnapshotWriter, Storage};
+use crate::storage::{PendingSync, SnapshotWriter, Storage};
 use crate::sync_thread::SyncThread;
 use crate::transport::Transport;
-use crate::types::LogIndex;
-use crate::types::NodeId;
+use crate::types::{LogIndex, NodeId, Term};
 
 /// Most requests or messages taken in one batch before the node persists and answers.
 const MAX_BATCH: usize = 4096;
 
-type ProposeReply = oneshot::Sender<Result<Vec<u8>, ProposeError>>;
+type ProposeReply = oneshot::Sender<ProposalResult>;
 
 enum Request {
     Propose { command: Bytes, reply: ProposeReply },
@@ -110,9 +108,9 @@ impl RaftNode {
         id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
         config: Config,
-        mut storage: S,
+        storage: S,
         transport: T,
-        mut state_machine: M,
+        state_machine: M,
     ) -> Result<RaftNode, StartError>
     where
         S: Storage,
@@ -120,24 +118,14 @@ impl RaftNode {
         M: StateMachine + Send + 'static,
     {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
-        let initial: InitialState = storage.load()?;
-        let snapshots_supported = probe_snapshot_support(&state_machine, id);
-        if let Some(snapshot) = &initial.snapshot {
-            let index = snapshot.meta.last_included.index;
-            state_machine
-                .restore(&snapshot.data)
-                .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
-            tracing::info!(target: LOG_TARGET, node = %id, "Restored the state machine from the snapshot through {}", snapshot.meta.last_included);
-        }
         // Each node draws its own election jitter; the seed only needs to differ between
         // nodes and runs, which the standard library's per-process random keys provide.
         let seed = RandomState::new().hash_one(id.0);
-        let mut core = RaftCore::new(id, members, config.clone(), initial, seed)?;
-        core.tick(0);
-        tracing::info!(target: LOG_TARGET, node = %id, "Starting as Follower in term {} with {} log entries", core.term(), core.last_log_id().index);
+        let mut node = Node::start(id, members, config.clone(), storage, state_machine, seed)?;
+        node.tick(0);
 
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
-        let (status_sender, status) = watch::channel(Status::of(&core));
+        let (status_sender, status) = watch::channel(Status::of(node.core()));
         // A oneshot rather than a watch: the node polls the same receiver on every wakeup,
         // which registers its waker with atomics and no lock.
         let (stop, stop_requested) = oneshot::channel();
@@ -146,14 +134,13 @@ impl RaftNode {
             counters: Arc::clone(&counters),
             counted_commit: LogIndex(0),
             counted_leader: None,
-            driver: Driver::new(core, storage, state_machine, snapshots_supported),
+            node,
             syncs: SyncThread::spawn(id)?,
             snapshot_write: None,
             transport,
             requests,
             stop_requested,
             status: status_sender,
-            pending: PendingProposals::default(),
             completed: Vec::new(),
             epoch: Instant::now(),
         };
@@ -289,8 +276,8 @@ struct Counters {
 /// A snapshot being stored on a blocking thread.
 type SnapshotWrite = JoinHandle<Result<Snapshot, StorageError>>;
 
-struct NodeLoop<S, T, M> {
-    driver: Driver<S, M>,
+struct NodeLoop<S: Storage, T, M: StateMachine> {
+    node: Node<S, M, ProposeReply>,
     /// Completes the storage's syncs while the node goes on.
     syncs: SyncThread,
     /// The snapshot being written, if any: the node keeps serving meanwhile.
@@ -303,18 +290,44 @@ struct NodeLoop<S, T, M> {
     requests: mpsc::Receiver<Request>,
     stop_requested: oneshot::Receiver<()>,
     status: watch::Sender<Status>,
-    pending: PendingProposals<ProposeReply>,
     /// Proposals answered by the batch being processed (kept to reuse its allocation).
-    completed: Vec<(ProposeReply, Result<Vec<u8>, ProposeError>)>,
+    completed: Vec<(ProposeReply, ProposalResult)>,
     epoch: Instant,
+}
+
+/// The runtime's side of [`NodeIo`]: messages go to the transport, syncs to the sync thread,
+/// answers to a buffer sent once the new status is published.
+struct LoopIo<'a, T> {
+    transport: &'a mut T,
+    syncs: &'a SyncThread,
+    completed: &'a mut Vec<(ProposeReply, ProposalResult)>,
+    applied: u64,
+}
+
+impl<T: Transport> NodeIo<ProposeReply> for LoopIo<'_, T> {
+    fn send(&mut self, message: Message) {
+        self.transport.send(message);
+    }
+
+    fn start_sync(&mut self, sync: Box<dyn PendingSync>) {
+        self.syncs.start(sync);
+    }
+
+    fn answer(&mut self, waiter: ProposeReply, result: ProposalResult) {
+        self.completed.push((waiter, result));
+    }
+
+    fn applied(&mut self, _index: LogIndex, _term: Term, _command: &[u8], _result: &ApplyResult) {
+        self.applied += 1;
+    }
 }
 
 impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     async fn run(mut self) -> Result<(), StorageError> {
-        let id = self.driver.core.id();
+        let id = self.node.id();
         let mut transport_open = true;
         let result = loop {
-            if let Err(error) = self.process_ready() {
+            if let Err(error) = self.process() {
                 tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
                 break Err(error);
             }
@@ -322,16 +335,16 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
                 break Err(error);
             }
-            let deadline = self.epoch + Duration::from_millis(self.driver.core.next_deadline_ms());
+            let deadline = self.epoch + Duration::from_millis(self.node.next_deadline_ms());
             // Peers' messages come before client requests: a flood of requests must never
             // starve the replies and heartbeats that let the cluster make progress.
             tokio::select! {
                 biased;
                 _ = &mut self.stop_requested => break Ok(()),
-                synced = self.syncs.done(), if self.driver.syncs_in_flight() > 0 => match synced {
+                synced = self.syncs.done(), if self.node.syncs_in_flight() > 0 => match synced {
                     Ok(()) => {
-                        let transport = &mut self.transport;
-                        self.driver.sync_done(|message| transport.send(message));
+                        let (node, mut io) = self.split();
+                        node.sync_done(&mut io);
                     }
                     Err(error) => {
                         tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
@@ -348,7 +361,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 },
                 written = wait_for_write(&mut self.snapshot_write), if self.snapshot_write.is_some() => {
                     self.snapshot_write = None;
-                    if let Err(error) = self.driver.snapshot_stored(written) {
+                    if let Err(error) = self.node.snapshot_stored(written) {
                         tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
                         break Err(error);
                     }
@@ -356,37 +369,46 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now_ms = self.now_ms();
-            self.driver.core.tick(now_ms);
+            self.node.tick(now_ms);
         };
         self.stop(&result);
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result
     }
 
-    /// Takes a snapshot when one is due and writes it on a blocking thread.
-    ///
-    /// The state machine serializes itself on this task, which holds up everything else the
-    /// node does meanwhile. A leader therefore sends a round of heartbeats first, so that its
-    /// followers' election timers start afresh and the pause has the whole minimum election
-    /// timeout to fit in; a pause longer than a heartbeat interval is logged.
+    /// The node and the I/O it hands its work to.
+    fn split(&mut self) -> (&mut Node<S, M, ProposeReply>, LoopIo<'_, T>) {
+        (
+            &mut self.node,
+            LoopIo {
+                transport: &mut self.transport,
+                syncs: &self.syncs,
+                completed: &mut self.completed,
+                applied: 0,
+            },
+        )
+    }
+
+    /// Takes a snapshot when one is due and writes it on a blocking thread. The state machine
+    /// serializes itself on this task (after a leader's round of heartbeats); a pause longer
+    /// than a heartbeat interval is logged.
     fn start_snapshot_if_due(&mut self) -> Result<(), StorageError> {
-        if self.snapshot_write.is_some() || !self.driver.snapshot_due() {
+        if self.snapshot_write.is_some() || !self.node.snapshot_due() {
             return Ok(());
         }
-        if self.driver.core.role() == Role::Leader {
-            self.driver.core.heartbeat_now();
-            self.process_ready()?;
-        }
         let started = std::time::Instant::now();
-        let Some(snapshot) = self.driver.take_snapshot_if_due() else {
+        let (node, mut io) = self.split();
+        let taken = node.take_snapshot(&mut io);
+        self.answer_completed();
+        let Some(snapshot) = taken? else {
             return Ok(());
         };
         let paused = started.elapsed();
-        let heartbeat = Duration::from_millis(self.driver.core.config().heartbeat_interval_ms);
+        let heartbeat = Duration::from_millis(self.node.core().config().heartbeat_interval_ms);
         if paused > heartbeat {
-            tracing::warn!(target: LOG_TARGET, node = %self.driver.core.id(), "Taking a snapshot of {} bytes held the node up for {} ms (heartbeats every {} ms)", snapshot.data.len(), paused.as_millis(), heartbeat.as_millis());
+            tracing::warn!(target: LOG_TARGET, node = %self.node.id(), "Taking a snapshot of {} bytes held the node up for {} ms (heartbeats every {} ms)", snapshot.data.len(), paused.as_millis(), heartbeat.as_millis());
         }
-        let mut writer = self.driver.snapshot_writer();
+        let mut writer = self.node.snapshot_writer();
         self.snapshot_write = Some(tokio::task::spawn_blocking(move || {
             writer.write(&snapshot)?;
             Ok(snapshot)
@@ -401,17 +423,15 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     /// Takes `first` and whatever else is queued (up to a batch) into the core.
     fn handle_requests(&mut self, first: Request) {
         let now_ms = self.now_ms();
-        self.driver.core.tick(now_ms);
+        self.node.tick(now_ms);
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(Request::Propose { command, reply }) = next {
-            match self.driver.core.propose(command) {
-                Ok(index) => {
-                    let term = self.driver.core.term();
-                    self.pending.insert(index, term, reply);
+            match self.node.propose(command, reply) {
+                Ok(_) => {
                     self.counters.proposals.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => {
+                Err((error, reply)) => {
                     self.counters.proposals_refused.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(error));
                 }
@@ -424,53 +444,29 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     /// Steps `first` and whatever other messages have arrived (up to a batch).
     fn handle_messages(&mut self, first: Message) {
         let now_ms = self.now_ms();
-        self.driver.core.tick(now_ms);
-        self.driver.core.step(first);
+        self.node.tick(now_ms);
+        self.node.step(first);
         for _ in 1..MAX_BATCH {
             let Some(message) = self.transport.try_recv() else {
                 break;
             };
-            self.driver.core.step(message);
+            self.node.step(message);
         }
     }
 
-    /// Carries out the core's work, then publishes the new status, then answers the proposals
+    /// Carries out the node's work, then publishes the new status, then answers the proposals
     /// that completed: a proposer that gets its result finds `status()` already showing it
     /// applied.
-    fn process_ready(&mut self) -> Result<(), StorageError> {
-        let transport = &mut self.transport;
-        let pending = &mut self.pending;
-        // The buffer is kept between batches, so answering proposals allocates nothing.
-        let mut completed = std::mem::take(&mut self.completed);
-        let mut applied_count = 0u64;
-        let syncs = &self.syncs;
-        let result = self.driver.process_ready(
-            |message| transport.send(message),
-            |applied| {
-                applied_count += 1;
-                if let Some((reply, outcome)) = pending.on_applied(applied) {
-                    completed.push((
-                        reply,
-                        match outcome {
-                            ProposalOutcome::Applied(applied) => {
-                                applied.result.map_err(ProposeError::Apply)
-                            }
-                            // Another leader's entry took this index: it never committed.
-                            ProposalOutcome::Overwritten => {
-                                Err(ProposeError::NotLeader { leader_hint: None })
-                            }
-                        },
-                    ));
-                }
-            },
-            |sync| syncs.start(sync),
-        );
-        self.counters.commands_applied.fetch_add(applied_count, Ordering::Relaxed);
+    fn process(&mut self) -> Result<(), StorageError> {
+        let (node, mut io) = self.split();
+        let result = node.process(&mut io);
+        let applied = io.applied;
+        self.counters.commands_applied.fetch_add(applied, Ordering::Relaxed);
         self.count();
         if result.is_ok() {
             // After a storage failure the core may hold state that never became durable:
             // the last status published stays the last one that was.
-            let current = Status::of(&self.driver.core);
+            let current = Status::of(self.node.core());
             self.status.send_if_modified(|status| {
                 let changed = *status != current;
                 if changed {
@@ -479,23 +475,21 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 changed
             });
         }
-        for (reply, outcome) in completed.drain(..) {
+        self.answer_completed();
+        result
+    }
+
+    /// Sends the answers the node produced (the buffer is kept, so answering allocates
+    /// nothing).
+    fn answer_completed(&mut self) {
+        for (reply, outcome) in self.completed.drain(..) {
             let _ = reply.send(outcome);
         }
-        self.completed = completed;
-        result?;
-        if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
-            // Appended under a leadership that is gone: they may or may not commit.
-            for (index, reply) in self.pending.take_all() {
-                let _ = reply.send(Err(ProposeError::OutcomeUnknown { index }));
-            }
-        }
-        Ok(())
     }
 
     /// Updates the counters that follow the core's state.
     fn count(&mut self) {
-        let core = &self.driver.core;
+        let core = self.node.core();
         let commit = core.commit_index();
         if commit > self.counted_commit {
             let newly = commit.0 - self.counted_commit.0;
@@ -507,18 +501,18 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.elections_started.store(core.elections_started(), Ordering::Relaxed);
-        let driver = &self.driver;
-        self.counters.snapshots_stored.store(driver.snapshots_stored, Ordering::Relaxed);
-        self.counters.snapshots_installed.store(driver.snapshots_installed, Ordering::Relaxed);
+        let node = &self.node;
+        self.counters.snapshots_stored.store(node.snapshots_stored(), Ordering::Relaxed);
+        self.counters.snapshots_installed.store(node.snapshots_installed(), Ordering::Relaxed);
     }
 
     /// Answers every request still waiting, as the node stops.
     /// Appended proposals may still commit under another leader: their outcome is unknown.
     /// Queued ones were never appended: they fail with the reason the node stopped.
     fn stop(&mut self, result: &Result<(), StorageError>) {
-        for (index, reply) in self.pending.take_all() {
-            let _ = reply.send(Err(ProposeError::OutcomeUnknown { index }));
-        }
+        let (node, mut io) = self.split();
+        node.stop(&mut io);
+        self.answer_completed();
         self.requests.close();
         while let Ok(Request::Propose { reply, .. }) = self.requests.try_recv() {
             let error = match result {

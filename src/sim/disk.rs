@@ -9,7 +9,7 @@
 //! may be undone; and a sync can fail, which stops the node. A process crash loses nothing
 //! (the page cache survives). Segments are prepared inline, not on a background thread, so
 //! that a run replays exactly.
-//! [`SimStorage`] is the WAL on this disk (with the planted forget-the-vote bug when asked).
+//! [`SimStorage`] is the WAL on this disk.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -305,20 +305,15 @@ impl AppendFile for SimFileHandle {
 #[derive(Debug)]
 pub(crate) struct SimStorage {
     wal: WalStorage<SimDisk>,
-    forget_vote_on_load: bool,
 }
 
 impl SimStorage {
     /// Opens node `id`'s log on `disk`, recovering what survived.
-    pub(crate) fn open(
-        disk: SimDisk,
-        id: NodeId,
-        forget_vote_on_load: bool,
-    ) -> Result<Self, StorageError> {
+    pub(crate) fn open(disk: SimDisk, id: NodeId) -> Result<Self, StorageError> {
         let identity = WalIdentity { node_id: id, cluster_id: 1 };
         let options = WalOptions { segment_max_bytes: SEGMENT_MAX_BYTES, ..WalOptions::default() };
         let wal = WalStorage::open_on(disk, DATA_DIR, identity, options)?;
-        Ok(SimStorage { wal, forget_vote_on_load })
+        Ok(SimStorage { wal })
     }
 }
 
@@ -326,12 +321,7 @@ impl Storage for SimStorage {
     type SnapshotWriter = WalSnapshotWriter<SimDisk>;
 
     fn load(&mut self) -> Result<InitialState, StorageError> {
-        let mut state = self.wal.load()?;
-        if self.forget_vote_on_load {
-            // Planted bug: the vote does not survive a restart.
-            state.hard_state.voted_for = None;
-        }
-        Ok(state)
+        self.wal.load()
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {

@@ -46,6 +46,7 @@ mod checks;
 mod disk;
 mod kv;
 mod network;
+mod planted;
 mod rng;
 mod trace;
 mod world;

@@ -7,22 +7,21 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use crate::config::Config;
 use crate::core::{RaftCore, Role};
-use crate::driver::{Applied, Driver};
 use crate::error::{ProposeError, StorageError};
 use crate::linearizability::{
     CheckResult, KvInput, KvModel, KvOutput, Operation, check_with_limit,
 };
 use crate::message::Message;
-use crate::proposals::{PendingProposals, ProposalOutcome};
-use crate::state_machine::StateMachine;
+use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::storage::PendingSync;
-use crate::storage::{SnapshotWriter, Storage};
+use crate::storage::SnapshotWriter;
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::checks::{Checker, Violation};
 use super::disk::{CrashDamage, SimDisk, SimStorage};
 use super::kv::{KvAnswer, KvOperation, SimKv};
 use super::network::{MessageFate, PartitionKind, SimNetwork};
+use super::planted::{PlantedMachine, PlantedStorage};
 use super::rng::SimRng;
 use super::trace::TraceHash;
 use super::{
@@ -112,13 +111,17 @@ impl Ord for Scheduled {
     }
 }
 
+/// A simulated node: the production [`Node`] on the WAL over a simulated disk, with a
+/// proposal's waiter being its (client, operation).
+type SimRaftNode = Node<PlantedStorage<SimStorage>, PlantedMachine<SimKv>, (usize, usize)>;
+
 /// A running incarnation of a node.
 struct RunningNode {
-    driver: Driver<SimStorage, SimKv>,
-    /// Proposals waiting for their entry: (client, operation).
-    pending: PendingProposals<(usize, usize)>,
+    node: SimRaftNode,
     /// The last index this incarnation applied (state machine safety: strictly increasing).
     last_applied: LogIndex,
+    /// Snapshots installed, as last counted.
+    snapshots_installed: u64,
     /// A snapshot taken and being written (on a thread, in a real node).
     snapshot_to_write: Option<crate::snapshot::Snapshot>,
     /// Syncs flushed and not yet done (a real node's sync thread runs them), oldest first:
@@ -139,6 +142,50 @@ struct SimNode {
     tick_scheduled_at: Option<u64>,
 }
 
+/// The simulator's side of [`NodeIo`] for one call into a node: applied commands go to the
+/// checker at once; messages, syncs and answers are kept for the world to route after.
+struct SimIo<'a> {
+    now_ms: u64,
+    id: NodeId,
+    checker: &'a mut Checker,
+    last_applied: &'a mut LogIndex,
+    syncs: &'a mut VecDeque<Box<dyn PendingSync>>,
+    started_syncs: usize,
+    outbox: Vec<Message>,
+    answers: Vec<((usize, usize), ProposalResult)>,
+}
+
+impl NodeIo<(usize, usize)> for SimIo<'_> {
+    fn send(&mut self, message: Message) {
+        self.outbox.push(message);
+    }
+
+    fn start_sync(&mut self, sync: Box<dyn PendingSync>) {
+        self.syncs.push_back(sync);
+        self.started_syncs += 1;
+    }
+
+    fn answer(&mut self, waiter: (usize, usize), result: ProposalResult) {
+        self.answers.push((waiter, result));
+    }
+
+    fn applied(&mut self, index: LogIndex, term: Term, command: &[u8], result: &ApplyResult) {
+        let result_bytes = match result {
+            Ok(bytes) => bytes.clone(),
+            Err(error) => error.to_string().into_bytes(),
+        };
+        self.checker.on_applied(
+            self.id,
+            self.last_applied,
+            index,
+            term,
+            command,
+            &result_bytes,
+            self.now_ms,
+        );
+    }
+}
+
 /// How a client operation ended.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RecordedOutcome {
@@ -156,6 +203,8 @@ pub(crate) struct OperationRecord {
     pub(crate) call_ms: u64,
     pub(crate) return_ms: u64,
     pub(crate) outcome: RecordedOutcome,
+    /// Where the leader appended it: (index, term).
+    pub(crate) appended_at: Option<(LogIndex, Term)>,
 }
 
 impl OperationRecord {
@@ -455,13 +504,11 @@ impl World {
             self.crash(id);
             return;
         }
-        let mut outbox = Vec::new();
-        running.driver.sync_done(|message| outbox.push(message));
         self.trace.add_u64(0xA6);
-        for message in outbox {
-            self.send(message);
-        }
-        self.after_input(id);
+        self.after_input_with(id, |node, io| {
+            node.sync_done(io);
+            Ok(())
+        });
     }
 
     /// Node `id` finished writing the snapshot it took (unless it restarted since).
@@ -479,7 +526,7 @@ impl World {
         let Some(running) = node.running.as_mut() else { return };
         let Some(snapshot) = running.snapshot_to_write.take() else { return };
         let index = snapshot.meta.last_included.index;
-        let mut writer = running.driver.snapshot_writer();
+        let mut writer = running.node.snapshot_writer();
         if mid_write {
             node.disk.fail_next_sync();
         }
@@ -496,7 +543,7 @@ impl World {
         }
         let stored = written.is_ok();
         self.snapshots.stored += u64::from(stored);
-        let result = running.driver.snapshot_stored(written);
+        let result = running.node.snapshot_stored(written);
         self.trace.add_u64(0xA4);
         self.trace.add_u64(index.0);
         self.trace_event(format_args!(
@@ -535,12 +582,12 @@ impl World {
         }
         self.trace.add_message(&message);
         let to = message.to;
-        let position = self.node_position(to);
-        if let Some(running) = self.nodes[position].running.as_mut() {
-            running.driver.core.tick(self.now_ms);
-            running.driver.core.step(message);
-        }
-        self.after_input(to);
+        let now_ms = self.now_ms;
+        self.after_input_with(to, |node, _| {
+            node.tick(now_ms);
+            node.step(message);
+            Ok(())
+        });
     }
 
     fn tick(&mut self, id: NodeId) {
@@ -551,21 +598,22 @@ impl World {
         if self.nodes[position].paused_until.is_some() {
             return;
         }
-        let Some(running) = self.nodes[position].running.as_mut() else { return };
-        running.driver.core.tick(self.now_ms);
-        self.after_input(id);
+        let now_ms = self.now_ms;
+        self.after_input_with(id, |node, _| {
+            node.tick(now_ms);
+            Ok(())
+        });
     }
 
     /// Starts (or restarts) node `id` from its disk.
     fn start_node(&mut self, id: NodeId) {
         let position = self.node_position(id);
-        let forget_vote = self.config.planted_bug == Some(PlantedBug::ForgetVoteOnRestart);
+        let bug = self.config.planted_bug;
         // The real write-ahead log recovers from whatever the crash left. An injected I/O
         // error keeps the node down until a later attempt; any other refusal (corruption it
         // cannot explain) is reported as a violation of this run.
-        let mut storage = match SimStorage::open(self.nodes[position].disk.clone(), id, forget_vote)
-        {
-            Ok(storage) => storage,
+        let storage = match SimStorage::open(self.nodes[position].disk.clone(), id) {
+            Ok(storage) => PlantedStorage::new(storage, bug),
             Err(StorageError::Io { .. }) => {
                 self.trace_event(format_args!("{id} fails to open its log (I/O error); retrying"));
                 let retry = self.config.faults.min_downtime_ms.max(1);
@@ -574,53 +622,34 @@ impl World {
             }
             Err(error) => panic!("{id} cannot reopen its write-ahead log: {error}"),
         };
-        let initial = storage
-            .load()
-            .unwrap_or_else(|error| panic!("{id} cannot load its write-ahead log: {error}"));
-        // What a real node does before it starts: restore the latest snapshot.
-        let mut state_machine = SimKv::default();
-        let snapshots_supported = self.config.snapshots;
-        if let Some(snapshot) = &initial.snapshot {
-            state_machine
-                .restore(&snapshot.data)
-                .unwrap_or_else(|error| panic!("{id} cannot restore its stored snapshot: {error}"));
-        }
-        let core = RaftCore::new(
+        let state_machine = PlantedMachine::new(SimKv::default(), bug);
+        // The simulated disk holds exactly what the node wrote, so a refusal here is a bug
+        // in the node or the disk model: the run reports it as a violation (a caught panic).
+        let mut node = Node::start(
             id,
             self.members.clone(),
             self.raft_config.clone(),
-            initial,
+            storage,
+            state_machine,
             self.rng.next_u64(),
-        );
-        // The simulated disk holds exactly what the driver wrote, so a refusal here is a bug
-        // in the driver or the disk model: the run reports it as a violation (a caught panic).
-        let mut core =
-            core.unwrap_or_else(|error| panic!("{id} cannot restart from its disk: {error}"));
-        core.tick(self.now_ms);
-        let mut driver = Driver::new(core, storage, state_machine, snapshots_supported);
-        match self.config.planted_bug {
-            Some(PlantedBug::CommitPreviousTermByCounting) => {
-                driver.core.planted_commit_previous_term = true
-            }
-            Some(PlantedBug::AcknowledgeBeforeSync) => {
-                driver.planted_acknowledge_before_sync = true
-            }
-            Some(PlantedBug::SnapshotSkipsEntry) => driver.planted_snapshot_skips_entry = true,
-            Some(PlantedBug::InstallKeepsConflictingLog) => driver.planted_install_keeps_log = true,
-            Some(PlantedBug::ForgetVoteOnRestart) | None => {}
+        )
+        .unwrap_or_else(|error| panic!("{id} cannot restart from its disk: {error}"));
+        if bug == Some(PlantedBug::CommitPreviousTermByCounting) {
+            node.core_mut().planted_commit_previous_term = true;
         }
-        let node = &mut self.nodes[position];
-        node.incarnation += 1;
-        node.running = Some(RunningNode {
-            driver,
-            pending: PendingProposals::default(),
+        node.tick(self.now_ms);
+        let node_state = &mut self.nodes[position];
+        node_state.incarnation += 1;
+        node_state.running = Some(RunningNode {
+            node,
             last_applied: LogIndex(0),
+            snapshots_installed: 0,
             snapshot_to_write: None,
             syncs: VecDeque::new(),
         });
-        node.paused_until = None;
-        node.deferred.clear();
-        node.tick_scheduled_at = None;
+        node_state.paused_until = None;
+        node_state.deferred.clear();
+        node_state.tick_scheduled_at = None;
         self.after_input(id);
     }
 
@@ -675,21 +704,45 @@ impl World {
 
     /// Carries out the node's pending work after an input, then routes what it produced.
     fn after_input(&mut self, id: NodeId) {
+        self.after_input_with(id, |_, _| Ok(()));
+    }
+
+    /// Feeds node `id` an input (`input`, which may already hand out work through the I/O),
+    /// carries out the work it produced, takes a snapshot if one is due, and routes it all:
+    /// messages to the network, syncs and snapshot writes to later events, answers to clients.
+    fn after_input_with(
+        &mut self,
+        id: NodeId,
+        input: impl FnOnce(&mut SimRaftNode, &mut SimIo<'_>) -> Result<(), StorageError>,
+    ) {
         let position = self.node_position(id);
         let now_ms = self.now_ms;
         let Some(running) = self.nodes[position].running.as_mut() else { return };
-        let mut outbox = Vec::new();
-        let mut applied_entries: Vec<Applied> = Vec::new();
-        let mut started_syncs = 0;
-        let syncs = &mut running.syncs;
-        let result = running.driver.process_ready(
-            |message| outbox.push(message),
-            |applied| applied_entries.push(applied),
-            |sync| {
-                syncs.push_back(sync);
-                started_syncs += 1;
-            },
-        );
+        let mut io = SimIo {
+            now_ms,
+            id,
+            checker: &mut self.checker,
+            last_applied: &mut running.last_applied,
+            syncs: &mut running.syncs,
+            started_syncs: 0,
+            outbox: Vec::new(),
+            answers: Vec::new(),
+        };
+        let node = &mut running.node;
+        let mut result = input(node, &mut io).and_then(|()| node.process(&mut io));
+        let mut snapshot_taken = None;
+        if result.is_ok() && running.snapshot_to_write.is_none() {
+            match node.take_snapshot(&mut io) {
+                Ok(taken) => snapshot_taken = taken,
+                Err(error) => result = Err(error),
+            }
+        }
+        let SimIo { started_syncs, outbox, answers, .. } = io;
+        let installed = node.snapshots_installed() - running.snapshots_installed;
+        running.snapshots_installed = node.snapshots_installed();
+        let core = node.core();
+        let (role, term, commit_index) = (core.role(), core.term(), core.commit_index());
+        let deadline = node.next_deadline_ms();
         let incarnation = self.nodes[position].incarnation;
         for _ in 0..started_syncs {
             // A sync takes up to two virtual milliseconds; whichever event comes first
@@ -697,59 +750,17 @@ impl World {
             let delay = self.rng.between(0, 2);
             self.schedule(delay, Event::SyncDone { id, incarnation });
         }
-        let Some(running) = self.nodes[position].running.as_mut() else { return };
-        let mut answers = Vec::new();
-        for applied in applied_entries {
-            let result_bytes = match &applied.result {
-                Ok(bytes) => bytes.clone(),
-                Err(error) => error.to_string().into_bytes(),
-            };
-            self.checker.on_applied(
-                id,
-                &mut running.last_applied,
-                applied.index,
-                applied.term,
-                &applied.command,
-                &result_bytes,
-                now_ms,
-            );
-            let (index, term) = (applied.index, applied.term);
-            if let Some(((client, operation), outcome)) = running.pending.on_applied(applied) {
-                let answer = match outcome {
-                    ProposalOutcome::Applied(applied) => {
-                        match applied.result.ok().as_deref().and_then(KvAnswer::decode) {
-                            Some(answer) => ClientAnswer::Applied { answer, index, term },
-                            None => ClientAnswer::Unknown,
-                        }
-                    }
-                    ProposalOutcome::Overwritten => ClientAnswer::NotLeader(None),
-                };
-                answers.push((client, operation, answer));
-            }
-        }
-        let installed = std::mem::take(&mut running.driver.snapshots_installed);
         self.snapshots.installed += installed;
         if let Some(outage) = self.outage_report.as_mut().filter(|outage| outage.node == id) {
             outage.snapshots_installed += installed;
         }
-        if result.is_ok()
-            && running.snapshot_to_write.is_none()
-            && let Some(snapshot) = running.driver.take_snapshot_if_due()
-        {
-            running.snapshot_to_write = Some(snapshot);
-            let incarnation = self.nodes[position].incarnation;
+        if let Some(snapshot) = snapshot_taken {
+            if let Some(running) = self.nodes[position].running.as_mut() {
+                running.snapshot_to_write = Some(snapshot);
+            }
             let delay = self.rng.between(1, 40);
             self.schedule(delay, Event::SnapshotWritten { id, incarnation });
         }
-        let Some(running) = self.nodes[position].running.as_mut() else { return };
-        let core = &running.driver.core;
-        let (role, term, commit_index) = (core.role(), core.term(), core.commit_index());
-        if role != Role::Leader {
-            for (_, (client, operation)) in running.pending.take_all() {
-                answers.push((client, operation, ClientAnswer::Unknown));
-            }
-        }
-        let deadline = core.next_deadline_ms();
         if role == Role::Leader {
             self.checker.on_leader(term, id, now_ms);
         }
@@ -758,7 +769,21 @@ impl World {
         for message in outbox {
             self.send(message);
         }
-        for (client, operation, answer) in answers {
+        for ((client, operation), result) in answers {
+            let answer = match result {
+                Ok(bytes) => {
+                    match (KvAnswer::decode(&bytes), self.history[operation].appended_at) {
+                        (Some(answer), Some((index, term))) => {
+                            ClientAnswer::Applied { answer, index, term }
+                        }
+                        _ => ClientAnswer::Unknown,
+                    }
+                }
+                Err(ProposeError::NotLeader { leader_hint }) => {
+                    ClientAnswer::NotLeader(leader_hint)
+                }
+                Err(_) => ClientAnswer::Unknown,
+            };
             self.answer_client(client, operation, answer);
         }
         match result {
@@ -838,6 +863,7 @@ impl World {
             call_ms: self.now_ms,
             return_ms: u64::MAX,
             outcome: RecordedOutcome::Pending,
+            appended_at: None,
         });
         self.clients[client].outstanding = Some(id);
         let node = self.clients[client].leader_guess;
@@ -859,13 +885,13 @@ impl World {
         let command = self.history[operation].operation.encode();
         let position = self.node_position(node);
         let Some(running) = self.nodes[position].running.as_mut() else { return };
-        match running.driver.core.propose(command.into()) {
+        match running.node.propose(command.into(), (client, operation)) {
             Ok(index) => {
-                let term = running.driver.core.term();
-                running.pending.insert(index, term, (client, operation));
+                let term = running.node.core().term();
+                self.history[operation].appended_at = Some((index, term));
                 self.after_input(node);
             }
-            Err(ProposeError::NotLeader { leader_hint }) => {
+            Err((ProposeError::NotLeader { leader_hint }, _)) => {
                 self.answer_client(client, operation, ClientAnswer::NotLeader(leader_hint));
             }
             Err(_) => self.answer_client(client, operation, ClientAnswer::Unknown),
@@ -993,7 +1019,7 @@ impl World {
             .filter(|node| {
                 node.running
                     .as_ref()
-                    .is_some_and(|running| running.driver.core.role() != Role::Leader)
+                    .is_some_and(|running| running.node.core().role() != Role::Leader)
             })
             .map(|node| node.id)
             .collect();
@@ -1006,7 +1032,7 @@ impl World {
         let last_index = self.nodes[position]
             .running
             .as_ref()
-            .map_or(LogIndex(0), |running| running.driver.core.last_log_id().index);
+            .map_or(LogIndex(0), |running| running.node.core().last_log_id().index);
         self.outage = Some((victim, last_index, self.now_ms));
         self.trace.add_u64(0xC3);
         self.trace_event(format_args!(
@@ -1065,7 +1091,7 @@ impl World {
         let cores: Vec<&RaftCore> = self
             .nodes
             .iter()
-            .filter_map(|node| node.running.as_ref().map(|running| &running.driver.core))
+            .filter_map(|node| node.running.as_ref().map(|running| running.node.core()))
             .collect();
         self.checker.check_log_matching(&cores, self.now_ms);
     }
@@ -1082,7 +1108,7 @@ impl World {
             if node.paused_until.is_some() {
                 return false;
             }
-            statuses.push(&running.driver.core);
+            statuses.push(running.node.core());
         }
         let Some(leader) = statuses.iter().find(|core| core.role() == Role::Leader) else {
             return false;
@@ -1143,10 +1169,9 @@ impl World {
     /// or committed and compacted into the node's snapshot. And every node's state machine is
     /// the same (they applied, or restored from snapshots, the same commands).
     fn check_durability(&mut self) {
-        let mut stores = self
-            .nodes
-            .iter()
-            .filter_map(|node| Some((node.id, node.running.as_ref()?.driver.state_machine())));
+        let mut stores = self.nodes.iter().filter_map(|node| {
+            Some((node.id, node.running.as_ref()?.node.state_machine().inner()))
+        });
         if let Some((first_id, first_store)) = stores.next() {
             for (id, store) in stores {
                 if store != first_store {
@@ -1171,7 +1196,7 @@ impl World {
             .collect();
         for node in &self.nodes {
             let Some(running) = &node.running else { continue };
-            let core = &running.driver.core;
+            let core = running.node.core();
             for (index, term) in &acknowledged {
                 let compacted = *index < core.first_log_index() && *index <= core.commit_index();
                 if !compacted && core.entry(*index).map(|entry| entry.term) != Some(*term) {
@@ -1191,7 +1216,7 @@ impl World {
             match &node.running {
                 None => parts.push(format!("{} down", node.id)),
                 Some(running) => {
-                    let core = &running.driver.core;
+                    let core = running.node.core();
                     parts.push(format!(
                         "{} {} term {} leader {:?} last {} commit {} applied {}",
                         node.id,

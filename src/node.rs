@@ -1,0 +1,351 @@
+//! [`Node`]: one Raft node as a sans-I/O state machine, with everything around the protocol
+//! core that does not depend on how time passes, bytes move or threads run.
+//!
+//! A `Node` owns a [`RaftCore`], its [`Storage`] and the application's [`StateMachine`]. It
+//! restores the state machine from the latest snapshot when it starts, carries out the core's
+//! work in the order Raft's safety depends on (the driver: send, write, flush, apply, and send
+//! what promised durability only once the flush's sync completes), answers proposals with
+//! their results (or says their outcome is unknown when leadership is lost), and decides when
+//! to take a snapshot.
+//!
+//! What it leaves to its caller, the *pump*, is exactly what differs between runtimes: reading
+//! a clock, moving messages, completing syncs on some thread, and storing snapshots
+//! somewhere. The pump feeds events in ([`tick`](Node::tick), [`step`](Node::step),
+//! [`propose`](Node::propose), [`sync_done`](Node::sync_done),
+//! [`snapshot_stored`](Node::snapshot_stored)), then calls [`process`](Node::process), which
+//! hands the work out through the [`NodeIo`] the pump implements. [`RaftNode`](crate::RaftNode)
+//! is such a pump on tokio; the simulator (`sim`) is another on a virtual clock, so it tests
+//! the very code production runs.
+//!
+//! # Driving a node by hand
+//!
+//! A single-node cluster on one thread, with syncs completed at once:
+//!
+//! ```
+//! use std::error::Error;
+//!
+//! use raft_consensus::node::{Node, NodeIo};
+//! use raft_consensus::storage::{MemoryStorage, PendingSync, Storage};
+//! use raft_consensus::{Config, Message, NodeId, ProposeError, Role, StateMachine};
+//!
+//! /// Adds each command's first byte to a total.
+//! #[derive(Default)]
+//! struct Total(u64);
+//!
+//! impl StateMachine for Total {
+//!     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+//!         self.0 += u64::from(command[0]);
+//!         Ok(self.0.to_le_bytes().to_vec())
+//!     }
+//! }
+//!
+//! /// What this little runtime does with the node's work: syncs are kept to complete after
+//! /// `process` returns, answers are collected, and there is nobody to send messages to.
+//! #[derive(Default)]
+//! struct Pump {
+//!     syncs: Vec<Box<dyn PendingSync>>,
+//!     answers: Vec<(&'static str, Result<Vec<u8>, ProposeError>)>,
+//! }
+//!
+//! impl NodeIo<&'static str> for Pump {
+//!     fn send(&mut self, _message: Message) {}
+//!     fn start_sync(&mut self, sync: Box<dyn PendingSync>) {
+//!         self.syncs.push(sync);
+//!     }
+//!     fn answer(&mut self, waiter: &'static str, result: Result<Vec<u8>, ProposeError>) {
+//!         self.answers.push((waiter, result));
+//!     }
+//! }
+//!
+//! /// One pass of the loop a runtime runs: feed time, do the work, complete the syncs.
+//! fn turn(node: &mut Node<MemoryStorage, Total, &'static str>, pump: &mut Pump, now_ms: u64) -> Result<(), Box<dyn Error>> {
+//!     node.tick(now_ms);
+//!     node.process(pump)?;
+//!     while !pump.syncs.is_empty() {
+//!         for sync in std::mem::take(&mut pump.syncs) {
+//!             sync.complete()?;
+//!             node.sync_done(pump);
+//!         }
+//!         node.process(pump)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn Error>> {
+//! let mut node = Node::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), Total::default(), 7)?;
+//! let mut pump = Pump::default();
+//! let mut now_ms = 0;
+//! while node.core().role() != Role::Leader {
+//!     now_ms += 10;
+//!     turn(&mut node, &mut pump, now_ms)?;
+//! }
+//! node.propose(vec![5].into(), "first").map_err(|(error, _)| error)?;
+//! node.propose(vec![2].into(), "second").map_err(|(error, _)| error)?;
+//! turn(&mut node, &mut pump, now_ms)?;
+//! let answers: Vec<(&str, Vec<u8>)> = pump.answers.drain(..).map(|(who, result)| (who, result.unwrap())).collect();
+//! assert_eq!(answers, [("first", 5u64.to_le_bytes().to_vec()), ("second", 7u64.to_le_bytes().to_vec())]);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::error::Error;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
+use crate::driver::{Applied, Driver, probe_snapshot_support};
+use crate::error::{ProposeError, StartError, StorageError};
+use crate::message::Message;
+use crate::proposals::{PendingProposals, ProposalOutcome};
+use crate::snapshot::Snapshot;
+use crate::state_machine::StateMachine;
+use crate::storage::{PendingSync, Storage};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// What a state machine's `apply` returned.
+pub type ApplyResult = Result<Vec<u8>, Box<dyn Error + Send + Sync>>;
+
+/// How a proposal ended: the state machine's result, or why there is none.
+pub type ProposalResult = Result<Vec<u8>, ProposeError>;
+
+/// Where a [`Node`] hands out its work: the I/O its pump carries out. `W` is what the pump
+/// keeps per proposal to answer it (a reply channel, a client id).
+pub trait NodeIo<W> {
+    /// Sends `message` to its `to` node. May drop it (Raft retries); must not block.
+    fn send(&mut self, message: Message);
+
+    /// Makes the writes flushed so far durable, later or now, on any thread: complete the
+    /// syncs in the order they are handed out, and report each with [`Node::sync_done`].
+    fn start_sync(&mut self, sync: Box<dyn PendingSync>);
+
+    /// A proposal's outcome: the state machine's result once its entry is applied,
+    /// [`ProposeError::NotLeader`] when another leader's entry took its index (it never
+    /// committed), [`ProposeError::OutcomeUnknown`] when this node stopped leading first.
+    fn answer(&mut self, waiter: W, result: ProposalResult);
+
+    /// Observes each command applied, in log order (the simulator checks that every node
+    /// applies the same). Does nothing by default.
+    fn applied(&mut self, index: LogIndex, term: Term, command: &[u8], result: &ApplyResult) {
+        let _ = (index, term, command, result);
+    }
+}
+
+/// One Raft node, sans I/O: see the [module documentation](self).
+pub struct Node<S: Storage, M: StateMachine, W = ()> {
+    driver: Driver<S, M>,
+    /// Proposals appended to this leader's log, waiting for their entries to be applied.
+    pending: PendingProposals<W>,
+}
+
+impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
+    /// Starts node `id` from what `storage` holds. With empty storage, `members` are the
+    /// voting members the cluster starts with (they must include `id`). `state_machine` must
+    /// be empty: it is restored from the latest stored snapshot, if there is one, and the
+    /// committed entries after it are applied again as the node learns they are committed.
+    ///
+    /// `seed` drives the election timer's jitter: it must differ between the nodes of a
+    /// cluster. The node's clock starts at the first [`tick`](Self::tick).
+    ///
+    /// Snapshots are taken (see the `snapshot_*` fields of [`Config`]) only when the state
+    /// machine implements [`StateMachine::snapshot`]; one that does not never has its log
+    /// compacted, which is logged once here.
+    pub fn start(
+        id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        mut storage: S,
+        mut state_machine: M,
+        seed: u64,
+    ) -> Result<Self, StartError> {
+        let initial: InitialState = storage.load()?;
+        let snapshots_supported = probe_snapshot_support(&state_machine, id);
+        if let Some(snapshot) = &initial.snapshot {
+            let index = snapshot.meta.last_included.index;
+            state_machine
+                .restore(&snapshot.data)
+                .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
+            tracing::info!(target: LOG_TARGET, node = %id, "Restored the state machine from the snapshot through {}", snapshot.meta.last_included);
+        }
+        let core = RaftCore::new(id, members, config, initial, seed)?;
+        tracing::info!(target: LOG_TARGET, node = %id, "Starting as Follower in term {} with {} log entries", core.term(), core.last_log_id().index);
+        Ok(Node {
+            driver: Driver::new(core, storage, state_machine, snapshots_supported),
+            pending: PendingProposals::default(),
+        })
+    }
+
+    /// The protocol core, to read the node's state.
+    pub fn core(&self) -> &RaftCore {
+        &self.driver.core
+    }
+
+    /// The protocol core, to change what only the simulator changes (planted bugs).
+    #[cfg(feature = "sim")]
+    pub(crate) fn core_mut(&mut self) -> &mut RaftCore {
+        &mut self.driver.core
+    }
+
+    /// The state machine, to read it.
+    pub fn state_machine(&self) -> &M {
+        self.driver.state_machine()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.driver.core.id()
+    }
+
+    /// Advances the node's clock to `now_ms` (milliseconds from any fixed origin, never
+    /// decreasing) and fires its timers if due.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.driver.core.tick(now_ms);
+    }
+
+    /// When [`tick`](Self::tick) next has work to do.
+    pub fn next_deadline_ms(&self) -> u64 {
+        self.driver.core.next_deadline_ms()
+    }
+
+    /// Handles a message from another node.
+    pub fn step(&mut self, message: Message) {
+        self.driver.core.step(message);
+    }
+
+    /// Appends `command` to the leader's log and keeps `waiter` to answer once its outcome
+    /// is known (through [`NodeIo::answer`]). A node that cannot take it gives `waiter` back
+    /// with the reason: [`ProposeError::NotLeader`] with the leader it knows, or
+    /// [`ProposeError::TooLarge`].
+    pub fn propose(&mut self, command: Bytes, waiter: W) -> Result<LogIndex, (ProposeError, W)> {
+        match self.driver.core.propose(command) {
+            Ok(index) => {
+                self.pending.insert(index, self.driver.core.term(), waiter);
+                Ok(index)
+            }
+            Err(error) => Err((error, waiter)),
+        }
+    }
+
+    /// Carries out the work the inputs so far produced: sends, writes and flushes, hands
+    /// each flush's sync to [`NodeIo::start_sync`], applies committed commands and answers
+    /// their proposals. A node that stops leading answers every proposal still waiting with
+    /// [`ProposeError::OutcomeUnknown`].
+    ///
+    /// An error means storage failed (or a received snapshot could not be restored): nothing
+    /// that depends on the failed write has left the node, and the node must stop.
+    pub fn process(&mut self, io: &mut impl NodeIo<W>) -> Result<(), StorageError> {
+        let pending = &mut self.pending;
+        let mut answers = Answers { io, pending };
+        let result = self.driver.process_ready(&mut answers);
+        if self.driver.core.role() != Role::Leader && !self.pending.is_empty() {
+            // Appended under a leadership that is gone: they may or may not commit.
+            for (index, waiter) in self.pending.take_all() {
+                io.answer(waiter, Err(ProposeError::OutcomeUnknown { index }));
+            }
+        }
+        result
+    }
+
+    /// Reports that the oldest sync handed to [`NodeIo::start_sync`] completed: what waited
+    /// for it is sent, and the core learns it is durable. Call [`process`](Self::process)
+    /// next. (A sync that failed is fatal: the node must stop, not report it.)
+    pub fn sync_done(&mut self, io: &mut impl NodeIo<W>) {
+        self.driver.sync_done(|message| io.send(message));
+    }
+
+    /// How many syncs handed out are not reported done.
+    pub fn syncs_in_flight(&self) -> usize {
+        self.driver.syncs_in_flight()
+    }
+
+    /// Whether [`take_snapshot`](Self::take_snapshot) would take one now: enough was applied
+    /// since the last one (the config's `snapshot_after_*`), the state machine supports
+    /// snapshots, and none is being stored.
+    pub fn snapshot_due(&self) -> bool {
+        self.driver.snapshot_due()
+    }
+
+    /// Takes a snapshot of the state machine when one is due, for the pump to store with
+    /// [`snapshot_writer`](Self::snapshot_writer) (on another thread if it likes) and report
+    /// with [`snapshot_stored`](Self::snapshot_stored).
+    ///
+    /// The state machine serializes itself here, which holds the node up meanwhile. A leader
+    /// therefore first sends a round of heartbeats (through `io`), so that its followers'
+    /// election timers start afresh and the pause has the whole minimum election timeout to
+    /// fit in.
+    pub fn take_snapshot(
+        &mut self,
+        io: &mut impl NodeIo<W>,
+    ) -> Result<Option<Snapshot>, StorageError> {
+        if !self.driver.snapshot_due() {
+            return Ok(None);
+        }
+        if self.driver.core.role() == Role::Leader {
+            self.driver.core.heartbeat_now();
+            self.process(io)?;
+        }
+        Ok(self.driver.take_snapshot_if_due())
+    }
+
+    /// A handle that stores snapshots, for the pump to store what
+    /// [`take_snapshot`](Self::take_snapshot) took.
+    pub fn snapshot_writer(&self) -> S::SnapshotWriter {
+        self.driver.snapshot_writer()
+    }
+
+    /// Reports how storing the snapshot from [`take_snapshot`](Self::take_snapshot) went: once
+    /// stored, the log is compacted behind it. A failed store is logged and retried with the
+    /// next snapshot; an error means compaction failed, and the node must stop.
+    pub fn snapshot_stored(
+        &mut self,
+        outcome: Result<Snapshot, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.driver.snapshot_stored(outcome)
+    }
+
+    /// Snapshots this node took and stored since it started.
+    pub fn snapshots_stored(&self) -> u64 {
+        self.driver.snapshots_stored
+    }
+
+    /// Snapshots received from a leader and restored since the node started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.driver.snapshots_installed
+    }
+
+    /// Stops the node: every proposal still waiting is answered with
+    /// [`ProposeError::OutcomeUnknown`] (it may still commit under another leader).
+    pub fn stop(&mut self, io: &mut impl NodeIo<W>) {
+        for (index, waiter) in self.pending.take_all() {
+            io.answer(waiter, Err(ProposeError::OutcomeUnknown { index }));
+        }
+    }
+}
+
+/// The driver's sink: observes each applied command, then answers its proposal.
+struct Answers<'a, I, W> {
+    io: &'a mut I,
+    pending: &'a mut PendingProposals<W>,
+}
+
+impl<I: NodeIo<W>, W> crate::driver::ReadySink for Answers<'_, I, W> {
+    fn send(&mut self, message: Message) {
+        self.io.send(message);
+    }
+
+    fn start_sync(&mut self, sync: Box<dyn PendingSync>) {
+        self.io.start_sync(sync);
+    }
+
+    fn applied(&mut self, applied: Applied) {
+        self.io.applied(applied.index, applied.term, &applied.command, &applied.result);
+        if let Some((waiter, outcome)) = self.pending.on_applied(applied) {
+            let result = match outcome {
+                ProposalOutcome::Applied(applied) => applied.result.map_err(ProposeError::Apply),
+                // Another leader's entry took this index: it never committed.
+                ProposalOutcome::Overwritten => Err(ProposeError::NotLeader { leader_hint: None }),
+            };
+            self.io.answer(waiter, result);
+        }
+    }
+}
