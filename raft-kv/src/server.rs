@@ -201,11 +201,35 @@ pub async fn run(
         store,
     };
     let app = router(state);
+    // A node that stops on its own (a storage failure, or a broken safety invariant) ends the
+    // process with its reason, so that a supervisor restarts it: serving on without it would
+    // only answer errors.
+    let node_ended = {
+        let node = node.clone();
+        async move {
+            let _ = node.wait_for(Duration::MAX, |_| false).await;
+        }
+    };
+    let node_stopped_first = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_serving = {
+        let node_stopped_first = Arc::clone(&node_stopped_first);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = node_ended => {
+                    node_stopped_first.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    };
     axum::serve(http_listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop_serving)
         .await
         .context("serving HTTP")?;
-    node.shutdown().await.context("shutting the node down")?;
+    node.shutdown().await.context("the Raft node stopped")?;
+    if node_stopped_first.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("the Raft node stopped on its own");
+    }
     Ok(())
 }
 

@@ -26,6 +26,19 @@ pub enum Violation {
         /// Virtual time of the second.
         at_ms: u64,
     },
+    /// One vote per term (§5.2): a node granted its vote in one term to two candidates.
+    TwoVotes {
+        /// The voter.
+        voter: NodeId,
+        /// The term.
+        term: u64,
+        /// The candidate it voted for first.
+        first: NodeId,
+        /// The other candidate.
+        second: NodeId,
+        /// Virtual time of the second vote.
+        at_ms: u64,
+    },
     /// Log matching: two logs agree on an entry's term but differ before it.
     LogMismatch {
         /// The two nodes.
@@ -98,6 +111,10 @@ impl fmt::Display for Violation {
                     "election safety: {first} and {second} both led term {term} (at {at_ms} ms)"
                 )
             }
+            Violation::TwoVotes { voter, term, first, second, at_ms } => write!(
+                f,
+                "one vote per term: {voter} voted for {first} and for {second} in term {term} (at {at_ms} ms)"
+            ),
             Violation::LogMismatch { nodes, agreed_index, differing_index, at_ms } => write!(
                 f,
                 "log matching: {} and {} agree on the term at index {agreed_index} but differ at index {differing_index} (at {at_ms} ms)",
@@ -131,6 +148,8 @@ impl fmt::Display for Violation {
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
     leaders_by_term: BTreeMap<Term, NodeId>,
+    /// Every vote granted: (voter, term) -> candidate.
+    votes: BTreeMap<(NodeId, Term), NodeId>,
     /// Every command applied anywhere: index -> (term, hash of command, hash of result).
     applied: BTreeMap<LogIndex, (Term, u64, u64)>,
     violations: Vec<Violation>,
@@ -156,6 +175,28 @@ impl Checker {
         let first = *self.leaders_by_term.entry(term).or_insert(node);
         if first != node {
             self.report(Violation::TwoLeaders { term: term.0, first, second: node, at_ms: now_ms });
+        }
+    }
+
+    /// One vote per term: `voter` sent a vote granted to `candidate` in `term`. Every vote a
+    /// node sends passes here (a vote is sent only once it is durable), so a node that votes
+    /// twice in a term is caught whether or not the second vote elects anyone.
+    pub(crate) fn on_vote_granted(
+        &mut self,
+        voter: NodeId,
+        term: Term,
+        candidate: NodeId,
+        now_ms: u64,
+    ) {
+        let first = *self.votes.entry((voter, term)).or_insert(candidate);
+        if first != candidate {
+            self.report(Violation::TwoVotes {
+                voter,
+                term: term.0,
+                first,
+                second: candidate,
+                at_ms: now_ms,
+            });
         }
     }
 

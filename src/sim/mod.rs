@@ -49,6 +49,7 @@ mod network;
 mod planted;
 mod rng;
 mod trace;
+mod variation;
 mod world;
 
 use std::fmt;

@@ -11,7 +11,7 @@ use crate::error::{ProposeError, StorageError};
 use crate::linearizability::{
     CheckResult, KvInput, KvModel, KvOutput, Operation, check_with_limit,
 };
-use crate::message::Message;
+use crate::message::{Message, MessageBody};
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::storage::PendingSync;
 use crate::storage::SnapshotWriter;
@@ -24,6 +24,7 @@ use super::network::{MessageFate, PartitionKind, SimNetwork};
 use super::planted::{PlantedMachine, PlantedStorage};
 use super::rng::SimRng;
 use super::trace::TraceHash;
+use super::variation::SeedVariation;
 use super::{
     FaultCounts, OperationCounts, OutageReport, PlantedBug, SimConfig, SimReport, SnapshotCounts,
 };
@@ -137,6 +138,8 @@ struct SimNode {
     /// How many times the node has started: an event for an earlier incarnation is stale.
     incarnation: u64,
     paused_until: Option<u64>,
+    /// When the node's disk finishes the last sync handed to it (syncs run one after another).
+    disk_busy_until_ms: u64,
     /// Events that reached the node while it was paused, handled when it resumes.
     deferred: Vec<Event>,
     tick_scheduled_at: Option<u64>,
@@ -157,6 +160,9 @@ struct SimIo<'a> {
 
 impl NodeIo<(usize, usize)> for SimIo<'_> {
     fn send(&mut self, message: Message) {
+        if let MessageBody::RequestVoteResponse { granted: true } = message.body {
+            self.checker.on_vote_granted(message.from, message.term, message.to, self.now_ms);
+        }
         self.outbox.push(message);
     }
 
@@ -259,6 +265,10 @@ pub(crate) struct World {
     config: SimConfig,
     /// The configuration every node of this run starts with.
     raft_config: Config,
+    /// What this seed drew besides its faults: flow-control limits, disk and link speeds.
+    variation: SeedVariation,
+    /// When each link (from, to) finishes sending what it was given.
+    link_busy_until_ms: BTreeMap<(NodeId, NodeId), u64>,
     rng: SimRng,
     now_ms: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -317,6 +327,8 @@ impl World {
                 ..Config::default()
             }
         };
+        let variation = SeedVariation::draw(&mut rng, &raft_config);
+        let raft_config = variation.apply_to(raft_config);
         let members: Vec<NodeId> = (1..=node_count as u64).map(NodeId).collect();
         let nodes = members
             .iter()
@@ -326,6 +338,7 @@ impl World {
                 running: None,
                 incarnation: 0,
                 paused_until: None,
+                disk_busy_until_ms: 0,
                 deferred: Vec::new(),
                 tick_scheduled_at: None,
             })
@@ -342,6 +355,8 @@ impl World {
             seed,
             config,
             raft_config,
+            variation,
+            link_busy_until_ms: BTreeMap::new(),
             rng,
             now_ms: 0,
             queue: BinaryHeap::new(),
@@ -386,6 +401,7 @@ impl World {
     /// Processes events until the healed cluster converges or time runs out. Returns whether
     /// it converged.
     fn play(&mut self) -> bool {
+        self.trace_event(format_args!("{} nodes, {:?}", self.members.len(), self.variation));
         for id in self.members.clone() {
             self.start_node(id);
         }
@@ -668,6 +684,8 @@ impl World {
         node.paused_until = None;
         node.deferred.clear();
         node.tick_scheduled_at = None;
+        // The syncs in flight die with the process.
+        node.disk_busy_until_ms = 0;
         // A process crash leaves the operating system's page cache (unsynced bytes stay
         // readable, and may still be lost by a later power loss); a power loss does not.
         let power_loss = !self.rng.chance(self.config.faults.process_crash);
@@ -745,10 +763,14 @@ impl World {
         let deadline = node.next_deadline_ms();
         let incarnation = self.nodes[position].incarnation;
         for _ in 0..started_syncs {
-            // A sync takes up to two virtual milliseconds; whichever event comes first
-            // completes the oldest sync, so they complete in order.
-            let delay = self.rng.between(0, 2);
-            self.schedule(delay, Event::SyncDone { id, incarnation });
+            // The disk runs syncs one after another, each taking this seed's latency (now and
+            // then a long stall); whichever event comes first completes the oldest sync, so
+            // they complete in order.
+            let latency = self.variation.sync_latency_ms(&mut self.rng);
+            let node = &mut self.nodes[position];
+            let done_at = node.disk_busy_until_ms.max(now_ms) + latency;
+            node.disk_busy_until_ms = done_at;
+            self.schedule(done_at - now_ms, Event::SyncDone { id, incarnation });
         }
         self.snapshots.installed += installed;
         if let Some(outage) = self.outage_report.as_mut().filter(|outage| outage.node == id) {
@@ -814,6 +836,19 @@ impl World {
                         self.faults.messages_reordered += 1;
                     }
                 }
+                // A link with a bandwidth sends one message after another: this one leaves
+                // once the link has sent what it was given before.
+                let transmission_ms = self.variation.transmission_ms(&message);
+                let departure_ms = if transmission_ms == 0 {
+                    self.now_ms
+                } else {
+                    let link =
+                        self.link_busy_until_ms.entry((message.from, message.to)).or_default();
+                    *link = (*link).max(self.now_ms) + transmission_ms;
+                    *link
+                };
+                let queued_ms = departure_ms - self.now_ms;
+                let delays: Vec<u64> = delays.into_iter().map(|delay| delay + queued_ms).collect();
                 let last = delays.len() - 1;
                 let mut message = Some(message);
                 for (position, delay) in delays.into_iter().enumerate() {
@@ -978,8 +1013,20 @@ impl World {
             self.schedule(duration, Event::Heal);
         }
         if self.rng.chance(faults.crash) {
-            let running = self.running_nodes();
-            if let Some(victim) = self.rng.pick(&running) {
+            let mut candidates = self.running_nodes();
+            if self.rng.chance(self.variation.aimed_crash_chance) {
+                // Aim at the nodes with writes in flight: their crash loses or tears them.
+                let syncing: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|node| node.running.as_ref().is_some_and(|r| !r.syncs.is_empty()))
+                    .map(|node| node.id)
+                    .collect();
+                if !syncing.is_empty() {
+                    candidates = syncing;
+                }
+            }
+            if let Some(victim) = self.rng.pick(&candidates) {
                 self.crash(victim);
             }
         }
