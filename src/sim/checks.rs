@@ -82,9 +82,8 @@ pub enum Violation {
     },
     /// The client history is not linearizable.
     NotLinearizable {
-        /// The key whose operations cannot be ordered.
-        key: u8,
-        /// The operations on that key, one per line.
+        /// The operations of the partition (for the key-value workload: the key) that cannot
+        /// be ordered, one per line.
         operations: String,
     },
     /// The run panicked: a protocol invariant's `debug_assert!` (in builds with debug
@@ -132,11 +131,8 @@ impl fmt::Display for Violation {
                 f,
                 "durability: the operation acknowledged at index {index} in term {term} is not in {node}'s log after convergence"
             ),
-            Violation::NotLinearizable { key, operations } => {
-                write!(
-                    f,
-                    "linearizability: the history of key {key} cannot be linearized:\n{operations}"
-                )
+            Violation::NotLinearizable { operations } => {
+                write!(f, "linearizability: these operations cannot be linearized:\n{operations}")
             }
             Violation::Panic { message, at_ms } => write!(f, "panic at {at_ms} ms: {message}"),
             Violation::NoConvergence { detail } => write!(f, "liveness after healing: {detail}"),

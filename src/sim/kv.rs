@@ -25,14 +25,6 @@ pub(crate) enum KvAnswer {
 }
 
 impl KvOperation {
-    pub(crate) fn key(&self) -> u8 {
-        match *self {
-            KvOperation::Get { key }
-            | KvOperation::Put { key, .. }
-            | KvOperation::Cas { key, .. } => key,
-        }
-    }
-
     pub(crate) fn encode(&self) -> Vec<u8> {
         match *self {
             KvOperation::Get { key } => vec![0, key],
@@ -98,8 +90,11 @@ impl KvAnswer {
 /// The replicated store. Besides the values it keeps a hash of every command it applied, so
 /// that two stores are equal only if they applied the same commands: comparing stores at the
 /// end of a run checks snapshots and restores as well as the values.
+///
+/// Its commands are the simulator's own small encoding of get, put and compare-and-swap; it
+/// is the state machine of [`KvWorkload`](super::KvWorkload).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SimKv {
+pub struct SimKv {
     values: BTreeMap<u8, u64>,
     applied_hash: u64,
 }

@@ -1,11 +1,14 @@
 //! A deterministic simulator for Raft clusters (cargo feature `sim`).
 //!
-//! [`run`] plays one seed: a cluster of 3 or 5 nodes built from the real protocol core, the
-//! real ready driver (the same code that orders persist, send and apply in
-//! [`RaftNode`](crate::RaftNode)) and the real write-ahead log
-//! ([`WalStorage`](crate::storage::WalStorage)) on a simulated disk,
-//! on a virtual clock, with clients reading and writing a key-value store while the simulator
-//! injects faults:
+//! [`run`] plays one seed: a cluster of 3 or 5 production [`Node`](crate::node::Node)s (the
+//! same sans-I/O node that [`RaftNode`](crate::RaftNode) pumps on tokio: protocol core,
+//! driver, proposals, restore at start, snapshot policy) on the real write-ahead log
+//! ([`WalStorage`](crate::storage::WalStorage)) over a simulated disk, on a virtual clock,
+//! with clients reading and writing a key-value store while the simulator injects faults.
+//! [`run_workload`] does the same for your own state machine, clients and
+//! [`Model`](crate::linearizability::Model): see [`Workload`].
+//!
+//! Faults:
 //!
 //! - messages lost, duplicated, delayed and reordered;
 //! - partitions: symmetric, one-way, and bridged (one node sees both sides), healed later;
@@ -23,13 +26,20 @@
 //!   node may go down while storing one (its sync fails before the file is renamed into place,
 //!   or it crashes just after, before compacting: [`FaultConfig::snapshot_write_crash`]);
 //! - a long outage ([`SimConfig::outage_ms`], [`SimConfig::snapshot_catch_up`]): a follower is
-//!   down while thousands of entries are committed and compacted, and rejoins by snapshot.
+//!   down while thousands of entries are committed and compacted, and rejoins by snapshot;
+//! - per seed, besides the fault rates: flow-control limits from the defaults down to one
+//!   entry per message, one append in flight and a one-byte budget; disks whose syncs run one
+//!   after another and now and then stall for hundreds of milliseconds (so a leader's own
+//!   sync can lag far behind its followers'); links with a bandwidth, so large messages
+//!   queue; and crashes aimed at nodes with syncs in flight.
 //!
 //! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
 //! same events, which [`SimReport::trace_hash`] fingerprints. After the workload, the
 //! simulator heals every fault, lets the cluster converge, and checks:
 //!
 //! - election safety: at most one leader per term;
+//! - one vote per term: every vote granted is seen as it is sent, and a node that grants two
+//!   in one term is reported even if no second leader results;
 //! - log matching: two logs that agree on an entry's term agree on everything before it;
 //! - state machine safety: every node applies the same command at each index, once, in order;
 //! - durability: every acknowledged operation is in every node's log after convergence (or
@@ -38,9 +48,10 @@
 //! - liveness after healing: the cluster converges on one leader and one commit index.
 //!
 //! [`PlantedBug`] switches on a real protocol bug (simulation builds only) to show that these
-//! checks catch what they are meant to catch. A panic in a run (for example a protocol
-//! `debug_assert!`, active in test builds and in the `sim` cargo profile) is caught and
-//! reported as a violation of that seed.
+//! checks catch what they are meant to catch; all but one are wrappers around a node's storage
+//! and state machine (`planted.rs`), outside the production code. A panic in a run (a safety
+//! invariant the node asserts, or a bug anywhere) is caught and reported as a violation of
+//! that seed.
 
 mod checks;
 mod disk;
@@ -50,11 +61,15 @@ mod planted;
 mod rng;
 mod trace;
 mod variation;
+mod workload;
 mod world;
 
 use std::fmt;
 
 pub use checks::Violation;
+pub use kv::SimKv;
+pub use rng::SimRng;
+pub use workload::{KvWorkload, Workload};
 
 use crate::types::NodeId;
 
@@ -491,7 +506,9 @@ pub struct SimReport {
     pub violations: Vec<Violation>,
 }
 
-/// The one-line command that replays `seed` under `config` with every event logged.
+/// The one-line command that replays `seed` of the built-in key-value workload under
+/// `config` with every event logged. (A run of your own [`Workload`] replays by calling
+/// [`run_workload`] again with the same seed and `trace: true`.)
 ///
 /// Only the settings `raft-sim` exposes (`planted_bug`, `node_count`, `workload_ms`,
 /// `clients`, `pre_vote`, `snapshots`, `outage_ms`, a fault preset) are carried over; a run
@@ -529,7 +546,14 @@ pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     command
 }
 
-/// Runs the simulation for `seed`.
+/// Runs the simulation for `seed` with the built-in key-value workload ([`KvWorkload`] on
+/// [`SimConfig::keys`] keys).
 pub fn run(seed: u64, config: &SimConfig) -> SimReport {
-    world::World::new(seed, config).run()
+    run_workload(seed, config, KvWorkload::new(config.keys))
+}
+
+/// Runs the simulation for `seed` with your own state machine, clients and model: see
+/// [`Workload`].
+pub fn run_workload<W: Workload>(seed: u64, config: &SimConfig, workload: W) -> SimReport {
+    world::World::new(seed, config, workload).run()
 }

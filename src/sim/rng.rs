@@ -3,34 +3,37 @@
 
 use crate::core::rng::Rng;
 
-/// The core's SplitMix64 generator, with helpers for the simulator's kinds of choice.
+/// The core's SplitMix64 generator, with helpers for the simulator's kinds of choice. A
+/// [`Workload`](super::Workload) draws its clients' choices from it.
 #[derive(Clone, Debug)]
-pub(crate) struct SimRng {
+pub struct SimRng {
     generator: Rng,
 }
 
 impl SimRng {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
         SimRng { generator: Rng::new(seed ^ 0x5EED_5EED_5EED_5EED) }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.generator.next_u64()
     }
 
     /// A value in `[0, bound)`; 0 when `bound` is 0.
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 
     /// A value in `[low, high]`.
-    pub(crate) fn between(&mut self, low: u64, high: u64) -> u64 {
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
         debug_assert!(low <= high);
         low + self.below(high - low + 1)
     }
 
     /// True with probability `probability`.
-    pub(crate) fn chance(&mut self, probability: f64) -> bool {
+    pub fn chance(&mut self, probability: f64) -> bool {
         probability > 0.0 && ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < probability
     }
 

@@ -8,23 +8,22 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use crate::config::Config;
 use crate::core::{RaftCore, Role};
 use crate::error::{ProposeError, StorageError};
-use crate::linearizability::{
-    CheckResult, KvInput, KvModel, KvOutput, Operation, check_with_limit,
-};
+use crate::linearizability::{CheckResult, Model, Operation, check_with_limit};
 use crate::message::{Message, MessageBody};
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
+use crate::state_machine::StateMachine;
 use crate::storage::PendingSync;
 use crate::storage::SnapshotWriter;
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::checks::{Checker, Violation};
 use super::disk::{CrashDamage, SimDisk, SimStorage};
-use super::kv::{KvAnswer, KvOperation, SimKv};
 use super::network::{MessageFate, PartitionKind, SimNetwork};
 use super::planted::{PlantedMachine, PlantedStorage};
 use super::rng::SimRng;
 use super::trace::TraceHash;
 use super::variation::SeedVariation;
+use super::workload::Workload;
 use super::{
     FaultCounts, OperationCounts, OutageReport, PlantedBug, SimConfig, SimReport, SnapshotCounts,
 };
@@ -82,9 +81,14 @@ enum Event {
 }
 
 /// What a node answered a client.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum ClientAnswer {
-    Applied { answer: KvAnswer, index: LogIndex, term: Term },
+    /// The state machine's result for the command applied at `index` in `term`.
+    Applied {
+        result: Vec<u8>,
+        index: LogIndex,
+        term: Term,
+    },
     NotLeader(Option<NodeId>),
     Unknown,
 }
@@ -114,11 +118,11 @@ impl Ord for Scheduled {
 
 /// A simulated node: the production [`Node`] on the WAL over a simulated disk, with a
 /// proposal's waiter being its (client, operation).
-type SimRaftNode = Node<PlantedStorage<SimStorage>, PlantedMachine<SimKv>, (usize, usize)>;
+type SimRaftNode<M> = Node<PlantedStorage<SimStorage>, PlantedMachine<M>, (usize, usize)>;
 
 /// A running incarnation of a node.
-struct RunningNode {
-    node: SimRaftNode,
+struct RunningNode<M: StateMachine> {
+    node: SimRaftNode<M>,
     /// The last index this incarnation applied (state machine safety: strictly increasing).
     last_applied: LogIndex,
     /// Snapshots installed, as last counted.
@@ -131,10 +135,10 @@ struct RunningNode {
     syncs: VecDeque<Box<dyn PendingSync>>,
 }
 
-struct SimNode {
+struct SimNode<M: StateMachine> {
     id: NodeId,
     disk: SimDisk,
-    running: Option<RunningNode>,
+    running: Option<RunningNode<M>>,
     /// How many times the node has started: an event for an earlier incarnation is stale.
     incarnation: u64,
     paused_until: Option<u64>,
@@ -192,44 +196,37 @@ impl NodeIo<(usize, usize)> for SimIo<'_> {
     }
 }
 
-/// How a client operation ended.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum RecordedOutcome {
+/// How a client operation ended, with the model's output `O`.
+#[derive(Clone, Debug)]
+pub(crate) enum RecordedOutcome<O> {
     Pending,
-    Ok { answer: KvAnswer, index: LogIndex, term: Term },
+    Ok { output: O, index: LogIndex, term: Term },
     Failed,
     Unknown,
 }
 
-/// One client operation in the history.
+/// One client operation in the history, with the model's input `I` and output `O`.
 #[derive(Clone, Debug)]
-pub(crate) struct OperationRecord {
+pub(crate) struct OperationRecord<I, O> {
     pub(crate) client: usize,
-    pub(crate) operation: KvOperation,
+    pub(crate) input: I,
+    /// The command proposed for it.
+    pub(crate) command: bytes::Bytes,
     pub(crate) call_ms: u64,
     pub(crate) return_ms: u64,
-    pub(crate) outcome: RecordedOutcome,
+    pub(crate) outcome: RecordedOutcome<O>,
     /// Where the leader appended it: (index, term).
     pub(crate) appended_at: Option<(LogIndex, Term)>,
 }
 
-impl OperationRecord {
+impl<I: Clone + std::fmt::Debug, O: Clone + std::fmt::Debug> OperationRecord<I, O> {
     /// The operation as the linearizability checker sees it.
-    fn to_checked_operation(&self) -> Operation<KvInput<u8, u64>, KvOutput<u64>> {
+    fn to_checked_operation(&self) -> Operation<I, O> {
         let client_id = self.client as u64;
-        let input = match self.operation {
-            KvOperation::Get { key } => KvInput::Get { key },
-            KvOperation::Put { key, value } => KvInput::Put { key, value },
-            KvOperation::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
-        };
-        match self.outcome {
-            RecordedOutcome::Ok { answer, .. } => {
-                let output = match answer {
-                    KvAnswer::Value(value) => KvOutput::Value(value),
-                    KvAnswer::Written => KvOutput::Done,
-                    KvAnswer::Swapped(swapped) => KvOutput::Cas(swapped),
-                };
-                Operation::ok(client_id, input, self.call_ms, self.return_ms, output)
+        let input = self.input.clone();
+        match &self.outcome {
+            RecordedOutcome::Ok { output, .. } => {
+                Operation::ok(client_id, input, self.call_ms, self.return_ms, output.clone())
             }
             RecordedOutcome::Failed => Operation::failed(client_id, input, self.call_ms),
             RecordedOutcome::Unknown | RecordedOutcome::Pending => {
@@ -247,21 +244,24 @@ impl OperationRecord {
         };
         format!(
             "client {} [{} ms, {end} ms] {:?} -> {:?}",
-            self.client, self.call_ms, self.operation, self.outcome
+            self.client, self.call_ms, self.input, self.outcome
         )
     }
 }
 
+/// A model's input and output types, for the workload `W`.
+type InputOf<W> = <<W as Workload>::Model as Model>::Input;
+type OutputOf<W> = <<W as Workload>::Model as Model>::Output;
+
 struct SimClient {
     leader_guess: NodeId,
     outstanding: Option<usize>,
-    sequence: u64,
-    /// The last value this client saw for each key (to make compare-and-swaps that can win).
-    observed: BTreeMap<u8, u64>,
 }
 
-pub(crate) struct World {
+pub(crate) struct World<W: Workload> {
     seed: u64,
+    /// What the clients do, and the model their history is checked against.
+    workload: W,
     config: SimConfig,
     /// The configuration every node of this run starts with.
     raft_config: Config,
@@ -274,10 +274,10 @@ pub(crate) struct World {
     queue: BinaryHeap<Reverse<Scheduled>>,
     next_sequence: u64,
     members: Vec<NodeId>,
-    nodes: Vec<SimNode>,
+    nodes: Vec<SimNode<W::Machine>>,
     network: SimNetwork,
     clients: Vec<SimClient>,
-    history: Vec<OperationRecord>,
+    history: Vec<OperationRecord<InputOf<W>, OutputOf<W>>>,
     checker: Checker,
     faults: FaultCounts,
     trace: TraceHash,
@@ -292,8 +292,8 @@ pub(crate) struct World {
     outage_report: Option<OutageReport>,
 }
 
-impl World {
-    pub(crate) fn new(seed: u64, config: &SimConfig) -> World {
+impl<W: Workload> World<W> {
+    pub(crate) fn new(seed: u64, config: &SimConfig, workload: W) -> World<W> {
         let mut rng = SimRng::new(seed);
         let node_count = match config.node_count {
             0 => {
@@ -347,12 +347,11 @@ impl World {
             .map(|_| SimClient {
                 leader_guess: members[rng.below(node_count as u64) as usize],
                 outstanding: None,
-                sequence: 0,
-                observed: BTreeMap::new(),
             })
             .collect();
         World {
             seed,
+            workload,
             config,
             raft_config,
             variation,
@@ -638,7 +637,7 @@ impl World {
             }
             Err(error) => panic!("{id} cannot reopen its write-ahead log: {error}"),
         };
-        let state_machine = PlantedMachine::new(SimKv::default(), bug);
+        let state_machine = PlantedMachine::new(self.workload.new_machine(), bug);
         // The simulated disk holds exactly what the node wrote, so a refusal here is a bug
         // in the node or the disk model: the run reports it as a violation (a caught panic).
         let mut node = Node::start(
@@ -731,7 +730,7 @@ impl World {
     fn after_input_with(
         &mut self,
         id: NodeId,
-        input: impl FnOnce(&mut SimRaftNode, &mut SimIo<'_>) -> Result<(), StorageError>,
+        input: impl FnOnce(&mut SimRaftNode<W::Machine>, &mut SimIo<'_>) -> Result<(), StorageError>,
     ) {
         let position = self.node_position(id);
         let now_ms = self.now_ms;
@@ -793,14 +792,10 @@ impl World {
         }
         for ((client, operation), result) in answers {
             let answer = match result {
-                Ok(bytes) => {
-                    match (KvAnswer::decode(&bytes), self.history[operation].appended_at) {
-                        (Some(answer), Some((index, term))) => {
-                            ClientAnswer::Applied { answer, index, term }
-                        }
-                        _ => ClientAnswer::Unknown,
-                    }
-                }
+                Ok(result) => match self.history[operation].appended_at {
+                    Some((index, term)) => ClientAnswer::Applied { result, index, term },
+                    None => ClientAnswer::Unknown,
+                },
                 Err(ProposeError::NotLeader { leader_hint }) => {
                     ClientAnswer::NotLeader(leader_hint)
                 }
@@ -874,37 +869,22 @@ impl World {
         if self.workload_over || self.clients[client].outstanding.is_some() {
             return;
         }
-        let key = self.rng.below(u64::from(self.config.keys.max(1))) as u8;
-        let state = &mut self.clients[client];
-        state.sequence += 1;
-        let unique_value = ((client as u64 + 1) << 32) | state.sequence;
-        let roll = self.rng.below(100);
-        let operation = if roll < 40 {
-            KvOperation::Get { key }
-        } else if roll < 75 {
-            KvOperation::Put { key, value: unique_value }
-        } else {
-            let expected = if self.rng.chance(0.8) {
-                self.clients[client].observed.get(&key).copied()
-            } else {
-                None
-            };
-            KvOperation::Cas { key, expected, new: unique_value }
-        };
+        let (command, input) = self.workload.next_operation(client, &mut self.rng);
         let id = self.history.len();
+        self.trace.add_u64(0xB1);
+        self.trace.add_bytes(&command);
+        let node = self.clients[client].leader_guess;
+        self.trace_event(format_args!("client {client} invokes {input:?} on {node}"));
         self.history.push(OperationRecord {
             client,
-            operation,
+            input,
+            command: command.into(),
             call_ms: self.now_ms,
             return_ms: u64::MAX,
             outcome: RecordedOutcome::Pending,
             appended_at: None,
         });
         self.clients[client].outstanding = Some(id);
-        let node = self.clients[client].leader_guess;
-        self.trace.add_u64(0xB1);
-        self.trace.add_bytes(&operation.encode());
-        self.trace_event(format_args!("client {client} invokes {operation:?} on {node}"));
         let delay = self.rng.between(CLIENT_DELAY_MS.0, CLIENT_DELAY_MS.1);
         self.schedule(delay, Event::ClientRequest { client, operation: id, node });
         let timeout = self.config.client_timeout_ms;
@@ -917,10 +897,10 @@ impl World {
         else {
             return;
         };
-        let command = self.history[operation].operation.encode();
+        let command = self.history[operation].command.clone();
         let position = self.node_position(node);
         let Some(running) = self.nodes[position].running.as_mut() else { return };
-        match running.node.propose(command.into(), (client, operation)) {
+        match running.node.propose(command, (client, operation)) {
             Ok(index) => {
                 let term = running.node.core().term();
                 self.history[operation].appended_at = Some((index, term));
@@ -941,16 +921,11 @@ impl World {
         record.return_ms = self.now_ms;
         let state = &mut self.clients[client];
         match answer {
-            ClientAnswer::Applied { answer, index, term } => {
-                record.outcome = RecordedOutcome::Ok { answer, index, term };
-                match (record.operation, answer) {
-                    (KvOperation::Get { key }, KvAnswer::Value(Some(value)))
-                    | (KvOperation::Put { key, value }, _)
-                    | (KvOperation::Cas { key, new: value, .. }, KvAnswer::Swapped(true)) => {
-                        state.observed.insert(key, value);
-                    }
-                    _ => {}
-                }
+            ClientAnswer::Applied { result, index, term } => {
+                record.outcome = match self.workload.output(client, &record.input, &result) {
+                    Some(output) => RecordedOutcome::Ok { output, index, term },
+                    None => RecordedOutcome::Unknown,
+                };
             }
             ClientAnswer::NotLeader(hint) => {
                 record.outcome = RecordedOutcome::Failed;
@@ -1283,22 +1258,20 @@ impl World {
 
     /// Linearizability of the client history, per key, within a search budget.
     fn check_linearizability(&mut self) -> bool {
-        let operations: Vec<Operation<KvInput<u8, u64>, KvOutput<u64>>> =
+        let operations: Vec<Operation<InputOf<W>, OutputOf<W>>> =
             self.history.iter().map(OperationRecord::to_checked_operation).collect();
-        match check_with_limit(&KvModel::new(), &operations, LINEARIZABILITY_BUDGET) {
+        match check_with_limit(&self.workload.model(), &operations, LINEARIZABILITY_BUDGET) {
             Ok(CheckResult::Linearizable) => true,
             Ok(CheckResult::GaveUp { .. }) => false,
             Ok(CheckResult::NotLinearizable { operations: culprits, .. }) => {
-                let key = culprits.first().map_or(0, |first| self.history[*first].operation.key());
                 let described: Vec<String> =
                     culprits.iter().map(|position| self.history[*position].describe()).collect();
                 self.checker
-                    .report(Violation::NotLinearizable { key, operations: described.join("\n") });
+                    .report(Violation::NotLinearizable { operations: described.join("\n") });
                 true
             }
             Err(error) => {
                 self.checker.report(Violation::NotLinearizable {
-                    key: 0,
                     operations: format!("the simulator recorded a malformed history: {error}"),
                 });
                 true
