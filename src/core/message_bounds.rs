@@ -72,8 +72,11 @@ fn check_log_id(what: &str, log_id: LogId) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{InitialState, RaftCore, Role};
     use super::*;
-    use crate::message::ConflictHint;
+    use crate::config::Config;
+    use crate::message::{ConflictHint, Entry, EntryPayload};
+    use crate::snapshot::SnapshotMeta;
     use crate::types::NodeId;
 
     fn message(term: u64, body: MessageBody) -> Message {
@@ -108,5 +111,174 @@ mod tests {
         assert!(check_bounds(&rejected(LogIndex(1), LogIndex(1), Some(Term(u64::MAX)))).is_err());
         let accepted = AppendResponse::Accepted { match_index: huge };
         assert!(check_bounds(&message(1, MessageBody::AppendEntriesResponse(accepted))).is_err());
+    }
+
+    /// Node 2 of {1, 2}, following node 1 in term 1.
+    fn follower() -> RaftCore {
+        let config = Config { pre_vote: false, ..Config::default() };
+        let mut core =
+            RaftCore::new(NodeId(2), [NodeId(1), NodeId(2)], config, InitialState::default(), 2)
+                .expect("a valid start");
+        core.tick(0);
+        core.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: vec![Entry {
+                    term: Term(1),
+                    index: LogIndex(1),
+                    payload: EntryPayload::Blank,
+                }],
+                leader_commit: LogIndex(0),
+            },
+        });
+        assert_eq!((core.term(), core.leader_id()), (Term(1), Some(NodeId(1))));
+        core
+    }
+
+    /// Node 1 of {1, 2}, leading term 1.
+    fn leader() -> RaftCore {
+        let config = Config { pre_vote: false, ..Config::default() };
+        let mut core =
+            RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], config, InitialState::default(), 1)
+                .expect("a valid start");
+        core.tick(0);
+        core.tick(10_000);
+        core.step(Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::RequestVoteResponse { granted: true },
+        });
+        assert_eq!((core.term(), core.role()), (Term(1), Role::Leader));
+        let ready = core.ready();
+        core.advance(ready.ack);
+        core
+    }
+
+    fn snapshot_meta(last_included: LogId) -> SnapshotMeta {
+        SnapshotMeta { last_included, members: vec![NodeId(1), NodeId(2)] }
+    }
+
+    /// One message of every kind, with the given term and with every index set to `index`.
+    fn every_kind(index: LogIndex) -> Vec<MessageBody> {
+        let log_id = LogId::new(Term(1), index);
+        let entry = Entry { term: Term(1), index, payload: EntryPayload::Blank };
+        vec![
+            MessageBody::RequestVote { last_log_id: log_id },
+            MessageBody::RequestVoteResponse { granted: true },
+            MessageBody::PreVote { last_log_id: log_id },
+            MessageBody::PreVoteResponse { granted: true },
+            MessageBody::PreVoteResponse { granted: false },
+            MessageBody::AppendEntries {
+                prev_log_id: log_id,
+                entries: vec![entry.clone()],
+                leader_commit: index,
+            },
+            MessageBody::AppendEntries {
+                prev_log_id: LogId::new(Term(1), LogIndex(1)),
+                entries: Vec::new(),
+                leader_commit: index,
+            },
+            MessageBody::AppendEntries {
+                prev_log_id: LogId::new(Term(1), LogIndex(1)),
+                entries: vec![entry],
+                leader_commit: LogIndex(1),
+            },
+            MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index: index }),
+            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
+                rejected_prev_index: index,
+                hint: ConflictHint { conflict_term: Some(Term(u64::MAX)), first_index: index },
+            }),
+            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
+                rejected_prev_index: LogIndex(1),
+                hint: ConflictHint { conflict_term: None, first_index: index },
+            }),
+            MessageBody::InstallSnapshot {
+                meta: snapshot_meta(log_id),
+                offset: index.0,
+                total_len: u64::MAX,
+                data: bytes::Bytes::from_static(b"chunk"),
+            },
+            MessageBody::InstallSnapshotResponse {
+                last_included: log_id,
+                received: index.0,
+                installed: true,
+            },
+        ]
+    }
+
+    fn deliver_to(core: &mut RaftCore, term: Term, body: MessageBody) {
+        let from = if core.id() == NodeId(1) { NodeId(2) } else { NodeId(1) };
+        core.step(Message { from, to: core.id(), term, body });
+        core.check_invariants();
+        let ready = core.ready();
+        core.advance(ready.ack);
+        core.check_invariants();
+    }
+
+    #[test]
+    fn a_peer_sending_the_largest_term_changes_nothing() {
+        for body in every_kind(LogIndex(1)) {
+            for mut core in [follower(), leader()] {
+                let (term, role) = (core.term(), core.role());
+                deliver_to(&mut core, Term(u64::MAX), body.clone());
+                assert_eq!((core.term(), core.role()), (term, role), "after {body:?}");
+                deliver_to(&mut core, Term(MAX_TERM.0 + 1), body.clone());
+                assert_eq!((core.term(), core.role()), (term, role), "after {body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_sending_the_largest_index_changes_nothing() {
+        for body in every_kind(LogIndex(u64::MAX)) {
+            for mut core in [follower(), leader()] {
+                let before = (core.term(), core.role(), core.last_log_id(), core.commit_index());
+                deliver_to(&mut core, Term(1), body.clone());
+                let after = (core.term(), core.role(), core.last_log_id(), core.commit_index());
+                assert_eq!(before, after, "after {body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_at_the_bounds_cannot_make_a_node_overflow() {
+        // Everything at the highest accepted values is handled without overflowing.
+        for body in every_kind(MAX_INDEX) {
+            for mut core in [follower(), leader()] {
+                deliver_to(&mut core, MAX_TERM, body.clone());
+                assert!(core.term() <= MAX_TERM);
+            }
+        }
+        // A snapshot ending at the highest accepted index is installed, and the log can grow
+        // past it without wrapping; a peer's entry beyond the bound is refused.
+        let mut core = follower();
+        let last = LogId::new(Term(1), MAX_INDEX);
+        deliver_to(
+            &mut core,
+            Term(1),
+            MessageBody::InstallSnapshot {
+                meta: snapshot_meta(last),
+                offset: 0,
+                total_len: 1,
+                data: bytes::Bytes::from_static(b"s"),
+            },
+        );
+        assert_eq!((core.last_log_id(), core.commit_index()), (last, MAX_INDEX));
+        let beyond = Entry { term: Term(1), index: MAX_INDEX.next(), payload: EntryPayload::Blank };
+        let append = MessageBody::AppendEntries {
+            prev_log_id: last,
+            entries: vec![beyond],
+            leader_commit: MAX_INDEX.next(),
+        };
+        deliver_to(&mut core, Term(1), append);
+        assert_eq!(core.last_log_id(), last);
+        core.tick(1_000_000);
+        core.tick(2_000_000);
+        assert_eq!(core.term(), Term(2), "the node can still stand for election");
+        core.check_invariants();
     }
 }
