@@ -194,6 +194,25 @@ impl RaftCore {
             }
         };
         let snapshot = initial.snapshot;
+        // Stored values obey the bounds peers' values do (this node wrote them), so that
+        // index and term arithmetic never overflows; anything beyond is corruption.
+        let mut stored_ids = snapshot
+            .iter()
+            .map(|snapshot| snapshot.meta.last_included)
+            .chain(initial.entries.iter().map(Entry::log_id))
+            .chain(std::iter::once(LogId::new(initial.hard_state.term, LogIndex(0))));
+        if let Some(beyond) = stored_ids.find(|log_id| {
+            log_id.term > message_bounds::MAX_TERM || log_id.index > message_bounds::MAX_INDEX
+        }) {
+            return Err(StorageError::Corrupt {
+                detail: format!(
+                    "the stored term or index {beyond} is beyond the highest term ({}) or index ({}) a node accepts",
+                    message_bounds::MAX_TERM,
+                    message_bounds::MAX_INDEX
+                ),
+            }
+            .into());
+        }
         let had_entries = !initial.entries.is_empty();
         let (base, entries) = reconcile_with_snapshot(snapshot.as_ref(), initial.entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
@@ -212,21 +231,6 @@ impl RaftCore {
             // state's vote was never sent (votes leave only after the sync), so adopting the
             // entries' term with no vote is what the node durably promised.
             hard_state = HardState { term: log.last_log_id().term, voted_for: None, ..hard_state };
-        }
-        let last_log_id = log.last_log_id();
-        if last_log_id.term > message_bounds::MAX_TERM
-            || last_log_id.index > message_bounds::MAX_INDEX
-            || hard_state.term > message_bounds::MAX_TERM
-        {
-            return Err(StorageError::Corrupt {
-                detail: format!(
-                    "the stored term {} or last log entry {last_log_id} is beyond the highest term ({}) or index ({}) a node accepts",
-                    hard_state.term,
-                    message_bounds::MAX_TERM,
-                    message_bounds::MAX_INDEX
-                ),
-            }
-            .into());
         }
         if let Some(voted) = hard_state.voted_for.filter(|voted| !configuration.is_voter(*voted)) {
             return Err(StartError::Membership {
@@ -769,6 +773,32 @@ mod tests {
         let gap = InitialState { entries: vec![entry(1, 2)], ..InitialState::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), gap, 1);
         assert!(matches!(result, Err(StartError::Storage(StorageError::Corrupt { .. }))));
+    }
+
+    #[test]
+    fn stored_terms_and_indexes_beyond_the_bounds_are_corruption() {
+        let beyond = |initial: InitialState| {
+            let result = RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), initial, 1);
+            matches!(result, Err(StartError::Storage(StorageError::Corrupt { .. })))
+        };
+        let hard_state =
+            HardState { term: Term(u64::MAX), voted_for: None, commit_index: LogIndex(0) };
+        assert!(beyond(InitialState { hard_state, ..InitialState::default() }));
+        let entries = vec![entry(1, 1), entry(u64::MAX, 2)];
+        assert!(beyond(InitialState { entries, ..InitialState::default() }));
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included: LogId::new(Term(1), LogIndex(u64::MAX)),
+                members: vec![NodeId(1)],
+            },
+            data: Bytes::new(),
+        };
+        let entries = vec![entry(1, u64::MAX)];
+        assert!(beyond(InitialState {
+            snapshot: Some(snapshot),
+            entries,
+            ..InitialState::default()
+        }));
     }
 
     #[test]
