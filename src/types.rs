@@ -32,8 +32,14 @@ pub struct Term(pub u64);
 
 impl Term {
     /// The term that follows this one.
+    ///
+    /// Never wraps: a node's term grows by one per election it starts, or jumps to a peer's
+    /// term, and the core refuses messages whose term is above `u64::MAX / 2` (see
+    /// `core/message_bounds.rs`), so no run comes near `u64::MAX`. Panics if it would.
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.checked_add(1).expect(
+            "terms stay below u64::MAX: peers' terms above u64::MAX / 2 are refused and a node adds one per election",
+        ))
     }
 }
 
@@ -50,8 +56,14 @@ pub struct LogIndex(pub u64);
 
 impl LogIndex {
     /// The index that follows this one.
+    ///
+    /// Never wraps: a log grows one entry at a time, and the core refuses messages carrying
+    /// indexes above `u64::MAX / 2` (see `core/message_bounds.rs`), so no index held or
+    /// computed comes near `u64::MAX`. Panics if it would.
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.checked_add(1).expect(
+            "log indexes stay below u64::MAX: peers' indexes above u64::MAX / 2 are refused and a log grows one entry at a time",
+        ))
     }
 
     /// The index before this one, saturating at zero.
@@ -109,5 +121,17 @@ mod tests {
         assert!(longer.is_at_least_as_up_to_date_as(&short_new));
         assert!(!short_new.is_at_least_as_up_to_date_as(&longer));
         assert!(short_new.is_at_least_as_up_to_date_as(&short_new));
+    }
+
+    #[test]
+    #[should_panic(expected = "terms stay below u64::MAX")]
+    fn the_next_term_never_wraps() {
+        let _ = Term(u64::MAX).next();
+    }
+
+    #[test]
+    #[should_panic(expected = "log indexes stay below u64::MAX")]
+    fn the_next_index_never_wraps() {
+        let _ = LogIndex(u64::MAX).next();
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use super::progress::Progress;
-use super::quorum::majority;
+use super::quorum::VoteResult;
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::{EntryPayload, MessageBody};
 use crate::types::{LogId, NodeId, Term};
@@ -18,7 +18,7 @@ impl RaftCore {
     /// The election timer fired: run a pre-vote round (when configured, and when there is
     /// anyone to ask) or start an election at once.
     pub(super) fn campaign(&mut self) {
-        if self.config.pre_vote && self.voters.len() > 1 {
+        if self.config.pre_vote && self.configuration.has_other_voters(self.id) {
             self.start_pre_vote();
         } else {
             self.start_election();
@@ -57,8 +57,8 @@ impl RaftCore {
         }
         let Some(granted) = self.pre_votes_granted.as_mut() else { return };
         granted.insert(voter);
-        let count = granted.iter().filter(|id| self.voters.contains(id)).count();
-        if count >= majority(self.voters.len()) {
+        let result = self.configuration.vote_result(|id| granted.contains(&id).then_some(true));
+        if result == VoteResult::Won {
             self.start_election();
         }
     }
@@ -76,8 +76,8 @@ impl RaftCore {
     pub(super) fn start_election(&mut self) {
         self.pre_votes_granted = None;
         self.elections_started += 1;
-        self.term = self.term.next();
-        self.voted_for = Some(self.id);
+        self.set_term(self.term.next());
+        self.vote_for(self.id);
         self.role = Role::Candidate;
         self.leader_id = None;
         self.progress.clear();
@@ -105,9 +105,12 @@ impl RaftCore {
         };
         let own_last = self.log.last_log_id();
         let candidate_up_to_date = candidate_last.is_at_least_as_up_to_date_as(&own_last);
-        let granted = free_to_vote && candidate_up_to_date && self.role == Role::Follower;
+        let granted = free_to_vote
+            && candidate_up_to_date
+            && self.role == Role::Follower
+            && self.configuration.is_voter(candidate);
         if granted {
-            self.voted_for = Some(candidate);
+            self.vote_for(candidate);
             self.reset_election_deadline();
             tracing::info!(target: LOG_TARGET, node = %self.id, "Granted vote to {} for term {}", candidate, self.term);
         } else {
@@ -134,8 +137,9 @@ impl RaftCore {
     }
 
     fn has_won_election(&self) -> bool {
-        let votes = self.votes_granted.iter().filter(|id| self.voters.contains(id)).count();
-        votes >= majority(self.voters.len())
+        let result =
+            self.configuration.vote_result(|id| self.votes_granted.contains(&id).then_some(true));
+        result == VoteResult::Won
     }
 
     fn win_election(&mut self) {
@@ -146,9 +150,10 @@ impl RaftCore {
     /// Takes office: initialises each follower's progress, appends the term's no-op entry and
     /// announces leadership.
     fn become_leader(&mut self) {
-        debug_assert_eq!(self.role, Role::Candidate);
+        assert_eq!(self.role, Role::Candidate, "only a candidate that won its election leads");
         tracing::info!(target: LOG_TARGET, node = %self.id, "Becoming leader");
         self.role = Role::Leader;
+        self.note_leader(self.id);
         self.leader_id = Some(self.id);
         self.votes_granted.clear();
         // A pre-vote round started before a late vote won the election is over.
@@ -170,17 +175,25 @@ impl RaftCore {
 
     /// Leader only: steps down unless a majority answered during the last period.
     pub(super) fn check_quorum(&mut self) {
+        // The leader counts itself; a follower counts if it answered during the period.
+        let active_vote = |id| {
+            Some(
+                id == self.id
+                    || self.progress.get(&id).is_some_and(|progress| progress.recently_active),
+            )
+        };
+        let result = self.configuration.vote_result(active_vote);
         let active = 1 + self.progress.values().filter(|progress| progress.recently_active).count();
         for progress in self.progress.values_mut() {
             progress.recently_active = false;
         }
         self.check_quorum_deadline_ms = self.now_ms + self.config.election_timeout_max_ms;
-        if active < majority(self.voters.len()) {
+        if result != VoteResult::Won {
             tracing::warn!(
                 target: LOG_TARGET,
                 node = %self.id,
                 "Stepping down: only {active} of {} members answered in the last {} ms",
-                self.voters.len(),
+                self.configuration.voters().len(),
                 self.config.election_timeout_max_ms
             );
             let term = self.term;

@@ -75,10 +75,14 @@ impl RaftLog {
 
     /// Drops the entries up to and including `index`, which must be held; it becomes the base.
     pub(crate) fn compact_through(&mut self, index: LogIndex) {
-        let Some(term) = self.term_at(index) else {
-            debug_assert!(false, "compacting through {index}, which the log does not hold");
-            return;
-        };
+        // Callers compact only behind a snapshot of applied, so held, entries.
+        let term = self.term_at(index).unwrap_or_else(|| {
+            panic!(
+                "invariant violated: compacting through {index}, which the log (after {}, through {}) does not hold",
+                self.base,
+                self.last_index()
+            )
+        });
         if index <= self.base.index {
             return;
         }
@@ -93,17 +97,60 @@ impl RaftLog {
         self.base = base;
     }
 
-    /// Appends one entry at `last_index() + 1`.
+    /// Appends one entry at `last_index() + 1`, with a term no lower than the last entry's
+    /// (peer entries are checked before they get here, so a violation is this node's bug).
     pub(crate) fn append(&mut self, entry: Entry) {
-        debug_assert_eq!(entry.index, self.last_index().next(), "log entries must be contiguous");
-        debug_assert!(entry.term >= self.last_log_id().term, "log terms must not decrease");
+        assert_eq!(
+            entry.index,
+            self.last_index().next(),
+            "invariant violated: log entries are contiguous (appending {} after {})",
+            entry.log_id(),
+            self.last_log_id()
+        );
+        assert!(
+            entry.term >= self.last_log_id().term,
+            "invariant violated: log terms never decrease (appending {} after {})",
+            entry.log_id(),
+            self.last_log_id()
+        );
         self.entries.push(entry);
     }
 
-    /// Removes the entries at `index` and after.
-    pub(crate) fn truncate_from(&mut self, index: LogIndex) {
-        debug_assert!(index > self.base.index, "the base is committed and never truncated");
-        self.entries.truncate(index.0.saturating_sub(self.base.index.0 + 1) as usize);
+    /// Removes the entries at `index` and after. Neither the base (covered by a snapshot) nor
+    /// anything at or below `commit_index` is ever removed: a violation stops the node.
+    pub(crate) fn truncate_from(&mut self, index: LogIndex, commit_index: LogIndex) {
+        assert!(
+            index > self.base.index && index > commit_index,
+            "Raft safety rule violated: a committed entry is never truncated (truncating from {index} with the commit index at {commit_index} and the log's base at {})",
+            self.base
+        );
+        // In range: index > base, and anything past the end truncates nothing.
+        let keep = usize::try_from(index.0 - self.base.index.0 - 1).unwrap_or(usize::MAX);
+        self.entries.truncate(keep);
+    }
+
+    /// Asserts, in O(1), that the log is contiguous with non-decreasing terms: its first and
+    /// last entries sit where the base and its length say, with terms in order. `append`
+    /// checks every entry as it comes, so the ends are enough.
+    pub(crate) fn check_invariants(&self) {
+        let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) else {
+            return;
+        };
+        assert!(
+            first.index == self.base.index.next() && last.index == self.last_index(),
+            "invariant violated: log entries are contiguous (base {}, first {}, last {}, {} entries)",
+            self.base,
+            first.log_id(),
+            last.log_id(),
+            self.entries.len()
+        );
+        assert!(
+            self.base.term <= first.term && first.term <= last.term,
+            "invariant violated: log terms never decrease (base {}, first {}, last {})",
+            self.base,
+            first.log_id(),
+            last.log_id()
+        );
     }
 
     /// Copies of the entries in `[from, to]` (inclusive), stopping early once `max_count`
@@ -229,7 +276,7 @@ mod tests {
         assert_eq!(log.last_index_of_term(Term(1), LogIndex(5)), None);
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 100).len(), 0);
         assert_eq!(log.entries_between(LogIndex(4), LogIndex(5), 10, 100).len(), 2);
-        log.truncate_from(LogIndex(5));
+        log.truncate_from(LogIndex(5), LogIndex(3));
         assert_eq!(log.last_index(), LogIndex(4));
         log.reset_to(LogId::new(Term(5), LogIndex(40)));
         assert_eq!(log.last_log_id(), LogId::new(Term(5), LogIndex(40)));
@@ -264,7 +311,36 @@ mod tests {
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 25).len(), 2);
         assert_eq!(log.entries_between(LogIndex(2), LogIndex(5), 10, 1).len(), 1);
         assert!(log.entries_between(LogIndex(6), LogIndex(5), 10, 100).is_empty());
-        log.truncate_from(LogIndex(3));
+        log.truncate_from(LogIndex(3), LogIndex(0));
         assert_eq!(log.last_index(), LogIndex(2));
+    }
+
+    #[test]
+    #[should_panic(expected = "a committed entry is never truncated")]
+    fn truncating_a_committed_entry_stops_the_node() {
+        let mut log = log_of_terms(&[1, 1, 2]);
+        log.truncate_from(LogIndex(2), LogIndex(2));
+    }
+
+    #[test]
+    #[should_panic(expected = "a committed entry is never truncated")]
+    fn truncating_the_base_stops_the_node() {
+        let mut log = log_of_terms(&[1, 1, 2, 2]);
+        log.compact_through(LogIndex(2));
+        log.truncate_from(LogIndex(2), LogIndex(0));
+    }
+
+    #[test]
+    #[should_panic(expected = "log entries are contiguous")]
+    fn appending_with_a_gap_stops_the_node() {
+        let mut log = log_of_terms(&[1]);
+        log.append(Entry { term: Term(1), index: LogIndex(3), payload: EntryPayload::Blank });
+    }
+
+    #[test]
+    #[should_panic(expected = "log terms never decrease")]
+    fn appending_an_older_term_stops_the_node() {
+        let mut log = log_of_terms(&[2]);
+        log.append(Entry { term: Term(1), index: LogIndex(2), payload: EntryPayload::Blank });
     }
 }

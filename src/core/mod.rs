@@ -12,14 +12,20 @@
 //! 5. hand `ready.ack` back to [`RaftCore::advance`].
 //!
 //! The rules live in files named after them: `election` (§5.2, §5.4.1), `replication`
-//! (§5.3, §5.4.2), `log`, `progress`, `quorum`, `ready`. Randomness comes from a seed the
+//! (§5.3, §5.4.2), `log`, `progress`, `configuration` (every majority count, over `quorum`),
+//! `ready`, `snapshot`, `invariants` (the single mutation points of term, vote and commit
+//! index, and [`RaftCore::check_invariants`]) and `message_bounds` (the terms and indexes a
+//! peer may send). Randomness comes from a seed the
 //! caller provides, so the same inputs always give the same outputs.
 //!
 //! All of a node's protocol logs use the target `raft_consensus::raft_node`, so one filter
 //! (`RUST_LOG=raft_consensus::raft_node=debug`) shows what a node does, whichever layer did it.
 
+mod configuration;
 mod election;
+mod invariants;
 mod log;
+mod message_bounds;
 mod progress;
 mod quorum;
 mod ready;
@@ -32,6 +38,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+pub use self::configuration::Configuration;
+pub use self::quorum::VoteResult;
 pub use self::ready::{Ready, ReadyAck};
 
 use self::log::RaftLog;
@@ -87,10 +95,12 @@ pub struct InitialState {
 pub struct RaftCore {
     id: NodeId,
     config: Config,
-    /// The voting members, sorted, including this node.
-    voters: Vec<NodeId>,
+    /// The members (including this node); every majority is counted by it.
+    configuration: Configuration,
 
-    // Durable state (mirrored to storage through `Ready`).
+    // Durable state (mirrored to storage through `Ready`). `term`, `voted_for` and
+    // `commit_index` change only through `set_term`, `vote_for` and `commit_to`
+    // (`invariants.rs`), which assert the rules they obey.
     term: Term,
     voted_for: Option<NodeId>,
     log: RaftLog,
@@ -99,7 +109,11 @@ pub struct RaftCore {
 
     // Volatile state.
     role: Role,
+    /// The leader this node follows now (cleared when it stops trusting it).
     leader_id: Option<NodeId>,
+    /// The leader of the current term once known (this node, if it leads), kept until the
+    /// term changes: a different leader in the same term breaks election safety.
+    leader_of_term: Option<NodeId>,
     /// Candidate only: who granted their vote in this term.
     votes_granted: BTreeSet<NodeId>,
     /// During a pre-vote round: who said they would vote for this node in the next term.
@@ -170,13 +184,35 @@ impl RaftCore {
         seed: u64,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        let voters: Vec<NodeId> = voters.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-        if !voters.contains(&id) {
-            return Err(StartError::Membership {
-                reason: format!("the members {voters:?} do not include the node itself ({id})"),
-            });
-        }
+        let configuration = match Configuration::simple(voters) {
+            Some(configuration) if configuration.is_voter(id) => configuration,
+            other => {
+                let voters = other.as_ref().map_or(&[][..], Configuration::voters);
+                return Err(StartError::Membership {
+                    reason: format!("the members {voters:?} do not include the node itself ({id})"),
+                });
+            }
+        };
         let snapshot = initial.snapshot;
+        // Stored values obey the bounds peers' values do (this node wrote them), so that
+        // index and term arithmetic never overflows; anything beyond is corruption.
+        let mut stored_ids = snapshot
+            .iter()
+            .map(|snapshot| snapshot.meta.last_included)
+            .chain(initial.entries.iter().map(Entry::log_id))
+            .chain(std::iter::once(LogId::new(initial.hard_state.term, LogIndex(0))));
+        if let Some(beyond) = stored_ids.find(|log_id| {
+            log_id.term > message_bounds::MAX_TERM || log_id.index > message_bounds::MAX_INDEX
+        }) {
+            return Err(StorageError::Corrupt {
+                detail: format!(
+                    "the stored term or index {beyond} is beyond the highest term ({}) or index ({}) a node accepts",
+                    message_bounds::MAX_TERM,
+                    message_bounds::MAX_INDEX
+                ),
+            }
+            .into());
+        }
         let had_entries = !initial.entries.is_empty();
         let (base, entries) = reconcile_with_snapshot(snapshot.as_ref(), initial.entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
@@ -196,18 +232,28 @@ impl RaftCore {
             // entries' term with no vote is what the node durably promised.
             hard_state = HardState { term: log.last_log_id().term, voted_for: None, ..hard_state };
         }
+        if let Some(voted) = hard_state.voted_for.filter(|voted| !configuration.is_voter(*voted)) {
+            return Err(StartError::Membership {
+                reason: format!(
+                    "the stored vote is for {voted}, which is not among the members {:?}",
+                    configuration.voters()
+                ),
+            });
+        }
         let last_index = log.last_index();
         let commit_index = hard_state.commit_index.max(snapshot_index).min(last_index);
         let mut core = RaftCore {
             id,
             config,
-            voters,
-            term: hard_state.term,
-            voted_for: hard_state.voted_for,
+            configuration,
+            // Restored below through the single mutation points, which check them.
+            term: Term(0),
+            voted_for: None,
             log,
-            commit_index,
+            commit_index: LogIndex(0),
             role: Role::Follower,
             leader_id: None,
+            leader_of_term: None,
             votes_granted: BTreeSet::new(),
             pre_votes_granted: None,
             elections_started: 0,
@@ -234,6 +280,12 @@ impl RaftCore {
             #[cfg(feature = "sim")]
             planted_commit_previous_term: false,
         };
+        core.set_term(hard_state.term);
+        if let Some(voted) = hard_state.voted_for {
+            core.vote_for(voted);
+        }
+        core.commit_to(commit_index);
+        core.check_invariants();
         core.reset_election_deadline();
         Ok(core)
     }
@@ -292,9 +344,17 @@ impl RaftCore {
     /// Handles a message from another node. Messages for another node, from a non-member, or
     /// from an older term are answered or dropped as the protocol requires; none is an error.
     pub fn step(&mut self, message: Message) {
-        if message.to != self.id || message.from == self.id || !self.voters.contains(&message.from)
+        if message.to != self.id
+            || message.from == self.id
+            || !self.configuration.is_member(message.from)
         {
             tracing::debug!(target: LOG_TARGET, node = %self.id, from = %message.from, to = %message.to, "Dropping message not meant for this node");
+            return;
+        }
+        if let Err(problem) = message_bounds::check_bounds(&message) {
+            // Checked before anything reads the message: no term or index arithmetic may
+            // come near overflowing on a peer's values.
+            tracing::warn!(target: LOG_TARGET, node = %self.id, from = %message.from, "Dropping malformed message: {problem}");
             return;
         }
         tracing::debug!(target: LOG_TARGET, node = %self.id, "Received {}", DisplayMessage(&message));
@@ -438,7 +498,12 @@ impl RaftCore {
 
     /// The voting members, sorted.
     pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+        self.configuration.voters()
+    }
+
+    /// The membership configuration (voters, and room for learners and joint changes).
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
     }
 
     /// Leader only: each follower's match index (the highest index known replicated there).
@@ -446,9 +511,9 @@ impl RaftCore {
         self.progress.iter().map(|(id, progress)| (*id, progress.match_index)).collect()
     }
 
-    /// The other voting members.
+    /// The other members.
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied().filter(move |id| *id != self.id)
+        self.configuration.members().filter(move |id| *id != self.id)
     }
 
     fn hard_state(&self) -> HardState {
@@ -486,15 +551,14 @@ impl RaftCore {
 
     /// Adopts `term` (when newer) and follows `leader` (when known).
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        debug_assert!(term >= self.term, "terms never decrease");
-        if term > self.term {
-            self.term = term;
-            self.voted_for = None;
-        }
+        self.set_term(term);
         if self.role != Role::Follower {
             tracing::info!(target: LOG_TARGET, node = %self.id, "Becoming follower in term {}", self.term);
         }
         self.role = Role::Follower;
+        if let Some(leader) = leader {
+            self.note_leader(leader);
+        }
         self.leader_id = leader;
         self.votes_granted.clear();
         self.pre_votes_granted = None;
@@ -504,7 +568,7 @@ impl RaftCore {
 
     /// Appends an entry of the current term to the leader's own log.
     fn append_own_entry(&mut self, payload: EntryPayload) -> LogIndex {
-        debug_assert_eq!(self.role, Role::Leader);
+        assert_eq!(self.role, Role::Leader, "only a leader appends entries of its own");
         let index = self.log.last_index().next();
         self.log.append(Entry { term: self.term, index, payload });
         index
@@ -647,7 +711,8 @@ impl fmt::Display for DisplayMessage<'_> {
                 f,
                 "InstallSnapshot last_included={} bytes {offset}..{} of {total_len}",
                 meta.last_included,
-                offset + data.len() as u64
+                // A peer's offset may be anything: this runs before the message is checked.
+                offset.saturating_add(data.len() as u64)
             ),
             MessageBody::InstallSnapshotResponse { last_included, received, installed } => write!(
                 f,
@@ -708,6 +773,32 @@ mod tests {
         let gap = InitialState { entries: vec![entry(1, 2)], ..InitialState::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), gap, 1);
         assert!(matches!(result, Err(StartError::Storage(StorageError::Corrupt { .. }))));
+    }
+
+    #[test]
+    fn stored_terms_and_indexes_beyond_the_bounds_are_corruption() {
+        let beyond = |initial: InitialState| {
+            let result = RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), initial, 1);
+            matches!(result, Err(StartError::Storage(StorageError::Corrupt { .. })))
+        };
+        let hard_state =
+            HardState { term: Term(u64::MAX), voted_for: None, commit_index: LogIndex(0) };
+        assert!(beyond(InitialState { hard_state, ..InitialState::default() }));
+        let entries = vec![entry(1, 1), entry(u64::MAX, 2)];
+        assert!(beyond(InitialState { entries, ..InitialState::default() }));
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included: LogId::new(Term(1), LogIndex(u64::MAX)),
+                members: vec![NodeId(1)],
+            },
+            data: Bytes::new(),
+        };
+        let entries = vec![entry(1, u64::MAX)];
+        assert!(beyond(InitialState {
+            snapshot: Some(snapshot),
+            entries,
+            ..InitialState::default()
+        }));
     }
 
     #[test]

@@ -142,10 +142,21 @@ impl RaftCore {
             if self.log.term_at(persisted.index) == Some(persisted.term) {
                 self.persisted_index = self.persisted_index.max(persisted.index);
             }
-            debug_assert!(self.persisted_index <= self.log.last_index());
+            assert!(
+                self.persisted_index <= self.log.last_index(),
+                "invariant violated: {} counts entries through {} as persisted, past its log's end {}",
+                self.id,
+                self.persisted_index,
+                self.log.last_index()
+            );
         }
         if let Some(applied) = ack.applied_through {
-            debug_assert!(applied <= self.commit_index, "applied an uncommitted entry");
+            assert!(
+                applied <= self.commit_index,
+                "Raft safety rule violated: only committed entries are applied ({} applied through {applied} with its commit index at {})",
+                self.id,
+                self.commit_index
+            );
             self.applied_index = self.applied_index.max(applied);
             tracing::trace!(target: LOG_TARGET, node = %self.id, "Applied through {applied}");
         }

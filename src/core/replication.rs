@@ -8,7 +8,6 @@
 //! with it (never by counting their own replicas: Figure 8).
 
 use super::progress::ReplicationMode;
-use super::quorum::majority_match_index;
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::{AppendResponse, ConflictHint, Entry, MessageBody};
 use crate::types::{LogId, LogIndex, NodeId};
@@ -153,9 +152,7 @@ impl RaftCore {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) {
-        if !self.hear_from_leader(leader) {
-            return;
-        }
+        self.hear_from_leader(leader);
         if prev_log_id.index < self.log.base().index {
             // The entries start inside this node's snapshot. Everything up to the commit
             // index is committed, so equal to the leader's log: accept up to there, and the
@@ -185,14 +182,12 @@ impl RaftCore {
                 },
             },
             Some(_) => {
-                let last_new_index = LogIndex(prev_log_id.index.0 + entries.len() as u64);
-                if !self.append_from_leader(entries) {
-                    return;
-                }
-                let new_commit = leader_commit.min(last_new_index);
-                if new_commit > self.commit_index {
-                    self.commit_index = new_commit;
-                }
+                // The entries follow prev_log_id contiguously (checked in `step`).
+                let last_new_index = entries.last().map_or(prev_log_id.index, |entry| entry.index);
+                self.append_from_leader(entries);
+                // The log now matches the leader's through last_new_index, so the leader's
+                // commit index is committed here up to there (a lower one changes nothing).
+                self.commit_to(leader_commit.min(last_new_index));
                 AppendResponse::Accepted { match_index: last_new_index }
             }
         };
@@ -201,13 +196,16 @@ impl RaftCore {
     }
 
     /// Follower: a message from `leader` of the current term arrived. Follows it and restarts
-    /// the election timer; returns false (to ignore the message) if this node leads the term.
-    pub(super) fn hear_from_leader(&mut self, leader: NodeId) -> bool {
-        if self.role == Role::Leader {
-            debug_assert!(false, "two leaders in term {}", self.term);
-            tracing::error!(target: LOG_TARGET, node = %self.id, "Ignoring a leader's message from {leader}: this node leads term {}", self.term);
-            return false;
-        }
+    /// the election timer. Stops the node (panics) if another leader is known for this term,
+    /// this node included: two leaders in one term break election safety (§5.2).
+    pub(super) fn hear_from_leader(&mut self, leader: NodeId) {
+        assert!(
+            self.role != Role::Leader,
+            "Raft safety rule violated: at most one leader per term ({} leads term {} and heard {leader} claim it too)",
+            self.id,
+            self.term
+        );
+        self.note_leader(leader);
         if self.role != Role::Follower || self.leader_id != Some(leader) {
             if self.leader_id != Some(leader) {
                 tracing::info!(target: LOG_TARGET, node = %self.id, "Following {leader} in term {}", self.term);
@@ -218,39 +216,35 @@ impl RaftCore {
             self.reset_election_deadline();
         }
         self.last_leader_contact_ms = Some(self.now_ms);
-        true
     }
 
     /// Follower: appends `entries` (which follow a matching entry), skipping those already held
-    /// and replacing a conflicting suffix. Returns false, changing nothing, if that would
-    /// remove a committed entry (which a correct leader never asks for).
-    fn append_from_leader(&mut self, entries: Vec<Entry>) -> bool {
+    /// and replacing a conflicting suffix. Stops the node (panics) if that would remove a
+    /// committed entry: the leader broke Leader Completeness (§5.4), or this node's log or
+    /// commit index is corrupt; either way, going on would apply a different history.
+    fn append_from_leader(&mut self, entries: Vec<Entry>) {
         let first_new =
             entries.iter().position(|entry| self.log.term_at(entry.index) != Some(entry.term));
         let Some(first_new) = first_new else {
-            return true;
+            return;
         };
         let conflict_index = entries[first_new].index;
         if conflict_index <= self.log.last_index() {
-            if conflict_index <= self.commit_index {
-                debug_assert!(false, "leader asked to overwrite committed index {conflict_index}");
-                tracing::error!(
-                    target: LOG_TARGET,
-                    node = %self.id,
-                    "Refusing AppendEntries that would overwrite committed entry {conflict_index} (commit index {})",
-                    self.commit_index
-                );
-                return false;
-            }
+            assert!(
+                conflict_index > self.commit_index,
+                "Raft safety rule violated: a committed entry is never truncated ({} was asked by the leader of term {} to overwrite entry {conflict_index}, and its commit index is {})",
+                self.id,
+                self.term,
+                self.commit_index
+            );
             tracing::debug!(target: LOG_TARGET, node = %self.id, "Truncating conflicting entries from index {conflict_index}");
-            self.log.truncate_from(conflict_index);
+            self.log.truncate_from(conflict_index, self.commit_index);
             self.persisted_index = self.persisted_index.min(conflict_index.prev());
         }
         self.unpersisted_from = self.unpersisted_from.min(conflict_index);
         for entry in entries.into_iter().skip(first_new) {
             self.log.append(entry);
         }
-        true
     }
 
     /// Leader: handles a follower's answer to AppendEntries.
@@ -314,29 +308,25 @@ impl RaftCore {
             return;
         }
         // The leader counts itself only for what it has durably stored. Called for every
-        // acknowledgment, so clusters of up to 9 voters count on the stack.
-        let own_and_followers = std::iter::once(self.persisted_index)
-            .chain(self.progress.values().map(|progress| progress.match_index));
-        let mut on_stack = [LogIndex(0); 9];
-        let voters = self.progress.len() + 1;
-        let majority_index = if voters <= on_stack.len() {
-            for (slot, index) in on_stack.iter_mut().zip(own_and_followers) {
-                *slot = index;
+        // acknowledgment: the configuration counts without allocating for small clusters.
+        let (own_id, own_persisted, progress) = (self.id, self.persisted_index, &self.progress);
+        let majority_index = self.configuration.committed_index(|id| {
+            if id == own_id {
+                Some(own_persisted)
+            } else {
+                progress.get(&id).map(|progress| progress.match_index)
             }
-            majority_match_index(&mut on_stack[..voters])
-        } else {
-            majority_match_index(&mut own_and_followers.collect::<Vec<_>>())
-        };
+        });
         #[cfg(feature = "sim")]
         if self.planted_commit_previous_term && majority_index > self.commit_index {
             // Planted bug (Figure 8): commit whatever a majority stores, whatever its term.
-            self.commit_index = majority_index;
+            self.commit_to(majority_index);
             return;
         }
         if majority_index > self.commit_index && self.log.term_at(majority_index) == Some(self.term)
         {
             tracing::trace!(target: LOG_TARGET, node = %self.id, "Committed up to {majority_index}");
-            self.commit_index = majority_index;
+            self.commit_to(majority_index);
         }
     }
 }

@@ -30,7 +30,10 @@ impl RaftCore {
             return None;
         }
         let term = self.log.term_at(index)?;
-        Some(SnapshotMeta { last_included: LogId::new(term, index), members: self.voters.clone() })
+        Some(SnapshotMeta {
+            last_included: LogId::new(term, index),
+            members: self.configuration.voters().to_vec(),
+        })
     }
 
     /// The latest snapshot this node holds (taken or received), if any.
@@ -49,10 +52,16 @@ impl RaftCore {
     /// may now drop entries, if any. A snapshot older than the one held is ignored.
     pub fn snapshot_stored(&mut self, snapshot: Snapshot) -> Option<LogIndex> {
         let last = snapshot.meta.last_included;
-        debug_assert!(last.index <= self.applied_index, "a snapshot covers only applied entries");
-        if self.snapshot.as_ref().is_some_and(|held| held.meta.last_included.index >= last.index)
-            || last.index > self.applied_index
-        {
+        // The snapshot was taken from the state machine at `snapshot_meta_for_applied`, and the
+        // applied index never decreases: one past it would hold unapplied (maybe uncommitted)
+        // state, and compacting behind it could drop entries nobody applied.
+        assert!(
+            last.index <= self.applied_index,
+            "Raft safety rule violated: a snapshot covers only applied entries ({} was given a snapshot through {last} with entries applied through {})",
+            self.id,
+            self.applied_index
+        );
+        if self.snapshot.as_ref().is_some_and(|held| held.meta.last_included.index >= last.index) {
             return None;
         }
         tracing::info!(target: LOG_TARGET, node = %self.id, "Stored snapshot through {last} ({} bytes)", snapshot.data.len());
@@ -195,9 +204,7 @@ impl RaftCore {
         total_len: u64,
         data: bytes::Bytes,
     ) {
-        if !self.hear_from_leader(leader) {
-            return;
-        }
+        self.hear_from_leader(leader);
         let last = meta.last_included;
         if offset.checked_add(data.len() as u64).is_none_or(|end| end > total_len) {
             tracing::warn!(target: LOG_TARGET, node = %self.id, from = %leader, "Dropping malformed InstallSnapshot: bytes {offset}+{} of {total_len}", data.len());
@@ -273,7 +280,14 @@ impl RaftCore {
     /// (Raft §7); the commit index moves to the snapshot's end.
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let last = snapshot.meta.last_included;
-        debug_assert!(last.index > self.commit_index, "installing a snapshot of committed entries");
+        // The caller answers at once a snapshot that ends at or before the commit index:
+        // installing one would reset a log holding committed entries.
+        assert!(
+            last.index > self.commit_index,
+            "Raft safety rule violated: a committed entry is never truncated ({} was about to install a snapshot through {last} behind its commit index {})",
+            self.id,
+            self.commit_index
+        );
         if self.log.term_at(last.index) == Some(last.term) {
             self.log.compact_through(last.index);
             if self.pending_log_reset.is_some() {
@@ -285,7 +299,7 @@ impl RaftCore {
             self.pending_log_reset = Some(last);
         }
         tracing::info!(target: LOG_TARGET, node = %self.id, "Installed snapshot through {last} ({} bytes); the log continues from {}", snapshot.data.len(), last.index.next());
-        self.commit_index = last.index;
+        self.commit_to(last.index);
         self.apply_handed_index = self.apply_handed_index.max(last.index);
         self.unpersisted_from = self.unpersisted_from.max(last.index.next());
         self.persisted_index = self.persisted_index.min(self.log.last_index());
