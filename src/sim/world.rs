@@ -427,6 +427,13 @@ impl<W: Workload> World<W> {
             self.events += 1;
             self.trace.add_u64(self.now_ms);
             self.handle(next.event);
+            // Every node's whole-state invariants, after every event: a broken one panics,
+            // which the run reports as a violation of this seed.
+            for node in &self.nodes {
+                if let Some(running) = &node.running {
+                    running.node.core().check_invariants();
+                }
+            }
             if self.workload_over && self.has_converged() {
                 converged = true;
                 break;
