@@ -69,6 +69,10 @@ impl Storage for NullStorage {
         Ok(())
     }
 
+    fn save_members(&mut self, _members: &[NodeId]) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<(), StorageError> {
         Ok(())
     }

@@ -127,6 +127,10 @@ impl Config {
     }
 }
 
+/// Most voting members a cluster may have: far beyond any real cluster, and small enough that
+/// a members record (on disk) or list (on the wire) of this size is cheap to check.
+pub const MAX_MEMBERS: usize = 1024;
+
 /// The largest entry size or entry count a 32-bit length field can carry, with room for the
 /// record around it.
 const MAX_FRAMED_LENGTH: usize = (u32::MAX as usize) - 64;

@@ -92,7 +92,7 @@ use std::error::Error;
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_MEMBERS};
 use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
 use crate::driver::{Applied, Driver, probe_snapshot_support};
 use crate::error::{ProposeError, StartError, StorageError};
@@ -139,10 +139,13 @@ pub struct Node<S: Storage, M: StateMachine, W = ()> {
 }
 
 impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
-    /// Starts node `id` from what `storage` holds. With empty storage, `members` are the
-    /// voting members the cluster starts with (they must include `id`). `state_machine` must
-    /// be empty: it is restored from the latest stored snapshot, if there is one, and the
-    /// committed entries after it are applied again as the node learns they are committed.
+    /// Starts node `id` from what `storage` holds. `members` are the cluster's voting members
+    /// (they must include `id`). A node records them in storage the first time it starts, and
+    /// from then on refuses to start with other members ([`StartError::Membership`], naming
+    /// both lists): a node never silently joins a different cluster than the one its log
+    /// belongs to. `state_machine` must be empty: it is restored from the latest stored
+    /// snapshot, if there is one, and the committed entries after it are applied again as the
+    /// node learns they are committed.
     ///
     /// `seed` drives the election timer's jitter: it must differ between the nodes of a
     /// cluster. The node's clock starts at the first [`tick`](Self::tick).
@@ -158,7 +161,8 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         mut state_machine: M,
         seed: u64,
     ) -> Result<Self, StartError> {
-        let initial: InitialState = storage.load()?;
+        let mut initial: InitialState = storage.load()?;
+        let members = agree_on_members(id, members, &mut initial, &mut storage)?;
         let snapshots_supported = probe_snapshot_support(&state_machine, id);
         if let Some(snapshot) = &initial.snapshot {
             let index = snapshot.meta.last_included.index;
@@ -322,6 +326,55 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     }
 }
 
+/// The members a node starts with: `given` (sorted, without duplicates) when they agree with
+/// what storage recorded (the latest snapshot's members, or the members record), and recorded
+/// durably when storage holds none (a node's first start, or a log written before members
+/// were recorded).
+fn agree_on_members<S: Storage>(
+    id: NodeId,
+    given: impl IntoIterator<Item = NodeId>,
+    initial: &mut InitialState,
+    storage: &mut S,
+) -> Result<Vec<NodeId>, StartError> {
+    let given: Vec<NodeId> =
+        given.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    if given.len() > MAX_MEMBERS {
+        return Err(StartError::Membership {
+            reason: format!(
+                "{} members are more than the {MAX_MEMBERS} a node supports",
+                given.len()
+            ),
+        });
+    }
+    let stored = match &initial.snapshot {
+        Some(snapshot) => Some(snapshot.meta.members.clone()),
+        None => initial.members.take(),
+    };
+    match stored {
+        Some(stored) if stored != given => Err(StartError::Membership {
+            reason: format!(
+                "{id}'s storage belongs to a cluster of {}, but it was started with members {}; start it with the members it was first started with",
+                list(&stored),
+                list(&given)
+            ),
+        }),
+        Some(stored) => Ok(stored),
+        None => {
+            if given.contains(&id) {
+                storage.save_members(&given)?;
+                storage.sync()?;
+            }
+            Ok(given)
+        }
+    }
+}
+
+/// `members` as `[node1, node2]`.
+fn list(members: &[NodeId]) -> String {
+    let names: Vec<String> = members.iter().map(NodeId::to_string).collect();
+    format!("[{}]", names.join(", "))
+}
+
 /// The driver's sink: observes each applied command, then answers its proposal.
 struct Answers<'a, I, W> {
     io: &'a mut I,
@@ -347,5 +400,60 @@ impl<I: NodeIo<W>, W> crate::driver::ReadySink for Answers<'_, I, W> {
             };
             self.io.answer(waiter, result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    /// A state machine that accepts anything.
+    #[derive(Default)]
+    struct Accepting;
+
+    impl StateMachine for Accepting {
+        fn apply(&mut self, _command: &[u8]) -> ApplyResult {
+            Ok(Vec::new())
+        }
+    }
+
+    fn start(
+        storage: &MemoryStorage,
+        members: &[u64],
+    ) -> Result<Node<MemoryStorage, Accepting>, StartError> {
+        let members = members.iter().copied().map(NodeId);
+        Node::start(NodeId(1), members, Config::default(), storage.clone(), Accepting, 1)
+    }
+
+    #[test]
+    fn a_node_records_its_members_and_refuses_others_on_restart() {
+        let storage = MemoryStorage::new();
+        start(&storage, &[3, 1, 2, 2]).expect("a first start records the members");
+        assert_eq!(
+            storage.clone().load().expect("loads").members,
+            Some(vec![NodeId(1), NodeId(2), NodeId(3)]),
+            "sorted, without duplicates, and durable before the node runs"
+        );
+        start(&storage, &[2, 3, 1]).expect("the same members in another order");
+        let Err(StartError::Membership { reason }) = start(&storage, &[1, 2]) else {
+            panic!("a restart with other members must be refused");
+        };
+        assert!(
+            reason.contains("[node1, node2, node3]") && reason.contains("[node1, node2]"),
+            "{reason}"
+        );
+        assert_eq!(
+            storage.clone().load().expect("loads").members.map(|m| m.len()),
+            Some(3),
+            "unchanged"
+        );
+    }
+
+    #[test]
+    fn members_without_the_node_are_never_recorded() {
+        let storage = MemoryStorage::new();
+        assert!(matches!(start(&storage, &[2, 3]), Err(StartError::Membership { .. })));
+        assert_eq!(storage.clone().load().expect("loads").members, None);
     }
 }

@@ -349,6 +349,10 @@ impl raft_consensus::storage::Storage for CountingStorage {
     ) -> Result<(), raft_consensus::StorageError> {
         self.inner.save_hard_state(hard_state)
     }
+
+    fn save_members(&mut self, members: &[NodeId]) -> Result<(), raft_consensus::StorageError> {
+        self.inner.save_members(members)
+    }
     fn sync(&mut self) -> Result<(), raft_consensus::StorageError> {
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.sync()

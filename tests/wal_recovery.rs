@@ -1557,6 +1557,25 @@ fn compaction_removes_only_whole_covered_segments_and_never_the_current_one() {
     assert_eq!(state.entries, expected, "the current segment's entries only");
 }
 
+/// The members record is repeated at the start of every segment, like the hard state, so
+/// compaction never removes the only copy; the latest one recorded is what `load` returns.
+#[test]
+fn members_survive_roll_overs_and_compaction() {
+    let options = small_segments();
+    let (dir, mut storage) = fresh_log(&options);
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    storage.save_members(&members).expect("members recorded");
+    storage.sync().expect("synced");
+    append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 14, 30));
+    store_snapshot(&storage, &snapshot_through(1, 14, b"everything"));
+    storage.compact(LogIndex(14)).expect("compaction through the end");
+    assert_eq!(segment_names(dir.path()).len(), 1, "only the current segment is left");
+    drop(storage);
+
+    let state = open_with(dir.path(), &options).expect("reopens").load().expect("loads");
+    assert_eq!(state.members.as_deref(), Some(&members[..]));
+}
+
 /// A log-reset record drops every entry before it at recovery: within one segment, across
 /// segments, and when compaction left the segment holding the reset as the oldest one.
 #[test]

@@ -208,7 +208,8 @@ mod tests {
             voted_for: voted_for.map(NodeId),
             commit_index: LogIndex(0),
         };
-        let initial = InitialState { hard_state, snapshot: None, entries };
+        let initial =
+            InitialState { hard_state, snapshot: None, entries, ..InitialState::default() };
         let config = Config { pre_vote: false, ..Config::default() };
         let voters = [NodeId(1), NodeId(2), NodeId(3)];
         let mut core = RaftCore::new(NodeId(id), voters, config, initial, id)

@@ -88,6 +88,12 @@ pub struct InitialState {
     /// anywhere up to just after the snapshot's last entry. Entries that do not agree with the
     /// snapshot (a log reset that a crash interrupted) are dropped when the core starts.
     pub entries: Vec<Entry>,
+    /// The voting members storage recorded (see [`Storage::save_members`]), if any.
+    /// [`Node::start`](crate::node::Node::start) checks them against the members it is given;
+    /// the core itself takes its members from its caller.
+    ///
+    /// [`Storage::save_members`]: crate::storage::Storage::save_members
+    pub members: Option<Vec<NodeId>>,
 }
 
 /// One Raft node's protocol state. See the [module documentation](self) for how to drive it.
@@ -805,8 +811,12 @@ mod tests {
     fn stored_entries_of_a_newer_term_raise_the_term_without_a_vote() {
         let hard_state =
             HardState { term: Term(1), voted_for: Some(NodeId(1)), commit_index: LogIndex(0) };
-        let initial =
-            InitialState { hard_state, snapshot: None, entries: vec![entry(1, 1), entry(3, 2)] };
+        let initial = InitialState {
+            hard_state,
+            snapshot: None,
+            entries: vec![entry(1, 1), entry(3, 2)],
+            ..InitialState::default()
+        };
         let core = RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1)
             .expect("a valid log");
         assert_eq!(core.term(), Term(3));
@@ -828,7 +838,12 @@ mod tests {
         };
         let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(7) };
         let entries = (1..=5).map(|index| entry(2, index)).collect();
-        let initial = InitialState { hard_state, snapshot: Some(snapshot), entries };
+        let initial = InitialState {
+            hard_state,
+            snapshot: Some(snapshot),
+            entries,
+            ..InitialState::default()
+        };
         let mut core =
             RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1)
                 .expect("a log the snapshot covers");
@@ -849,7 +864,8 @@ mod pre_vote_tests {
     fn voter_with_log(terms: &[u64]) -> RaftCore {
         let entries = log::blank_entries_with_terms(terms);
         let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(0) };
-        let initial = InitialState { hard_state, snapshot: None, entries };
+        let initial =
+            InitialState { hard_state, snapshot: None, entries, ..InitialState::default() };
         let mut core =
             RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 3)
                 .expect("a valid log");

@@ -332,6 +332,10 @@ impl Storage for SimStorage {
         self.wal.save_hard_state(hard_state)
     }
 
+    fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError> {
+        self.wal.save_members(members)
+    }
+
     fn sync(&mut self) -> Result<(), StorageError> {
         self.wal.sync()
     }

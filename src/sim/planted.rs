@@ -13,7 +13,7 @@ use crate::hard_state::HardState;
 use crate::message::Entry;
 use crate::state_machine::StateMachine;
 use crate::storage::{AlreadyDurable, PendingSync, Storage};
-use crate::types::{LogId, LogIndex};
+use crate::types::{LogId, LogIndex, NodeId};
 
 /// A storage that, with a planted bug, forgets the vote on load
 /// ([`PlantedBug::ForgetVoteOnRestart`]), says a flush is durable before its sync ran
@@ -65,6 +65,10 @@ impl<S: Storage> Storage for PlantedStorage<S> {
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
         self.inner.save_hard_state(hard_state)
+    }
+
+    fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError> {
+        self.inner.save_members(members)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {

@@ -8,7 +8,7 @@ use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
 use crate::snapshot::Snapshot;
-use crate::types::{LogId, LogIndex};
+use crate::types::{LogId, LogIndex, NodeId};
 
 /// Storage kept in memory. Clones share the same data, so a test can keep a handle and start
 /// a node again from what the previous incarnation stored. Nothing survives the process.
@@ -33,6 +33,7 @@ pub struct MemoryStorage {
 #[derive(Clone, Debug, Default)]
 struct Stored {
     hard_state: HardState,
+    members: Option<Vec<NodeId>>,
     snapshot: Option<Snapshot>,
     /// The entry before `entries[0]`.
     base: LogId,
@@ -67,6 +68,7 @@ impl Storage for MemoryStorage {
             hard_state: state.hard_state,
             snapshot: state.snapshot.clone(),
             entries: state.entries.clone(),
+            members: state.members.clone(),
         })
     }
 
@@ -119,6 +121,11 @@ impl Storage for MemoryStorage {
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
         self.lock().hard_state = *hard_state;
+        Ok(())
+    }
+
+    fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError> {
+        self.lock().members = Some(members.to_vec());
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
 use crate::snapshot::Snapshot;
-use crate::types::{LogId, LogIndex};
+use crate::types::{LogId, LogIndex, NodeId};
 
 /// Durable storage for one node's Raft state.
 ///
@@ -64,6 +64,12 @@ pub trait Storage: Send + 'static {
 
     /// Replaces the stored hard state.
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError>;
+
+    /// Records the cluster's voting members (sorted, no duplicates), durable after the next
+    /// [`sync`](Storage::sync); [`load`](Storage::load) returns the latest ones in
+    /// [`InitialState::members`]. A node records them once, when it first starts on empty
+    /// storage, and from then on starts only with the same members.
+    fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError>;
 
     /// Makes every earlier write durable. Many appends may share one sync (group commit).
     fn sync(&mut self) -> Result<(), StorageError>;

@@ -115,6 +115,7 @@ impl PresetNode {
                 .enumerate()
                 .map(|(position, term)| preset_entry(position as u64 + 1, *term))
                 .collect(),
+            members: None,
         }
     }
 }
@@ -838,6 +839,7 @@ impl TestCluster {
             hard_state: node.disk.hard_state,
             snapshot: node.disk.snapshot.clone(),
             entries: node.disk.entries.clone(),
+            members: None,
         };
         // Restore the state machine from the snapshot, as a node does before it starts.
         let (restored, restored_through) = match &node.disk.snapshot {

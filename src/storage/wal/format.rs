@@ -11,7 +11,8 @@
 //! body:    kind u8, then for kind 1 (entry): term u64 | index u64 | payload kind u8
 //!          (0 blank, 1 command) | command bytes (the rest of the body);
 //!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64;
-//!          for kind 3 (log reset): base term u64 | base index u64
+//!          for kind 3 (log reset): base term u64 | base index u64;
+//!          for kind 4 (members): count u32 | that many node ids u64, strictly increasing
 //! ```
 //!
 //! Segments may be preallocated with zeros after their records: a record's length is never 0,
@@ -23,6 +24,7 @@
 
 use bytes::Bytes;
 
+use crate::config::MAX_MEMBERS;
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload};
 use crate::types::{LogId, LogIndex, NodeId, Term};
@@ -55,6 +57,7 @@ const KIND_HARD_STATE: u8 = 2;
 const KIND_LOG_RESET: u8 = 3;
 const HARD_STATE_BODY_LEN: usize = 1 + 8 + 1 + 8 + 8;
 const LOG_RESET_BODY_LEN: usize = 1 + 8 + 8;
+const KIND_MEMBERS: u8 = 4;
 
 /// Who a segment belongs to, and its place in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +134,8 @@ pub(crate) enum Record {
     /// Every entry before this record is gone: the log continues after `base`, which a stored
     /// snapshot covers (a follower installed a snapshot its log did not match).
     LogReset(LogId),
+    /// The voting members the node was started with (sorted, no duplicates).
+    Members(Vec<NodeId>),
 }
 
 /// How one segment frames its records: by its format version, and (from version 2) by its
@@ -203,6 +208,24 @@ pub(crate) fn encode_hard_state(hard_state: &HardState, place: Placement, buffer
     buffer.push(u8::from(hard_state.voted_for.is_some()));
     buffer.extend_from_slice(&hard_state.voted_for.map_or(0, |id| id.0).to_le_bytes());
     buffer.extend_from_slice(&hard_state.commit_index.0.to_le_bytes());
+    finish_record(buffer, start, place);
+}
+
+/// Appends the encoding of a members record to `buffer` (one write, as for [`encode_entry`]).
+/// `members` are sorted, without duplicates, and at most [`MAX_MEMBERS`].
+pub(crate) fn encode_members(members: &[NodeId], place: Placement, buffer: &mut Vec<u8>) {
+    assert!(
+        !members.is_empty()
+            && members.len() <= MAX_MEMBERS
+            && members.windows(2).all(|pair| pair[0] < pair[1]),
+        "a members record lists 1 to {MAX_MEMBERS} sorted, distinct ids (the node checks them first)"
+    );
+    let start = begin_record(buffer);
+    buffer.push(KIND_MEMBERS);
+    buffer.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    for member in members {
+        buffer.extend_from_slice(&member.0.to_le_bytes());
+    }
     finish_record(buffer, start, place);
 }
 
@@ -318,6 +341,21 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
         Some(&KIND_LOG_RESET) if body.len() == LOG_RESET_BODY_LEN => {
             Ok(Record::LogReset(LogId::new(Term(read_u64(body, 1)), LogIndex(read_u64(body, 9)))))
         }
+        Some(&KIND_MEMBERS) if body.len() >= 5 => {
+            let count = read_u32(body, 1) as usize;
+            if count == 0 || count > MAX_MEMBERS || body.len() != 5 + 8 * count {
+                return Err(format!(
+                    "members record of {} bytes cannot list {count} members",
+                    body.len()
+                ));
+            }
+            let members: Vec<NodeId> =
+                (0..count).map(|position| NodeId(read_u64(body, 5 + 8 * position))).collect();
+            if !members.windows(2).all(|pair| pair[0] < pair[1]) {
+                return Err(String::from("members record lists ids out of order or twice"));
+            }
+            Ok(Record::Members(members))
+        }
         Some(kind) => Err(format!("record kind {kind} with a {}-byte body is unknown", body.len())),
         None => Err(String::from("empty record body")),
     }
@@ -362,6 +400,7 @@ mod tests {
             }),
             Record::HardState(HardState::default()),
             Record::LogReset(LogId::new(Term(4), LogIndex(1000))),
+            Record::Members(vec![NodeId(1), NodeId(2), NodeId(7)]),
         ];
         let mut buffer = Vec::new();
         for record in &records {
@@ -374,6 +413,9 @@ mod tests {
                 }
                 Record::LogReset(base) => {
                     encode_log_reset(*base, Placement::at_durable_end(5), &mut buffer)
+                }
+                Record::Members(members) => {
+                    encode_members(members, Placement::at_durable_end(5), &mut buffer)
                 }
             }
         }
@@ -389,6 +431,24 @@ mod tests {
             }
         }
         assert_eq!(offset, buffer.len());
+    }
+
+    #[test]
+    fn a_members_record_with_a_bad_count_or_order_is_refused() {
+        let body = |count: u32, ids: &[u64]| {
+            let mut body = vec![KIND_MEMBERS];
+            body.extend_from_slice(&count.to_le_bytes());
+            for id in ids {
+                body.extend_from_slice(&id.to_le_bytes());
+            }
+            body
+        };
+        assert_eq!(decode_body(&body(2, &[1, 3])), Ok(Record::Members(vec![NodeId(1), NodeId(3)])));
+        assert!(decode_body(&body(0, &[])).is_err(), "no members");
+        assert!(decode_body(&body(3, &[1, 3])).is_err(), "count past the body");
+        assert!(decode_body(&body(u32::MAX, &[1])).is_err(), "a huge count allocates nothing");
+        assert!(decode_body(&body(2, &[3, 1])).is_err(), "out of order");
+        assert!(decode_body(&body(2, &[3, 3])).is_err(), "twice");
     }
 
     #[test]

@@ -113,8 +113,8 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     segment_len: u64,
     /// Records written since the last sync.
     buffer: Vec<u8>,
-    /// The latest hard state, written at the start of each new segment.
-    hard_state: HardState,
+    /// The latest hard state and the members, written at the start of each new segment.
+    leading: LeadingRecords,
     /// Set after a failed write: the file may end in a partial record, so nothing more is
     /// written (the node stops; recovery cuts the partial record off).
     failed: bool,
@@ -186,7 +186,10 @@ impl<F: FileSystem> WalStorage<F> {
             })?;
         }
         let recovered = recovery::recover(&fs, &dir, identity, max_body_len)?;
-        let hard_state = recovered.state.hard_state;
+        let leading = LeadingRecords {
+            hard_state: recovered.state.hard_state,
+            members: recovered.state.members.clone(),
+        };
         let (file, sequence, segment_len) = match recovered.tail {
             Some(tail) if tail.valid_len > 0 => {
                 debug_assert!(tail.valid_len > format::HEADER_LEN as u64);
@@ -208,7 +211,7 @@ impl<F: FileSystem> WalStorage<F> {
                 if tail.format_version < FORMAT_VERSION {
                     // Written by an earlier build: read, never appended to. The log goes on in
                     // a new segment of the current format.
-                    create_segment(&fs, &dir, identity, tail.sequence + 1, &hard_state)?
+                    create_segment(&fs, &dir, identity, tail.sequence + 1, &leading)?
                 } else {
                     (file, tail.sequence, tail.valid_len)
                 }
@@ -219,9 +222,9 @@ impl<F: FileSystem> WalStorage<F> {
                 fs.remove(&tail.path).map_err(|error| {
                     StorageError::io(format!("removing {}", tail.path.display()), error)
                 })?;
-                create_segment(&fs, &dir, identity, tail.sequence, &hard_state)?
+                create_segment(&fs, &dir, identity, tail.sequence, &leading)?
             }
-            None => create_segment(&fs, &dir, identity, 1, &hard_state)?,
+            None => create_segment(&fs, &dir, identity, 1, &leading)?,
         };
         remove_leftovers(&fs, &dir)?;
         let sync_file = Arc::new(Mutex::new(file.try_clone().map_err(|error| {
@@ -249,7 +252,7 @@ impl<F: FileSystem> WalStorage<F> {
             sequence,
             segment_len,
             buffer: Vec::new(),
-            hard_state,
+            leading,
             failed: false,
             sync_file,
             mark: SyncMark::shared(sequence, segment_len),
@@ -330,7 +333,7 @@ impl<F: FileSystem> WalStorage<F> {
         }
         let sequence = self.sequence + 1;
         let started = if let Some(spare) = self.spares.pop() {
-            install_recycled(&self.fs, &self.dir, &spare, self.identity, sequence, &self.hard_state)
+            install_recycled(&self.fs, &self.dir, &spare, self.identity, sequence, &self.leading)
         } else {
             let prepared = self.preparer.take(sequence).map_err(|error| {
                 StorageError::io(format!("preparing segment {}", segment_name(sequence)), error)
@@ -342,7 +345,7 @@ impl<F: FileSystem> WalStorage<F> {
                     &prepared,
                     self.identity,
                     sequence,
-                    &self.hard_state,
+                    &self.leading,
                 )
             })
         };
@@ -468,7 +471,16 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         let before = self.buffer.len();
         format::encode_hard_state(hard_state, self.placement(), &mut self.buffer);
         self.segment_len += (self.buffer.len() - before) as u64;
-        self.hard_state = *hard_state;
+        self.leading.hard_state = *hard_state;
+        Ok(())
+    }
+
+    fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let before = self.buffer.len();
+        format::encode_members(members, self.placement(), &mut self.buffer);
+        self.segment_len += (self.buffer.len() - before) as u64;
+        self.leading.members = Some(members.to_vec());
         Ok(())
     }
 
@@ -528,13 +540,13 @@ fn create_segment<F: FileSystem>(
     dir: &Path,
     identity: WalIdentity,
     sequence: u64,
-    hard_state: &HardState,
+    leading: &LeadingRecords,
 ) -> Result<(F::File, u64, u64), StorageError> {
     let path = dir.join(segment_name(sequence));
     let file = fs
         .open_write(&path)
         .map_err(|error| StorageError::io(format!("creating {}", path.display()), error))?;
-    write_segment_start(fs, dir, &path, file, identity, sequence, hard_state)
+    write_segment_start(fs, dir, &path, file, identity, sequence, leading)
 }
 
 /// Starts segment `sequence` from the prepared (zero-filled, synced) file `prepared`: renames
@@ -546,7 +558,7 @@ fn install_segment<F: FileSystem>(
     prepared: &Path,
     identity: WalIdentity,
     sequence: u64,
-    hard_state: &HardState,
+    leading: &LeadingRecords,
 ) -> Result<(F::File, u64, u64), StorageError> {
     let path = dir.join(segment_name(sequence));
     fs.rename(prepared, &path).map_err(|error| {
@@ -555,7 +567,7 @@ fn install_segment<F: FileSystem>(
     let file = fs
         .open_write(&path)
         .map_err(|error| StorageError::io(format!("opening {}", path.display()), error))?;
-    write_segment_start(fs, dir, &path, file, identity, sequence, hard_state)
+    write_segment_start(fs, dir, &path, file, identity, sequence, leading)
 }
 
 /// Writes segment `sequence`'s header and leading hard state at the start of `file` (at
@@ -567,9 +579,9 @@ fn write_segment_start<F: FileSystem>(
     mut file: F::File,
     identity: WalIdentity,
     sequence: u64,
-    hard_state: &HardState,
+    leading: &LeadingRecords,
 ) -> Result<(F::File, u64, u64), StorageError> {
-    let bytes = segment_start(identity, sequence, false, hard_state);
+    let bytes = segment_start(identity, sequence, false, leading);
     file.write_at(&bytes, 0)
         .and_then(|()| file.sync_data())
         .map_err(|error| StorageError::io(format!("writing {}", path.display()), error))?;
@@ -578,12 +590,20 @@ fn write_segment_start<F: FileSystem>(
     Ok((file, sequence, bytes.len() as u64))
 }
 
-/// The bytes a segment starts with: its header and the current hard state, one write.
+/// What every segment repeats after its header, so that compaction never removes the only
+/// copy: the current hard state, and the members once they are recorded.
+#[derive(Clone, Debug, Default)]
+struct LeadingRecords {
+    hard_state: HardState,
+    members: Option<Vec<NodeId>>,
+}
+
+/// The bytes a segment starts with: its header and the leading records, one write.
 fn segment_start(
     identity: WalIdentity,
     sequence: u64,
     recycled: bool,
-    hard_state: &HardState,
+    leading: &LeadingRecords,
 ) -> Vec<u8> {
     let header = SegmentHeader {
         format_version: FORMAT_VERSION,
@@ -593,7 +613,10 @@ fn segment_start(
         recycled,
     };
     let mut bytes = header.encode().to_vec();
-    format::encode_hard_state(hard_state, Placement::at_durable_end(sequence), &mut bytes);
+    format::encode_hard_state(&leading.hard_state, Placement::at_durable_end(sequence), &mut bytes);
+    if let Some(members) = &leading.members {
+        format::encode_members(members, Placement::at_durable_end(sequence), &mut bytes);
+    }
     bytes
 }
 
@@ -609,10 +632,10 @@ fn install_recycled<F: FileSystem>(
     spare: &Path,
     identity: WalIdentity,
     sequence: u64,
-    hard_state: &HardState,
+    leading: &LeadingRecords,
 ) -> Result<(F::File, u64, u64), StorageError> {
     let path = dir.join(segment_name(sequence));
-    let bytes = segment_start(identity, sequence, true, hard_state);
+    let bytes = segment_start(identity, sequence, true, leading);
     let io_error =
         |what: &str, error| StorageError::io(format!("{what} {}", spare.display()), error);
     let mut file = fs.open_write(spare).map_err(|error| io_error("opening", error))?;

@@ -17,7 +17,7 @@ use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
 use crate::storage::fs::FileSystem;
-use crate::types::LogIndex;
+use crate::types::{LogIndex, NodeId};
 
 use super::format::{
     FORMAT_VERSION, Framing, HEADER_LEN, HeaderError, MAGIC, OLDEST_READABLE_VERSION, ReadOutcome,
@@ -67,6 +67,8 @@ pub(crate) struct Recovered {
 /// The log as replayed so far.
 struct Replay {
     hard_state: HardState,
+    /// The latest members record.
+    members: Option<Vec<NodeId>>,
     /// The index before `entries[0]`; unknown until the first entry or reset when the oldest
     /// segment left is not segment 1 (compaction removed those before it).
     base: Option<LogIndex>,
@@ -120,6 +122,7 @@ pub(crate) fn recover<F: FileSystem>(
 
     let mut replay = Replay {
         hard_state: HardState::default(),
+        members: None,
         base: (sequences.first().is_none_or(|first| *first == 1)).then_some(LogIndex(0)),
         base_inferred: false,
         entries: Vec::new(),
@@ -273,7 +276,12 @@ pub(crate) fn recover<F: FileSystem>(
         });
     }
     Ok(Recovered {
-        state: InitialState { hard_state: replay.hard_state, snapshot, entries: replay.entries },
+        state: InitialState {
+            hard_state: replay.hard_state,
+            snapshot,
+            entries: replay.entries,
+            members: replay.members,
+        },
         tail,
         segment_last_index: replay.segment_last_index,
     })
@@ -440,6 +448,7 @@ impl Replay {
                 self.entries.push(entry);
             }
             Record::HardState(hard_state) => self.hard_state = hard_state,
+            Record::Members(members) => self.members = Some(members),
             Record::LogReset(reset) => {
                 self.entries.clear();
                 self.base = Some(reset.index);
