@@ -43,17 +43,24 @@
 //! reported as a violation of that seed.
 
 mod checks;
+mod cluster;
+mod describe;
 mod disk;
+mod journal;
 mod kv;
 mod network;
 mod planted;
 mod rng;
+pub mod script;
 mod trace;
 mod world;
 
 use std::fmt;
 
 pub use checks::Violation;
+pub use cluster::{Cluster, EntryFate, Preset, Proposal, TICK_STEP_MS, preset, preset_entry};
+pub use describe::{describe_command, describe_entry, describe_message};
+pub use journal::{AppliedCommand, Journal};
 
 use crate::types::NodeId;
 
