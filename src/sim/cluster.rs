@@ -348,6 +348,11 @@ impl Cluster {
         self.recording = recording;
     }
 
+    /// Whether the output lines include each message sent (on by default).
+    pub fn set_recording_messages(&mut self, recording_messages: bool) {
+        self.recording_messages = recording_messages;
+    }
+
     /// Takes the output lines written since the last call.
     pub fn take_output(&mut self) -> Vec<String> {
         std::mem::take(&mut self.output)
