@@ -1078,7 +1078,7 @@ impl Cluster {
                 before.role, before.term, after.role, after.term
             ));
         }
-        if after.voted_for != before.voted_for
+        if (after.voted_for, after.term) != (before.voted_for, before.term)
             && let Some(vote) = after.voted_for
             && vote.0 != id
         {

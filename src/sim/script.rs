@@ -48,7 +48,8 @@
 //! - `deliver-msgs [<filter>]`: delivers the messages in flight now that match (what they
 //!   cause stays in flight). `drop-msgs [<filter>]` loses them. A filter is `<to>`,
 //!   `<from>-><to>` (either may be `*`), optionally followed by a message kind
-//!   (`RequestVote`, `AppendEntries`, ...). `in-flight` lists the messages in flight.
+//!   (`RequestVote`, `AppendEntries`, ...) and `first=<n>` (only the oldest `n` of those).
+//!   `in-flight` lists the messages in flight.
 //! - `stabilize`: delivers messages and completes syncs (not held ones) until nothing is left.
 //! - `hold-syncs <id>`: the node's syncs wait; `complete-syncs <id>` completes those waiting;
 //!   `release-syncs <id>` completes them and stops holding.
@@ -300,12 +301,12 @@ fn run_on(
             cluster.set_recording_messages(true);
         }
         "deliver-msgs" => {
-            let filter = Filter::parse(arguments)?;
-            cluster.deliver_round(|message| filter.matches(message));
+            let mut filter = Filter::parse(arguments)?;
+            cluster.deliver_round(|message| filter.take(message));
         }
         "drop-msgs" => {
-            let filter = Filter::parse(arguments)?;
-            cluster.drop_matching(|message| filter.matches(message));
+            let mut filter = Filter::parse(arguments)?;
+            cluster.drop_matching(|message| filter.take(message));
         }
         "in-flight" => return Ok(cluster.in_flight().map(describe_message).collect()),
         "stabilize" => cluster.stabilize(),
@@ -361,12 +362,14 @@ fn run_on(
     Ok(Vec::new())
 }
 
-/// Which messages `deliver-msgs` and `drop-msgs` take: by sender, receiver and kind.
+/// Which messages `deliver-msgs` and `drop-msgs` take: by sender, receiver and kind, and at
+/// most the first `limit` of those.
 #[derive(Debug, Default)]
 struct Filter {
     from: Option<u64>,
     to: Option<u64>,
     kind: Option<String>,
+    limit: Option<usize>,
 }
 
 impl Filter {
@@ -376,6 +379,8 @@ impl Filter {
             if let Some((from, to)) = argument.split_once("->") {
                 filter.from = endpoint(from)?;
                 filter.to = endpoint(to)?;
+            } else if let Some(limit) = argument.strip_prefix("first=") {
+                filter.limit = Some(number(limit)? as usize);
             } else if argument.starts_with(|first: char| first.is_ascii_digit()) {
                 filter.to = Some(number(argument)?);
             } else {
@@ -383,6 +388,15 @@ impl Filter {
             }
         }
         Ok(filter)
+    }
+
+    /// Whether `message` matches, counting it against the limit when it does.
+    fn take(&mut self, message: &Message) -> bool {
+        let taken = self.matches(message) && self.limit.is_none_or(|limit| limit > 0);
+        if taken && let Some(limit) = self.limit.as_mut() {
+            *limit -= 1;
+        }
+        taken
     }
 
     fn matches(&self, message: &Message) -> bool {
