@@ -715,8 +715,9 @@ impl Cluster {
 
     // ---------------------------------------------------------------- syncs
 
-    /// From now on node `id`'s syncs wait for [`complete_syncs`](Self::complete_syncs): its
-    /// writes stay unsynced (a crash loses them), and what promises them waits.
+    /// From now on (until it crashes) node `id`'s syncs wait for
+    /// [`complete_syncs`](Self::complete_syncs): its writes stay unsynced (a crash loses
+    /// them), and what promises them waits.
     pub fn hold_syncs(&mut self, id: u64) {
         self.member_mut(id).holds_syncs = true;
     }
@@ -725,11 +726,11 @@ impl Cluster {
     /// holding later ones.
     pub fn complete_syncs(&mut self, id: u64) -> usize {
         let count = self.syncs_waiting(id);
+        self.record(|| format!("{id}: completes {count} syncs"));
         self.with_node(NodeId(id), |node, io| {
             complete_syncs(node, io);
             Ok(())
         });
-        self.record(|| format!("{id}: completes {count} syncs"));
         count
     }
 
@@ -865,6 +866,7 @@ impl Cluster {
     pub fn crash(&mut self, id: u64) -> usize {
         let node_id = NodeId(id);
         let member = self.member_mut(id);
+        member.holds_syncs = false;
         let Some(mut running) = member.running.take() else {
             panic!("node{id} is already down");
         };
@@ -1021,6 +1023,7 @@ impl Cluster {
             panic!("{id} is down");
         };
         let before = Observed::of(running.node.core());
+        let installed_before = running.node.snapshots_installed();
         let mut io = ClusterIo {
             id,
             now_ms,
@@ -1047,6 +1050,15 @@ impl Cluster {
             result.unwrap_or_else(|error| panic!("{id}: storage never fails in a cluster: {error}"));
         let ClusterIo { outbox, answers, applied, .. } = io;
         let after = Observed::of(node.core());
+        let installed = (node.snapshots_installed() > installed_before).then(|| {
+            let restored = running.journal.records();
+            format!(
+                "{}: installs the leader's snapshot through {} ({} commands)",
+                id.0,
+                node.core().first_log_index().prev(),
+                restored.len()
+            )
+        });
         let stored = snapshot.map(|snapshot| {
             let meta = snapshot.meta.clone();
             let written = node.snapshot_writer().write(&snapshot).map(|()| snapshot);
@@ -1058,6 +1070,9 @@ impl Cluster {
             member.stored_snapshot = Some(meta);
         }
 
+        if let Some(line) = installed {
+            self.record(|| line);
+        }
         self.record_changes(id, before, after, &applied);
         for message in outbox {
             self.send(message);
