@@ -3,7 +3,7 @@
 //! It owns everything around the nodes that a test scripts by hand, and nothing else:
 //!
 //! - each node is the production [`Node`] (core, driver, proposals, snapshot policy) on the
-//!   real write-ahead log over a simulated disk ([`SimDisk`]), so a crash is a real power
+//!   real write-ahead log over a simulated disk (`SimDisk`), so a crash is a real power
 //!   loss (unsynced writes are lost) and a restart really recovers from the disk; nodes can
 //!   start from a preset log, term, vote and commit index ([`Preset`]), written through the
 //!   `Storage` trait before the node starts;
