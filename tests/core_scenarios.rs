@@ -706,8 +706,7 @@ fn a_rejoining_partitioned_node_does_not_depose_the_leader() {
     assert_eq!(cluster.term(follower), term);
 
     // The same without pre-vote: the rejoining node's election deposes the leader.
-    let mut cluster =
-        Cluster::with_config(3, Config { pre_vote: false, ..Config::default() }, 42);
+    let mut cluster = Cluster::with_config(3, Config { pre_vote: false, ..Config::default() }, 42);
     let leader = cluster.elect_leader(5_000);
     let term = cluster.term(leader);
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");

@@ -226,7 +226,8 @@ fn a_restarted_node_comes_back_from_its_snapshot_and_log_tail() {
     // write-ahead log compacts whole segments, so the restarted node holds a little more log
     // below its snapshot than the kept tail, but not the start of the log: the state machine
     // cannot have come from replaying it.
-    let snapshot_index = cluster.stored_snapshot(follower).map_or(0, |meta| meta.last_included.index.0);
+    let snapshot_index =
+        cluster.stored_snapshot(follower).map_or(0, |meta| meta.last_included.index.0);
     assert!(snapshot_index > 900, "the follower's snapshot covers through {snapshot_index}");
     let first_index = cluster.core(follower).first_log_index().0;
     assert!(first_index > 1 && first_index <= snapshot_index, "the log starts at {first_index}");

@@ -490,13 +490,13 @@ impl Cluster {
             return false;
         };
         let term = self.core(leader.0).term();
-        self.running_cores().filter(|core| core.id() != leader && self.can_reach(leader, core.id())).all(
-            |core| {
+        self.running_cores()
+            .filter(|core| core.id() != leader && self.can_reach(leader, core.id()))
+            .all(|core| {
                 core.role() == Role::Follower
                     && core.term() == term
                     && core.leader_id() == Some(leader)
-            },
-        )
+            })
     }
 
     /// Messages still in flight, oldest first.
@@ -592,13 +592,15 @@ impl Cluster {
             outcome: None,
         });
         let bytes = Bytes::copy_from_slice(command);
-        let result =
-            self.with_node(NodeId(id), |node, _| Ok(node.propose(bytes, number).map_err(|(e, _)| e)));
+        let result = self
+            .with_node(NodeId(id), |node, _| Ok(node.propose(bytes, number).map_err(|(e, _)| e)));
         match &result {
             Ok(index) => {
                 let term = Term(self.term(id));
                 self.proposals[number].appended_at = Some((*index, term));
-                self.record(|| format!("{id}: appends {} at {index}@{term}", describe_command(command)));
+                self.record(|| {
+                    format!("{id}: appends {} at {index}@{term}", describe_command(command))
+                });
             }
             Err(error) => {
                 self.record(|| format!("{id}: refuses {}: {error}", describe_command(command)));
@@ -802,7 +804,8 @@ impl Cluster {
             let mut progress = self.deliver_round(|_| true) > 0;
             for id in self.running_ids() {
                 let member = &self.nodes[&id];
-                let waiting = member.running.as_ref().is_some_and(|running| !running.syncs.is_empty());
+                let waiting =
+                    member.running.as_ref().is_some_and(|running| !running.syncs.is_empty());
                 if waiting && !member.holds_syncs {
                     self.complete_syncs(id.0);
                     progress = true;
@@ -928,7 +931,8 @@ impl Cluster {
         if candidates.is_empty() {
             return None;
         }
-        let chosen = if self.reorder { self.rng.below(candidates.len() as u64) as usize } else { 0 };
+        let chosen =
+            if self.reorder { self.rng.below(candidates.len() as u64) as usize } else { 0 };
         Some(candidates[chosen])
     }
 
@@ -939,8 +943,9 @@ impl Cluster {
             .unwrap_or_else(|error| panic!("{id} reopens its write-ahead log: {error}"));
         let journal = Journal::default();
         let shared = journal.share();
-        let node = Node::start(id, self.members.clone(), self.config.clone(), storage, journal, seed)
-            .unwrap_or_else(|error| panic!("{id} starts from what its disk holds: {error}"));
+        let node =
+            Node::start(id, self.members.clone(), self.config.clone(), storage, journal, seed)
+                .unwrap_or_else(|error| panic!("{id} starts from what its disk holds: {error}"));
         let restored = shared.records();
         let last_applied = restored.last().map_or(LogIndex(0), |(index, _, _)| *index);
         let line = format!("{id}: starts", id = id.0);
@@ -965,7 +970,8 @@ impl Cluster {
 
     fn deliver(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
-        if self.blocked.contains(&(from, to)) || !self.nodes.get(&to).is_some_and(|m| m.running.is_some())
+        if self.blocked.contains(&(from, to))
+            || !self.nodes.get(&to).is_some_and(|m| m.running.is_some())
         {
             self.dropped_count += 1;
             self.record(|| format!("dropped {}", describe_message(&message)));
@@ -1046,8 +1052,8 @@ impl Cluster {
                 let snapshot = node.take_snapshot(&mut io)?;
                 Ok((value, snapshot))
             });
-        let (value, snapshot) =
-            result.unwrap_or_else(|error| panic!("{id}: storage never fails in a cluster: {error}"));
+        let (value, snapshot) = result
+            .unwrap_or_else(|error| panic!("{id}: storage never fails in a cluster: {error}"));
         let ClusterIo { outbox, answers, applied, .. } = io;
         let after = Observed::of(node.core());
         let installed = (node.snapshots_installed() > installed_before).then(|| {
@@ -1062,8 +1068,9 @@ impl Cluster {
         let stored = snapshot.map(|snapshot| {
             let meta = snapshot.meta.clone();
             let written = node.snapshot_writer().write(&snapshot).map(|()| snapshot);
-            node.snapshot_stored(written)
-                .unwrap_or_else(|error| panic!("{id}: compaction never fails in a cluster: {error}"));
+            node.snapshot_stored(written).unwrap_or_else(|error| {
+                panic!("{id}: compaction never fails in a cluster: {error}")
+            });
             meta
         });
         if let Some(meta) = stored {
@@ -1082,7 +1089,13 @@ impl Cluster {
         value
     }
 
-    fn record_changes(&mut self, id: NodeId, before: Observed, after: Observed, applied: &[AppliedCommand]) {
+    fn record_changes(
+        &mut self,
+        id: NodeId,
+        before: Observed,
+        after: Observed,
+        applied: &[AppliedCommand],
+    ) {
         if !self.recording {
             return;
         }
@@ -1106,10 +1119,8 @@ impl Cluster {
             self.output.push(format!("{id}: follows {} in term {}", leader.0, after.term));
         }
         if after.commit_index != before.commit_index {
-            self.output.push(format!(
-                "{id}: commit {} -> {}",
-                before.commit_index, after.commit_index
-            ));
+            self.output
+                .push(format!("{id}: commit {} -> {}", before.commit_index, after.commit_index));
         }
         for (index, term, command) in applied {
             self.output.push(format!("{id}: applies {index}@{term} {}", describe_command(command)));
@@ -1169,8 +1180,9 @@ impl Cluster {
 /// Completes every sync `node` handed out, oldest first, and carries out what follows.
 fn complete_syncs(node: &mut ClusterNode, io: &mut ClusterIo<'_>) {
     while let Some(sync) = io.syncs.pop_front() {
-        sync.complete()
-            .unwrap_or_else(|error| panic!("{}: a simulated sync never fails here: {error}", io.id));
+        sync.complete().unwrap_or_else(|error| {
+            panic!("{}: a simulated sync never fails here: {error}", io.id)
+        });
         node.sync_done(io);
         node.process(io)
             .unwrap_or_else(|error| panic!("{}: storage never fails in a cluster: {error}", io.id));
@@ -1202,7 +1214,8 @@ fn describe_log_terms(core: &RaftCore) -> String {
         .filter_map(|index| core.entry(LogIndex(index)))
         .map(|entry| entry.term.to_string())
         .collect();
-    let compacted = if first > LogIndex(1) { format!("..{}|", first.prev()) } else { String::new() };
+    let compacted =
+        if first > LogIndex(1) { format!("..{}|", first.prev()) } else { String::new() };
     if terms.is_empty() && compacted.is_empty() {
         String::from("empty")
     } else {

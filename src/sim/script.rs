@@ -272,11 +272,7 @@ fn run_on(
 ) -> Result<Vec<String>, String> {
     let node = |position: usize| -> Result<u64, String> {
         let id = number(arguments.get(position).ok_or(format!("{name} needs a node"))?)?;
-        if cluster.ids().contains(&NodeId(id)) {
-            Ok(id)
-        } else {
-            Err(format!("no node {id}"))
-        }
+        if cluster.ids().contains(&NodeId(id)) { Ok(id) } else { Err(format!("no node {id}")) }
     };
     let up = |id: u64| -> Result<u64, String> {
         if cluster.is_up(id) { Ok(id) } else { Err(format!("node {id} is down")) }
