@@ -971,7 +971,7 @@ impl Cluster {
     fn deliver(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
         if self.blocked.contains(&(from, to))
-            || !self.nodes.get(&to).is_some_and(|m| m.running.is_some())
+            || self.nodes.get(&to).is_none_or(|member| member.running.is_none())
         {
             self.dropped_count += 1;
             self.record(|| format!("dropped {}", describe_message(&message)));
