@@ -50,6 +50,7 @@ mod journal;
 mod kv;
 mod network;
 mod planted;
+mod preset;
 mod rng;
 pub mod script;
 mod trace;
@@ -58,9 +59,10 @@ mod world;
 use std::fmt;
 
 pub use checks::Violation;
-pub use cluster::{Cluster, EntryFate, Preset, Proposal, TICK_STEP_MS, preset, preset_entry};
+pub use cluster::{Cluster, EntryFate, Proposal, TICK_STEP_MS};
 pub use describe::{describe_command, describe_entry, describe_message};
 pub use journal::{AppliedCommand, Journal};
+pub use preset::{Preset, preset, preset_entry};
 
 use crate::types::NodeId;
 

@@ -73,8 +73,9 @@
 
 use std::fmt;
 
-use super::cluster::{Cluster, Preset};
+use super::cluster::Cluster;
 use super::describe::describe_message;
+use super::preset::Preset;
 use crate::config::Config;
 use crate::message::Message;
 use crate::types::NodeId;
