@@ -23,7 +23,7 @@
 //! and term changes, votes, commits, applied commands, proposal answers) that
 //! [`Cluster::take_output`] hands out: scenario scripts ([`super::script`]) print them.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use super::checks::Checker;
 use super::describe::{describe_command, describe_entry, describe_message};
 use super::disk::{SimDisk, SimStorage};
 use super::journal::{AppliedCommand, Journal};
+use super::message_queue::MessageQueue;
 use super::preset::Preset;
 use super::rng::SimRng;
 
@@ -183,16 +184,7 @@ pub struct Cluster {
     now_ms: u64,
     rng: SimRng,
     checker: Checker,
-    in_flight: VecDeque<Message>,
-    /// Directed links (from, to) on which every message is lost.
-    blocked: BTreeSet<(NodeId, NodeId)>,
-    /// When set, every n-th message sent is lost.
-    drop_every: Option<u64>,
-    /// When set, each delivery picks a random in-flight message instead of the oldest.
-    reorder: bool,
-    sent_count: u64,
-    dropped_count: u64,
-    delivered: Vec<Message>,
+    network: MessageQueue,
     proposals: Vec<Proposal>,
     /// The longest committed prefix any node has had (entries a snapshot covered when the
     /// node first committed them are absent: `None`).
@@ -229,13 +221,7 @@ impl Cluster {
             now_ms: 0,
             rng: SimRng::new(seed),
             checker: Checker::default(),
-            in_flight: VecDeque::new(),
-            blocked: BTreeSet::new(),
-            drop_every: None,
-            reorder: false,
-            sent_count: 0,
-            dropped_count: 0,
-            delivered: Vec::new(),
+            network: MessageQueue::default(),
             proposals: Vec::new(),
             committed_log: Vec::new(),
             recording: false,
@@ -427,17 +413,17 @@ impl Cluster {
 
     /// Messages still in flight, oldest first.
     pub fn in_flight(&self) -> impl Iterator<Item = &Message> {
-        self.in_flight.iter()
+        self.network.in_flight()
     }
 
     /// Every message delivered so far, in delivery order.
     pub fn delivered(&self) -> &[Message] {
-        &self.delivered
+        self.network.delivered()
     }
 
     /// How many messages were lost (loss rule, blocked link, crashed node, dropped by hand).
     pub fn dropped_count(&self) -> u64 {
-        self.dropped_count
+        self.network.dropped_count()
     }
 
     /// Every proposal made, in order.
@@ -681,10 +667,8 @@ impl Cluster {
     /// Returns how many were delivered.
     pub fn deliver_matching(&mut self, mut selected: impl FnMut(&Message) -> bool) -> usize {
         let mut delivered = 0;
-        while let Some(position) = self.pick(&mut selected) {
-            if let Some(message) = self.in_flight.remove(position) {
-                self.deliver(message);
-            }
+        while let Some(message) = self.network.take_next(&mut self.rng, &mut selected) {
+            self.deliver(message);
             delivered += 1;
             if delivered >= MAX_DELIVERIES_PER_CALL {
                 panic!("messages never stop flowing:\n{}", self.describe());
@@ -696,9 +680,7 @@ impl Cluster {
     /// Delivers the messages in flight now for which `selected` holds, oldest first; those
     /// they cause stay in flight. Returns how many were delivered.
     pub fn deliver_round(&mut self, mut selected: impl FnMut(&Message) -> bool) -> usize {
-        let (chosen, kept): (VecDeque<Message>, VecDeque<Message>) =
-            std::mem::take(&mut self.in_flight).into_iter().partition(|message| selected(message));
-        self.in_flight = kept;
+        let chosen = self.network.take_matching(|message| selected(message));
         let count = chosen.len();
         for message in chosen {
             self.deliver(message);
@@ -708,10 +690,8 @@ impl Cluster {
 
     /// Drops the in-flight messages for which `selected` holds. Returns how many.
     pub fn drop_matching(&mut self, mut selected: impl FnMut(&Message) -> bool) -> usize {
-        let (dropped, kept): (VecDeque<Message>, VecDeque<Message>) =
-            std::mem::take(&mut self.in_flight).into_iter().partition(|message| selected(message));
-        self.in_flight = kept;
-        self.dropped_count += dropped.len() as u64;
+        let dropped = self.network.take_matching(|message| selected(message));
+        self.network.count_dropped(dropped.len());
         for message in &dropped {
             self.record(|| format!("dropped {}", describe_message(message)));
         }
@@ -760,7 +740,7 @@ impl Cluster {
                 }
                 for from in group.iter() {
                     for to in other.iter() {
-                        self.blocked.insert((NodeId(*from), NodeId(*to)));
+                        self.network.block(NodeId(*from), NodeId(*to));
                     }
                 }
             }
@@ -769,22 +749,22 @@ impl Cluster {
 
     /// Blocks the link from `from` to `to` (one direction).
     pub fn block_link(&mut self, from: u64, to: u64) {
-        self.blocked.insert((NodeId(from), NodeId(to)));
+        self.network.block(NodeId(from), NodeId(to));
     }
 
     /// Unblocks every link.
     pub fn heal(&mut self) {
-        self.blocked.clear();
+        self.network.heal();
     }
 
     /// Loses every `n`-th message sent from now on (counting all messages), or none.
     pub fn drop_every_nth_message(&mut self, n: Option<u64>) {
-        self.drop_every = n;
+        self.network.drop_every_nth(n);
     }
 
     /// Delivers in-flight messages in a (seeded) random order instead of oldest first.
     pub fn set_reordering(&mut self, reorder: bool) {
-        self.reorder = reorder;
+        self.network.set_reordering(reorder);
     }
 
     // ---------------------------------------------------------------- faults
@@ -842,24 +822,7 @@ impl Cluster {
     }
 
     fn can_reach(&self, from: NodeId, to: NodeId) -> bool {
-        !self.blocked.contains(&(from, to)) && !self.blocked.contains(&(to, from))
-    }
-
-    /// The position of the next message to deliver among those `selected`.
-    fn pick(&mut self, mut selected: impl FnMut(&Message) -> bool) -> Option<usize> {
-        let candidates: Vec<usize> = self
-            .in_flight
-            .iter()
-            .enumerate()
-            .filter(|(_, message)| selected(message))
-            .map(|(position, _)| position)
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let chosen =
-            if self.reorder { self.rng.below(candidates.len() as u64) as usize } else { 0 };
-        Some(candidates[chosen])
+        self.network.connects(from, to)
     }
 
     fn start(&mut self, id: NodeId) {
@@ -896,14 +859,14 @@ impl Cluster {
 
     fn deliver(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
-        if self.blocked.contains(&(from, to))
+        if self.network.is_blocked(from, to)
             || self.nodes.get(&to).is_none_or(|member| member.running.is_none())
         {
-            self.dropped_count += 1;
+            self.network.count_dropped(1);
             self.record(|| format!("dropped {}", describe_message(&message)));
             return;
         }
-        self.delivered.push(message.clone());
+        self.network.record_delivered(message.clone());
         self.with_node(to, |node, _| {
             node.step(message);
             Ok(())
@@ -911,16 +874,12 @@ impl Cluster {
     }
 
     fn send(&mut self, message: Message) {
-        self.sent_count += 1;
-        let lost = self.drop_every.is_some_and(|every| self.sent_count % every == 0);
-        if lost {
-            self.dropped_count += 1;
-            return;
+        let line = (self.recording && self.recording_messages).then(|| describe_message(&message));
+        if self.network.send(message)
+            && let Some(line) = line
+        {
+            self.output.push(line);
         }
-        if self.recording && self.recording_messages {
-            self.output.push(describe_message(&message));
-        }
-        self.in_flight.push_back(message);
     }
 
     fn answer(&mut self, id: NodeId, answers: Vec<(usize, ProposalResult)>) {

@@ -48,6 +48,7 @@ mod describe;
 mod disk;
 mod journal;
 mod kv;
+mod message_queue;
 mod network;
 mod planted;
 mod preset;
