@@ -162,6 +162,11 @@ impl Checker {
         &self.violations
     }
 
+    /// Each term that had a leader, in order, with its leader.
+    pub(crate) fn leaders(&self) -> impl Iterator<Item = (Term, NodeId)> + '_ {
+        self.leaders_by_term.iter().map(|(term, leader)| (*term, *leader))
+    }
+
     pub(crate) fn into_violations(self) -> Vec<Violation> {
         self.violations
     }

@@ -54,11 +54,17 @@
 //! that seed.
 
 mod checks;
+mod cluster;
+mod describe;
 mod disk;
+mod journal;
 mod kv;
+mod message_queue;
 mod network;
 mod planted;
+mod preset;
 mod rng;
+pub mod script;
 mod trace;
 mod variation;
 mod workload;
@@ -67,7 +73,11 @@ mod world;
 use std::fmt;
 
 pub use checks::Violation;
+pub use cluster::{Cluster, EntryFate, Proposal, TICK_STEP_MS};
+pub use describe::{describe_command, describe_entry, describe_message};
+pub use journal::{AppliedCommand, Journal};
 pub use kv::SimKv;
+pub use preset::{Preset, preset, preset_entry};
 pub use rng::SimRng;
 pub use workload::{KvWorkload, Workload};
 
