@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use raft_consensus::storage::MemoryStorage;
-use raft_consensus::transport::{TcpConfig, TcpTransport, Transport};
+use raft_consensus::transport::codec::WIRE_FORMAT_VERSION;
+use raft_consensus::transport::{TcpConfig, TcpTransport, Transport, members_fingerprint};
 use raft_consensus::{Config, LogId, Message, MessageBody, NodeId, RaftNode, StateMachine, Term};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const DEADLINE: Duration = Duration::from_secs(20);
+const WIRE_VERSION: u32 = WIRE_FORMAT_VERSION as u32;
 
 #[derive(Default)]
 struct Counter(u64);
@@ -84,12 +86,15 @@ async fn a_cluster_runs_over_tcp() {
     }
 }
 
-fn greeting(version: u32, cluster: u64, node: u64) -> Vec<u8> {
+/// A handshake from `node` of `cluster`, configured with `members`.
+fn greeting(version: u32, cluster: u64, node: u64, members: &[u64]) -> Vec<u8> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(b"RAFTNET\0");
     bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&cluster.to_le_bytes());
     bytes.extend_from_slice(&node.to_le_bytes());
+    let fingerprint = members_fingerprint(members.iter().copied().map(NodeId));
+    bytes.extend_from_slice(&fingerprint.to_le_bytes());
     bytes
 }
 
@@ -107,21 +112,31 @@ async fn assert_closed(stream: &mut TcpStream) {
     assert!(matches!(read, Ok(0) | Err(_)), "the connection stayed open");
 }
 
-/// A node of another cluster, or speaking another wire version, is refused: the connection is
-/// closed and its message never delivered; a node of the same cluster gets through.
+/// A node of another cluster, speaking another wire version, or configured with other members
+/// is refused: the connection is closed and its message never delivered; a node of the same
+/// cluster and members gets through.
 #[tokio::test]
-async fn a_node_of_another_cluster_or_version_is_refused() {
-    let (mut listeners, addresses) = listeners(1).await;
+async fn a_node_of_another_cluster_version_or_membership_is_refused() {
+    // Node 3's address is one nobody listens on: only the greetings below reach node 1.
+    let (mut listeners, addresses) = listeners(2).await;
+    drop(listeners.pop());
+    let peers = [(NodeId(3), addresses[1])];
     let mut node1 =
-        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [], TcpConfig::new(1)).unwrap();
-    for greeting in [greeting(1, 2, 2), greeting(2, 1, 2)] {
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), peers, TcpConfig::new(1)).unwrap();
+    for greeting in [
+        greeting(WIRE_VERSION, 2, 3, &[1, 3]),
+        greeting(WIRE_VERSION - 1, 1, 3, &[1, 3]),
+        greeting(WIRE_VERSION + 1, 1, 3, &[1, 3]),
+        greeting(WIRE_VERSION, 1, 3, &[1, 2, 3]),
+        greeting(WIRE_VERSION, 1, 3, &[3]),
+    ] {
         let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
         stream.write_all(&greeting).await.unwrap();
-        let _ = stream.write_all(&frame(&vote_request(2, 1))).await;
+        let _ = stream.write_all(&frame(&vote_request(3, 1))).await;
         assert_closed(&mut stream).await;
     }
     let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
-    stream.write_all(&greeting(1, 1, 3)).await.unwrap();
+    stream.write_all(&greeting(WIRE_VERSION, 1, 3, &[3, 1])).await.unwrap();
     stream.write_all(&frame(&vote_request(3, 1))).await.unwrap();
     assert_eq!(receive(&mut node1).await.from, NodeId(3));
     assert!(node1.try_recv().is_none(), "a refused peer's message was delivered");
@@ -144,7 +159,7 @@ async fn oversized_and_garbage_frames_close_the_connection_without_harm() {
         frame(&vote_request(7, 1)),
     ] {
         let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
-        stream.write_all(&greeting(1, 5, 2)).await.unwrap();
+        stream.write_all(&greeting(WIRE_VERSION, 5, 2, &[1, 2])).await.unwrap();
         stream.write_all(&bad_frame).await.unwrap();
         assert_closed(&mut stream).await;
     }

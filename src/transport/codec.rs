@@ -30,6 +30,10 @@
 //!
 //! Kinds 8 and 9 were added within version 1: a build that predates them refuses them as
 //! unknown kinds, and the cluster it is in has no snapshots to send.
+//!
+//! Version 2 changes no message: it is the version whose TCP handshake also carries the
+//! fingerprint of the cluster's members, so a version-1 node and a version-2 node refuse each
+//! other at the handshake, each naming both versions.
 
 use bytes::Bytes;
 
@@ -38,7 +42,7 @@ use crate::snapshot::SnapshotMeta;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// The wire format version this build writes and reads.
-pub const WIRE_FORMAT_VERSION: u8 = 1;
+pub const WIRE_FORMAT_VERSION: u8 = 2;
 
 /// Bytes of an entry besides its command.
 const ENTRY_OVERHEAD: usize = 8 + 8 + 1 + 4;

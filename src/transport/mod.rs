@@ -11,7 +11,7 @@ mod tcp;
 use std::future::Future;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
-pub use tcp::{PeerTraffic, TcpConfig, TcpTransport};
+pub use tcp::{PeerTraffic, TcpConfig, TcpTransport, members_fingerprint};
 
 use crate::message::Message;
 

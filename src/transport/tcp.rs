@@ -4,8 +4,11 @@
 //! between two nodes there is one connection in each direction, each carrying a pipelined
 //! stream of length-prefixed frames (`length u32 | message`, the message in the
 //! [`codec`](super::codec) encoding). A connection opens with a handshake naming the wire
-//! version, the cluster and the sending node; a node of another cluster or version is refused
-//! with a logged reason. Outgoing queues are bounded (a slow or dead peer costs at most
+//! version, the cluster, the sending node and a fingerprint of the cluster's members (this
+//! node and its peers); a node of another cluster or version, or one configured with other
+//! members, is refused with a logged reason naming both values. (Two groups of nodes started
+//! with different member lists could otherwise each elect a leader of "the" cluster; etcd
+//! derives its cluster id from the initial members for the same reason.) Outgoing queues are bounded (a slow or dead peer costs at most
 //! `queue_capacity` messages, then messages to it are dropped, which Raft tolerates), and a
 //! broken connection is redialled with capped exponential backoff. A frame over
 //! `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
@@ -30,8 +33,9 @@ use crate::types::NodeId;
 
 /// The first bytes of every connection.
 const HANDSHAKE_MAGIC: [u8; 8] = *b"RAFTNET\0";
-/// Bytes of a handshake: magic, wire version u32, cluster id u64, node id u64.
-const HANDSHAKE_LEN: usize = 8 + 4 + 8 + 8;
+/// Bytes of a handshake: magic, wire version u32, cluster id u64, node id u64, members
+/// fingerprint u64.
+const HANDSHAKE_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
 /// Settings of a [`TcpTransport`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,15 +89,19 @@ impl TcpTransport {
         let local_addr = listener.local_addr()?;
         let peers: Vec<(NodeId, SocketAddr)> =
             peers.into_iter().filter(|(peer, _)| *peer != id).collect();
+        let members = members_fingerprint(peers.iter().map(|(peer, _)| *peer).chain([id]));
+        let identity = Identity { cluster_id: config.cluster_id, members };
         let traffic = Arc::new(PeerTraffic {
             peers: peers.iter().map(|(peer, _)| (*peer, Default::default())).collect(),
         });
         let (inbox_sender, inbox) = mpsc::channel(config.inbox_capacity.max(1));
-        tokio::spawn(accept_loop(id, listener, inbox_sender, config.clone(), Arc::clone(&traffic)));
+        let accepting =
+            Accepting { id, identity, inbox: inbox_sender, traffic: Arc::clone(&traffic) };
+        tokio::spawn(accept_loop(accepting, listener, config.clone()));
         let mut senders = HashMap::new();
         for (peer, address) in peers {
             let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
-            let link = Link { id, peer, address, traffic: Arc::clone(&traffic) };
+            let link = Link { id, identity, peer, address, traffic: Arc::clone(&traffic) };
             tokio::spawn(dial_loop(link, queue, config.clone()));
             senders.insert(peer, sender);
         }
@@ -165,17 +173,52 @@ impl Transport for TcpTransport {
     }
 }
 
-fn handshake(cluster_id: u64, node: NodeId) -> [u8; HANDSHAKE_LEN] {
+/// What a node's handshake says about the cluster it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    cluster_id: u64,
+    /// [`members_fingerprint`] of the members this node was configured with.
+    members: u64,
+}
+
+/// The fingerprint of a member list that the handshake carries (order and duplicates do not
+/// matter): FNV-1a over the sorted ids, each as u64 little-endian. Not a defence against
+/// forgery (authenticating peers is another layer's job), only against two nodes configured
+/// with different members talking to each other by mistake.
+///
+/// ```
+/// use raft_consensus::NodeId;
+/// use raft_consensus::transport::members_fingerprint;
+///
+/// let members = [NodeId(1), NodeId(2), NodeId(3)];
+/// assert_eq!(members_fingerprint(members), members_fingerprint([NodeId(3), NodeId(1), NodeId(2), NodeId(1)]));
+/// assert_ne!(members_fingerprint(members), members_fingerprint([NodeId(1), NodeId(2)]));
+/// ```
+pub fn members_fingerprint(members: impl IntoIterator<Item = NodeId>) -> u64 {
+    let sorted: std::collections::BTreeSet<NodeId> = members.into_iter().collect();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for member in sorted {
+        for byte in member.0.to_le_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn handshake(identity: Identity, node: NodeId) -> [u8; HANDSHAKE_LEN] {
     let mut bytes = [0u8; HANDSHAKE_LEN];
     bytes[..8].copy_from_slice(&HANDSHAKE_MAGIC);
     bytes[8..12].copy_from_slice(&u32::from(WIRE_FORMAT_VERSION).to_le_bytes());
-    bytes[12..20].copy_from_slice(&cluster_id.to_le_bytes());
+    bytes[12..20].copy_from_slice(&identity.cluster_id.to_le_bytes());
     bytes[20..28].copy_from_slice(&node.0.to_le_bytes());
+    bytes[28..36].copy_from_slice(&identity.members.to_le_bytes());
     bytes
 }
 
 /// Checks a peer's handshake; returns the peer's node id or why it is refused.
-fn check_handshake(bytes: &[u8; HANDSHAKE_LEN], cluster_id: u64) -> Result<NodeId, String> {
+fn check_handshake(bytes: &[u8; HANDSHAKE_LEN], identity: Identity) -> Result<NodeId, String> {
+    let cluster_id = identity.cluster_id;
     if bytes[..8] != HANDSHAKE_MAGIC {
         return Err(String::from("not a raft_consensus peer (bad handshake magic)"));
     }
@@ -194,16 +237,26 @@ fn check_handshake(bytes: &[u8; HANDSHAKE_LEN], cluster_id: u64) -> Result<NodeI
     if peer_cluster != cluster_id {
         return Err(format!("peer belongs to cluster {peer_cluster}, this node to {cluster_id}"));
     }
+    let peer_members = word(28..36);
+    if peer_members != identity.members {
+        return Err(format!(
+            "peer was configured with other members (members fingerprint {peer_members:016x}, this node's {:016x}): every node must be started with the same member list",
+            identity.members
+        ));
+    }
     Ok(NodeId(word(20..28)))
 }
 
-async fn accept_loop(
+/// The accepting side of a node's transport: who accepts, as whom, and where messages go.
+struct Accepting {
     id: NodeId,
-    listener: TcpListener,
+    identity: Identity,
     inbox: mpsc::Sender<Message>,
-    config: TcpConfig,
     traffic: Arc<PeerTraffic>,
-) {
+}
+
+async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpConfig) {
+    let Accepting { id, identity, inbox, traffic } = accepting;
     loop {
         // The transport dropped (its node stopped): close the listener at once, so that the
         // address is free for a node started again in the same process.
@@ -213,8 +266,13 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, address)) => {
-                let connection =
-                    Inbound { id, address, inbox: inbox.clone(), traffic: Arc::clone(&traffic) };
+                let connection = Inbound {
+                    id,
+                    identity,
+                    address,
+                    inbox: inbox.clone(),
+                    traffic: Arc::clone(&traffic),
+                };
                 tokio::spawn(read_connection(connection, stream, config.clone()));
             }
             Err(error) => {
@@ -228,6 +286,7 @@ async fn accept_loop(
 /// An accepted connection: who accepted it, from where, and where its messages go.
 struct Inbound {
     id: NodeId,
+    identity: Identity,
     address: SocketAddr,
     inbox: mpsc::Sender<Message>,
     traffic: Arc<PeerTraffic>,
@@ -235,12 +294,12 @@ struct Inbound {
 
 /// Reads one peer's frames into the inbox until the connection ends or misbehaves.
 async fn read_connection(connection: Inbound, mut stream: TcpStream, config: TcpConfig) {
-    let Inbound { id, address, inbox, traffic } = connection;
+    let Inbound { id, identity, address, inbox, traffic } = connection;
     let mut greeting = [0u8; HANDSHAKE_LEN];
     if stream.read_exact(&mut greeting).await.is_err() {
         return;
     }
-    let peer = match check_handshake(&greeting, config.cluster_id) {
+    let peer = match check_handshake(&greeting, identity) {
         Ok(peer) => peer,
         Err(reason) => {
             tracing::warn!(node = %id, %address, "Refusing a connection: {reason}");
@@ -282,6 +341,7 @@ async fn read_connection(connection: Inbound, mut stream: TcpStream, config: Tcp
 /// One outgoing connection's ends.
 struct Link {
     id: NodeId,
+    identity: Identity,
     peer: NodeId,
     address: SocketAddr,
     traffic: Arc<PeerTraffic>,
@@ -289,7 +349,7 @@ struct Link {
 
 /// Keeps a connection to `peer` and writes its queued messages, redialling with backoff.
 async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpConfig) {
-    let Link { id, peer, address, traffic } = link;
+    let Link { id, identity, peer, address, traffic } = link;
     let mut backoff_ms = config.reconnect_min_ms.max(1);
     let mut buffer = Vec::new();
     loop {
@@ -306,7 +366,7 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
             }
         };
         let _ = stream.set_nodelay(true);
-        if stream.write_all(&handshake(config.cluster_id, id)).await.is_err() {
+        if stream.write_all(&handshake(identity, id)).await.is_err() {
             continue;
         }
         tracing::debug!(node = %id, %peer, "Connected to {address}");
