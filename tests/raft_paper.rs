@@ -183,7 +183,10 @@ fn step_and_carry_out(core: &mut RaftCore, message: Message) -> Carried {
 /// Carries out every Ready `core` has; returns all the messages they held.
 fn settle(core: &mut RaftCore) -> Vec<Message> {
     let mut messages = Vec::new();
+    let mut readies = 0;
     while core.has_ready() {
+        readies += 1;
+        assert!(readies <= 1_000, "node{} never runs out of work", core.id().0);
         messages.extend(carry_out(core).all_messages());
     }
     messages
@@ -398,6 +401,30 @@ fn a_candidate_refuses_other_candidates_of_its_term() {
     assert_eq!(candidate.voted_for(), Some(NodeId(1)));
 }
 
+/// §5.2: "A candidate wins an election if it receives votes from a majority of the servers in
+/// the full cluster for the same term." A candidate of five with its own vote and one grant
+/// stays a candidate (a refusal, a duplicate grant and a grant from an earlier term's election
+/// change nothing); a second grant of its term makes three of five, and it leads.
+#[test]
+fn a_candidate_wins_with_votes_from_a_majority_of_the_full_cluster() {
+    let members = [1, 2, 3, 4, 5];
+    let mut candidate = node(1, &members, config(), 1, &[1], 1);
+    let deadline = candidate.next_deadline_ms();
+    candidate.tick(deadline);
+    settle(&mut candidate);
+    assert_eq!((candidate.role(), candidate.term()), (Role::Candidate, Term(2)));
+    let answer =
+        |from, term, granted| message(from, 1, term, MessageBody::RequestVoteResponse { granted });
+    candidate.step(answer(2, 2, true));
+    candidate.step(answer(3, 2, false));
+    candidate.step(answer(2, 2, true));
+    candidate.step(answer(4, 1, true));
+    assert_eq!(candidate.role(), Role::Candidate, "won without a majority of five");
+    candidate.step(answer(5, 2, true));
+    assert_eq!(candidate.role(), Role::Leader);
+    assert_eq!(candidate.leader_id(), Some(NodeId(1)));
+}
+
 /// §5.4.2 and §8: "Raft handles this by having each leader commit a blank no-op entry into
 /// the log at the start of its term." On winning, the leader appends a blank entry of its new
 /// term at once, hands it out to persist and sends it to every follower.
@@ -419,6 +446,46 @@ fn a_new_leader_appends_a_no_op_entry_of_its_term_at_once() {
         });
         assert!(carries_no_op, "node{follower} is not sent the no-op: {:?}", carried.messages);
     }
+}
+
+/// §5.2: "Leaders send periodic heartbeats (AppendEntries RPCs that carry no log entries) to
+/// all followers in order to maintain their authority." Once both followers hold its log, the
+/// leader sends nothing until its heartbeat interval has passed, then each follower an
+/// AppendEntries without entries that passes the consistency check and carries the commit
+/// index.
+#[test]
+fn a_leader_sends_heartbeats_every_heartbeat_interval() {
+    let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    // `elect` fires the election timer at its deadline and wins at that instant.
+    let elected_at = leader.next_deadline_ms();
+    let (term, taking_office) = elect_and_settle(&mut leader);
+    let mut follower_two = node(2, &MEMBERS, config(), 1, &[1], 1);
+    let mut follower_three = node(3, &MEMBERS, config(), 1, &[1], 1);
+    exchange(&mut [&mut leader, &mut follower_two, &mut follower_three], taking_office);
+    assert_eq!(leader.commit_index(), LogIndex(2), "the no-op is committed");
+    settle(&mut leader);
+
+    leader.tick(elected_at + config().heartbeat_interval_ms - 1);
+    assert!(settle(&mut leader).is_empty(), "sent before the heartbeat interval");
+
+    leader.tick(elected_at + config().heartbeat_interval_ms);
+    let heartbeats = settle(&mut leader);
+    for follower in [2, 3] {
+        let to_follower: Vec<&Message> =
+            heartbeats.iter().filter(|message| message.to == NodeId(follower)).collect();
+        assert_eq!(to_follower.len(), 1, "{heartbeats:?}");
+        assert_eq!(to_follower[0].term, term);
+        assert_eq!(
+            to_follower[0].body,
+            MessageBody::AppendEntries {
+                prev_log_id: log_id(2, 2),
+                entries: vec![],
+                leader_commit: LogIndex(2)
+            }
+        );
+    }
+    exchange(&mut [&mut leader, &mut follower_two, &mut follower_three], heartbeats);
+    assert_eq!(follower_two.commit_index(), LogIndex(2), "the heartbeat carries the commit index");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,6 +695,84 @@ fn follower_commits_min_of_leader_commit_and_last_new_entry() {
         step_and_carry_out(&mut follower, append_entries(1, 2, 1, log_id(1, 1), vec![], 1));
     assert_eq!(follower.commit_index(), LogIndex(3));
     assert!(carried.hard_state.is_none_or(|state| state.commit_index == LogIndex(3)));
+}
+
+/// §5.3: "when rejecting an AppendEntries request, the follower can include the term of the
+/// conflicting entry and the first index it stores for that term. With this information, the
+/// leader can decrement nextIndex to bypass all of the conflicting entries in that term".
+/// Follower side: a log 3@2 4@2 5@2 rejecting prev 5@3 names term 2 from index 3; a log
+/// ending at 2 names no term and its end plus one. Leader side: a leader without term 2
+/// retries below the whole term-2 run at once (prev 2@1), and after a "too short" hint it
+/// retries from the follower's end (prev 1@1).
+#[test]
+fn a_rejection_hints_where_the_logs_diverge_and_the_leader_skips_the_whole_term() {
+    let mut follower = node(2, &MEMBERS, config(), 3, &[1, 1, 2, 2, 2], 1);
+    let answer = deliver(&mut follower, append_entries(1, 2, 3, log_id(3, 5), vec![], 1));
+    let hint = ConflictHint { conflict_term: Some(Term(2)), first_index: LogIndex(3) };
+    assert_eq!(
+        append_answer(&answer).1,
+        AppendResponse::Rejected { rejected_prev_index: LogIndex(5), hint }
+    );
+    let mut short = node(2, &MEMBERS, config(), 3, &[1, 1], 1);
+    let answer = deliver(&mut short, append_entries(1, 2, 3, log_id(3, 5), vec![], 1));
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(3) };
+    assert_eq!(
+        append_answer(&answer).1,
+        AppendResponse::Rejected { rejected_prev_index: LogIndex(5), hint }
+    );
+
+    // The leader's log is 1@1 2@1 3@3 4@3 and, once elected in term 4, its no-op 5@4.
+    let mut leader = node(1, &MEMBERS, config(), 3, &[1, 1, 3, 3], 1);
+    let (term, _) = elect_and_settle(&mut leader);
+    assert_eq!(term, Term(4));
+    let rejection = |from, conflict_term, first_index| {
+        let hint = ConflictHint { conflict_term, first_index: LogIndex(first_index) };
+        let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
+        message(from, 1, 4, MessageBody::AppendEntriesResponse(response))
+    };
+    let retry_prev = |messages: &[Message], to: u64| {
+        let prevs: Vec<LogId> = messages
+            .iter()
+            .filter(|message| message.to == NodeId(to))
+            .filter_map(|message| match message.body {
+                MessageBody::AppendEntries { prev_log_id, .. } => Some(prev_log_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(prevs.len(), 1, "one retry to node{to}: {messages:?}");
+        prevs[0]
+    };
+    let retry = deliver(&mut leader, rejection(2, Some(Term(2)), 3));
+    assert_eq!(retry_prev(&retry, 2), log_id(1, 2), "the term-2 run was not skipped");
+    let retry = deliver(&mut leader, rejection(3, None, 2));
+    assert_eq!(retry_prev(&retry, 3), log_id(1, 1), "the follower's end was not used");
+}
+
+/// Figure 2, "Persistent state on all servers: (Updated on stable storage before responding
+/// to RPCs)", and §5.3's "apply the entry to its state machine (in log order)": a follower's
+/// acceptance of new entries leaves only after the Ready that persists them (it is among the
+/// Ready's `persisted_messages`, with the entries and the new hard state), and committed
+/// entries are handed out to apply in index order, each exactly once.
+#[test]
+fn a_follower_answers_after_persisting_and_applies_in_order_once() {
+    let mut follower = node(2, &MEMBERS, config(), 1, &[], 0);
+    let entries = vec![entry(1, 1), entry(1, 2), entry(1, 3)];
+    follower.step(append_entries(1, 2, 1, LogId::default(), entries.clone(), 2));
+    let carried = carry_out(&mut follower);
+    assert_eq!(carried.entries, entries);
+    assert!(carried.messages.is_empty(), "answered before persisting: {:?}", carried.messages);
+    assert_eq!(
+        append_answer(&carried.persisted_messages).1,
+        AppendResponse::Accepted { match_index: LogIndex(3) }
+    );
+    assert_eq!(carried.committed_entries, entries[..2].to_vec());
+
+    let repeat = append_entries(1, 2, 1, LogId::default(), entries.clone(), 3);
+    let carried = step_and_carry_out(&mut follower, repeat);
+    assert_eq!(carried.committed_entries, entries[2..].to_vec(), "applied out of order or twice");
+    let carried =
+        step_and_carry_out(&mut follower, append_entries(1, 2, 1, log_id(1, 3), vec![], 3));
+    assert!(carried.committed_entries.is_empty(), "applied twice: {:?}", carried.committed_entries);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -973,8 +1118,9 @@ fn run_leader(leader: &mut RaftCore, followers: &mut [RaftCore], from_ms: u64, t
 #[test]
 fn check_quorum_leader_without_a_majority_steps_down() {
     let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    // `elect` fires the election timer at its deadline and wins at that instant.
+    let elected_at = leader.next_deadline_ms();
     let (term, _) = elect_and_settle(&mut leader);
-    let elected_at = leader.next_deadline_ms() - config().heartbeat_interval_ms;
     let timeout = config().election_timeout_max_ms;
 
     run_leader(&mut leader, &mut [], elected_at, elected_at + timeout - 10);
@@ -990,8 +1136,9 @@ fn check_quorum_leader_without_a_majority_steps_down() {
 #[test]
 fn check_quorum_leader_with_a_majority_stays_leader() {
     let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    // `elect` fires the election timer at its deadline and wins at that instant.
+    let elected_at = leader.next_deadline_ms();
     let (term, taking_office) = elect_and_settle(&mut leader);
-    let elected_at = leader.next_deadline_ms() - config().heartbeat_interval_ms;
     let mut followers = [node(2, &MEMBERS, config(), 1, &[1], 1)];
     {
         let [follower] = &mut followers;
