@@ -198,18 +198,19 @@ fn deliver(core: &mut RaftCore, message: Message) -> Vec<Message> {
     settle(core)
 }
 
-/// Delivers `messages`, and every message they cause, among `nodes` until none is left.
-/// Messages to a node not in `nodes` are lost.
-fn exchange(nodes: &mut [&mut RaftCore], messages: Vec<Message>) {
+/// Delivers `messages`, and every message they cause, among `nodes` until none is left;
+/// returns every message sent, in order. Messages to a node not in `nodes` are lost.
+fn exchange(nodes: &mut [&mut RaftCore], messages: Vec<Message>) -> Vec<Message> {
     let mut queue: VecDeque<Message> = messages.into();
-    let mut deliveries = 0;
+    let mut sent = Vec::new();
     while let Some(message) = queue.pop_front() {
-        deliveries += 1;
-        assert!(deliveries < 10_000, "the nodes keep talking forever");
+        assert!(sent.len() < 10_000, "the nodes keep talking forever");
+        sent.push(message.clone());
         if let Some(node) = nodes.iter_mut().find(|node| node.id() == message.to) {
             queue.extend(deliver(node, message));
         }
     }
+    sent
 }
 
 /// The only message of `messages` to `to`, expected to be a `RequestVoteResponse`: its term
@@ -811,11 +812,12 @@ fn leader_does_not_commit_an_entry_of_a_previous_term_by_counting_replicas() {
 }
 
 /// Figure 2 and §5.3: an entry is committed once "the leader that created the entry has
-/// replicated it on a majority of the servers", and "replicated" means stored durably (§5.1:
-/// servers persist before responding). The leader writes its log in parallel with sending it
-/// (thesis §10.2.1), so it counts its own copy only once the Ready's persisted half is handed
-/// back. In a two-node cluster the follower's acknowledgment alone is not a majority: the no-op
-/// commits only when the leader's own write is acknowledged as synced, whatever the order.
+/// replicated it on a majority of the servers", and "replicated" means stored durably (Figure
+/// 2: persistent state is "updated on stable storage before responding to RPCs"). The leader
+/// writes its log in parallel with sending it (thesis §10.2.1), so it counts its own copy only
+/// once the Ready's persisted half is handed back. In a two-node cluster the follower's
+/// acknowledgment alone is not a majority: the no-op commits only when the leader's own write
+/// is acknowledged as synced.
 #[test]
 fn leader_counts_itself_toward_a_commit_only_after_its_own_sync() {
     let members = [1, 2];
@@ -957,6 +959,64 @@ fn a_snapshot_whose_end_is_already_committed_is_acknowledged_without_installing(
         matches!(message.body, MessageBody::InstallSnapshotResponse { installed: true, last_included, .. } if last_included == log_id(1, 3))
     });
     assert!(acknowledged, "{:?}", carried.all_messages());
+}
+
+/// §7: "the leader must occasionally send snapshots to followers that lag behind. This
+/// happens when the leader has already discarded the next log entry that it needs to send to
+/// a follower." A leader that compacted its log behind a stored snapshot (keeping
+/// `snapshot_keep_entries` = 0 entries below it) sends an empty follower that snapshot in
+/// chunks of at most `snapshot_chunk_bytes`, with at most `max_inflight_snapshot_chunks`
+/// unconfirmed; once the follower has installed it, the log after it follows and the
+/// follower's copy completes a majority for the leader's no-op.
+#[test]
+fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
+    let config = Config {
+        snapshot_keep_entries: 0,
+        snapshot_chunk_bytes: 4,
+        max_inflight_snapshot_chunks: 2,
+        ..config()
+    };
+    let mut leader = node(1, &MEMBERS, config.clone(), 1, &[1, 1, 1, 1], 4);
+    let (term, _) = elect_and_settle(&mut leader);
+    assert_eq!(leader.applied_index(), LogIndex(4));
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
+    assert_eq!(meta.last_included, log_id(1, 4));
+    let data = Bytes::from_static(b"state through 4");
+    let compacted = leader.snapshot_stored(Snapshot { meta, data: data.clone() });
+    assert_eq!(compacted, Some(LogIndex(4)));
+    assert_eq!(leader.first_log_index(), LogIndex(5));
+
+    // An empty follower says its log ends before index 1; the leader no longer holds 1-4.
+    let mut follower = node(2, &MEMBERS, config, 1, &[], 0);
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
+    let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let first_chunks = deliver(&mut leader, rejection);
+    let offsets: Vec<u64> = first_chunks
+        .iter()
+        .filter_map(|message| match &message.body {
+            MessageBody::InstallSnapshot { offset, data, total_len, .. } => {
+                assert!(data.len() <= 4, "a chunk of {} bytes", data.len());
+                assert_eq!(*total_len, 15);
+                Some(*offset)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offsets, vec![0, 4], "two chunks in flight, from the start");
+
+    let sent = exchange(&mut [&mut leader, &mut follower], first_chunks);
+    let chunk_bytes: usize = sent
+        .iter()
+        .map(|message| match &message.body {
+            MessageBody::InstallSnapshot { data, .. } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(chunk_bytes >= 15, "the whole snapshot went");
+    assert_eq!(follower.snapshot().map(|snapshot| &snapshot.data), Some(&data));
+    assert_eq!(follower.last_log_id(), log_id(term.0, 5), "the log after the snapshot followed");
+    assert_eq!(leader.commit_index(), LogIndex(5), "the follower's copy completes a majority");
 }
 
 // ---------------------------------------------------------------------------------------------
