@@ -68,7 +68,12 @@ fn node(
 ) -> RaftCore {
     let hard_state =
         HardState { term: Term(term), voted_for: None, commit_index: LogIndex(commit) };
-    let initial = InitialState { hard_state, snapshot: None, entries: log_of_terms(log_terms) };
+    let initial = InitialState {
+        hard_state,
+        snapshot: None,
+        entries: log_of_terms(log_terms),
+        members: None,
+    };
     start(id, members, config, initial)
 }
 
@@ -380,8 +385,12 @@ fn one_vote_per_term_first_come_first_served() {
     assert_eq!(vote_answer(&repeat.persisted_messages, 2), (Term(2), true), "not idempotent");
 
     // The vote survives a restart: it was in the persisted hard state.
-    let initial =
-        InitialState { hard_state: persisted, snapshot: None, entries: log_of_terms(&[1]) };
+    let initial = InitialState {
+        hard_state: persisted,
+        snapshot: None,
+        entries: log_of_terms(&[1]),
+        members: None,
+    };
     let mut restarted = start(1, &MEMBERS, config(), initial);
     let after_restart = step_and_carry_out(&mut restarted, request_vote(3, 1, 2, last));
     assert_eq!(vote_answer(&after_restart.persisted_messages, 3), (Term(2), false));
@@ -946,6 +955,7 @@ fn a_snapshot_whose_end_is_already_committed_is_acknowledged_without_installing(
         hard_state: HardState { term: Term(1), voted_for: None, commit_index: LogIndex(7) },
         snapshot: Some(own_snapshot),
         entries: vec![entry(1, 6), entry(1, 7)],
+        members: None,
     };
     let mut follower = start(2, &MEMBERS, config(), initial);
     settle(&mut follower);
