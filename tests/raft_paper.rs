@@ -1035,14 +1035,10 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
 /// leaders' snapshots through the same entry hold the same state, but not necessarily the
 /// same bytes (a state machine may serialize a hash map in any order). Here node1 (term 2)
 /// sends the first half of its encoding, then node3 (term 3) sends a whole snapshot with the
-/// same metadata and length but other bytes: the follower must install node3's bytes.
-///
-/// POSSIBLE BUG, ignored so that the suite stays green: the core keeps the partial transfer
-/// across the change of term and leader (it matches transfers by metadata and length only),
-/// drops node3's first chunk as a duplicate, answers "4 bytes received", and installs
-/// `b"AAAAbbbb"`, half of each leader's encoding.
+/// same metadata and length but other bytes: the follower must install node3's bytes. (Found
+/// by this test: the core once matched transfers by metadata and length only, kept the
+/// partial transfer across the change of leader, and installed `b"AAAAbbbb"`.)
 #[test]
-#[ignore = "possible bug: a partial snapshot transfer survives a change of leader"]
 fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
     let chunk = |from, term, offset, data: &'static [u8]| {
         let meta =

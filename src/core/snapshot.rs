@@ -11,11 +11,16 @@ use super::progress::ReplicationMode;
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::MessageBody;
 use crate::snapshot::{Snapshot, SnapshotMeta};
-use crate::types::{LogId, LogIndex, NodeId};
+use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// A snapshot being received from the leader, chunk by chunk.
 #[derive(Debug)]
 pub(super) struct IncomingSnapshot {
+    /// The leader sending it, and its term: another leader's snapshot of the same entry holds
+    /// the same state but not necessarily the same bytes, so chunks of two transfers are
+    /// never spliced together.
+    leader: NodeId,
+    term: Term,
     meta: SnapshotMeta,
     total_len: u64,
     received: Vec<u8>,
@@ -224,10 +229,12 @@ impl RaftCore {
             );
             return;
         }
-        let same_transfer = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|incoming| incoming.meta == meta && incoming.total_len == total_len);
+        let same_transfer = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.leader == leader
+                && incoming.term == self.term
+                && incoming.meta == meta
+                && incoming.total_len == total_len
+        });
         if !same_transfer {
             if offset != 0 {
                 // A chunk from the middle of a transfer this node has not seen begin.
@@ -242,8 +249,13 @@ impl RaftCore {
                 return;
             }
             tracing::info!(target: LOG_TARGET, node = %self.id, "Receiving snapshot through {last} from {leader} ({total_len} bytes)");
-            self.incoming_snapshot =
-                Some(IncomingSnapshot { meta: meta.clone(), total_len, received: Vec::new() });
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                leader,
+                term: self.term,
+                meta: meta.clone(),
+                total_len,
+                received: Vec::new(),
+            });
         }
         let Some(incoming) = self.incoming_snapshot.as_mut() else {
             return;
