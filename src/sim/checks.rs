@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::core::RaftCore;
+use crate::message::{Message, MessageBody};
+use crate::node::ApplyResult;
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::trace::TraceHash;
@@ -199,6 +201,33 @@ impl Checker {
                 at_ms: now_ms,
             });
         }
+    }
+
+    /// A node sent `message`: votes granted are checked (one vote per term).
+    pub(crate) fn on_sent(&mut self, message: &Message, now_ms: u64) {
+        if let MessageBody::RequestVoteResponse { granted: true } = message.body {
+            self.on_vote_granted(message.from, message.term, message.to, now_ms);
+        }
+    }
+
+    /// [`on_applied`](Self::on_applied) with the state machine's result as it returned it (an
+    /// error counts as its message's bytes).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_applied_result(
+        &mut self,
+        node: NodeId,
+        last_applied: &mut LogIndex,
+        index: LogIndex,
+        term: Term,
+        command: &[u8],
+        result: &ApplyResult,
+        now_ms: u64,
+    ) {
+        let result_bytes = match result {
+            Ok(bytes) => bytes.clone(),
+            Err(error) => error.to_string().into_bytes(),
+        };
+        self.on_applied(node, last_applied, index, term, command, &result_bytes, now_ms);
     }
 
     /// State machine safety: `node`, whose last applied index was `last_applied`, applied

@@ -145,6 +145,7 @@ struct ClusterIo<'a> {
 
 impl NodeIo<usize> for ClusterIo<'_> {
     fn send(&mut self, message: Message) {
+        self.checker.on_sent(&message, self.now_ms);
         self.outbox.push(message);
     }
 
@@ -158,19 +159,9 @@ impl NodeIo<usize> for ClusterIo<'_> {
 
     fn applied(&mut self, index: LogIndex, term: Term, command: &[u8], result: &ApplyResult) {
         self.journal.set_term(index, term);
-        let result_bytes = match result {
-            Ok(bytes) => bytes.clone(),
-            Err(error) => error.to_string().into_bytes(),
-        };
-        self.checker.on_applied(
-            self.id,
-            self.last_applied,
-            index,
-            term,
-            command,
-            &result_bytes,
-            self.now_ms,
-        );
+        let (id, now_ms) = (self.id, self.now_ms);
+        let last_applied = &mut *self.last_applied;
+        self.checker.on_applied_result(id, last_applied, index, term, command, result, now_ms);
         self.applied_ever.push((index, term, command.to_vec()));
         self.applied.push((index, term, command.to_vec()));
     }

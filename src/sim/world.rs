@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::core::{RaftCore, Role};
 use crate::error::{ProposeError, StorageError};
 use crate::linearizability::{CheckResult, Model, Operation, check_with_limit};
-use crate::message::{Message, MessageBody};
+use crate::message::Message;
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::state_machine::StateMachine;
 use crate::storage::PendingSync;
@@ -164,9 +164,7 @@ struct SimIo<'a> {
 
 impl NodeIo<(usize, usize)> for SimIo<'_> {
     fn send(&mut self, message: Message) {
-        if let MessageBody::RequestVoteResponse { granted: true } = message.body {
-            self.checker.on_vote_granted(message.from, message.term, message.to, self.now_ms);
-        }
+        self.checker.on_sent(&message, self.now_ms);
         self.outbox.push(message);
     }
 
@@ -180,19 +178,9 @@ impl NodeIo<(usize, usize)> for SimIo<'_> {
     }
 
     fn applied(&mut self, index: LogIndex, term: Term, command: &[u8], result: &ApplyResult) {
-        let result_bytes = match result {
-            Ok(bytes) => bytes.clone(),
-            Err(error) => error.to_string().into_bytes(),
-        };
-        self.checker.on_applied(
-            self.id,
-            self.last_applied,
-            index,
-            term,
-            command,
-            &result_bytes,
-            self.now_ms,
-        );
+        let (id, now_ms) = (self.id, self.now_ms);
+        let last_applied = &mut *self.last_applied;
+        self.checker.on_applied_result(id, last_applied, index, term, command, result, now_ms);
     }
 }
 
