@@ -99,20 +99,13 @@ impl RaftLog {
 
     /// Appends one entry at `last_index() + 1`, with a term no lower than the last entry's
     /// (peer entries are checked before they get here, so a violation is this node's bug).
+    #[inline(always)]
     pub(crate) fn append(&mut self, entry: Entry) {
-        assert_eq!(
-            entry.index,
-            self.last_index().next(),
-            "invariant violated: log entries are contiguous (appending {} after {})",
-            entry.log_id(),
-            self.last_log_id()
-        );
-        assert!(
-            entry.term >= self.last_log_id().term,
-            "invariant violated: log terms never decrease (appending {} after {})",
-            entry.log_id(),
-            self.last_log_id()
-        );
+        let last = self.last_log_id();
+        // One cheap comparison on the hot path; the message is built only on the cold one.
+        if entry.index.0 != last.index.0.wrapping_add(1) || entry.term < last.term {
+            broken_append(entry.log_id(), last);
+        }
         self.entries.push(entry);
     }
 
@@ -220,6 +213,18 @@ impl RaftLog {
 }
 
 /// Blank entries at indexes 1, 2, ... with the given terms (for tests).
+/// Stops the node: appending `appended` after `last` breaks the log's shape.
+#[cold]
+#[inline(never)]
+fn broken_append(appended: LogId, last: LogId) -> ! {
+    if appended.index.0 != last.index.0.wrapping_add(1) {
+        panic!(
+            "invariant violated: log entries are contiguous (appending {appended} after {last})"
+        );
+    }
+    panic!("invariant violated: log terms never decrease (appending {appended} after {last})");
+}
+
 #[cfg(test)]
 pub(crate) fn blank_entries_with_terms(terms: &[u64]) -> Vec<Entry> {
     terms

@@ -574,7 +574,9 @@ impl RaftCore {
 
     /// Appends an entry of the current term to the leader's own log.
     fn append_own_entry(&mut self, payload: EntryPayload) -> LogIndex {
-        assert_eq!(self.role, Role::Leader, "only a leader appends entries of its own");
+        if self.role != Role::Leader {
+            not_the_leader(self.id, self.role);
+        }
         let index = self.log.last_index().next();
         self.log.append(Entry { term: self.term, index, payload });
         index
@@ -619,6 +621,13 @@ impl RaftCore {
             | MessageBody::PreVoteResponse { .. } => {}
         }
     }
+}
+
+/// Stops the node: it was about to append an entry of its own while not leading.
+#[cold]
+#[inline(never)]
+fn not_the_leader(id: NodeId, role: Role) -> ! {
+    panic!("invariant violated: only a leader appends entries of its own ({id} is a {role})");
 }
 
 /// The log a node starts with, given its stored snapshot and entries: the base the entries
