@@ -430,9 +430,14 @@ mod tests {
     #[test]
     fn unknown_versions_kinds_and_flags_are_errors() {
         let bytes = encoded(&every_kind_of_message()[1]).to_vec();
-        let mut version = bytes.clone();
-        version[0] = 2;
-        assert_eq!(decode_message(&Bytes::from(version)), Err(DecodeError::UnknownVersion(2)));
+        for other in [WIRE_FORMAT_VERSION - 1, WIRE_FORMAT_VERSION + 1] {
+            let mut version = bytes.clone();
+            version[0] = other;
+            assert_eq!(
+                decode_message(&Bytes::from(version)),
+                Err(DecodeError::UnknownVersion(other))
+            );
+        }
         let mut kind = bytes.clone();
         kind[1] = 99;
         assert_eq!(decode_message(&Bytes::from(kind)), Err(DecodeError::UnknownKind(99)));
