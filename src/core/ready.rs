@@ -14,7 +14,8 @@ use crate::message::{Entry, Message};
 use crate::snapshot::Snapshot;
 use crate::types::{LogId, LogIndex};
 
-/// Work produced by the core. See the [module documentation](self) for the order to do it in.
+/// Work produced by the core. See the [`core` module documentation](crate::core) for the order
+/// to do it in.
 #[derive(Debug)]
 #[must_use = "a Ready must be carried out and acknowledged with RaftCore::advance"]
 pub struct Ready {
