@@ -167,7 +167,13 @@ impl NodeIo<usize> for ClusterIo<'_> {
     }
 }
 
-/// A scriptable cluster of production nodes: see the [module documentation](self).
+/// A scriptable cluster of production nodes on simulated disks, for scenario tests: a manual
+/// message queue (deliver or drop what a test chooses; partitions), a virtual clock, syncs a
+/// test can hold ([`Cluster::hold_syncs`]), power-loss crashes and restarts, preset logs,
+/// proposals with their outcomes, a [`Journal`] state machine, and the simulator's safety
+/// checks after every step (a violation panics with its description). With
+/// [`Cluster::set_recording`] on, steps write readable lines for [`Cluster::take_output`]
+/// (what scenario scripts print).
 pub struct Cluster {
     config: Config,
     members: Vec<NodeId>,

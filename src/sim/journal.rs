@@ -14,7 +14,7 @@ pub type AppliedCommand = (LogIndex, Term, Vec<u8>);
 
 /// Records each applied command. The driver hands a state machine the index of a command but
 /// not its term; the [`Cluster`](super::Cluster) fills the term in from the node's apply
-/// report, through a handle that shares the record ([`Journal::share`]).
+/// report, through a handle that shares the record.
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
     records: Arc<Mutex<Vec<AppliedCommand>>>,
