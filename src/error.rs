@@ -159,6 +159,25 @@ pub enum StartError {
     },
 }
 
+/// Why a running node stopped on its own: [`RaftNode::shutdown`](crate::RaftNode::shutdown)
+/// returns it. Either way the node can no longer be trusted to go on; restart it (a
+/// supervisor should), and for a broken rule, keep its data directory for diagnosis.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum FatalError {
+    /// Storage failed: what the node acknowledges could no longer be made durable.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The node found one of Raft's safety rules (or another invariant of its own state)
+    /// broken, or its state machine panicked: `message` names what. Nothing that depended
+    /// on it left the node.
+    #[error("the node stopped: {message}")]
+    Panicked {
+        /// The panic's message, such as "Raft safety rule violated: at most one vote per
+        /// term (...)".
+        message: String,
+    },
+}
+
 /// Why a proposal did not return the state machine's result.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {

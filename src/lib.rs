@@ -86,7 +86,7 @@ pub mod types;
 
 pub use config::Config;
 pub use core::Role;
-pub use error::{ConfigError, ProposeError, StartError, StorageError, WaitError};
+pub use error::{ConfigError, FatalError, ProposeError, StartError, StorageError, WaitError};
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};
 pub use raft_node::RaftNode;

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::core::LOG_TARGET;
-use crate::error::{ProposeError, StartError, StorageError, WaitError};
+use crate::error::{FatalError, ProposeError, StartError, StorageError, WaitError};
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
@@ -90,7 +90,7 @@ struct Shared {
     /// Taken and fired by the first `shutdown`; dropping it (the last handle) stops the node
     /// too.
     stop: Mutex<Option<oneshot::Sender<()>>>,
-    task: Mutex<Option<JoinHandle<Result<(), StorageError>>>>,
+    task: Mutex<Option<JoinHandle<Result<(), FatalError>>>>,
 }
 
 impl RaftNode {
@@ -223,9 +223,10 @@ impl RaftNode {
     }
 
     /// Stops the node: proposals not yet appended fail with [`ProposeError::Shutdown`],
-    /// appended ones with [`ProposeError::OutcomeUnknown`], and the task ends. Returns the
-    /// storage error that stopped the node earlier, if one did. Calling it again returns `Ok`.
-    pub async fn shutdown(&self) -> Result<(), StorageError> {
+    /// appended ones with [`ProposeError::OutcomeUnknown`], and the task ends. Returns why
+    /// the node stopped earlier on its own, if it did: a storage failure, or a broken safety
+    /// rule ([`FatalError`]). Calling it again returns `Ok`.
+    pub async fn shutdown(&self) -> Result<(), FatalError> {
         let stop = self.shared.stop.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(stop) = stop {
             let _ = stop.send(());
@@ -271,6 +272,26 @@ struct Counters {
     leader_changes: AtomicU64,
     snapshots_stored: AtomicU64,
     snapshots_installed: AtomicU64,
+}
+
+/// What woke the node's task up.
+enum Wakeup {
+    Stop,
+    Synced(Result<(), StorageError>),
+    Message(Message),
+    TransportClosed,
+    Request(Request),
+    SnapshotWritten(Result<Snapshot, StorageError>),
+    Deadline,
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+        .unwrap_or_else(|| String::from("a panic with a non-text payload"))
 }
 
 /// A snapshot being stored on a blocking thread.
@@ -323,57 +344,85 @@ impl<T: Transport> NodeIo<ProposeReply> for LoopIo<'_, T> {
 }
 
 impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
-    async fn run(mut self) -> Result<(), StorageError> {
+    async fn run(mut self) -> Result<(), FatalError> {
         let id = self.node.id();
         let mut transport_open = true;
         let result = loop {
-            if let Err(error) = self.process() {
-                tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
-                break Err(error);
-            }
-            if let Err(error) = self.start_snapshot_if_due() {
-                tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+            if let Err(error) = self.guarded(|node_loop| {
+                node_loop.process()?;
+                node_loop.start_snapshot_if_due()
+            }) {
                 break Err(error);
             }
             let deadline = self.epoch + Duration::from_millis(self.node.next_deadline_ms());
             // Peers' messages come before client requests: a flood of requests must never
             // starve the replies and heartbeats that let the cluster make progress.
-            tokio::select! {
+            let wakeup = tokio::select! {
                 biased;
-                _ = &mut self.stop_requested => break Ok(()),
-                synced = self.syncs.done(), if self.node.syncs_in_flight() > 0 => match synced {
-                    Ok(()) => {
-                        let (node, mut io) = self.split();
-                        node.sync_done(&mut io);
-                    }
-                    Err(error) => {
-                        tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
-                        break Err(error);
-                    }
-                },
+                _ = &mut self.stop_requested => Wakeup::Stop,
+                synced = self.syncs.done(), if self.node.syncs_in_flight() > 0 => Wakeup::Synced(synced),
                 message = self.transport.recv(), if transport_open => match message {
-                    Some(message) => self.handle_messages(message),
-                    None => transport_open = false,
+                    Some(message) => Wakeup::Message(message),
+                    None => Wakeup::TransportClosed,
                 },
                 request = self.requests.recv() => match request {
-                    Some(request) => self.handle_requests(request),
-                    None => break Ok(()),
+                    Some(request) => Wakeup::Request(request),
+                    None => Wakeup::Stop,
                 },
                 written = wait_for_write(&mut self.snapshot_write), if self.snapshot_write.is_some() => {
                     self.snapshot_write = None;
-                    if let Err(error) = self.node.snapshot_stored(written) {
-                        tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+                    Wakeup::SnapshotWritten(written)
+                }
+                _ = tokio::time::sleep_until(deadline) => Wakeup::Deadline,
+            };
+            match wakeup {
+                Wakeup::Stop => break Ok(()),
+                Wakeup::TransportClosed => transport_open = false,
+                wakeup => {
+                    if let Err(error) = self.guarded(|node_loop| node_loop.handle(wakeup)) {
                         break Err(error);
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {}
             }
-            let now_ms = self.now_ms();
-            self.node.tick(now_ms);
         };
         self.stop(&result);
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result
+    }
+
+    /// Feeds what woke the node up into it, and advances its clock.
+    fn handle(&mut self, wakeup: Wakeup) -> Result<(), StorageError> {
+        match wakeup {
+            Wakeup::Synced(synced) => {
+                synced?;
+                let (node, mut io) = self.split();
+                node.sync_done(&mut io);
+            }
+            Wakeup::Message(message) => self.handle_messages(message),
+            Wakeup::Request(request) => self.handle_requests(request),
+            Wakeup::SnapshotWritten(written) => self.node.snapshot_stored(written)?,
+            Wakeup::Stop | Wakeup::TransportClosed | Wakeup::Deadline => {}
+        }
+        let now_ms = self.now_ms();
+        self.node.tick(now_ms);
+        Ok(())
+    }
+
+    /// Runs `work` on the node. A storage error, or a panic (a broken safety rule asserted
+    /// in the core, or a panicking state machine), becomes the error that stops the node,
+    /// logged with its reason; the loop then answers every waiting proposal and ends.
+    fn guarded(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<(), StorageError>,
+    ) -> Result<(), FatalError> {
+        let id = self.node.id();
+        let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self))) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(storage)) => FatalError::Storage(storage),
+            Err(panic) => FatalError::Panicked { message: panic_message(panic.as_ref()) },
+        };
+        tracing::error!(target: LOG_TARGET, node = %id, "Stopping: {error}");
+        Err(error)
     }
 
     /// The node and the I/O it hands its work to.
@@ -509,15 +558,17 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     /// Answers every request still waiting, as the node stops.
     /// Appended proposals may still commit under another leader: their outcome is unknown.
     /// Queued ones were never appended: they fail with the reason the node stopped.
-    fn stop(&mut self, result: &Result<(), StorageError>) {
+    fn stop(&mut self, result: &Result<(), FatalError>) {
         let (node, mut io) = self.split();
         node.stop(&mut io);
         self.answer_completed();
         self.requests.close();
         while let Ok(Request::Propose { reply, .. }) = self.requests.try_recv() {
             let error = match result {
-                Err(storage_error) => ProposeError::Storage(storage_error.clone()),
-                Ok(()) => ProposeError::Shutdown,
+                Err(FatalError::Storage(storage_error)) => {
+                    ProposeError::Storage(storage_error.clone())
+                }
+                Err(FatalError::Panicked { .. }) | Ok(()) => ProposeError::Shutdown,
             };
             let _ = reply.send(Err(error));
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{
-    Config, ConfigError, NodeId, ProposeError, RaftNode, Role, StartError, StateMachine,
+    Config, ConfigError, FatalError, NodeId, ProposeError, RaftNode, Role, StartError,
+    StateMachine, WaitError,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -23,6 +24,9 @@ impl StateMachine for Recorder {
     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         if command == b"fail" {
             return Err("the command `fail` always fails".into());
+        }
+        if command == b"panic" {
+            panic!("the state machine cannot go on after `panic`");
         }
         self.applied.push(command.to_vec());
         Ok((self.applied.len() as u64).to_le_bytes().to_vec())
@@ -264,6 +268,30 @@ async fn shutdown_is_clean_and_idempotent() {
     leader.shutdown().await.unwrap();
     assert!(matches!(leader.propose(b"late".to_vec()).await, Err(ProposeError::Shutdown)));
     leader.shutdown().await.unwrap();
+}
+
+/// A node that panics while it works (a broken safety rule, or here its state machine) stops
+/// at once with the panic's message as a typed error, not a panic in the caller: the
+/// proposal being applied is answered `OutcomeUnknown` (it committed, but its result is
+/// lost), waiting for the node reports it stopped, and `shutdown` returns the reason.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_panics_stops_with_the_reason() {
+    let cluster = Cluster::start(1);
+    let leader = cluster.leader().await;
+    assert!(matches!(
+        leader.propose(b"panic".to_vec()).await,
+        Err(ProposeError::OutcomeUnknown { .. })
+    ));
+    let never = leader.wait_for(DEADLINE, |_| false).await;
+    assert!(matches!(never, Err(WaitError::Shutdown)), "{never:?}");
+    assert!(matches!(leader.propose(b"late".to_vec()).await, Err(ProposeError::Shutdown)));
+    match leader.shutdown().await {
+        Err(FatalError::Panicked { message }) => {
+            assert!(message.contains("cannot go on after `panic`"), "{message}");
+        }
+        other => panic!("expected the panic's reason, got {other:?}"),
+    }
+    leader.shutdown().await.expect("a second shutdown is harmless");
 }
 
 /// Invalid start parameters are clear errors.
