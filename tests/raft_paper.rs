@@ -758,6 +758,40 @@ fn a_rejection_hints_where_the_logs_diverge_and_the_leader_skips_the_whole_term(
     assert_eq!(retry_prev(&retry, 3), log_id(1, 1), "the follower's end was not used");
 }
 
+/// §5.3: "After a rejection, the leader decrements nextIndex and retries the AppendEntries
+/// RPC." Only a rejection of what the leader sent moves nextIndex: every AppendEntries it sent
+/// had its prevLogIndex below nextIndex, so a rejection whose prev index is at or past
+/// nextIndex (a late answer from before the follower caught up, or a malformed one) is stale.
+/// A leader streaming to a follower (match 2, next 3) that receives a rejection of prev 3
+/// ignores it: it sends nothing and keeps streaming.
+#[test]
+fn a_rejection_at_or_past_next_index_is_stale_and_ignored() {
+    let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    let (term, _) = elect_and_settle(&mut leader);
+    assert_eq!(leader.last_log_id(), log_id(2, 2));
+    deliver(&mut leader, accepted(2, 1, term.0, 2));
+    assert!(leader.follower_match_indexes().contains(&(NodeId(2), LogIndex(2))));
+
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(3) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(3), hint };
+    let stale = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let sent = deliver(&mut leader, stale);
+    assert!(sent.is_empty(), "a stale rejection made the leader probe again: {sent:?}");
+
+    // Still streaming: a new entry goes at once, after the matching 2@2.
+    leader.propose(Bytes::from_static(b"x")).expect("the leader accepts a proposal");
+    let sent = settle(&mut leader);
+    let prevs: Vec<LogId> = sent
+        .iter()
+        .filter(|message| message.to == NodeId(2))
+        .filter_map(|message| match message.body {
+            MessageBody::AppendEntries { prev_log_id, .. } => Some(prev_log_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prevs, vec![log_id(2, 2)]);
+}
+
 /// Figure 2, "Persistent state on all servers: (Updated on stable storage before responding
 /// to RPCs)", and §5.3's "apply the entry to its state machine (in log order)": a follower's
 /// acceptance of new entries leaves only after the Ready that persists them (it is among the
