@@ -1063,6 +1063,47 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     assert_eq!(leader.commit_index(), LogIndex(5), "the follower's copy completes a majority");
 }
 
+/// §7: "the leader must occasionally send snapshots to followers that lag behind", and while
+/// it does, the follower's log cannot answer for anything before the snapshot's end: a
+/// rejection that reaches the leader during a transfer (a late answer to an AppendEntries sent
+/// before the transfer started, or to a transfer's heartbeat) does not restart the transfer.
+/// Here follower 2 (match 2, entry 3 in flight) needs entry 2 after the leader compacts
+/// through 3, so a heartbeat starts a snapshot transfer; its late rejection of prev 3 leaves
+/// the transfer as it is: nothing is sent again.
+#[test]
+fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
+    let config = Config { snapshot_keep_entries: 0, ..config() };
+    let mut leader = node(1, &MEMBERS, config, 1, &[1], 1);
+    let (term, _) = elect_and_settle(&mut leader);
+    for follower in [2, 3] {
+        deliver(&mut leader, accepted(follower, 1, term.0, 2));
+    }
+    leader.propose(Bytes::from_static(b"x")).expect("the leader accepts a proposal");
+    settle(&mut leader);
+    deliver(&mut leader, accepted(3, 1, term.0, 3));
+    assert_eq!(leader.applied_index(), LogIndex(3));
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-3 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 3") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(3)));
+
+    leader.heartbeat_now();
+    let chunks_to_2 = |messages: &[Message]| {
+        messages
+            .iter()
+            .filter(|message| message.to == NodeId(2))
+            .filter(|message| matches!(message.body, MessageBody::InstallSnapshot { .. }))
+            .count()
+    };
+    assert!(chunks_to_2(&settle(&mut leader)) > 0, "node2 needs entry 2: a snapshot goes");
+
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(3) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(3), hint };
+    let late = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let sent = deliver(&mut leader, late);
+    assert_eq!(chunks_to_2(&sent), 0, "the transfer restarted: {sent:?}");
+    assert!(sent.is_empty(), "a rejection during a transfer sent {sent:?}");
+}
+
 /// §7, Figure 13 (InstallSnapshot receiver): "2. Create new snapshot file if first chunk
 /// (offset is 0)", "3. Write data into snapshot file at given offset". A transfer that a new
 /// leader starts from offset 0 must not be spliced onto the bytes an earlier leader sent: two
