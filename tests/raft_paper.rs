@@ -1151,6 +1151,38 @@ fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
 // PreVote (thesis §9.6) and the leader lease (thesis §4.2.3): core/election.rs
 // ---------------------------------------------------------------------------------------------
 
+/// Thesis §9.6: a pre-vote asks whether the voter "would be willing to grant the candidate
+/// their votes" in the candidate's next term, and Figure 2's RequestVote receiver votes only in
+/// a term it has not voted in yet. So a pre-vote is granted only for a term beyond the
+/// voter's own: a voter in term 2 (its vote cast for node3) refuses a pre-vote for term 2,
+/// answering with its own term, even from a candidate whose log is as up to date as its own
+/// and with no leader heard from; it grants one for term 3.
+#[test]
+fn a_pre_vote_is_granted_only_for_a_term_beyond_the_voters() {
+    let hard_state =
+        HardState { term: Term(2), voted_for: Some(NodeId(3)), commit_index: LogIndex(1) };
+    let initial =
+        InitialState { hard_state, snapshot: None, entries: log_of_terms(&[1]), members: None };
+    let mut voter = start(2, &MEMBERS, pre_vote_config(), initial);
+    let pre_vote = |term| message(1, 2, term, MessageBody::PreVote { last_log_id: log_id(1, 1) });
+    let answer = |messages: &[Message]| {
+        let answers: Vec<(Term, bool)> = messages
+            .iter()
+            .filter_map(|message| match message.body {
+                MessageBody::PreVoteResponse { granted } => Some((message.term, granted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "one pre-vote answer: {messages:?}");
+        answers[0]
+    };
+    let same_term = deliver(&mut voter, pre_vote(2));
+    assert_eq!(answer(&same_term), (Term(2), false), "a pre-vote for the voter's own term");
+    let next_term = deliver(&mut voter, pre_vote(3));
+    assert_eq!(answer(&next_term), (Term(3), true));
+    assert_eq!(voter.term(), Term(2), "a pre-vote changes no term");
+}
+
 /// Thesis §9.6: "In the Pre-Vote algorithm, a candidate only increments its term if it first
 /// learns from a majority of the cluster that they would be willing to grant the candidate
 /// their votes". The pre-vote round raises no one's term and casts no vote (nothing to
