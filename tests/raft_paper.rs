@@ -1196,6 +1196,7 @@ fn a_pre_vote_round_raises_no_term() {
     let carried = carry_out(&mut asking);
     assert_eq!((asking.term(), asking.voted_for(), asking.role()), (Term(1), None, Role::Follower));
     assert!(carried.hard_state.is_none(), "a pre-vote round persisted {:?}", carried.hard_state);
+    assert_eq!(asking.elections_started(), 0, "a pre-vote round is not an election");
     let pre_vote = carried
         .messages
         .into_iter()
@@ -1214,6 +1215,7 @@ fn a_pre_vote_round_raises_no_term() {
     // With a majority (itself and node2) it stands for real.
     asking.step(grant);
     assert_eq!((asking.role(), asking.term()), (Role::Candidate, Term(2)));
+    assert_eq!(asking.elections_started(), 1, "the real election is counted once");
 }
 
 /// Thesis §9.6: voters grant a pre-vote only if they "have not received heartbeats from a
