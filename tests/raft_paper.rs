@@ -1375,3 +1375,27 @@ fn check_quorum_leader_with_a_majority_stays_leader() {
     );
     assert_eq!(followers[0].leader_id(), Some(NodeId(1)));
 }
+
+/// Thesis §6.2 again: the check repeats every election timeout, for as long as the node
+/// leads. A leader that hears from a majority for several timeouts and then loses its
+/// follower steps down within two more: the period under way when the follower went silent,
+/// and the next, in which no majority answered.
+#[test]
+fn check_quorum_repeats_every_election_timeout() {
+    let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    let elected_at = leader.next_deadline_ms();
+    let (term, taking_office) = elect_and_settle(&mut leader);
+    let mut followers = [node(2, &MEMBERS, config(), 1, &[1], 1)];
+    {
+        let [follower] = &mut followers;
+        exchange(&mut [&mut leader, follower], taking_office);
+    }
+    let timeout = config().election_timeout_max_ms;
+    let silent_from = elected_at + 3 * timeout;
+    run_leader(&mut leader, &mut followers, elected_at, silent_from);
+    assert_eq!(leader.role(), Role::Leader, "stepped down with a majority");
+
+    run_leader(&mut leader, &mut [], silent_from + 10, silent_from + 2 * timeout + 10);
+    assert_eq!(leader.role(), Role::Follower, "led on without a majority for two timeouts");
+    assert_eq!(leader.term(), term);
+}
