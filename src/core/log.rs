@@ -289,6 +289,38 @@ mod tests {
     }
 
     #[test]
+    fn a_second_compaction_drops_only_the_entries_after_the_first_base() {
+        let mut log = log_of_terms(&[1, 1, 2, 2, 3, 3]);
+        log.compact_through(LogIndex(2));
+        log.compact_through(LogIndex(4));
+        assert_eq!(log.base(), LogId::new(Term(2), LogIndex(4)));
+        assert_eq!(log.entry(LogIndex(5)).map(|entry| entry.term), Some(Term(3)));
+        assert_eq!(log.last_log_id(), LogId::new(Term(3), LogIndex(6)));
+        log.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "log entries are contiguous")]
+    fn the_invariant_check_finds_a_gap_in_the_log() {
+        let entries = blank_entries_with_terms(&[1, 1, 1]);
+        let log = RaftLog {
+            base: LogId::default(),
+            entries: vec![entries[0].clone(), entries[2].clone()],
+        };
+        log.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "log terms never decrease")]
+    fn the_invariant_check_finds_decreasing_terms() {
+        let log = RaftLog {
+            base: LogId::new(Term(3), LogIndex(0)),
+            entries: blank_entries_with_terms(&[2, 2]),
+        };
+        log.check_invariants();
+    }
+
+    #[test]
     fn term_lookups() {
         let log = log_of_terms(&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
         assert_eq!(log.term_at(LogIndex(0)), Some(Term(0)));
