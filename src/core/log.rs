@@ -348,6 +348,8 @@ mod tests {
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 25).len(), 2);
         assert_eq!(log.entries_between(LogIndex(2), LogIndex(5), 10, 1).len(), 1);
         assert!(log.entries_between(LogIndex(6), LogIndex(5), 10, 100).is_empty());
+        assert!(log.entries_between(LogIndex(8), LogIndex(9), 10, 100).is_empty(), "past the end");
+        assert!(log.entries_between(LogIndex(1), LogIndex(5), 0, 100).is_empty(), "no room");
         log.truncate_from(LogIndex(3), LogIndex(0));
         assert_eq!(log.last_index(), LogIndex(2));
     }
