@@ -346,6 +346,7 @@ mod tests {
         }
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 3, 1000).len(), 3);
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 25).len(), 2);
+        assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 20).len(), 2, "exactly full");
         assert_eq!(log.entries_between(LogIndex(2), LogIndex(5), 10, 1).len(), 1);
         assert!(log.entries_between(LogIndex(6), LogIndex(5), 10, 100).is_empty());
         assert!(log.entries_between(LogIndex(8), LogIndex(9), 10, 100).is_empty(), "past the end");
