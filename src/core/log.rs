@@ -330,6 +330,7 @@ mod tests {
         assert_eq!(log.first_index_of_term_run(LogIndex(3)), LogIndex(1));
         assert_eq!(log.last_index_of_term(Term(4), LogIndex(10)), Some(LogIndex(5)));
         assert_eq!(log.last_index_of_term(Term(3), LogIndex(10)), None);
+        assert_eq!(log.last_index_of_term(Term(0), LogIndex(10)), None, "the base 0@0 is no entry");
         assert_eq!(log.last_index_of_term(Term(6), LogIndex(8)), Some(LogIndex(8)));
         assert_eq!(log.last_log_id(), LogId::new(Term(6), LogIndex(10)));
     }
