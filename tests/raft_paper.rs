@@ -1104,6 +1104,47 @@ fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
     assert!(sent.is_empty(), "a rejection during a transfer sent {sent:?}");
 }
 
+/// §5.3: "If followers crash or run slowly, or if network packets are lost, the leader retries
+/// AppendEntries RPCs indefinitely", and so it does with InstallSnapshot's chunks (§7): a
+/// transfer that gets no answer for a heartbeat interval starts again from the last byte the
+/// follower confirmed. Here the first two chunks (bytes 0-7) are lost, so at the next
+/// heartbeat the leader sends bytes 0-7 again.
+#[test]
+fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
+    let config = Config {
+        snapshot_keep_entries: 0,
+        snapshot_chunk_bytes: 4,
+        max_inflight_snapshot_chunks: 2,
+        ..config()
+    };
+    let mut leader = node(1, &MEMBERS, config.clone(), 1, &[1, 1, 1, 1], 4);
+    let elected_at = leader.next_deadline_ms();
+    let (term, _) = elect_and_settle(&mut leader);
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 4") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
+
+    let chunk_offsets = |messages: &[Message]| -> Vec<u64> {
+        messages
+            .iter()
+            .filter(|message| message.to == NodeId(2))
+            .filter_map(|message| match &message.body {
+                MessageBody::InstallSnapshot { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    };
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
+    let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let lost = deliver(&mut leader, rejection);
+    assert_eq!(chunk_offsets(&lost), vec![0, 4], "two chunks in flight, from the start");
+
+    leader.tick(elected_at + config.heartbeat_interval_ms);
+    let resent = settle(&mut leader);
+    assert_eq!(chunk_offsets(&resent), vec![0, 4], "the lost chunks were not sent again");
+}
+
 /// §7, Figure 13 (InstallSnapshot receiver): "2. Create new snapshot file if first chunk
 /// (offset is 0)", "3. Write data into snapshot file at given offset". A transfer that a new
 /// leader starts from offset 0 must not be spliced onto the bytes an earlier leader sent: two
