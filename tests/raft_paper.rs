@@ -1145,6 +1145,51 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     assert_eq!(chunk_offsets(&resent), vec![0, 4], "the lost chunks were not sent again");
 }
 
+/// §7: the leader sends a snapshot only to "a follower that has fallen too far behind"; a
+/// follower that turns out to hold everything the snapshot covers (it installed it and its
+/// answer was lost) accepts the transfer's heartbeat, anchored at the snapshot's last entry,
+/// and the leader goes back to sending it the log after that entry, with no more chunks.
+#[test]
+fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
+    let config = Config {
+        snapshot_keep_entries: 0,
+        snapshot_chunk_bytes: 4,
+        max_inflight_snapshot_chunks: 2,
+        ..config()
+    };
+    let mut leader = node(1, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
+    let (term, _) = elect_and_settle(&mut leader);
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 4") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
+    let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let chunks = deliver(&mut leader, rejection);
+    assert!(
+        chunks.iter().any(|message| matches!(message.body, MessageBody::InstallSnapshot { .. }))
+    );
+
+    let sent = deliver(&mut leader, accepted(2, 1, term.0, 4));
+    let to_2: Vec<&MessageBody> = sent
+        .iter()
+        .filter(|message| message.to == NodeId(2))
+        .map(|message| &message.body)
+        .collect();
+    assert!(
+        !to_2.iter().any(|body| matches!(body, MessageBody::InstallSnapshot { .. })),
+        "more chunks to a follower that holds the snapshot: {to_2:?}"
+    );
+    let prevs: Vec<LogId> = to_2
+        .iter()
+        .filter_map(|body| match body {
+            MessageBody::AppendEntries { prev_log_id, .. } => Some(*prev_log_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prevs, vec![log_id(1, 4)], "the log after the snapshot: {to_2:?}");
+}
+
 /// §7, Figure 13 (InstallSnapshot receiver): "2. Create new snapshot file if first chunk
 /// (offset is 0)", "3. Write data into snapshot file at given offset". A transfer that a new
 /// leader starts from offset 0 must not be spliced onto the bytes an earlier leader sent: two
