@@ -1190,6 +1190,33 @@ fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
     assert_eq!(prevs, vec![log_id(1, 4)], "the log after the snapshot: {to_2:?}");
 }
 
+/// §7: "Each server takes snapshots independently, covering just the committed entries in its
+/// log", and a newer snapshot supersedes the older ones. A node that stores snapshots through
+/// 2 and then 4 holds the one through 4 and compacts behind each; one through 3 that arrives
+/// after it (taken earlier, stored late) is ignored: the node keeps the newer snapshot.
+#[test]
+fn a_stored_snapshot_replaces_only_an_older_one() {
+    let config = Config { snapshot_keep_entries: 0, ..config() };
+    let mut follower = node(2, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
+    settle(&mut follower);
+    assert_eq!(follower.applied_index(), LogIndex(4));
+    let snapshot_through = |index| Snapshot {
+        meta: SnapshotMeta {
+            last_included: log_id(1, index),
+            members: MEMBERS.map(NodeId).to_vec(),
+        },
+        data: Bytes::from(format!("state through {index}")),
+    };
+    let held =
+        |follower: &RaftCore| follower.snapshot().map(|snapshot| snapshot.meta.last_included);
+
+    assert_eq!(follower.snapshot_stored(snapshot_through(2)), Some(LogIndex(2)));
+    assert_eq!(follower.snapshot_stored(snapshot_through(4)), Some(LogIndex(4)));
+    assert_eq!(held(&follower), Some(log_id(1, 4)));
+    assert_eq!(follower.snapshot_stored(snapshot_through(3)), None);
+    assert_eq!(held(&follower), Some(log_id(1, 4)), "an older snapshot replaced a newer one");
+}
+
 /// §7, Figure 13 (InstallSnapshot receiver): "2. Create new snapshot file if first chunk
 /// (offset is 0)", "3. Write data into snapshot file at given offset". A transfer that a new
 /// leader starts from offset 0 must not be spliced onto the bytes an earlier leader sent: two
