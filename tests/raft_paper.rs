@@ -1143,6 +1143,19 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     leader.tick(elected_at + config.heartbeat_interval_ms);
     let resent = settle(&mut leader);
     assert_eq!(chunk_offsets(&resent), vec![0, 4], "the lost chunks were not sent again");
+
+    // The follower confirms bytes 0-3; the leader sends bytes 8-11 (the window is 8 bytes).
+    // Bytes 4-11 are lost: a heartbeat interval later the leader resends from byte 4, not 0.
+    let body = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(1, 4),
+        received: 4,
+        installed: false,
+    };
+    let window = deliver(&mut leader, message(2, 1, term.0, body));
+    assert_eq!(chunk_offsets(&window), vec![8]);
+    leader.tick(elected_at + 2 * config.heartbeat_interval_ms);
+    let resent = settle(&mut leader);
+    assert_eq!(chunk_offsets(&resent), vec![4, 8], "not resent from the confirmed byte 4");
 }
 
 /// §7: the leader sends a snapshot only to "a follower that has fallen too far behind"; a
