@@ -1156,6 +1156,26 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     leader.tick(elected_at + 2 * config.heartbeat_interval_ms);
     let resent = settle(&mut leader);
     assert_eq!(chunk_offsets(&resent), vec![4, 8], "not resent from the confirmed byte 4");
+
+    // Meanwhile the no-op 5@2 commits and the leader snapshots through it: when the transfer
+    // stalls again, the leader sends the newer snapshot, from its start.
+    deliver(&mut leader, accepted(3, 1, term.0, 5));
+    assert_eq!(leader.applied_index(), LogIndex(5));
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-5 are applied");
+    let newer = Snapshot { meta, data: Bytes::from_static(b"state through 5") };
+    assert_eq!(leader.snapshot_stored(newer), Some(LogIndex(5)));
+    leader.tick(elected_at + 3 * config.heartbeat_interval_ms);
+    let restarted: Vec<(LogId, u64)> = settle(&mut leader)
+        .iter()
+        .filter(|message| message.to == NodeId(2))
+        .filter_map(|message| match &message.body {
+            MessageBody::InstallSnapshot { meta, offset, .. } => {
+                Some((meta.last_included, *offset))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarted, vec![(log_id(2, 5), 0), (log_id(2, 5), 4)], "not the newer snapshot");
 }
 
 /// §7: the leader sends a snapshot only to "a follower that has fallen too far behind"; a
