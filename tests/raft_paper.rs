@@ -1221,6 +1221,16 @@ fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
         })
         .collect();
     assert_eq!(prevs, vec![log_id(1, 4)], "the log after the snapshot: {to_2:?}");
+
+    // The follower's late answer that it installed the snapshot changes nothing: the leader
+    // already streams it the log after the snapshot.
+    let body = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(1, 4),
+        received: 15,
+        installed: true,
+    };
+    let sent = deliver(&mut leader, message(2, 1, term.0, body));
+    assert!(sent.is_empty(), "a late installation answer restarted replication: {sent:?}");
 }
 
 /// §7: "Each server takes snapshots independently, covering just the committed entries in its
