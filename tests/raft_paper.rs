@@ -1151,8 +1151,11 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
         received: 4,
         installed: false,
     };
-    let window = deliver(&mut leader, message(2, 1, term.0, body));
+    let window = deliver(&mut leader, message(2, 1, term.0, body.clone()));
     assert_eq!(chunk_offsets(&window), vec![8]);
+    // A duplicated answer sends nothing again: chunks are resent on the timer only.
+    let duplicate = deliver(&mut leader, message(2, 1, term.0, body));
+    assert!(duplicate.is_empty(), "a duplicated answer resent {duplicate:?}");
     leader.tick(elected_at + 2 * config.heartbeat_interval_ms);
     let resent = settle(&mut leader);
     assert_eq!(chunk_offsets(&resent), vec![4, 8], "not resent from the confirmed byte 4");
@@ -1231,6 +1234,13 @@ fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
     };
     let sent = deliver(&mut leader, message(2, 1, term.0, body));
     assert!(sent.is_empty(), "a late installation answer restarted replication: {sent:?}");
+    let older = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(1, 3),
+        received: 15,
+        installed: true,
+    };
+    let sent = deliver(&mut leader, message(2, 1, term.0, older));
+    assert!(sent.is_empty(), "an answer about an older snapshot restarted replication: {sent:?}");
 }
 
 /// §7: "Each server takes snapshots independently, covering just the committed entries in its
