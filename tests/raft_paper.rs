@@ -1153,7 +1153,9 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     };
     let window = deliver(&mut leader, message(2, 1, term.0, body.clone()));
     assert_eq!(chunk_offsets(&window), vec![8]);
-    // A duplicated answer sends nothing again: chunks are resent on the timer only.
+    // A duplicated answer, a millisecond later, sends nothing again and is no progress:
+    // chunks are resent on the timer only, and the timer still runs from the first answer.
+    leader.tick(elected_at + config.heartbeat_interval_ms + 1);
     let duplicate = deliver(&mut leader, message(2, 1, term.0, body));
     assert!(duplicate.is_empty(), "a duplicated answer resent {duplicate:?}");
     leader.tick(elected_at + 2 * config.heartbeat_interval_ms);
