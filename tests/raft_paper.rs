@@ -1315,6 +1315,46 @@ fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
     assert_eq!(installed, Some(Bytes::from_static(b"bbbbbbbb")));
 }
 
+/// §7, Figure 13 again ("Create new snapshot file if first chunk (offset is 0)"), for one
+/// leader: a leader that starts a transfer of a newer snapshot (here through 6, after a
+/// partial one through 5) starts a new file; the follower installs the newer snapshot's bytes,
+/// not the older one's prefix spliced onto them.
+#[test]
+fn a_leaders_newer_snapshot_transfer_is_not_spliced_onto_its_older_one() {
+    let chunk = |through, offset, data: &'static [u8]| {
+        let meta = SnapshotMeta {
+            last_included: log_id(1, through),
+            members: MEMBERS.map(NodeId).to_vec(),
+        };
+        let body = MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            total_len: 8,
+            data: Bytes::from_static(data),
+        };
+        message(1, 2, 2, body)
+    };
+    let mut follower = node(2, &MEMBERS, config(), 1, &[1], 1);
+    deliver(&mut follower, chunk(5, 0, b"AAAA"));
+
+    let answer = deliver(&mut follower, chunk(6, 0, b"bbbbbbbb"));
+    if follower.snapshot().is_none() {
+        // The leader continues from where the follower says it stands.
+        let received = answer
+            .iter()
+            .find_map(|message| match message.body {
+                MessageBody::InstallSnapshotResponse { received, .. } => Some(received),
+                _ => None,
+            })
+            .expect("an answer to the newer snapshot's chunk");
+        let newer_bytes: &'static [u8] = b"bbbbbbbb";
+        deliver(&mut follower, chunk(6, received, &newer_bytes[received as usize..]));
+    }
+    let installed =
+        follower.snapshot().map(|snapshot| (snapshot.meta.last_included, snapshot.data.clone()));
+    assert_eq!(installed, Some((log_id(1, 6), Bytes::from_static(b"bbbbbbbb"))));
+}
+
 // ---------------------------------------------------------------------------------------------
 // PreVote (thesis §9.6) and the leader lease (thesis §4.2.3): core/election.rs
 // ---------------------------------------------------------------------------------------------
