@@ -778,6 +778,31 @@ mod tests {
     }
 
     #[test]
+    fn a_node_drops_messages_not_meant_for_it_or_not_from_a_member() {
+        let heartbeat = |from: u64, to: u64| Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: vec![entry(1, 1)],
+                leader_commit: LogIndex(0),
+            },
+        };
+        // (from, to): addressed to node3; from itself; from node9, which is not a member.
+        for (from, to) in [(1, 3), (2, 2), (9, 2)] {
+            let members = [NodeId(1), NodeId(2), NodeId(3)];
+            let mut core =
+                RaftCore::new(NodeId(2), members, Config::default(), InitialState::default(), 1)
+                    .expect("valid configuration");
+            core.tick(0);
+            core.step(heartbeat(from, to));
+            assert_eq!(core.last_log_id(), LogId::default(), "node{from} to node{to} was taken");
+            assert_eq!(core.leader_id(), None, "node{from} to node{to} was taken");
+        }
+    }
+
+    #[test]
     fn a_core_refuses_an_invalid_start() {
         let bad_config = Config { heartbeat_interval_ms: 500, ..Config::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], bad_config, InitialState::default(), 1);
