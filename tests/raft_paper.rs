@@ -1391,6 +1391,23 @@ fn a_pre_vote_is_granted_only_for_a_term_beyond_the_voters() {
     assert_eq!(voter.term(), Term(2), "a pre-vote changes no term");
 }
 
+/// Figure 2, "Rules for Servers, All Servers": "If RPC request or response contains term T >
+/// currentTerm: set currentTerm = T, convert to follower (§5.1)". A pre-vote refusal carries
+/// the voter's own term: a node in term 1 whose pre-vote is refused by a voter in term 5
+/// moves to term 5 (without a vote); a refusal from its own term changes nothing.
+#[test]
+fn a_pre_vote_refusal_from_a_newer_term_raises_the_term() {
+    let mut asking = node(1, &MEMBERS, pre_vote_config(), 1, &[1], 1);
+    let deadline = asking.next_deadline_ms();
+    asking.tick(deadline);
+    settle(&mut asking);
+    let refusal = |term| message(2, 1, term, MessageBody::PreVoteResponse { granted: false });
+    deliver(&mut asking, refusal(1));
+    assert_eq!((asking.term(), asking.role()), (Term(1), Role::Follower));
+    deliver(&mut asking, refusal(5));
+    assert_eq!((asking.term(), asking.voted_for(), asking.role()), (Term(5), None, Role::Follower));
+}
+
 /// Thesis §9.6: "In the Pre-Vote algorithm, a candidate only increments its term if it first
 /// learns from a majority of the cluster that they would be willing to grant the candidate
 /// their votes". The pre-vote round raises no one's term and casts no vote (nothing to
