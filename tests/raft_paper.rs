@@ -1443,6 +1443,24 @@ fn a_pre_vote_round_raises_no_term() {
     assert_eq!(asking.elections_started(), 1, "the real election is counted once");
 }
 
+/// Thesis §4.2.3: "if a server receives a RequestVote request within the minimum election
+/// timeout of hearing from a current leader, it does not update its term or grant its vote".
+/// The lease guards against a *later* term disrupting the leader; a vote request of the
+/// voter's own term raises no term and is decided as usual (Figure 2): a follower in a lease
+/// that voted for its leader answers another candidate of that term with a refusal.
+#[test]
+fn a_same_term_vote_request_in_a_leader_lease_is_answered() {
+    let hard_state =
+        HardState { term: Term(2), voted_for: Some(NodeId(1)), commit_index: LogIndex(1) };
+    let initial =
+        InitialState { hard_state, snapshot: None, entries: log_of_terms(&[1]), members: None };
+    let mut follower = start(2, &MEMBERS, pre_vote_config(), initial);
+    deliver(&mut follower, append_entries(1, 2, 2, log_id(1, 1), vec![], 1));
+    assert_eq!(follower.leader_id(), Some(NodeId(1)));
+    let answer = deliver(&mut follower, request_vote(3, 2, 2, log_id(1, 1)));
+    assert_eq!(vote_answer(&answer, 3), (Term(2), false));
+}
+
 /// Thesis §9.6: voters grant a pre-vote only if they "have not received heartbeats from a
 /// valid leader for at least a baseline election timeout"; §4.2.3: "if a server receives a
 /// RequestVote request within the minimum election timeout of hearing from a current leader,
