@@ -803,6 +803,49 @@ mod tests {
     }
 
     #[test]
+    fn a_proposal_up_to_the_entry_size_limit_is_accepted() {
+        let config = Config { max_entry_bytes: 4, ..Config::default() };
+        let mut core =
+            RaftCore::new(NodeId(1), [NodeId(1)], config.clone(), InitialState::default(), 1)
+                .expect("valid configuration");
+        assert_eq!(core.config().max_entry_bytes, 4, "the core keeps the configuration it got");
+        core.tick(0);
+        core.tick(core.next_deadline_ms());
+        assert_eq!(core.role(), Role::Leader, "a single node elects itself");
+        assert!(core.propose(Bytes::from_static(b"four")).is_ok(), "exactly at the limit");
+        assert!(matches!(
+            core.propose(Bytes::from_static(b"fives")),
+            Err(ProposeError::TooLarge { size: 5, max: 4 })
+        ));
+    }
+
+    #[test]
+    fn a_malformed_append_entries_of_a_newer_term_still_names_its_leader() {
+        let mut core = RaftCore::new(
+            NodeId(2),
+            [NodeId(1), NodeId(2)],
+            Config::default(),
+            InitialState::default(),
+            1,
+        )
+        .expect("valid configuration");
+        core.tick(0);
+        // Only the leader of term 3 sends AppendEntries in term 3, whatever their entries.
+        core.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: vec![entry(3, 2)],
+                leader_commit: LogIndex(0),
+            },
+        });
+        assert_eq!((core.term(), core.leader_id()), (Term(3), Some(NodeId(1))));
+        assert_eq!(core.last_log_id(), LogId::default(), "the malformed entries were taken");
+    }
+
+    #[test]
     fn a_core_refuses_an_invalid_start() {
         let bad_config = Config { heartbeat_interval_ms: 500, ..Config::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], bad_config, InitialState::default(), 1);
