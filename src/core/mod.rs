@@ -809,6 +809,7 @@ mod tests {
             RaftCore::new(NodeId(1), [NodeId(1)], config.clone(), InitialState::default(), 1)
                 .expect("valid configuration");
         assert_eq!(core.config().max_entry_bytes, 4, "the core keeps the configuration it got");
+        assert_eq!(core.voters(), &[NodeId(1)]);
         core.tick(0);
         core.tick(core.next_deadline_ms());
         assert_eq!(core.role(), Role::Leader, "a single node elects itself");
