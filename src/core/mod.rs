@@ -847,6 +847,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_log_that_holds_the_snapshots_last_entry_is_kept_after_it() {
+        let snapshot_through = |term, index| Snapshot {
+            meta: SnapshotMeta {
+                last_included: LogId::new(Term(term), LogIndex(index)),
+                members: vec![NodeId(1)],
+            },
+            data: Bytes::new(),
+        };
+        let entries = |from: u64| (from..=5).map(|index| entry(1, index)).collect::<Vec<_>>();
+        // The whole log from index 1, holding 3@1: kept as it is.
+        let kept = reconcile_with_snapshot(Some(&snapshot_through(1, 3)), entries(1));
+        assert_eq!(kept, Ok((LogId::default(), entries(1))));
+        // From index 2: the first stored entry becomes the base.
+        let kept = reconcile_with_snapshot(Some(&snapshot_through(1, 3)), entries(2));
+        assert_eq!(kept, Ok((LogId::new(Term(1), LogIndex(2)), entries(3))));
+        // Holding 3@1 where the snapshot ends at 3@2: nothing in the log follows it.
+        let dropped = reconcile_with_snapshot(Some(&snapshot_through(2, 3)), entries(1));
+        assert_eq!(dropped, Ok((LogId::new(Term(2), LogIndex(3)), Vec::new())));
+    }
+
+    #[test]
     fn a_core_refuses_an_invalid_start() {
         let bad_config = Config { heartbeat_interval_ms: 500, ..Config::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], bad_config, InitialState::default(), 1);
