@@ -758,6 +758,40 @@ fn a_rejection_hints_where_the_logs_diverge_and_the_leader_skips_the_whole_term(
     assert_eq!(retry_prev(&retry, 3), log_id(1, 1), "the follower's end was not used");
 }
 
+/// §5.3: "After a rejection, the leader decrements nextIndex and retries the AppendEntries
+/// RPC." Only a rejection of what the leader sent moves nextIndex: every AppendEntries it sent
+/// had its prevLogIndex below nextIndex, so a rejection whose prev index is at or past
+/// nextIndex (a late answer from before the follower caught up, or a malformed one) is stale.
+/// A leader streaming to a follower (match 2, next 3) that receives a rejection of prev 3
+/// ignores it: it sends nothing and keeps streaming.
+#[test]
+fn a_rejection_at_or_past_next_index_is_stale_and_ignored() {
+    let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    let (term, _) = elect_and_settle(&mut leader);
+    assert_eq!(leader.last_log_id(), log_id(2, 2));
+    deliver(&mut leader, accepted(2, 1, term.0, 2));
+    assert!(leader.follower_match_indexes().contains(&(NodeId(2), LogIndex(2))));
+
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(3) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(3), hint };
+    let stale = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let sent = deliver(&mut leader, stale);
+    assert!(sent.is_empty(), "a stale rejection made the leader probe again: {sent:?}");
+
+    // Still streaming: a new entry goes at once, after the matching 2@2.
+    leader.propose(Bytes::from_static(b"x")).expect("the leader accepts a proposal");
+    let sent = settle(&mut leader);
+    let prevs: Vec<LogId> = sent
+        .iter()
+        .filter(|message| message.to == NodeId(2))
+        .filter_map(|message| match message.body {
+            MessageBody::AppendEntries { prev_log_id, .. } => Some(prev_log_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prevs, vec![log_id(2, 2)]);
+}
+
 /// Figure 2, "Persistent state on all servers: (Updated on stable storage before responding
 /// to RPCs)", and §5.3's "apply the entry to its state machine (in log order)": a follower's
 /// acceptance of new entries leaves only after the Ready that persists them (it is among the
@@ -1029,6 +1063,215 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     assert_eq!(leader.commit_index(), LogIndex(5), "the follower's copy completes a majority");
 }
 
+/// §7: "the leader must occasionally send snapshots to followers that lag behind", and while
+/// it does, the follower's log cannot answer for anything before the snapshot's end: a
+/// rejection that reaches the leader during a transfer (a late answer to an AppendEntries sent
+/// before the transfer started, or to a transfer's heartbeat) does not restart the transfer.
+/// Here follower 2 (match 2, entry 3 in flight) needs entry 2 after the leader compacts
+/// through 3, so a heartbeat starts a snapshot transfer; its late rejection of prev 3 leaves
+/// the transfer as it is: nothing is sent again.
+#[test]
+fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
+    let config = Config { snapshot_keep_entries: 0, ..config() };
+    let mut leader = node(1, &MEMBERS, config, 1, &[1], 1);
+    let (term, _) = elect_and_settle(&mut leader);
+    for follower in [2, 3] {
+        deliver(&mut leader, accepted(follower, 1, term.0, 2));
+    }
+    leader.propose(Bytes::from_static(b"x")).expect("the leader accepts a proposal");
+    settle(&mut leader);
+    deliver(&mut leader, accepted(3, 1, term.0, 3));
+    assert_eq!(leader.applied_index(), LogIndex(3));
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-3 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 3") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(3)));
+
+    leader.heartbeat_now();
+    let chunks_to_2 = |messages: &[Message]| {
+        messages
+            .iter()
+            .filter(|message| message.to == NodeId(2))
+            .filter(|message| matches!(message.body, MessageBody::InstallSnapshot { .. }))
+            .count()
+    };
+    assert!(chunks_to_2(&settle(&mut leader)) > 0, "node2 needs entry 2: a snapshot goes");
+
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(3) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(3), hint };
+    let late = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let sent = deliver(&mut leader, late);
+    assert_eq!(chunks_to_2(&sent), 0, "the transfer restarted: {sent:?}");
+    assert!(sent.is_empty(), "a rejection during a transfer sent {sent:?}");
+}
+
+/// §5.3: "If followers crash or run slowly, or if network packets are lost, the leader retries
+/// AppendEntries RPCs indefinitely", and so it does with InstallSnapshot's chunks (§7): a
+/// transfer that gets no answer for a heartbeat interval starts again from the last byte the
+/// follower confirmed. Here the first two chunks (bytes 0-7) are lost, so at the next
+/// heartbeat the leader sends bytes 0-7 again.
+#[test]
+fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
+    let config = Config {
+        snapshot_keep_entries: 0,
+        snapshot_chunk_bytes: 4,
+        max_inflight_snapshot_chunks: 2,
+        ..config()
+    };
+    let mut leader = node(1, &MEMBERS, config.clone(), 1, &[1, 1, 1, 1], 4);
+    let elected_at = leader.next_deadline_ms();
+    let (term, _) = elect_and_settle(&mut leader);
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 4") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
+
+    let chunk_offsets = |messages: &[Message]| -> Vec<u64> {
+        messages
+            .iter()
+            .filter(|message| message.to == NodeId(2))
+            .filter_map(|message| match &message.body {
+                MessageBody::InstallSnapshot { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    };
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
+    let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let lost = deliver(&mut leader, rejection);
+    assert_eq!(chunk_offsets(&lost), vec![0, 4], "two chunks in flight, from the start");
+
+    leader.tick(elected_at + config.heartbeat_interval_ms);
+    let resent = settle(&mut leader);
+    assert_eq!(chunk_offsets(&resent), vec![0, 4], "the lost chunks were not sent again");
+
+    // The follower confirms bytes 0-3; the leader sends bytes 8-11 (the window is 8 bytes).
+    // Bytes 4-11 are lost: a heartbeat interval later the leader resends from byte 4, not 0.
+    let body = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(1, 4),
+        received: 4,
+        installed: false,
+    };
+    let window = deliver(&mut leader, message(2, 1, term.0, body.clone()));
+    assert_eq!(chunk_offsets(&window), vec![8]);
+    // A duplicated answer, a millisecond later, sends nothing again and is no progress:
+    // chunks are resent on the timer only, and the timer still runs from the first answer.
+    leader.tick(elected_at + config.heartbeat_interval_ms + 1);
+    let duplicate = deliver(&mut leader, message(2, 1, term.0, body));
+    assert!(duplicate.is_empty(), "a duplicated answer resent {duplicate:?}");
+    leader.tick(elected_at + 2 * config.heartbeat_interval_ms);
+    let resent = settle(&mut leader);
+    assert_eq!(chunk_offsets(&resent), vec![4, 8], "not resent from the confirmed byte 4");
+
+    // Meanwhile the no-op 5@2 commits and the leader snapshots through it: when the transfer
+    // stalls again, the leader sends the newer snapshot, from its start.
+    deliver(&mut leader, accepted(3, 1, term.0, 5));
+    assert_eq!(leader.applied_index(), LogIndex(5));
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-5 are applied");
+    let newer = Snapshot { meta, data: Bytes::from_static(b"state through 5") };
+    assert_eq!(leader.snapshot_stored(newer), Some(LogIndex(5)));
+    leader.tick(elected_at + 3 * config.heartbeat_interval_ms);
+    let restarted: Vec<(LogId, u64)> = settle(&mut leader)
+        .iter()
+        .filter(|message| message.to == NodeId(2))
+        .filter_map(|message| match &message.body {
+            MessageBody::InstallSnapshot { meta, offset, .. } => {
+                Some((meta.last_included, *offset))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarted, vec![(log_id(2, 5), 0), (log_id(2, 5), 4)], "not the newer snapshot");
+}
+
+/// §7: the leader sends a snapshot only to "a follower that has fallen too far behind"; a
+/// follower that turns out to hold everything the snapshot covers (it installed it and its
+/// answer was lost) accepts the transfer's heartbeat, anchored at the snapshot's last entry,
+/// and the leader goes back to sending it the log after that entry, with no more chunks.
+#[test]
+fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
+    let config = Config {
+        snapshot_keep_entries: 0,
+        snapshot_chunk_bytes: 4,
+        max_inflight_snapshot_chunks: 2,
+        ..config()
+    };
+    let mut leader = node(1, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
+    let (term, _) = elect_and_settle(&mut leader);
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 4") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
+    let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let chunks = deliver(&mut leader, rejection);
+    assert!(
+        chunks.iter().any(|message| matches!(message.body, MessageBody::InstallSnapshot { .. }))
+    );
+
+    let sent = deliver(&mut leader, accepted(2, 1, term.0, 4));
+    let to_2: Vec<&MessageBody> = sent
+        .iter()
+        .filter(|message| message.to == NodeId(2))
+        .map(|message| &message.body)
+        .collect();
+    assert!(
+        !to_2.iter().any(|body| matches!(body, MessageBody::InstallSnapshot { .. })),
+        "more chunks to a follower that holds the snapshot: {to_2:?}"
+    );
+    let prevs: Vec<LogId> = to_2
+        .iter()
+        .filter_map(|body| match body {
+            MessageBody::AppendEntries { prev_log_id, .. } => Some(*prev_log_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prevs, vec![log_id(1, 4)], "the log after the snapshot: {to_2:?}");
+
+    // The follower's late answer that it installed the snapshot changes nothing: the leader
+    // already streams it the log after the snapshot.
+    let body = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(1, 4),
+        received: 15,
+        installed: true,
+    };
+    let sent = deliver(&mut leader, message(2, 1, term.0, body));
+    assert!(sent.is_empty(), "a late installation answer restarted replication: {sent:?}");
+    let older = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(1, 3),
+        received: 15,
+        installed: true,
+    };
+    let sent = deliver(&mut leader, message(2, 1, term.0, older));
+    assert!(sent.is_empty(), "an answer about an older snapshot restarted replication: {sent:?}");
+}
+
+/// §7: "Each server takes snapshots independently, covering just the committed entries in its
+/// log", and a newer snapshot supersedes the older ones. A node that stores snapshots through
+/// 2 and then 4 holds the one through 4 and compacts behind each; one through 3 that arrives
+/// after it (taken earlier, stored late) is ignored: the node keeps the newer snapshot.
+#[test]
+fn a_stored_snapshot_replaces_only_an_older_one() {
+    let config = Config { snapshot_keep_entries: 0, ..config() };
+    let mut follower = node(2, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
+    settle(&mut follower);
+    assert_eq!(follower.applied_index(), LogIndex(4));
+    let snapshot_through = |index| Snapshot {
+        meta: SnapshotMeta {
+            last_included: log_id(1, index),
+            members: MEMBERS.map(NodeId).to_vec(),
+        },
+        data: Bytes::from(format!("state through {index}")),
+    };
+    let held =
+        |follower: &RaftCore| follower.snapshot().map(|snapshot| snapshot.meta.last_included);
+
+    assert_eq!(follower.snapshot_stored(snapshot_through(2)), Some(LogIndex(2)));
+    assert_eq!(follower.snapshot_stored(snapshot_through(4)), Some(LogIndex(4)));
+    assert_eq!(held(&follower), Some(log_id(1, 4)));
+    assert_eq!(follower.snapshot_stored(snapshot_through(3)), None);
+    assert_eq!(held(&follower), Some(log_id(1, 4)), "an older snapshot replaced a newer one");
+}
+
 /// §7, Figure 13 (InstallSnapshot receiver): "2. Create new snapshot file if first chunk
 /// (offset is 0)", "3. Write data into snapshot file at given offset". A transfer that a new
 /// leader starts from offset 0 must not be spliced onto the bytes an earlier leader sent: two
@@ -1072,9 +1315,98 @@ fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
     assert_eq!(installed, Some(Bytes::from_static(b"bbbbbbbb")));
 }
 
+/// §7, Figure 13 again ("Create new snapshot file if first chunk (offset is 0)"), for one
+/// leader: a leader that starts a transfer of a newer snapshot (here through 6, after a
+/// partial one through 5) starts a new file; the follower installs the newer snapshot's bytes,
+/// not the older one's prefix spliced onto them.
+#[test]
+fn a_leaders_newer_snapshot_transfer_is_not_spliced_onto_its_older_one() {
+    let chunk = |through, offset, data: &'static [u8]| {
+        let meta = SnapshotMeta {
+            last_included: log_id(1, through),
+            members: MEMBERS.map(NodeId).to_vec(),
+        };
+        let body = MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            total_len: 8,
+            data: Bytes::from_static(data),
+        };
+        message(1, 2, 2, body)
+    };
+    let mut follower = node(2, &MEMBERS, config(), 1, &[1], 1);
+    deliver(&mut follower, chunk(5, 0, b"AAAA"));
+
+    let answer = deliver(&mut follower, chunk(6, 0, b"bbbbbbbb"));
+    if follower.snapshot().is_none() {
+        // The leader continues from where the follower says it stands.
+        let received = answer
+            .iter()
+            .find_map(|message| match message.body {
+                MessageBody::InstallSnapshotResponse { received, .. } => Some(received),
+                _ => None,
+            })
+            .expect("an answer to the newer snapshot's chunk");
+        let newer_bytes: &'static [u8] = b"bbbbbbbb";
+        deliver(&mut follower, chunk(6, received, &newer_bytes[received as usize..]));
+    }
+    let installed =
+        follower.snapshot().map(|snapshot| (snapshot.meta.last_included, snapshot.data.clone()));
+    assert_eq!(installed, Some((log_id(1, 6), Bytes::from_static(b"bbbbbbbb"))));
+}
+
 // ---------------------------------------------------------------------------------------------
 // PreVote (thesis §9.6) and the leader lease (thesis §4.2.3): core/election.rs
 // ---------------------------------------------------------------------------------------------
+
+/// Thesis §9.6: a pre-vote asks whether the voter "would be willing to grant the candidate
+/// their votes" in the candidate's next term, and Figure 2's RequestVote receiver votes only in
+/// a term it has not voted in yet. So a pre-vote is granted only for a term beyond the
+/// voter's own: a voter in term 2 (its vote cast for node3) refuses a pre-vote for term 2,
+/// answering with its own term, even from a candidate whose log is as up to date as its own
+/// and with no leader heard from; it grants one for term 3.
+#[test]
+fn a_pre_vote_is_granted_only_for_a_term_beyond_the_voters() {
+    let hard_state =
+        HardState { term: Term(2), voted_for: Some(NodeId(3)), commit_index: LogIndex(1) };
+    let initial =
+        InitialState { hard_state, snapshot: None, entries: log_of_terms(&[1]), members: None };
+    let mut voter = start(2, &MEMBERS, pre_vote_config(), initial);
+    let pre_vote = |term| message(1, 2, term, MessageBody::PreVote { last_log_id: log_id(1, 1) });
+    let answer = |messages: &[Message]| {
+        let answers: Vec<(Term, bool)> = messages
+            .iter()
+            .filter_map(|message| match message.body {
+                MessageBody::PreVoteResponse { granted } => Some((message.term, granted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "one pre-vote answer: {messages:?}");
+        answers[0]
+    };
+    let same_term = deliver(&mut voter, pre_vote(2));
+    assert_eq!(answer(&same_term), (Term(2), false), "a pre-vote for the voter's own term");
+    let next_term = deliver(&mut voter, pre_vote(3));
+    assert_eq!(answer(&next_term), (Term(3), true));
+    assert_eq!(voter.term(), Term(2), "a pre-vote changes no term");
+}
+
+/// Figure 2, "Rules for Servers, All Servers": "If RPC request or response contains term T >
+/// currentTerm: set currentTerm = T, convert to follower (§5.1)". A pre-vote refusal carries
+/// the voter's own term: a node in term 1 whose pre-vote is refused by a voter in term 5
+/// moves to term 5 (without a vote); a refusal from its own term changes nothing.
+#[test]
+fn a_pre_vote_refusal_from_a_newer_term_raises_the_term() {
+    let mut asking = node(1, &MEMBERS, pre_vote_config(), 1, &[1], 1);
+    let deadline = asking.next_deadline_ms();
+    asking.tick(deadline);
+    settle(&mut asking);
+    let refusal = |term| message(2, 1, term, MessageBody::PreVoteResponse { granted: false });
+    deliver(&mut asking, refusal(1));
+    assert_eq!((asking.term(), asking.role()), (Term(1), Role::Follower));
+    deliver(&mut asking, refusal(5));
+    assert_eq!((asking.term(), asking.voted_for(), asking.role()), (Term(5), None, Role::Follower));
+}
 
 /// Thesis §9.6: "In the Pre-Vote algorithm, a candidate only increments its term if it first
 /// learns from a majority of the cluster that they would be willing to grant the candidate
@@ -1089,6 +1421,7 @@ fn a_pre_vote_round_raises_no_term() {
     let carried = carry_out(&mut asking);
     assert_eq!((asking.term(), asking.voted_for(), asking.role()), (Term(1), None, Role::Follower));
     assert!(carried.hard_state.is_none(), "a pre-vote round persisted {:?}", carried.hard_state);
+    assert_eq!(asking.elections_started(), 0, "a pre-vote round is not an election");
     let pre_vote = carried
         .messages
         .into_iter()
@@ -1107,6 +1440,25 @@ fn a_pre_vote_round_raises_no_term() {
     // With a majority (itself and node2) it stands for real.
     asking.step(grant);
     assert_eq!((asking.role(), asking.term()), (Role::Candidate, Term(2)));
+    assert_eq!(asking.elections_started(), 1, "the real election is counted once");
+}
+
+/// Thesis §4.2.3: "if a server receives a RequestVote request within the minimum election
+/// timeout of hearing from a current leader, it does not update its term or grant its vote".
+/// The lease guards against a *later* term disrupting the leader; a vote request of the
+/// voter's own term raises no term and is decided as usual (Figure 2): a follower in a lease
+/// that voted for its leader answers another candidate of that term with a refusal.
+#[test]
+fn a_same_term_vote_request_in_a_leader_lease_is_answered() {
+    let hard_state =
+        HardState { term: Term(2), voted_for: Some(NodeId(1)), commit_index: LogIndex(1) };
+    let initial =
+        InitialState { hard_state, snapshot: None, entries: log_of_terms(&[1]), members: None };
+    let mut follower = start(2, &MEMBERS, pre_vote_config(), initial);
+    deliver(&mut follower, append_entries(1, 2, 2, log_id(1, 1), vec![], 1));
+    assert_eq!(follower.leader_id(), Some(NodeId(1)));
+    let answer = deliver(&mut follower, request_vote(3, 2, 2, log_id(1, 1)));
+    assert_eq!(vote_answer(&answer, 3), (Term(2), false));
 }
 
 /// Thesis §9.6: voters grant a pre-vote only if they "have not received heartbeats from a
@@ -1265,4 +1617,28 @@ fn check_quorum_leader_with_a_majority_stays_leader() {
         "stepped down with a majority"
     );
     assert_eq!(followers[0].leader_id(), Some(NodeId(1)));
+}
+
+/// Thesis §6.2 again: the check repeats every election timeout, for as long as the node
+/// leads. A leader that hears from a majority for several timeouts and then loses its
+/// follower steps down within two more: the period under way when the follower went silent,
+/// and the next, in which no majority answered.
+#[test]
+fn check_quorum_repeats_every_election_timeout() {
+    let mut leader = node(1, &MEMBERS, config(), 1, &[1], 1);
+    let elected_at = leader.next_deadline_ms();
+    let (term, taking_office) = elect_and_settle(&mut leader);
+    let mut followers = [node(2, &MEMBERS, config(), 1, &[1], 1)];
+    {
+        let [follower] = &mut followers;
+        exchange(&mut [&mut leader, follower], taking_office);
+    }
+    let timeout = config().election_timeout_max_ms;
+    let silent_from = elected_at + 3 * timeout;
+    run_leader(&mut leader, &mut followers, elected_at, silent_from);
+    assert_eq!(leader.role(), Role::Leader, "stepped down with a majority");
+
+    run_leader(&mut leader, &mut [], silent_from + 10, silent_from + 2 * timeout + 10);
+    assert_eq!(leader.role(), Role::Follower, "led on without a majority for two timeouts");
+    assert_eq!(leader.term(), term);
 }

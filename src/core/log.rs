@@ -289,6 +289,38 @@ mod tests {
     }
 
     #[test]
+    fn a_second_compaction_drops_only_the_entries_after_the_first_base() {
+        let mut log = log_of_terms(&[1, 1, 2, 2, 3, 3]);
+        log.compact_through(LogIndex(2));
+        log.compact_through(LogIndex(4));
+        assert_eq!(log.base(), LogId::new(Term(2), LogIndex(4)));
+        assert_eq!(log.entry(LogIndex(5)).map(|entry| entry.term), Some(Term(3)));
+        assert_eq!(log.last_log_id(), LogId::new(Term(3), LogIndex(6)));
+        log.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "log entries are contiguous")]
+    fn the_invariant_check_finds_a_gap_in_the_log() {
+        let entries = blank_entries_with_terms(&[1, 1, 1]);
+        let log = RaftLog {
+            base: LogId::default(),
+            entries: vec![entries[0].clone(), entries[2].clone()],
+        };
+        log.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "log terms never decrease")]
+    fn the_invariant_check_finds_decreasing_terms() {
+        let log = RaftLog {
+            base: LogId::new(Term(3), LogIndex(0)),
+            entries: blank_entries_with_terms(&[2, 2]),
+        };
+        log.check_invariants();
+    }
+
+    #[test]
     fn term_lookups() {
         let log = log_of_terms(&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
         assert_eq!(log.term_at(LogIndex(0)), Some(Term(0)));
@@ -298,6 +330,7 @@ mod tests {
         assert_eq!(log.first_index_of_term_run(LogIndex(3)), LogIndex(1));
         assert_eq!(log.last_index_of_term(Term(4), LogIndex(10)), Some(LogIndex(5)));
         assert_eq!(log.last_index_of_term(Term(3), LogIndex(10)), None);
+        assert_eq!(log.last_index_of_term(Term(0), LogIndex(10)), None, "the base 0@0 is no entry");
         assert_eq!(log.last_index_of_term(Term(6), LogIndex(8)), Some(LogIndex(8)));
         assert_eq!(log.last_log_id(), LogId::new(Term(6), LogIndex(10)));
     }
@@ -314,8 +347,11 @@ mod tests {
         }
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 3, 1000).len(), 3);
         assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 25).len(), 2);
+        assert_eq!(log.entries_between(LogIndex(1), LogIndex(5), 10, 20).len(), 2, "exactly full");
         assert_eq!(log.entries_between(LogIndex(2), LogIndex(5), 10, 1).len(), 1);
         assert!(log.entries_between(LogIndex(6), LogIndex(5), 10, 100).is_empty());
+        assert!(log.entries_between(LogIndex(8), LogIndex(9), 10, 100).is_empty(), "past the end");
+        assert!(log.entries_between(LogIndex(1), LogIndex(5), 0, 100).is_empty(), "no room");
         log.truncate_from(LogIndex(3), LogIndex(0));
         assert_eq!(log.last_index(), LogIndex(2));
     }

@@ -778,6 +778,96 @@ mod tests {
     }
 
     #[test]
+    fn a_node_drops_messages_not_meant_for_it_or_not_from_a_member() {
+        let heartbeat = |from: u64, to: u64| Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: vec![entry(1, 1)],
+                leader_commit: LogIndex(0),
+            },
+        };
+        // (from, to): addressed to node3; from itself; from node9, which is not a member.
+        for (from, to) in [(1, 3), (2, 2), (9, 2)] {
+            let members = [NodeId(1), NodeId(2), NodeId(3)];
+            let mut core =
+                RaftCore::new(NodeId(2), members, Config::default(), InitialState::default(), 1)
+                    .expect("valid configuration");
+            core.tick(0);
+            core.step(heartbeat(from, to));
+            assert_eq!(core.last_log_id(), LogId::default(), "node{from} to node{to} was taken");
+            assert_eq!(core.leader_id(), None, "node{from} to node{to} was taken");
+        }
+    }
+
+    #[test]
+    fn a_proposal_up_to_the_entry_size_limit_is_accepted() {
+        let config = Config { max_entry_bytes: 4, ..Config::default() };
+        let mut core =
+            RaftCore::new(NodeId(1), [NodeId(1)], config.clone(), InitialState::default(), 1)
+                .expect("valid configuration");
+        assert_eq!(core.config().max_entry_bytes, 4, "the core keeps the configuration it got");
+        assert_eq!(core.voters(), &[NodeId(1)]);
+        core.tick(0);
+        core.tick(core.next_deadline_ms());
+        assert_eq!(core.role(), Role::Leader, "a single node elects itself");
+        assert!(core.propose(Bytes::from_static(b"four")).is_ok(), "exactly at the limit");
+        assert!(matches!(
+            core.propose(Bytes::from_static(b"fives")),
+            Err(ProposeError::TooLarge { size: 5, max: 4 })
+        ));
+    }
+
+    #[test]
+    fn a_malformed_append_entries_of_a_newer_term_still_names_its_leader() {
+        let mut core = RaftCore::new(
+            NodeId(2),
+            [NodeId(1), NodeId(2)],
+            Config::default(),
+            InitialState::default(),
+            1,
+        )
+        .expect("valid configuration");
+        core.tick(0);
+        // Only the leader of term 3 sends AppendEntries in term 3, whatever their entries.
+        core.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: vec![entry(3, 2)],
+                leader_commit: LogIndex(0),
+            },
+        });
+        assert_eq!((core.term(), core.leader_id()), (Term(3), Some(NodeId(1))));
+        assert_eq!(core.last_log_id(), LogId::default(), "the malformed entries were taken");
+    }
+
+    #[test]
+    fn a_stored_log_that_holds_the_snapshots_last_entry_is_kept_after_it() {
+        let snapshot_through = |term, index| Snapshot {
+            meta: SnapshotMeta {
+                last_included: LogId::new(Term(term), LogIndex(index)),
+                members: vec![NodeId(1)],
+            },
+            data: Bytes::new(),
+        };
+        let entries = |from: u64| (from..=5).map(|index| entry(1, index)).collect::<Vec<_>>();
+        // The whole log from index 1, holding 3@1: kept as it is.
+        let kept = reconcile_with_snapshot(Some(&snapshot_through(1, 3)), entries(1));
+        assert_eq!(kept, Ok((LogId::default(), entries(1))));
+        // From index 2: the first stored entry becomes the base.
+        let kept = reconcile_with_snapshot(Some(&snapshot_through(1, 3)), entries(2));
+        assert_eq!(kept, Ok((LogId::new(Term(1), LogIndex(2)), entries(3))));
+        // Holding 3@1 where the snapshot ends at 3@2: nothing in the log follows it.
+        let dropped = reconcile_with_snapshot(Some(&snapshot_through(2, 3)), entries(1));
+        assert_eq!(dropped, Ok((LogId::new(Term(2), LogIndex(3)), Vec::new())));
+    }
+
+    #[test]
     fn a_core_refuses_an_invalid_start() {
         let bad_config = Config { heartbeat_interval_ms: 500, ..Config::default() };
         let result = RaftCore::new(NodeId(1), [NodeId(1)], bad_config, InitialState::default(), 1);

@@ -218,6 +218,16 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_acceptance_below_the_probe_leaves_the_probe_waiting() {
+        let mut progress = Progress::new(LogIndex(11));
+        progress.on_sent(Some(LogIndex(11)), 0);
+        // A late acceptance that proves nothing new (match 0, the probe asked about 10).
+        assert!(!progress.on_accepted(LogIndex(0)), "the match index did not advance");
+        assert_eq!(progress.mode, ReplicationMode::Probe { probe_sent: true });
+        assert_eq!(progress.next_index, LogIndex(11));
+    }
+
+    #[test]
     fn replicate_pipelines_up_to_the_inflight_limit() {
         let mut progress = Progress::new(LogIndex(1));
         progress.on_sent(None, 0);

@@ -197,6 +197,25 @@ mod tests {
     }
 
     #[test]
+    fn a_vote_is_lost_only_when_the_rest_cannot_make_a_majority() {
+        let answers = |pairs: &'static [(u64, bool)]| {
+            move |id: NodeId| pairs.iter().find(|(node, _)| *node == id.0).map(|(_, yes)| *yes)
+        };
+        // Five voters: two refusals leave three that may still grant.
+        let five = config(&[1, 2, 3, 4, 5]);
+        assert_eq!(five.vote_result(answers(&[(1, false), (2, false)])), VoteResult::Pending);
+        assert_eq!(
+            five.vote_result(answers(&[(1, false), (2, false), (3, false)])),
+            VoteResult::Lost
+        );
+        // Two voters: one refusal leaves one, short of the two needed.
+        let two = config(&[1, 2]);
+        assert_eq!(two.vote_result(answers(&[(1, false)])), VoteResult::Lost);
+        // One voter: its refusal loses.
+        assert_eq!(config(&[1]).vote_result(answers(&[(1, false)])), VoteResult::Lost);
+    }
+
+    #[test]
     fn an_empty_half_places_no_constraint() {
         let empty = MajorityConfig::default();
         assert_eq!(empty.committed_index(|_| None), LogIndex(u64::MAX));
