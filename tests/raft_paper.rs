@@ -1245,6 +1245,72 @@ fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
     assert!(sent.is_empty(), "an answer about an older snapshot restarted replication: {sent:?}");
 }
 
+/// §7 (retries, §5.3): a leader "retries ... indefinitely" until the follower has what it
+/// needs, and an answer about an earlier snapshot says nothing about the one being sent now.
+/// Follower 2 holds entries through 5; the leader compacts through 7 and sends it the
+/// snapshot through 7. A duplicated answer from an earlier transfer, "installed the snapshot
+/// through 5", arrives in the middle: the transfer goes on where it was, instead of being
+/// dropped and started again from byte 0.
+#[test]
+fn an_answer_about_an_older_snapshot_leaves_the_transfer_in_progress() {
+    let config = Config {
+        snapshot_keep_entries: 0,
+        snapshot_chunk_bytes: 4,
+        max_inflight_snapshot_chunks: 2,
+        ..config()
+    };
+    let mut leader = node(1, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
+    let (term, _) = elect_and_settle(&mut leader);
+    // Follower 2 stores the no-op 5@2, which commits; the leader appends 6 and 7, which
+    // follower 3 stores, and takes a snapshot through 7.
+    deliver(&mut leader, accepted(2, 1, term.0, 5));
+    for command in [b"six".as_slice(), b"seven".as_slice()] {
+        leader.propose(Bytes::copy_from_slice(command)).expect("the leader takes proposals");
+    }
+    settle(&mut leader);
+    deliver(&mut leader, accepted(3, 1, term.0, 7));
+    assert_eq!(leader.applied_index(), LogIndex(7));
+    let meta = leader.snapshot_meta_for_applied().expect("entries 1-7 are applied");
+    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 7") };
+    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(7)));
+
+    // Follower 2 never got 6 and 7: it rejects, and needs the snapshot (6 is compacted).
+    let hint = ConflictHint { conflict_term: None, first_index: LogIndex(6) };
+    let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(7), hint };
+    let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
+    let offsets = |messages: &[Message]| -> Vec<(LogId, u64)> {
+        messages
+            .iter()
+            .filter(|message| message.to == NodeId(2))
+            .filter_map(|message| match &message.body {
+                MessageBody::InstallSnapshot { meta, offset, .. } => {
+                    Some((meta.last_included, *offset))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let started = deliver(&mut leader, rejection);
+    assert_eq!(offsets(&started), vec![(log_id(2, 7), 0), (log_id(2, 7), 4)]);
+
+    let stale = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(2, 5),
+        received: 12,
+        installed: true,
+    };
+    let sent = deliver(&mut leader, message(2, 1, term.0, stale));
+    assert!(offsets(&sent).is_empty(), "the transfer started over: {sent:?}");
+
+    // The transfer goes on from where the follower is: bytes 0-3 confirmed, 8-11 next.
+    let progress = MessageBody::InstallSnapshotResponse {
+        last_included: log_id(2, 7),
+        received: 4,
+        installed: false,
+    };
+    let sent = deliver(&mut leader, message(2, 1, term.0, progress));
+    assert_eq!(offsets(&sent), vec![(log_id(2, 7), 8)]);
+}
+
 /// §7: "Each server takes snapshots independently, covering just the committed entries in its
 /// log", and a newer snapshot supersedes the older ones. A node that stores snapshots through
 /// 2 and then 4 holds the one through 4 and compacts behind each; one through 3 that arrives

@@ -7,7 +7,6 @@
 //! to be stored and restored into the state machine before anything after it is applied; the
 //! follower acknowledges it only after that Ready is persisted.
 
-use super::progress::ReplicationMode;
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::MessageBody;
 use crate::snapshot::{Snapshot, SnapshotMeta};
@@ -172,9 +171,11 @@ impl RaftCore {
                 tracing::warn!(target: LOG_TARGET, node = %self.id, "Ignoring snapshot installation from {follower} beyond the log end ({last_included})");
                 return;
             }
-            if last_included.index > progress.match_index
-                || progress.mode == ReplicationMode::Snapshot
-            {
+            // News only if it raises what the follower holds. That covers the transfer under
+            // way, whose snapshot ends past the match index (a snapshot is sent only to a
+            // follower whose next index is compacted); a duplicated answer about an earlier
+            // snapshot must not end this transfer and start it over.
+            if last_included.index > progress.match_index {
                 tracing::info!(target: LOG_TARGET, node = %self.id, "{follower} installed the snapshot through {last_included}; replicating the log after it");
                 progress.on_snapshot_installed(last_included.index);
                 self.maybe_commit();
