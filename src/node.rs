@@ -456,4 +456,203 @@ mod tests {
         assert!(matches!(start(&storage, &[2, 3]), Err(StartError::Membership { .. })));
         assert_eq!(storage.clone().load().expect("loads").members, None);
     }
+
+    /// A state machine that keeps a count and snapshots it.
+    #[derive(Default)]
+    struct Counting(u64);
+
+    impl StateMachine for Counting {
+        fn apply(&mut self, _command: &[u8]) -> ApplyResult {
+            self.0 += 1;
+            Ok(self.0.to_le_bytes().to_vec())
+        }
+
+        fn snapshot(&self) -> ApplyResult {
+            Ok(self.0.to_le_bytes().to_vec())
+        }
+
+        fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+            self.0 = u64::from_le_bytes(snapshot.try_into()?);
+            Ok(())
+        }
+    }
+
+    /// A pump that keeps the syncs handed to it, and completes them only when asked.
+    #[derive(Default)]
+    struct HeldSyncs {
+        syncs: Vec<Box<dyn PendingSync>>,
+        started: usize,
+        answers: usize,
+    }
+
+    impl NodeIo<()> for HeldSyncs {
+        fn send(&mut self, _message: Message) {}
+
+        fn start_sync(&mut self, sync: Box<dyn PendingSync>) {
+            self.syncs.push(sync);
+            self.started += 1;
+        }
+
+        fn answer(&mut self, _waiter: (), _result: ProposalResult) {
+            self.answers += 1;
+        }
+    }
+
+    /// Storage in memory whose flushes hand back a sync still to be done, as a disk's do.
+    struct SyncLater(MemoryStorage);
+
+    /// The second half of a [`SyncLater`] flush.
+    struct LaterSync;
+
+    impl PendingSync for LaterSync {
+        fn complete(self: Box<Self>) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    impl Storage for SyncLater {
+        type SnapshotWriter = MemoryStorage;
+
+        fn load(&mut self) -> Result<InitialState, StorageError> {
+            self.0.load()
+        }
+        fn append(&mut self, entries: &[crate::message::Entry]) -> Result<(), StorageError> {
+            self.0.append(entries)
+        }
+        fn reset_log(&mut self, base: crate::types::LogId) -> Result<(), StorageError> {
+            self.0.reset_log(base)
+        }
+        fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
+            self.0.compact(through)
+        }
+        fn snapshot_writer(&self) -> MemoryStorage {
+            self.0.snapshot_writer()
+        }
+        fn save_hard_state(
+            &mut self,
+            hard_state: &crate::hard_state::HardState,
+        ) -> Result<(), StorageError> {
+            self.0.save_hard_state(hard_state)
+        }
+        fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError> {
+            self.0.save_members(members)
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            self.0.sync()
+        }
+        fn flush(&mut self) -> Result<Box<dyn PendingSync>, StorageError> {
+            Ok(Box::new(LaterSync))
+        }
+    }
+
+    /// Runs `node` (a cluster of one) until it leads, completing every sync.
+    fn lead<S: Storage, M: StateMachine>(node: &mut Node<S, M, ()>, io: &mut HeldSyncs) {
+        let mut now_ms = 0;
+        while node.core().role() != Role::Leader {
+            now_ms += 10;
+            node.tick(now_ms);
+            settle(node, io);
+        }
+    }
+
+    /// Processes and completes syncs until nothing is left.
+    fn settle<S: Storage, M: StateMachine>(node: &mut Node<S, M, ()>, io: &mut HeldSyncs) {
+        node.process(io).expect("storage in memory does not fail");
+        while !io.syncs.is_empty() {
+            for sync in std::mem::take(&mut io.syncs) {
+                sync.complete().expect("a sync in memory does not fail");
+                node.sync_done(io);
+            }
+            node.process(io).expect("storage in memory does not fail");
+        }
+    }
+
+    fn counting_node(config: Config) -> Node<MemoryStorage, Counting, ()> {
+        Node::start(NodeId(1), [NodeId(1)], config, MemoryStorage::new(), Counting(0), 1)
+            .expect("a valid start")
+    }
+
+    /// A snapshot is due once `snapshot_after_entries` commands were applied since the last
+    /// one, not before; taking it starts the count again.
+    #[test]
+    fn a_snapshot_is_due_after_exactly_the_configured_number_of_commands() {
+        let config =
+            Config { snapshot_after_entries: 3, snapshot_after_bytes: 0, ..Config::default() };
+        let mut node = counting_node(config);
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        for round in 1..=2 {
+            for _ in 0..2 {
+                node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+                settle(&mut node, &mut io);
+            }
+            assert!(!node.snapshot_due(), "due after 2 of 3 commands (round {round})");
+            node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+            settle(&mut node, &mut io);
+            assert!(node.snapshot_due(), "not due after 3 of 3 commands (round {round})");
+            let snapshot = node.take_snapshot(&mut io).unwrap().expect("a snapshot is due");
+            assert!(!node.snapshot_due(), "due again while the snapshot is being stored");
+            node.snapshot_stored(Ok(snapshot)).expect("compaction in memory");
+            assert!(!node.snapshot_due(), "the count did not start again");
+        }
+        assert_eq!(node.snapshots_stored(), 2);
+    }
+
+    /// A snapshot is due once `snapshot_after_bytes` bytes of commands were applied.
+    #[test]
+    fn a_snapshot_is_due_after_exactly_the_configured_number_of_bytes() {
+        let config =
+            Config { snapshot_after_entries: 0, snapshot_after_bytes: 10, ..Config::default() };
+        let mut node = counting_node(config);
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        node.propose(Bytes::from_static(b"12345"), ()).map_err(|(error, _)| error).unwrap();
+        settle(&mut node, &mut io);
+        assert!(!node.snapshot_due(), "due after 5 of 10 bytes");
+        node.propose(Bytes::from_static(b"67890"), ()).map_err(|(error, _)| error).unwrap();
+        settle(&mut node, &mut io);
+        assert!(node.snapshot_due(), "not due after 10 of 10 bytes");
+    }
+
+    /// A state machine without `snapshot` is never snapshotted, however much it applies.
+    #[test]
+    fn a_state_machine_without_snapshots_is_never_snapshotted() {
+        let config =
+            Config { snapshot_after_entries: 1, snapshot_after_bytes: 1, ..Config::default() };
+        let mut node: Node<MemoryStorage, Accepting, ()> =
+            Node::start(NodeId(1), [NodeId(1)], config, MemoryStorage::new(), Accepting, 1)
+                .expect("a valid start");
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        for _ in 0..3 {
+            node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+            settle(&mut node, &mut io);
+        }
+        assert!(!node.snapshot_due());
+        assert!(node.take_snapshot(&mut io).unwrap().is_none());
+    }
+
+    /// At most sixteen syncs run at once: past that the next Ready waits (and grows) until a
+    /// sync completes.
+    #[test]
+    fn at_most_sixteen_syncs_are_in_flight() {
+        let storage = SyncLater(MemoryStorage::new());
+        let mut node: Node<SyncLater, Counting, ()> =
+            Node::start(NodeId(1), [NodeId(1)], Config::default(), storage, Counting(0), 1)
+                .expect("a valid start");
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        let started_before = io.started;
+        for _ in 0..20 {
+            node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+            node.process(&mut io).expect("storage in memory does not fail");
+        }
+        assert_eq!(io.started - started_before, 16, "syncs handed out beyond the limit");
+        assert_eq!(node.syncs_in_flight(), 16);
+        assert_eq!(io.answers, 0, "answered before its entry was durable");
+        // Completing the syncs lets the waiting proposals through, in one more batch.
+        settle(&mut node, &mut io);
+        assert_eq!(node.syncs_in_flight(), 0);
+        assert_eq!(io.answers, 20);
+    }
 }
