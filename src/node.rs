@@ -655,4 +655,44 @@ mod tests {
         assert_eq!(node.syncs_in_flight(), 0);
         assert_eq!(io.answers, 20);
     }
+
+    /// A state machine whose snapshot fails while it is empty, and works after.
+    #[derive(Default)]
+    struct NotWhileEmpty(Counting);
+
+    impl StateMachine for NotWhileEmpty {
+        fn apply(&mut self, command: &[u8]) -> ApplyResult {
+            self.0.apply(command)
+        }
+
+        fn snapshot(&self) -> ApplyResult {
+            if self.0.0 == 0 {
+                return Err("nothing to snapshot yet".into());
+            }
+            self.0.snapshot()
+        }
+    }
+
+    /// Only `SnapshotsUnsupported` at start turns snapshots off: a state machine whose
+    /// snapshot fails for another reason while empty is still snapshotted once it has state.
+    #[test]
+    fn only_snapshots_unsupported_turns_snapshots_off() {
+        let config =
+            Config { snapshot_after_entries: 1, snapshot_after_bytes: 0, ..Config::default() };
+        let mut node: Node<MemoryStorage, NotWhileEmpty, ()> = Node::start(
+            NodeId(1),
+            [NodeId(1)],
+            config,
+            MemoryStorage::new(),
+            NotWhileEmpty::default(),
+            1,
+        )
+        .expect("a valid start");
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+        settle(&mut node, &mut io);
+        assert!(node.snapshot_due(), "snapshots were turned off by an unrelated error");
+        assert!(node.take_snapshot(&mut io).unwrap().is_some());
+    }
 }
