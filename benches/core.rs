@@ -4,6 +4,7 @@
 //! - `core/new`: creating a node of a 3-member cluster;
 //! - `core/election_3_nodes`: a whole election round in a 3-member cluster (pre-vote, vote,
 //!   the new leader's no-op replicated and committed), messages handed between cores by hand;
+//!   `core/election_3_nodes_fresh`: the same on a cluster built just before each election;
 //! - `core/propose/N`: a leader of 3 appending one N-byte command (the command is built
 //!   outside the timing, as raft-rs's `propose` benchmark does);
 //! - `core/ready_100_entries`: a leader of 3 producing one Ready holding 100 new entries (to
@@ -95,6 +96,21 @@ fn bench_election(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    // The same election on a cluster built just before it (still in cache, as a running
+    // node's state is); the clusters of the batched form above are built ahead in batches.
+    c.bench_function("core/election_3_nodes_fresh", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut cores = cluster();
+                let started = Instant::now();
+                elect_first(&mut cores);
+                total += started.elapsed();
+                black_box(&cores);
+            }
+            total
+        })
     });
 }
 
