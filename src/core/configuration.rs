@@ -61,13 +61,15 @@ impl Configuration {
     }
 
     /// Whether `id` votes (in either half of a joint configuration).
+    #[inline]
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(id) || self.outgoing.as_ref().is_some_and(|half| half.contains(id))
     }
 
     /// Whether `id` is a member: a voter of either half, or a learner.
+    #[inline]
     pub fn is_member(&self, id: NodeId) -> bool {
-        self.is_voter(id) || self.learners.contains(&id)
+        self.is_voter(id) || (!self.learners.is_empty() && self.learners.contains(&id))
     }
 
     /// Every member once, voters first: the nodes a leader replicates to (besides itself).

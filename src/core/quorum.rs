@@ -42,6 +42,7 @@ impl MajorityConfig {
     }
 
     /// Whether `id` votes here.
+    #[inline]
     pub(crate) fn contains(&self, id: NodeId) -> bool {
         self.voters.binary_search(&id).is_ok()
     }
