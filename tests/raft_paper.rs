@@ -276,6 +276,21 @@ fn elect(core: &mut RaftCore) -> Term {
     panic!("node{} did not become leader", core.id().0);
 }
 
+/// The InstallSnapshot chunks among `messages` to node `to`: each one's snapshot (its last
+/// entry) and offset, in order.
+fn snapshot_chunks_to(to: u64, messages: &[Message]) -> Vec<(LogId, u64)> {
+    messages
+        .iter()
+        .filter(|message| message.to == NodeId(to))
+        .filter_map(|message| match &message.body {
+            MessageBody::InstallSnapshot { meta, offset, .. } => {
+                Some((meta.last_included, *offset))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// `elect`, then settles the Ready of taking office; returns the term and the messages sent.
 fn elect_and_settle(core: &mut RaftCore) -> (Term, Vec<Message>) {
     let term = elect(core);
@@ -1125,14 +1140,7 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
 
     let chunk_offsets = |messages: &[Message]| -> Vec<u64> {
-        messages
-            .iter()
-            .filter(|message| message.to == NodeId(2))
-            .filter_map(|message| match &message.body {
-                MessageBody::InstallSnapshot { offset, .. } => Some(*offset),
-                _ => None,
-            })
-            .collect()
+        snapshot_chunks_to(2, messages).into_iter().map(|(_, offset)| offset).collect()
     };
     let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
     let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
@@ -1170,16 +1178,7 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     let newer = Snapshot { meta, data: Bytes::from_static(b"state through 5") };
     assert_eq!(leader.snapshot_stored(newer), Some(LogIndex(5)));
     leader.tick(elected_at + 3 * config.heartbeat_interval_ms);
-    let restarted: Vec<(LogId, u64)> = settle(&mut leader)
-        .iter()
-        .filter(|message| message.to == NodeId(2))
-        .filter_map(|message| match &message.body {
-            MessageBody::InstallSnapshot { meta, offset, .. } => {
-                Some((meta.last_included, *offset))
-            }
-            _ => None,
-        })
-        .collect();
+    let restarted = snapshot_chunks_to(2, &settle(&mut leader));
     assert_eq!(restarted, vec![(log_id(2, 5), 0), (log_id(2, 5), 4)], "not the newer snapshot");
 }
 
@@ -1278,18 +1277,7 @@ fn an_answer_about_an_older_snapshot_leaves_the_transfer_in_progress() {
     let hint = ConflictHint { conflict_term: None, first_index: LogIndex(6) };
     let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(7), hint };
     let rejection = message(2, 1, term.0, MessageBody::AppendEntriesResponse(response));
-    let offsets = |messages: &[Message]| -> Vec<(LogId, u64)> {
-        messages
-            .iter()
-            .filter(|message| message.to == NodeId(2))
-            .filter_map(|message| match &message.body {
-                MessageBody::InstallSnapshot { meta, offset, .. } => {
-                    Some((meta.last_included, *offset))
-                }
-                _ => None,
-            })
-            .collect()
-    };
+    let offsets = |messages: &[Message]| snapshot_chunks_to(2, messages);
     let started = deliver(&mut leader, rejection);
     assert_eq!(offsets(&started), vec![(log_id(2, 7), 0), (log_id(2, 7), 4)]);
 
