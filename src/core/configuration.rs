@@ -20,17 +20,33 @@ pub struct Configuration {
     outgoing: Option<MajorityConfig>,
     /// Members that receive the log but do not vote.
     learners: BTreeSet<NodeId>,
+    /// Every member once, voters first: computed when the configuration is built, because
+    /// the core walks it on every broadcast.
+    members: Vec<NodeId>,
 }
 
 impl Configuration {
     /// A simple configuration of `voters` (sorted and deduplicated here); `None` when empty.
     pub(crate) fn simple(voters: impl IntoIterator<Item = NodeId>) -> Option<Self> {
         let voters = MajorityConfig::new(voters);
-        (!voters.voters().is_empty()).then(|| Configuration {
-            voters,
-            outgoing: None,
-            learners: BTreeSet::new(),
-        })
+        (!voters.voters().is_empty())
+            .then(|| Configuration::from_parts(voters, None, BTreeSet::new()))
+    }
+
+    /// The one place a configuration is assembled (so `members` always matches the rest).
+    fn from_parts(
+        voters: MajorityConfig,
+        outgoing: Option<MajorityConfig>,
+        learners: BTreeSet<NodeId>,
+    ) -> Self {
+        let mut members: Vec<NodeId> = voters.voters().to_vec();
+        let outgoing_only = outgoing.iter().flat_map(MajorityConfig::voters).copied();
+        for id in outgoing_only.chain(learners.iter().copied()) {
+            if !members.contains(&id) {
+                members.push(id);
+            }
+        }
+        Configuration { voters, outgoing, learners, members }
     }
 
     /// A joint configuration moving from `outgoing` to `incoming` (tests only, until
@@ -40,9 +56,14 @@ impl Configuration {
         incoming: impl IntoIterator<Item = NodeId>,
         outgoing: impl IntoIterator<Item = NodeId>,
     ) -> Option<Self> {
-        let mut configuration = Configuration::simple(incoming)?;
-        configuration.outgoing = Some(MajorityConfig::new(outgoing));
-        Some(configuration)
+        let incoming = MajorityConfig::new(incoming);
+        (!incoming.voters().is_empty()).then(|| {
+            Configuration::from_parts(
+                incoming,
+                Some(MajorityConfig::new(outgoing)),
+                BTreeSet::new(),
+            )
+        })
     }
 
     /// The voters, sorted (during a joint change: the incoming ones).
@@ -73,20 +94,13 @@ impl Configuration {
     }
 
     /// Every member once, voters first: the nodes a leader replicates to (besides itself).
-    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let outgoing_only = self
-            .outgoing
-            .iter()
-            .flat_map(MajorityConfig::voters)
-            .copied()
-            .filter(|id| !self.voters.contains(*id));
-        let learners_only = self.learners.iter().copied().filter(|id| !self.is_voter(*id));
-        self.voters.voters().iter().copied().chain(outgoing_only).chain(learners_only)
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
     }
 
     /// Whether this configuration has more than one voter (anyone to ask for a vote).
     pub fn has_other_voters(&self, own: NodeId) -> bool {
-        self.members().any(|id| id != own && self.is_voter(id))
+        self.members.iter().any(|id| *id != own && self.is_voter(*id))
     }
 
     /// The highest index a majority holds (of each half, in a joint configuration: the lower
@@ -145,7 +159,7 @@ mod tests {
         assert!(Configuration::simple([]).is_none());
         let configuration = simple(&[3, 1, 3, 2]);
         assert_eq!(configuration.voters(), ids(&[1, 2, 3]).as_slice());
-        assert_eq!(configuration.members().collect::<Vec<_>>(), ids(&[1, 2, 3]));
+        assert_eq!(configuration.members().to_vec(), ids(&[1, 2, 3]));
         assert!(configuration.is_voter(NodeId(2)));
         assert!(!configuration.is_member(NodeId(4)));
         assert!(configuration.has_other_voters(NodeId(1)));
@@ -186,7 +200,7 @@ mod tests {
     #[test]
     fn joint_members_are_listed_once() {
         let configuration = joint(&[1, 2, 3], &[2, 3, 4]);
-        assert_eq!(configuration.members().collect::<Vec<_>>(), ids(&[1, 2, 3, 4]));
+        assert_eq!(configuration.members().to_vec(), ids(&[1, 2, 3, 4]));
         assert!(configuration.is_voter(NodeId(4)));
         assert_eq!(configuration.outgoing_voters(), Some(ids(&[2, 3, 4]).as_slice()));
     }

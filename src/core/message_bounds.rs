@@ -8,6 +8,8 @@
 //! after the highest accepted value, which no run comes near; no honest cluster comes near
 //! the bound either (2^63 entries at a billion a second take three centuries).
 
+use std::fmt;
+
 use crate::message::{AppendResponse, Message, MessageBody};
 use crate::types::{LogId, LogIndex, Term};
 
@@ -19,7 +21,7 @@ pub(crate) const MAX_INDEX: LogIndex = LogIndex(u64::MAX / 2);
 
 /// Checks that every term and index in `message` is within [`MAX_TERM`] and [`MAX_INDEX`];
 /// otherwise says which is not.
-pub(crate) fn check_bounds(message: &Message) -> Result<(), String> {
+pub(crate) fn check_bounds(message: &Message) -> Result<(), OutOfBounds> {
     check_term("the message's term", message.term)?;
     match &message.body {
         MessageBody::RequestVote { last_log_id } | MessageBody::PreVote { last_log_id } => {
@@ -51,21 +53,47 @@ pub(crate) fn check_bounds(message: &Message) -> Result<(), String> {
     }
 }
 
-fn check_term(what: &str, term: Term) -> Result<(), String> {
+/// Which number of a message is out of range. Plain data, so that checking a well-formed
+/// message (every message the core steps) costs a few comparisons and no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OutOfBounds {
+    /// What the number is, e.g. "the leader's commit index".
+    what: &'static str,
+    /// Its value.
+    value: u64,
+    /// Whether it is a term (else an index).
+    is_term: bool,
+}
+
+impl fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let OutOfBounds { what, value, is_term } = *self;
+        if is_term {
+            write!(f, "{what} {value} is above the highest accepted term {MAX_TERM}")
+        } else {
+            write!(f, "{what} {value} is above the highest accepted index {MAX_INDEX}")
+        }
+    }
+}
+
+#[inline]
+fn check_term(what: &'static str, term: Term) -> Result<(), OutOfBounds> {
     if term > MAX_TERM {
-        return Err(format!("{what} {term} is above the highest accepted term {MAX_TERM}"));
+        return Err(OutOfBounds { what, value: term.0, is_term: true });
     }
     Ok(())
 }
 
-fn check_index(what: &str, index: LogIndex) -> Result<(), String> {
+#[inline]
+fn check_index(what: &'static str, index: LogIndex) -> Result<(), OutOfBounds> {
     if index > MAX_INDEX {
-        return Err(format!("{what} {index} is above the highest accepted index {MAX_INDEX}"));
+        return Err(OutOfBounds { what, value: index.0, is_term: false });
     }
     Ok(())
 }
 
-fn check_log_id(what: &str, log_id: LogId) -> Result<(), String> {
+#[inline]
+fn check_log_id(what: &'static str, log_id: LogId) -> Result<(), OutOfBounds> {
     check_term(what, log_id.term)?;
     check_index(what, log_id.index)
 }

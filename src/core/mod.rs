@@ -519,7 +519,7 @@ impl RaftCore {
 
     /// The other members.
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.configuration.members().filter(move |id| *id != self.id)
+        self.configuration.members().iter().copied().filter(move |id| *id != self.id)
     }
 
     fn hard_state(&self) -> HardState {
