@@ -48,8 +48,8 @@ use raft_consensus::storage::{
     PendingSync, SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage,
 };
 use raft_consensus::{
-    Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta, StorageError,
-    Term,
+    Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
+    StorageError, Term,
 };
 
 /// Time spent before each measured run, not counted.
@@ -310,7 +310,7 @@ fn wal_append(root: &Path, batch: usize, steady: bool, pipelined: bool) -> Resul
             let snapshot = Snapshot {
                 meta: SnapshotMeta {
                     last_included: LogId::new(Term(1), LogIndex(snapshot_index)),
-                    members: vec![NodeId(1)],
+                    configuration: Configuration::of_voters([NodeId(1)]),
                 },
                 data: Bytes::from_static(b"state"),
             };

@@ -57,6 +57,10 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Most InstallSnapshot chunks in flight to one follower (flow control).
     pub max_inflight_snapshot_chunks: usize,
+    /// A learner becomes a voter only if its log is at most this many entries behind the
+    /// leader's (otherwise [`MembershipError::NotCaughtUp`](crate::MembershipError)): a voter
+    /// far behind would slow every commit it is needed for.
+    pub promotion_max_lag: u64,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             snapshot_keep_entries: 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             max_inflight_snapshot_chunks: 4,
+            promotion_max_lag: 1_000,
         }
     }
 }

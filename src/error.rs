@@ -214,10 +214,63 @@ pub enum ProposeError {
     /// Storage failed and the node has stopped; the command was not appended.
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
+    /// This leader is handing leadership to `target` and takes no proposals until that ends
+    /// (at most an election timeout); nothing was written. Retry on the new leader.
+    #[error("leadership is being transferred to {target}")]
+    LeadershipTransfer {
+        /// The node leadership is being handed to.
+        target: NodeId,
+    },
     /// The command committed, and the state machine's `apply` returned this error. Every node
     /// applied the same command with the same result.
     #[error("the state machine rejected the command: {0}")]
     Apply(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// Why a membership change or a leadership transfer was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// This node is not the leader (or stopped leading before the change finished, with
+    /// nothing of it appended). Retry on `leader_hint` (when known).
+    #[error("not the leader{}", match leader_hint { Some(id) => format!("; the leader is {id}"), None => String::from("; no leader is known") })]
+    NotLeader {
+        /// The leader this node currently follows, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// Another membership change (or leadership transfer) is under way: at most one runs at
+    /// a time. Retry once it is done.
+    #[error("another membership change is in progress")]
+    ChangeInProgress,
+    /// `id` cannot become a voter yet: it is not a learner, or its log is further behind the
+    /// leader's than [`Config::promotion_max_lag`](crate::Config::promotion_max_lag).
+    #[error(
+        "{id} has not caught up: it holds the log through {match_index}, the leader's ends at {leader_last_index}"
+    )]
+    NotCaughtUp {
+        /// The member that is behind.
+        id: NodeId,
+        /// The last index known to be replicated on it.
+        match_index: LogIndex,
+        /// The leader's last index.
+        leader_last_index: LogIndex,
+    },
+    /// The change was appended at `index`, but leadership was lost (or the node stopped)
+    /// before it was known to commit: it may still complete. Read the configuration to learn.
+    #[error("outcome unknown: the change was appended at index {index} but did not finish")]
+    OutcomeUnknown {
+        /// The index of the configuration entry.
+        index: LogIndex,
+    },
+    /// The request does not make sense for the current configuration: `reason` says why (an
+    /// id already in use, an unknown member, an empty voter set, a transfer to a non-voter).
+    #[error("invalid membership change: {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The node has shut down (or stopped on a storage failure).
+    #[error("the node has shut down")]
+    Shutdown,
 }
 
 /// Why [`RaftNode::wait_for`](crate::RaftNode::wait_for) returned without its condition.

@@ -85,10 +85,13 @@ pub mod transport;
 pub mod types;
 
 pub use config::Config;
-pub use core::Role;
-pub use error::{ConfigError, FatalError, ProposeError, StartError, StorageError, WaitError};
+pub use core::{Configuration, MemberAddress, Role};
+pub use error::{
+    ConfigError, FatalError, MembershipError, ProposeError, StartError, StorageError, WaitError,
+};
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};
+pub use node::Member;
 pub use raft_node::RaftNode;
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use state_machine::StateMachine;

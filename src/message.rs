@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use crate::core::Configuration;
 use crate::snapshot::SnapshotMeta;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
@@ -30,6 +31,7 @@ impl Entry {
         match &self.payload {
             EntryPayload::Blank => 0,
             EntryPayload::Command(bytes) => bytes.len(),
+            EntryPayload::Configuration(configuration) => configuration.encoded_len(),
         }
     }
 }
@@ -43,6 +45,9 @@ pub enum EntryPayload {
     /// A client command, passed to [`StateMachine::apply`](crate::StateMachine::apply) once
     /// committed.
     Command(Bytes),
+    /// A new membership configuration (Raft thesis §4.1): every node uses it from the moment
+    /// it is appended to its log, committed or not. Never passed to the state machine.
+    Configuration(Configuration),
 }
 
 /// A protocol message from one node to another.
@@ -65,6 +70,10 @@ pub enum MessageBody {
     RequestVote {
         /// The last entry of the candidate's log, for the election restriction (§5.4.1).
         last_log_id: LogId,
+        /// The candidate stands because the leader handed leadership to it
+        /// ([`MessageBody::TimeoutNow`]): voters answer even while they hear from a leader
+        /// (their leader lease would otherwise make them ignore the request).
+        leadership_transfer: bool,
     },
     /// The answer to `RequestVote`.
     RequestVoteResponse {
@@ -108,6 +117,9 @@ pub enum MessageBody {
         /// The chunk.
         data: Bytes,
     },
+    /// The leader hands leadership to the recipient, whose log it has brought up to date:
+    /// the recipient starts an election at once, without pre-vote (Raft thesis §3.10).
+    TimeoutNow,
     /// The answer to an `InstallSnapshot` chunk.
     InstallSnapshotResponse {
         /// The snapshot the answer is about.

@@ -92,11 +92,13 @@ use std::error::Error;
 
 use bytes::Bytes;
 
+use std::collections::BTreeMap;
+
 use crate::config::{Config, MAX_MEMBERS};
-use crate::core::{InitialState, LOG_TARGET, RaftCore, Role};
+use crate::core::{InitialState, LOG_TARGET, MemberAddress, RaftCore, Role};
 use crate::driver::{Applied, Driver, probe_snapshot_support};
 use crate::error::{ProposeError, StartError, StorageError};
-use crate::message::Message;
+use crate::message::{EntryPayload, Message};
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
@@ -131,6 +133,22 @@ pub trait NodeIo<W> {
     }
 }
 
+/// A member a cluster is bootstrapped with: its id and how to reach it. A bare [`NodeId`]
+/// converts into one with empty addresses (enough for in-process transports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member's id.
+    pub id: NodeId,
+    /// Its addresses, replicated with the configuration.
+    pub address: MemberAddress,
+}
+
+impl From<NodeId> for Member {
+    fn from(id: NodeId) -> Self {
+        Member { id, address: MemberAddress::default() }
+    }
+}
+
 /// One Raft node, sans I/O: see the [module documentation](self).
 pub struct Node<S: Storage, M: StateMachine, W = ()> {
     driver: Driver<S, M>,
@@ -139,11 +157,13 @@ pub struct Node<S: Storage, M: StateMachine, W = ()> {
 }
 
 impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
-    /// Starts node `id` from what `storage` holds. `members` are the cluster's voting members
-    /// (they must include `id`). A node records them in storage the first time it starts, and
-    /// from then on refuses to start with other members ([`StartError::Membership`], naming
-    /// both lists): a node never silently joins a different cluster than the one its log
-    /// belongs to. `state_machine` must be empty: it is restored from the latest stored
+    /// Starts node `id` from what `storage` holds. `members` bootstrap a new cluster: its
+    /// voting members (they must include `id`), as [`NodeId`]s or as [`Member`]s with their
+    /// addresses. A node records them in storage the first time it starts; from then on the
+    /// configuration it stores wins (membership changes move it), and a disagreeing
+    /// `members` is logged once as a warning. An empty `members` starts a node that joins a
+    /// running cluster: it stands for no election until it learns, from the leader, a
+    /// configuration that makes it a voter. `state_machine` must be empty: it is restored from the latest stored
     /// snapshot, if there is one, and the committed entries after it are applied again as the
     /// node learns they are committed.
     ///
@@ -155,14 +175,23 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     /// compacted, which is logged once here.
     pub fn start(
         id: NodeId,
-        members: impl IntoIterator<Item = NodeId>,
+        members: impl IntoIterator<Item = impl Into<Member>>,
         config: Config,
         mut storage: S,
         mut state_machine: M,
         seed: u64,
     ) -> Result<Self, StartError> {
         let mut initial: InitialState = storage.load()?;
-        let members = agree_on_members(id, members, &mut initial, &mut storage)?;
+        let mut addresses = BTreeMap::new();
+        let mut given = Vec::new();
+        for member in members {
+            let Member { id, address } = member.into();
+            addresses.insert(id, address);
+            given.push(id);
+        }
+        given.sort_unstable();
+        given.dedup();
+        let members = agree_on_members(id, given, &mut initial, &mut storage)?;
         let snapshots_supported = probe_snapshot_support(&state_machine, id);
         if let Some(snapshot) = &initial.snapshot {
             let index = snapshot.meta.last_included.index;
@@ -171,7 +200,8 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
                 .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
             tracing::info!(target: LOG_TARGET, node = %id, "Restored the state machine from the snapshot through {}", snapshot.meta.last_included);
         }
-        let core = RaftCore::new(id, members, config, initial, seed)?;
+        let mut core = RaftCore::new(id, members, config, initial, seed)?;
+        core.learn_addresses(&addresses);
         tracing::info!(target: LOG_TARGET, node = %id, "Starting as Follower in term {} with {} log entries", core.term(), core.last_log_id().index);
         Ok(Node {
             driver: Driver::new(core, storage, state_machine, snapshots_supported),
@@ -326,18 +356,21 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     }
 }
 
-/// The members a node starts with: `given` (sorted, without duplicates) when they agree with
-/// what storage recorded (the latest snapshot's members, or the members record), and recorded
-/// durably when storage holds none (a node's first start, or a log written before members
-/// were recorded).
+/// The bootstrap voters of a node's core: the members record if storage holds one, else
+/// `given` (sorted, without duplicates), which is recorded durably on a node's first start.
+/// An empty `given` starts a node that joins a running cluster and learns its configuration
+/// from the leader.
+///
+/// Once a node has a stored configuration (the members record, a snapshot's, or a
+/// configuration entry in its log), that configuration wins over `given`: membership changes
+/// move it away from any list a node was first started with, so a disagreeing `given` is
+/// logged once as a warning and otherwise ignored.
 fn agree_on_members<S: Storage>(
     id: NodeId,
-    given: impl IntoIterator<Item = NodeId>,
+    given: Vec<NodeId>,
     initial: &mut InitialState,
     storage: &mut S,
 ) -> Result<Vec<NodeId>, StartError> {
-    let given: Vec<NodeId> =
-        given.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     if given.len() > MAX_MEMBERS {
         return Err(StartError::Membership {
             reason: format!(
@@ -346,27 +379,39 @@ fn agree_on_members<S: Storage>(
             ),
         });
     }
-    let stored = match &initial.snapshot {
-        Some(snapshot) => Some(snapshot.meta.members.clone()),
-        None => initial.members.take(),
-    };
-    match stored {
-        Some(stored) if stored != given => Err(StartError::Membership {
-            reason: format!(
-                "{id}'s storage belongs to a cluster of {}, but it was started with members {}; start it with the members it was first started with",
-                list(&stored),
-                list(&given)
-            ),
-        }),
-        Some(stored) => Ok(stored),
-        None => {
+    let recorded = initial.members.take();
+    let logged = initial.entries.iter().rev().find_map(|entry| match &entry.payload {
+        EntryPayload::Configuration(configuration) => Some(configuration.voters().to_vec()),
+        _ => None,
+    });
+    let snapshotted = initial
+        .snapshot
+        .as_ref()
+        .map(|snapshot| &snapshot.meta.configuration)
+        .filter(|configuration| !configuration.is_unknown())
+        .map(|configuration| configuration.voters().to_vec());
+    let stored = logged.or(snapshotted).or_else(|| recorded.clone());
+    match (&stored, &recorded) {
+        (Some(stored), _) => {
+            if !given.is_empty() && *stored != given {
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    node = %id,
+                    "Started with members {} but the stored configuration has voters {}; the stored configuration wins",
+                    list(&given),
+                    list(stored)
+                );
+            }
+        }
+        (None, None) => {
             if given.contains(&id) {
                 storage.save_members(&given)?;
                 storage.sync()?;
             }
-            Ok(given)
         }
+        (None, Some(_)) => {}
     }
+    Ok(recorded.unwrap_or(given))
 }
 
 /// `members` as `[node1, node2]`.
@@ -427,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_records_its_members_and_refuses_others_on_restart() {
+    fn a_node_records_its_members_and_the_stored_ones_win_on_restart() {
         let storage = MemoryStorage::new();
         start(&storage, &[3, 1, 2, 2]).expect("a first start records the members");
         assert_eq!(
@@ -436,18 +481,27 @@ mod tests {
             "sorted, without duplicates, and durable before the node runs"
         );
         start(&storage, &[2, 3, 1]).expect("the same members in another order");
-        let Err(StartError::Membership { reason }) = start(&storage, &[1, 2]) else {
-            panic!("a restart with other members must be refused");
-        };
-        assert!(
-            reason.contains("[node1, node2, node3]") && reason.contains("[node1, node2]"),
-            "{reason}"
-        );
+        let node = start(&storage, &[1, 2]).expect("other members: the stored ones win");
+        assert_eq!(node.core().voters(), &[NodeId(1), NodeId(2), NodeId(3)]);
+        let joined = start(&storage, &[]).expect("no members: the stored ones");
+        assert_eq!(joined.core().voters(), &[NodeId(1), NodeId(2), NodeId(3)]);
         assert_eq!(
             storage.clone().load().expect("loads").members.map(|m| m.len()),
             Some(3),
             "unchanged"
         );
+    }
+
+    #[test]
+    fn a_node_started_without_members_joins_and_never_stands() {
+        let storage = MemoryStorage::new();
+        let mut node = start(&storage, &[]).expect("a joining node starts");
+        assert!(node.core().configuration().is_unknown());
+        assert_eq!(storage.clone().load().expect("loads").members, None, "nothing recorded");
+        node.tick(0);
+        node.tick(10_000);
+        assert_eq!(node.core().elections_started(), 0, "it knows no configuration");
+        assert_eq!(node.core().role(), Role::Follower);
     }
 
     #[test]

@@ -7,15 +7,17 @@
 
 use bytes::Bytes;
 
-use crate::types::{LogId, NodeId};
+use crate::core::Configuration;
+use crate::types::LogId;
 
 /// What a snapshot covers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotMeta {
     /// The last log entry whose effect the snapshot contains.
     pub last_included: LogId,
-    /// The cluster's voting members as of that entry, sorted.
-    pub members: Vec<NodeId>,
+    /// The cluster's configuration as of that entry (the latest configuration entry at or
+    /// before it): a node that installs the snapshot uses it until its log says otherwise.
+    pub configuration: Configuration,
 }
 
 /// A state machine's serialized state with what it covers.

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use raft_consensus::core::{InitialState, RaftCore, Role};
 use raft_consensus::message::{AppendResponse, ConflictHint};
 use raft_consensus::{
-    Config, Entry, EntryPayload, HardState, LogId, LogIndex, Message, MessageBody, NodeId,
-    Snapshot, SnapshotMeta, Term,
+    Config, Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, Message, MessageBody,
+    NodeId, Snapshot, SnapshotMeta, Term,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +116,12 @@ fn append_entries(
 }
 
 fn request_vote(from: u64, to: u64, term: u64, last: LogId) -> Message {
-    message(from, to, term, MessageBody::RequestVote { last_log_id: last })
+    message(
+        from,
+        to,
+        term,
+        MessageBody::RequestVote { last_log_id: last, leadership_transfer: false },
+    )
 }
 
 fn accepted(from: u64, to: u64, term: u64, match_index: u64) -> Message {
@@ -131,7 +136,10 @@ fn accepted(from: u64, to: u64, term: u64, match_index: u64) -> Message {
 }
 
 fn install_snapshot(from: u64, to: u64, term: u64, last: LogId, data: &'static [u8]) -> Message {
-    let meta = SnapshotMeta { last_included: last, members: MEMBERS.map(NodeId).to_vec() };
+    let meta = SnapshotMeta {
+        last_included: last,
+        configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
+    };
     message(
         from,
         to,
@@ -997,7 +1005,10 @@ fn a_follower_keeps_the_log_after_a_snapshot_that_matches_it() {
 #[test]
 fn a_snapshot_whose_end_is_already_committed_is_acknowledged_without_installing() {
     let own_snapshot = Snapshot {
-        meta: SnapshotMeta { last_included: log_id(1, 5), members: MEMBERS.map(NodeId).to_vec() },
+        meta: SnapshotMeta {
+            last_included: log_id(1, 5),
+            configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
+        },
         data: Bytes::from_static(b"own through 5"),
     };
     let initial = InitialState {
@@ -1312,7 +1323,7 @@ fn a_stored_snapshot_replaces_only_an_older_one() {
     let snapshot_through = |index| Snapshot {
         meta: SnapshotMeta {
             last_included: log_id(1, index),
-            members: MEMBERS.map(NodeId).to_vec(),
+            configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
         },
         data: Bytes::from(format!("state through {index}")),
     };
@@ -1338,8 +1349,10 @@ fn a_stored_snapshot_replaces_only_an_older_one() {
 #[test]
 fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
     let chunk = |from, term, offset, data: &'static [u8]| {
-        let meta =
-            SnapshotMeta { last_included: log_id(1, 5), members: MEMBERS.map(NodeId).to_vec() };
+        let meta = SnapshotMeta {
+            last_included: log_id(1, 5),
+            configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
+        };
         let body = MessageBody::InstallSnapshot {
             meta,
             offset,
@@ -1378,7 +1391,7 @@ fn a_leaders_newer_snapshot_transfer_is_not_spliced_onto_its_older_one() {
     let chunk = |through, offset, data: &'static [u8]| {
         let meta = SnapshotMeta {
             last_included: log_id(1, through),
-            members: MEMBERS.map(NodeId).to_vec(),
+            configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
         };
         let body = MessageBody::InstallSnapshot {
             meta,

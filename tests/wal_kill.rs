@@ -489,7 +489,7 @@ fn verify(
         }
         let intact = match &entry.payload {
             EntryPayload::Command(bytes) => bytes[..] == payload(index, entry.term.0)[..],
-            EntryPayload::Blank => false,
+            EntryPayload::Blank | EntryPayload::Configuration(_) => false,
         };
         if !intact {
             return Err(format!(

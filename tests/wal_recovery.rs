@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use raft_consensus::storage::{SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::{
-    Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta, StorageError,
-    Term,
+    Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
+    StorageError, Term,
 };
 
 // ----- The format, as docs/wal-format.md specifies it. -----
@@ -1451,7 +1451,7 @@ fn snapshot_through(term: u64, index: u64, data: &[u8]) -> Snapshot {
     Snapshot {
         meta: SnapshotMeta {
             last_included: LogId::new(Term(term), LogIndex(index)),
-            members: vec![NodeId(1), NodeId(2), NodeId(3)],
+            configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
         },
         data: Bytes::copy_from_slice(data),
     }

@@ -1,25 +1,45 @@
 //! [`Configuration`]: who the cluster's members are, and the only place the core decides
 //! whether a majority agrees (elections, pre-votes, CheckQuorum, commits).
 //!
-//! It owns the voters (sorted, without duplicates), room for an outgoing voter set during a
-//! joint change (Raft thesis §4.3) and for non-voting learners. Only simple configurations are
-//! built today; the joint rules are in place and tested so that membership changes need no
-//! new counting: a joint decision needs a majority of *both* halves.
+//! It owns the voters (sorted, without duplicates), the outgoing voters during a joint change
+//! (Raft thesis §4.3), the non-voting learners, and each member's addresses (opaque to the
+//! core: the transport and the application read them). A joint decision needs a majority of
+//! *both* halves. Configurations are values: a change builds a new one
+//! ([`with_learner`](Configuration::with_learner), [`enter_joint`](Configuration::enter_joint),
+//! [`leave_joint`](Configuration::leave_joint)), which the leader appends to its log as an
+//! entry; every node uses the latest configuration in its log from the moment it is appended
+//! (§4.1).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use super::quorum::{MajorityConfig, VoteResult};
 use crate::types::{LogIndex, NodeId};
 
+/// How to reach a member: replicated with the configuration, so that every node (a new one
+/// too) learns where the others are. The core never reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MemberAddress {
+    /// Where the member accepts Raft traffic (for [`TcpTransport`](crate::TcpTransport): a
+    /// `host:port`). Empty when the transport needs none (in-process channels).
+    pub raft_addr: String,
+    /// Where the member serves the application's clients (raft-kv: its HTTP address). Empty
+    /// when the application has none.
+    pub client_addr: String,
+}
+
 /// The cluster's membership as one node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Configuration {
-    /// The voters (the new ones, during a joint change). Never empty.
+    /// The voters (the new ones, during a joint change). Empty only on a node that has not
+    /// yet learned any configuration (started to join a cluster).
     voters: MajorityConfig,
     /// During a joint change: the voters of the configuration being left.
     outgoing: Option<MajorityConfig>,
     /// Members that receive the log but do not vote.
     learners: BTreeSet<NodeId>,
+    /// How to reach members, where known.
+    addresses: BTreeMap<NodeId, MemberAddress>,
     /// Every member once, voters first: computed when the configuration is built, because
     /// the core walks it on every broadcast.
     members: Vec<NodeId>,
@@ -30,15 +50,44 @@ impl Configuration {
     pub(crate) fn simple(voters: impl IntoIterator<Item = NodeId>) -> Option<Self> {
         let voters = MajorityConfig::new(voters);
         (!voters.voters().is_empty())
-            .then(|| Configuration::from_parts(voters, None, BTreeSet::new()))
+            .then(|| Configuration::from_parts(voters, None, BTreeSet::new(), BTreeMap::new()))
     }
 
-    /// The one place a configuration is assembled (so `members` always matches the rest).
-    fn from_parts(
+    /// A simple configuration of `voters` (sorted and deduplicated here), with no learners
+    /// and no addresses; the [unknown](Self::is_unknown) configuration when `voters` is
+    /// empty.
+    ///
+    /// ```
+    /// use raft_consensus::{Configuration, NodeId};
+    ///
+    /// let configuration = Configuration::of_voters([NodeId(3), NodeId(1), NodeId(2)]);
+    /// assert_eq!(configuration.voters(), &[NodeId(1), NodeId(2), NodeId(3)]);
+    /// assert!(!configuration.is_joint());
+    /// assert_eq!(configuration.to_string(), "voters [1, 2, 3]");
+    /// ```
+    pub fn of_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Configuration::simple(voters).unwrap_or_default()
+    }
+
+    /// The configuration of a node that knows none yet (started to join a cluster): no
+    /// members, so it never stands for election and counts no majority.
+    pub(crate) fn unknown() -> Self {
+        Configuration::from_parts(MajorityConfig::default(), None, BTreeSet::new(), BTreeMap::new())
+    }
+
+    /// The one place a configuration is assembled: learners that are voters are dropped (a
+    /// promoted learner votes), addresses of non-members are dropped, and `members` is
+    /// computed from the rest.
+    pub(crate) fn from_parts(
         voters: MajorityConfig,
         outgoing: Option<MajorityConfig>,
-        learners: BTreeSet<NodeId>,
+        mut learners: BTreeSet<NodeId>,
+        mut addresses: BTreeMap<NodeId, MemberAddress>,
     ) -> Self {
+        let is_voter = |id: &NodeId| {
+            voters.contains(*id) || outgoing.as_ref().is_some_and(|half| half.contains(*id))
+        };
+        learners.retain(|id| !is_voter(id));
         let mut members: Vec<NodeId> = voters.voters().to_vec();
         let outgoing_only = outgoing.iter().flat_map(MajorityConfig::voters).copied();
         for id in outgoing_only.chain(learners.iter().copied()) {
@@ -46,11 +95,11 @@ impl Configuration {
                 members.push(id);
             }
         }
-        Configuration { voters, outgoing, learners, members }
+        addresses.retain(|id, _| members.contains(id));
+        Configuration { voters, outgoing, learners, addresses, members }
     }
 
-    /// A joint configuration moving from `outgoing` to `incoming` (tests only, until
-    /// membership changes exist).
+    /// A joint configuration moving from `outgoing` to `incoming` (tests).
     #[cfg(test)]
     pub(crate) fn joint(
         incoming: impl IntoIterator<Item = NodeId>,
@@ -62,8 +111,90 @@ impl Configuration {
                 incoming,
                 Some(MajorityConfig::new(outgoing)),
                 BTreeSet::new(),
+                BTreeMap::new(),
             )
         })
+    }
+
+    /// This configuration with `id` added as a learner reachable at `address` (a member's
+    /// address is replaced).
+    pub fn with_learner(&self, id: NodeId, address: MemberAddress) -> Self {
+        let mut learners = self.learners.clone();
+        if !self.is_voter(id) {
+            learners.insert(id);
+        }
+        let mut addresses = self.addresses.clone();
+        addresses.insert(id, address);
+        Configuration::from_parts(self.voters.clone(), self.outgoing.clone(), learners, addresses)
+    }
+
+    /// This configuration without the learner `id` (voters are removed through a joint
+    /// change instead).
+    pub fn without_learner(&self, id: NodeId) -> Self {
+        let mut learners = self.learners.clone();
+        learners.remove(&id);
+        Configuration::from_parts(
+            self.voters.clone(),
+            self.outgoing.clone(),
+            learners,
+            self.addresses.clone(),
+        )
+    }
+
+    /// The joint configuration C_old,new that moves this (simple) configuration's voters to
+    /// `voters` (§4.3). Learners that become voters stop being learners; voters that leave
+    /// keep their addresses until the joint configuration is left.
+    pub fn enter_joint(&self, voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Configuration::from_parts(
+            MajorityConfig::new(voters),
+            Some(self.voters.clone()),
+            self.learners.clone(),
+            self.addresses.clone(),
+        )
+    }
+
+    /// The simple configuration C_new that ends this joint change: the incoming voters and
+    /// the learners.
+    pub fn leave_joint(&self) -> Self {
+        Configuration::from_parts(
+            self.voters.clone(),
+            None,
+            self.learners.clone(),
+            self.addresses.clone(),
+        )
+    }
+
+    /// Whether this is a joint configuration (a change half done).
+    pub fn is_joint(&self) -> bool {
+        self.outgoing.is_some()
+    }
+
+    /// Whether this node knows no configuration yet (it was started to join a cluster).
+    pub fn is_unknown(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// `id`'s addresses, if known.
+    pub fn address(&self, id: NodeId) -> Option<&MemberAddress> {
+        self.addresses.get(&id)
+    }
+
+    /// Every known member address.
+    pub fn addresses(&self) -> &BTreeMap<NodeId, MemberAddress> {
+        &self.addresses
+    }
+
+    /// This configuration with the addresses in `known` filled in for members that have
+    /// none (a node's bootstrap addresses, given at each start).
+    pub(crate) fn with_missing_addresses(&self, known: &BTreeMap<NodeId, MemberAddress>) -> Self {
+        let mut addresses = known.clone();
+        addresses.extend(self.addresses.clone());
+        Configuration::from_parts(
+            self.voters.clone(),
+            self.outgoing.clone(),
+            self.learners.clone(),
+            addresses,
+        )
     }
 
     /// The voters, sorted (during a joint change: the incoming ones).
@@ -107,6 +238,10 @@ impl Configuration {
     /// of the two), given each voter's match index; unknown voters count as 0, and
     /// non-voters are never asked. Allocates nothing for up to 9 voters per half.
     pub fn committed_index(&self, match_index_of: impl Fn(NodeId) -> Option<LogIndex>) -> LogIndex {
+        if self.is_unknown() {
+            // No voters: nothing is committed by counting.
+            return LogIndex(0);
+        }
         let incoming = self.voters.committed_index(&match_index_of);
         match &self.outgoing {
             Some(outgoing) => incoming.min(outgoing.committed_index(&match_index_of)),
@@ -118,6 +253,9 @@ impl Configuration {
     /// `None` for no answer yet. Answers from non-voters are never asked. In a joint
     /// configuration the vote is won only if both halves win it, and lost if either loses it.
     pub fn vote_result(&self, granted: impl Fn(NodeId) -> Option<bool>) -> VoteResult {
+        if self.is_unknown() {
+            return VoteResult::Lost;
+        }
         let incoming = self.voters.vote_result(&granted);
         let Some(outgoing) = &self.outgoing else {
             return incoming;
@@ -127,6 +265,39 @@ impl Configuration {
             (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
             _ => VoteResult::Pending,
         }
+    }
+}
+
+impl Default for Configuration {
+    /// The [unknown](Configuration::is_unknown) configuration of a node that has learned none.
+    fn default() -> Self {
+        Configuration::unknown()
+    }
+}
+
+impl fmt::Display for Configuration {
+    /// `voters [1, 2, 3]`, then ` (joint with outgoing [1, 2, 4])` and ` learners [5]` where
+    /// they apply; `unknown` for a node that knows no configuration yet.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list(f: &mut fmt::Formatter<'_>, ids: impl Iterator<Item = NodeId>) -> fmt::Result {
+            let names: Vec<String> = ids.map(|id| id.0.to_string()).collect();
+            write!(f, "[{}]", names.join(", "))
+        }
+        if self.is_unknown() {
+            return f.write_str("unknown");
+        }
+        f.write_str("voters ")?;
+        list(f, self.voters().iter().copied())?;
+        if let Some(outgoing) = self.outgoing_voters() {
+            f.write_str(" (joint with outgoing ")?;
+            list(f, outgoing.iter().copied())?;
+            f.write_str(")")?;
+        }
+        if !self.learners.is_empty() {
+            f.write_str(" learners ")?;
+            list(f, self.learners.iter().copied())?;
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,12 @@ impl RaftCore {
     /// The election timer fired: run a pre-vote round (when configured, and when there is
     /// anyone to ask) or start an election at once.
     pub(super) fn campaign(&mut self) {
+        if !self.configuration.is_voter(self.id) {
+            // A learner, a removed member or a node that has not learned a configuration
+            // yet never stands (it could not count a majority that includes itself).
+            self.reset_election_deadline();
+            return;
+        }
         if self.config.pre_vote && self.configuration.has_other_voters(self.id) {
             self.start_pre_vote();
         } else {
@@ -74,6 +80,16 @@ impl RaftCore {
 
     /// Starts an election for the next term (the election timer fired).
     pub(super) fn start_election(&mut self) {
+        self.start_election_with(false);
+    }
+
+    /// Starts an election at once because the leader handed leadership to this node: voters
+    /// answer even inside their leader lease.
+    pub(super) fn start_election_for_transfer(&mut self) {
+        self.start_election_with(true);
+    }
+
+    fn start_election_with(&mut self, leadership_transfer: bool) {
         self.pre_votes_granted = None;
         self.elections_started += 1;
         self.set_term(self.term.next());
@@ -93,7 +109,10 @@ impl RaftCore {
         let peers: Vec<NodeId> = self.peers().collect();
         for peer in peers {
             // The vote for ourselves must be durable before anyone can count on this election.
-            self.send_after_persist(peer, MessageBody::RequestVote { last_log_id });
+            self.send_after_persist(
+                peer,
+                MessageBody::RequestVote { last_log_id, leadership_transfer },
+            );
         }
     }
 
@@ -156,6 +175,7 @@ impl RaftCore {
         self.note_leader(self.id);
         self.leader_id = Some(self.id);
         self.votes_granted.clear();
+        self.transfer = None;
         // A pre-vote round started before a late vote won the election is over.
         self.pre_votes_granted = None;
         let next_index = self.log.last_index().next();

@@ -31,7 +31,7 @@ impl RaftCore {
         }
     }
 
-    /// Casts this term's vote for `candidate` (a voter). At most one vote per term: voting
+    /// Casts this term's vote for `candidate`. At most one vote per term: voting
     /// again for the same candidate is a repeat, for another one a violation.
     pub(super) fn vote_for(&mut self, candidate: NodeId) {
         assert!(
@@ -39,12 +39,6 @@ impl RaftCore {
             "Raft safety rule violated: at most one vote per term ({} voted for {:?} in term {} and was asked to vote for {candidate})",
             self.id,
             self.voted_for,
-            self.term
-        );
-        assert!(
-            self.configuration.is_voter(candidate),
-            "Raft safety rule violated: votes go only to voters ({} was asked to vote for {candidate} in term {})",
-            self.id,
             self.term
         );
         self.voted_for = Some(candidate);
@@ -146,12 +140,6 @@ impl RaftCore {
                 "invariant violated: {id} is a follower of itself in term {}",
                 self.term
             ),
-        }
-        if let Some(voted) = self.voted_for {
-            assert!(
-                self.configuration.is_voter(voted),
-                "invariant violated: {id} voted for {voted}, which is not a voter"
-            );
         }
         if self.role == Role::Leader {
             let mut others = 0;
@@ -269,20 +257,15 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "votes go only to voters")]
-    fn a_vote_for_a_non_member_stops_the_node() {
-        let mut core = node(2, 3, None, Vec::new());
-        core.vote_for(NodeId(9));
-    }
-
-    #[test]
-    fn a_stored_vote_for_a_non_member_is_refused_at_start() {
+    fn a_stored_vote_for_a_node_that_has_since_left_is_kept_at_start() {
+        // Votes go to candidates, whatever later configurations say about them: the vote
+        // is what this node promised for the term, and it must keep it.
         let hard_state =
             HardState { term: Term(1), voted_for: Some(NodeId(9)), commit_index: LogIndex(0) };
         let initial = InitialState { hard_state, ..InitialState::default() };
-        let result =
-            RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1);
-        assert!(matches!(result, Err(crate::error::StartError::Membership { .. })));
+        let core = RaftCore::new(NodeId(1), [NodeId(1), NodeId(2)], Config::default(), initial, 1)
+            .expect("a vote is state to keep, not a membership error");
+        assert_eq!(core.voted_for(), Some(NodeId(9)));
     }
 
     #[test]

@@ -43,6 +43,11 @@ impl RaftLog {
         Ok(RaftLog { base, entries })
     }
 
+    /// The entries held, in order.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
     /// The entry just before the first one held (`0@0` when nothing was compacted).
     pub(crate) fn base(&self) -> LogId {
         self.base

@@ -24,10 +24,12 @@ pub(crate) const MAX_INDEX: LogIndex = LogIndex(u64::MAX / 2);
 pub(crate) fn check_bounds(message: &Message) -> Result<(), OutOfBounds> {
     check_term("the message's term", message.term)?;
     match &message.body {
-        MessageBody::RequestVote { last_log_id } | MessageBody::PreVote { last_log_id } => {
+        MessageBody::RequestVote { last_log_id, .. } | MessageBody::PreVote { last_log_id } => {
             check_log_id("the last log id", *last_log_id)
         }
-        MessageBody::RequestVoteResponse { .. } | MessageBody::PreVoteResponse { .. } => Ok(()),
+        MessageBody::RequestVoteResponse { .. }
+        | MessageBody::PreVoteResponse { .. }
+        | MessageBody::TimeoutNow => Ok(()),
         MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
             check_log_id("the previous log id", *prev_log_id)?;
             check_index("the leader's commit index", *leader_commit)?;
@@ -114,7 +116,7 @@ mod tests {
     #[test]
     fn the_bounds_are_inclusive() {
         let at_bound = LogId::new(MAX_TERM, MAX_INDEX);
-        let body = MessageBody::RequestVote { last_log_id: at_bound };
+        let body = MessageBody::RequestVote { last_log_id: at_bound, leadership_transfer: false };
         assert!(check_bounds(&message(MAX_TERM.0, body.clone())).is_ok());
         assert!(check_bounds(&message(MAX_TERM.0 + 1, body)).is_err());
         let past = LogId::new(Term(1), LogIndex(MAX_INDEX.0 + 1));
@@ -187,7 +189,10 @@ mod tests {
     }
 
     fn snapshot_meta(last_included: LogId) -> SnapshotMeta {
-        SnapshotMeta { last_included, members: vec![NodeId(1), NodeId(2)] }
+        SnapshotMeta {
+            last_included,
+            configuration: crate::core::Configuration::of_voters([NodeId(1), NodeId(2)]),
+        }
     }
 
     /// One message of every kind, with the given term and with every index set to `index`.
@@ -195,7 +200,7 @@ mod tests {
         let log_id = LogId::new(Term(1), index);
         let entry = Entry { term: Term(1), index, payload: EntryPayload::Blank };
         vec![
-            MessageBody::RequestVote { last_log_id: log_id },
+            MessageBody::RequestVote { last_log_id: log_id, leadership_transfer: false },
             MessageBody::RequestVoteResponse { granted: true },
             MessageBody::PreVote { last_log_id: log_id },
             MessageBody::PreVoteResponse { granted: true },

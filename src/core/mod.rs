@@ -22,9 +22,11 @@
 //! (`RUST_LOG=raft_consensus::raft_node=debug`) shows what a node does, whichever layer did it.
 
 mod configuration;
+mod configuration_encoding;
 mod election;
 mod invariants;
 mod log;
+mod membership;
 mod message_bounds;
 mod progress;
 mod quorum;
@@ -38,11 +40,13 @@ use std::fmt;
 
 use bytes::Bytes;
 
-pub use self::configuration::Configuration;
+pub use self::configuration::{Configuration, MemberAddress};
+pub use self::configuration_encoding::MAX_ADDRESS_BYTES;
 pub use self::quorum::VoteResult;
 pub use self::ready::{Ready, ReadyAck};
 
 use self::log::RaftLog;
+use self::membership::{ConfigurationHistory, LeadershipTransfer};
 use self::progress::Progress;
 use self::rng::Rng;
 use crate::config::Config;
@@ -101,8 +105,13 @@ pub struct InitialState {
 pub struct RaftCore {
     id: NodeId,
     config: Config,
-    /// The members (including this node); every majority is counted by it.
+    /// The latest configuration in the log (see `membership.rs`); every majority is counted
+    /// by it. Changes only in `refresh_configuration`.
     configuration: Configuration,
+    /// The configuration entries of the log, and the configuration at its base.
+    configurations: ConfigurationHistory,
+    /// Leader: the leadership transfer under way.
+    transfer: Option<LeadershipTransfer>,
 
     // Durable state (mirrored to storage through `Ready`). `term`, `voted_for` and
     // `commit_index` change only through `set_term`, `vote_for` and `commit_to`
@@ -171,6 +180,9 @@ pub struct RaftCore {
     /// appends no no-op on taking office).
     #[cfg(feature = "sim")]
     pub(crate) planted_commit_previous_term: bool,
+    /// Simulation only: the planted bug that never leaves a joint configuration.
+    #[cfg(feature = "sim")]
+    pub(crate) planted_skip_leave_joint: bool,
 }
 
 impl RaftCore {
@@ -190,12 +202,16 @@ impl RaftCore {
         seed: u64,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        let configuration = match Configuration::simple(voters) {
+        // The bootstrap configuration: the given voters, or none for a node that joins.
+        let bootstrap = match Configuration::simple(voters) {
+            None => Configuration::unknown(),
             Some(configuration) if configuration.is_voter(id) => configuration,
-            other => {
-                let voters = other.as_ref().map_or(&[][..], Configuration::voters);
+            Some(other) => {
                 return Err(StartError::Membership {
-                    reason: format!("the members {voters:?} do not include the node itself ({id})"),
+                    reason: format!(
+                        "the members {:?} do not include the node itself ({id})",
+                        other.voters()
+                    ),
                 });
             }
         };
@@ -238,20 +254,22 @@ impl RaftCore {
             // entries' term with no vote is what the node durably promised.
             hard_state = HardState { term: log.last_log_id().term, voted_for: None, ..hard_state };
         }
-        if let Some(voted) = hard_state.voted_for.filter(|voted| !configuration.is_voter(*voted)) {
-            return Err(StartError::Membership {
-                reason: format!(
-                    "the stored vote is for {voted}, which is not among the members {:?}",
-                    configuration.voters()
-                ),
-            });
-        }
+        // A snapshot records the configuration at its end; the log's entries override it.
+        let base_configuration = match &snapshot {
+            Some(snapshot) => snapshot.meta.configuration.clone(),
+            None => bootstrap,
+        };
+        let configurations =
+            ConfigurationHistory::new(log.base().index, base_configuration, log.entries());
+        let configuration = configurations.latest().1.clone();
         let last_index = log.last_index();
         let commit_index = hard_state.commit_index.max(snapshot_index).min(last_index);
         let mut core = RaftCore {
             id,
             config,
             configuration,
+            configurations,
+            transfer: None,
             // Restored below through the single mutation points, which check them.
             term: Term(0),
             voted_for: None,
@@ -285,6 +303,8 @@ impl RaftCore {
             restart_election_timer_at_next_tick: false,
             #[cfg(feature = "sim")]
             planted_commit_previous_term: false,
+            #[cfg(feature = "sim")]
+            planted_skip_leave_joint: false,
         };
         core.set_term(hard_state.term);
         if let Some(voted) = hard_state.voted_for {
@@ -316,6 +336,7 @@ impl RaftCore {
         }
         match self.role {
             Role::Leader => {
+                self.expire_leadership_transfer();
                 if self.now_ms >= self.check_quorum_deadline_ms {
                     self.check_quorum();
                 }
@@ -350,10 +371,10 @@ impl RaftCore {
     /// Handles a message from another node. Messages for another node, from a non-member, or
     /// from an older term are answered or dropped as the protocol requires; none is an error.
     pub fn step(&mut self, message: Message) {
-        if message.to != self.id
-            || message.from == self.id
-            || !self.configuration.is_member(message.from)
-        {
+        // Messages from nodes outside this node's configuration are handled: its
+        // configuration may be behind the sender's (a new member, or one that has not yet
+        // received the entry that added the sender), §4.1.
+        if message.to != self.id || message.from == self.id {
             tracing::debug!(target: LOG_TARGET, node = %self.id, from = %message.from, to = %message.to, "Dropping message not meant for this node");
             return;
         }
@@ -377,7 +398,7 @@ impl RaftCore {
                 return;
             }
             MessageBody::PreVoteResponse { granted: false } if message.term <= self.term => return,
-            MessageBody::RequestVote { .. }
+            MessageBody::RequestVote { leadership_transfer: false, .. }
                 if self.config.pre_vote && message.term > self.term && self.in_leader_lease() =>
             {
                 // A leader was heard from within the minimum election timeout: this election
@@ -400,9 +421,10 @@ impl RaftCore {
             return;
         }
         match message.body {
-            MessageBody::RequestVote { last_log_id } => {
+            MessageBody::RequestVote { last_log_id, .. } => {
                 self.handle_request_vote(message.from, last_log_id);
             }
+            MessageBody::TimeoutNow => self.handle_timeout_now(message.from),
             MessageBody::RequestVoteResponse { granted } => {
                 self.handle_vote_response(message.from, granted);
             }
@@ -437,6 +459,9 @@ impl RaftCore {
     pub fn propose(&mut self, command: Bytes) -> Result<LogIndex, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
+        }
+        if let Some(target) = self.leadership_transfer_target() {
+            return Err(ProposeError::LeadershipTransfer { target });
         }
         if command.len() > self.config.max_entry_bytes {
             return Err(ProposeError::TooLarge {
@@ -507,11 +532,6 @@ impl RaftCore {
         self.configuration.voters()
     }
 
-    /// The membership configuration (voters, and room for learners and joint changes).
-    pub fn configuration(&self) -> &Configuration {
-        &self.configuration
-    }
-
     /// Leader only: each follower's match index (the highest index known replicated there).
     pub fn follower_match_indexes(&self) -> Vec<(NodeId, LogIndex)> {
         self.progress.iter().map(|(id, progress)| (*id, progress.match_index)).collect()
@@ -569,6 +589,7 @@ impl RaftCore {
         self.votes_granted.clear();
         self.pre_votes_granted = None;
         self.progress.clear();
+        self.transfer = None;
         self.reset_election_deadline();
     }
 
@@ -578,7 +599,14 @@ impl RaftCore {
             not_the_leader(self.id, self.role);
         }
         let index = self.log.last_index().next();
-        self.log.append(Entry { term: self.term, index, payload });
+        let entry = Entry { term: self.term, index, payload };
+        if matches!(entry.payload, EntryPayload::Configuration(_)) {
+            self.configurations.on_append(&entry);
+            self.log.append(entry);
+            self.refresh_configuration();
+        } else {
+            self.log.append(entry);
+        }
         index
     }
 
@@ -615,6 +643,7 @@ impl RaftCore {
                 );
             }
             MessageBody::RequestVoteResponse { .. }
+            | MessageBody::TimeoutNow
             | MessageBody::AppendEntriesResponse(_)
             | MessageBody::InstallSnapshotResponse { .. }
             | MessageBody::PreVote { .. }
@@ -704,9 +733,11 @@ impl fmt::Display for DisplayMessage<'_> {
         let message = self.0;
         write!(f, "{} -> {} term {}: ", message.from, message.to, message.term)?;
         match &message.body {
-            MessageBody::RequestVote { last_log_id } => {
-                write!(f, "RequestVote last_log={last_log_id}")
+            MessageBody::RequestVote { last_log_id, leadership_transfer } => {
+                let transfer = if *leadership_transfer { " (leadership transfer)" } else { "" };
+                write!(f, "RequestVote last_log={last_log_id}{transfer}")
             }
+            MessageBody::TimeoutNow => f.write_str("TimeoutNow"),
             MessageBody::RequestVoteResponse { granted } => {
                 write!(f, "RequestVoteResponse granted={granted}")
             }
@@ -778,7 +809,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_drops_messages_not_meant_for_it_or_not_from_a_member() {
+    fn a_node_drops_messages_not_meant_for_it_but_hears_leaders_outside_its_configuration() {
         let heartbeat = |from: u64, to: u64| Message {
             from: NodeId(from),
             to: NodeId(to),
@@ -789,8 +820,8 @@ mod tests {
                 leader_commit: LogIndex(0),
             },
         };
-        // (from, to): addressed to node3; from itself; from node9, which is not a member.
-        for (from, to) in [(1, 3), (2, 2), (9, 2)] {
+        // (from, to): addressed to node3; from itself.
+        for (from, to) in [(1, 3), (2, 2)] {
             let members = [NodeId(1), NodeId(2), NodeId(3)];
             let mut core =
                 RaftCore::new(NodeId(2), members, Config::default(), InitialState::default(), 1)
@@ -800,6 +831,16 @@ mod tests {
             assert_eq!(core.last_log_id(), LogId::default(), "node{from} to node{to} was taken");
             assert_eq!(core.leader_id(), None, "node{from} to node{to} was taken");
         }
+        // A leader this node's configuration does not list yet (it was added in entries this
+        // node has not received): followed, or a lagging node could never catch up (§4.1).
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut core =
+            RaftCore::new(NodeId(2), members, Config::default(), InitialState::default(), 1)
+                .expect("valid configuration");
+        core.tick(0);
+        core.step(heartbeat(9, 2));
+        assert_eq!(core.leader_id(), Some(NodeId(9)));
+        assert_eq!(core.last_log_id(), LogId::new(Term(1), LogIndex(1)));
     }
 
     #[test]
@@ -851,7 +892,7 @@ mod tests {
         let snapshot_through = |term, index| Snapshot {
             meta: SnapshotMeta {
                 last_included: LogId::new(Term(term), LogIndex(index)),
-                members: vec![NodeId(1)],
+                configuration: Configuration::of_voters([NodeId(1)]),
             },
             data: Bytes::new(),
         };
@@ -894,7 +935,7 @@ mod tests {
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_included: LogId::new(Term(1), LogIndex(u64::MAX)),
-                members: vec![NodeId(1)],
+                configuration: Configuration::of_voters([NodeId(1)]),
             },
             data: Bytes::new(),
         };
@@ -931,7 +972,7 @@ mod tests {
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_included: LogId::new(Term(2), LogIndex(7)),
-                members: vec![NodeId(1), NodeId(2)],
+                configuration: Configuration::of_voters([NodeId(1), NodeId(2)]),
             },
             data: Bytes::from_static(b"state through 7"),
         };

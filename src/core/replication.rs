@@ -239,12 +239,16 @@ impl RaftCore {
             );
             tracing::debug!(target: LOG_TARGET, node = %self.id, "Truncating conflicting entries from index {conflict_index}");
             self.log.truncate_from(conflict_index, self.commit_index);
+            self.configurations.truncate_from(conflict_index);
             self.persisted_index = self.persisted_index.min(conflict_index.prev());
         }
         self.unpersisted_from = self.unpersisted_from.min(conflict_index);
         for entry in entries.into_iter().skip(first_new) {
+            self.configurations.on_append(&entry);
             self.log.append(entry);
         }
+        // A configuration takes effect when appended, and a truncated one is undone (§4.1).
+        self.refresh_configuration();
     }
 
     /// Leader: handles a follower's answer to AppendEntries.
@@ -265,6 +269,7 @@ impl RaftCore {
                 if progress.on_accepted(match_index) {
                     self.maybe_commit();
                 }
+                self.maybe_send_timeout_now();
                 self.replicate_to(follower);
             }
             AppendResponse::Rejected { .. } if progress.mode == ReplicationMode::Snapshot => {
@@ -327,6 +332,7 @@ impl RaftCore {
         {
             tracing::trace!(target: LOG_TARGET, node = %self.id, "Committed up to {majority_index}");
             self.commit_to(majority_index);
+            self.advance_membership();
         }
     }
 }

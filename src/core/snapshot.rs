@@ -36,7 +36,7 @@ impl RaftCore {
         let term = self.log.term_at(index)?;
         Some(SnapshotMeta {
             last_included: LogId::new(term, index),
-            members: self.configuration.voters().to_vec(),
+            configuration: self.configurations.at(index).clone(),
         })
     }
 
@@ -76,6 +76,7 @@ impl RaftCore {
             return None;
         }
         self.log.compact_through(compact_through);
+        self.configurations.compact_through(compact_through);
         Some(compact_through)
     }
 
@@ -303,14 +304,17 @@ impl RaftCore {
         );
         if self.log.term_at(last.index) == Some(last.term) {
             self.log.compact_through(last.index);
+            self.configurations.compact_through(last.index);
             if self.pending_log_reset.is_some() {
                 // Nothing after the earlier reset is durable yet: reset to the newer base.
                 self.pending_log_reset = Some(last);
             }
         } else {
             self.log.reset_to(last);
+            self.configurations.reset_to(last.index, snapshot.meta.configuration.clone());
             self.pending_log_reset = Some(last);
         }
+        self.refresh_configuration();
         tracing::info!(target: LOG_TARGET, node = %self.id, "Installed snapshot through {last} ({} bytes); the log continues from {}", snapshot.data.len(), last.index.next());
         self.commit_to(last.index);
         self.apply_handed_index = self.apply_handed_index.max(last.index);

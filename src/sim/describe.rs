@@ -8,9 +8,11 @@ pub fn describe_message(message: &Message) -> String {
     let head = format!("{}->{}", message.from.0, message.to.0);
     let term = message.term;
     let body = match &message.body {
-        MessageBody::RequestVote { last_log_id } => {
-            format!("RequestVote term={term} last={last_log_id}")
+        MessageBody::RequestVote { last_log_id, leadership_transfer } => {
+            let transfer = if *leadership_transfer { " transfer" } else { "" };
+            format!("RequestVote term={term} last={last_log_id}{transfer}")
         }
+        MessageBody::TimeoutNow => format!("TimeoutNow term={term}"),
         MessageBody::RequestVoteResponse { granted } => {
             format!("RequestVoteResponse term={term} {}", granted_text(*granted))
         }
@@ -64,6 +66,7 @@ fn describe_entry_id(entry: &Entry) -> String {
     match entry.payload {
         EntryPayload::Command(_) => entry.log_id().to_string(),
         EntryPayload::Blank => format!("{}:noop", entry.log_id()),
+        EntryPayload::Configuration(_) => format!("{}:conf", entry.log_id()),
     }
 }
 
@@ -74,6 +77,9 @@ pub fn describe_entry(entry: &Entry) -> String {
             format!("{} {}", entry.log_id(), describe_command(command))
         }
         EntryPayload::Blank => format!("{} (no-op)", entry.log_id()),
+        EntryPayload::Configuration(configuration) => {
+            format!("{} (configuration: {configuration})", entry.log_id())
+        }
     }
 }
 

@@ -42,11 +42,13 @@ impl TraceHash {
         self.add_u64(message.to.0);
         self.add_u64(message.term.0);
         match &message.body {
-            MessageBody::RequestVote { last_log_id } => {
+            MessageBody::RequestVote { last_log_id, leadership_transfer } => {
                 self.add_u64(1);
                 self.add_u64(last_log_id.term.0);
                 self.add_u64(last_log_id.index.0);
+                self.add_u64(u64::from(*leadership_transfer));
             }
+            MessageBody::TimeoutNow => self.add_u64(10),
             MessageBody::RequestVoteResponse { granted } => {
                 self.add_u64(2);
                 self.add_u64(u64::from(*granted));

@@ -6,7 +6,7 @@
 //! crashes aimed at nodes whose syncs are in flight.
 
 use crate::config::Config;
-use crate::message::{EntryPayload, Message, MessageBody};
+use crate::message::{Message, MessageBody};
 
 use super::rng::SimRng;
 
@@ -80,16 +80,9 @@ fn approximate_size(message: &Message) -> u64 {
     const HEADER_BYTES: u64 = 48;
     const ENTRY_FRAMING_BYTES: u64 = 24;
     let body = match &message.body {
-        MessageBody::AppendEntries { entries, .. } => entries
-            .iter()
-            .map(|entry| {
-                let payload = match &entry.payload {
-                    EntryPayload::Blank => 0,
-                    EntryPayload::Command(command) => command.len() as u64,
-                };
-                ENTRY_FRAMING_BYTES + payload
-            })
-            .sum(),
+        MessageBody::AppendEntries { entries, .. } => {
+            entries.iter().map(|entry| ENTRY_FRAMING_BYTES + entry.payload_len() as u64).sum()
+        }
         MessageBody::InstallSnapshot { data, .. } => data.len() as u64,
         _ => 0,
     };
@@ -128,7 +121,7 @@ mod tests {
         let entry = |index: u64| Entry {
             term: Term(1),
             index: LogIndex(index),
-            payload: EntryPayload::Command(vec![7; 1_000].into()),
+            payload: crate::message::EntryPayload::Command(vec![7; 1_000].into()),
         };
         let append = |count: u64| Message {
             from: NodeId(1),

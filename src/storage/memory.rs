@@ -185,7 +185,7 @@ mod tests {
         let snapshot = |index| Snapshot {
             meta: crate::snapshot::SnapshotMeta {
                 last_included: LogId::new(Term(4), LogIndex(index)),
-                members: Vec::new(),
+                configuration: crate::core::Configuration::default(),
             },
             data: bytes::Bytes::from_static(b"state"),
         };

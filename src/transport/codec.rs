@@ -7,25 +7,30 @@
 //! error, not a crash. Entry payloads are sliced out of the input without copying.
 //!
 //! ```text
-//! message: version u8 (1) | kind u8 | from u64 | to u64 | term u64 | body
-//! kind 1 RequestVote, 3 PreVote:       last log term u64 | last log index u64
+//! message: version u8 (3) | kind u8 | from u64 | to u64 | term u64 | body
+//! kind 1 RequestVote:                  last log term u64 | last log index u64
+//!                                      | leadership transfer u8 (0 or 1)
+//! kind 3 PreVote:                      last log term u64 | last log index u64
 //! kind 2 RequestVoteResponse,
 //! kind 4 PreVoteResponse:              granted u8 (0 or 1)
 //! kind 5 AppendEntries:                prev term u64 | prev index u64 | leader commit u64
 //!                                      | entry count u32 | entries
 //!   entry:                             term u64 | index u64 | payload kind u8 (0 blank,
-//!                                      1 command) | command length u32 | command bytes
+//!                                      1 command, 2 configuration) | payload length u32
+//!                                      | the command, or the configuration's encoding
+//!                                      (`core/configuration_encoding.rs`)
 //! kind 6 AppendEntriesResponse
 //!        (accepted):                   match index u64
 //! kind 7 AppendEntriesResponse
 //!        (rejected):                   rejected prev index u64 | has conflict term u8
 //!                                      | conflict term u64 | first index u64
 //! kind 8 InstallSnapshot:              last included term u64 | last included index u64
-//!                                      | member count u32 | member ids u64...
+//!                                      | configuration length u32 | its encoding
 //!                                      | offset u64 | total length u64
 //!                                      | chunk length u32 | chunk bytes
 //! kind 9 InstallSnapshotResponse:      last included term u64 | last included index u64
 //!                                      | received u64 | installed u8
+//! kind 10 TimeoutNow:                  (no body)
 //! ```
 //!
 //! Kinds 8 and 9 were added within version 1: a build that predates them refuses them as
@@ -34,18 +39,27 @@
 //! Version 2 changes no message: it is the version whose TCP handshake also carries the
 //! fingerprint of the cluster's members, so a version-1 node and a version-2 node refuse each
 //! other at the handshake, each naming both versions.
+//!
+//! Version 3 adds membership changes: configuration entries (payload kind 2), the full
+//! configuration in `InstallSnapshot` (in place of a member list), the leadership-transfer
+//! flag of `RequestVote`, and `TimeoutNow` (kind 10).
 
 use bytes::Bytes;
 
+use crate::core::Configuration;
 use crate::message::{AppendResponse, ConflictHint, Entry, EntryPayload, Message, MessageBody};
 use crate::snapshot::SnapshotMeta;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// The wire format version this build writes and reads.
-pub const WIRE_FORMAT_VERSION: u8 = 2;
+pub const WIRE_FORMAT_VERSION: u8 = 3;
 
 /// Bytes of an entry besides its command.
 const ENTRY_OVERHEAD: usize = 8 + 8 + 1 + 4;
+/// An entry's payload kinds.
+const PAYLOAD_BLANK: u8 = 0;
+const PAYLOAD_COMMAND: u8 = 1;
+const PAYLOAD_CONFIGURATION: u8 = 2;
 
 /// Why bytes could not be decoded as a message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +92,14 @@ pub enum DecodeError {
         /// The byte found.
         value: u8,
     },
+    /// A field whose bytes do not make a valid value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Bytes left over after a complete message.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
@@ -95,6 +117,7 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
         MessageBody::AppendEntriesResponse(AppendResponse::Rejected { .. }) => 7,
         MessageBody::InstallSnapshot { .. } => 8,
         MessageBody::InstallSnapshotResponse { .. } => 9,
+        MessageBody::TimeoutNow => 10,
     };
     buffer.push(WIRE_FORMAT_VERSION);
     buffer.push(kind);
@@ -102,10 +125,16 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
     put_u64(buffer, message.to.0);
     put_u64(buffer, message.term.0);
     match &message.body {
-        MessageBody::RequestVote { last_log_id } | MessageBody::PreVote { last_log_id } => {
+        MessageBody::RequestVote { last_log_id, leadership_transfer } => {
+            put_u64(buffer, last_log_id.term.0);
+            put_u64(buffer, last_log_id.index.0);
+            buffer.push(u8::from(*leadership_transfer));
+        }
+        MessageBody::PreVote { last_log_id } => {
             put_u64(buffer, last_log_id.term.0);
             put_u64(buffer, last_log_id.index.0);
         }
+        MessageBody::TimeoutNow => {}
         MessageBody::RequestVoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
             buffer.push(u8::from(*granted))
         }
@@ -120,15 +149,20 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
             for entry in entries.iter().take(count as usize) {
                 put_u64(buffer, entry.term.0);
                 put_u64(buffer, entry.index.0);
-                let command: &[u8] = match &entry.payload {
-                    EntryPayload::Blank => &[],
-                    EntryPayload::Command(bytes) => bytes,
+                let encoded_configuration;
+                let (kind, payload): (u8, &[u8]) = match &entry.payload {
+                    EntryPayload::Blank => (PAYLOAD_BLANK, &[]),
+                    EntryPayload::Command(bytes) => (PAYLOAD_COMMAND, bytes),
+                    EntryPayload::Configuration(configuration) => {
+                        encoded_configuration = configuration.encode();
+                        (PAYLOAD_CONFIGURATION, &encoded_configuration)
+                    }
                 };
-                buffer.push(u8::from(matches!(entry.payload, EntryPayload::Command(_))));
-                debug_assert!(u32::try_from(command.len()).is_ok());
-                let length = u32::try_from(command.len()).unwrap_or(u32::MAX);
+                buffer.push(kind);
+                debug_assert!(u32::try_from(payload.len()).is_ok());
+                let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
                 buffer.extend_from_slice(&length.to_le_bytes());
-                buffer.extend_from_slice(&command[..length as usize]);
+                buffer.extend_from_slice(&payload[..length as usize]);
             }
         }
         MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index }) => {
@@ -146,12 +180,10 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
         MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
             put_u64(buffer, meta.last_included.term.0);
             put_u64(buffer, meta.last_included.index.0);
-            // A cluster has a handful of members; a count that overflows 32 bits cannot exist.
-            let count = u32::try_from(meta.members.len()).unwrap_or(u32::MAX);
-            buffer.extend_from_slice(&count.to_le_bytes());
-            for member in meta.members.iter().take(count as usize) {
-                put_u64(buffer, member.0);
-            }
+            // A configuration holds at most MAX_MEMBERS members of short addresses.
+            let length = u32::try_from(meta.configuration.encoded_len()).unwrap_or(u32::MAX);
+            buffer.extend_from_slice(&length.to_le_bytes());
+            meta.configuration.encode_into(buffer);
             put_u64(buffer, *offset);
             put_u64(buffer, *total_len);
             // Config::validate keeps snapshot_chunk_bytes within 32 bits.
@@ -181,14 +213,12 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
     let to = NodeId(reader.u64("to")?);
     let term = Term(reader.u64("term")?);
     let body = match kind {
-        1 | 3 => {
-            let last_log_id = reader.log_id("last log id")?;
-            if kind == 1 {
-                MessageBody::RequestVote { last_log_id }
-            } else {
-                MessageBody::PreVote { last_log_id }
-            }
-        }
+        1 => MessageBody::RequestVote {
+            last_log_id: reader.log_id("last log id")?,
+            leadership_transfer: reader.flag("leadership transfer")?,
+        },
+        3 => MessageBody::PreVote { last_log_id: reader.log_id("last log id")? },
+        10 => MessageBody::TimeoutNow,
         2 => MessageBody::RequestVoteResponse { granted: reader.flag("granted")? },
         4 => MessageBody::PreVoteResponse { granted: reader.flag("granted")? },
         5 => {
@@ -213,8 +243,13 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
                 let length = reader.u32("command length")? as usize;
                 let command = reader.slice("command", length)?;
                 let payload = match payload_kind {
-                    0 if length == 0 => EntryPayload::Blank,
-                    1 => EntryPayload::Command(command),
+                    PAYLOAD_BLANK if length == 0 => EntryPayload::Blank,
+                    PAYLOAD_COMMAND => EntryPayload::Command(command),
+                    PAYLOAD_CONFIGURATION => {
+                        EntryPayload::Configuration(Configuration::decode(&command).map_err(
+                            |reason| DecodeError::Invalid { field: "configuration", reason },
+                        )?)
+                    }
                     value => return Err(DecodeError::InvalidByte { field: "payload kind", value }),
                 };
                 entries.push(Entry { term: entry_term, index, payload });
@@ -239,26 +274,16 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
         }
         8 => {
             let last_included = reader.log_id("last included")?;
-            let count = reader.u32("member count")? as usize;
-            let available = reader.remaining();
-            if count > available / 8 {
-                return Err(DecodeError::Truncated {
-                    field: "members",
-                    offset: reader.offset,
-                    needed: count.saturating_mul(8),
-                    available,
-                });
-            }
-            let mut members = Vec::with_capacity(count);
-            for _ in 0..count {
-                members.push(NodeId(reader.u64("member id")?));
-            }
+            let length = reader.u32("configuration length")? as usize;
+            let encoded = reader.slice("configuration", length)?;
+            let configuration = Configuration::decode(&encoded)
+                .map_err(|reason| DecodeError::Invalid { field: "configuration", reason })?;
             let offset = reader.u64("offset")?;
             let total_len = reader.u64("total length")?;
             let length = reader.u32("chunk length")? as usize;
             let data = reader.slice("chunk", length)?;
             MessageBody::InstallSnapshot {
-                meta: SnapshotMeta { last_included, members },
+                meta: SnapshotMeta { last_included, configuration },
                 offset,
                 total_len,
                 data,
@@ -347,10 +372,11 @@ mod tests {
         let message = |body| Message { from: NodeId(1), to: NodeId(2), term: Term(7), body };
         let log_id = LogId::new(Term(6), LogIndex(41));
         vec![
-            message(MessageBody::RequestVote { last_log_id: log_id }),
+            message(MessageBody::RequestVote { last_log_id: log_id, leadership_transfer: true }),
             message(MessageBody::RequestVoteResponse { granted: true }),
             message(MessageBody::PreVote { last_log_id: log_id }),
             message(MessageBody::PreVoteResponse { granted: false }),
+            message(MessageBody::TimeoutNow),
             message(MessageBody::AppendEntries {
                 prev_log_id: log_id,
                 entries: vec![
@@ -387,7 +413,7 @@ mod tests {
             message(MessageBody::InstallSnapshot {
                 meta: SnapshotMeta {
                     last_included: log_id,
-                    members: vec![NodeId(1), NodeId(2), NodeId(3)],
+                    configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
                 },
                 offset: 1 << 20,
                 total_len: 3 << 20,

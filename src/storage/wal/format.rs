@@ -9,7 +9,8 @@
 //! record:  body length u32 | crc32c of body u32 | bytes back to the durable end u32
 //!          | crc32c of (segment sequence u64, then the previous 12 bytes) u32 | body
 //! body:    kind u8, then for kind 1 (entry): term u64 | index u64 | payload kind u8
-//!          (0 blank, 1 command) | command bytes (the rest of the body);
+//!          (0 blank, 1 command, 2 configuration) | the command's bytes, or the
+//!          configuration's encoding (`core/configuration_encoding.rs`), to the body's end;
 //!          for kind 2 (hard state): term u64 | has vote u8 | voted for u64 | commit u64;
 //!          for kind 3 (log reset): base term u64 | base index u64;
 //!          for kind 4 (members): count u32 | that many node ids u64, strictly increasing
@@ -25,6 +26,7 @@
 use bytes::Bytes;
 
 use crate::config::MAX_MEMBERS;
+use crate::core::Configuration;
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload};
 use crate::types::{LogId, LogIndex, NodeId, Term};
@@ -58,6 +60,10 @@ const KIND_LOG_RESET: u8 = 3;
 const HARD_STATE_BODY_LEN: usize = 1 + 8 + 1 + 8 + 8;
 const LOG_RESET_BODY_LEN: usize = 1 + 8 + 8;
 const KIND_MEMBERS: u8 = 4;
+/// An entry record's payload kinds.
+const PAYLOAD_BLANK: u8 = 0;
+const PAYLOAD_COMMAND: u8 = 1;
+const PAYLOAD_CONFIGURATION: u8 = 2;
 
 /// Who a segment belongs to, and its place in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,16 +192,21 @@ impl Placement {
 /// each record's prefix says how far back from it the log was known durable (its position in
 /// the buffer plus `place.durable_gap`).
 pub(crate) fn encode_entry(entry: &Entry, place: Placement, buffer: &mut Vec<u8>) {
-    let command: &[u8] = match &entry.payload {
-        EntryPayload::Blank => &[],
-        EntryPayload::Command(bytes) => bytes,
-    };
     let start = begin_record(buffer);
     buffer.push(KIND_ENTRY);
     buffer.extend_from_slice(&entry.term.0.to_le_bytes());
     buffer.extend_from_slice(&entry.index.0.to_le_bytes());
-    buffer.push(u8::from(matches!(entry.payload, EntryPayload::Command(_))));
-    buffer.extend_from_slice(command);
+    match &entry.payload {
+        EntryPayload::Blank => buffer.push(PAYLOAD_BLANK),
+        EntryPayload::Command(command) => {
+            buffer.push(PAYLOAD_COMMAND);
+            buffer.extend_from_slice(command);
+        }
+        EntryPayload::Configuration(configuration) => {
+            buffer.push(PAYLOAD_CONFIGURATION);
+            configuration.encode_into(buffer);
+        }
+    }
     finish_record(buffer, start, place);
 }
 
@@ -318,9 +329,14 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
         Some(&KIND_ENTRY) if body.len() >= ENTRY_BODY_OVERHEAD => {
             let term = Term(read_u64(body, 1));
             let index = LogIndex(read_u64(body, 9));
+            let rest = &body[ENTRY_BODY_OVERHEAD..];
             let payload = match body[17] {
-                0 if body.len() == ENTRY_BODY_OVERHEAD => EntryPayload::Blank,
-                1 => EntryPayload::Command(Bytes::copy_from_slice(&body[ENTRY_BODY_OVERHEAD..])),
+                PAYLOAD_BLANK if rest.is_empty() => EntryPayload::Blank,
+                PAYLOAD_COMMAND => EntryPayload::Command(Bytes::copy_from_slice(rest)),
+                PAYLOAD_CONFIGURATION => EntryPayload::Configuration(
+                    Configuration::decode(rest)
+                        .map_err(|problem| format!("entry {index}: {problem}"))?,
+                ),
                 other => return Err(format!("entry payload kind {other} is unknown")),
             };
             Ok(Record::Entry(Entry { term, index, payload }))

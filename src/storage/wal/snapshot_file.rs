@@ -7,17 +7,21 @@
 //! segments the snapshot covers). Layout (little-endian; see `docs/wal-format.md`):
 //!
 //! ```text
-//! magic "RAFTSNP\0" (8) | format version u32 (1) | reserved u32 (0) | node id u64
-//! | cluster id u64 | last included term u64 | last included index u64 | member count u32
-//! | member ids u64... | data length u64 | crc32c of everything before u32
-//! | data | crc32c of data u32
+//! magic "RAFTSNP\0" (8) | format version u32 (2) | reserved u32 (0) | node id u64
+//! | cluster id u64 | last included term u64 | last included index u64
+//! | configuration length u32 | configuration (`core/configuration_encoding.rs`)
+//! | data length u64 | crc32c of everything before u32 | data | crc32c of data u32
 //! ```
+//!
+//! Version 1 had `member count u32 | member ids u64...` in place of the configuration; this
+//! build still reads it (as a configuration of those voters) and writes version 2.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use super::WalIdentity;
+use crate::core::Configuration;
 use crate::error::StorageError;
 use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::storage::SnapshotWriter;
@@ -27,7 +31,9 @@ use crate::types::{LogId, LogIndex, NodeId, Term};
 /// The first eight bytes of every snapshot file.
 const MAGIC: [u8; 8] = *b"RAFTSNP\0";
 /// The snapshot file format version this build reads and writes.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The version before configurations: a plain list of voters.
+const MEMBER_LIST_VERSION: u32 = 1;
 /// Suffix of a snapshot being written.
 const TEMPORARY_SUFFIX: &str = ".tmp";
 
@@ -53,7 +59,8 @@ pub(super) fn is_temporary_name(name: &str) -> bool {
 /// Encodes `snapshot` of `identity`'s log as a file.
 fn encode(snapshot: &Snapshot, identity: WalIdentity) -> Vec<u8> {
     let meta = &snapshot.meta;
-    let mut bytes = Vec::with_capacity(64 + meta.members.len() * 8 + snapshot.data.len());
+    let configuration_len = meta.configuration.encoded_len();
+    let mut bytes = Vec::with_capacity(64 + configuration_len + snapshot.data.len());
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     bytes.extend_from_slice(&0u32.to_le_bytes());
@@ -61,12 +68,9 @@ fn encode(snapshot: &Snapshot, identity: WalIdentity) -> Vec<u8> {
     bytes.extend_from_slice(&identity.cluster_id.to_le_bytes());
     bytes.extend_from_slice(&meta.last_included.term.0.to_le_bytes());
     bytes.extend_from_slice(&meta.last_included.index.0.to_le_bytes());
-    // A cluster has a handful of members.
-    let count = u32::try_from(meta.members.len()).unwrap_or(u32::MAX);
-    bytes.extend_from_slice(&count.to_le_bytes());
-    for member in meta.members.iter().take(count as usize) {
-        bytes.extend_from_slice(&member.0.to_le_bytes());
-    }
+    // A configuration holds at most MAX_MEMBERS members of short addresses.
+    bytes.extend_from_slice(&u32::try_from(configuration_len).unwrap_or(u32::MAX).to_le_bytes());
+    meta.configuration.encode_into(&mut bytes);
     bytes.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
     let header_checksum = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&header_checksum.to_le_bytes());
@@ -88,7 +92,7 @@ fn decode(bytes: &[u8], identity: WalIdentity, path: &Path) -> Result<Snapshot, 
         return Err(corrupt(0, "not a snapshot file (bad magic number)"));
     }
     let version = reader.u32().ok_or_else(|| corrupt(8, "the snapshot file is too short"))?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != MEMBER_LIST_VERSION {
         return Err(StorageError::UnsupportedVersion {
             file: path.to_path_buf(),
             found: version,
@@ -101,14 +105,22 @@ fn decode(bytes: &[u8], identity: WalIdentity, path: &Path) -> Result<Snapshot, 
     let cluster = reader.u64().ok_or_else(short)?;
     let term = reader.u64().ok_or_else(short)?;
     let index = reader.u64().ok_or_else(short)?;
-    let count = reader.u32().ok_or_else(short)? as usize;
-    if count > reader.remaining() / 8 {
-        return Err(short());
-    }
-    let mut members = Vec::with_capacity(count);
-    for _ in 0..count {
-        members.push(NodeId(reader.u64().ok_or_else(short)?));
-    }
+    let configuration_start = reader.offset;
+    let configuration = if version == MEMBER_LIST_VERSION {
+        let count = reader.u32().ok_or_else(short)? as usize;
+        if count > reader.remaining() / 8 {
+            return Err(short());
+        }
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            members.push(NodeId(reader.u64().ok_or_else(short)?));
+        }
+        Configuration::simple(members).unwrap_or_default()
+    } else {
+        let length = reader.u32().ok_or_else(short)? as usize;
+        let encoded = reader.take(length).ok_or_else(short)?;
+        Configuration::decode(encoded).map_err(|reason| corrupt(configuration_start, &reason))?
+    };
     let data_len = reader.u64().ok_or_else(short)?;
     let header_end = reader.offset;
     let header_checksum = reader.u32().ok_or_else(short)?;
@@ -143,7 +155,10 @@ fn decode(bytes: &[u8], identity: WalIdentity, path: &Path) -> Result<Snapshot, 
         return Err(corrupt(0, "the snapshot's index does not match its file name"));
     }
     Ok(Snapshot {
-        meta: SnapshotMeta { last_included: LogId::new(Term(term), LogIndex(index)), members },
+        meta: SnapshotMeta {
+            last_included: LogId::new(Term(term), LogIndex(index)),
+            configuration,
+        },
         data: Bytes::copy_from_slice(data),
     })
 }
@@ -260,7 +275,7 @@ mod tests {
         Snapshot {
             meta: SnapshotMeta {
                 last_included: LogId::new(Term(3), LogIndex(42)),
-                members: vec![NodeId(1), NodeId(2), NodeId(3)],
+                configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
             },
             data: Bytes::from_static(b"the state machine"),
         }

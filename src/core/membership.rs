@@ -1,0 +1,386 @@
+//! Membership changes (Raft thesis chapter 4) and leadership transfer (§3.10).
+//!
+//! A configuration is an entry in the log, and every node uses the latest configuration in
+//! its log from the moment the entry is appended, committed or not (§4.1).
+//! [`ConfigurationHistory`] keeps the configuration entries the log holds (and the one its
+//! base had), so that a truncated configuration entry is undone and a snapshot records the
+//! configuration at its last index; [`RaftCore::refresh_configuration`] is the one place the
+//! node's current configuration changes.
+//!
+//! Changes, each started by the leader, one at a time:
+//! - a learner is added or removed with one entry (the voters do not change);
+//! - the voters change through joint consensus: the leader appends C_old,new, under which
+//!   every decision needs a majority of both the old and the new voters; once that entry
+//!   commits, the leader appends C_new by itself ([`RaftCore::advance_membership`]); a leader
+//!   that is not among the new voters steps down once C_new commits (§4.2.2);
+//! - a learner becomes a voter only once its log is within
+//!   [`Config::promotion_max_lag`](crate::Config::promotion_max_lag) of the leader's.
+//!
+//! A leadership transfer brings the target's log up to date, then sends it `TimeoutNow`; the
+//! target stands at once, and voters answer it even inside their leader lease. The leader
+//! takes no proposals meanwhile, and gives up after an election timeout.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::configuration::{Configuration, MemberAddress};
+use super::progress::Progress;
+use super::{LOG_TARGET, RaftCore, Role};
+use crate::config::MAX_MEMBERS;
+use crate::error::MembershipError;
+use crate::message::{Entry, EntryPayload, MessageBody};
+use crate::types::{LogIndex, NodeId};
+
+/// The configuration entries of a node's log, by index, with the configuration in force at
+/// the log's base. Never empty: its first key is at or below the log's base.
+#[derive(Clone, Debug)]
+pub(super) struct ConfigurationHistory {
+    by_index: BTreeMap<LogIndex, Configuration>,
+}
+
+impl ConfigurationHistory {
+    /// The history of a log that continues after `base_index` under `base`, holding
+    /// `entries`.
+    pub(super) fn new(base_index: LogIndex, base: Configuration, entries: &[Entry]) -> Self {
+        let mut history = ConfigurationHistory { by_index: BTreeMap::from([(base_index, base)]) };
+        for entry in entries {
+            history.on_append(entry);
+        }
+        history
+    }
+
+    /// The latest configuration and the index of the entry that set it (the base index when
+    /// the log holds none).
+    pub(super) fn latest(&self) -> (LogIndex, &Configuration) {
+        let (index, configuration) = self
+            .by_index
+            .last_key_value()
+            .expect("the history always holds the base configuration");
+        (*index, configuration)
+    }
+
+    /// The configuration in force at `index` (the latest entry at or before it).
+    pub(super) fn at(&self, index: LogIndex) -> &Configuration {
+        self.by_index
+            .range(..=index)
+            .next_back()
+            .or_else(|| self.by_index.first_key_value())
+            .map(|(_, configuration)| configuration)
+            .expect("the history always holds the base configuration")
+    }
+
+    /// Records `entry`, just appended to the log.
+    pub(super) fn on_append(&mut self, entry: &Entry) {
+        if let EntryPayload::Configuration(configuration) = &entry.payload {
+            self.by_index.insert(entry.index, configuration.clone());
+        }
+    }
+
+    /// Forgets the configuration entries at `index` and after (the log dropped them). The
+    /// base configuration stays: callers never truncate at or below the base.
+    pub(super) fn truncate_from(&mut self, index: LogIndex) {
+        let first = *self.by_index.first_key_value().expect("never empty").0;
+        let dropped = self.by_index.split_off(&index.max(first.next()));
+        if !dropped.is_empty() {
+            tracing::debug!(target: LOG_TARGET, "Dropped {} uncommitted configuration entries from index {index}", dropped.len());
+        }
+    }
+
+    /// The log was compacted through `index`: the configuration in force there becomes the
+    /// base.
+    pub(super) fn compact_through(&mut self, index: LogIndex) {
+        let base = self.at(index).clone();
+        let rest = self.by_index.split_off(&index.next());
+        self.by_index = rest;
+        self.by_index.insert(index, base);
+    }
+
+    /// Fills in missing member addresses from `known` in every configuration.
+    fn fill_in_addresses(&mut self, known: &BTreeMap<NodeId, MemberAddress>) {
+        for configuration in self.by_index.values_mut() {
+            *configuration = configuration.with_missing_addresses(known);
+        }
+    }
+
+    /// The log was emptied to continue after `index` under `base` (a received snapshot).
+    pub(super) fn reset_to(&mut self, index: LogIndex, base: Configuration) {
+        self.by_index = BTreeMap::from([(index, base)]);
+    }
+}
+
+/// A leadership transfer under way on a leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct LeadershipTransfer {
+    /// The voter leadership goes to.
+    pub(super) target: NodeId,
+    /// When the leader gives up and takes proposals again.
+    pub(super) deadline_ms: u64,
+    /// Whether `TimeoutNow` has been sent.
+    pub(super) timeout_now_sent: bool,
+}
+
+impl RaftCore {
+    /// The configuration the node uses now: the latest in its log.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+
+    /// The index of the entry that set the current configuration (the log's base when no
+    /// entry in the log did).
+    pub fn configuration_index(&self) -> LogIndex {
+        self.configurations.latest().0
+    }
+
+    /// Whether a membership change is under way: the latest configuration is not committed
+    /// yet, or it is joint (C_new still to come).
+    pub fn membership_change_in_progress(&self) -> bool {
+        self.configuration_index() > self.commit_index || self.configuration.is_joint()
+    }
+
+    /// The leadership transfer under way, if any: its target.
+    pub fn leadership_transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|transfer| transfer.target)
+    }
+
+    /// The one place the current configuration changes: re-reads it from the history after
+    /// the log changed, and brings a leader's replication progress in line with it (new
+    /// members are probed from the end of the log; removed ones are forgotten).
+    pub(super) fn refresh_configuration(&mut self) {
+        let latest = self.configurations.latest().1;
+        if *latest == self.configuration {
+            return;
+        }
+        self.configuration = latest.clone();
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Configuration is now {}", self.configuration);
+        if self.role == Role::Leader {
+            let next_index = self.log.last_index().next();
+            let members: Vec<NodeId> = self.peers().collect();
+            self.progress.retain(|id, _| members.contains(id));
+            for member in members {
+                self.progress.entry(member).or_insert_with(|| Progress::new(next_index));
+            }
+            if self.transfer.is_some_and(|transfer| !self.configuration.is_voter(transfer.target)) {
+                self.transfer = None;
+            }
+        }
+    }
+
+    /// Fills in the addresses in `known` for members of every configuration this node holds
+    /// that have none (the addresses a node was started with: they are not in the members
+    /// record).
+    pub(crate) fn learn_addresses(&mut self, known: &BTreeMap<NodeId, MemberAddress>) {
+        if known.values().all(|address| *address == MemberAddress::default()) {
+            return;
+        }
+        self.configurations.fill_in_addresses(known);
+        self.refresh_configuration();
+    }
+
+    /// Leader: appends `configuration` as an entry, and uses it at once.
+    fn append_configuration(&mut self, configuration: Configuration) -> LogIndex {
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Proposing configuration {configuration}");
+        self.append_own_entry(EntryPayload::Configuration(configuration))
+    }
+
+    /// The checks every change starts with: this node leads, and no other change (or
+    /// transfer) runs.
+    fn check_change_allowed(&self) -> Result<(), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader { leader_hint: self.leader_id });
+        }
+        if self.membership_change_in_progress() || self.transfer.is_some() {
+            return Err(MembershipError::ChangeInProgress);
+        }
+        if self.no_entry_committed_this_term() {
+            // Until an entry of its term commits, a new leader may not know the latest
+            // committed configuration (the thesis's fix to single-server changes, §4.1).
+            return Err(MembershipError::ChangeInProgress);
+        }
+        Ok(())
+    }
+
+    /// Whether the commit index has not reached an entry of the current term yet.
+    fn no_entry_committed_this_term(&self) -> bool {
+        self.log.term_at(self.commit_index) != Some(self.term)
+    }
+
+    /// Leader: adds `id` as a learner reachable at `address` (it receives the log and
+    /// snapshots but does not vote). An existing learner's address is replaced. Returns the
+    /// index of the configuration entry.
+    pub fn add_learner(
+        &mut self,
+        id: NodeId,
+        address: MemberAddress,
+    ) -> Result<LogIndex, MembershipError> {
+        self.check_change_allowed()?;
+        if self.configuration.is_voter(id) {
+            return Err(invalid(format!("{id} is already a voter")));
+        }
+        check_address(&address)?;
+        if let Some((other, _)) = self.configuration.addresses().iter().find(|(other, known)| {
+            **other != id
+                && ((!address.raft_addr.is_empty() && known.raft_addr == address.raft_addr)
+                    || (!address.client_addr.is_empty()
+                        && known.client_addr == address.client_addr))
+        }) {
+            return Err(invalid(format!("an address of {id} is already used by {other}")));
+        }
+        if self.configuration.members().len() >= MAX_MEMBERS && !self.configuration.is_member(id) {
+            return Err(invalid(format!("a cluster has at most {MAX_MEMBERS} members")));
+        }
+        let configuration = self.configuration.with_learner(id, address);
+        Ok(self.append_configuration(configuration))
+    }
+
+    /// Leader: changes the voters to `voters` through joint consensus. Every new voter must
+    /// be a learner whose log is within `promotion_max_lag` of the leader's; learners not
+    /// named stay learners. Returns the index of the joint configuration entry; the change is
+    /// complete once the configuration is no longer joint and is committed.
+    pub fn change_voters(
+        &mut self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<LogIndex, MembershipError> {
+        self.check_change_allowed()?;
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(invalid(String::from("a configuration needs at least one voter")));
+        }
+        if voters.len() > MAX_MEMBERS {
+            return Err(invalid(format!("a cluster has at most {MAX_MEMBERS} voters")));
+        }
+        if voters.iter().eq(self.configuration.voters().iter()) {
+            return Err(invalid(String::from("the voters are already those")));
+        }
+        let last_index = self.log.last_index();
+        for &id in voters.iter().filter(|id| !self.configuration.is_voter(**id)) {
+            if !self.configuration.learners().contains(&id) {
+                return Err(invalid(format!("{id} is not a member; add it as a learner first")));
+            }
+            let match_index = self.progress.get(&id).map_or(LogIndex(0), |p| p.match_index);
+            if match_index.0.saturating_add(self.config.promotion_max_lag) < last_index.0 {
+                return Err(MembershipError::NotCaughtUp {
+                    id,
+                    match_index,
+                    leader_last_index: last_index,
+                });
+            }
+        }
+        let joint = self.configuration.enter_joint(voters);
+        Ok(self.append_configuration(joint))
+    }
+
+    /// Leader: removes member `id`: a learner with one entry, a voter through joint
+    /// consensus (the leader itself too: it steps down once the change commits). Returns the
+    /// index of the first configuration entry.
+    pub fn remove_member(&mut self, id: NodeId) -> Result<LogIndex, MembershipError> {
+        self.check_change_allowed()?;
+        if self.configuration.learners().contains(&id) {
+            let configuration = self.configuration.without_learner(id);
+            return Ok(self.append_configuration(configuration));
+        }
+        if !self.configuration.is_voter(id) {
+            return Err(invalid(format!("{id} is not a member")));
+        }
+        let voters: Vec<NodeId> =
+            self.configuration.voters().iter().copied().filter(|voter| *voter != id).collect();
+        if voters.is_empty() {
+            return Err(invalid(format!("{id} is the last voter")));
+        }
+        let joint = self.configuration.enter_joint(voters);
+        Ok(self.append_configuration(joint))
+    }
+
+    /// Leader, after its commit index moved: leaves a committed joint configuration (appends
+    /// C_new), and steps down once a committed configuration no longer counts it as a voter.
+    pub(super) fn advance_membership(&mut self) {
+        if self.role != Role::Leader || self.configuration_index() > self.commit_index {
+            return;
+        }
+        if self.configuration.is_joint() {
+            #[cfg(feature = "sim")]
+            if self.planted_skip_leave_joint {
+                return;
+            }
+            let simple = self.configuration.leave_joint();
+            self.append_configuration(simple);
+        } else if !self.configuration.is_voter(self.id) {
+            tracing::info!(target: LOG_TARGET, node = %self.id, "Stepping down: the committed configuration {} does not include this node as a voter", self.configuration);
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    /// Leader: hands leadership to the voter `target` (§3.10): brings its log up to date,
+    /// then tells it to stand at once. Proposals are refused until the transfer ends (the
+    /// target leads, or an election timeout passes).
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader { leader_hint: self.leader_id });
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        if self.transfer.is_some() {
+            return Err(MembershipError::ChangeInProgress);
+        }
+        if !self.configuration.is_voter(target) {
+            return Err(invalid(format!("{target} is not a voter")));
+        }
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Transferring leadership to {target}");
+        self.transfer = Some(LeadershipTransfer {
+            target,
+            deadline_ms: self.now_ms + self.config.election_timeout_max_ms,
+            timeout_now_sent: false,
+        });
+        self.maybe_send_timeout_now();
+        Ok(())
+    }
+
+    /// Leader: sends `TimeoutNow` to the transfer's target once its log matches the leader's.
+    pub(super) fn maybe_send_timeout_now(&mut self) {
+        let Some(transfer) = self.transfer else { return };
+        if transfer.timeout_now_sent {
+            return;
+        }
+        let caught_up = self
+            .progress
+            .get(&transfer.target)
+            .is_some_and(|progress| progress.match_index >= self.log.last_index());
+        if caught_up {
+            tracing::info!(target: LOG_TARGET, node = %self.id, "{} has caught up; sending TimeoutNow", transfer.target);
+            self.send(transfer.target, MessageBody::TimeoutNow);
+            self.transfer = Some(LeadershipTransfer { timeout_now_sent: true, ..transfer });
+        }
+    }
+
+    /// Leader, at each tick: gives up a transfer that has not completed in an election
+    /// timeout.
+    pub(super) fn expire_leadership_transfer(&mut self) {
+        if self.transfer.is_some_and(|transfer| self.now_ms >= transfer.deadline_ms) {
+            tracing::warn!(target: LOG_TARGET, node = %self.id, "Leadership transfer to {} timed out; taking proposals again", self.leadership_transfer_target().map_or(0, |id| id.0));
+            self.transfer = None;
+        }
+    }
+
+    /// Follower: the leader of the current term hands leadership to this node.
+    pub(super) fn handle_timeout_now(&mut self, leader: NodeId) {
+        if self.role == Role::Leader || !self.configuration.is_voter(self.id) {
+            return;
+        }
+        tracing::info!(target: LOG_TARGET, node = %self.id, "{leader} hands leadership over; standing for election now");
+        self.start_election_for_transfer();
+    }
+}
+
+/// A [`MembershipError::Invalid`].
+fn invalid(reason: String) -> MembershipError {
+    MembershipError::Invalid { reason }
+}
+
+/// Checks an address's lengths against what the encoding carries.
+fn check_address(address: &MemberAddress) -> Result<(), MembershipError> {
+    let limit = super::MAX_ADDRESS_BYTES;
+    if address.raft_addr.len() > limit || address.client_addr.len() > limit {
+        return Err(invalid(format!("an address is longer than {limit} bytes")));
+    }
+    Ok(())
+}
