@@ -97,7 +97,7 @@ use std::collections::BTreeMap;
 use crate::config::{Config, MAX_MEMBERS};
 use crate::core::{InitialState, LOG_TARGET, MemberAddress, RaftCore, Role};
 use crate::driver::{Applied, Driver, probe_snapshot_support};
-use crate::error::{ProposeError, StartError, StorageError};
+use crate::error::{MembershipError, ProposeError, StartError, StorageError};
 use crate::message::{EntryPayload, Message};
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::snapshot::Snapshot;
@@ -258,6 +258,54 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
             }
             Err(error) => Err((error, waiter)),
         }
+    }
+
+    /// Leader: adds `id` as a learner reachable at `address`; see
+    /// [`RaftCore::add_learner`]. Returns the index of the configuration entry: follow the
+    /// change with [`change_outcome`](Self::change_outcome).
+    pub fn add_learner(
+        &mut self,
+        id: NodeId,
+        address: MemberAddress,
+    ) -> Result<LogIndex, MembershipError> {
+        self.driver.core.add_learner(id, address)
+    }
+
+    /// Leader: changes the voters to `voters` through joint consensus; see
+    /// [`RaftCore::change_voters`].
+    pub fn change_voters(
+        &mut self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<LogIndex, MembershipError> {
+        self.driver.core.change_voters(voters)
+    }
+
+    /// Leader: removes member `id` (a learner at once, a voter through joint consensus); see
+    /// [`RaftCore::remove_member`].
+    pub fn remove_member(&mut self, id: NodeId) -> Result<LogIndex, MembershipError> {
+        self.driver.core.remove_member(id)
+    }
+
+    /// Leader: hands leadership to `target`; see [`RaftCore::transfer_leadership`].
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), MembershipError> {
+        self.driver.core.transfer_leadership(target)
+    }
+
+    /// What became of the membership change whose first entry this leader appended at
+    /// `index`: `None` while it runs; `Ok` once a configuration at or after it is committed
+    /// and not joint (the change is complete); [`MembershipError::OutcomeUnknown`] once this
+    /// node stopped leading before that (the change may still complete under another
+    /// leader).
+    pub fn change_outcome(&self, index: LogIndex) -> Option<Result<(), MembershipError>> {
+        let core = &self.driver.core;
+        if core.configuration_index() >= index && !core.membership_change_in_progress() {
+            // Complete (a leader that removed itself steps down only after this holds).
+            return Some(Ok(()));
+        }
+        if core.role() != Role::Leader {
+            return Some(Err(MembershipError::OutcomeUnknown { index }));
+        }
+        None
     }
 
     /// Carries out the work the inputs so far produced: sends, writes and flushes, hands

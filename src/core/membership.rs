@@ -143,7 +143,7 @@ impl RaftCore {
 
     /// The one place the current configuration changes: re-reads it from the history after
     /// the log changed, and brings a leader's replication progress in line with it (new
-    /// members are probed from the end of the log; removed ones are forgotten).
+    /// members are probed from the last entry; removed ones are forgotten).
     pub(super) fn refresh_configuration(&mut self) {
         let latest = self.configurations.latest().1;
         if *latest == self.configuration {
@@ -152,7 +152,9 @@ impl RaftCore {
         self.configuration = latest.clone();
         tracing::info!(target: LOG_TARGET, node = %self.id, "Configuration is now {}", self.configuration);
         if self.role == Role::Leader {
-            let next_index = self.log.last_index().next();
+            // From the last entry, which (for a change this leader made) is the configuration
+            // entry that added them: they receive it at once.
+            let next_index = self.log.last_index().max(self.log.base().index.next());
             let members: Vec<NodeId> = self.peers().collect();
             self.progress.retain(|id, _| members.contains(id));
             for member in members {

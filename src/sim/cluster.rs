@@ -29,8 +29,8 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::core::{RaftCore, Role};
-use crate::error::{ProposeError, StorageError};
+use crate::core::{MemberAddress, RaftCore, Role};
+use crate::error::{MembershipError, ProposeError, StorageError};
 use crate::message::{Entry, Message};
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::snapshot::{Snapshot, SnapshotMeta};
@@ -105,6 +105,9 @@ struct Member {
     highest_commit_seen: LogIndex,
     /// The latest snapshot this node took and stored.
     stored_snapshot: Option<SnapshotMeta>,
+    /// Whether the node was added to a running cluster ([`Cluster::add_node`]): it starts
+    /// with no members and learns its configuration from the leader.
+    joined: bool,
 }
 
 /// What the cluster prints a change of: a node's role, term, vote, leader and commit index.
@@ -241,6 +244,7 @@ impl Cluster {
                     applied_ever: Vec::new(),
                     highest_commit_seen: LogIndex(0),
                     stored_snapshot: None,
+                    joined: false,
                 },
             );
         }
@@ -277,7 +281,7 @@ impl Cluster {
 
     /// Every node's id, sorted.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.members.clone()
+        self.nodes.keys().copied().collect()
     }
 
     /// The current virtual time.
@@ -483,10 +487,100 @@ impl Cluster {
     /// A one-line-per-node summary, for assertion messages.
     pub fn describe(&self) -> String {
         let mut text = format!("t={}ms\n", self.now_ms);
-        for id in &self.members {
+        for id in self.nodes.keys() {
             let _ = writeln!(text, "  {}", self.status_line(id.0));
         }
         text
+    }
+
+    // ---------------------------------------------------------------- membership
+
+    /// Starts a new node `id` on an empty disk with no members: it waits to be added by the
+    /// leader ([`add_learner`](Self::add_learner)) and learns the configuration from it.
+    pub fn add_node(&mut self, id: u64) {
+        assert!(!self.nodes.contains_key(&NodeId(id)), "node {id} exists already");
+        self.nodes.insert(
+            NodeId(id),
+            Member {
+                disk: SimDisk::default(),
+                running: None,
+                holds_syncs: false,
+                applied_ever: Vec::new(),
+                highest_commit_seen: LogIndex(0),
+                stored_snapshot: None,
+                joined: true,
+            },
+        );
+        self.start(NodeId(id));
+    }
+
+    /// Node `leader` adds `id` as a learner.
+    pub fn add_learner(&mut self, leader: u64, id: u64) -> Result<LogIndex, MembershipError> {
+        let address = MemberAddress { raft_addr: format!("sim:{id}"), client_addr: String::new() };
+        self.change(leader, |node| node.add_learner(NodeId(id), address))
+    }
+
+    /// Node `leader` changes the voters to `voters` (joint consensus).
+    pub fn change_voters(
+        &mut self,
+        leader: u64,
+        voters: &[u64],
+    ) -> Result<LogIndex, MembershipError> {
+        let voters: Vec<NodeId> = voters.iter().map(|id| NodeId(*id)).collect();
+        self.change(leader, |node| node.change_voters(voters))
+    }
+
+    /// Node `leader` removes member `id`.
+    pub fn remove_member(&mut self, leader: u64, id: u64) -> Result<LogIndex, MembershipError> {
+        self.change(leader, |node| node.remove_member(NodeId(id)))
+    }
+
+    /// Node `leader` starts handing leadership to `target`.
+    pub fn transfer_leadership(&mut self, leader: u64, target: u64) -> Result<(), MembershipError> {
+        let result =
+            self.with_node(NodeId(leader), |node, _| Ok(node.transfer_leadership(NodeId(target))));
+        match &result {
+            Ok(()) => self.record(|| format!("{leader}: transfers leadership to {target}")),
+            Err(error) => self.record(|| format!("{leader}: refuses the transfer: {error}")),
+        }
+        result
+    }
+
+    /// What became of the membership change node `leader` appended at `index` (see
+    /// [`Node::change_outcome`]).
+    pub fn change_outcome(
+        &self,
+        leader: u64,
+        index: LogIndex,
+    ) -> Option<Result<(), MembershipError>> {
+        self.running(leader).node.change_outcome(index)
+    }
+
+    /// Node `id`'s current configuration, as one line.
+    pub fn configuration_line(&self, id: u64) -> String {
+        match &self.member(id).running {
+            Some(running) => format!("{id}: {}", running.node.core().configuration()),
+            None => format!("{id}: down"),
+        }
+    }
+
+    /// Runs one membership change at node `leader`, recording the outcome.
+    fn change(
+        &mut self,
+        leader: u64,
+        change: impl FnOnce(&mut ClusterNode) -> Result<LogIndex, MembershipError>,
+    ) -> Result<LogIndex, MembershipError> {
+        let result = self.with_node(NodeId(leader), |node, _| Ok(change(node)));
+        match &result {
+            Ok(index) => {
+                let configuration = self.core(leader).configuration().to_string();
+                self.record(|| {
+                    format!("{leader}: appends configuration {configuration} at {index}")
+                });
+            }
+            Err(error) => self.record(|| format!("{leader}: refuses the change: {error}")),
+        }
+        result
     }
 
     // ---------------------------------------------------------------- clients
@@ -723,7 +817,7 @@ impl Cluster {
     /// Cuts node `id` off from every other node, both ways.
     pub fn isolate(&mut self, id: u64) {
         let others: Vec<u64> =
-            self.members.iter().map(|other| other.0).filter(|other| *other != id).collect();
+            self.nodes.keys().map(|other| other.0).filter(|other| *other != id).collect();
         self.partition(&[&[id], &others]);
     }
 
@@ -829,9 +923,9 @@ impl Cluster {
             .unwrap_or_else(|error| panic!("{id} reopens its write-ahead log: {error}"));
         let journal = Journal::default();
         let shared = journal.share();
-        let node =
-            Node::start(id, self.members.clone(), self.config.clone(), storage, journal, seed)
-                .unwrap_or_else(|error| panic!("{id} starts from what its disk holds: {error}"));
+        let members = if member.joined { Vec::new() } else { self.members.clone() };
+        let node = Node::start(id, members, self.config.clone(), storage, journal, seed)
+            .unwrap_or_else(|error| panic!("{id} starts from what its disk holds: {error}"));
         let restored = shared.records();
         let last_applied = restored.last().map_or(LogIndex(0), |(index, _, _)| *index);
         let line = format!("{id}: starts", id = id.0);

@@ -56,6 +56,10 @@
 //! - `propose <id> <text>`: proposes the command `<text>` at the node.
 //! - `crash <id>`: a power loss (unsynced writes are lost; messages to and from it too).
 //!   `restart <id>`: the node starts again from its disk.
+//! - `add-node <id>`: starts a new node on an empty disk, with no members (it waits to be
+//!   added). `add-learner <leader> <id>`, `change-voters <leader> <ids...>` (joint
+//!   consensus), `remove-member <leader> <id>`: membership changes proposed at the leader;
+//!   `transfer-leader <leader> <target>`; `config [<ids>]` prints nodes' configurations.
 //! - `partition <ids> | <ids> [| <ids> ...]`: blocks the links between the groups, both
 //!   ways; `isolate <id>`; `block <from>-><to>` (one way); `heal` unblocks every link.
 //! - `snapshot <id>`: the node snapshots its state machine now and compacts its log.
@@ -345,6 +349,42 @@ fn run_on(
         }
         "heal" => cluster.heal(),
         "snapshot" => cluster.take_snapshot(up(node(0)?)?),
+        "add-node" => {
+            let id = number(arguments.first().ok_or("add-node <id>")?)?;
+            if cluster.ids().contains(&NodeId(id)) {
+                return Err(format!("node {id} exists already"));
+            }
+            cluster.add_node(id);
+        }
+        "add-learner" => {
+            let leader = up(node(0)?)?;
+            let id = number(arguments.get(1).ok_or("add-learner <leader> <id>")?)?;
+            let _ = cluster.add_learner(leader, id);
+        }
+        "change-voters" => {
+            let leader = up(node(0)?)?;
+            let voters: Vec<u64> =
+                arguments.iter().skip(1).map(|id| number(id)).collect::<Result<_, _>>()?;
+            let _ = cluster.change_voters(leader, &voters);
+        }
+        "remove-member" => {
+            let leader = up(node(0)?)?;
+            let id = number(arguments.get(1).ok_or("remove-member <leader> <id>")?)?;
+            let _ = cluster.remove_member(leader, id);
+        }
+        "transfer-leader" => {
+            let leader = up(node(0)?)?;
+            let target = number(arguments.get(1).ok_or("transfer-leader <leader> <target>")?)?;
+            let _ = cluster.transfer_leadership(leader, target);
+        }
+        "config" => {
+            let ids: Vec<u64> = if arguments.is_empty() {
+                cluster.ids().iter().map(|id| id.0).collect()
+            } else {
+                (0..arguments.len()).map(node).collect::<Result<_, _>>()?
+            };
+            return Ok(ids.into_iter().map(|id| cluster.configuration_line(id)).collect());
+        }
         "status" => {
             let ids: Vec<u64> = if arguments.is_empty() {
                 cluster.ids().iter().map(|id| id.0).collect()
