@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::configuration::{Configuration, MemberAddress};
-use super::progress::Progress;
+use super::progress::{Progress, ReplicationMode};
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::config::MAX_MEMBERS;
 use crate::error::MembershipError;
@@ -267,6 +267,11 @@ impl RaftCore {
             }
         }
         let joint = self.configuration.enter_joint(voters);
+        #[cfg(feature = "sim")]
+        if self.planted_change_without_joint {
+            // Planted bug: straight to C_new.
+            return Ok(self.append_configuration(joint.leave_joint()));
+        }
         Ok(self.append_configuration(joint))
     }
 
@@ -298,14 +303,20 @@ impl RaftCore {
             return;
         }
         if self.configuration.is_joint() {
-            #[cfg(feature = "sim")]
-            if self.planted_skip_leave_joint {
-                return;
-            }
             let simple = self.configuration.leave_joint();
             self.append_configuration(simple);
         } else if !self.configuration.is_voter(self.id) {
             tracing::info!(target: LOG_TARGET, node = %self.id, "Stepping down: the committed configuration {} does not include this node as a voter", self.configuration);
+            // Hand over to a voter that holds the whole log, so that the cluster does not
+            // wait an election timeout for a new leader.
+            let last_index = self.log.last_index();
+            let successor = self.configuration.voters().iter().copied().find(|voter| {
+                self.progress.get(voter).is_some_and(|progress| progress.match_index >= last_index)
+            });
+            if let Some(successor) = successor {
+                tracing::info!(target: LOG_TARGET, node = %self.id, "Handing leadership to {successor}");
+                self.send(successor, MessageBody::TimeoutNow);
+            }
             let term = self.term;
             self.become_follower(term, None);
         }
@@ -334,6 +345,16 @@ impl RaftCore {
             timeout_now_sent: false,
         });
         self.maybe_send_timeout_now();
+        if let Some(progress) = self.progress.get_mut(&target)
+            && self.transfer.is_some_and(|transfer| !transfer.timeout_now_sent)
+            && progress.mode != ReplicationMode::Snapshot
+        {
+            // Catch the target up now rather than wait for lost appends to time out: resend
+            // everything after what it is known to hold.
+            let next_index = progress.match_index.next();
+            progress.probe_from(next_index);
+            self.replicate_to(target);
+        }
         Ok(())
     }
 
@@ -363,9 +384,14 @@ impl RaftCore {
         }
     }
 
-    /// Follower: the leader of the current term hands leadership to this node.
+    /// Follower: the leader of the current term hands leadership to this node. Only the
+    /// leader it follows may: anyone else's TimeoutNow is ignored.
     pub(super) fn handle_timeout_now(&mut self, leader: NodeId) {
-        if self.role == Role::Leader || !self.configuration.is_voter(self.id) {
+        if self.role == Role::Leader
+            || self.leader_id != Some(leader)
+            || !self.configuration.is_voter(self.id)
+        {
+            tracing::debug!(target: LOG_TARGET, node = %self.id, "Ignoring TimeoutNow from {leader}");
             return;
         }
         tracing::info!(target: LOG_TARGET, node = %self.id, "{leader} hands leadership over; standing for election now");

@@ -180,9 +180,13 @@ pub struct RaftCore {
     /// appends no no-op on taking office).
     #[cfg(feature = "sim")]
     pub(crate) planted_commit_previous_term: bool,
-    /// Simulation only: the planted bug that never leaves a joint configuration.
+    /// Simulation only: the planted bug that changes voters in one step, without the joint
+    /// phase (two majorities of old and new voters can then be disjoint).
     #[cfg(feature = "sim")]
-    pub(crate) planted_skip_leave_joint: bool,
+    pub(crate) planted_change_without_joint: bool,
+    /// Simulation only: the planted bug that counts learners towards the commit majority.
+    #[cfg(feature = "sim")]
+    pub(crate) planted_learners_count_for_commit: bool,
 }
 
 impl RaftCore {
@@ -304,7 +308,9 @@ impl RaftCore {
             #[cfg(feature = "sim")]
             planted_commit_previous_term: false,
             #[cfg(feature = "sim")]
-            planted_skip_leave_joint: false,
+            planted_change_without_joint: false,
+            #[cfg(feature = "sim")]
+            planted_learners_count_for_commit: false,
         };
         core.set_term(hard_state.term);
         if let Some(voted) = hard_state.voted_for {

@@ -315,13 +315,22 @@ impl RaftCore {
         // The leader counts itself only for what it has durably stored. Called for every
         // acknowledgment: the configuration counts without allocating for small clusters.
         let (own_id, own_persisted, progress) = (self.id, self.persisted_index, &self.progress);
-        let majority_index = self.configuration.committed_index(|id| {
+        let match_index_of = |id| {
             if id == own_id {
                 Some(own_persisted)
             } else {
                 progress.get(&id).map(|progress| progress.match_index)
             }
-        });
+        };
+        let majority_index = self.configuration.committed_index(match_index_of);
+        #[cfg(feature = "sim")]
+        let majority_index = if self.planted_learners_count_for_commit {
+            // Planted bug: learners counted as if they voted.
+            super::Configuration::of_voters(self.configuration.members().iter().copied())
+                .committed_index(match_index_of)
+        } else {
+            majority_index
+        };
         #[cfg(feature = "sim")]
         if self.planted_commit_previous_term && majority_index > self.commit_index {
             // Planted bug (Figure 8): commit whatever a majority stores, whatever its term.
