@@ -268,6 +268,13 @@ pub enum MembershipError {
         /// What is wrong.
         reason: String,
     },
+    /// A leadership transfer to `target` did not complete in time (the leader takes
+    /// proposals again after an election timeout).
+    #[error("leadership was not transferred to {target} in time")]
+    TransferTimedOut {
+        /// The node leadership was to go to.
+        target: NodeId,
+    },
     /// The node has shut down (or stopped on a storage failure).
     #[error("the node has shut down")]
     Shutdown,

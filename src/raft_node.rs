@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::core::LOG_TARGET;
-use crate::error::{FatalError, ProposeError, StartError, StorageError, WaitError};
+use crate::core::{Configuration, LOG_TARGET, MemberAddress};
+use crate::error::{
+    FatalError, MembershipError, ProposeError, StartError, StorageError, WaitError,
+};
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
-use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
+use crate::node::{ApplyResult, Member, Node, NodeIo, ProposalResult};
 use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
@@ -36,8 +38,19 @@ const MAX_BATCH: usize = 4096;
 
 type ProposeReply = oneshot::Sender<ProposalResult>;
 
+type ChangeReply = oneshot::Sender<Result<Configuration, MembershipError>>;
+
 enum Request {
     Propose { command: Bytes, reply: ProposeReply },
+    Change { change: Change, reply: ChangeReply },
+}
+
+/// A membership change or leadership transfer asked of the node.
+enum Change {
+    AddLearner(NodeId, MemberAddress),
+    SetVoters(Vec<NodeId>),
+    Remove(NodeId),
+    TransferLeadership(NodeId),
 }
 
 /// A handle to a running Raft node. Clones refer to the same node; the node stops when
@@ -83,6 +96,7 @@ pub struct RaftNode {
 #[derive(Debug)]
 struct Shared {
     id: NodeId,
+    promotion_max_lag: u64,
     max_entry_bytes: usize,
     counters: Arc<Counters>,
     requests: mpsc::Sender<Request>,
@@ -94,8 +108,12 @@ struct Shared {
 }
 
 impl RaftNode {
-    /// Starts node `id` of the cluster whose voting members are `members` (which must include
-    /// `id`), restoring whatever `storage` holds. Must be called from within a tokio runtime.
+    /// Starts node `id`, restoring whatever `storage` holds. `members` bootstrap a new
+    /// cluster: its voting members (which must include `id`), as [`NodeId`]s or [`Member`]s
+    /// with addresses; once the node has a stored configuration, that wins (a disagreeing
+    /// `members` is logged as a warning). Empty `members` start a node that joins a running
+    /// cluster: it waits for the leader to add it. Must be called from within a tokio
+    /// runtime.
     ///
     /// The state machine is restored from the latest stored snapshot, if there is one, and
     /// the committed entries after it are applied again before the node serves, so it comes
@@ -106,7 +124,7 @@ impl RaftNode {
     /// default) never has its log compacted, which is logged once here.
     pub fn start<S, T, M>(
         id: NodeId,
-        members: impl IntoIterator<Item = NodeId>,
+        members: impl IntoIterator<Item = impl Into<Member>>,
         config: Config,
         storage: S,
         transport: T,
@@ -123,6 +141,8 @@ impl RaftNode {
         let seed = RandomState::new().hash_one(id.0);
         let mut node = Node::start(id, members, config.clone(), storage, state_machine, seed)?;
         node.tick(0);
+        let mut transport = transport;
+        transport.update_members(node.core().configuration());
 
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
         let (status_sender, status) = watch::channel(Status::of(node.core()));
@@ -130,6 +150,7 @@ impl RaftNode {
         // which registers its waker with atomics and no lock.
         let (stop, stop_requested) = oneshot::channel();
         let counters = Arc::new(Counters::default());
+        let node_configuration = node.core().shared_configuration();
         let node_loop = NodeLoop {
             counters: Arc::clone(&counters),
             counted_commit: LogIndex(0),
@@ -142,12 +163,15 @@ impl RaftNode {
             stop_requested,
             status: status_sender,
             completed: Vec::new(),
+            pending_change: None,
+            known_configuration: node_configuration,
             epoch: Instant::now(),
         };
         let task = runtime.spawn(node_loop.run());
         Ok(RaftNode {
             shared: Arc::new(Shared {
                 id,
+                promotion_max_lag: config.promotion_max_lag,
                 counters,
                 max_entry_bytes: config.max_entry_bytes,
                 requests: request_sender,
@@ -183,6 +207,117 @@ impl RaftNode {
         // The node answers every proposal it took before it stops; a dropped reply means it
         // stopped before taking this one.
         result.await.unwrap_or(Err(ProposeError::Shutdown))
+    }
+
+    /// Leader: adds `id` as a learner reachable at `address` (it receives the log and
+    /// snapshots but does not vote) and returns the configuration once the change is
+    /// committed. Errors: [`MembershipError::NotLeader`] (with the leader known),
+    /// [`MembershipError::ChangeInProgress`], [`MembershipError::Invalid`] (an id or address
+    /// in use), [`MembershipError::OutcomeUnknown`] (leadership lost before it committed).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: MemberAddress,
+    ) -> Result<Configuration, MembershipError> {
+        self.change(Change::AddLearner(id, address)).await
+    }
+
+    /// Leader: changes the voters to `voters` through joint consensus and returns the new
+    /// configuration once it is committed (both phases). New voters must be learners whose
+    /// log is within [`Config::promotion_max_lag`] of the leader's
+    /// ([`MembershipError::NotCaughtUp`] otherwise).
+    pub async fn change_voters(
+        &self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<Configuration, MembershipError> {
+        self.change(Change::SetVoters(voters.into_iter().collect())).await
+    }
+
+    /// Leader: adds `id` as a voter: as a learner first, then, once its log has caught up
+    /// (within [`Config::promotion_max_lag`], waiting at most `catch_up_timeout`), as a
+    /// voter through joint consensus. Returns the configuration once it is committed.
+    ///
+    /// A node that does not catch up in time stays a learner
+    /// ([`MembershipError::NotCaughtUp`]); calling again resumes from there.
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        address: MemberAddress,
+        catch_up_timeout: Duration,
+    ) -> Result<Configuration, MembershipError> {
+        let configuration = self.status().configuration;
+        if configuration.is_voter(id) {
+            return Ok(Configuration::clone(&configuration));
+        }
+        if !configuration.learners().contains(&id) || configuration.address(id) != Some(&address) {
+            self.add_learner(id, address).await?;
+        }
+        let lag = self.shared.promotion_max_lag;
+        let caught_up = self
+            .wait_for(catch_up_timeout, |status| {
+                !status.is_leader()
+                    || status.followers.iter().any(|(follower, matched)| {
+                        *follower == id && matched.0.saturating_add(lag) >= status.last_log_index.0
+                    })
+            })
+            .await;
+        let status = match caught_up {
+            Ok(status) => status,
+            Err(WaitError::Shutdown) => return Err(MembershipError::Shutdown),
+            Err(WaitError::Timeout) => {
+                let status = self.status();
+                let match_index = status
+                    .followers
+                    .iter()
+                    .find(|(follower, _)| *follower == id)
+                    .map_or(LogIndex(0), |(_, matched)| *matched);
+                return Err(MembershipError::NotCaughtUp {
+                    id,
+                    match_index,
+                    leader_last_index: status.last_log_index,
+                });
+            }
+        };
+        if !status.is_leader() {
+            return Err(MembershipError::NotLeader { leader_hint: status.leader_id });
+        }
+        let mut voters = status.configuration.voters().to_vec();
+        voters.push(id);
+        self.change_voters(voters).await
+    }
+
+    /// Leader: removes member `id` (a learner at once, a voter through joint consensus) and
+    /// returns the configuration once the change is committed. The leader can remove itself:
+    /// it steps down once the change commits, handing leadership to a caught-up voter.
+    pub async fn remove_member(&self, id: NodeId) -> Result<Configuration, MembershipError> {
+        self.change(Change::Remove(id)).await
+    }
+
+    /// Leader: hands leadership to the voter `target` (Raft thesis §3.10) and waits, at most
+    /// `timeout`, until this node sees `target` lead. Proposals are refused meanwhile
+    /// ([`ProposeError::LeadershipTransfer`]); a transfer that does not complete within an
+    /// election timeout is abandoned and this node takes proposals again.
+    pub async fn transfer_leadership(
+        &self,
+        target: NodeId,
+        timeout: Duration,
+    ) -> Result<(), MembershipError> {
+        self.change(Change::TransferLeadership(target)).await?;
+        match self.wait_for(timeout, |status| status.leader_id == Some(target)).await {
+            Ok(_) => Ok(()),
+            Err(WaitError::Shutdown) => Err(MembershipError::Shutdown),
+            Err(WaitError::Timeout) => Err(MembershipError::TransferTimedOut { target }),
+        }
+    }
+
+    async fn change(&self, change: Change) -> Result<Configuration, MembershipError> {
+        let (reply, result) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::Change { change, reply })
+            .await
+            .map_err(|_| MembershipError::Shutdown)?;
+        result.await.unwrap_or(Err(MembershipError::Shutdown))
     }
 
     /// What the node knows now.
@@ -313,6 +448,11 @@ struct NodeLoop<S: Storage, T, M: StateMachine> {
     status: watch::Sender<Status>,
     /// Proposals answered by the batch being processed (kept to reuse its allocation).
     completed: Vec<(ProposeReply, ProposalResult)>,
+    /// The membership change this leader appended and has not answered: the index of its
+    /// first entry, and who waits for it.
+    pending_change: Option<(LogIndex, ChangeReply)>,
+    /// The configuration the transport was last told about.
+    known_configuration: Arc<Configuration>,
     epoch: Instant,
 }
 
@@ -475,18 +615,61 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         self.node.tick(now_ms);
         let mut next = Some(first);
         let mut taken = 0;
-        while let Some(Request::Propose { command, reply }) = next {
-            match self.node.propose(command, reply) {
-                Ok(_) => {
-                    self.counters.proposals.fetch_add(1, Ordering::Relaxed);
-                }
-                Err((error, reply)) => {
-                    self.counters.proposals_refused.fetch_add(1, Ordering::Relaxed);
-                    let _ = reply.send(Err(error));
-                }
+        while let Some(request) = next {
+            match request {
+                Request::Propose { command, reply } => match self.node.propose(command, reply) {
+                    Ok(_) => {
+                        self.counters.proposals.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err((error, reply)) => {
+                        self.counters.proposals_refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = reply.send(Err(error));
+                    }
+                },
+                Request::Change { change, reply } => self.start_change(change, reply),
             }
             taken += 1;
             next = if taken < MAX_BATCH { self.requests.try_recv().ok() } else { None };
+        }
+    }
+
+    /// Starts a membership change (or transfer) and keeps its reply until it completes.
+    fn start_change(&mut self, change: Change, reply: ChangeReply) {
+        if self.pending_change.is_some() {
+            let _ = reply.send(Err(MembershipError::ChangeInProgress));
+            return;
+        }
+        let started = match change {
+            Change::AddLearner(id, address) => self.node.add_learner(id, address),
+            Change::SetVoters(voters) => self.node.change_voters(voters),
+            Change::Remove(id) => self.node.remove_member(id),
+            Change::TransferLeadership(target) => {
+                let outcome = self.node.transfer_leadership(target);
+                let _ = reply.send(outcome.map(|()| self.node.core().configuration().clone()));
+                return;
+            }
+        };
+        match started {
+            Ok(index) => self.pending_change = Some((index, reply)),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// Answers the pending membership change once it completed or can no longer be
+    /// followed, and tells the transport about a new configuration.
+    fn follow_membership(&mut self) {
+        if let Some((index, _)) = &self.pending_change
+            && let Some(outcome) = self.node.change_outcome(*index)
+            && let Some((_, reply)) = self.pending_change.take()
+        {
+            let _ = reply.send(outcome.map(|()| self.node.core().configuration().clone()));
+        }
+        let configuration = self.node.core().shared_configuration();
+        if !Arc::ptr_eq(&configuration, &self.known_configuration) {
+            self.transport.update_members(&configuration);
+            self.known_configuration = configuration;
         }
     }
 
@@ -512,6 +695,9 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         let applied = io.applied;
         self.counters.commands_applied.fetch_add(applied, Ordering::Relaxed);
         self.count();
+        if result.is_ok() {
+            self.follow_membership();
+        }
         if result.is_ok() {
             // After a storage failure the core may hold state that never became durable:
             // the last status published stays the last one that was.
@@ -562,15 +748,25 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         let (node, mut io) = self.split();
         node.stop(&mut io);
         self.answer_completed();
+        if let Some((index, reply)) = self.pending_change.take() {
+            let _ = reply.send(Err(MembershipError::OutcomeUnknown { index }));
+        }
         self.requests.close();
-        while let Ok(Request::Propose { reply, .. }) = self.requests.try_recv() {
-            let error = match result {
-                Err(FatalError::Storage(storage_error)) => {
-                    ProposeError::Storage(storage_error.clone())
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Propose { reply, .. } => {
+                    let error = match result {
+                        Err(FatalError::Storage(storage_error)) => {
+                            ProposeError::Storage(storage_error.clone())
+                        }
+                        Err(FatalError::Panicked { .. }) | Ok(()) => ProposeError::Shutdown,
+                    };
+                    let _ = reply.send(Err(error));
                 }
-                Err(FatalError::Panicked { .. }) | Ok(()) => ProposeError::Shutdown,
-            };
-            let _ = reply.send(Err(error));
+                Request::Change { reply, .. } => {
+                    let _ = reply.send(Err(MembershipError::Shutdown));
+                }
+            }
         }
     }
 }

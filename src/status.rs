@@ -1,7 +1,9 @@
 //! [`Status`]: a snapshot of what one node knows, as reported by
 //! [`RaftNode::status`](crate::RaftNode::status).
 
-use crate::core::{RaftCore, Role};
+use std::sync::Arc;
+
+use crate::core::{Configuration, RaftCore, Role};
 use crate::types::{LogIndex, NodeId, Term};
 
 /// What a node knows about itself and its cluster at one moment.
@@ -26,8 +28,15 @@ pub struct Status {
     pub first_log_index: LogIndex,
     /// The last index covered by the latest snapshot it holds (0 when it holds none).
     pub snapshot_index: LogIndex,
-    /// Leader only: each follower and the highest index known replicated on it.
+    /// Leader only: each follower (learners included) and the highest index known
+    /// replicated on it.
     pub followers: Vec<(NodeId, LogIndex)>,
+    /// The configuration the node uses: voters, learners, whether a change is half done
+    /// (joint), and members' addresses.
+    pub configuration: Arc<Configuration>,
+    /// Whether a membership change is under way (its configuration not yet committed, or
+    /// joint).
+    pub membership_change_in_progress: bool,
 }
 
 impl Status {
@@ -45,6 +54,8 @@ impl Status {
                 .snapshot()
                 .map_or(LogIndex(0), |snapshot| snapshot.meta.last_included.index),
             followers: core.follower_match_indexes(),
+            configuration: core.shared_configuration(),
+            membership_change_in_progress: core.membership_change_in_progress(),
         }
     }
 

@@ -93,8 +93,14 @@ fn greeting(version: u32, cluster: u64, node: u64, members: &[u64]) -> Vec<u8> {
     bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&cluster.to_le_bytes());
     bytes.extend_from_slice(&node.to_le_bytes());
-    let fingerprint = members_fingerprint(members.iter().copied().map(NodeId));
+    let fingerprint = if members.is_empty() {
+        0
+    } else {
+        members_fingerprint(members.iter().copied().map(NodeId))
+    };
     bytes.extend_from_slice(&fingerprint.to_le_bytes());
+    // No advertised address.
+    bytes.extend_from_slice(&0u16.to_le_bytes());
     bytes
 }
 
@@ -135,11 +141,61 @@ async fn a_node_of_another_cluster_version_or_membership_is_refused() {
         let _ = stream.write_all(&frame(&vote_request(3, 1))).await;
         assert_closed(&mut stream).await;
     }
-    let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
-    stream.write_all(&greeting(WIRE_VERSION, 1, 3, &[3, 1])).await.unwrap();
-    stream.write_all(&frame(&vote_request(3, 1))).await.unwrap();
-    assert_eq!(receive(&mut node1).await.from, NodeId(3));
+    // The same members in another order, and a node that is not bootstrapping (fingerprint
+    // 0: it joins, or restarts from its stored configuration), get through.
+    for members in [&[3, 1][..], &[]] {
+        let mut stream = TcpStream::connect(addresses[0]).await.unwrap();
+        stream.write_all(&greeting(WIRE_VERSION, 1, 3, members)).await.unwrap();
+        stream.write_all(&frame(&vote_request(3, 1))).await.unwrap();
+        assert_eq!(receive(&mut node1).await.from, NodeId(3));
+    }
     assert!(node1.try_recv().is_none(), "a refused peer's message was delivered");
+}
+
+/// A node started with no peers (it joins) is added by the leader: it learns the leader's
+/// address from the leader's handshake to answer it, then the members' addresses from the
+/// configuration, and becomes a voter that takes over leadership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_running_cluster_over_tcp() {
+    let (mut listeners, addresses) = listeners(2).await;
+    let joining_listener = listeners.pop().unwrap();
+    let address = |index: usize| raft_consensus::MemberAddress {
+        raft_addr: addresses[index].to_string(),
+        client_addr: String::new(),
+    };
+    let first = RaftNode::start(
+        NodeId(1),
+        [raft_consensus::Member { id: NodeId(1), address: address(0) }],
+        Config::default(),
+        MemoryStorage::new(),
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [], TcpConfig::new(4)).unwrap(),
+        Counter::default(),
+    )
+    .unwrap();
+    first.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    first.propose(b"before".to_vec()).await.unwrap();
+    let joining = RaftNode::start(
+        NodeId(2),
+        Vec::<NodeId>::new(),
+        Config::default(),
+        MemoryStorage::new(),
+        TcpTransport::start(NodeId(2), joining_listener, [], TcpConfig::new(4)).unwrap(),
+        Counter::default(),
+    )
+    .unwrap();
+    let configuration = first.add_voter(NodeId(2), address(1), DEADLINE).await.unwrap();
+    assert_eq!(configuration.voters(), &[NodeId(1), NodeId(2)]);
+    assert!(!configuration.is_joint());
+    let on_joining = joining
+        .wait_for(DEADLINE, |status| status.configuration.voters().len() == 2)
+        .await
+        .unwrap();
+    assert_eq!(on_joining.configuration.address(NodeId(1)), Some(&address(0)));
+    first.transfer_leadership(NodeId(2), DEADLINE).await.unwrap();
+    joining.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+    assert_eq!(joining.propose(b"after".to_vec()).await.unwrap(), 2u64.to_le_bytes());
+    first.shutdown().await.unwrap();
+    joining.shutdown().await.unwrap();
 }
 
 /// A frame over the maximum, one that does not decode, or one claiming another sender closes

@@ -21,6 +21,7 @@
 //! takes no proposals meanwhile, and gives up after an election timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::configuration::{Configuration, MemberAddress};
 use super::progress::{Progress, ReplicationMode};
@@ -124,6 +125,11 @@ impl RaftCore {
         &self.configuration
     }
 
+    /// The same, shared (cloning it is cheap: for status reports).
+    pub fn shared_configuration(&self) -> Arc<Configuration> {
+        Arc::clone(&self.configuration)
+    }
+
     /// The index of the entry that set the current configuration (the log's base when no
     /// entry in the log did).
     pub fn configuration_index(&self) -> LogIndex {
@@ -146,10 +152,10 @@ impl RaftCore {
     /// members are probed from the last entry; removed ones are forgotten).
     pub(super) fn refresh_configuration(&mut self) {
         let latest = self.configurations.latest().1;
-        if *latest == self.configuration {
+        if *latest == *self.configuration {
             return;
         }
-        self.configuration = latest.clone();
+        self.configuration = Arc::new(latest.clone());
         tracing::info!(target: LOG_TARGET, node = %self.id, "Configuration is now {}", self.configuration);
         if self.role == Role::Leader {
             // From the last entry, which (for a change this leader made) is the configuration

@@ -37,6 +37,7 @@ mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -107,7 +108,7 @@ pub struct RaftCore {
     config: Config,
     /// The latest configuration in the log (see `membership.rs`); every majority is counted
     /// by it. Changes only in `refresh_configuration`.
-    configuration: Configuration,
+    configuration: Arc<Configuration>,
     /// The configuration entries of the log, and the configuration at its base.
     configurations: ConfigurationHistory,
     /// Leader: the leadership transfer under way.
@@ -265,7 +266,7 @@ impl RaftCore {
         };
         let configurations =
             ConfigurationHistory::new(log.base().index, base_configuration, log.entries());
-        let configuration = configurations.latest().1.clone();
+        let configuration = Arc::new(configurations.latest().1.clone());
         let last_index = log.last_index();
         let commit_index = hard_state.commit_index.max(snapshot_index).min(last_index);
         let mut core = RaftCore {

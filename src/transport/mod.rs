@@ -13,6 +13,7 @@ use std::future::Future;
 pub use channel::{ChannelNetwork, ChannelTransport};
 pub use tcp::{PeerTraffic, TcpConfig, TcpTransport, members_fingerprint};
 
+use crate::core::Configuration;
 use crate::message::Message;
 
 /// How one node sends messages to its peers and receives theirs.
@@ -28,4 +29,12 @@ pub trait Transport: Send + 'static {
     /// Returns a message that has already arrived, without waiting, if there is one. Lets the
     /// node handle a burst of messages with one persist.
     fn try_recv(&mut self) -> Option<Message>;
+
+    /// The node's configuration changed (a membership change, or the first configuration a
+    /// joining node learns): a transport that dials peers by address reaches the new members
+    /// through [`Configuration::addresses`]. The default does nothing (a transport that
+    /// reaches every node without addresses, such as [`ChannelTransport`]).
+    fn update_members(&mut self, configuration: &Configuration) {
+        let _ = configuration;
+    }
 }

@@ -4,11 +4,19 @@
 //! between two nodes there is one connection in each direction, each carrying a pipelined
 //! stream of length-prefixed frames (`length u32 | message`, the message in the
 //! [`codec`](super::codec) encoding). A connection opens with a handshake naming the wire
-//! version, the cluster, the sending node and a fingerprint of the cluster's members (this
-//! node and its peers); a node of another cluster or version, or one configured with other
-//! members, is refused with a logged reason naming both values. (Two groups of nodes started
-//! with different member lists could otherwise each elect a leader of "the" cluster; etcd
-//! derives its cluster id from the initial members for the same reason.) Outgoing queues are bounded (a slow or dead peer costs at most
+//! version, the cluster, the sending node, a fingerprint of the members it bootstraps with,
+//! and the address it can be reached at. A node of another cluster or version is refused with
+//! a logged reason naming both values, and so is one bootstrapping with other members (two
+//! groups of nodes started with different member lists could otherwise each elect a leader
+//! of "the" cluster; etcd derives its cluster id from the initial members for the same
+//! reason); a node that is not bootstrapping (it joins, or restarts from its stored
+//! configuration) sends fingerprint 0, which every peer accepts.
+//!
+//! Peers come from three places: those given at start, the members' addresses in each new
+//! configuration ([`Transport::update_members`]: members that join are dialled, members that
+//! leave are no longer), and the advertised address in an inbound handshake from a node not
+//! known yet (a leader that added this node, before this node has the configuration naming
+//! it), at most [`MAX_MEMBERS`](crate::config::MAX_MEMBERS) of those. Outgoing queues are bounded (a slow or dead peer costs at most
 //! `queue_capacity` messages, then messages to it are dropped, which Raft tolerates), and a
 //! broken connection is redialled with capped exponential backoff. A frame over
 //! `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
@@ -17,8 +25,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,14 +36,20 @@ use tokio::sync::mpsc;
 
 use super::Transport;
 use super::codec::{WIRE_FORMAT_VERSION, decode_message, encode_message};
+use crate::core::Configuration;
 use crate::message::Message;
 use crate::types::NodeId;
 
 /// The first bytes of every connection.
 const HANDSHAKE_MAGIC: [u8; 8] = *b"RAFTNET\0";
-/// Bytes of a handshake: magic, wire version u32, cluster id u64, node id u64, members
-/// fingerprint u64.
+/// Bytes of a handshake's fixed part: magic, wire version u32, cluster id u64, node id u64,
+/// members fingerprint u64. An advertised address follows: length u16, then that many bytes
+/// of UTF-8 `host:port` (empty when the node advertises none).
 const HANDSHAKE_LEN: usize = 8 + 4 + 8 + 8 + 8;
+/// The longest advertised address accepted in a handshake.
+const MAX_ADVERTISED_ADDR_BYTES: usize = 256;
+/// Most peers a transport learns from inbound handshakes (nodes not in its configuration yet).
+const MAX_LEARNED_PEERS: usize = crate::config::MAX_MEMBERS;
 
 /// Settings of a [`TcpTransport`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +66,14 @@ pub struct TcpConfig {
     pub reconnect_min_ms: u64,
     /// Longest wait between redials.
     pub reconnect_max_ms: u64,
+    /// The fingerprint of the bootstrap members sent in the handshake: `None` computes it
+    /// from the peers given to [`TcpTransport::start`] and this node (0 when none are
+    /// given); `Some(0)` says "not bootstrapping" (a node that joins a running cluster, or
+    /// restarts from its stored configuration), which every peer accepts.
+    pub members_fingerprint: Option<u64>,
+    /// The address peers reach this node at, sent in the handshake so that a peer that does
+    /// not know this node yet (a new member) can answer it. `None`: the listener's address.
+    pub advertise_addr: Option<SocketAddr>,
 }
 
 impl TcpConfig {
@@ -64,6 +86,8 @@ impl TcpConfig {
             inbox_capacity: 65_536,
             reconnect_min_ms: 10,
             reconnect_max_ms: 1_000,
+            members_fingerprint: None,
+            advertise_addr: None,
         }
     }
 }
@@ -72,8 +96,13 @@ impl TcpConfig {
 #[derive(Debug)]
 pub struct TcpTransport {
     id: NodeId,
+    identity: Identity,
+    config: TcpConfig,
     traffic: Arc<PeerTraffic>,
-    peers: HashMap<NodeId, mpsc::Sender<Message>>,
+    /// Each peer's queue and the address its dial loop dials.
+    peers: HashMap<NodeId, (mpsc::Sender<Message>, SocketAddr)>,
+    /// Peers that introduced themselves in an inbound handshake.
+    learned: mpsc::Receiver<(NodeId, SocketAddr)>,
     inbox: mpsc::Receiver<Message>,
     local_addr: SocketAddr,
 }
@@ -89,23 +118,72 @@ impl TcpTransport {
         let local_addr = listener.local_addr()?;
         let peers: Vec<(NodeId, SocketAddr)> =
             peers.into_iter().filter(|(peer, _)| *peer != id).collect();
-        let members = members_fingerprint(peers.iter().map(|(peer, _)| *peer).chain([id]));
-        let identity = Identity { cluster_id: config.cluster_id, members };
-        let traffic = Arc::new(PeerTraffic {
-            peers: peers.iter().map(|(peer, _)| (*peer, Default::default())).collect(),
+        let members = config.members_fingerprint.unwrap_or_else(|| {
+            if peers.is_empty() {
+                0
+            } else {
+                members_fingerprint(peers.iter().map(|(peer, _)| *peer).chain([id]))
+            }
         });
+        let advertised = config.advertise_addr.unwrap_or(local_addr);
+        let identity = Identity { cluster_id: config.cluster_id, members, advertised };
+        let traffic = Arc::new(PeerTraffic::default());
         let (inbox_sender, inbox) = mpsc::channel(config.inbox_capacity.max(1));
-        let accepting =
-            Accepting { id, identity, inbox: inbox_sender, traffic: Arc::clone(&traffic) };
+        let (learned_sender, learned) = mpsc::channel(64);
+        let accepting = Accepting {
+            id,
+            identity,
+            inbox: inbox_sender,
+            learned: learned_sender,
+            traffic: Arc::clone(&traffic),
+        };
         tokio::spawn(accept_loop(accepting, listener, config.clone()));
-        let mut senders = HashMap::new();
+        let mut transport = TcpTransport {
+            id,
+            identity,
+            config,
+            traffic,
+            peers: HashMap::new(),
+            learned,
+            inbox,
+            local_addr,
+        };
         for (peer, address) in peers {
-            let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
-            let link = Link { id, identity, peer, address, traffic: Arc::clone(&traffic) };
-            tokio::spawn(dial_loop(link, queue, config.clone()));
-            senders.insert(peer, sender);
+            transport.dial(peer, address);
         }
-        Ok(TcpTransport { id, traffic, peers: senders, inbox, local_addr })
+        Ok(transport)
+    }
+
+    /// Starts (or restarts, at a new address) the dial loop to `peer`.
+    fn dial(&mut self, peer: NodeId, address: SocketAddr) {
+        if self.peers.get(&peer).is_some_and(|(_, known)| *known == address) {
+            return;
+        }
+        let (sender, queue) = mpsc::channel(self.config.queue_capacity.max(1));
+        self.traffic.add_peer(peer);
+        let link = Link {
+            id: self.id,
+            identity: self.identity,
+            peer,
+            address,
+            traffic: Arc::clone(&self.traffic),
+        };
+        tokio::spawn(dial_loop(link, queue, self.config.clone()));
+        // Replacing the old sender closes the old dial loop's queue: it ends.
+        self.peers.insert(peer, (sender, address));
+    }
+
+    /// Adds the peers that introduced themselves since the last call (within the limit).
+    fn take_learned_peers(&mut self) {
+        while let Ok((peer, address)) = self.learned.try_recv() {
+            if peer != self.id
+                && !self.peers.contains_key(&peer)
+                && self.peers.len() < MAX_LEARNED_PEERS
+            {
+                tracing::debug!(node = %self.id, %peer, "Learned {peer}'s address {address} from its handshake");
+                self.dial(peer, address);
+            }
+        }
     }
 
     /// The address this node accepts peers on.
@@ -120,40 +198,56 @@ impl TcpTransport {
     }
 }
 
-/// Bytes exchanged with each configured peer (frames and handshakes).
+/// Bytes exchanged with each peer dialled (frames and handshakes).
 #[derive(Debug, Default)]
 pub struct PeerTraffic {
-    peers: BTreeMap<NodeId, (AtomicU64, AtomicU64)>,
+    peers: RwLock<BTreeMap<NodeId, Arc<(AtomicU64, AtomicU64)>>>,
 }
 
 impl PeerTraffic {
-    /// `(peer, bytes sent, bytes received)` for every configured peer.
+    /// `(peer, bytes sent, bytes received)` for every peer dialled.
     pub fn snapshot(&self) -> Vec<(NodeId, u64, u64)> {
-        self.peers
+        self.read()
             .iter()
-            .map(|(peer, (sent, received))| {
+            .map(|(peer, counters)| {
+                let (sent, received) = &**counters;
                 (*peer, sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed))
             })
             .collect()
     }
 
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, Arc<(AtomicU64, AtomicU64)>>> {
+        // Counters are plain atomics: a poisoned lock still guards a consistent map.
+        self.peers.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add_peer(&self, peer: NodeId) {
+        let mut peers = self.peers.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        peers.entry(peer).or_default();
+    }
+
     fn add_sent(&self, peer: NodeId, bytes: usize) {
-        if let Some((sent, _)) = self.peers.get(&peer) {
-            sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(counters) = self.read().get(&peer) {
+            counters.0.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
     fn add_received(&self, peer: NodeId, bytes: usize) {
-        if let Some((_, received)) = self.peers.get(&peer) {
-            received.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(counters) = self.read().get(&peer) {
+            counters.1.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 }
 
 impl Transport for TcpTransport {
     fn send(&mut self, message: Message) {
+        if !self.peers.contains_key(&message.to) {
+            self.take_learned_peers();
+        }
         match self.peers.get(&message.to) {
-            Some(queue) => {
+            Some((queue, _)) => {
                 if queue.try_send(message).is_err() {
                     tracing::trace!(node = %self.id, "Dropping a message: the peer's queue is full or closed");
                 }
@@ -171,14 +265,44 @@ impl Transport for TcpTransport {
     fn try_recv(&mut self) -> Option<Message> {
         self.inbox.try_recv().ok()
     }
+
+    /// Dials the members of `configuration` whose Raft address is a `host:port` socket
+    /// address (new members, or members at a new address); peers that left it are no longer
+    /// dialled.
+    fn update_members(&mut self, configuration: &Configuration) {
+        self.take_learned_peers();
+        if configuration.is_unknown() {
+            return;
+        }
+        for (&peer, address) in configuration.addresses() {
+            if peer == self.id {
+                continue;
+            }
+            match address.raft_addr.parse::<SocketAddr>() {
+                Ok(address) => self.dial(peer, address),
+                Err(_) if address.raft_addr.is_empty() => {}
+                Err(error) => {
+                    tracing::warn!(node = %self.id, %peer, "Cannot dial {peer} at {:?}: {error}", address.raft_addr)
+                }
+            }
+        }
+        let leaving: Vec<NodeId> =
+            self.peers.keys().copied().filter(|peer| !configuration.is_member(*peer)).collect();
+        for peer in leaving {
+            tracing::debug!(node = %self.id, %peer, "No longer dialling {peer}: it left the configuration");
+            self.peers.remove(&peer);
+        }
+    }
 }
 
 /// What a node's handshake says about the cluster it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Identity {
     cluster_id: u64,
-    /// [`members_fingerprint`] of the members this node was configured with.
+    /// [`members_fingerprint`] of the members this node bootstraps with (0: none).
     members: u64,
+    /// Where peers reach this node.
+    advertised: SocketAddr,
 }
 
 /// The fingerprint of a member list that the handshake carries (order and duplicates do not
@@ -206,13 +330,17 @@ pub fn members_fingerprint(members: impl IntoIterator<Item = NodeId>) -> u64 {
     hash
 }
 
-fn handshake(identity: Identity, node: NodeId) -> [u8; HANDSHAKE_LEN] {
-    let mut bytes = [0u8; HANDSHAKE_LEN];
+fn handshake(identity: Identity, node: NodeId) -> Vec<u8> {
+    let mut bytes = vec![0u8; HANDSHAKE_LEN];
     bytes[..8].copy_from_slice(&HANDSHAKE_MAGIC);
     bytes[8..12].copy_from_slice(&u32::from(WIRE_FORMAT_VERSION).to_le_bytes());
     bytes[12..20].copy_from_slice(&identity.cluster_id.to_le_bytes());
     bytes[20..28].copy_from_slice(&node.0.to_le_bytes());
     bytes[28..36].copy_from_slice(&identity.members.to_le_bytes());
+    // A socket address's text is at most 47 bytes.
+    let advertised = identity.advertised.to_string();
+    bytes.extend_from_slice(&(advertised.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(advertised.as_bytes());
     bytes
 }
 
@@ -238,7 +366,7 @@ fn check_handshake(bytes: &[u8; HANDSHAKE_LEN], identity: Identity) -> Result<No
         return Err(format!("peer belongs to cluster {peer_cluster}, this node to {cluster_id}"));
     }
     let peer_members = word(28..36);
-    if peer_members != identity.members {
+    if peer_members != identity.members && peer_members != 0 && identity.members != 0 {
         return Err(format!(
             "peer was configured with other members (members fingerprint {peer_members:016x}, this node's {:016x}): every node must be started with the same member list",
             identity.members
@@ -252,11 +380,13 @@ struct Accepting {
     id: NodeId,
     identity: Identity,
     inbox: mpsc::Sender<Message>,
+    /// Where peers' advertised addresses go.
+    learned: mpsc::Sender<(NodeId, SocketAddr)>,
     traffic: Arc<PeerTraffic>,
 }
 
 async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpConfig) {
-    let Accepting { id, identity, inbox, traffic } = accepting;
+    let Accepting { id, identity, inbox, learned, traffic } = accepting;
     loop {
         // The transport dropped (its node stopped): close the listener at once, so that the
         // address is free for a node started again in the same process.
@@ -271,6 +401,7 @@ async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpCon
                     identity,
                     address,
                     inbox: inbox.clone(),
+                    learned: learned.clone(),
                     traffic: Arc::clone(&traffic),
                 };
                 tokio::spawn(read_connection(connection, stream, config.clone()));
@@ -289,12 +420,13 @@ struct Inbound {
     identity: Identity,
     address: SocketAddr,
     inbox: mpsc::Sender<Message>,
+    learned: mpsc::Sender<(NodeId, SocketAddr)>,
     traffic: Arc<PeerTraffic>,
 }
 
 /// Reads one peer's frames into the inbox until the connection ends or misbehaves.
 async fn read_connection(connection: Inbound, mut stream: TcpStream, config: TcpConfig) {
-    let Inbound { id, identity, address, inbox, traffic } = connection;
+    let Inbound { id, identity, address, inbox, learned, traffic } = connection;
     let mut greeting = [0u8; HANDSHAKE_LEN];
     if stream.read_exact(&mut greeting).await.is_err() {
         return;
@@ -306,6 +438,31 @@ async fn read_connection(connection: Inbound, mut stream: TcpStream, config: Tcp
             return;
         }
     };
+    let mut length = [0u8; 2];
+    if stream.read_exact(&mut length).await.is_err() {
+        return;
+    }
+    let length = u16::from_le_bytes(length) as usize;
+    if length > MAX_ADVERTISED_ADDR_BYTES {
+        tracing::warn!(node = %id, %address, "Refusing a connection: a {length}-byte advertised address");
+        return;
+    }
+    let mut advertised = vec![0u8; length];
+    if stream.read_exact(&mut advertised).await.is_err() {
+        return;
+    }
+    match std::str::from_utf8(&advertised).ok().and_then(|text| text.parse::<SocketAddr>().ok()) {
+        // The transport adds it if it does not know the peer yet (a full queue drops it:
+        // the peer introduces itself again on its next connection).
+        Some(advertised) => {
+            let _ = learned.try_send((peer, advertised));
+        }
+        None if length == 0 => {}
+        None => {
+            tracing::warn!(node = %id, %address, "Refusing a connection: the advertised address is not host:port");
+            return;
+        }
+    }
     loop {
         let mut length = [0u8; 4];
         if stream.read_exact(&mut length).await.is_err() {
