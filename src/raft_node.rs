@@ -257,7 +257,11 @@ impl RaftNode {
             .wait_for(catch_up_timeout, |status| {
                 !status.is_leader()
                     || status.followers.iter().any(|(follower, matched)| {
-                        *follower == id && matched.0.saturating_add(lag) >= status.last_log_index.0
+                        // It answered (it holds at least the entry that made it a learner's
+                        // predecessors), and is within the lag.
+                        *follower == id
+                            && matched.0 > 0
+                            && matched.0.saturating_add(lag) >= status.last_log_index.0
                     })
             })
             .await;

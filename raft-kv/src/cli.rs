@@ -143,6 +143,65 @@ pub async fn compare_and_swap(
     Ok(())
 }
 
+/// `raft-kv member list`: prints the members JSON of the first endpoint that answers.
+pub async fn member_list(endpoints: &[SocketAddr]) -> anyhow::Result<()> {
+    let reply = send(endpoints, "GET", "/v1/members", &[], b"").await?;
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv member add ID RAFT_ADDR HTTP_ADDR`: adds a voter and prints the members. A retry
+/// after an unknown outcome is safe: the server answers 200 for a node already added.
+pub async fn member_add(
+    endpoints: &[SocketAddr],
+    id: u64,
+    raft_addr: &str,
+    http_addr: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "id": id, "raft_addr": raft_addr, "http_addr": http_addr });
+    let reply = send_change(endpoints, "POST", "/v1/members", body.to_string().as_bytes()).await?;
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv member remove ID`: removes a member and prints the members.
+pub async fn member_remove(endpoints: &[SocketAddr], id: u64) -> anyhow::Result<()> {
+    let reply = send_change(endpoints, "DELETE", &format!("/v1/members/{id}"), b"").await?;
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// `raft-kv transfer-leader ID`: prints `{"leader": ID}` once ID leads.
+pub async fn transfer_leader(endpoints: &[SocketAddr], id: u64) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "id": id });
+    let reply = send_change(endpoints, "POST", "/v1/leader", body.to_string().as_bytes()).await?;
+    fail_unless_ok(&reply)?;
+    println!("{}", text(&reply));
+    Ok(())
+}
+
+/// A membership request: like [`send`], and it also retries `409 change_in_progress` (a
+/// change running when it came, or the same change retried) until the deadline.
+async fn send_change(
+    endpoints: &[SocketAddr],
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<HttpReply> {
+    let started = Instant::now();
+    loop {
+        let reply = send(endpoints, method, path, &[], body).await?;
+        let busy = reply.status == 409 && text(&reply).contains("change_in_progress");
+        if !busy || started.elapsed() > GIVE_UP_AFTER {
+            return Ok(reply);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `raft-kv status`: the first endpoint that answers.
 pub async fn status(endpoints: &[SocketAddr]) -> anyhow::Result<()> {
     let mut last_problem = String::new();

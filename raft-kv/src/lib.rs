@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod command;
+mod members;
 pub mod server;
 pub mod state_machine;
 

@@ -7,6 +7,11 @@
 //!     --peer 2=127.0.0.1:7002,127.0.0.1:8002 --peer 3=127.0.0.1:7003,127.0.0.1:8003
 //! raft-kv put greeting hello --endpoints http://127.0.0.1:8001,http://127.0.0.1:8002
 //! raft-kv get greeting
+//! raft-kv serve --id 4 --data-dir DIR4 --raft-addr 127.0.0.1:7004 --http-addr 127.0.0.1:8004 --join
+//! raft-kv member add 4 127.0.0.1:7004 127.0.0.1:8004 --endpoints http://127.0.0.1:8001
+//! raft-kv member list
+//! raft-kv transfer-leader 4
+//! raft-kv member remove 1
 //! ```
 
 mod bench;
@@ -73,6 +78,18 @@ enum Command {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// List, add or remove the cluster's members.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+    },
+    /// Hand leadership to the voter ID (it must have caught up with the leader's log).
+    TransferLeader {
+        /// The node to lead.
+        id: u64,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Load the cluster with concurrent clients and report throughput and latency.
     Bench {
         /// Concurrent clients (each waits for its answer before the next request).
@@ -127,6 +144,35 @@ impl Endpoints {
     }
 }
 
+#[derive(Subcommand)]
+enum MemberAction {
+    /// List the members as one node sees them (JSON: leader, and each member's id,
+    /// addresses and whether it votes).
+    List {
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Add node ID as a voter: the leader adds it as a learner, waits until it has caught up,
+    /// then promotes it. Start the node first with `raft-kv serve --join`.
+    Add {
+        /// The new node's id.
+        id: u64,
+        /// Where it accepts Raft traffic.
+        raft_addr: String,
+        /// Where it serves HTTP.
+        http_addr: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Remove node ID (the leader too: leadership moves to another voter).
+    Remove {
+        /// The node to remove.
+        id: u64,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// This node's id (unique in the cluster, above zero).
@@ -144,9 +190,14 @@ struct ServeArgs {
     /// Where this node serves the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8001")]
     http_addr: SocketAddr,
-    /// Another member, as ID=RAFT_ADDR,HTTP_ADDR (repeat for each).
+    /// Another member, as ID=RAFT_ADDR,HTTP_ADDR (repeat for each). Only bootstraps a new
+    /// cluster: a node with data keeps its stored configuration.
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<Peer>,
+    /// Join a running cluster: start with an empty log and wait for the leader to add this
+    /// node (`raft-kv member add`); the members are learned from the leader.
+    #[arg(long, conflicts_with = "peers")]
+    join: bool,
     /// Largest key, in bytes.
     #[arg(long, default_value_t = Limits::default().max_key_bytes)]
     max_key_bytes: usize,
@@ -195,6 +246,18 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             cli::compare_and_swap(&endpoints.parse()?, &key, expected.as_deref(), &new).await
         }
         Command::Status { endpoints } => cli::status(&endpoints.parse()?).await,
+        Command::Member { action } => match action {
+            MemberAction::List { endpoints } => cli::member_list(&endpoints.parse()?).await,
+            MemberAction::Add { id, raft_addr, http_addr, endpoints } => {
+                cli::member_add(&endpoints.parse()?, id, &raft_addr, &http_addr).await
+            }
+            MemberAction::Remove { id, endpoints } => {
+                cli::member_remove(&endpoints.parse()?, id).await
+            }
+        },
+        Command::TransferLeader { id, endpoints } => {
+            cli::transfer_leader(&endpoints.parse()?, id).await
+        }
         Command::Bench {
             concurrency,
             duration_secs,
@@ -244,6 +307,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         raft_addr: args.raft_addr,
         http_addr: args.http_addr,
         peers: args.peers,
+        join: args.join,
         limits: Limits {
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,

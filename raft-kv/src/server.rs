@@ -24,11 +24,15 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
 use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::{PeerTraffic, TcpConfig, TcpTransport};
-use raft_consensus::{Config, LogIndex, NodeId, ProposeError, RaftNode, StateMachine};
+
+use crate::members::{self, MembershipLock};
+use raft_consensus::{
+    Config, LogIndex, Member, MemberAddress, NodeId, ProposeError, RaftNode, StateMachine,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -95,8 +99,12 @@ pub struct ServerConfig {
     pub raft_addr: SocketAddr,
     /// Where to serve HTTP.
     pub http_addr: SocketAddr,
-    /// The other members.
+    /// The other members, to bootstrap a new cluster with (ignored once the node has a stored
+    /// configuration, which wins with a logged warning when they disagree).
     pub peers: Vec<Peer>,
+    /// Start with an empty log and no members, and wait to be added by the leader
+    /// (`POST /v1/members`), learning the members from it.
+    pub join: bool,
     /// Client limits.
     pub limits: Limits,
     /// Snapshots and log compaction.
@@ -138,10 +146,19 @@ impl StateMachine for SharedStore {
 }
 
 #[derive(Clone)]
-struct AppState {
-    node: RaftNode,
-    http_addrs: BTreeMap<NodeId, SocketAddr>,
-    limits: Limits,
+pub(crate) struct AppState {
+    pub(crate) node: RaftNode,
+    /// The HTTP addresses of the peers given on the command line: where to redirect when
+    /// the configuration has no address for the leader.
+    flag_http_addrs: BTreeMap<NodeId, SocketAddr>,
+    pub(crate) limits: Limits,
+    /// This node's own addresses.
+    pub(crate) raft_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    /// How far behind a voter may be to take over leadership.
+    pub(crate) promotion_max_lag: u64,
+    /// Keeps membership changes one at a time.
+    pub(crate) membership_lock: MembershipLock,
     request_latency: Arc<Histogram>,
     wal_sync_latency: Arc<Histogram>,
     traffic: Arc<PeerTraffic>,
@@ -155,6 +172,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let identity = WalIdentity { node_id: config.id, cluster_id: config.cluster_id };
+    // A node bootstraps only on an empty data directory; restarted, it runs on its stored
+    // configuration, and a joining node learns its configuration from the leader.
+    let bootstrapping = !config.join && !holds_files(&config.data_dir);
     let storage = WalStorage::open(&config.data_dir, identity, WalOptions::default())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let raft_listener = tokio::net::TcpListener::bind(config.raft_addr)
@@ -164,13 +184,33 @@ pub async fn run(
         .await
         .with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
     let peers = config.peers.iter().map(|peer| (peer.id, peer.raft_addr));
-    let transport =
-        TcpTransport::start(config.id, raft_listener, peers, TcpConfig::new(config.cluster_id))
-            .context("starting the Raft transport")?;
+    let tcp_config = TcpConfig {
+        // Only a bootstrapping node's member list is checked against its peers'.
+        members_fingerprint: if bootstrapping { None } else { Some(0) },
+        ..TcpConfig::new(config.cluster_id)
+    };
+    let transport = TcpTransport::start(config.id, raft_listener, peers, tcp_config)
+        .context("starting the Raft transport")?;
     let traffic = transport.traffic();
     let wal_sync_latency = storage.sync_latency();
-    let mut members: Vec<NodeId> = config.peers.iter().map(|peer| peer.id).collect();
-    members.push(config.id);
+    let own_http_addr = http_listener.local_addr()?;
+    let member = |id: NodeId, raft_addr: SocketAddr, http_addr: SocketAddr| Member {
+        id,
+        address: MemberAddress {
+            raft_addr: raft_addr.to_string(),
+            client_addr: http_addr.to_string(),
+        },
+    };
+    let members: Vec<Member> = if config.join {
+        Vec::new()
+    } else {
+        config
+            .peers
+            .iter()
+            .map(|peer| member(peer.id, peer.raft_addr, peer.http_addr))
+            .chain([member(config.id, config.raft_addr, own_http_addr)])
+            .collect()
+    };
     let raft_config = Config {
         max_entry_bytes: config.limits.max_key_bytes + config.limits.max_value_bytes + 64,
         snapshot_after_entries: config.snapshots.after_entries,
@@ -179,11 +219,15 @@ pub async fn run(
     };
     let store = Arc::new(Mutex::new(KvStateMachine::new()));
     let state_machine = SharedStore(Arc::clone(&store));
+    let promotion_max_lag = raft_config.promotion_max_lag;
     let node = RaftNode::start(config.id, members, raft_config, storage, transport, state_machine)
         .context("starting the Raft node")?;
-    let mut http_addrs: BTreeMap<NodeId, SocketAddr> =
+    let mut flag_http_addrs: BTreeMap<NodeId, SocketAddr> =
         config.peers.iter().map(|peer| (peer.id, peer.http_addr)).collect();
-    http_addrs.insert(config.id, http_listener.local_addr()?);
+    flag_http_addrs.insert(config.id, own_http_addr);
+    if config.join {
+        println!("raft-kv node {} waits to be added to a cluster (--join)", config.id.0);
+    }
     println!(
         "raft-kv node {} serving HTTP on http://{}, Raft on {}, data in {}",
         config.id.0,
@@ -193,8 +237,12 @@ pub async fn run(
     );
     let state = AppState {
         node: node.clone(),
-        http_addrs,
+        flag_http_addrs,
         limits: config.limits,
+        raft_addr: config.raft_addr,
+        http_addr: own_http_addr,
+        promotion_max_lag,
+        membership_lock: MembershipLock::default(),
         request_latency: Arc::default(),
         wal_sync_latency,
         traffic,
@@ -239,12 +287,15 @@ fn router(state: AppState) -> Router {
         .route("/v1/kv/{key}", put(put_key).get(get_key).delete(delete_key))
         .route("/v1/cas/{key}", post(compare_and_swap))
         .route("/v1/status", get(status))
+        .route("/v1/members", get(members::list_members).post(members::add_member))
+        .route("/v1/members/{id}", delete(members::remove_member))
+        .route("/v1/leader", post(members::transfer_leader))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
 /// Why a request gets no result: an error with a JSON body, or a redirect to the leader.
-enum Rejection {
+pub(crate) enum Rejection {
     Error(StatusCode, &'static str),
     Redirect(HeaderValue),
 }
@@ -262,7 +313,7 @@ impl IntoResponse for Rejection {
     }
 }
 
-fn error(status: StatusCode, code: &'static str) -> Rejection {
+pub(crate) fn error(status: StatusCode, code: &'static str) -> Rejection {
     Rejection::Error(status, code)
 }
 
@@ -332,12 +383,15 @@ async fn submit(state: &AppState, uri: &Uri, request: Request) -> Result<Respons
         Ok(Err(ProposeError::Shutdown | ProposeError::Storage(_))) => {
             Err(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"))
         }
+        Ok(Err(ProposeError::LeadershipTransfer { .. })) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "leadership_transfer"))
+        }
     }
 }
 
 /// `307` to the same path on the leader, or `503` when no leader is known.
-fn redirect(state: &AppState, leader: Option<NodeId>, uri: &Uri) -> Rejection {
-    let Some(address) = leader.and_then(|leader| state.http_addrs.get(&leader)) else {
+pub(crate) fn redirect(state: &AppState, leader: Option<NodeId>, uri: &Uri) -> Rejection {
+    let Some(address) = leader.and_then(|leader| http_addr_of(state, leader)) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader");
     };
     let path = uri.path_and_query().map_or(uri.path(), |path| path.as_str());
@@ -346,6 +400,21 @@ fn redirect(state: &AppState, leader: Option<NodeId>, uri: &Uri) -> Rejection {
         Ok(value) => Rejection::Redirect(value),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
     }
+}
+
+/// Where member `id` serves HTTP: its address in the configuration, else the one its
+/// `--peer` flag gave.
+fn http_addr_of(state: &AppState, id: NodeId) -> Option<SocketAddr> {
+    let configuration = state.node.status().configuration;
+    configuration
+        .address(id)
+        .and_then(|address| address.client_addr.parse().ok())
+        .or_else(|| state.flag_http_addrs.get(&id).copied())
+}
+
+/// Whether `directory` exists and holds anything (a node's data from an earlier run).
+fn holds_files(directory: &std::path::Path) -> bool {
+    std::fs::read_dir(directory).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 async fn put_key(
@@ -489,8 +558,10 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
     let status = state.node.status();
     let leader_http = status
         .leader_id
-        .and_then(|leader| state.http_addrs.get(&leader))
+        .and_then(|leader| http_addr_of(&state, leader))
         .map(|address| format!("http://{address}"));
+    let configuration = &status.configuration;
+    let ids = |ids: &[NodeId]| ids.iter().map(|id| id.0).collect::<Vec<u64>>();
     let followers: Vec<_> = status
         .followers
         .iter()
@@ -508,6 +579,13 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
         "first_log_index": status.first_log_index.0,
         "snapshot_index": status.snapshot_index.0,
         "followers": followers,
+        "configuration": {
+            "voters": ids(configuration.voters()),
+            "learners": configuration.learners().iter().map(|id| id.0).collect::<Vec<u64>>(),
+            "joint": configuration.is_joint(),
+            "outgoing_voters": configuration.outgoing_voters().map(ids),
+            "change_in_progress": status.membership_change_in_progress,
+        },
     }))
     .into_response()
 }
@@ -569,6 +647,25 @@ async fn metrics(State(state): State<AppState>) -> HttpResponse {
         node.leader_changes,
     );
     metric("raft_term", "gauge", "The current term.", node.term);
+    let configuration = state.node.status().configuration;
+    metric(
+        "raft_voters",
+        "gauge",
+        "Voters in the configuration this node uses (the incoming ones during a joint change).",
+        configuration.voters().len() as u64,
+    );
+    metric(
+        "raft_learners",
+        "gauge",
+        "Learners (non-voting members) in the configuration this node uses.",
+        configuration.learners().len() as u64,
+    );
+    metric(
+        "raft_configuration_joint",
+        "gauge",
+        "1 while the configuration is joint (a voter change half done), else 0.",
+        u64::from(configuration.is_joint()),
+    );
     metric(
         "raft_snapshots_stored_total",
         "counter",

@@ -103,6 +103,10 @@ pub struct TcpTransport {
     peers: HashMap<NodeId, (mpsc::Sender<Message>, SocketAddr)>,
     /// Peers that introduced themselves in an inbound handshake.
     learned: mpsc::Receiver<(NodeId, SocketAddr)>,
+    /// Peers that left the configuration, no longer dialled, with their last address: a
+    /// message to one dials it again (a removed leader still manages the cluster until its
+    /// removal commits, and needs the answers).
+    departed: HashMap<NodeId, SocketAddr>,
     inbox: mpsc::Receiver<Message>,
     local_addr: SocketAddr,
 }
@@ -145,6 +149,7 @@ impl TcpTransport {
             traffic,
             peers: HashMap::new(),
             learned,
+            departed: HashMap::new(),
             inbox,
             local_addr,
         };
@@ -245,6 +250,9 @@ impl Transport for TcpTransport {
     fn send(&mut self, message: Message) {
         if !self.peers.contains_key(&message.to) {
             self.take_learned_peers();
+            if let Some(address) = self.departed.remove(&message.to) {
+                self.dial(message.to, address);
+            }
         }
         match self.peers.get(&message.to) {
             Some((queue, _)) => {
@@ -268,7 +276,7 @@ impl Transport for TcpTransport {
 
     /// Dials the members of `configuration` whose Raft address is a `host:port` socket
     /// address (new members, or members at a new address); peers that left it are no longer
-    /// dialled.
+    /// dialled, until a message goes to one again.
     fn update_members(&mut self, configuration: &Configuration) {
         self.take_learned_peers();
         if configuration.is_unknown() {
@@ -290,7 +298,12 @@ impl Transport for TcpTransport {
             self.peers.keys().copied().filter(|peer| !configuration.is_member(*peer)).collect();
         for peer in leaving {
             tracing::debug!(node = %self.id, %peer, "No longer dialling {peer}: it left the configuration");
-            self.peers.remove(&peer);
+            if let Some((_, address)) = self.peers.remove(&peer) {
+                if self.departed.len() >= MAX_LEARNED_PEERS {
+                    self.departed.clear();
+                }
+                self.departed.insert(peer, address);
+            }
         }
     }
 }
