@@ -46,6 +46,7 @@ async fn a_three_node_cluster_serves_the_http_api() {
             raft_addr: me.raft_addr,
             http_addr: me.http_addr,
             peers: peers.iter().filter(|peer| peer.id != me.id).cloned().collect(),
+            join: false,
             limits: Limits::default(),
             snapshots: SnapshotPolicy::default(),
         };
