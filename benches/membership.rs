@@ -175,8 +175,8 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 async fn catch_up(options: &Options) -> Result<(), Box<dyn Error>> {
     let config = Config {
         // Snapshots twice while loading, so the logs are compacted well behind.
-        snapshot_after_bytes: (options.catch_up_mib as u64 * 1024 * 1024 / 4)
-            .clamp(1 << 20, 64 << 20),
+        snapshot_after_bytes: (options.catch_up_mib as u64 * 1024 * 1024 / 2)
+            .clamp(1 << 20, 1 << 30),
         snapshot_after_entries: 0,
         snapshot_keep_entries: 16,
         max_entry_bytes: 2 * VALUE_BYTES,
