@@ -843,6 +843,12 @@ impl Cluster {
         self.network.block(NodeId(from), NodeId(to));
     }
 
+    /// Puts `message` in flight as if its sender had sent it: a forged, replayed or
+    /// hand-made message, for tests of what a node does with one.
+    pub fn inject(&mut self, message: Message) {
+        self.network.send(message);
+    }
+
     /// Unblocks every link.
     pub fn heal(&mut self) {
         self.network.heal();
