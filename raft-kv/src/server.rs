@@ -174,7 +174,8 @@ pub async fn run(
     let identity = WalIdentity { node_id: config.id, cluster_id: config.cluster_id };
     // A node bootstraps only on an empty data directory; restarted, it runs on its stored
     // configuration, and a joining node learns its configuration from the leader.
-    let bootstrapping = !config.join && !holds_files(&config.data_dir);
+    let fresh = !holds_files(&config.data_dir);
+    let bootstrapping = !config.join && fresh;
     let storage = WalStorage::open(&config.data_dir, identity, WalOptions::default())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let raft_listener = tokio::net::TcpListener::bind(config.raft_addr)
@@ -225,7 +226,7 @@ pub async fn run(
     let mut flag_http_addrs: BTreeMap<NodeId, SocketAddr> =
         config.peers.iter().map(|peer| (peer.id, peer.http_addr)).collect();
     flag_http_addrs.insert(config.id, own_http_addr);
-    if config.join {
+    if config.join && fresh {
         println!("raft-kv node {} waits to be added to a cluster (--join)", config.id.0);
     }
     println!(
