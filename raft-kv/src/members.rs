@@ -99,6 +99,10 @@ pub(crate) async fn add_member(
         }
         return error(StatusCode::BAD_REQUEST, "id_in_use").into_response();
     }
+    if configuration.learners().contains(&id) && configuration.address(id) != Some(&address) {
+        // A learner left by an earlier request resumes only with the same addresses.
+        return error(StatusCode::BAD_REQUEST, "id_in_use").into_response();
+    }
     let in_use = configuration.addresses().iter().any(|(other, known)| {
         *other != id
             && (known.raft_addr == address.raft_addr || known.client_addr == address.client_addr)

@@ -144,6 +144,9 @@ async fn a_three_node_cluster_serves_the_http_api() {
         "raft_wal_sync_duration_seconds_count ",
         "raft_peer_bytes_sent_total{peer=",
         "raft_peer_bytes_received_total{peer=",
+        "raft_voters 3",
+        "raft_learners 0",
+        "raft_configuration_joint 0",
     ] {
         assert!(text.contains(expected), "/metrics lacks {expected}:\n{text}");
     }
@@ -153,6 +156,52 @@ async fn a_three_node_cluster_serves_the_http_api() {
         .and_then(|value| value.parse().ok())
         .unwrap();
     assert!(proposals >= 4, "{proposals} proposals counted");
+
+    // The membership API: any node lists the members from its own view.
+    let members = http(follower.http_addr, "GET", "/v1/members", b"").await;
+    assert_eq!(members.status, 200);
+    let members = members.json().unwrap();
+    assert_eq!(members["leader"], leader_id);
+    let listed = members["members"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    for (entry, peer) in listed.iter().zip(&peers) {
+        assert_eq!(entry["id"], peer.id.0);
+        assert_eq!(entry["raft_addr"], peer.raft_addr.to_string());
+        assert_eq!(entry["http_addr"], peer.http_addr.to_string());
+        assert_eq!(entry["voter"], true);
+    }
+    let status = http(follower.http_addr, "GET", "/v1/status", b"").await.json().unwrap();
+    assert_eq!(status["configuration"]["voters"], serde_json::json!([1, 2, 3]));
+    assert_eq!(status["configuration"]["joint"], false);
+    // Changes go to the leader; bad ones are refused and change nothing.
+    let spare = free_addresses(2);
+    let add = |id: u64, raft: SocketAddr, http: SocketAddr| {
+        format!(r#"{{"id":{id},"raft_addr":"{raft}","http_addr":"{http}"}}"#)
+    };
+    let body = add(4, spare[0], spare[1]);
+    let redirected = http(follower.http_addr, "POST", "/v1/members", body.as_bytes()).await;
+    assert_eq!(redirected.status, 307);
+    let in_use = add(follower.id.0, spare[0], spare[1]);
+    let refused = http(leader.http_addr, "POST", "/v1/members", in_use.as_bytes()).await;
+    assert_eq!(refused.status, 400, "an id in use");
+    let address_in_use = add(4, follower.raft_addr, spare[1]);
+    let refused = http(leader.http_addr, "POST", "/v1/members", address_in_use.as_bytes()).await;
+    assert_eq!(refused.status, 400, "an address in use");
+    assert_eq!(http(leader.http_addr, "POST", "/v1/members", b"{").await.status, 400);
+    let not_a_voter = http(leader.http_addr, "POST", "/v1/leader", br#"{"id":9}"#).await;
+    assert_eq!(not_a_voter.status, 409);
+    let before = http(leader.http_addr, "GET", "/v1/status", b"").await.json().unwrap();
+    assert_eq!(before["configuration"]["voters"], serde_json::json!([1, 2, 3]));
+    // Removing a node that is not a member is a no-op answered with the members.
+    let gone = http(leader.http_addr, "DELETE", "/v1/members/9", b"").await;
+    assert_eq!(gone.status, 200);
+    assert_eq!(gone.json().unwrap()["members"].as_array().unwrap().len(), 3);
+    // A transfer to a caught-up voter answers once it leads.
+    let target = peers.iter().find(|peer| peer.id.0 != leader_id).unwrap();
+    let body = format!(r#"{{"id":{}}}"#, target.id.0);
+    let moved = http(leader.http_addr, "POST", "/v1/leader", body.as_bytes()).await;
+    assert_eq!(moved.status, 200, "{}", String::from_utf8_lossy(&moved.body));
+    assert_eq!(moved.json().unwrap()["leader"], target.id.0);
 
     for stop in stops {
         let _ = stop.send(());
