@@ -257,10 +257,10 @@ impl RaftNode {
             .wait_for(catch_up_timeout, |status| {
                 !status.is_leader()
                     || status.followers.iter().any(|(follower, matched)| {
-                        // It answered (it holds at least the entry that made it a learner's
-                        // predecessors), and is within the lag.
+                        // It holds the configuration that made it a learner, and is within
+                        // the lag (what `change_voters` requires).
                         *follower == id
-                            && matched.0 > 0
+                            && *matched >= status.configuration_index
                             && matched.0.saturating_add(lag) >= status.last_log_index.0
                     })
             })

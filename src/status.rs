@@ -34,6 +34,9 @@ pub struct Status {
     /// The configuration the node uses: voters, learners, whether a change is half done
     /// (joint), and members' addresses.
     pub configuration: Arc<Configuration>,
+    /// The index of the entry that set `configuration` (the log's base when none in the log
+    /// did).
+    pub configuration_index: LogIndex,
     /// Whether a membership change is under way (its configuration not yet committed, or
     /// joint).
     pub membership_change_in_progress: bool,
@@ -55,6 +58,7 @@ impl Status {
                 .map_or(LogIndex(0), |snapshot| snapshot.meta.last_included.index),
             followers: core.follower_match_indexes(),
             configuration: core.shared_configuration(),
+            configuration_index: core.configuration_index(),
             membership_change_in_progress: core.membership_change_in_progress(),
         }
     }

@@ -124,10 +124,11 @@ impl RaftCore {
         };
         let own_last = self.log.last_log_id();
         let candidate_up_to_date = candidate_last.is_at_least_as_up_to_date_as(&own_last);
-        let granted = free_to_vote
-            && candidate_up_to_date
-            && self.role == Role::Follower
-            && self.configuration.is_voter(candidate);
+        // The candidate need not be a voter in this node's configuration: that may lag
+        // behind the candidate's (a new voter that has not yet received the entry that
+        // promoted it must still vote, or a cluster whose leader fails mid-change could never
+        // elect one). The candidate counts votes by its own configuration (§4.1).
+        let granted = free_to_vote && candidate_up_to_date && self.role == Role::Follower;
         if granted {
             self.vote_for(candidate);
             self.reset_election_deadline();

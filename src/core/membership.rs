@@ -240,7 +240,8 @@ impl RaftCore {
     }
 
     /// Leader: changes the voters to `voters` through joint consensus. Every new voter must
-    /// be a learner whose log is within `promotion_max_lag` of the leader's; learners not
+    /// be a learner that holds the current configuration and whose log is within
+    /// `promotion_max_lag` of the leader's; learners not
     /// named stay learners. Returns the index of the joint configuration entry; the change is
     /// complete once the configuration is no longer joint and is committed.
     pub fn change_voters(
@@ -264,7 +265,11 @@ impl RaftCore {
                 return Err(invalid(format!("{id} is not a member; add it as a learner first")));
             }
             let match_index = self.progress.get(&id).map_or(LogIndex(0), |p| p.match_index);
-            if match_index.0.saturating_add(self.config.promotion_max_lag) < last_index.0 {
+            // It must hold the current configuration (the one naming it a learner), so that
+            // it knows it votes once promoted, and be within the allowed lag.
+            if match_index < self.configuration_index()
+                || match_index.0.saturating_add(self.config.promotion_max_lag) < last_index.0
+            {
                 return Err(MembershipError::NotCaughtUp {
                     id,
                     match_index,

@@ -405,11 +405,16 @@ impl RaftCore {
                 return;
             }
             MessageBody::PreVoteResponse { granted: false } if message.term <= self.term => return,
-            MessageBody::RequestVote { leadership_transfer: false, .. }
-                if self.config.pre_vote && message.term > self.term && self.in_leader_lease() =>
+            MessageBody::RequestVote { leadership_transfer, .. }
+                if self.config.pre_vote
+                    && message.term > self.term
+                    && self.in_leader_lease()
+                    && !(leadership_transfer && self.configuration.is_voter(message.from)) =>
             {
                 // A leader was heard from within the minimum election timeout: this election
-                // can only disrupt it (Raft thesis §4.2.3).
+                // can only disrupt it (Raft thesis §4.2.3). Only a voter the leader handed
+                // leadership to may stand now; a node removed from the configuration cannot
+                // use a late TimeoutNow to depose the leader.
                 tracing::debug!(target: LOG_TARGET, node = %self.id, "Ignoring a vote request from {} for term {}: a leader is active", message.from, message.term);
                 return;
             }
