@@ -8,10 +8,12 @@
 
 #![cfg(unix)]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
+use common::Processes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,16 +31,7 @@ const ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
 struct Nodes {
     raft: Vec<SocketAddr>,
     http: Vec<SocketAddr>,
-    children: BTreeMap<u64, Child>,
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in self.children.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    processes: Processes,
 }
 
 impl Nodes {
@@ -51,7 +44,7 @@ impl Nodes {
         Nodes {
             raft: addresses[..7].to_vec(),
             http: addresses[7..].to_vec(),
-            children: BTreeMap::new(),
+            processes: Processes::default(),
         }
     }
 
@@ -65,9 +58,8 @@ impl Nodes {
 
     /// Starts node `id`: bootstrapping with nodes 1 to 3, or joining.
     fn spawn(&mut self, root: &Path, id: u64, join: bool) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
+        let mut command = Processes::serve_command();
         command
-            .arg("serve")
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(root.join(format!("node{id}")))
@@ -81,19 +73,11 @@ impl Nodes {
                     .args(["--peer", &format!("{peer}={},{}", self.raft(peer), self.http(peer))]);
             }
         }
-        let child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("raft-kv starts");
-        self.children.insert(id, child);
+        self.processes.spawn(id, command);
     }
 
     fn kill(&mut self, id: u64) {
-        let mut child = self.children.remove(&id).expect("a running node");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("the killed node is reaped");
+        self.processes.kill(id);
     }
 }
 

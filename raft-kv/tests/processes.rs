@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::Processes;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raft_kv::client::{request, request_following_redirects};
@@ -28,18 +31,9 @@ struct Member {
 /// The running processes, killed when the test ends however it ends.
 struct Cluster {
     members: Vec<Member>,
-    children: BTreeMap<u64, Child>,
+    processes: Processes,
     /// Flags every `raft-kv serve` gets besides the cluster's.
     extra_args: Vec<String>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Cluster {
@@ -62,7 +56,7 @@ impl Cluster {
             })
             .collect();
         let extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
-        let mut cluster = Cluster { members, children: BTreeMap::new(), extra_args };
+        let mut cluster = Cluster { members, processes: Processes::default(), extra_args };
         for id in 1..=3 {
             cluster.spawn(id);
         }
@@ -75,30 +69,22 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) {
         let me = self.member(id);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
-        command
-            .arg("serve")
-            .args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(&me.data_dir)
-            .args(["--raft-addr", &me.raft.to_string(), "--http-addr", &me.http.to_string()]);
+        let mut command = Processes::serve_command();
+        command.args(["--id", &id.to_string()]).arg("--data-dir").arg(&me.data_dir).args([
+            "--raft-addr",
+            &me.raft.to_string(),
+            "--http-addr",
+            &me.http.to_string(),
+        ]);
         for peer in self.members.iter().filter(|peer| peer.id != id) {
             command.args(["--peer", &format!("{}={},{}", peer.id, peer.raft, peer.http)]);
         }
         command.args(&self.extra_args);
-        let child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("raft-kv starts");
-        self.children.insert(id, child);
+        self.processes.spawn(id, command);
     }
 
     fn kill(&mut self, id: u64) {
-        let mut child = self.children.remove(&id).expect("a running node");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("the killed node is reaped");
+        self.processes.kill(id);
     }
 
     async fn status(&self, id: u64) -> Option<serde_json::Value> {
@@ -112,11 +98,11 @@ impl Cluster {
     async fn leader(&self, excluded: Option<u64>) -> u64 {
         let started = Instant::now();
         loop {
-            for id in self.children.keys() {
-                if let Some(status) = self.status(*id).await
+            for id in self.processes.running() {
+                if let Some(status) = self.status(id).await
                     && let Some(leader) = status["leader_id"].as_u64()
                     && Some(leader) != excluded
-                    && self.children.contains_key(&leader)
+                    && self.processes.is_running(leader)
                 {
                     return leader;
                 }

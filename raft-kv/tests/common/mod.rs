@@ -1,0 +1,59 @@
+//! What the process tests share: `raft-kv serve` child processes, quiet (`RUST_LOG=warn`,
+//! output discarded), killed when the test ends however it ends.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+
+/// The running `raft-kv serve` processes, by node id.
+#[derive(Default)]
+pub struct Processes {
+    children: BTreeMap<u64, Child>,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Processes {
+    /// A `raft-kv serve` command for the caller to add its flags to.
+    pub fn serve_command() -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
+        command.arg("serve");
+        command
+    }
+
+    /// Starts `command` (from [`serve_command`](Self::serve_command)) as node `id`.
+    pub fn spawn(&mut self, id: u64, mut command: Command) {
+        let child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("raft-kv starts");
+        self.children.insert(id, child);
+    }
+
+    /// Kills node `id` with SIGKILL and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("a running node");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("the killed node is reaped");
+    }
+
+    /// The ids of the running nodes.
+    #[allow(dead_code, reason = "not every test that includes this module asks")]
+    pub fn running(&self) -> impl Iterator<Item = u64> + '_ {
+        self.children.keys().copied()
+    }
+
+    /// Whether node `id` runs.
+    #[allow(dead_code, reason = "not every test that includes this module asks")]
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children.contains_key(&id)
+    }
+}
