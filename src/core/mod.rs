@@ -240,14 +240,16 @@ impl RaftCore {
             }
             .into());
         }
-        let had_entries = !initial.entries.is_empty();
         let (base, entries) = reconcile_with_snapshot(snapshot.as_ref(), initial.entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
-        // Stored entries dropped for the snapshot (it covers more than the log kept: a crash
-        // after the snapshot was stored lost log writes not yet synced, or cut short a log
-        // reset) must go from storage too, before anything is appended after the snapshot:
-        // the first Ready carries a log reset.
-        let stored_log_dropped = had_entries && entries.is_empty() && base.index > LogIndex(0);
+        // When no stored entry follows the snapshot, the stored log must be reset to it before
+        // anything is appended after it: entries dropped for the snapshot (a crash after it
+        // was stored lost log writes not yet synced, or cut short a log reset) must go from
+        // storage too, and a log reset that a crash lost (a node that had no entries when it
+        // installed the snapshot) must be written again, or storage would see entries start
+        // after a gap. The first Ready carries the reset; it is harmless when storage was
+        // already reset there.
+        let stored_log_dropped = entries.is_empty() && base.index > LogIndex(0);
         let log = RaftLog::from_entries(base, entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
         let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last_included.index);
