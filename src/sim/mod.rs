@@ -59,6 +59,7 @@ mod describe;
 mod disk;
 mod journal;
 mod kv;
+mod membership;
 mod message_queue;
 mod network;
 mod planted;
@@ -77,6 +78,7 @@ pub use cluster::{Cluster, EntryFate, Proposal, TICK_STEP_MS};
 pub use describe::{describe_command, describe_entry, describe_message};
 pub use journal::{AppliedCommand, Journal};
 pub use kv::SimKv;
+pub use membership::MembershipCounts;
 pub use preset::{Preset, preset, preset_entry};
 pub use rng::SimRng;
 pub use workload::{KvWorkload, Workload};
@@ -115,6 +117,44 @@ pub struct SimConfig {
     /// behind a log the others have compacted and must catch up by snapshot. 0: none.
     /// [`SimConfig::snapshot_catch_up`] is a run built around it.
     pub outage_ms: u64,
+    /// Which seeds change the cluster's membership while the faults run (see
+    /// [`MembershipMode`]).
+    pub membership: MembershipMode,
+}
+
+/// Which seeds of a run change the cluster's membership: nodes added (as learners, then
+/// voters), voters and learners removed, voters replaced (one, or a majority at once), and
+/// leadership transferred, one change at a time, under every fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MembershipMode {
+    /// Some seeds (about two in five, drawn from the seed) change membership; the others run
+    /// exactly as they did before membership changes existed.
+    #[default]
+    PerSeed,
+    /// Every seed changes membership.
+    Always,
+    /// No seed does.
+    Never,
+}
+
+impl MembershipMode {
+    /// Every mode.
+    pub const ALL: [MembershipMode; 3] =
+        [MembershipMode::PerSeed, MembershipMode::Always, MembershipMode::Never];
+
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MembershipMode::PerSeed => "per-seed",
+            MembershipMode::Always => "always",
+            MembershipMode::Never => "never",
+        }
+    }
+
+    /// The mode with this command-line name.
+    pub fn from_name(name: &str) -> Option<MembershipMode> {
+        MembershipMode::ALL.into_iter().find(|mode| mode.name() == name)
+    }
 }
 
 impl Default for SimConfig {
@@ -132,6 +172,7 @@ impl Default for SimConfig {
             pre_vote: true,
             snapshots: true,
             outage_ms: 0,
+            membership: MembershipMode::PerSeed,
         }
     }
 }
@@ -336,16 +377,28 @@ pub enum PlantedBug {
     /// but keeps the stored one (writes no log-reset record): the stale entries stay on disk
     /// under the new ones.
     InstallKeepsConflictingLog,
+    /// A leader changes the voters in one step, straight to C_new, without the joint
+    /// configuration C_old,new: a majority of the old voters and a majority of the new ones
+    /// can then decide apart (in the core, `change_voters`, behind the `sim` feature). Every
+    /// seed changes membership when it is planted.
+    ChangeWithoutJointPhase,
+    /// A leader counts learners towards the commit majority, as if they voted: an entry held
+    /// by the leader and its learners commits without a majority of the voters (in the core,
+    /// `maybe_commit`, behind the `sim` feature). Every seed changes membership when it is
+    /// planted.
+    LearnersCountForCommit,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::CommitPreviousTermByCounting,
         PlantedBug::ForgetVoteOnRestart,
         PlantedBug::AcknowledgeBeforeSync,
         PlantedBug::SnapshotSkipsEntry,
         PlantedBug::InstallKeepsConflictingLog,
+        PlantedBug::ChangeWithoutJointPhase,
+        PlantedBug::LearnersCountForCommit,
     ];
 
     /// The bug's name on the command line (kebab-case).
@@ -356,7 +409,15 @@ impl PlantedBug {
             PlantedBug::AcknowledgeBeforeSync => "ack-before-sync",
             PlantedBug::SnapshotSkipsEntry => "snapshot-skips-entry",
             PlantedBug::InstallKeepsConflictingLog => "install-keeps-conflicting-log",
+            PlantedBug::ChangeWithoutJointPhase => "change-without-joint",
+            PlantedBug::LearnersCountForCommit => "learners-count-for-commit",
         }
+    }
+
+    /// Whether the bug is in membership changes (a run with it planted changes membership on
+    /// every seed).
+    pub fn is_membership_bug(self) -> bool {
+        matches!(self, PlantedBug::ChangeWithoutJointPhase | PlantedBug::LearnersCountForCommit)
     }
 
     /// The bug with this command-line name.
@@ -508,6 +569,8 @@ pub struct SimReport {
     pub snapshots: SnapshotCounts,
     /// The long outage, when the run had one and the node came back.
     pub outage: Option<OutageReport>,
+    /// The membership changes, when the seed made some ([`SimConfig::membership`]).
+    pub membership: Option<MembershipCounts>,
     /// Highest commit index reached.
     pub commit_index: u64,
     /// Whether the linearizability search ran out of budget (neither a pass nor a violation).
@@ -521,8 +584,8 @@ pub struct SimReport {
 /// [`run_workload`] again with the same seed and `trace: true`.)
 ///
 /// Only the settings `raft-sim` exposes (`planted_bug`, `node_count`, `workload_ms`,
-/// `clients`, `pre_vote`, `snapshots`, `outage_ms`, a fault preset) are carried over; a run
-/// with other settings must be replayed through [`run`].
+/// `clients`, `pre_vote`, `snapshots`, `outage_ms`, `membership`, a fault preset) are carried
+/// over; a run with other settings must be replayed through [`run`].
 pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     let mut command = format!(
         "RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed {seed}"
@@ -547,6 +610,9 @@ pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     }
     if !config.snapshots {
         command.push_str(" --no-snapshots");
+    }
+    if config.membership != MembershipMode::PerSeed {
+        command.push_str(&format!(" --membership {}", config.membership.name()));
     }
     match config.faults.preset_name() {
         Some("mixed") => {}
