@@ -3,8 +3,12 @@
 //!
 //! ```bash
 //! cargo run --profile sim --features sim --bin raft-sim -- soak --seeds 10000
+//! cargo run --profile sim --features sim --bin raft-sim -- soak --seeds 10000 --membership always
 //! RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed 42
 //! ```
+//!
+//! About two seeds in five change the cluster's membership while the faults run (`--membership
+//! per-seed`, the default; `always` or `never` to choose): see `raft_consensus::sim`.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +66,8 @@ struct RunOptions {
     /// learners-count-for-commit (the last two change membership on every seed).
     #[arg(long)]
     planted_bug: Option<String>,
-    /// Cluster size (default: 3 or 5, chosen by the seed).
+    /// Cluster size at the start (default: 3 or 5, chosen by the seed; 3 to 5 on seeds
+    /// that change membership, which grow and shrink between 3 and 7).
     #[arg(long, default_value_t = 0)]
     nodes: usize,
     /// Virtual milliseconds of client traffic per seed.

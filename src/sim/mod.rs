@@ -1,6 +1,6 @@
 //! A deterministic simulator for Raft clusters (cargo feature `sim`).
 //!
-//! [`run`] plays one seed: a cluster of 3 or 5 production [`Node`](crate::node::Node)s (the
+//! [`run`] plays one seed: a cluster of 3 to 7 production [`Node`](crate::node::Node)s (the
 //! same sans-I/O node that [`RaftNode`](crate::RaftNode) pumps on tokio: protocol core,
 //! driver, proposals, restore at start, snapshot policy) on the real write-ahead log
 //! ([`WalStorage`](crate::storage::WalStorage)) over a simulated disk, on a virtual clock,
@@ -31,21 +31,41 @@
 //!   entry per message, one append in flight and a one-byte budget; disks whose syncs run one
 //!   after another and now and then stall for hundreds of milliseconds (so a leader's own
 //!   sync can lag far behind its followers'); links with a bandwidth, so large messages
-//!   queue; and crashes aimed at nodes with syncs in flight.
+//!   queue; and crashes aimed at nodes with syncs in flight;
+//! - membership changes ([`SimConfig::membership`]; about two seeds in five by default, drawn
+//!   from a stream of their own, so that the other seeds run exactly as they did before):
+//!   the cluster starts with 3 to 5 voters, and an operator asks the leader for one change
+//!   at a time, whatever the faults: a new node is started on an empty disk with no members,
+//!   added as a learner, and made a voter (joint consensus) once it holds the leader's
+//!   configuration and its log is within
+//!   [`Config::promotion_max_lag`](crate::Config::promotion_max_lag) of the leader's; a
+//!   removed node may also rejoin with what its disk holds; voters (the leader too) and
+//!   learners are removed; one voter, or a majority of them at once, is replaced through one
+//!   joint change; leadership is transferred. Clusters stay within 3 to 7 voters and 7 nodes.
+//!   A change the leader refuses (`ChangeInProgress`, `NotCaughtUp`) is retried later: that is
+//!   normal. Some seeds favour many learners (with partitions that put the leader and its
+//!   learners on one side, the other voters on the other) or replacements (where the old and
+//!   the new voters have disjoint majorities). Removed nodes keep running with pre-vote;
+//!   without it (where their elections would disrupt the cluster) they are shut down.
 //!
 //! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
 //! same events, which [`SimReport::trace_hash`] fingerprints. After the workload, the
 //! simulator heals every fault, lets the cluster converge, and checks:
 //!
-//! - election safety: at most one leader per term;
+//! - election safety: at most one leader per term, across every configuration;
 //! - one vote per term: every vote granted is seen as it is sent, and a node that grants two
 //!   in one term is reported even if no second leader results;
 //! - log matching: two logs that agree on an entry's term agree on everything before it;
 //! - state machine safety: every node applies the same command at each index, once, in order;
-//! - durability: every acknowledged operation is in every node's log after convergence (or
-//!   committed and compacted into its snapshot), and every node's state machine is the same;
+//! - durability: every acknowledged operation is in every member's log after convergence (or
+//!   committed and compacted into its snapshot), and every member's state machine is the same;
 //! - linearizability of the client history ([`crate::linearizability`], per-key);
-//! - liveness after healing: the cluster converges on one leader and one commit index.
+//! - membership: a node removed by a committed configuration never leads, and no vote
+//!   request of an election it starts afterwards deposes a leader; a leader refuses a second
+//!   change while one is under way;
+//! - liveness after healing: the members of the leader's configuration converge on one leader
+//!   and one commit index, with no change left half done (nodes outside it, removed or never
+//!   added, do not count).
 //!
 //! [`PlantedBug`] switches on a real protocol bug (simulation builds only) to show that these
 //! checks catch what they are meant to catch; all but one are wrappers around a node's storage
@@ -88,7 +108,8 @@ use crate::types::NodeId;
 /// How a run is shaped: cluster size, workload and fault rates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
-    /// Nodes in the cluster (3 or 5 are typical); 0 picks 3 or 5 from the seed.
+    /// Nodes in the cluster at the start (3 or 5 are typical); 0 picks 3 or 5 from the seed (3
+    /// to 5 on a seed that changes membership, whose cluster then grows and shrinks).
     pub node_count: usize,
     /// Virtual milliseconds of client traffic (faults are injected during this time).
     pub workload_ms: u64,
@@ -359,7 +380,11 @@ impl FaultConfig {
 /// `SnapshotSkipsEntry` about 6 seeds in 100 (27 in 100 with mixed faults; the final
 /// state-machine comparison or the apply check catches it), `InstallKeepsConflictingLog`
 /// about 6 in 100 (the write-ahead log refuses to reopen: a gap or stale entries under the
-/// snapshot's successors).
+/// snapshot's successors). The membership bugs (CI tests too; every seed changes membership
+/// when one is planted): `ChangeWithoutJointPhase` about 8 seeds in 100 (11 in 100 with mixed
+/// faults: two leaders of one term, a committed entry overwritten, or a removed node that
+/// leads), `LearnersCountForCommit` about 3 in 100 (5 in 100 with mixed faults: a committed
+/// entry overwritten once the voters the leader left behind elect one of theirs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
     /// The leader commits an entry of an earlier term by counting its replicas (Raft Figure 8),
