@@ -173,8 +173,8 @@ struct SimNode<M: StateMachine> {
     /// Whether a committed configuration after `added_at` leaves it out: from then on it
     /// must never lead nor depose a leader (until it is added again).
     removed: bool,
-    /// The highest term among the running nodes when it was removed: its elections after
-    /// the removal are for later terms.
+    /// The highest term among the running nodes and the leaders seen when it was removed:
+    /// its elections after the removal are for later terms.
     removed_at_term: Term,
     /// Whether it was shut down for good after its removal (runs without pre-vote, where a
     /// removed node that keeps running would disrupt the cluster with its elections).
@@ -1627,10 +1627,13 @@ impl<W: Workload> World<W> {
         if newly_committed {
             let configuration = core.configuration().clone();
             self.committed_configuration_index = index;
+            // The configuration committed in a term no higher than any a running node has
+            // reached or a leader has had.
             let highest_term = self
                 .nodes
                 .iter()
                 .filter_map(|node| node.running.as_ref().map(|running| running.node.core().term()))
+                .chain(self.checker.leaders().map(|(term, _)| term))
                 .max()
                 .unwrap_or(term);
             for node in &mut self.nodes {
@@ -1663,7 +1666,11 @@ impl<W: Workload> World<W> {
                     planner.counts.removed_elections += 1;
                 }
             }
-            if node.removed && self.config.pre_vote && took_office {
+            // It may still win an election of an earlier term, with votes cast before its
+            // removal (delivered late: a pause); any later term needs a log that holds the
+            // configuration that removed it (Leader Completeness), which would make it a
+            // member again.
+            if node.removed && self.config.pre_vote && took_office && term > node.removed_at_term {
                 self.checker.report(Violation::Membership {
                     detail: format!(
                         "{id}, removed by a committed configuration, leads term {term}"
