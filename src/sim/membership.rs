@@ -363,7 +363,7 @@ impl MembershipPlanner {
             // Without the leader's configuration, a learner knows no voters and grants no
             // vote; promoted like that, a majority of new voters that never heard from the
             // leader can keep every election from succeeding (a liveness bug in the core,
-            // see `tests/membership_liveness.rs`). An operator waits for the learner to
+            // see `tests/known_core_bugs.rs`). An operator waits for the learner to
             // hold the configuration that added it; so does the planner.
             let lacks_configuration =
                 joining.iter().any(|id| match_of(id) < view.configuration_index);
