@@ -3,13 +3,13 @@
 //! from a queue ordered by (time, insertion order), so the run depends on the seed alone.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use crate::config::Config;
 use crate::core::{MemberAddress, RaftCore, Role};
 use crate::error::{MembershipError, ProposeError, StorageError};
 use crate::linearizability::{CheckResult, Model, Operation, check_with_limit};
-use crate::message::{Message, MessageBody};
+use crate::message::Message;
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::state_machine::StateMachine;
 use crate::storage::PendingSync;
@@ -176,6 +176,8 @@ struct SimNode<M: StateMachine> {
     /// The highest term among the running nodes and the leaders seen when it was removed:
     /// its elections after the removal are for later terms.
     removed_at_term: Term,
+    /// The terms of the elections it started since it was removed.
+    terms_stood_after_removal: BTreeSet<Term>,
     /// Whether it was shut down for good after its removal (runs without pre-vote, where a
     /// removed node that keeps running would disrupt the cluster with its elections).
     decommissioned: bool,
@@ -198,6 +200,7 @@ impl<M: StateMachine> SimNode<M> {
             added_at: LogIndex(0),
             removed: false,
             removed_at_term: Term(0),
+            terms_stood_after_removal: BTreeSet::new(),
             decommissioned: false,
         }
     }
@@ -686,14 +689,14 @@ impl<W: Workload> World<W> {
         let (from, to) = (message.from, message.to);
         let now_ms = self.now_ms;
         // A node removed by a committed configuration must never disrupt the cluster it
-        // left (with pre-vote; without it, removed nodes are shut down): watch whether a vote
-        // request of an election it started after its removal deposes a leader. (Messages it
-        // sent before, delivered late, may depose a stale leader, as any node's may.)
+        // left (with pre-vote; without it, removed nodes are shut down): watch whether a
+        // message carrying the term of an election it started after its removal (a vote
+        // request, or any answer it gives in that term) deposes a leader. (Messages it sent
+        // before, delivered late, may depose a stale leader, as any node's may.)
         let sender = &self.nodes[self.node_position(from)];
         let watch = self.config.pre_vote
             && sender.removed
-            && matches!(message.body, MessageBody::RequestVote { .. })
-            && message.term > sender.removed_at_term;
+            && sender.terms_stood_after_removal.contains(&message.term);
         let mut deposed = None;
         self.after_input_with(to, |node, _| {
             node.tick(now_ms);
@@ -1597,6 +1600,7 @@ impl<W: Workload> World<W> {
                     node.ever_member = true;
                     node.added_at = index;
                     node.removed = false;
+                    node.terms_stood_after_removal.clear();
                 }
                 Action::ChangeVoters(_) => counts.voter_changes += 1,
                 Action::RemoveMember(_) => counts.removals += 1,
@@ -1662,6 +1666,7 @@ impl<W: Workload> World<W> {
             running.elections_seen = elections;
             running.leading_seen = role == Role::Leader;
             if node.removed && stood {
+                node.terms_stood_after_removal.insert(term);
                 if let Some(planner) = self.membership.as_mut() {
                     planner.counts.removed_elections += 1;
                 }
