@@ -360,19 +360,12 @@ impl MembershipPlanner {
             let beyond_lag = joining.iter().any(|id| {
                 match_of(id).0.saturating_add(self.promotion_max_lag) < view.last_index.0
             });
-            // Without the leader's configuration, a learner knows no voters and grants no
-            // vote; promoted like that, a majority of new voters that never heard from the
-            // leader can keep every election from succeeding (a liveness bug in the core,
-            // see `tests/known_core_bugs.rs`). An operator waits for the learner to
-            // hold the configuration that added it; so does the planner.
+            // The leader also refuses a learner that does not hold its configuration yet.
             let lacks_configuration =
                 joining.iter().any(|id| match_of(id) < view.configuration_index);
             // Wait for the learners to catch up, but now and then ask early: the leader must
             // refuse with NotCaughtUp.
-            if lacks_configuration && !beyond_lag {
-                return Action::Wait;
-            }
-            if beyond_lag && !self.rng.chance(0.1) {
+            if (beyond_lag || lacks_configuration) && !self.rng.chance(0.1) {
                 return Action::Wait;
             }
             let leaving: Vec<NodeId> = voters.difference(&plan.voters).copied().collect();
