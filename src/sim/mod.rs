@@ -381,9 +381,9 @@ impl FaultConfig {
 /// state-machine comparison or the apply check catches it), `InstallKeepsConflictingLog`
 /// about 6 in 100 (the write-ahead log refuses to reopen: a gap or stale entries under the
 /// snapshot's successors). The membership bugs (CI tests too; every seed changes membership
-/// when one is planted): `ChangeWithoutJointPhase` about 8 seeds in 100 (11 in 100 with mixed
+/// when one is planted): `ChangeWithoutJointPhase` about 8 seeds in 100 (12 in 100 with mixed
 /// faults: two leaders of one term, a committed entry overwritten, or a removed node that
-/// leads), `LearnersCountForCommit` about 3 in 100 (5 in 100 with mixed faults: a committed
+/// leads), `LearnersCountForCommit` about 2 in 100 (5 in 100 with mixed faults: a committed
 /// entry overwritten once the voters the leader left behind elect one of theirs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
