@@ -68,10 +68,12 @@
 //!   added, do not count).
 //!
 //! [`PlantedBug`] switches on a real protocol bug (simulation builds only) to show that these
-//! checks catch what they are meant to catch; all but one are wrappers around a node's storage
-//! and state machine (`planted.rs`), outside the production code. A panic in a run (a safety
-//! invariant the node asserts, or a bug anywhere) is caught and reported as a violation of
-//! that seed.
+//! checks catch what they are meant to catch; most are wrappers around a node's storage and
+//! state machine (`planted.rs`), outside the production code; the three that only the
+//! protocol core can express (committing an earlier term's entry by counting, changing voters
+//! without the joint phase, counting learners towards commits) live there behind the `sim`
+//! feature. A panic in a run (a safety invariant the node asserts, or a bug anywhere) is
+//! caught and reported as a violation of that seed.
 
 mod checks;
 mod cluster;
