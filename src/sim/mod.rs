@@ -60,9 +60,9 @@
 //! - durability: every acknowledged operation is in every member's log after convergence (or
 //!   committed and compacted into its snapshot), and every member's state machine is the same;
 //! - linearizability of the client history ([`crate::linearizability`], per-key);
-//! - membership: a node removed by a committed configuration never leads, and no vote
-//!   request of an election it starts afterwards deposes a leader; a leader refuses a second
-//!   change while one is under way;
+//! - membership: a node removed by a committed configuration never leads a later term, and
+//!   nothing it sends in the term of an election it starts afterwards deposes a leader; a
+//!   leader refuses a second change while one is under way;
 //! - liveness after healing: the members of the leader's configuration converge on one leader
 //!   and one commit index, with no change left half done (nodes outside it, removed or never
 //!   added, do not count).
