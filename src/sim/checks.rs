@@ -101,9 +101,9 @@ pub enum Violation {
         /// What was still wrong.
         detail: String,
     },
-    /// A membership rule broke: a node removed by a committed configuration stood for
-    /// election or led (it must never disrupt the cluster it left), or a leader accepted a
-    /// second membership change while one was under way.
+    /// A membership rule broke: a node removed by a committed configuration led a later term
+    /// or deposed a leader (it must never disrupt the cluster it left), or a leader accepted
+    /// a second membership change while one was under way.
     Membership {
         /// What happened.
         detail: String,
