@@ -3,8 +3,12 @@
 //!
 //! ```bash
 //! cargo run --profile sim --features sim --bin raft-sim -- soak --seeds 10000
+//! cargo run --profile sim --features sim --bin raft-sim -- soak --seeds 10000 --membership always
 //! RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed 42
 //! ```
+//!
+//! About two seeds in five change the cluster's membership while the faults run (`--membership
+//! per-seed`, the default; `always` or `never` to choose): see `raft_consensus::sim`.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use raft_consensus::sim::{
-    self, FaultConfig, FaultCounts, OperationCounts, PlantedBug, SimConfig, SimReport,
-    SnapshotCounts,
+    self, FaultConfig, FaultCounts, MembershipCounts, MembershipMode, OperationCounts, PlantedBug,
+    SimConfig, SimReport, SnapshotCounts,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -58,10 +62,12 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct RunOptions {
     /// Plant a protocol bug: commit-previous-term, forget-vote, ack-before-sync,
-    /// snapshot-skips-entry or install-keeps-conflicting-log.
+    /// snapshot-skips-entry, install-keeps-conflicting-log, change-without-joint or
+    /// learners-count-for-commit (the last two change membership on every seed).
     #[arg(long)]
     planted_bug: Option<String>,
-    /// Cluster size (default: 3 or 5, chosen by the seed).
+    /// Cluster size at the start (default: 3 or 5, chosen by the seed; 3 to 5 on seeds
+    /// that change membership, which grow and shrink between 3 and 7).
     #[arg(long, default_value_t = 0)]
     nodes: usize,
     /// Virtual milliseconds of client traffic per seed.
@@ -86,6 +92,13 @@ struct RunOptions {
     /// `SimConfig::snapshot_catch_up`.
     #[arg(long, default_value_t = 0)]
     outage_ms: u64,
+    /// Which seeds change membership while the faults run: per-seed (about two in five:
+    /// nodes start empty and join as learners, then voters; voters and learners are removed,
+    /// the leader too; one voter or a majority of them are replaced through one joint change;
+    /// leadership is transferred; clusters of 3 to 7 nodes, removed nodes keep running with
+    /// pre-vote and are shut down without it), always, or never.
+    #[arg(long, default_value = "per-seed")]
+    membership: String,
 }
 
 impl RunOptions {
@@ -103,6 +116,9 @@ impl RunOptions {
         let Some(faults) = FaultConfig::preset(&self.faults) else {
             bail!("unknown fault preset {:?}; known: mixed, crash-storm, light", self.faults)
         };
+        let Some(membership) = MembershipMode::from_name(&self.membership) else {
+            bail!("unknown membership mode {:?}; known: per-seed, always, never", self.membership)
+        };
         Ok(SimConfig {
             faults,
             pre_vote: !self.no_pre_vote,
@@ -111,6 +127,7 @@ impl RunOptions {
             workload_ms: self.workload_ms,
             clients: self.clients,
             outage_ms: self.outage_ms,
+            membership,
             planted_bug,
             trace,
             ..SimConfig::default()
@@ -161,6 +178,9 @@ fn print_report(report: &SimReport) {
             outage.node, outage.down_ms, outage.entries_behind, outage.snapshots_installed
         );
     }
+    if let Some(membership) = &report.membership {
+        println!("membership: {membership}");
+    }
     if report.violations.is_empty() {
         println!("no violations");
     }
@@ -198,6 +218,8 @@ fn soak(
     let mut operations = OperationCounts::default();
     let mut faults = FaultCounts::default();
     let mut snapshots = SnapshotCounts::default();
+    // Seeds that changed membership, and what they did.
+    let mut membership = (0u64, MembershipCounts::default());
     let mut events = 0u64;
     let mut inconclusive = 0u64;
     // Long outages: how many, how far behind in all, how many caught up by snapshot.
@@ -231,6 +253,10 @@ fn soak(
             operations.unknown += report.operations.unknown;
             faults.add(&report.faults);
             snapshots.add(&report.snapshots);
+            if let Some(counts) = &report.membership {
+                membership.0 += 1;
+                membership.1.add(counts);
+            }
             inconclusive += u64::from(report.linearizability_inconclusive);
             if let Some(outage) = &report.outage {
                 outages.0 += 1;
@@ -264,6 +290,7 @@ fn soak(
     println!("events:       {events}");
     println!("faults:       {faults}");
     println!("snapshots:    {snapshots}");
+    println!("membership:   {} seeds changed membership: {}", membership.0, membership.1);
     if outages.0 > 0 {
         println!(
             "outages:      {} followers down long, {:.0} entries behind on average, {} caught up by snapshot",

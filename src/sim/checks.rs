@@ -101,6 +101,15 @@ pub enum Violation {
         /// What was still wrong.
         detail: String,
     },
+    /// A membership rule broke: a node removed by a committed configuration led a later term
+    /// or deposed a leader (it must never disrupt the cluster it left), or a leader accepted
+    /// a second membership change while one was under way.
+    Membership {
+        /// What happened.
+        detail: String,
+        /// Virtual time.
+        at_ms: u64,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -138,6 +147,9 @@ impl fmt::Display for Violation {
             }
             Violation::Panic { message, at_ms } => write!(f, "panic at {at_ms} ms: {message}"),
             Violation::NoConvergence { detail } => write!(f, "liveness after healing: {detail}"),
+            Violation::Membership { detail, at_ms } => {
+                write!(f, "membership: {detail} (at {at_ms} ms)")
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A deterministic simulator for Raft clusters (cargo feature `sim`).
 //!
-//! [`run`] plays one seed: a cluster of 3 or 5 production [`Node`](crate::node::Node)s (the
+//! [`run`] plays one seed: a cluster of 3 to 7 production [`Node`](crate::node::Node)s (the
 //! same sans-I/O node that [`RaftNode`](crate::RaftNode) pumps on tokio: protocol core,
 //! driver, proposals, restore at start, snapshot policy) on the real write-ahead log
 //! ([`WalStorage`](crate::storage::WalStorage)) over a simulated disk, on a virtual clock,
@@ -31,27 +31,49 @@
 //!   entry per message, one append in flight and a one-byte budget; disks whose syncs run one
 //!   after another and now and then stall for hundreds of milliseconds (so a leader's own
 //!   sync can lag far behind its followers'); links with a bandwidth, so large messages
-//!   queue; and crashes aimed at nodes with syncs in flight.
+//!   queue; and crashes aimed at nodes with syncs in flight;
+//! - membership changes ([`SimConfig::membership`]; about two seeds in five by default, drawn
+//!   from a stream of their own, so that the other seeds run exactly as they did before):
+//!   the cluster starts with 3 to 5 voters, and an operator asks the leader for one change
+//!   at a time, whatever the faults: a new node is started on an empty disk with no members,
+//!   added as a learner, and made a voter (joint consensus) once it holds the leader's
+//!   configuration and its log is within
+//!   [`Config::promotion_max_lag`](crate::Config::promotion_max_lag) of the leader's; a
+//!   removed node may also rejoin with what its disk holds; voters (the leader too) and
+//!   learners are removed; one voter, or a majority of them at once, is replaced through one
+//!   joint change; leadership is transferred. Clusters stay within 3 to 7 voters and 7 nodes.
+//!   A change the leader refuses (`ChangeInProgress`, `NotCaughtUp`) is retried later: that is
+//!   normal. Some seeds favour many learners (with partitions that put the leader and its
+//!   learners on one side, the other voters on the other) or replacements (where the old and
+//!   the new voters have disjoint majorities). Removed nodes keep running with pre-vote;
+//!   without it (where their elections would disrupt the cluster) they are shut down.
 //!
 //! Every random choice comes from the seed, so a seed *is* a run: the same seed replays the
 //! same events, which [`SimReport::trace_hash`] fingerprints. After the workload, the
 //! simulator heals every fault, lets the cluster converge, and checks:
 //!
-//! - election safety: at most one leader per term;
+//! - election safety: at most one leader per term, across every configuration;
 //! - one vote per term: every vote granted is seen as it is sent, and a node that grants two
 //!   in one term is reported even if no second leader results;
 //! - log matching: two logs that agree on an entry's term agree on everything before it;
 //! - state machine safety: every node applies the same command at each index, once, in order;
-//! - durability: every acknowledged operation is in every node's log after convergence (or
-//!   committed and compacted into its snapshot), and every node's state machine is the same;
+//! - durability: every acknowledged operation is in every member's log after convergence (or
+//!   committed and compacted into its snapshot), and every member's state machine is the same;
 //! - linearizability of the client history ([`crate::linearizability`], per-key);
-//! - liveness after healing: the cluster converges on one leader and one commit index.
+//! - membership: a node removed by a committed configuration never leads a later term, and
+//!   nothing it sends in the term of an election it starts afterwards deposes a leader; a
+//!   leader refuses a second change while one is under way;
+//! - liveness after healing: the members of the leader's configuration converge on one leader
+//!   and one commit index, with no change left half done (nodes outside it, removed or never
+//!   added, do not count).
 //!
 //! [`PlantedBug`] switches on a real protocol bug (simulation builds only) to show that these
-//! checks catch what they are meant to catch; all but one are wrappers around a node's storage
-//! and state machine (`planted.rs`), outside the production code. A panic in a run (a safety
-//! invariant the node asserts, or a bug anywhere) is caught and reported as a violation of
-//! that seed.
+//! checks catch what they are meant to catch; most are wrappers around a node's storage and
+//! state machine (`planted.rs`), outside the production code; the three that only the
+//! protocol core can express (committing an earlier term's entry by counting, changing voters
+//! without the joint phase, counting learners towards commits) live there behind the `sim`
+//! feature. A panic in a run (a safety invariant the node asserts, or a bug anywhere) is
+//! caught and reported as a violation of that seed.
 
 mod checks;
 mod cluster;
@@ -59,6 +81,7 @@ mod describe;
 mod disk;
 mod journal;
 mod kv;
+mod membership;
 mod message_queue;
 mod network;
 mod planted;
@@ -77,6 +100,7 @@ pub use cluster::{Cluster, EntryFate, Proposal, TICK_STEP_MS};
 pub use describe::{describe_command, describe_entry, describe_message};
 pub use journal::{AppliedCommand, Journal};
 pub use kv::SimKv;
+pub use membership::MembershipCounts;
 pub use preset::{Preset, preset, preset_entry};
 pub use rng::SimRng;
 pub use workload::{KvWorkload, Workload};
@@ -86,7 +110,8 @@ use crate::types::NodeId;
 /// How a run is shaped: cluster size, workload and fault rates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
-    /// Nodes in the cluster (3 or 5 are typical); 0 picks 3 or 5 from the seed.
+    /// Nodes in the cluster at the start (3 or 5 are typical); 0 picks 3 or 5 from the seed (3
+    /// to 5 on a seed that changes membership, whose cluster then grows and shrinks).
     pub node_count: usize,
     /// Virtual milliseconds of client traffic (faults are injected during this time).
     pub workload_ms: u64,
@@ -115,6 +140,44 @@ pub struct SimConfig {
     /// behind a log the others have compacted and must catch up by snapshot. 0: none.
     /// [`SimConfig::snapshot_catch_up`] is a run built around it.
     pub outage_ms: u64,
+    /// Which seeds change the cluster's membership while the faults run (see
+    /// [`MembershipMode`]).
+    pub membership: MembershipMode,
+}
+
+/// Which seeds of a run change the cluster's membership: nodes added (as learners, then
+/// voters), voters and learners removed, voters replaced (one, or a majority at once), and
+/// leadership transferred, one change at a time, under every fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MembershipMode {
+    /// Some seeds (about two in five, drawn from the seed) change membership; the others run
+    /// exactly as they did before membership changes existed.
+    #[default]
+    PerSeed,
+    /// Every seed changes membership.
+    Always,
+    /// No seed does.
+    Never,
+}
+
+impl MembershipMode {
+    /// Every mode.
+    pub const ALL: [MembershipMode; 3] =
+        [MembershipMode::PerSeed, MembershipMode::Always, MembershipMode::Never];
+
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MembershipMode::PerSeed => "per-seed",
+            MembershipMode::Always => "always",
+            MembershipMode::Never => "never",
+        }
+    }
+
+    /// The mode with this command-line name.
+    pub fn from_name(name: &str) -> Option<MembershipMode> {
+        MembershipMode::ALL.into_iter().find(|mode| mode.name() == name)
+    }
 }
 
 impl Default for SimConfig {
@@ -132,6 +195,7 @@ impl Default for SimConfig {
             pre_vote: true,
             snapshots: true,
             outage_ms: 0,
+            membership: MembershipMode::PerSeed,
         }
     }
 }
@@ -318,7 +382,11 @@ impl FaultConfig {
 /// `SnapshotSkipsEntry` about 6 seeds in 100 (27 in 100 with mixed faults; the final
 /// state-machine comparison or the apply check catches it), `InstallKeepsConflictingLog`
 /// about 6 in 100 (the write-ahead log refuses to reopen: a gap or stale entries under the
-/// snapshot's successors).
+/// snapshot's successors). The membership bugs (CI tests too; every seed changes membership
+/// when one is planted): `ChangeWithoutJointPhase` about 8 seeds in 100 (12 in 100 with mixed
+/// faults: two leaders of one term, a committed entry overwritten, or a removed node that
+/// leads), `LearnersCountForCommit` about 2 in 100 (5 in 100 with mixed faults: a committed
+/// entry overwritten once the voters the leader left behind elect one of theirs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
     /// The leader commits an entry of an earlier term by counting its replicas (Raft Figure 8),
@@ -336,16 +404,28 @@ pub enum PlantedBug {
     /// but keeps the stored one (writes no log-reset record): the stale entries stay on disk
     /// under the new ones.
     InstallKeepsConflictingLog,
+    /// A leader changes the voters in one step, straight to C_new, without the joint
+    /// configuration C_old,new: a majority of the old voters and a majority of the new ones
+    /// can then decide apart (in the core, `change_voters`, behind the `sim` feature). Every
+    /// seed changes membership when it is planted.
+    ChangeWithoutJointPhase,
+    /// A leader counts learners towards the commit majority, as if they voted: an entry held
+    /// by the leader and its learners commits without a majority of the voters (in the core,
+    /// `maybe_commit`, behind the `sim` feature). Every seed changes membership when it is
+    /// planted.
+    LearnersCountForCommit,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::CommitPreviousTermByCounting,
         PlantedBug::ForgetVoteOnRestart,
         PlantedBug::AcknowledgeBeforeSync,
         PlantedBug::SnapshotSkipsEntry,
         PlantedBug::InstallKeepsConflictingLog,
+        PlantedBug::ChangeWithoutJointPhase,
+        PlantedBug::LearnersCountForCommit,
     ];
 
     /// The bug's name on the command line (kebab-case).
@@ -356,7 +436,15 @@ impl PlantedBug {
             PlantedBug::AcknowledgeBeforeSync => "ack-before-sync",
             PlantedBug::SnapshotSkipsEntry => "snapshot-skips-entry",
             PlantedBug::InstallKeepsConflictingLog => "install-keeps-conflicting-log",
+            PlantedBug::ChangeWithoutJointPhase => "change-without-joint",
+            PlantedBug::LearnersCountForCommit => "learners-count-for-commit",
         }
+    }
+
+    /// Whether the bug is in membership changes (a run with it planted changes membership on
+    /// every seed).
+    pub fn is_membership_bug(self) -> bool {
+        matches!(self, PlantedBug::ChangeWithoutJointPhase | PlantedBug::LearnersCountForCommit)
     }
 
     /// The bug with this command-line name.
@@ -508,6 +596,8 @@ pub struct SimReport {
     pub snapshots: SnapshotCounts,
     /// The long outage, when the run had one and the node came back.
     pub outage: Option<OutageReport>,
+    /// The membership changes, when the seed made some ([`SimConfig::membership`]).
+    pub membership: Option<MembershipCounts>,
     /// Highest commit index reached.
     pub commit_index: u64,
     /// Whether the linearizability search ran out of budget (neither a pass nor a violation).
@@ -521,8 +611,8 @@ pub struct SimReport {
 /// [`run_workload`] again with the same seed and `trace: true`.)
 ///
 /// Only the settings `raft-sim` exposes (`planted_bug`, `node_count`, `workload_ms`,
-/// `clients`, `pre_vote`, `snapshots`, `outage_ms`, a fault preset) are carried over; a run
-/// with other settings must be replayed through [`run`].
+/// `clients`, `pre_vote`, `snapshots`, `outage_ms`, `membership`, a fault preset) are carried
+/// over; a run with other settings must be replayed through [`run`].
 pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     let mut command = format!(
         "RUST_LOG=debug cargo run --profile sim --features sim --bin raft-sim -- replay --seed {seed}"
@@ -547,6 +637,9 @@ pub fn replay_command(seed: u64, config: &SimConfig) -> String {
     }
     if !config.snapshots {
         command.push_str(" --no-snapshots");
+    }
+    if config.membership != MembershipMode::PerSeed {
+        command.push_str(&format!(" --membership {}", config.membership.name()));
     }
     match config.faults.preset_name() {
         Some("mixed") => {}

@@ -66,6 +66,20 @@ impl SimNetwork {
         );
     }
 
+    /// Cuts every link from `side_a` to `side_b`, and back unless `one_way` (a partition
+    /// chosen by the caller rather than drawn).
+    pub(crate) fn split(&mut self, side_a: &[NodeId], side_b: &[NodeId], one_way: bool) {
+        self.cut_links.clear();
+        for a in side_a {
+            for b in side_b {
+                self.cut_links.insert((*a, *b));
+                if !one_way {
+                    self.cut_links.insert((*b, *a));
+                }
+            }
+        }
+    }
+
     /// Restores every link.
     pub(crate) fn heal(&mut self) {
         self.cut_links.clear();

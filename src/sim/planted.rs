@@ -1,8 +1,10 @@
 //! Planted bugs as wrappers: [`PlantedStorage`] around a node's storage and
 //! [`PlantedMachine`] around its state machine break one durability or apply rule each, from
-//! outside the production code, so the simulator can show its checks catch them. (The one
-//! bug that lives in the protocol core itself, committing an earlier term's entry by counting
-//! replicas, cannot be expressed from outside and stays there, behind the `sim` feature.)
+//! outside the production code, so the simulator can show its checks catch them. (The bugs
+//! that live in the protocol core itself, committing an earlier term's entry by counting
+//! replicas, changing voters without the joint phase and counting learners towards commits,
+//! cannot be expressed from outside and stay there, behind the `sim` feature; `world.rs`
+//! switches them on.)
 
 use std::error::Error;
 

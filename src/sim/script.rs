@@ -35,8 +35,9 @@
 //! syncs complete at once unless the node holds them.
 //!
 //! - `cluster <n> [seed=<s>] [pre-vote] [max-append-entries=<k>] [keep=<n>] [chunk=<bytes>]
-//!   [snapshot-after=<n>] [term=<t>] [commit=<c>]`: a new cluster of `n` nodes (pre-vote off
-//!   unless asked; `term` and `commit` apply to every preset node). Input lines preset a
+//!   [snapshot-after=<n>] [promotion-lag=<n>] [term=<t>] [commit=<c>]`: a new cluster of `n`
+//!   nodes (pre-vote off unless asked; `promotion-lag` is how far behind the leader's log a
+//!   learner may be and still be promoted; `term` and `commit` apply to every preset node). Input lines preset a
 //!   node's log, one per node: `<id>: <term of entry 1> <term of entry 2> ... [term=<t>]
 //!   [commit=<c>] [vote=<v>]` (the term defaults to the last entry's). Prints every node's
 //!   status.
@@ -231,6 +232,7 @@ impl Interpreter {
                 Some(("keep", value)) => config.snapshot_keep_entries = number(value)?,
                 Some(("chunk", value)) => config.snapshot_chunk_bytes = number(value)? as usize,
                 Some(("snapshot-after", value)) => config.snapshot_after_entries = number(value)?,
+                Some(("promotion-lag", value)) => config.promotion_max_lag = number(value)?,
                 Some(("term", value)) => term = Some(number(value)?),
                 Some(("commit", value)) => commit = number(value)?,
                 _ => return Err(format!("unknown cluster option {option:?}")),

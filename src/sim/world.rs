@@ -3,11 +3,11 @@
 //! from a queue ordered by (time, insertion order), so the run depends on the seed alone.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use crate::config::Config;
-use crate::core::{RaftCore, Role};
-use crate::error::{ProposeError, StorageError};
+use crate::core::{MemberAddress, RaftCore, Role};
+use crate::error::{MembershipError, ProposeError, StorageError};
 use crate::linearizability::{CheckResult, Model, Operation, check_with_limit};
 use crate::message::Message;
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
@@ -17,7 +17,11 @@ use crate::storage::SnapshotWriter;
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::checks::{Checker, Violation};
+use super::describe::describe_message;
 use super::disk::{CrashDamage, SimDisk, SimStorage};
+use super::membership::{
+    Action, Aim, LeaderView, MAX_SIM_NODES, MembershipPlanner, MembershipVariation,
+};
 use super::network::{MessageFate, PartitionKind, SimNetwork};
 use super::planted::{PlantedMachine, PlantedStorage};
 use super::rng::SimRng;
@@ -25,7 +29,8 @@ use super::trace::TraceHash;
 use super::variation::SeedVariation;
 use super::workload::Workload;
 use super::{
-    FaultCounts, OperationCounts, OutageReport, PlantedBug, SimConfig, SimReport, SnapshotCounts,
+    FaultCounts, MembershipMode, OperationCounts, OutageReport, PlantedBug, SimConfig, SimReport,
+    SnapshotCounts,
 };
 
 /// How often log matching is checked across the running nodes.
@@ -39,6 +44,12 @@ const MAX_EVENTS: u64 = 5_000_000;
 /// Most configurations the linearizability search may explore per key before it gives up
 /// (the run is then counted as inconclusive, never as a pass or a violation).
 const LINEARIZABILITY_BUDGET: u64 = 1_000_000;
+/// Mixed into the seed for the membership stream, apart from the world's own.
+const MEMBERSHIP_STREAM: u64 = 0x4D45_4D42_4552_5348;
+/// Share of seeds that change membership under [`MembershipMode::PerSeed`].
+const MEMBERSHIP_SEED_SHARE: f64 = 0.4;
+/// Pause between two membership rounds while a plan is under way.
+const MEMBERSHIP_POLL_MS: (u64, u64) = (10, 60);
 
 /// Something that happens at a moment of virtual time.
 #[derive(Debug)]
@@ -78,6 +89,8 @@ enum Event {
     },
     /// The long outage of [`SimConfig::outage_ms`] begins: a follower goes down.
     OutageStart,
+    /// The membership planner takes its next step (membership seeds only).
+    MembershipRound,
 }
 
 /// What a node answered a client.
@@ -133,6 +146,10 @@ struct RunningNode<M: StateMachine> {
     /// until one is done, its writes are only in the page cache, and a power loss tears or
     /// loses them.
     syncs: VecDeque<Box<dyn PendingSync>>,
+    /// Elections this incarnation had started when last looked at.
+    elections_seen: u64,
+    /// Whether it led when last looked at.
+    leading_seen: bool,
 }
 
 struct SimNode<M: StateMachine> {
@@ -147,6 +164,46 @@ struct SimNode<M: StateMachine> {
     /// Events that reached the node while it was paused, handled when it resumes.
     deferred: Vec<Event>,
     tick_scheduled_at: Option<u64>,
+    /// Whether the node was started to join (with no members) by a membership change.
+    joined: bool,
+    /// Whether the node has been a member: one of the first voters, or added as a learner.
+    ever_member: bool,
+    /// The index of the configuration entry that last added it (0 for the first voters).
+    added_at: LogIndex,
+    /// Whether a committed configuration after `added_at` leaves it out: from then on it
+    /// must never lead nor depose a leader (until it is added again).
+    removed: bool,
+    /// The highest term among the running nodes and the leaders seen when it was removed:
+    /// its elections after the removal are for later terms.
+    removed_at_term: Term,
+    /// The terms of the elections it started since it was removed.
+    terms_stood_after_removal: BTreeSet<Term>,
+    /// Whether it was shut down for good after its removal (runs without pre-vote, where a
+    /// removed node that keeps running would disrupt the cluster with its elections).
+    decommissioned: bool,
+}
+
+impl<M: StateMachine> SimNode<M> {
+    /// A node with an empty disk that has not started yet.
+    fn new(id: NodeId, joined: bool) -> Self {
+        SimNode {
+            id,
+            disk: SimDisk::default(),
+            running: None,
+            incarnation: 0,
+            paused_until: None,
+            disk_busy_until_ms: 0,
+            deferred: Vec::new(),
+            tick_scheduled_at: None,
+            joined,
+            ever_member: !joined,
+            added_at: LogIndex(0),
+            removed: false,
+            removed_at_term: Term(0),
+            terms_stood_after_removal: BTreeSet::new(),
+            decommissioned: false,
+        }
+    }
 }
 
 /// The simulator's side of [`NodeIo`] for one call into a node: applied commands go to the
@@ -278,20 +335,36 @@ pub(crate) struct World<W: Workload> {
     outage: Option<(NodeId, LogIndex, u64)>,
     /// What the long outage did, once the node is back.
     outage_report: Option<OutageReport>,
+    /// The membership changes of a membership seed.
+    membership: Option<MembershipPlanner>,
+    /// What the membership seed drew.
+    membership_variation: Option<MembershipVariation>,
+    /// The index of the latest committed (simple) configuration any node has shown.
+    committed_configuration_index: LogIndex,
 }
 
 impl<W: Workload> World<W> {
     pub(crate) fn new(seed: u64, config: &SimConfig, workload: W) -> World<W> {
         let mut rng = SimRng::new(seed);
-        let node_count = match config.node_count {
-            0 => {
-                if rng.chance(0.5) {
-                    3
-                } else {
-                    5
-                }
-            }
-            count => count,
+        let drawn_count = if rng.chance(0.5) { 3 } else { 5 };
+        // Membership choices come from their own stream, so that a seed without membership
+        // changes draws from the world's stream exactly what it drew before they existed.
+        let mut membership_rng = SimRng::new(seed ^ MEMBERSHIP_STREAM);
+        let membership_mode = match config.planted_bug {
+            Some(bug) if bug.is_membership_bug() => MembershipMode::Always,
+            _ => config.membership,
+        };
+        let membership_on = match membership_mode {
+            MembershipMode::PerSeed => membership_rng.chance(MEMBERSHIP_SEED_SHARE),
+            MembershipMode::Always => true,
+            MembershipMode::Never => false,
+        };
+        let membership_variation =
+            membership_on.then(|| MembershipVariation::draw(&mut membership_rng));
+        let node_count = match (config.node_count, &membership_variation) {
+            (0, Some(variation)) => variation.initial_nodes,
+            (0, None) => drawn_count,
+            (count, _) => count,
         };
         // Some seeds are calm, some stormy: scale every fault rate by a per-seed intensity.
         let intensity = [0.0, 0.5, 1.0, 1.0, 2.0, 3.0][rng.below(6) as usize];
@@ -316,21 +389,20 @@ impl<W: Workload> World<W> {
             }
         };
         let variation = SeedVariation::draw(&mut rng, &raft_config);
-        let raft_config = variation.apply_to(raft_config);
+        let mut raft_config = variation.apply_to(raft_config);
+        if let Some(membership) = &membership_variation {
+            raft_config.promotion_max_lag = membership.promotion_max_lag;
+        }
+        let membership = membership_variation.as_ref().map(|membership| {
+            MembershipPlanner::new(
+                membership_rng,
+                node_count,
+                membership.promotion_max_lag,
+                membership.aim,
+            )
+        });
         let members: Vec<NodeId> = (1..=node_count as u64).map(NodeId).collect();
-        let nodes = members
-            .iter()
-            .map(|id| SimNode {
-                id: *id,
-                disk: SimDisk::default(),
-                running: None,
-                incarnation: 0,
-                paused_until: None,
-                disk_busy_until_ms: 0,
-                deferred: Vec::new(),
-                tick_scheduled_at: None,
-            })
-            .collect();
+        let nodes = members.iter().map(|id| SimNode::new(*id, false)).collect();
         let clients = (0..config.clients)
             .map(|_| SimClient {
                 leader_guess: members[rng.below(node_count as u64) as usize],
@@ -363,6 +435,9 @@ impl<W: Workload> World<W> {
             snapshots: SnapshotCounts::default(),
             outage: None,
             outage_report: None,
+            membership,
+            membership_variation,
+            committed_configuration_index: LogIndex(0),
         }
     }
 
@@ -404,6 +479,14 @@ impl<W: Workload> World<W> {
             let start = self.rng.between(300, 1_000).min(self.config.workload_ms);
             self.schedule(start, Event::OutageStart);
         }
+        if let Some(variation) = &self.membership_variation {
+            self.trace_event(format_args!("membership changes: {variation:?}"));
+            let (low, high) = variation.idle_ms;
+            if let Some(planner) = self.membership.as_mut() {
+                let first = planner.rng().between(low, high);
+                self.schedule(first, Event::MembershipRound);
+            }
+        }
 
         let deadline = self.config.workload_ms + self.config.convergence_limit_ms;
         let mut converged = false;
@@ -437,8 +520,18 @@ impl<W: Workload> World<W> {
     }
 
     fn node_position(&self, id: NodeId) -> usize {
-        // Members are NodeId(1)..=NodeId(n), stored in order.
+        // Nodes are NodeId(1)..=NodeId(n), stored in order (membership changes add the next).
         (id.0 - 1) as usize
+    }
+
+    /// Every node the run has created (members or not), in id order.
+    fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|node| node.id).collect()
+    }
+
+    /// A node chosen at random, for a client's guess of the leader.
+    fn random_node(&mut self) -> NodeId {
+        self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id
     }
 
     fn trace_event(&self, description: std::fmt::Arguments<'_>) {
@@ -461,7 +554,8 @@ impl<W: Workload> World<W> {
             Event::ClientTimeout { client, operation } => self.client_timeout(client, operation),
             Event::FaultRound => self.fault_round(),
             Event::Restart(id) => {
-                if self.nodes[self.node_position(id)].running.is_none() {
+                let node = &self.nodes[self.node_position(id)];
+                if node.running.is_none() && !node.decommissioned {
                     self.trace.add_u64(0xA1);
                     self.trace_event(format_args!("{id} restarts"));
                     self.end_outage(id);
@@ -482,6 +576,7 @@ impl<W: Workload> World<W> {
             }
             Event::EndWorkload => self.end_workload(),
             Event::OutageStart => self.outage_start(),
+            Event::MembershipRound => self.membership_round(),
             Event::SnapshotWritten { id, incarnation } => {
                 if let Some(Event::SnapshotWritten { id, incarnation }) =
                     self.accepts(id, Event::SnapshotWritten { id, incarnation })
@@ -591,13 +686,37 @@ impl<W: Workload> World<W> {
             return;
         }
         self.trace.add_message(&message);
-        let to = message.to;
+        let (from, to) = (message.from, message.to);
         let now_ms = self.now_ms;
+        // A node removed by a committed configuration must never disrupt the cluster it
+        // left (with pre-vote; without it, removed nodes are shut down): watch whether a
+        // message carrying the term of an election it started after its removal (a vote
+        // request, or any answer it gives in that term) deposes a leader. (Messages it sent
+        // before, delivered late, may depose a stale leader, as any node's may.)
+        let sender = &self.nodes[self.node_position(from)];
+        let watch = self.config.pre_vote
+            && sender.removed
+            && sender.terms_stood_after_removal.contains(&message.term);
+        let mut deposed = None;
         self.after_input_with(to, |node, _| {
             node.tick(now_ms);
+            let leading = node.core().role() == Role::Leader;
+            let term = node.core().term();
+            let description = watch.then(|| describe_message(&message));
             node.step(message);
+            if leading && node.core().role() != Role::Leader {
+                deposed = description.map(|message| (term, message));
+            }
             Ok(())
         });
+        if let Some((term, message)) = deposed {
+            self.checker.report(Violation::Membership {
+                detail: format!(
+                    "{from}, removed by a committed configuration, deposed {to}, the leader of term {term}, with {message}"
+                ),
+                at_ms: now_ms,
+            });
+        }
     }
 
     fn tick(&mut self, id: NodeId) {
@@ -635,17 +754,29 @@ impl<W: Workload> World<W> {
         let state_machine = PlantedMachine::new(self.workload.new_machine(), bug);
         // The simulated disk holds exactly what the node wrote, so a refusal here is a bug
         // in the node or the disk model: the run reports it as a violation (a caught panic).
+        // A node that joined a running cluster starts with no members and learns its
+        // configuration from the leader (and, once it has one, from its disk).
+        let members = if self.nodes[position].joined { Vec::new() } else { self.members.clone() };
         let mut node = Node::start(
             id,
-            self.members.clone(),
+            members,
             self.raft_config.clone(),
             storage,
             state_machine,
             self.rng.next_u64(),
         )
         .unwrap_or_else(|error| panic!("{id} cannot restart from its disk: {error}"));
-        if bug == Some(PlantedBug::CommitPreviousTermByCounting) {
-            node.core_mut().planted_commit_previous_term = true;
+        match bug {
+            Some(PlantedBug::CommitPreviousTermByCounting) => {
+                node.core_mut().planted_commit_previous_term = true;
+            }
+            Some(PlantedBug::ChangeWithoutJointPhase) => {
+                node.core_mut().planted_change_without_joint = true;
+            }
+            Some(PlantedBug::LearnersCountForCommit) => {
+                node.core_mut().planted_learners_count_for_commit = true;
+            }
+            _ => {}
         }
         node.tick(self.now_ms);
         let node_state = &mut self.nodes[position];
@@ -656,6 +787,8 @@ impl<W: Workload> World<W> {
             snapshots_installed: 0,
             snapshot_to_write: None,
             syncs: VecDeque::new(),
+            elections_seen: 0,
+            leading_seen: false,
         });
         node_state.paused_until = None;
         node_state.deferred.clear();
@@ -812,6 +945,9 @@ impl<W: Workload> World<W> {
                 self.crash(id);
             }
         }
+        if self.membership.is_some() {
+            self.observe_membership(id);
+        }
     }
 
     fn send(&mut self, message: Message) {
@@ -904,6 +1040,10 @@ impl<W: Workload> World<W> {
             Err((ProposeError::NotLeader { leader_hint }, _)) => {
                 self.answer_client(client, operation, ClientAnswer::NotLeader(leader_hint));
             }
+            Err((ProposeError::LeadershipTransfer { target }, _)) => {
+                // Refused, never appended: the client tries the transfer's target.
+                self.answer_client(client, operation, ClientAnswer::NotLeader(Some(target)));
+            }
             Err(_) => self.answer_client(client, operation, ClientAnswer::Unknown),
         }
     }
@@ -912,26 +1052,26 @@ impl<W: Workload> World<W> {
         if self.clients[client].outstanding != Some(operation) {
             return;
         }
-        let record = &mut self.history[operation];
-        record.return_ms = self.now_ms;
-        let state = &mut self.clients[client];
-        match answer {
+        self.history[operation].return_ms = self.now_ms;
+        let (outcome, guess) = match answer {
             ClientAnswer::Applied { result, index, term } => {
-                record.outcome = match self.workload.output(client, &record.input, &result) {
+                let record = &self.history[operation];
+                let outcome = match self.workload.output(client, &record.input, &result) {
                     Some(output) => RecordedOutcome::Ok { output, index, term },
                     None => RecordedOutcome::Unknown,
                 };
+                (outcome, None)
             }
             ClientAnswer::NotLeader(hint) => {
-                record.outcome = RecordedOutcome::Failed;
-                state.leader_guess = hint
-                    .unwrap_or(self.members[self.rng.below(self.members.len() as u64) as usize]);
+                // Drawn even when there is a hint (as it always was: seeds replay as before).
+                let random = self.random_node();
+                (RecordedOutcome::Failed, Some(hint.unwrap_or(random)))
             }
-            ClientAnswer::Unknown => {
-                record.outcome = RecordedOutcome::Unknown;
-                state.leader_guess =
-                    self.members[self.rng.below(self.members.len() as u64) as usize];
-            }
+            ClientAnswer::Unknown => (RecordedOutcome::Unknown, Some(self.random_node())),
+        };
+        self.history[operation].outcome = outcome;
+        if let Some(guess) = guess {
+            self.clients[client].leader_guess = guess;
         }
         self.trace.add_u64(0xB2);
         self.trace.add_u64(operation as u64);
@@ -951,9 +1091,10 @@ impl<W: Workload> World<W> {
         self.history[operation].outcome = RecordedOutcome::Unknown;
         self.trace.add_u64(0xB3);
         self.trace_event(format_args!("client {client} times out"));
+        let guess = self.random_node();
         let state = &mut self.clients[client];
         state.outstanding = None;
-        state.leader_guess = self.members[self.rng.below(self.members.len() as u64) as usize];
+        state.leader_guess = guess;
         self.schedule(0, Event::ClientIssue(client));
     }
 
@@ -969,13 +1110,20 @@ impl<W: Workload> World<W> {
         if !self.network.is_partitioned() && self.rng.chance(faults.partition) {
             let kind = [PartitionKind::Symmetric, PartitionKind::OneWay, PartitionKind::Bridge]
                 [self.rng.below(3) as usize];
-            let kind = if kind == PartitionKind::Bridge && self.members.len() < 3 {
+            let nodes = self.node_ids();
+            let kind = if kind == PartitionKind::Bridge && nodes.len() < 3 {
                 PartitionKind::Symmetric
             } else {
                 kind
             };
-            let members = self.members.clone();
-            self.network.partition(&members, kind, &mut self.rng);
+            if let Some((side_a, side_b)) = self.learner_side_partition() {
+                // The leader and its learners on one side, the other voters on the other.
+                let one_way = kind == PartitionKind::OneWay;
+                self.network.split(&side_a, &side_b, one_way);
+                self.trace_event(format_args!("partition of {side_a:?} from {side_b:?}"));
+            } else {
+                self.network.partition(&nodes, kind, &mut self.rng);
+            }
             self.faults.partitions += 1;
             self.trace.add_u64(0xC1);
             self.trace_event(format_args!("partition ({kind:?})"));
@@ -1093,8 +1241,14 @@ impl<W: Workload> World<W> {
         self.workload_over = true;
         self.trace_event(format_args!("workload over: healing every fault"));
         self.network.heal();
-        for id in self.members.clone() {
+        if let Some(planner) = self.membership.as_mut() {
+            planner.stop();
+        }
+        for id in self.node_ids() {
             let position = self.node_position(id);
+            if self.nodes[position].decommissioned {
+                continue;
+            }
             if self.nodes[position].running.is_none() {
                 self.end_outage(id);
                 self.start_node(id);
@@ -1113,31 +1267,55 @@ impl<W: Workload> World<W> {
         self.checker.check_log_matching(&cores, self.now_ms);
     }
 
-    /// Every node up, one leader that all follow, every entry committed and applied
-    /// everywhere, and no client waiting.
+    /// The running, unpaused node that leads the highest term, if any.
+    fn current_leader(&self) -> Option<&RaftCore> {
+        self.nodes
+            .iter()
+            .filter(|node| node.paused_until.is_none())
+            .filter_map(|node| node.running.as_ref().map(|running| running.node.core()))
+            .filter(|core| core.role() == Role::Leader)
+            .max_by_key(|core| core.term())
+    }
+
+    /// Every member of the leader's configuration (and the leader) up, following the leader
+    /// in its term, every entry committed and applied on each, and no client waiting. Nodes
+    /// outside the leader's configuration (removed, or started and never added) do not
+    /// count.
     fn has_converged(&self) -> bool {
         if self.clients.iter().any(|client| client.outstanding.is_some()) {
             return false;
         }
-        let mut statuses = Vec::new();
-        for node in &self.nodes {
-            let Some(running) = &node.running else { return false };
-            if node.paused_until.is_some() {
-                return false;
-            }
-            statuses.push(running.node.core());
-        }
-        let Some(leader) = statuses.iter().find(|core| core.role() == Role::Leader) else {
+        let Some(leader) = self.current_leader() else {
             return false;
         };
         let target = leader.last_log_id();
-        leader.commit_index() == target.index
-            && statuses.iter().all(|core| {
-                core.term() == leader.term()
-                    && core.leader_id() == Some(leader.id())
-                    && core.last_log_id() == target
-                    && core.applied_index() == target.index
-            })
+        if leader.commit_index() != target.index {
+            return false;
+        }
+        let configuration = leader.configuration();
+        let mut members = configuration.members().iter().copied();
+        std::iter::once(leader.id()).chain(&mut members).all(|id| {
+            let node = &self.nodes[self.node_position(id)];
+            let Some(running) = &node.running else { return false };
+            let core = running.node.core();
+            node.paused_until.is_none()
+                && core.term() == leader.term()
+                && core.leader_id() == Some(leader.id())
+                && core.last_log_id() == target
+                && core.applied_index() == target.index
+        })
+    }
+
+    /// The members of the leader's configuration and the leader (after convergence: the
+    /// nodes that must hold every acknowledged write).
+    fn final_members(&self) -> Vec<NodeId> {
+        let Some(leader) = self.current_leader() else { return self.node_ids() };
+        let mut members = leader.configuration().members().to_vec();
+        if !members.contains(&leader.id()) {
+            members.push(leader.id());
+        }
+        members.sort_unstable();
+        members
     }
 
     fn finish(mut self, converged: bool) -> SimReport {
@@ -1176,17 +1354,22 @@ impl<W: Workload> World<W> {
             faults: self.faults,
             snapshots: self.snapshots,
             outage: self.outage_report,
+            membership: self.membership.as_ref().map(|planner| planner.counts),
             commit_index: self.max_commit_index.0,
             linearizability_inconclusive: self.linearizability_inconclusive,
             violations: self.checker.into_violations(),
         }
     }
 
-    /// Durability: every acknowledged operation is in every node's log, at its index and term,
-    /// or committed and compacted into the node's snapshot. And every node's state machine is
-    /// the same (they applied, or restored from snapshots, the same commands).
+    /// Durability: every acknowledged operation is in every member's log, at its index and
+    /// term, or committed and compacted into the member's snapshot. And every member's state
+    /// machine is the same (they applied, or restored from snapshots, the same commands).
+    /// Nodes outside the final configuration (removed ones that keep running) are not held to
+    /// it.
     fn check_durability(&mut self) {
-        let mut stores = self.nodes.iter().filter_map(|node| {
+        let members = self.final_members();
+        let is_member = |node: &&SimNode<W::Machine>| members.contains(&node.id);
+        let mut stores = self.nodes.iter().filter(is_member).filter_map(|node| {
             Some((node.id, node.running.as_ref()?.node.state_machine().inner()))
         });
         if let Some((first_id, first_store)) = stores.next() {
@@ -1211,7 +1394,7 @@ impl<W: Workload> World<W> {
                 _ => None,
             })
             .collect();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(is_member) {
             let Some(running) = &node.running else { continue };
             let core = running.node.core();
             for (index, term) in &acknowledged {
@@ -1273,4 +1456,260 @@ impl<W: Workload> World<W> {
             }
         }
     }
+}
+
+/// Membership changes (membership seeds only): the planner's rounds, carried out at the
+/// leader, and what the world watches of them.
+impl<W: Workload> World<W> {
+    /// One round of the membership planner: start the nodes a plan needs, then make at most
+    /// one membership call at the leader; schedule the next round.
+    fn membership_round(&mut self) {
+        if self.workload_over {
+            return;
+        }
+        let Some(view) = self.current_leader().map(|core| LeaderView {
+            leader: core.id(),
+            configuration: core.configuration().clone(),
+            busy: core.membership_change_in_progress()
+                || core.leadership_transfer_target().is_some(),
+            last_index: core.last_log_id().index,
+            configuration_index: core.configuration_index(),
+            match_indexes: core.follower_match_indexes(),
+        }) else {
+            self.schedule_membership_round();
+            return;
+        };
+        let spare: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|node| {
+                !node.decommissioned
+                    && !view.configuration.is_member(node.id)
+                    && (!node.ever_member || node.removed)
+            })
+            .map(|node| node.id)
+            .collect();
+        let now_ms = self.now_ms;
+        if self.config.trace
+            && let Some(plan) = self.membership.as_ref().and_then(MembershipPlanner::describe_plan)
+        {
+            self.trace_event(format_args!("membership plan under way: {plan}"));
+        }
+        loop {
+            let Some(planner) = self.membership.as_mut() else { return };
+            match planner.next_action(now_ms, Some(&view), &spare, true) {
+                Action::Wait => break,
+                Action::StartNode(id) => self.create_node(id),
+                action => {
+                    self.carry_out(view.leader, action);
+                    break;
+                }
+            }
+        }
+        self.schedule_membership_round();
+    }
+
+    fn schedule_membership_round(&mut self) {
+        let Some(planner) = self.membership.as_mut() else { return };
+        let (low, high) = if planner.busy() {
+            MEMBERSHIP_POLL_MS
+        } else {
+            self.membership_variation.as_ref().map_or(MEMBERSHIP_POLL_MS, |v| v.idle_ms)
+        };
+        let delay = planner.rng().between(low, high);
+        self.schedule(delay, Event::MembershipRound);
+    }
+
+    /// Now and then on a membership seed whose leader has learners: the leader and its
+    /// learners as one side of a partition, the other voters as the other. A leader must not
+    /// commit there (a majority of the voters is on the other side), whatever its learners
+    /// hold.
+    fn learner_side_partition(&mut self) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        let chance = match self.membership_variation.as_ref()?.aim {
+            Aim::ManyLearners => 0.6,
+            Aim::Balanced | Aim::Replacements => 0.2,
+        };
+        let leader = self.current_leader()?;
+        let configuration = leader.configuration();
+        if configuration.learners().is_empty() {
+            return None;
+        }
+        let mut side_a: Vec<NodeId> = configuration.learners().iter().copied().collect();
+        side_a.push(leader.id());
+        let side_b: Vec<NodeId> =
+            self.node_ids().into_iter().filter(|id| !side_a.contains(id)).collect();
+        let planner = self.membership.as_mut()?;
+        planner.rng().chance(chance).then_some((side_a, side_b))
+    }
+
+    /// Creates node `id` (the next id) on an empty disk and starts it with no members: it
+    /// waits for the leader to add it.
+    fn create_node(&mut self, id: NodeId) {
+        debug_assert_eq!(id.0, self.nodes.len() as u64 + 1, "nodes are created in id order");
+        debug_assert!(id.0 <= MAX_SIM_NODES);
+        if id.0 != self.nodes.len() as u64 + 1 {
+            return;
+        }
+        self.nodes.push(SimNode::new(id, true));
+        self.trace.add_u64(0xD1);
+        self.trace.add_u64(id.0);
+        self.trace_event(format_args!("{id} starts on an empty disk to join the cluster"));
+        self.start_node(id);
+    }
+
+    /// Makes the membership call `action` at `leader`, and records how it went.
+    fn carry_out(&mut self, leader: NodeId, action: Action) {
+        let mut outcome: Option<Result<LogIndex, MembershipError>> = None;
+        let call = action.clone();
+        self.after_input_with(leader, |node, _| {
+            outcome = Some(match call {
+                Action::AddLearner(id) | Action::ConcurrentChange(id) => {
+                    node.add_learner(id, sim_address(id))
+                }
+                Action::ChangeVoters(voters) => node.change_voters(voters),
+                Action::RemoveMember(id) => node.remove_member(id),
+                Action::Transfer(target) => node.transfer_leadership(target).map(|()| LogIndex(0)),
+                Action::Wait | Action::StartNode(_) => return Ok(()),
+            });
+            Ok(())
+        });
+        let Some(outcome) = outcome else { return };
+        self.trace.add_u64(0xD2);
+        self.trace.add_u64(leader.0);
+        self.trace.add_u64(match &outcome {
+            Ok(index) => index.0,
+            Err(_) => u64::MAX,
+        });
+        self.trace_event(format_args!("{leader} is asked {action:?}: {outcome:?}"));
+        let Some(planner) = self.membership.as_mut() else { return };
+        let counts = &mut planner.counts;
+        match (&action, outcome) {
+            (Action::ConcurrentChange(id), Ok(index)) => {
+                self.checker.report(Violation::Membership {
+                    detail: format!(
+                        "{leader} accepted a change (learner {id} at index {index}) while another was under way"
+                    ),
+                    at_ms: self.now_ms,
+                });
+            }
+            (_, Ok(index)) => match action {
+                Action::AddLearner(id) => {
+                    counts.learners_added += 1;
+                    let position = self.node_position(id);
+                    let node = &mut self.nodes[position];
+                    node.ever_member = true;
+                    node.added_at = index;
+                    node.removed = false;
+                    node.terms_stood_after_removal.clear();
+                }
+                Action::ChangeVoters(_) => counts.voter_changes += 1,
+                Action::RemoveMember(_) => counts.removals += 1,
+                Action::Transfer(_) => counts.transfers += 1,
+                _ => {}
+            },
+            (_, Err(MembershipError::ChangeInProgress)) => counts.refused_in_progress += 1,
+            (_, Err(MembershipError::NotCaughtUp { .. })) => counts.refused_not_caught_up += 1,
+            (_, Err(MembershipError::Invalid { .. })) => counts.refused_invalid += 1,
+            (_, Err(_)) => {}
+        }
+    }
+
+    /// After an input to node `id`: notes a newly committed configuration (the nodes it
+    /// leaves out are removed from then on; without pre-vote they are shut down for good),
+    /// and checks that a removed node never stands for election nor leads.
+    fn observe_membership(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        let Some(running) = self.nodes[position].running.as_ref() else { return };
+        let core = running.node.core();
+        let index = core.configuration_index();
+        let newly_committed = index > self.committed_configuration_index
+            && index <= core.commit_index()
+            && !core.configuration().is_joint()
+            && !core.configuration().is_unknown();
+        let (role, term, elections) = (core.role(), core.term(), core.elections_started());
+        let mut removed_now = Vec::new();
+        if newly_committed {
+            let configuration = core.configuration().clone();
+            self.committed_configuration_index = index;
+            // The configuration committed in a term no higher than any a running node has
+            // reached or a leader has had.
+            let highest_term = self
+                .nodes
+                .iter()
+                .filter_map(|node| node.running.as_ref().map(|running| running.node.core().term()))
+                .chain(self.checker.leaders().map(|(term, _)| term))
+                .max()
+                .unwrap_or(term);
+            for node in &mut self.nodes {
+                if node.ever_member
+                    && !node.removed
+                    && node.added_at < index
+                    && !configuration.is_member(node.id)
+                {
+                    node.removed = true;
+                    node.removed_at_term = highest_term;
+                    removed_now.push(node.id);
+                }
+            }
+            self.trace_event(format_args!(
+                "configuration {configuration} committed at {index}; removed now: {removed_now:?}"
+            ));
+        }
+        let node = &mut self.nodes[position];
+        if let Some(running) = node.running.as_mut() {
+            // A node removed while it led (a pause, a partition) may still think it leads:
+            // only a new leadership counts. (A removed node may still start an election: a
+            // stale pre-vote grant, delivered late, can complete a pre-vote round. Harmless as
+            // long as it neither leads nor deposes a leader, which `deliver` watches.)
+            let stood = elections > running.elections_seen;
+            let took_office = role == Role::Leader && !running.leading_seen;
+            running.elections_seen = elections;
+            running.leading_seen = role == Role::Leader;
+            if node.removed && stood {
+                node.terms_stood_after_removal.insert(term);
+                if let Some(planner) = self.membership.as_mut() {
+                    planner.counts.removed_elections += 1;
+                }
+            }
+            // It may still win an election of an earlier term, with votes cast before its
+            // removal (delivered late: a pause); any later term needs a log that holds the
+            // configuration that removed it (Leader Completeness), which would make it a
+            // member again.
+            if node.removed && self.config.pre_vote && took_office && term > node.removed_at_term {
+                self.checker.report(Violation::Membership {
+                    detail: format!(
+                        "{id}, removed by a committed configuration, leads term {term}"
+                    ),
+                    at_ms: self.now_ms,
+                });
+            }
+        }
+        if !self.config.pre_vote {
+            for removed in removed_now {
+                self.decommission(removed);
+            }
+        }
+    }
+
+    /// Shuts removed node `id` down for good (a clean stop: its disk keeps what it wrote).
+    fn decommission(&mut self, id: NodeId) {
+        let position = self.node_position(id);
+        let node = &mut self.nodes[position];
+        node.decommissioned = true;
+        node.paused_until = None;
+        node.deferred.clear();
+        node.tick_scheduled_at = None;
+        node.disk_busy_until_ms = 0;
+        if node.running.take().is_some() {
+            self.trace.add_u64(0xD3);
+            self.trace.add_u64(id.0);
+            self.trace_event(format_args!("{id} is shut down for good: it was removed"));
+        }
+    }
+}
+
+/// The address a simulated node is added with (the simulator's network needs none; the
+/// configuration carries it all the same).
+fn sim_address(id: NodeId) -> MemberAddress {
+    MemberAddress { raft_addr: format!("sim:{}", id.0), client_addr: String::new() }
 }
