@@ -307,3 +307,24 @@ fn a_new_leader_changes_nothing_before_its_term_commits() {
     assert!(cluster.add_learner(1, 4).is_ok());
     assert_eq!(cluster.core(1).configuration_index(), LogIndex(2));
 }
+
+/// A server votes for a candidate that its own configuration does not list (§4.1: a server
+/// accepts RequestVote from a server not in its latest configuration): its configuration may
+/// lag behind the candidate's. A new voter that has not yet received the entry that promoted
+/// it must still vote, or a cluster whose leader fails mid-change could never elect again
+/// (the simulator found that case).
+#[test]
+fn a_voter_grants_a_candidate_its_configuration_does_not_list() {
+    let mut cluster = Cluster::new(3, 9);
+    cluster.tick(2, 0);
+    let last = cluster.core(2).last_log_id();
+    let term = cluster.term(2) + 1;
+    cluster.inject(raft_consensus::Message {
+        from: NodeId(9),
+        to: NodeId(2),
+        term: raft_consensus::Term(term),
+        body: MessageBody::RequestVote { last_log_id: last, leadership_transfer: false },
+    });
+    cluster.deliver_round(|message| message.to == NodeId(2));
+    assert_eq!(cluster.core(2).voted_for(), Some(NodeId(9)));
+}

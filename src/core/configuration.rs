@@ -20,7 +20,7 @@ use crate::types::{LogIndex, NodeId};
 /// too) learns where the others are. The core never reads them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MemberAddress {
-    /// Where the member accepts Raft traffic (for [`TcpTransport`](crate::TcpTransport): a
+    /// Where the member accepts Raft traffic (for [`TcpTransport`](crate::transport::TcpTransport): a
     /// `host:port`). Empty when the transport needs none (in-process channels).
     pub raft_addr: String,
     /// Where the member serves the application's clients (raft-kv: its HTTP address). Empty

@@ -422,6 +422,16 @@ impl RaftCore {
             }
             _ => {}
         }
+        if message.term > self.term
+            && self.role == Role::Leader
+            && !self.configuration.is_member(message.from)
+        {
+            // A node this leader's configuration (the latest in the log) does not list, such
+            // as a removed member that stood after a late TimeoutNow, cannot depose it: only
+            // members' terms matter to elections it takes part in.
+            tracing::debug!(target: LOG_TARGET, node = %self.id, from = %message.from, "Ignoring a message of term {} from a node outside the configuration", message.term);
+            return;
+        }
         if message.term > self.term {
             let leader = match message.body {
                 MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. } => {

@@ -1,28 +1,25 @@
-//! Known bugs in the core that the membership simulator found, kept as ignored tests until
-//! the core is fixed (then remove the `#[ignore]`): run them with
-//! `cargo test --test known_core_bugs -- --ignored`. Each fails today; the simulator reports
-//! them, rarely: seed 1021350 with `--membership always`, seed 2007009 with the default.
-//!
-//! (A third, a learner promoted before it held any configuration refusing every vote so that
-//! a cluster could never elect again, is fixed: see `tests/membership_rules.rs`.)
+//! Regression tests for core bugs the membership simulator found, each a deterministic
+//! reproduction of a failing seed (`raft-sim replay --seed 1021350 --membership always`,
+//! `raft-sim replay --seed 2007009`), fixed since. A third (a learner promoted before it
+//! held any configuration refused every vote, so a cluster that lost its leader mid-change
+//! never elected again) has its rule tested in `tests/membership_rules.rs`.
 
 use raft_consensus::core::Role;
 use raft_consensus::sim::Cluster;
 use raft_consensus::{Config, Message, MessageBody, NodeId};
 
 /// Raft thesis §3.10 and §4.2.3: a leadership transfer that does not complete within an
-/// election timeout is abandoned, and a removed server must not disrupt the cluster. The
-/// core honours a `TimeoutNow` whenever it arrives from the leader the node follows, however
-/// late: here it reaches its target after the transfer was abandoned and after the target was
-/// removed (its log, behind, still holds a configuration where it votes). It stands at once,
-/// for a new term. Its vote request no longer passes the leader's lease (only a voter of the
-/// leader's configuration may bypass it), but the leader's heartbeats and appends still in
-/// flight to it are answered in the new term, and the leader steps down for a node that is
-/// not even a member. Found by the simulator: `raft-sim replay --seed 1021350 --membership
+/// election timeout is abandoned, and a removed server must not disrupt the cluster. A
+/// `TimeoutNow` that reaches its target after the transfer was abandoned and after the target
+/// was removed (its log, behind, still holds a configuration where it votes) makes it stand
+/// for a new term. Its vote request does not pass the leader's lease (only a voter of the
+/// leader's configuration may bypass it), and the leader ignores the new term on its answers
+/// to appends still in flight (a node outside the leader's configuration cannot depose it);
+/// before the fix, the leader stepped down for a node that was not even a member. Found by the
+/// simulator: `raft-sim replay --seed 1021350 --membership
 /// always` ("node1, removed by a committed configuration, deposed node3, the leader of term 1,
 /// with 1->3 AppendEntriesResponse term=2 rejected prev=18 log-too-short first=19").
 #[test]
-#[ignore = "core bug: a late TimeoutNow lets a removed node depose the leader"]
 fn a_late_timeout_now_does_not_let_a_removed_node_depose_the_leader() {
     let config = Config { pre_vote: true, ..Config::default() };
     let mut cluster = Cluster::with_config(3, config, 1);
@@ -73,7 +70,6 @@ fn a_late_timeout_now_does_not_let_a_removed_node_depose_the_leader() {
 /// --seed 2007009`). Original members rarely meet it (their logs hold entries), joining
 /// nodes often do.
 #[test]
-#[ignore = "core bug: a joined node that lost the log reset after a snapshot cannot restart"]
 fn a_joined_node_that_lost_its_log_reset_restarts_after_appending_past_the_snapshot() {
     let config = Config {
         snapshot_after_entries: 0,
