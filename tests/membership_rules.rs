@@ -328,3 +328,30 @@ fn a_voter_grants_a_candidate_its_configuration_does_not_list() {
     cluster.deliver_round(|message| message.to == NodeId(2));
     assert_eq!(cluster.core(2).voted_for(), Some(NodeId(9)));
 }
+
+/// Snapshots record the configuration as of their last entry (§4.1, with §5 of the thesis's
+/// compaction chapter): a node whose log is compacted past the configuration entries, and
+/// one restarted from that snapshot alone, use the configuration the snapshot recorded.
+#[test]
+fn a_snapshot_carries_the_configuration_at_its_end() {
+    let config = Config { pre_vote: false, snapshot_keep_entries: 0, ..Config::default() };
+    let mut cluster = Cluster::with_config(3, config, 13);
+    cluster.campaign(1);
+    cluster.stabilize();
+    add_caught_up_learner(&mut cluster, 4);
+    cluster.propose(1, b"after the change").expect("node 1 leads");
+    cluster.stabilize();
+    cluster.fire_timer(1);
+    cluster.stabilize();
+    cluster.take_snapshot(2);
+    let recorded = cluster.stored_snapshot(2).expect("node 2 stored a snapshot").clone();
+    assert!(recorded.configuration.learners().contains(&NodeId(4)), "{}", recorded.configuration);
+    assert_eq!(recorded.configuration.voters(), &[NodeId(1), NodeId(2), NodeId(3)]);
+    assert!(
+        cluster.core(2).first_log_index() > cluster.core(2).configuration_index(),
+        "the configuration entry is compacted away"
+    );
+    cluster.crash(2);
+    cluster.restart(2);
+    assert_eq!(*cluster.core(2).configuration(), recorded.configuration);
+}
