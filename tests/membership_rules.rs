@@ -355,3 +355,52 @@ fn a_snapshot_carries_the_configuration_at_its_end() {
     cluster.restart(2);
     assert_eq!(*cluster.core(2).configuration(), recorded.configuration);
 }
+
+/// The leader appends C_new only once C_old,new is committed (§4.3), not when earlier
+/// entries commit: an entry proposed before the change commits first, and the configuration
+/// stays joint until the joint entry itself does.
+#[test]
+fn c_new_waits_for_c_old_new_to_commit_not_for_earlier_entries() {
+    let mut cluster = three_with_leader_1();
+    add_caught_up_learner(&mut cluster, 4);
+    let earlier = cluster.propose(1, b"before the change").expect("node 1 leads");
+    let joint = cluster.change_voters(1, &[1, 2, 3, 4]).expect("4 has caught up");
+    assert!(joint > earlier);
+    // Only the AppendEntries carrying the earlier entry (not the joint one) are delivered.
+    let carries_only_earlier = |message: &raft_consensus::Message| match &message.body {
+        MessageBody::AppendEntries { entries, .. } => {
+            entries.last().is_some_and(|entry| entry.index == earlier)
+        }
+        _ => false,
+    };
+    cluster.deliver_round(carries_only_earlier);
+    cluster.deliver_round(|message| message.to == NodeId(1));
+    assert!(cluster.commit_index(1) >= earlier.0, "the earlier entry committed");
+    assert!(cluster.commit_index(1) < joint.0);
+    assert!(cluster.core(1).configuration().is_joint(), "no C_new before C_old,new commits");
+    assert_eq!(cluster.core(1).configuration_index(), joint);
+}
+
+/// A node that catches up through a snapshot takes the configuration the snapshot recorded
+/// (a new node whose log the snapshot replaces learns its membership from it).
+#[test]
+fn a_node_installing_a_snapshot_takes_its_configuration() {
+    let config = Config { pre_vote: false, snapshot_keep_entries: 0, ..Config::default() };
+    let mut cluster = Cluster::with_config(3, config, 17);
+    cluster.campaign(1);
+    cluster.stabilize();
+    cluster.add_node(4);
+    cluster.isolate(4);
+    cluster.add_learner(1, 4).expect("no change runs");
+    cluster.propose(1, b"while node 4 is away").expect("node 1 leads");
+    cluster.stabilize();
+    cluster.take_snapshot(1);
+    assert!(cluster.core(1).first_log_index() > cluster.core(1).configuration_index());
+    assert!(cluster.core(4).configuration().is_unknown());
+    cluster.heal();
+    cluster.fire_timer(1);
+    cluster.stabilize();
+    assert_eq!(cluster.snapshots_installed(4), 1);
+    assert_eq!(cluster.core(4).configuration(), cluster.core(1).configuration());
+    assert!(cluster.core(4).configuration().learners().contains(&NodeId(4)));
+}

@@ -423,3 +423,209 @@ fn check_address(address: &MemberAddress) -> Result<(), MembershipError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::InitialState;
+    use super::*;
+    use crate::config::Config;
+
+    fn address(raft: &str, client: &str) -> MemberAddress {
+        MemberAddress { raft_addr: raft.into(), client_addr: client.into() }
+    }
+
+    /// The single voter of a one-node cluster, leading with its no-op committed.
+    fn single_leader() -> RaftCore {
+        let mut core =
+            RaftCore::new(NodeId(1), [NodeId(1)], Config::default(), InitialState::default(), 1)
+                .expect("a valid start");
+        core.tick(0);
+        core.tick(10_000);
+        assert_eq!(core.role(), Role::Leader);
+        settle(&mut core);
+        assert_eq!(core.commit_index(), core.last_log_id().index);
+        core
+    }
+
+    /// Carries out every Ready (storage and state machine being no-ops).
+    fn settle(core: &mut RaftCore) {
+        while core.has_ready() {
+            let ready = core.ready();
+            core.advance(ready.ack);
+        }
+    }
+
+    #[test]
+    fn an_address_in_use_by_another_member_is_refused_and_empty_ones_are_not() {
+        let mut core = single_leader();
+        core.add_learner(NodeId(2), address("10.0.0.2:7000", "10.0.0.2:8000")).expect("new");
+        settle(&mut core);
+        let same_raft = core.add_learner(NodeId(3), address("10.0.0.2:7000", "10.0.0.3:8000"));
+        assert!(matches!(same_raft, Err(MembershipError::Invalid { .. })), "{same_raft:?}");
+        let same_client = core.add_learner(NodeId(3), address("10.0.0.3:7000", "10.0.0.2:8000"));
+        assert!(matches!(same_client, Err(MembershipError::Invalid { .. })), "{same_client:?}");
+        // Node 2 may keep its own addresses; empty addresses are shared by no one.
+        core.add_learner(NodeId(2), address("10.0.0.2:7000", "10.0.0.2:8000")).expect("same");
+        settle(&mut core);
+        core.add_learner(NodeId(3), address("", "")).expect("empty addresses");
+        settle(&mut core);
+        core.add_learner(NodeId(4), address("", "")).expect("empty addresses again");
+        settle(&mut core);
+        assert_eq!(core.configuration().learners().len(), 3);
+        let voter = core.add_learner(NodeId(1), address("", ""));
+        assert!(matches!(voter, Err(MembershipError::Invalid { .. })), "{voter:?}");
+    }
+
+    #[test]
+    fn addresses_longer_than_the_encoding_carries_are_refused() {
+        let mut core = single_leader();
+        let limit = super::super::MAX_ADDRESS_BYTES;
+        let at_limit = "a".repeat(limit);
+        core.add_learner(NodeId(2), address(&at_limit, &at_limit)).expect("at the limit");
+        settle(&mut core);
+        for long in [address(&"a".repeat(limit + 1), ""), address("", &"b".repeat(limit + 1))] {
+            let refused = core.add_learner(NodeId(3), long);
+            assert!(matches!(refused, Err(MembershipError::Invalid { .. })), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_voter_set_must_be_non_empty_new_and_within_the_limit() {
+        let mut core = single_leader();
+        let empty = core.change_voters([]);
+        assert!(matches!(empty, Err(MembershipError::Invalid { .. })), "{empty:?}");
+        let same = core.change_voters([NodeId(1)]);
+        assert!(matches!(same, Err(MembershipError::Invalid { .. })), "{same:?}");
+        let too_many = core.change_voters((1..=MAX_MEMBERS as u64 + 1).map(NodeId));
+        assert!(
+            matches!(&too_many, Err(MembershipError::Invalid { reason }) if reason.contains("at most")),
+            "{too_many:?}"
+        );
+        let stranger = core.change_voters([NodeId(1), NodeId(9)]);
+        assert!(
+            matches!(&stranger, Err(MembershipError::Invalid { reason }) if reason.contains("learner first")),
+            "{stranger:?}"
+        );
+    }
+
+    #[test]
+    fn a_learner_behind_the_lag_or_without_the_configuration_is_not_promoted() {
+        let mut core = single_leader();
+        core.add_learner(NodeId(2), address("", "")).expect("new");
+        settle(&mut core);
+        let index = core.configuration_index();
+        // Node 2 holds nothing yet: it lacks the configuration that makes it a learner.
+        let refused = core.change_voters([NodeId(1), NodeId(2)]);
+        assert!(matches!(refused, Err(MembershipError::NotCaughtUp { id: NodeId(2), .. })));
+        // It holds the configuration but is beyond the lag.
+        core.config.promotion_max_lag = 0;
+        for _ in 0..3 {
+            core.propose(bytes::Bytes::from_static(b"x")).expect("it leads");
+        }
+        settle(&mut core);
+        if let Some(progress) = core.progress.get_mut(&NodeId(2)) {
+            progress.match_index = index;
+            progress.next_index = index.next();
+        }
+        let behind = core.change_voters([NodeId(1), NodeId(2)]);
+        assert!(matches!(behind, Err(MembershipError::NotCaughtUp { id: NodeId(2), .. })));
+        // Within the lag, it is.
+        core.config.promotion_max_lag = 3;
+        core.change_voters([NodeId(1), NodeId(2)]).expect("within the lag");
+        assert!(core.configuration().is_joint());
+    }
+
+    #[test]
+    fn the_history_answers_the_configuration_at_any_index_through_compaction_and_reset() {
+        let one = Configuration::of_voters([NodeId(1)]);
+        let two = Configuration::of_voters([NodeId(1), NodeId(2)]);
+        let three = Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let entry = |index: u64, configuration: &Configuration| Entry {
+            term: crate::types::Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Configuration(configuration.clone()),
+        };
+        let mut history = ConfigurationHistory::new(LogIndex(0), one.clone(), &[]);
+        history.on_append(&entry(3, &two));
+        history.on_append(&entry(6, &three));
+        assert_eq!(history.at(LogIndex(2)), &one);
+        assert_eq!(history.at(LogIndex(3)), &two);
+        assert_eq!(history.at(LogIndex(5)), &two);
+        assert_eq!(history.latest(), (LogIndex(6), &three));
+        history.truncate_from(LogIndex(6));
+        assert_eq!(history.latest(), (LogIndex(3), &two));
+        history.compact_through(LogIndex(4));
+        assert_eq!(history.latest(), (LogIndex(4), &two), "the base moved to the compaction");
+        history.truncate_from(LogIndex(1));
+        assert_eq!(history.latest(), (LogIndex(4), &two), "the base is never truncated");
+        history.reset_to(LogIndex(9), three.clone());
+        assert_eq!(history.latest(), (LogIndex(9), &three));
+        assert_eq!(history.at(LogIndex(20)), &three);
+    }
+
+    #[test]
+    fn addresses_given_at_start_fill_in_those_the_configuration_lacks() {
+        let mut core = single_leader();
+        let mut known = BTreeMap::new();
+        known.insert(NodeId(1), MemberAddress::default());
+        core.learn_addresses(&known);
+        assert_eq!(core.configuration().address(NodeId(1)), None, "nothing to learn");
+        known.insert(NodeId(1), address("10.0.0.1:7000", "10.0.0.1:8000"));
+        core.learn_addresses(&known);
+        assert_eq!(
+            core.configuration().address(NodeId(1)),
+            Some(&address("10.0.0.1:7000", "10.0.0.1:8000"))
+        );
+        assert_eq!(
+            core.shared_configuration().address(NodeId(1)),
+            core.configuration().address(NodeId(1))
+        );
+    }
+
+    #[test]
+    fn a_transfer_to_a_node_that_stops_voting_is_given_up() {
+        // Three voters; a transfer to node 3 starts while node 3 is being removed.
+        let config = Config { pre_vote: false, ..Config::default() };
+        let mut core = RaftCore::new(
+            NodeId(1),
+            [NodeId(1), NodeId(2), NodeId(3)],
+            config,
+            InitialState::default(),
+            1,
+        )
+        .expect("a valid start");
+        core.tick(0);
+        core.tick(10_000);
+        for voter in [NodeId(2), NodeId(3)] {
+            core.step(crate::message::Message {
+                from: voter,
+                to: NodeId(1),
+                term: core.term(),
+                body: MessageBody::RequestVoteResponse { granted: true },
+            });
+        }
+        settle(&mut core);
+        assert_eq!(core.role(), Role::Leader);
+        let accept = |core: &mut RaftCore, from: u64| {
+            let match_index = core.last_log_id().index;
+            core.step(crate::message::Message {
+                from: NodeId(from),
+                to: NodeId(1),
+                term: core.term(),
+                body: MessageBody::AppendEntriesResponse(
+                    crate::message::AppendResponse::Accepted { match_index },
+                ),
+            });
+            settle(core);
+        };
+        accept(&mut core, 2);
+        core.remove_member(NodeId(3)).expect("no change runs");
+        settle(&mut core);
+        core.transfer_leadership(NodeId(3)).expect("node 3 still votes (outgoing half)");
+        assert_eq!(core.leadership_transfer_target(), Some(NodeId(3)));
+        // Node 2 acknowledges C_old,new: it commits, the leader appends C_new without node 3.
+        accept(&mut core, 2);
+        assert!(!core.configuration().is_voter(NodeId(3)));
+        assert_eq!(core.leadership_transfer_target(), None, "node 3 no longer votes");
+    }
+}
