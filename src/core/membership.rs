@@ -536,6 +536,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_holds_at_most_max_members() {
+        let mut core = single_leader();
+        for id in 2..=MAX_MEMBERS as u64 {
+            core.add_learner(NodeId(id), address("", "")).expect("below the limit");
+            settle(&mut core);
+        }
+        assert_eq!(core.configuration().members().len(), MAX_MEMBERS);
+        let one_more = core.add_learner(NodeId(MAX_MEMBERS as u64 + 1), address("", ""));
+        assert!(matches!(one_more, Err(MembershipError::Invalid { .. })), "{one_more:?}");
+        // A member already in may change its address at the limit.
+        core.add_learner(NodeId(2), address("10.0.0.2:7000", "")).expect("an existing member");
+        settle(&mut core);
+        // Exactly the limit of voters passes the size check (and stops at the catch-up one).
+        let all = core.change_voters((1..=MAX_MEMBERS as u64).map(NodeId));
+        assert!(matches!(all, Err(MembershipError::NotCaughtUp { .. })), "{all:?}");
+    }
+
+    #[test]
     fn the_history_answers_the_configuration_at_any_index_through_compaction_and_reset() {
         let one = Configuration::of_voters([NodeId(1)]);
         let two = Configuration::of_voters([NodeId(1), NodeId(2)]);
