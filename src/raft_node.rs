@@ -239,6 +239,40 @@ impl RaftNode {
     ///
     /// A node that does not catch up in time stays a learner
     /// ([`MembershipError::NotCaughtUp`]); calling again resumes from there.
+    ///
+    /// ```
+    /// use raft_consensus::storage::MemoryStorage;
+    /// use raft_consensus::transport::ChannelNetwork;
+    /// use raft_consensus::{Config, MemberAddress, NodeId, RaftNode, StateMachine};
+    /// use std::time::Duration;
+    ///
+    /// struct Noop;
+    /// impl StateMachine for Noop {
+    ///     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let network = ChannelNetwork::new();
+    /// let start = |id: u64, members: Vec<NodeId>| {
+    ///     let (config, storage) = (Config::default(), MemoryStorage::new());
+    ///     RaftNode::start(NodeId(id), members, config, storage, network.join(NodeId(id)), Noop)
+    /// };
+    /// let leader = start(1, vec![NodeId(1)])?;
+    /// leader.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// // Node 2 starts with no members: it waits to be added.
+    /// let joining = start(2, Vec::new())?;
+    /// let timeout = Duration::from_secs(5);
+    /// let configuration = leader.add_voter(NodeId(2), MemberAddress::default(), timeout).await?;
+    /// assert_eq!(configuration.voters(), &[NodeId(1), NodeId(2)]);
+    /// joining.wait_for(timeout, |status| status.configuration.is_voter(NodeId(2))).await?;
+    /// leader.shutdown().await?;
+    /// joining.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn add_voter(
         &self,
         id: NodeId,
