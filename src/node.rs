@@ -154,6 +154,9 @@ pub struct Node<S: Storage, M: StateMachine, W = ()> {
     driver: Driver<S, M>,
     /// Proposals appended to this leader's log, waiting for their entries to be applied.
     pending: PendingProposals<W>,
+    /// The first entry of the latest membership change this node appended: its index and
+    /// term, so that [`Node::change_outcome`] can tell it from an entry that replaced it.
+    change_started: Option<(LogIndex, Term)>,
 }
 
 impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
@@ -206,6 +209,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         Ok(Node {
             driver: Driver::new(core, storage, state_machine, snapshots_supported),
             pending: PendingProposals::default(),
+            change_started: None,
         })
     }
 
@@ -268,7 +272,8 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         id: NodeId,
         address: MemberAddress,
     ) -> Result<LogIndex, MembershipError> {
-        self.driver.core.add_learner(id, address)
+        let started = self.driver.core.add_learner(id, address);
+        self.note_change(started)
     }
 
     /// Leader: changes the voters to `voters` through joint consensus; see
@@ -277,13 +282,26 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         &mut self,
         voters: impl IntoIterator<Item = NodeId>,
     ) -> Result<LogIndex, MembershipError> {
-        self.driver.core.change_voters(voters)
+        let started = self.driver.core.change_voters(voters);
+        self.note_change(started)
     }
 
     /// Leader: removes member `id` (a learner at once, a voter through joint consensus); see
     /// [`RaftCore::remove_member`].
     pub fn remove_member(&mut self, id: NodeId) -> Result<LogIndex, MembershipError> {
-        self.driver.core.remove_member(id)
+        let started = self.driver.core.remove_member(id);
+        self.note_change(started)
+    }
+
+    /// Records where a change started (the leader's current term), for `change_outcome`.
+    fn note_change(
+        &mut self,
+        started: Result<LogIndex, MembershipError>,
+    ) -> Result<LogIndex, MembershipError> {
+        if let Ok(index) = started {
+            self.change_started = Some((index, self.driver.core.term()));
+        }
+        started
     }
 
     /// Leader: hands leadership to `target`; see [`RaftCore::transfer_leadership`].
@@ -292,12 +310,26 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     }
 
     /// What became of the membership change whose first entry this leader appended at
-    /// `index`: `None` while it runs; `Ok` once a configuration at or after it is committed
-    /// and not joint (the change is complete); [`MembershipError::OutcomeUnknown`] once this
-    /// node stopped leading before that (the change may still complete under another
-    /// leader).
+    /// `index` (the latest it started): `None` while it runs; `Ok` once its entry is still in
+    /// the log and a configuration at or after it is committed and not joint (the change is
+    /// complete); [`MembershipError::OutcomeUnknown`] once this node stopped leading before
+    /// that (the change may still complete under another leader), or once another leader's
+    /// entry replaced it.
     pub fn change_outcome(&self, index: LogIndex) -> Option<Result<(), MembershipError>> {
         let core = &self.driver.core;
+        let started_term = match self.change_started {
+            Some((started, term)) if started == index => Some(term),
+            _ => None,
+        };
+        let replaced = match (started_term, core.entry(index)) {
+            (Some(term), Some(entry)) => entry.term != term,
+            // Compacted away, or never recorded: it cannot be told apart.
+            (_, None) => index >= core.first_log_index(),
+            (None, Some(_)) => false,
+        };
+        if replaced {
+            return Some(Err(MembershipError::OutcomeUnknown { index }));
+        }
         if core.configuration_index() >= index && !core.membership_change_in_progress() {
             // Complete (a leader that removed itself steps down only after this holds).
             return Some(Ok(()));

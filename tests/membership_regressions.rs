@@ -2,11 +2,12 @@
 //! reproduction of a failing seed (`raft-sim replay --seed 1021350 --membership always`,
 //! `raft-sim replay --seed 2007009`), fixed since. A third (a learner promoted before it
 //! held any configuration refused every vote, so a cluster that lost its leader mid-change
-//! never elected again) has its rule tested in `tests/membership_rules.rs`.
+//! never elected again) has its rule tested in `tests/membership_rules.rs`. The last test
+//! reproduces a bug found in review.
 
 use raft_consensus::core::Role;
 use raft_consensus::sim::Cluster;
-use raft_consensus::{Config, Message, MessageBody, NodeId};
+use raft_consensus::{Config, MembershipError, Message, MessageBody, NodeId};
 
 /// Raft thesis §3.10 and §4.2.3: a leadership transfer that does not complete within an
 /// election timeout is abandoned, and a removed server must not disrupt the cluster. A
@@ -109,4 +110,42 @@ fn a_joined_node_that_lost_its_log_reset_restarts_after_appending_past_the_snaps
     // Panics today: "node4 reopens its write-ahead log: ... does not continue the log".
     cluster.restart(4);
     assert_eq!(cluster.core(4).last_log_id(), cluster.core(leader).last_log_id());
+}
+
+/// A leader's pending change that a later leader overwrote must not be reported complete
+/// because some *other* configuration at a later index committed (`Node::change_outcome`;
+/// found in review: the waiting client was told its change had succeeded).
+#[test]
+fn a_change_overwritten_by_another_leader_is_not_reported_complete() {
+    let mut cluster = Cluster::new(3, 7);
+    cluster.campaign(1);
+    cluster.stabilize();
+    assert_eq!(cluster.role(1), Role::Leader);
+    cluster.add_node(4);
+    cluster.add_node(5);
+    // Node 1 appends "add learner 4"; nobody receives it.
+    cluster.isolate(1);
+    let index = cluster.add_learner(1, 4).expect("node 1 leads, no change runs");
+    cluster.stabilize();
+    cluster.drop_in_flight();
+    // Nodes 2 and 3 elect node 2, which adds learner 5 (a different change) at a later index.
+    cluster.campaign(2);
+    cluster.stabilize();
+    assert_eq!(cluster.role(2), Role::Leader);
+    let other = cluster.add_learner(2, 5).expect("node 2 leads with its no-op committed");
+    assert!(other > index);
+    cluster.stabilize();
+    assert!(cluster.core(2).commit_index() >= other);
+    assert_eq!(cluster.role(1), Role::Leader, "node 1 has heard nothing yet");
+    // Node 1 hears node 2's probe carrying the whole suffix, and nothing else first.
+    cluster.heal();
+    cluster.fire_timer(2);
+    cluster.deliver_round(|m| m.from == NodeId(2) && m.to == NodeId(1));
+    assert_ne!(cluster.role(1), Role::Leader);
+    assert!(!cluster.core(1).configuration().learners().contains(&NodeId(4)), "4 was never added");
+    let outcome = cluster.change_outcome(1, index);
+    assert!(
+        matches!(outcome, Some(Err(MembershipError::OutcomeUnknown { .. }))),
+        "the change adding learner 4 was overwritten, yet its outcome is {outcome:?}"
+    );
 }

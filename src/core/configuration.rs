@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use super::quorum::{MajorityConfig, VoteResult};
 use crate::types::{LogIndex, NodeId};
@@ -28,9 +29,17 @@ pub struct MemberAddress {
     pub client_addr: String,
 }
 
-/// The cluster's membership as one node sees it.
+/// The cluster's membership as one node sees it. A cheap handle (one pointer): cloning it
+/// shares the same immutable configuration, so it costs nothing to keep one in every
+/// configuration entry, snapshot and status report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Configuration {
+    inner: Arc<Members>,
+}
+
+/// What a [`Configuration`] holds.
+#[derive(Debug, PartialEq, Eq)]
+struct Members {
     /// The voters (the new ones, during a joint change). Empty only on a node that has not
     /// yet learned any configuration (started to join a cluster).
     voters: MajorityConfig,
@@ -96,7 +105,9 @@ impl Configuration {
             }
         }
         addresses.retain(|id, _| members.contains(id));
-        Configuration { voters, outgoing, learners, addresses, members }
+        Configuration {
+            inner: Arc::new(Members { voters, outgoing, learners, addresses, members }),
+        }
     }
 
     /// A joint configuration moving from `outgoing` to `incoming` (tests).
@@ -119,25 +130,30 @@ impl Configuration {
     /// This configuration with `id` added as a learner reachable at `address` (a member's
     /// address is replaced).
     pub fn with_learner(&self, id: NodeId, address: MemberAddress) -> Self {
-        let mut learners = self.learners.clone();
+        let mut learners = self.inner.learners.clone();
         if !self.is_voter(id) {
             learners.insert(id);
         }
-        let mut addresses = self.addresses.clone();
+        let mut addresses = self.inner.addresses.clone();
         addresses.insert(id, address);
-        Configuration::from_parts(self.voters.clone(), self.outgoing.clone(), learners, addresses)
+        Configuration::from_parts(
+            self.inner.voters.clone(),
+            self.inner.outgoing.clone(),
+            learners,
+            addresses,
+        )
     }
 
     /// This configuration without the learner `id` (voters are removed through a joint
     /// change instead).
     pub fn without_learner(&self, id: NodeId) -> Self {
-        let mut learners = self.learners.clone();
+        let mut learners = self.inner.learners.clone();
         learners.remove(&id);
         Configuration::from_parts(
-            self.voters.clone(),
-            self.outgoing.clone(),
+            self.inner.voters.clone(),
+            self.inner.outgoing.clone(),
             learners,
-            self.addresses.clone(),
+            self.inner.addresses.clone(),
         )
     }
 
@@ -147,9 +163,9 @@ impl Configuration {
     pub fn enter_joint(&self, voters: impl IntoIterator<Item = NodeId>) -> Self {
         Configuration::from_parts(
             MajorityConfig::new(voters),
-            Some(self.voters.clone()),
-            self.learners.clone(),
-            self.addresses.clone(),
+            Some(self.inner.voters.clone()),
+            self.inner.learners.clone(),
+            self.inner.addresses.clone(),
         )
     }
 
@@ -157,81 +173,82 @@ impl Configuration {
     /// the learners.
     pub fn leave_joint(&self) -> Self {
         Configuration::from_parts(
-            self.voters.clone(),
+            self.inner.voters.clone(),
             None,
-            self.learners.clone(),
-            self.addresses.clone(),
+            self.inner.learners.clone(),
+            self.inner.addresses.clone(),
         )
     }
 
     /// Whether this is a joint configuration (a change half done).
     pub fn is_joint(&self) -> bool {
-        self.outgoing.is_some()
+        self.inner.outgoing.is_some()
     }
 
     /// Whether this node knows no configuration yet (it was started to join a cluster).
     pub fn is_unknown(&self) -> bool {
-        self.members.is_empty()
+        self.inner.members.is_empty()
     }
 
     /// `id`'s addresses, if known.
     pub fn address(&self, id: NodeId) -> Option<&MemberAddress> {
-        self.addresses.get(&id)
+        self.inner.addresses.get(&id)
     }
 
     /// Every known member address.
     pub fn addresses(&self) -> &BTreeMap<NodeId, MemberAddress> {
-        &self.addresses
+        &self.inner.addresses
     }
 
     /// This configuration with the addresses in `known` filled in for members that have
     /// none (a node's bootstrap addresses, given at each start).
     pub(crate) fn with_missing_addresses(&self, known: &BTreeMap<NodeId, MemberAddress>) -> Self {
         let mut addresses = known.clone();
-        addresses.extend(self.addresses.clone());
+        addresses.extend(self.inner.addresses.clone());
         Configuration::from_parts(
-            self.voters.clone(),
-            self.outgoing.clone(),
-            self.learners.clone(),
+            self.inner.voters.clone(),
+            self.inner.outgoing.clone(),
+            self.inner.learners.clone(),
             addresses,
         )
     }
 
     /// The voters, sorted (during a joint change: the incoming ones).
     pub fn voters(&self) -> &[NodeId] {
-        self.voters.voters()
+        self.inner.voters.voters()
     }
 
     /// During a joint change: the outgoing voters, sorted.
     pub fn outgoing_voters(&self) -> Option<&[NodeId]> {
-        self.outgoing.as_ref().map(MajorityConfig::voters)
+        self.inner.outgoing.as_ref().map(MajorityConfig::voters)
     }
 
     /// The non-voting members.
     pub fn learners(&self) -> &BTreeSet<NodeId> {
-        &self.learners
+        &self.inner.learners
     }
 
     /// Whether `id` votes (in either half of a joint configuration).
     #[inline]
     pub fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(id) || self.outgoing.as_ref().is_some_and(|half| half.contains(id))
+        self.inner.voters.contains(id)
+            || self.inner.outgoing.as_ref().is_some_and(|half| half.contains(id))
     }
 
     /// Whether `id` is a member: a voter of either half, or a learner.
     #[inline]
     pub fn is_member(&self, id: NodeId) -> bool {
-        self.is_voter(id) || (!self.learners.is_empty() && self.learners.contains(&id))
+        self.is_voter(id) || (!self.inner.learners.is_empty() && self.inner.learners.contains(&id))
     }
 
     /// Every member once, voters first: the nodes a leader replicates to (besides itself).
     pub fn members(&self) -> &[NodeId] {
-        &self.members
+        &self.inner.members
     }
 
     /// Whether this configuration has more than one voter (anyone to ask for a vote).
     pub fn has_other_voters(&self, own: NodeId) -> bool {
-        self.members.iter().any(|id| *id != own && self.is_voter(*id))
+        self.inner.members.iter().any(|id| *id != own && self.is_voter(*id))
     }
 
     /// The highest index a majority holds (of each half, in a joint configuration: the lower
@@ -242,8 +259,8 @@ impl Configuration {
             // No voters: nothing is committed by counting.
             return LogIndex(0);
         }
-        let incoming = self.voters.committed_index(&match_index_of);
-        match &self.outgoing {
+        let incoming = self.inner.voters.committed_index(&match_index_of);
+        match &self.inner.outgoing {
             Some(outgoing) => incoming.min(outgoing.committed_index(&match_index_of)),
             None => incoming,
         }
@@ -256,8 +273,8 @@ impl Configuration {
         if self.is_unknown() {
             return VoteResult::Lost;
         }
-        let incoming = self.voters.vote_result(&granted);
-        let Some(outgoing) = &self.outgoing else {
+        let incoming = self.inner.voters.vote_result(&granted);
+        let Some(outgoing) = &self.inner.outgoing else {
             return incoming;
         };
         match (incoming, outgoing.vote_result(&granted)) {
@@ -293,9 +310,9 @@ impl fmt::Display for Configuration {
             list(f, outgoing.iter().copied())?;
             f.write_str(")")?;
         }
-        if !self.learners.is_empty() {
+        if !self.inner.learners.is_empty() {
             f.write_str(" learners ")?;
-            list(f, self.learners.iter().copied())?;
+            list(f, self.inner.learners.iter().copied())?;
         }
         Ok(())
     }

@@ -69,21 +69,21 @@ impl ConfigurationHistory {
             .expect("the history always holds the base configuration")
     }
 
-    /// Records `entry`, just appended to the log.
-    pub(super) fn on_append(&mut self, entry: &Entry) {
+    /// Records `entry`, just appended to the log. Returns whether it was a configuration.
+    pub(super) fn on_append(&mut self, entry: &Entry) -> bool {
         if let EntryPayload::Configuration(configuration) = &entry.payload {
             self.by_index.insert(entry.index, configuration.clone());
+            return true;
         }
+        false
     }
 
     /// Forgets the configuration entries at `index` and after (the log dropped them). The
-    /// base configuration stays: callers never truncate at or below the base.
-    pub(super) fn truncate_from(&mut self, index: LogIndex) {
+    /// base configuration stays: callers never truncate at or below the base. Returns whether
+    /// any was dropped.
+    pub(super) fn truncate_from(&mut self, index: LogIndex) -> bool {
         let first = *self.by_index.first_key_value().expect("never empty").0;
-        let dropped = self.by_index.split_off(&index.max(first.next()));
-        if !dropped.is_empty() {
-            tracing::debug!(target: LOG_TARGET, "Dropped {} uncommitted configuration entries from index {index}", dropped.len());
-        }
+        !self.by_index.split_off(&index.max(first.next())).is_empty()
     }
 
     /// The log was compacted through `index`: the configuration in force there becomes the

@@ -618,19 +618,28 @@ impl RaftCore {
     }
 
     /// Appends an entry of the current term to the leader's own log.
+    #[inline]
     fn append_own_entry(&mut self, payload: EntryPayload) -> LogIndex {
         if self.role != Role::Leader {
             not_the_leader(self.id, self.role);
         }
         let index = self.log.last_index().next();
-        let entry = Entry { term: self.term, index, payload };
-        if matches!(entry.payload, EntryPayload::Configuration(_)) {
-            self.configurations.on_append(&entry);
-            self.log.append(entry);
-            self.refresh_configuration();
-        } else {
-            self.log.append(entry);
+        if let EntryPayload::Configuration(_) = &payload {
+            return self.append_own_configuration(Entry { term: self.term, index, payload });
         }
+        self.log.append(Entry { term: self.term, index, payload });
+        index
+    }
+
+    /// The rare path of [`append_own_entry`](Self::append_own_entry), kept out of the
+    /// proposal path: a configuration entry is used from the moment it is appended.
+    #[cold]
+    #[inline(never)]
+    fn append_own_configuration(&mut self, entry: Entry) -> LogIndex {
+        let index = entry.index;
+        self.configurations.on_append(&entry);
+        self.log.append(entry);
+        self.refresh_configuration();
         index
     }
 

@@ -229,6 +229,7 @@ impl RaftCore {
             return;
         };
         let conflict_index = entries[first_new].index;
+        let mut configurations_changed = false;
         if conflict_index <= self.log.last_index() {
             assert!(
                 conflict_index > self.commit_index,
@@ -239,16 +240,19 @@ impl RaftCore {
             );
             tracing::debug!(target: LOG_TARGET, node = %self.id, "Truncating conflicting entries from index {conflict_index}");
             self.log.truncate_from(conflict_index, self.commit_index);
-            self.configurations.truncate_from(conflict_index);
+            configurations_changed |= self.configurations.truncate_from(conflict_index);
             self.persisted_index = self.persisted_index.min(conflict_index.prev());
         }
         self.unpersisted_from = self.unpersisted_from.min(conflict_index);
         for entry in entries.into_iter().skip(first_new) {
-            self.configurations.on_append(&entry);
+            configurations_changed |= self.configurations.on_append(&entry);
             self.log.append(entry);
         }
-        // A configuration takes effect when appended, and a truncated one is undone (§4.1).
-        self.refresh_configuration();
+        if configurations_changed {
+            // A configuration takes effect when appended, and a truncated one is undone
+            // (§4.1).
+            self.refresh_configuration();
+        }
     }
 
     /// Leader: handles a follower's answer to AppendEntries.
