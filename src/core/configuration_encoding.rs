@@ -312,4 +312,79 @@ mod tests {
         stranger.extend_from_slice(&[0, 0, 0, 0]);
         assert!(Configuration::decode(&stranger).unwrap_err().contains("non-member"));
     }
+
+    /// Appends a count and that many ids.
+    fn ids(bytes: &mut Vec<u8>, ids: &[u64]) {
+        bytes.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn the_limits_are_inclusive() {
+        let all = Configuration::of_voters((1..=MAX_MEMBERS as u64).map(NodeId));
+        assert_eq!(Configuration::decode(&all.encode()), Ok(all));
+        let at_limit = "a".repeat(MAX_ADDRESS_BYTES);
+        let long = Configuration::of_voters([NodeId(1)])
+            .with_learner(NodeId(2), address(&at_limit, &at_limit));
+        assert_eq!(Configuration::decode(&long.encode()), Ok(long));
+        // One byte over, written by hand (the encoder never writes it).
+        let mut over = vec![ENCODING_VERSION];
+        ids(&mut over, &[1]);
+        over.push(0);
+        ids(&mut over, &[]);
+        over.extend_from_slice(&1u32.to_le_bytes());
+        over.extend_from_slice(&1u64.to_le_bytes());
+        over.extend_from_slice(&(MAX_ADDRESS_BYTES as u16 + 1).to_le_bytes());
+        over.extend(std::iter::repeat_n(b'a', MAX_ADDRESS_BYTES + 1));
+        over.extend_from_slice(&0u16.to_le_bytes());
+        assert!(Configuration::decode(&over).unwrap_err().contains("longer than"));
+    }
+
+    #[test]
+    fn an_overlong_address_is_cut_at_a_character_boundary() {
+        // 'é' is two bytes: the limit falls inside one.
+        let text = format!("{}{}", "a".repeat(MAX_ADDRESS_BYTES - 1), "é");
+        let mut buffer = Vec::new();
+        put_text(&mut buffer, &text);
+        let length = u16::from_le_bytes([buffer[0], buffer[1]]) as usize;
+        assert_eq!(length, MAX_ADDRESS_BYTES - 1);
+        assert!(std::str::from_utf8(&buffer[2..]).is_ok());
+    }
+
+    #[test]
+    fn a_count_beyond_the_bytes_left_is_refused_before_reading_the_items() {
+        // One address claimed (at least 12 bytes) with 10 bytes left.
+        let mut bytes = vec![ENCODING_VERSION];
+        ids(&mut bytes, &[1]);
+        bytes.push(0);
+        ids(&mut bytes, &[]);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&[0; 10]);
+        assert!(Configuration::decode(&bytes).unwrap_err().contains("inside its addresses"));
+        // Voters claimed beyond the bytes left.
+        let mut short = vec![ENCODING_VERSION];
+        short.extend_from_slice(&3u32.to_le_bytes());
+        short.extend_from_slice(&[0; 20]);
+        assert!(Configuration::decode(&short).unwrap_err().contains("inside its voters"));
+    }
+
+    #[test]
+    fn learners_without_voters_are_refused() {
+        let mut bytes = vec![ENCODING_VERSION];
+        ids(&mut bytes, &[]);
+        bytes.push(0);
+        ids(&mut bytes, &[4]);
+        ids(&mut bytes, &[]);
+        assert!(Configuration::decode(&bytes).unwrap_err().contains("no voters"));
+    }
+
+    #[test]
+    fn a_learner_removed_leaves_the_rest() {
+        let base = Configuration::of_voters([NodeId(1), NodeId(2)]);
+        let with = base.with_learner(NodeId(3), address("", ""));
+        assert_eq!(with.without_learner(NodeId(3)).voters(), base.voters());
+        assert!(with.without_learner(NodeId(3)).learners().is_empty());
+    }
 }
