@@ -61,6 +61,30 @@ pub struct Config {
     /// leader's (otherwise [`MembershipError::NotCaughtUp`](crate::MembershipError)): a voter
     /// far behind would slow every commit it is needed for.
     pub promotion_max_lag: u64,
+    /// Serve [`ReadPolicy::Lease`](crate::core::ReadPolicy) reads on the leader without a
+    /// round trip, within a lease (Raft thesis §6.4.1). Off by default: it trades the safety
+    /// of linearizable reads for an assumption about clocks.
+    ///
+    /// **The clock assumption.** A leader's lease runs for `election_timeout_min_ms -
+    /// clock_drift_bound_ms` from the moment it sent the heartbeats a majority has answered.
+    /// Each of those followers ignores vote requests for `election_timeout_min_ms` after it
+    /// receives the heartbeat (the pre-vote rule, so `pre_vote` must be on), so no other leader
+    /// can be elected while the lease runs, *provided that* no node's clock runs faster than
+    /// the leader's by more than `clock_drift_bound_ms` over one election timeout (time as each
+    /// node's monotonic clock measures it: steps of wall-clock time do not matter, but a
+    /// virtual machine paused and resumed, or a clock slewed hard, can break it). Every node
+    /// of the cluster must run with the same `lease_reads` and timeouts: a node that restarts
+    /// ignores vote requests for `election_timeout_min_ms` after it starts, in case it
+    /// answered a heartbeat just before. When the lease has lapsed, or once the leader has
+    /// handed leadership over in its term, lease reads fall back to a ReadIndex round.
+    pub lease_reads: bool,
+    /// How far, in milliseconds over one election timeout, any node's clock may run ahead of
+    /// the leader's; the lease is shortened by this much. Used only with `lease_reads`.
+    pub clock_drift_bound_ms: u64,
+    /// Most linearizable reads a node keeps waiting for confirmation (its own, and on a
+    /// leader its followers' forwarded batches, counted separately); more are refused with
+    /// [`ReadError::TooManyPending`](crate::ReadError).
+    pub max_pending_reads: usize,
 }
 
 impl Default for Config {
@@ -81,6 +105,9 @@ impl Default for Config {
             snapshot_chunk_bytes: 1024 * 1024,
             max_inflight_snapshot_chunks: 4,
             promotion_max_lag: 1_000,
+            lease_reads: false,
+            clock_drift_bound_ms: 30,
+            max_pending_reads: 65_536,
         }
     }
 }
@@ -113,10 +140,20 @@ impl Config {
             ("max_pending_requests", self.max_pending_requests),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("max_inflight_snapshot_chunks", self.max_inflight_snapshot_chunks),
+            ("max_pending_reads", self.max_pending_reads),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { name });
             }
+        }
+        if self.lease_reads && !self.pre_vote {
+            return Err(ConfigError::LeaseReadsWithoutPreVote);
+        }
+        if self.lease_reads && self.clock_drift_bound_ms >= self.election_timeout_min_ms {
+            return Err(ConfigError::DriftBoundNotBelowElectionTimeout {
+                drift_ms: self.clock_drift_bound_ms,
+                election_timeout_min_ms: self.election_timeout_min_ms,
+            });
         }
         // Entries and their counts are framed with 32-bit lengths on the wire and on disk.
         for (name, value) in [
@@ -178,6 +215,20 @@ mod tests {
             zero_inflight.validate(),
             Err(ConfigError::ZeroLimit { name: "max_inflight_appends" })
         );
+        let lease_without_pre_vote =
+            Config { lease_reads: true, pre_vote: false, ..Config::default() };
+        assert_eq!(lease_without_pre_vote.validate(), Err(ConfigError::LeaseReadsWithoutPreVote));
+        let no_lease_left =
+            Config { lease_reads: true, clock_drift_bound_ms: 150, ..Config::default() };
+        assert!(matches!(
+            no_lease_left.validate(),
+            Err(ConfigError::DriftBoundNotBelowElectionTimeout { drift_ms: 150, .. })
+        ));
+        let just_enough =
+            Config { lease_reads: true, clock_drift_bound_ms: 149, ..Config::default() };
+        assert_eq!(just_enough.validate(), Ok(()));
+        let unused_drift = Config { clock_drift_bound_ms: 1_000, ..Config::default() };
+        assert_eq!(unused_drift.validate(), Ok(()), "the drift bound matters only with leases");
         let message = heartbeat_too_slow.validate().unwrap_err().to_string();
         assert!(message.contains("heartbeat"), "{message}");
     }

@@ -51,6 +51,23 @@ pub enum ConfigError {
         /// The name of the offending field.
         name: &'static str,
     },
+    /// Lease reads are on without pre-vote: only pre-vote's rule (a voter that heard from a
+    /// leader within the minimum election timeout ignores vote requests) keeps a new leader
+    /// from being elected while the old one's lease runs.
+    #[error(
+        "lease_reads needs pre_vote: without it, a new leader could be elected while the old one's lease runs"
+    )]
+    LeaseReadsWithoutPreVote,
+    /// The clock drift bound leaves no lease at all.
+    #[error(
+        "clock_drift_bound_ms ({drift_ms}) must be below election_timeout_min_ms ({election_timeout_min_ms}), or a lease never runs"
+    )]
+    DriftBoundNotBelowElectionTimeout {
+        /// The configured drift bound.
+        drift_ms: u64,
+        /// The configured minimum election timeout.
+        election_timeout_min_ms: u64,
+    },
 }
 
 /// A failure of durable storage. A node that sees one stops: it can no longer promise that
@@ -225,6 +242,40 @@ pub enum ProposeError {
     /// applied the same command with the same result.
     #[error("the state machine rejected the command: {0}")]
     Apply(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// Why a linearizable read got no read index (and so must not be served).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// This node knows no leader to confirm the read with (an election is under way, or
+    /// the node is cut off). Retry, on `leader_hint` when known.
+    #[error("no leader to confirm the read{}", match leader_hint { Some(id) => format!("; try {id}"), None => String::new() })]
+    NotLeader {
+        /// The leader this node follows, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader that was confirming the read lost its leadership first (a newer term, or
+    /// it could not reach a majority), or this follower moved to another leader while the
+    /// read was being confirmed. Nothing was read; retry.
+    #[error("leadership was lost before the read was confirmed")]
+    LeadershipLost,
+    /// More reads wait for confirmation than [`Config::max_pending_reads`](crate::Config::max_pending_reads)
+    /// allows; nothing was read. Retry later.
+    #[error("too many reads waiting (at most {limit})")]
+    TooManyPending {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The read was not confirmed before the caller's deadline.
+    #[error("the read was not confirmed in time")]
+    Timeout,
+    /// The node has shut down (or stopped on a fatal error).
+    #[error("the node has shut down")]
+    Shutdown,
+    /// The read was confirmed, and the state machine's [`query`](crate::StateMachine::query)
+    /// returned this error.
+    #[error("the state machine could not answer the query: {0}")]
+    Query(String),
 }
 
 /// Why a membership change or a leadership transfer was not carried out.

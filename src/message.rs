@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::core::Configuration;
 use crate::snapshot::SnapshotMeta;
-use crate::types::{LogId, LogIndex, NodeId, Term};
+use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,9 +101,17 @@ pub enum MessageBody {
         entries: Vec<Entry>,
         /// The leader's commit index.
         leader_commit: LogIndex,
+        /// The leader's heartbeat round when it sent this; the answer echoes it.
+        round: HeartbeatRound,
     },
     /// The answer to `AppendEntries`.
-    AppendEntriesResponse(AppendResponse),
+    AppendEntriesResponse {
+        /// Whether the follower's log matched.
+        result: AppendResponse,
+        /// The `round` of the `AppendEntries` answered: the follower knew this leader (its
+        /// term was not newer) when it answered a message sent in that round.
+        round: HeartbeatRound,
+    },
     /// A leader sends a follower one chunk of a snapshot, because the follower needs entries
     /// the leader has compacted away (Raft §7). Chunks go in order; the follower installs the
     /// snapshot once it holds all `total_len` bytes.
@@ -120,6 +128,25 @@ pub enum MessageBody {
     /// The leader hands leadership to the recipient, whose log it has brought up to date:
     /// the recipient starts an election at once, without pre-vote (Raft thesis §3.10).
     TimeoutNow,
+    /// A follower asks the leader for a read index for a batch of reads its clients asked of
+    /// it (Raft thesis §6.4.1): the leader confirms its leadership, then answers with its
+    /// commit index, and the follower serves the reads once it has applied that far.
+    ReadIndex {
+        /// The follower's name for the batch (the id of its first read), echoed in the answer.
+        request: ReadId,
+        /// Every read of the batch accepts a leader's lease in place of a heartbeat round
+        /// (when the leader runs with leases; otherwise it runs the round).
+        lease: bool,
+    },
+    /// The leader's answer to `ReadIndex`.
+    ReadIndexResponse {
+        /// The batch answered.
+        request: ReadId,
+        /// The index the follower must apply through before serving the batch, or `None`
+        /// when the recipient could not confirm it (it does not lead, or has too many reads
+        /// waiting).
+        read_index: Option<LogIndex>,
+    },
     /// The answer to an `InstallSnapshot` chunk.
     InstallSnapshotResponse {
         /// The snapshot the answer is about.

@@ -1,5 +1,6 @@
-//! Identifier newtypes shared by every layer: [`NodeId`], [`Term`], [`LogIndex`] and the
-//! pair [`LogId`] that names one log entry unambiguously.
+//! Identifier newtypes shared by every layer: [`NodeId`], [`Term`], [`LogIndex`], the pair
+//! [`LogId`] that names one log entry unambiguously, and the [`HeartbeatRound`] and
+//! [`ReadId`] of linearizable reads.
 //!
 //! Keeping them distinct types means a term can never be passed where an index is expected.
 
@@ -104,6 +105,31 @@ impl LogId {
 impl fmt::Display for LogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.index, self.term)
+    }
+}
+
+/// A leader's heartbeat round within its term: it counts up each time the leader asks its
+/// followers to confirm its leadership (a round of heartbeats, or a read that needs one). Every
+/// `AppendEntries` carries the leader's current round and every answer echoes the round of the
+/// message it answers, so the leader knows which confirmation an answer belongs to (ReadIndex,
+/// Raft thesis §6.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HeartbeatRound(pub u64);
+
+impl fmt::Display for HeartbeatRound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The id a node gives one linearizable read it was asked for, to name the read when its
+/// read index is known (see [`RaftCore::read_index`](crate::core::RaftCore::read_index)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadId(pub u64);
+
+impl fmt::Display for ReadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "read{}", self.0)
     }
 }
 

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::quorum::{MajorityConfig, VoteResult};
-use crate::types::{LogIndex, NodeId};
+use crate::types::{HeartbeatRound, LogIndex, NodeId};
 
 /// How to reach a member: replicated with the configuration, so that every node (a new one
 /// too) learns where the others are. The core never reads them.
@@ -262,6 +262,23 @@ impl Configuration {
         let incoming = self.inner.voters.committed_index(&match_index_of);
         match &self.inner.outgoing {
             Some(outgoing) => incoming.min(outgoing.committed_index(&match_index_of)),
+            None => incoming,
+        }
+    }
+
+    /// The highest heartbeat round a majority has answered (of each half, in a joint
+    /// configuration: the lower of the two), given each voter's highest answered round;
+    /// counted as [`committed_index`](Self::committed_index) counts match indexes.
+    pub(crate) fn quorum_round(
+        &self,
+        answered_round_of: impl Fn(NodeId) -> Option<HeartbeatRound>,
+    ) -> HeartbeatRound {
+        if self.is_unknown() {
+            return HeartbeatRound(0);
+        }
+        let incoming = self.inner.voters.quorum_round(&answered_round_of);
+        match &self.inner.outgoing {
+            Some(outgoing) => incoming.min(outgoing.quorum_round(&answered_round_of)),
             None => incoming,
         }
     }

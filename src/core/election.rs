@@ -72,6 +72,7 @@ impl RaftCore {
     /// Whether this node leads, or heard from its leader within the minimum election timeout.
     pub(super) fn in_leader_lease(&self) -> bool {
         self.role == Role::Leader
+            || self.now_ms < self.votes_ignored_until_ms
             || self.last_leader_contact_ms.is_some_and(|contact| {
                 self.leader_id.is_some()
                     && self.now_ms < contact + self.config.election_timeout_min_ms
@@ -91,6 +92,7 @@ impl RaftCore {
 
     fn start_election_with(&mut self, leadership_transfer: bool) {
         self.pre_votes_granted = None;
+        self.fail_pending_reads();
         self.elections_started += 1;
         self.set_term(self.term.next());
         self.vote_for(self.id);
@@ -177,6 +179,7 @@ impl RaftCore {
         self.leader_id = Some(self.id);
         self.votes_granted.clear();
         self.transfer = None;
+        self.reset_reads_for_new_term();
         // A pre-vote round started before a late vote won the election is over.
         self.pre_votes_granted = None;
         let next_index = self.log.last_index().next();

@@ -221,6 +221,7 @@ mod tests {
                 prev_log_id: prev,
                 entries,
                 leader_commit: LogIndex(commit),
+                round: crate::types::HeartbeatRound(0),
             },
         }
     }

@@ -169,6 +169,7 @@ impl RaftCore {
             if self.transfer.is_some_and(|transfer| !self.configuration.is_voter(transfer.target)) {
                 self.transfer = None;
             }
+            self.recount_reads_for_new_configuration();
         }
     }
 
@@ -326,6 +327,7 @@ impl RaftCore {
             });
             if let Some(successor) = successor {
                 tracing::info!(target: LOG_TARGET, node = %self.id, "Handing leadership to {successor}");
+                self.forfeit_lease();
                 self.send(successor, MessageBody::TimeoutNow);
             }
             let term = self.term;
@@ -381,6 +383,7 @@ impl RaftCore {
             .is_some_and(|progress| progress.match_index >= self.log.last_index());
         if caught_up {
             tracing::info!(target: LOG_TARGET, node = %self.id, "{} has caught up; sending TimeoutNow", transfer.target);
+            self.forfeit_lease();
             self.send(transfer.target, MessageBody::TimeoutNow);
             self.transfer = Some(LeadershipTransfer { timeout_now_sent: true, ..transfer });
         }
@@ -630,9 +633,10 @@ mod tests {
                 from: NodeId(from),
                 to: NodeId(1),
                 term: core.term(),
-                body: MessageBody::AppendEntriesResponse(
-                    crate::message::AppendResponse::Accepted { match_index },
-                ),
+                body: MessageBody::AppendEntriesResponse {
+                    result: crate::message::AppendResponse::Accepted { match_index },
+                    round: crate::types::HeartbeatRound(0),
+                },
             });
             settle(core);
         };

@@ -29,19 +29,25 @@ pub(crate) fn check_bounds(message: &Message) -> Result<(), OutOfBounds> {
         }
         MessageBody::RequestVoteResponse { .. }
         | MessageBody::PreVoteResponse { .. }
-        | MessageBody::TimeoutNow => Ok(()),
-        MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+        | MessageBody::TimeoutNow
+        | MessageBody::ReadIndex { .. }
+        | MessageBody::ReadIndexResponse { read_index: None, .. } => Ok(()),
+        MessageBody::ReadIndexResponse { read_index: Some(read_index), .. } => {
+            check_index("the read index", *read_index)
+        }
+        MessageBody::AppendEntries { prev_log_id, entries, leader_commit, .. } => {
             check_log_id("the previous log id", *prev_log_id)?;
             check_index("the leader's commit index", *leader_commit)?;
             entries.iter().try_for_each(|entry| check_log_id("an entry", entry.log_id()))
         }
-        MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index }) => {
-            check_index("the match index", *match_index)
-        }
-        MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-            rejected_prev_index,
-            hint,
-        }) => {
+        MessageBody::AppendEntriesResponse {
+            result: AppendResponse::Accepted { match_index },
+            ..
+        } => check_index("the match index", *match_index),
+        MessageBody::AppendEntriesResponse {
+            result: AppendResponse::Rejected { rejected_prev_index, hint },
+            ..
+        } => {
             check_index("the rejected index", *rejected_prev_index)?;
             check_index("the hint's first index", hint.first_index)?;
             hint.conflict_term.map_or(Ok(()), |term| check_term("the hint's term", term))
@@ -129,10 +135,13 @@ mod tests {
         let rejected = |rejected_prev_index, first_index, conflict_term| {
             message(
                 1,
-                MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                    rejected_prev_index,
-                    hint: ConflictHint { conflict_term, first_index },
-                }),
+                MessageBody::AppendEntriesResponse {
+                    result: AppendResponse::Rejected {
+                        rejected_prev_index,
+                        hint: ConflictHint { conflict_term, first_index },
+                    },
+                    round: crate::types::HeartbeatRound(0),
+                },
             )
         };
         assert!(check_bounds(&rejected(LogIndex(1), LogIndex(1), None)).is_ok());
@@ -140,7 +149,16 @@ mod tests {
         assert!(check_bounds(&rejected(LogIndex(1), huge, None)).is_err());
         assert!(check_bounds(&rejected(LogIndex(1), LogIndex(1), Some(Term(u64::MAX)))).is_err());
         let accepted = AppendResponse::Accepted { match_index: huge };
-        assert!(check_bounds(&message(1, MessageBody::AppendEntriesResponse(accepted))).is_err());
+        assert!(
+            check_bounds(&message(
+                1,
+                MessageBody::AppendEntriesResponse {
+                    result: accepted,
+                    round: crate::types::HeartbeatRound(0)
+                }
+            ))
+            .is_err()
+        );
     }
 
     /// Node 2 of {1, 2}, following node 1 in term 1.
@@ -162,6 +180,7 @@ mod tests {
                     payload: EntryPayload::Blank,
                 }],
                 leader_commit: LogIndex(0),
+                round: crate::types::HeartbeatRound(0),
             },
         });
         assert_eq!((core.term(), core.leader_id()), (Term(1), Some(NodeId(1))));
@@ -209,26 +228,38 @@ mod tests {
                 prev_log_id: log_id,
                 entries: vec![entry.clone()],
                 leader_commit: index,
+                round: crate::types::HeartbeatRound(0),
             },
             MessageBody::AppendEntries {
                 prev_log_id: LogId::new(Term(1), LogIndex(1)),
                 entries: Vec::new(),
                 leader_commit: index,
+                round: crate::types::HeartbeatRound(0),
             },
             MessageBody::AppendEntries {
                 prev_log_id: LogId::new(Term(1), LogIndex(1)),
                 entries: vec![entry],
                 leader_commit: LogIndex(1),
+                round: crate::types::HeartbeatRound(0),
             },
-            MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index: index }),
-            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                rejected_prev_index: index,
-                hint: ConflictHint { conflict_term: Some(Term(u64::MAX)), first_index: index },
-            }),
-            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                rejected_prev_index: LogIndex(1),
-                hint: ConflictHint { conflict_term: None, first_index: index },
-            }),
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Accepted { match_index: index },
+                round: crate::types::HeartbeatRound(0),
+            },
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Rejected {
+                    rejected_prev_index: index,
+                    hint: ConflictHint { conflict_term: Some(Term(u64::MAX)), first_index: index },
+                },
+                round: crate::types::HeartbeatRound(0),
+            },
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Rejected {
+                    rejected_prev_index: LogIndex(1),
+                    hint: ConflictHint { conflict_term: None, first_index: index },
+                },
+                round: crate::types::HeartbeatRound(0),
+            },
             MessageBody::InstallSnapshot {
                 meta: snapshot_meta(log_id),
                 offset: index.0,
@@ -306,6 +337,7 @@ mod tests {
             prev_log_id: last,
             entries: vec![beyond],
             leader_commit: MAX_INDEX.next(),
+            round: crate::types::HeartbeatRound(0),
         };
         deliver_to(&mut core, Term(1), append);
         assert_eq!(core.last_log_id(), last);

@@ -30,6 +30,7 @@ mod membership;
 mod message_bounds;
 mod progress;
 mod quorum;
+mod read_index;
 mod ready;
 mod replication;
 pub(crate) mod rng;
@@ -44,6 +45,7 @@ use bytes::Bytes;
 pub use self::configuration::{Configuration, MemberAddress};
 pub use self::configuration_encoding::MAX_ADDRESS_BYTES;
 pub use self::quorum::VoteResult;
+pub use self::read_index::ReadPolicy;
 pub use self::ready::{Ready, ReadyAck};
 
 use self::log::RaftLog;
@@ -55,7 +57,7 @@ use crate::error::{ProposeError, StartError, StorageError};
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload, Message, MessageBody};
 use crate::snapshot::Snapshot;
-use crate::types::{LogId, LogIndex, NodeId, Term};
+use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, Term};
 
 /// The tracing target of every protocol log line.
 pub(crate) const LOG_TARGET: &str = "raft_consensus::raft_node";
@@ -141,6 +143,13 @@ pub struct RaftCore {
     last_leader_contact_ms: Option<u64>,
     /// Leader only: one entry per other voter.
     progress: BTreeMap<NodeId, Progress>,
+    /// Leader: its current heartbeat round (see `read_index.rs`).
+    heartbeat_round: HeartbeatRound,
+    /// The linearizable reads being confirmed (see `read_index.rs`).
+    reads: read_index::Reads,
+    /// With lease reads: a node that has just started ignores vote requests until this time,
+    /// as if it had just heard from a leader (it may have, before it restarted).
+    votes_ignored_until_ms: u64,
     now_ms: u64,
     /// Whether `tick` has set the clock yet.
     clock_started: bool,
@@ -290,6 +299,9 @@ impl RaftCore {
             elections_started: 0,
             last_leader_contact_ms: None,
             progress: BTreeMap::new(),
+            heartbeat_round: HeartbeatRound(0),
+            reads: read_index::Reads::default(),
+            votes_ignored_until_ms: 0,
             now_ms: 0,
             clock_started: false,
             election_deadline_ms: 0,
@@ -333,6 +345,11 @@ impl RaftCore {
             self.clock_started = true;
             self.now_ms = now_ms;
             self.reset_election_deadline();
+            if self.config.lease_reads {
+                // This node may have answered a leader's heartbeat just before it restarted:
+                // the leader's lease counts on it not to vote for a while.
+                self.votes_ignored_until_ms = now_ms + self.config.election_timeout_min_ms;
+            }
             return;
         }
         debug_assert!(now_ms >= self.now_ms, "time must not go backwards");
@@ -354,6 +371,7 @@ impl RaftCore {
                 }
             }
             Role::Follower | Role::Candidate => {
+                self.expire_forwarded_reads();
                 if self.now_ms >= self.election_deadline_ms {
                     self.campaign();
                 }
@@ -454,15 +472,28 @@ impl RaftCore {
             }
             // Handled above: a refusal from a newer term has made this node a follower.
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {}
-            MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round } => {
                 if let Err(problem) = check_entries(message.term, prev_log_id, &entries) {
                     tracing::warn!(target: LOG_TARGET, node = %self.id, from = %message.from, "Dropping malformed AppendEntries: {problem}");
                     return;
                 }
-                self.handle_append_entries(message.from, prev_log_id, entries, leader_commit);
+                self.handle_append_entries(
+                    message.from,
+                    prev_log_id,
+                    entries,
+                    leader_commit,
+                    round,
+                );
             }
-            MessageBody::AppendEntriesResponse(response) => {
-                self.handle_append_response(message.from, response);
+            MessageBody::AppendEntriesResponse { result, round } => {
+                self.on_round_answered(message.from, round);
+                self.handle_append_response(message.from, result);
+            }
+            MessageBody::ReadIndex { request, lease } => {
+                self.handle_read_index(message.from, request, lease);
+            }
+            MessageBody::ReadIndexResponse { request, read_index } => {
+                self.handle_read_index_response(message.from, request, read_index);
             }
             MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
                 self.handle_install_snapshot(message.from, meta, offset, total_len, data);
@@ -601,6 +632,15 @@ impl RaftCore {
 
     /// Adopts `term` (when newer) and follows `leader` (when known).
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let keeps_leader = self.role == Role::Follower
+            && term == self.term
+            && leader.is_some()
+            && self.leader_id == leader;
+        if !keeps_leader {
+            // The leadership the pending reads depend on is over (for a follower: its reads
+            // were forwarded to a leader whose answers it would now drop).
+            self.fail_pending_reads();
+        }
         self.set_term(term);
         if self.role != Role::Follower {
             tracing::info!(target: LOG_TARGET, node = %self.id, "Becoming follower in term {}", self.term);
@@ -652,17 +692,27 @@ impl RaftCore {
                     MessageBody::RequestVoteResponse { granted: false },
                 );
             }
-            MessageBody::AppendEntries { prev_log_id, .. } => {
+            MessageBody::AppendEntries { prev_log_id, round, .. } => {
                 let hint = crate::message::ConflictHint {
                     conflict_term: None,
                     first_index: self.log.last_index().next(),
                 };
                 self.send_after_persist(
                     message.from,
-                    MessageBody::AppendEntriesResponse(crate::message::AppendResponse::Rejected {
-                        rejected_prev_index: prev_log_id.index,
-                        hint,
-                    }),
+                    MessageBody::AppendEntriesResponse {
+                        result: crate::message::AppendResponse::Rejected {
+                            rejected_prev_index: prev_log_id.index,
+                            hint,
+                        },
+                        round,
+                    },
+                );
+            }
+            MessageBody::ReadIndex { request, .. } => {
+                // The asking node learns of the newer term from the answer.
+                self.send(
+                    message.from,
+                    MessageBody::ReadIndexResponse { request, read_index: None },
                 );
             }
             MessageBody::InstallSnapshot { meta, .. } => {
@@ -677,7 +727,8 @@ impl RaftCore {
             }
             MessageBody::RequestVoteResponse { .. }
             | MessageBody::TimeoutNow
-            | MessageBody::AppendEntriesResponse(_)
+            | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::ReadIndexResponse { .. }
             | MessageBody::InstallSnapshotResponse { .. }
             | MessageBody::PreVote { .. }
             | MessageBody::PreVoteResponse { .. } => {}
@@ -778,14 +829,21 @@ impl fmt::Display for DisplayMessage<'_> {
             MessageBody::PreVoteResponse { granted } => {
                 write!(f, "PreVoteResponse granted={granted}")
             }
-            MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => write!(
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round } => write!(
                 f,
-                "AppendEntries prev={prev_log_id} entries={} leader_commit={leader_commit}",
+                "AppendEntries prev={prev_log_id} entries={} leader_commit={leader_commit} round={round}",
                 entries.len()
             ),
-            MessageBody::AppendEntriesResponse(response) => {
-                write!(f, "AppendEntriesResponse {response:?}")
+            MessageBody::AppendEntriesResponse { result, round } => {
+                write!(f, "AppendEntriesResponse {result:?} round={round}")
             }
+            MessageBody::ReadIndex { request, lease } => {
+                write!(f, "ReadIndex request={request} lease={lease}")
+            }
+            MessageBody::ReadIndexResponse { request, read_index } => match read_index {
+                Some(index) => write!(f, "ReadIndexResponse request={request} read_index={index}"),
+                None => write!(f, "ReadIndexResponse request={request} refused"),
+            },
             MessageBody::InstallSnapshot { meta, offset, total_len, data } => write!(
                 f,
                 "InstallSnapshot last_included={} bytes {offset}..{} of {total_len}",
@@ -835,6 +893,7 @@ mod tests {
                 prev_log_id: LogId::default(),
                 entries: vec![entry(1, 2)],
                 leader_commit: LogIndex(2),
+                round: crate::types::HeartbeatRound(0),
             },
         });
         assert_eq!(core.last_log_id().index, LogIndex(0));
@@ -851,6 +910,7 @@ mod tests {
                 prev_log_id: LogId::default(),
                 entries: vec![entry(1, 1)],
                 leader_commit: LogIndex(0),
+                round: crate::types::HeartbeatRound(0),
             },
         };
         // (from, to): addressed to node3; from itself.
@@ -914,6 +974,7 @@ mod tests {
                 prev_log_id: LogId::default(),
                 entries: vec![entry(3, 2)],
                 leader_commit: LogIndex(0),
+                round: crate::types::HeartbeatRound(0),
             },
         });
         assert_eq!((core.term(), core.leader_id()), (Term(3), Some(NodeId(1))));

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use crate::snapshot::Snapshot;
-use crate::types::LogIndex;
+use crate::types::{HeartbeatRound, LogIndex};
 
 /// How the leader currently sends to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub(crate) struct Progress {
     inflight: VecDeque<(LogIndex, u64)>,
     /// Whether the follower answered within the current check-quorum period.
     pub(crate) recently_active: bool,
+    /// The highest heartbeat round the follower has answered (see `read_index.rs`).
+    pub(crate) answered_round: HeartbeatRound,
     /// In Snapshot mode: the transfer under way.
     pub(crate) snapshot_transfer: Option<SnapshotTransfer>,
 }
@@ -95,6 +97,7 @@ impl Progress {
             mode: ReplicationMode::Probe { probe_sent: false },
             inflight: VecDeque::new(),
             recently_active: false,
+            answered_round: HeartbeatRound(0),
             snapshot_transfer: None,
         }
     }

@@ -4,7 +4,7 @@
 //! A [`Configuration`](super::configuration::Configuration) combines one or two of these (two
 //! during a joint change); nothing else in the core counts a majority.
 
-use crate::types::{LogIndex, NodeId};
+use crate::types::{HeartbeatRound, LogIndex, NodeId};
 
 /// Clusters up to this many voters are counted on the stack (the leader counts for every
 /// acknowledgment, so the common case must not allocate).
@@ -63,23 +63,43 @@ impl MajorityConfig {
         &self,
         match_index_of: impl Fn(NodeId) -> Option<LogIndex>,
     ) -> LogIndex {
+        self.majority_value(match_index_of, LogIndex(u64::MAX))
+    }
+
+    /// The highest heartbeat round that a majority of the voters has answered, given each
+    /// voter's highest answered round (`None`: none, counted as 0). An empty set of voters
+    /// answers the largest round, as [`committed_index`](Self::committed_index) does.
+    pub(crate) fn quorum_round(
+        &self,
+        answered_round_of: impl Fn(NodeId) -> Option<HeartbeatRound>,
+    ) -> HeartbeatRound {
+        self.majority_value(answered_round_of, HeartbeatRound(u64::MAX))
+    }
+
+    /// The highest value at or below which a majority of the voters' values lie (the
+    /// majority-th highest); `unconstrained` for an empty set of voters.
+    fn majority_value<T: Copy + Ord + Default>(
+        &self,
+        value_of: impl Fn(NodeId) -> Option<T>,
+        unconstrained: T,
+    ) -> T {
         if self.voters.is_empty() {
-            return LogIndex(u64::MAX);
+            return unconstrained;
         }
-        let matched = self.voters.iter().map(|id| match_index_of(*id).unwrap_or_default());
+        let values = self.voters.iter().map(|id| value_of(*id).unwrap_or_default());
         let count = self.voters.len();
-        let mut on_stack = [LogIndex(0); ON_STACK_VOTERS];
+        let mut on_stack = [T::default(); ON_STACK_VOTERS];
         let mut on_heap;
-        let slots: &mut [LogIndex] = if count <= ON_STACK_VOTERS {
-            for (slot, index) in on_stack.iter_mut().zip(matched) {
-                *slot = index;
+        let slots: &mut [T] = if count <= ON_STACK_VOTERS {
+            for (slot, value) in on_stack.iter_mut().zip(values) {
+                *slot = value;
             }
             &mut on_stack[..count]
         } else {
-            on_heap = matched.collect::<Vec<_>>();
+            on_heap = values.collect::<Vec<_>>();
             &mut on_heap
         };
-        // Highest first: the majority-th highest index is held by a majority.
+        // Highest first: the majority-th highest value is reached by a majority.
         slots.sort_unstable_by(|a, b| b.cmp(a));
         slots[self.majority() - 1]
     }

@@ -77,6 +77,8 @@ impl RaftCore {
             || self.pending_snapshot.is_some()
             || self.pending_log_reset.is_some()
             || (self.role == Role::Leader && self.leader_has_entries_to_send())
+            || self.read_round_unsent()
+            || self.reads_to_forward()
     }
 
     /// Takes the work accumulated since the last call. Carry it out in the documented order,
@@ -84,6 +86,11 @@ impl RaftCore {
     pub fn ready(&mut self) -> Ready {
         if self.role == Role::Leader {
             self.replicate_to_all();
+            if self.read_round_unsent() {
+                self.send_read_round();
+            }
+        } else {
+            self.forward_reads();
         }
         let hard_state = self.hard_state();
         let changed_hard_state = (hard_state != self.handed_hard_state).then(|| {

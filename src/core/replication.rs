@@ -10,7 +10,7 @@
 use super::progress::ReplicationMode;
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::{AppendResponse, ConflictHint, Entry, MessageBody};
-use crate::types::{LogId, LogIndex, NodeId};
+use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId};
 
 impl RaftCore {
     /// Leader: sends every follower what it lacks, within the in-flight and size limits.
@@ -67,14 +67,15 @@ impl RaftCore {
         if let Some(progress) = self.progress.get_mut(&peer) {
             progress.on_sent(last_sent, self.now_ms);
         }
-        self.send(
-            peer,
-            MessageBody::AppendEntries {
-                prev_log_id: LogId::new(prev_term, prev_index),
-                entries,
-                leader_commit: self.commit_index,
-            },
-        );
+        self.send_append_entries(peer, LogId::new(prev_term, prev_index), entries);
+    }
+
+    /// Leader: sends `peer` an AppendEntries after `prev_log_id`, stamped with the commit
+    /// index and the current heartbeat round.
+    fn send_append_entries(&mut self, peer: NodeId, prev_log_id: LogId, entries: Vec<Entry>) {
+        let round = self.round_for_message();
+        let leader_commit = self.commit_index;
+        self.send(peer, MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round });
     }
 
     /// Leader: the heartbeat timer fired. Asserts leadership to every follower, retries probes,
@@ -83,6 +84,10 @@ impl RaftCore {
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
         tracing::trace!(target: LOG_TARGET, node = %self.id, "Sending heartbeats");
+        // Each heartbeat opens a round: its answers renew the lease and confirm any read
+        // waiting for a round.
+        self.start_round();
+        self.round_sent();
         // An append unanswered for a whole heartbeat interval was lost (or its answer was).
         let lost_if_sent_before_ms = self.now_ms.saturating_sub(self.config.heartbeat_interval_ms);
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
@@ -113,14 +118,7 @@ impl RaftCore {
                     }) else {
                         continue;
                     };
-                    self.send(
-                        peer,
-                        MessageBody::AppendEntries {
-                            prev_log_id: anchor,
-                            entries: Vec::new(),
-                            leader_commit: self.commit_index,
-                        },
-                    );
+                    self.send_append_entries(peer, anchor, Vec::new());
                 }
                 ReplicationMode::Replicate => {
                     // A bare heartbeat anchored at the match index: it always passes the
@@ -131,16 +129,33 @@ impl RaftCore {
                         self.start_snapshot_transfer(peer);
                         continue;
                     };
-                    self.send(
-                        peer,
-                        MessageBody::AppendEntries {
-                            prev_log_id: LogId::new(match_term, match_index),
-                            entries: Vec::new(),
-                            leader_commit: self.commit_index,
-                        },
-                    );
+                    self.send_append_entries(peer, LogId::new(match_term, match_index), Vec::new());
                 }
             }
+        }
+    }
+
+    /// Leader: sends the heartbeats of a round that reads wait for: to every follower, bare
+    /// and anchored where its log is known to match (so it always passes the consistency
+    /// check), whatever its replication mode. Unlike the heartbeat timer's round, it retries
+    /// nothing: a burst of reads must not multiply probes or snapshot chunks.
+    pub(super) fn send_read_round(&mut self) {
+        self.round_sent();
+        let anchors: Vec<(NodeId, LogId)> = self
+            .progress
+            .iter()
+            .filter_map(|(peer, progress)| {
+                let anchor = match &progress.snapshot_transfer {
+                    Some(transfer) => transfer.snapshot.meta.last_included,
+                    None => {
+                        LogId::new(self.log.term_at(progress.match_index)?, progress.match_index)
+                    }
+                };
+                Some((*peer, anchor))
+            })
+            .collect();
+        for (peer, anchor) in anchors {
+            self.send_append_entries(peer, anchor, Vec::new());
         }
     }
 
@@ -151,22 +166,19 @@ impl RaftCore {
         prev_log_id: LogId,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        round: HeartbeatRound,
     ) {
         self.hear_from_leader(leader);
         if prev_log_id.index < self.log.base().index {
             // The entries start inside this node's snapshot. Everything up to the commit
             // index is committed, so equal to the leader's log: accept up to there, and the
             // leader sends what follows.
-            self.send_after_persist(
-                leader,
-                MessageBody::AppendEntriesResponse(AppendResponse::Accepted {
-                    match_index: self.commit_index,
-                }),
-            );
+            let result = AppendResponse::Accepted { match_index: self.commit_index };
+            self.send_after_persist(leader, MessageBody::AppendEntriesResponse { result, round });
             return;
         }
 
-        let response = match self.log.term_at(prev_log_id.index) {
+        let result = match self.log.term_at(prev_log_id.index) {
             None => AppendResponse::Rejected {
                 rejected_prev_index: prev_log_id.index,
                 hint: ConflictHint {
@@ -192,7 +204,7 @@ impl RaftCore {
             }
         };
         // An acceptance promises the entries are durable: it waits for the persist.
-        self.send_after_persist(leader, MessageBody::AppendEntriesResponse(response));
+        self.send_after_persist(leader, MessageBody::AppendEntriesResponse { result, round });
     }
 
     /// Follower: a message from `leader` of the current term arrived. Follows it and restarts
@@ -345,6 +357,7 @@ impl RaftCore {
         {
             tracing::trace!(target: LOG_TARGET, node = %self.id, "Committed up to {majority_index}");
             self.commit_to(majority_index);
+            self.start_reads_awaiting_commit();
             self.advance_membership();
         }
     }

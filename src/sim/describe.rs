@@ -13,6 +13,14 @@ pub fn describe_message(message: &Message) -> String {
             format!("RequestVote term={term} last={last_log_id}{transfer}")
         }
         MessageBody::TimeoutNow => format!("TimeoutNow term={term}"),
+        MessageBody::ReadIndex { request, lease } => {
+            let lease = if *lease { " lease" } else { "" };
+            format!("ReadIndex term={term} request={request}{lease}")
+        }
+        MessageBody::ReadIndexResponse { request, read_index } => match read_index {
+            Some(index) => format!("ReadIndexResponse term={term} request={request} index={index}"),
+            None => format!("ReadIndexResponse term={term} request={request} refused"),
+        },
         MessageBody::RequestVoteResponse { granted } => {
             format!("RequestVoteResponse term={term} {}", granted_text(*granted))
         }
@@ -20,20 +28,23 @@ pub fn describe_message(message: &Message) -> String {
         MessageBody::PreVoteResponse { granted } => {
             format!("PreVoteResponse term={term} {}", granted_text(*granted))
         }
-        MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+        MessageBody::AppendEntries { prev_log_id, entries, leader_commit, .. } => {
             let listed: Vec<String> = entries.iter().map(describe_entry_id).collect();
             format!(
                 "AppendEntries term={term} prev={prev_log_id} commit={leader_commit} entries=[{}]",
                 listed.join(" ")
             )
         }
-        MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index }) => {
+        MessageBody::AppendEntriesResponse {
+            result: AppendResponse::Accepted { match_index },
+            ..
+        } => {
             format!("AppendEntriesResponse term={term} accepted match={match_index}")
         }
-        MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-            rejected_prev_index,
-            hint,
-        }) => {
+        MessageBody::AppendEntriesResponse {
+            result: AppendResponse::Rejected { rejected_prev_index, hint },
+            ..
+        } => {
             let conflict = match hint.conflict_term {
                 Some(conflict_term) => format!("conflict-term={conflict_term}"),
                 None => String::from("log-too-short"),

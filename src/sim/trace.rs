@@ -49,6 +49,16 @@ impl TraceHash {
                 self.add_u64(u64::from(*leadership_transfer));
             }
             MessageBody::TimeoutNow => self.add_u64(10),
+            MessageBody::ReadIndex { request, lease } => {
+                self.add_u64(11);
+                self.add_u64(request.0);
+                self.add_u64(u64::from(*lease));
+            }
+            MessageBody::ReadIndexResponse { request, read_index } => {
+                self.add_u64(12);
+                self.add_u64(request.0);
+                self.add_u64(read_index.map_or(0, |index| index.0 + 1));
+            }
             MessageBody::RequestVoteResponse { granted } => {
                 self.add_u64(2);
                 self.add_u64(u64::from(*granted));
@@ -62,7 +72,7 @@ impl TraceHash {
                 self.add_u64(7);
                 self.add_u64(u64::from(*granted));
             }
-            MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round } => {
                 self.add_u64(3);
                 self.add_u64(prev_log_id.term.0);
                 self.add_u64(prev_log_id.index.0);
@@ -72,15 +82,20 @@ impl TraceHash {
                     self.add_u64(last.index.0);
                 }
                 self.add_u64(leader_commit.0);
+                self.add_u64(round.0);
             }
-            MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index }) => {
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Accepted { match_index },
+                round,
+            } => {
                 self.add_u64(4);
                 self.add_u64(match_index.0);
+                self.add_u64(round.0);
             }
-            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                rejected_prev_index,
-                hint,
-            }) => {
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Rejected { rejected_prev_index, hint },
+                ..
+            } => {
                 self.add_u64(5);
                 self.add_u64(rejected_prev_index.0);
                 self.add_u64(hint.conflict_term.map_or(0, |term| term.0 + 1));

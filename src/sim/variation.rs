@@ -131,6 +131,7 @@ mod tests {
                 prev_log_id: LogId::default(),
                 entries: (1..=count).map(entry).collect(),
                 leader_commit: LogIndex(0),
+                round: crate::types::HeartbeatRound(0),
             },
         };
         assert_eq!(variation.transmission_ms(&append(0)), 1);

@@ -7,23 +7,24 @@
 //! error, not a crash. Entry payloads are sliced out of the input without copying.
 //!
 //! ```text
-//! message: version u8 (3) | kind u8 | from u64 | to u64 | term u64 | body
+//! message: version u8 (4) | kind u8 | from u64 | to u64 | term u64 | body
 //! kind 1 RequestVote:                  last log term u64 | last log index u64
 //!                                      | leadership transfer u8 (0 or 1)
 //! kind 3 PreVote:                      last log term u64 | last log index u64
 //! kind 2 RequestVoteResponse,
 //! kind 4 PreVoteResponse:              granted u8 (0 or 1)
 //! kind 5 AppendEntries:                prev term u64 | prev index u64 | leader commit u64
-//!                                      | entry count u32 | entries
+//!                                      | heartbeat round u64 | entry count u32 | entries
 //!   entry:                             term u64 | index u64 | payload kind u8 (0 blank,
 //!                                      1 command, 2 configuration) | payload length u32
 //!                                      | the command, or the configuration's encoding
 //!                                      (`core/configuration_encoding.rs`)
 //! kind 6 AppendEntriesResponse
-//!        (accepted):                   match index u64
+//!        (accepted):                   heartbeat round u64 | match index u64
 //! kind 7 AppendEntriesResponse
-//!        (rejected):                   rejected prev index u64 | has conflict term u8
-//!                                      | conflict term u64 | first index u64
+//!        (rejected):                   heartbeat round u64 | rejected prev index u64
+//!                                      | has conflict term u8 | conflict term u64
+//!                                      | first index u64
 //! kind 8 InstallSnapshot:              last included term u64 | last included index u64
 //!                                      | configuration length u32 | its encoding
 //!                                      | offset u64 | total length u64
@@ -31,6 +32,8 @@
 //! kind 9 InstallSnapshotResponse:      last included term u64 | last included index u64
 //!                                      | received u64 | installed u8
 //! kind 10 TimeoutNow:                  (no body)
+//! kind 11 ReadIndex:                   request u64 | lease u8 (0 or 1)
+//! kind 12 ReadIndexResponse:           request u64 | has read index u8 | read index u64
 //! ```
 //!
 //! Kinds 8 and 9 were added within version 1: a build that predates them refuses them as
@@ -43,16 +46,22 @@
 //! Version 3 adds membership changes: configuration entries (payload kind 2), the full
 //! configuration in `InstallSnapshot` (in place of a member list), the leadership-transfer
 //! flag of `RequestVote`, and `TimeoutNow` (kind 10).
+//!
+//! Version 4 adds linearizable reads without log writes: the heartbeat round that every
+//! `AppendEntries` carries and every answer echoes (a leader confirms its leadership for
+//! ReadIndex reads by counting answers to a round), and a follower's `ReadIndex` request
+//! (kind 11) with the leader's answer (kind 12). A read index, when present, obeys the same
+//! bound as every other index (`core/message_bounds.rs`).
 
 use bytes::Bytes;
 
 use crate::core::Configuration;
 use crate::message::{AppendResponse, ConflictHint, Entry, EntryPayload, Message, MessageBody};
 use crate::snapshot::SnapshotMeta;
-use crate::types::{LogId, LogIndex, NodeId, Term};
+use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 
 /// The wire format version this build writes and reads.
-pub const WIRE_FORMAT_VERSION: u8 = 3;
+pub const WIRE_FORMAT_VERSION: u8 = 4;
 
 /// Bytes of an entry besides its command.
 const ENTRY_OVERHEAD: usize = 8 + 8 + 1 + 4;
@@ -113,11 +122,13 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
         MessageBody::PreVote { .. } => 3,
         MessageBody::PreVoteResponse { .. } => 4,
         MessageBody::AppendEntries { .. } => 5,
-        MessageBody::AppendEntriesResponse(AppendResponse::Accepted { .. }) => 6,
-        MessageBody::AppendEntriesResponse(AppendResponse::Rejected { .. }) => 7,
+        MessageBody::AppendEntriesResponse { result: AppendResponse::Accepted { .. }, .. } => 6,
+        MessageBody::AppendEntriesResponse { result: AppendResponse::Rejected { .. }, .. } => 7,
         MessageBody::InstallSnapshot { .. } => 8,
         MessageBody::InstallSnapshotResponse { .. } => 9,
         MessageBody::TimeoutNow => 10,
+        MessageBody::ReadIndex { .. } => 11,
+        MessageBody::ReadIndexResponse { .. } => 12,
     };
     buffer.push(WIRE_FORMAT_VERSION);
     buffer.push(kind);
@@ -135,13 +146,23 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
             put_u64(buffer, last_log_id.index.0);
         }
         MessageBody::TimeoutNow => {}
+        MessageBody::ReadIndex { request, lease } => {
+            put_u64(buffer, request.0);
+            buffer.push(u8::from(*lease));
+        }
+        MessageBody::ReadIndexResponse { request, read_index } => {
+            put_u64(buffer, request.0);
+            buffer.push(u8::from(read_index.is_some()));
+            put_u64(buffer, read_index.map_or(0, |index| index.0));
+        }
         MessageBody::RequestVoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
             buffer.push(u8::from(*granted))
         }
-        MessageBody::AppendEntries { prev_log_id, entries, leader_commit } => {
+        MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round } => {
             put_u64(buffer, prev_log_id.term.0);
             put_u64(buffer, prev_log_id.index.0);
             put_u64(buffer, leader_commit.0);
+            put_u64(buffer, round.0);
             // Config::validate keeps entry counts and sizes within 32 bits.
             debug_assert!(u32::try_from(entries.len()).is_ok());
             let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
@@ -165,13 +186,18 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
                 buffer.extend_from_slice(&payload[..length as usize]);
             }
         }
-        MessageBody::AppendEntriesResponse(AppendResponse::Accepted { match_index }) => {
+        MessageBody::AppendEntriesResponse {
+            result: AppendResponse::Accepted { match_index },
+            round,
+        } => {
+            put_u64(buffer, round.0);
             put_u64(buffer, match_index.0);
         }
-        MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-            rejected_prev_index,
-            hint,
-        }) => {
+        MessageBody::AppendEntriesResponse {
+            result: AppendResponse::Rejected { rejected_prev_index, hint },
+            round,
+        } => {
+            put_u64(buffer, round.0);
             put_u64(buffer, rejected_prev_index.0);
             buffer.push(u8::from(hint.conflict_term.is_some()));
             put_u64(buffer, hint.conflict_term.map_or(0, |term| term.0));
@@ -219,11 +245,25 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
         },
         3 => MessageBody::PreVote { last_log_id: reader.log_id("last log id")? },
         10 => MessageBody::TimeoutNow,
+        11 => MessageBody::ReadIndex {
+            request: ReadId(reader.u64("request")?),
+            lease: reader.flag("lease")?,
+        },
+        12 => {
+            let request = ReadId(reader.u64("request")?);
+            let has_read_index = reader.flag("has read index")?;
+            let read_index = LogIndex(reader.u64("read index")?);
+            MessageBody::ReadIndexResponse {
+                request,
+                read_index: has_read_index.then_some(read_index),
+            }
+        }
         2 => MessageBody::RequestVoteResponse { granted: reader.flag("granted")? },
         4 => MessageBody::PreVoteResponse { granted: reader.flag("granted")? },
         5 => {
             let prev_log_id = reader.log_id("prev log id")?;
             let leader_commit = LogIndex(reader.u64("leader commit")?);
+            let round = HeartbeatRound(reader.u64("heartbeat round")?);
             let count = reader.u32("entry count")? as usize;
             // Never trust a count for an allocation: each entry takes at least its overhead.
             let available = reader.remaining();
@@ -254,23 +294,30 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
                 };
                 entries.push(Entry { term: entry_term, index, payload });
             }
-            MessageBody::AppendEntries { prev_log_id, entries, leader_commit }
+            MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round }
         }
-        6 => MessageBody::AppendEntriesResponse(AppendResponse::Accepted {
-            match_index: LogIndex(reader.u64("match index")?),
-        }),
+        6 => {
+            let round = HeartbeatRound(reader.u64("heartbeat round")?);
+            let match_index = LogIndex(reader.u64("match index")?);
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Accepted { match_index },
+                round,
+            }
+        }
         7 => {
+            let round = HeartbeatRound(reader.u64("heartbeat round")?);
             let rejected_prev_index = LogIndex(reader.u64("rejected prev index")?);
             let has_conflict_term = reader.flag("has conflict term")?;
             let conflict_term = Term(reader.u64("conflict term")?);
             let first_index = LogIndex(reader.u64("first index")?);
-            MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                rejected_prev_index,
-                hint: ConflictHint {
-                    conflict_term: has_conflict_term.then_some(conflict_term),
-                    first_index,
-                },
-            })
+            let hint = ConflictHint {
+                conflict_term: has_conflict_term.then_some(conflict_term),
+                first_index,
+            };
+            MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Rejected { rejected_prev_index, hint },
+                round,
+            }
         }
         8 => {
             let last_included = reader.log_id("last included")?;
@@ -377,6 +424,13 @@ mod tests {
             message(MessageBody::PreVote { last_log_id: log_id }),
             message(MessageBody::PreVoteResponse { granted: false }),
             message(MessageBody::TimeoutNow),
+            message(MessageBody::ReadIndex { request: ReadId(17), lease: true }),
+            message(MessageBody::ReadIndex { request: ReadId(u64::MAX), lease: false }),
+            message(MessageBody::ReadIndexResponse {
+                request: ReadId(17),
+                read_index: Some(LogIndex(44)),
+            }),
+            message(MessageBody::ReadIndexResponse { request: ReadId(18), read_index: None }),
             message(MessageBody::AppendEntries {
                 prev_log_id: log_id,
                 entries: vec![
@@ -393,23 +447,32 @@ mod tests {
                     },
                 ],
                 leader_commit: LogIndex(40),
+                round: HeartbeatRound(9),
             }),
             message(MessageBody::AppendEntries {
                 prev_log_id: log_id,
                 entries: Vec::new(),
                 leader_commit: LogIndex(40),
+                round: HeartbeatRound(u64::MAX),
             }),
-            message(MessageBody::AppendEntriesResponse(AppendResponse::Accepted {
-                match_index: LogIndex(44),
-            })),
-            message(MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                rejected_prev_index: LogIndex(41),
-                hint: ConflictHint { conflict_term: Some(Term(5)), first_index: LogIndex(30) },
-            })),
-            message(MessageBody::AppendEntriesResponse(AppendResponse::Rejected {
-                rejected_prev_index: LogIndex(41),
-                hint: ConflictHint { conflict_term: None, first_index: LogIndex(12) },
-            })),
+            message(MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Accepted { match_index: LogIndex(44) },
+                round: HeartbeatRound(u64::MAX),
+            }),
+            message(MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Rejected {
+                    rejected_prev_index: LogIndex(41),
+                    hint: ConflictHint { conflict_term: Some(Term(5)), first_index: LogIndex(30) },
+                },
+                round: HeartbeatRound(u64::MAX),
+            }),
+            message(MessageBody::AppendEntriesResponse {
+                result: AppendResponse::Rejected {
+                    rejected_prev_index: LogIndex(41),
+                    hint: ConflictHint { conflict_term: None, first_index: LogIndex(12) },
+                },
+                round: HeartbeatRound(u64::MAX),
+            }),
             message(MessageBody::InstallSnapshot {
                 meta: SnapshotMeta {
                     last_included: log_id,
@@ -478,9 +541,13 @@ mod tests {
 
     #[test]
     fn a_huge_entry_count_is_refused_before_anything_is_allocated() {
-        let message = &every_kind_of_message()[5];
-        let mut bytes = encoded(message).to_vec();
-        let count_offset = 2 + 24 + 24;
+        let message = every_kind_of_message()
+            .into_iter()
+            .find(|message| matches!(&message.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty()))
+            .expect("an AppendEntries with entries");
+        let mut bytes = encoded(&message).to_vec();
+        // version, kind, from/to/term, prev log id and commit index, round.
+        let count_offset = 2 + 24 + 24 + 8;
         bytes[count_offset..count_offset + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             decode_message(&Bytes::from(bytes)),

@@ -34,5 +34,8 @@ pub fn between(message: &Message, a: u64, b: u64) -> bool {
 
 /// Whether `message` is a rejected AppendEntries answer.
 pub fn is_append_rejection(message: &Message) -> bool {
-    matches!(message.body, MessageBody::AppendEntriesResponse(AppendResponse::Rejected { .. }))
+    matches!(
+        message.body,
+        MessageBody::AppendEntriesResponse { result: AppendResponse::Rejected { .. }, .. }
+    )
 }
