@@ -85,9 +85,10 @@ pub mod transport;
 pub mod types;
 
 pub use config::Config;
-pub use core::{Configuration, MemberAddress, Role};
+pub use core::{Configuration, MemberAddress, ReadPolicy, Role};
 pub use error::{
-    ConfigError, FatalError, MembershipError, ProposeError, StartError, StorageError, WaitError,
+    ConfigError, FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError,
+    WaitError,
 };
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};
@@ -96,7 +97,7 @@ pub use raft_node::RaftNode;
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use state_machine::StateMachine;
 pub use status::Status;
-pub use types::{LogId, LogIndex, NodeId, Term};
+pub use types::{LogId, LogIndex, NodeId, ReadId, Term};
 
 /// The README's code blocks, compiled and run as doctests so that they stay true.
 #[cfg(doctest)]

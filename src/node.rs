@@ -26,7 +26,8 @@
 //!
 //! use raft_consensus::node::{Node, NodeIo};
 //! use raft_consensus::storage::{MemoryStorage, PendingSync, Storage};
-//! use raft_consensus::{Config, Message, NodeId, ProposeError, Role, StateMachine};
+//! use raft_consensus::core::ReadPolicy;
+//! use raft_consensus::{Config, LogIndex, Message, NodeId, ProposeError, ReadError, ReadId, Role, StateMachine};
 //!
 //! /// Adds each command's first byte to a total.
 //! #[derive(Default)]
@@ -45,6 +46,7 @@
 //! struct Pump {
 //!     syncs: Vec<Box<dyn PendingSync>>,
 //!     answers: Vec<(&'static str, Result<Vec<u8>, ProposeError>)>,
+//!     reads: Vec<(ReadId, Result<LogIndex, ReadError>)>,
 //! }
 //!
 //! impl NodeIo<&'static str> for Pump {
@@ -54,6 +56,9 @@
 //!     }
 //!     fn answer(&mut self, waiter: &'static str, result: Result<Vec<u8>, ProposeError>) {
 //!         self.answers.push((waiter, result));
+//!     }
+//!     fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>) {
+//!         self.reads.push((read, result));
 //!     }
 //! }
 //!
@@ -84,6 +89,12 @@
 //! turn(&mut node, &mut pump, now_ms)?;
 //! let answers: Vec<(&str, Vec<u8>)> = pump.answers.drain(..).map(|(who, result)| (who, result.unwrap())).collect();
 //! assert_eq!(answers, [("first", 5u64.to_le_bytes().to_vec()), ("second", 7u64.to_le_bytes().to_vec())]);
+//!
+//! // A linearizable read: once it is ready, the state machine reflects every write before it.
+//! let read = node.read(ReadPolicy::ReadIndex)?;
+//! turn(&mut node, &mut pump, now_ms)?;
+//! assert_eq!(pump.reads, [(read, Ok(LogIndex(3)))]); // the no-op, then two commands
+//! assert_eq!(node.state_machine().0, 7);
 //! # Ok(())
 //! # }
 //! ```
@@ -95,15 +106,15 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 
 use crate::config::{Config, MAX_MEMBERS};
-use crate::core::{InitialState, LOG_TARGET, MemberAddress, RaftCore, Role};
+use crate::core::{InitialState, LOG_TARGET, MemberAddress, RaftCore, ReadPolicy, Role};
 use crate::driver::{Applied, Driver, probe_snapshot_support};
-use crate::error::{MembershipError, ProposeError, StartError, StorageError};
+use crate::error::{MembershipError, ProposeError, ReadError, StartError, StorageError};
 use crate::message::{EntryPayload, Message};
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
 use crate::storage::{PendingSync, Storage};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId, ReadId, Term};
 
 /// What a state machine's `apply` returned.
 pub type ApplyResult = Result<Vec<u8>, Box<dyn Error + Send + Sync>>;
@@ -125,6 +136,10 @@ pub trait NodeIo<W> {
     /// [`ProposeError::NotLeader`] when another leader's entry took its index (it never
     /// committed), [`ProposeError::OutcomeUnknown`] when this node stopped leading first.
     fn answer(&mut self, waiter: W, result: ProposalResult);
+
+    /// A read asked for with [`Node::read`] may be served now: the state machine has applied
+    /// through its read index (`Ok`), or it cannot be served (`Err`).
+    fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>);
 
     /// Observes each command applied, in log order (the simulator checks that every node
     /// applies the same). Does nothing by default.
@@ -157,6 +172,8 @@ pub struct Node<S: Storage, M: StateMachine, W = ()> {
     /// The first entry of the latest membership change this node appended: its index and
     /// term, so that [`Node::change_outcome`] can tell it from an entry that replaced it.
     change_started: Option<(LogIndex, Term)>,
+    /// Reads with a confirmed read index, waiting for the state machine to apply through it.
+    reads_awaiting_apply: BTreeMap<LogIndex, Vec<ReadId>>,
 }
 
 impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
@@ -210,6 +227,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
             driver: Driver::new(core, storage, state_machine, snapshots_supported),
             pending: PendingProposals::default(),
             change_started: None,
+            reads_awaiting_apply: BTreeMap::new(),
         })
     }
 
@@ -262,6 +280,17 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
             }
             Err(error) => Err((error, waiter)),
         }
+    }
+
+    /// Asks for a linearizable read (Raft thesis §6.4): a leader confirms its leadership (with
+    /// a heartbeat round to a majority, or its lease when `policy` and the config allow), a
+    /// follower asks its leader for the read index. Once the state machine here has applied
+    /// through that index, [`NodeIo::read_ready`] says the read may be served: anything read
+    /// from the state machine then reflects every write that completed before the read was
+    /// asked for. Fails at once when no leader is known or too many reads wait; see
+    /// [`RaftCore::read_index`].
+    pub fn read(&mut self, policy: ReadPolicy) -> Result<ReadId, ReadError> {
+        self.driver.core.read_index(policy)
     }
 
     /// Leader: adds `id` as a learner reachable at `address`; see
@@ -357,7 +386,33 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
                 io.answer(waiter, Err(ProposeError::OutcomeUnknown { index }));
             }
         }
+        if result.is_ok() {
+            self.release_reads(io);
+        }
         result
+    }
+
+    /// Hands out the reads whose outcome the core decided, once the state machine has
+    /// applied through their read index.
+    fn release_reads(&mut self, io: &mut impl NodeIo<W>) {
+        let applied = self.driver.core.applied_index();
+        for (read, outcome) in self.driver.core.take_read_outcomes() {
+            match outcome {
+                Ok(read_index) if read_index > applied => {
+                    self.reads_awaiting_apply.entry(read_index).or_default().push(read);
+                }
+                outcome => io.read_ready(read, outcome),
+            }
+        }
+        while let Some(entry) = self.reads_awaiting_apply.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            let read_index = *entry.key();
+            for read in entry.remove() {
+                io.read_ready(read, Ok(read_index));
+            }
+        }
     }
 
     /// Reports that the oldest sync handed to [`NodeIo::start_sync`] completed: what waited
@@ -432,6 +487,10 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     pub fn stop(&mut self, io: &mut impl NodeIo<W>) {
         for (index, waiter) in self.pending.take_all() {
             io.answer(waiter, Err(ProposeError::OutcomeUnknown { index }));
+        }
+        let waiting = std::mem::take(&mut self.reads_awaiting_apply).into_values().flatten();
+        for read in waiting.chain(self.driver.core.abandon_reads()) {
+            io.read_ready(read, Err(ReadError::Shutdown));
         }
     }
 }
@@ -617,6 +676,7 @@ mod tests {
         syncs: Vec<Box<dyn PendingSync>>,
         started: usize,
         answers: usize,
+        reads: Vec<(ReadId, Result<LogIndex, ReadError>)>,
     }
 
     impl NodeIo<()> for HeldSyncs {
@@ -629,6 +689,10 @@ mod tests {
 
         fn answer(&mut self, _waiter: (), _result: ProposalResult) {
             self.answers += 1;
+        }
+
+        fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>) {
+            self.reads.push((read, result));
         }
     }
 
@@ -764,6 +828,37 @@ mod tests {
         }
         assert!(!node.snapshot_due());
         assert!(node.take_snapshot(&mut io).unwrap().is_none());
+    }
+
+    /// A confirmed read is handed out only once the state machine has applied through its
+    /// read index, and a node that stops fails the reads still waiting.
+    #[test]
+    fn a_read_is_ready_once_applied_through_its_read_index_and_fails_on_stop() {
+        let storage = SyncLater(MemoryStorage::new());
+        let mut node: Node<SyncLater, Counting, ()> =
+            Node::start(NodeId(1), [NodeId(1)], Config::default(), storage, Counting(0), 1)
+                .expect("a valid start");
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        // A command appended but not yet durable, so not committed: a read asked now is
+        // confirmed at the commit index before it.
+        node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+        let read = node.read(ReadPolicy::ReadIndex).expect("the leader takes reads");
+        node.process(&mut io).expect("storage in memory does not fail");
+        assert_eq!(io.reads, [(read, Ok(LogIndex(1)))], "served at the no-op's index");
+        io.reads.clear();
+        // Once the command commits (its sync completes), a new read waits for it.
+        settle(&mut node, &mut io);
+        let read = node.read(ReadPolicy::ReadIndex).expect("the leader takes reads");
+        node.process(&mut io).expect("storage in memory does not fail");
+        assert_eq!(io.reads, [(read, Ok(LogIndex(2)))]);
+        assert_eq!(node.state_machine().0, 1, "the command was applied before the read");
+        io.reads.clear();
+        node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+        node.process(&mut io).expect("storage in memory does not fail");
+        let _ = node.read(ReadPolicy::ReadIndex).expect("the leader takes reads");
+        node.stop(&mut io);
+        assert!(io.reads.iter().all(|(_, outcome)| *outcome == Err(ReadError::Shutdown)));
     }
 
     /// At most sixteen syncs run at once: past that the next Ready waits (and grows) until a

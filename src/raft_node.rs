@@ -6,6 +6,7 @@
 //! pumps too), and completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
 //! handle to that task.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::core::{Configuration, LOG_TARGET, MemberAddress};
+use crate::core::{Configuration, LOG_TARGET, MemberAddress, ReadPolicy};
 use crate::error::{
-    FatalError, MembershipError, ProposeError, StartError, StorageError, WaitError,
+    FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError, WaitError,
 };
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
@@ -31,7 +32,7 @@ use crate::status::Status;
 use crate::storage::{PendingSync, SnapshotWriter, Storage};
 use crate::sync_thread::SyncThread;
 use crate::transport::Transport;
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId, ReadId, Term};
 
 /// Most requests or messages taken in one batch before the node persists and answers.
 const MAX_BATCH: usize = 4096;
@@ -43,6 +44,24 @@ type ChangeReply = oneshot::Sender<Result<Configuration, MembershipError>>;
 enum Request {
     Propose { command: Bytes, reply: ProposeReply },
     Change { change: Change, reply: ChangeReply },
+    Read { policy: ReadPolicy, reply: ReadReply },
+}
+
+/// Who waits for a linearizable read, and what for.
+enum ReadReply {
+    /// The read index, once the state machine has applied through it.
+    Index(oneshot::Sender<Result<LogIndex, ReadError>>),
+    /// The state machine's answer to a query, asked once it is safe.
+    Query(Bytes, oneshot::Sender<Result<Vec<u8>, ReadError>>),
+}
+
+impl ReadReply {
+    fn fail(self, error: ReadError) {
+        match self {
+            ReadReply::Index(reply) => drop(reply.send(Err(error))),
+            ReadReply::Query(_, reply) => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 /// A membership change or leadership transfer asked of the node.
@@ -163,6 +182,8 @@ impl RaftNode {
             stop_requested,
             status: status_sender,
             completed: Vec::new(),
+            reads: HashMap::new(),
+            ready_reads: Vec::new(),
             pending_change: None,
             known_configuration: node_configuration,
             epoch: Instant::now(),
@@ -207,6 +228,76 @@ impl RaftNode {
         // The node answers every proposal it took before it stops; a dropped reply means it
         // stopped before taking this one.
         result.await.unwrap_or(Err(ProposeError::Shutdown))
+    }
+
+    /// Waits until a linearizable read may be served on this node, and returns its read
+    /// index: the state machine here has applied everything committed when the call was
+    /// made, and no newer leader can have committed anything this node lacks (Raft thesis
+    /// §6.4). State read after it returns (through a handle the application shares with its
+    /// state machine) reflects every write that completed before the call, on any node:
+    /// a leader confirms its leadership with one heartbeat round (shared by the reads that
+    /// arrive meanwhile), a follower asks its leader for the index and serves the read
+    /// itself. No log entry is written and nothing is synced.
+    ///
+    /// With [`ReadPolicy::Lease`] and [`Config::lease_reads`] on, a leader within its lease
+    /// skips the round (see the clock assumption there); otherwise the policy falls back to
+    /// a round.
+    ///
+    /// Errors: [`ReadError::NotLeader`] when no leader is known, [`ReadError::LeadershipLost`]
+    /// when leadership changed before the read was confirmed (retry),
+    /// [`ReadError::TooManyPending`], [`ReadError::Shutdown`]. A read that cannot complete
+    /// (a leader cut off from its majority) fails within about an election timeout.
+    ///
+    /// ```
+    /// # use raft_consensus::storage::MemoryStorage;
+    /// # use raft_consensus::transport::ChannelNetwork;
+    /// # use raft_consensus::{Config, NodeId, RaftNode, ReadPolicy, StateMachine};
+    /// # use std::time::Duration;
+    /// # struct Counter(u64);
+    /// # impl StateMachine for Counter {
+    /// #     fn apply(&mut self, _command: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    /// #         self.0 += 1;
+    /// #         Ok(self.0.to_le_bytes().to_vec())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let network = ChannelNetwork::new();
+    /// # let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Counter(0))?;
+    /// # node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// node.propose(b"increment".to_vec()).await?;
+    /// let read_index = node.read_index(ReadPolicy::ReadIndex).await?;
+    /// assert!(node.status().applied_index >= read_index);
+    /// # node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_index(&self, policy: ReadPolicy) -> Result<LogIndex, ReadError> {
+        let (reply, result) = oneshot::channel();
+        self.read(policy, ReadReply::Index(reply)).await?;
+        result.await.unwrap_or(Err(ReadError::Shutdown))
+    }
+
+    /// A linearizable read through the state machine's [`StateMachine::query`]: once the read
+    /// may be served (as for [`read_index`](Self::read_index)), the node's task asks its state
+    /// machine and returns the answer. A query the state machine refuses fails with
+    /// [`ReadError::Query`].
+    pub async fn query(
+        &self,
+        query: impl Into<Bytes>,
+        policy: ReadPolicy,
+    ) -> Result<Vec<u8>, ReadError> {
+        let (reply, result) = oneshot::channel();
+        self.read(policy, ReadReply::Query(query.into(), reply)).await?;
+        result.await.unwrap_or(Err(ReadError::Shutdown))
+    }
+
+    async fn read(&self, policy: ReadPolicy, reply: ReadReply) -> Result<(), ReadError> {
+        self.shared
+            .requests
+            .send(Request::Read { policy, reply })
+            .await
+            .map_err(|_| ReadError::Shutdown)
     }
 
     /// Leader: adds `id` as a learner reachable at `address` (it receives the log and
@@ -486,6 +577,10 @@ struct NodeLoop<S: Storage, T, M: StateMachine> {
     status: watch::Sender<Status>,
     /// Proposals answered by the batch being processed (kept to reuse its allocation).
     completed: Vec<(ProposeReply, ProposalResult)>,
+    /// Reads the node is confirming, by the id it gave them.
+    reads: HashMap<ReadId, ReadReply>,
+    /// Reads that may be served (or failed) after the batch being processed.
+    ready_reads: Vec<(ReadId, Result<LogIndex, ReadError>)>,
     /// The membership change this leader appended and has not answered: the index of its
     /// first entry, and who waits for it.
     pending_change: Option<(LogIndex, ChangeReply)>,
@@ -500,6 +595,7 @@ struct LoopIo<'a, T> {
     transport: &'a mut T,
     syncs: &'a SyncThread,
     completed: &'a mut Vec<(ProposeReply, ProposalResult)>,
+    ready_reads: &'a mut Vec<(ReadId, Result<LogIndex, ReadError>)>,
     applied: u64,
 }
 
@@ -514,6 +610,10 @@ impl<T: Transport> NodeIo<ProposeReply> for LoopIo<'_, T> {
 
     fn answer(&mut self, waiter: ProposeReply, result: ProposalResult) {
         self.completed.push((waiter, result));
+    }
+
+    fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>) {
+        self.ready_reads.push((read, result));
     }
 
     fn applied(&mut self, _index: LogIndex, _term: Term, _command: &[u8], _result: &ApplyResult) {
@@ -611,6 +711,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 transport: &mut self.transport,
                 syncs: &self.syncs,
                 completed: &mut self.completed,
+                ready_reads: &mut self.ready_reads,
                 applied: 0,
             },
         )
@@ -665,6 +766,12 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                     }
                 },
                 Request::Change { change, reply } => self.start_change(change, reply),
+                Request::Read { policy, reply } => match self.node.read(policy) {
+                    Ok(read) => {
+                        self.reads.insert(read, reply);
+                    }
+                    Err(error) => reply.fail(error),
+                },
             }
             taken += 1;
             next = if taken < MAX_BATCH { self.requests.try_recv().ok() } else { None };
@@ -753,10 +860,25 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     }
 
     /// Sends the answers the node produced (the buffer is kept, so answering allocates
-    /// nothing).
+    /// nothing), and serves the reads that may be served.
     fn answer_completed(&mut self) {
         for (reply, outcome) in self.completed.drain(..) {
             let _ = reply.send(outcome);
+        }
+        for (read, outcome) in self.ready_reads.drain(..) {
+            let Some(reply) = self.reads.remove(&read) else { continue };
+            match (reply, outcome) {
+                (reply, Err(error)) => reply.fail(error),
+                (ReadReply::Index(reply), Ok(read_index)) => drop(reply.send(Ok(read_index))),
+                (ReadReply::Query(query, reply), Ok(_)) => {
+                    let answer = self
+                        .node
+                        .state_machine()
+                        .query(&query)
+                        .map_err(|error| ReadError::Query(error.to_string()));
+                    let _ = reply.send(answer);
+                }
+            }
         }
     }
 
@@ -786,6 +908,9 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         let (node, mut io) = self.split();
         node.stop(&mut io);
         self.answer_completed();
+        for (_, reply) in self.reads.drain() {
+            reply.fail(ReadError::Shutdown);
+        }
         if let Some((index, reply)) = self.pending_change.take() {
             let _ = reply.send(Err(MembershipError::OutcomeUnknown { index }));
         }
@@ -804,6 +929,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 Request::Change { reply, .. } => {
                     let _ = reply.send(Err(MembershipError::Shutdown));
                 }
+                Request::Read { reply, .. } => reply.fail(ReadError::Shutdown),
             }
         }
     }

@@ -42,8 +42,9 @@
 //! let (total, _): (u64, _) = bincode::decode_from_slice(&result, bincode::config::standard()).unwrap();
 //! assert_eq!(total, 5);
 //! assert!(machine.apply(b"not a command").is_err());
-//! // Snapshots are optional; the default implementations say they are unsupported.
+//! // Snapshots and queries are optional; the default implementations say they are unsupported.
 //! assert!(machine.snapshot().is_err());
+//! assert!(machine.query(b"total").is_err());
 //! ```
 
 use std::error::Error;
@@ -64,6 +65,20 @@ impl fmt::Display for SnapshotsUnsupported {
 }
 
 impl Error for SnapshotsUnsupported {}
+
+/// The error the default [`StateMachine::query`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueriesUnsupported;
+
+impl fmt::Display for QueriesUnsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "this state machine does not answer queries (implement StateMachine::query, or read a handle it shares after RaftNode::read_index)",
+        )
+    }
+}
+
+impl Error for QueriesUnsupported {}
 
 /// An application whose commands Raft replicates.
 ///
@@ -86,6 +101,17 @@ pub trait StateMachine {
     ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         let _ = index;
         self.apply(command)
+    }
+
+    /// Answers a read-only `query` from the current state, changing nothing. A node calls it
+    /// for a linearizable read ([`RaftNode::query`](crate::RaftNode::query)) once the state
+    /// machine has applied everything committed when the read arrived, so the answer is as
+    /// fresh as a command's would be, without a log entry. Optional: the default says
+    /// queries are unsupported (an application can instead read state it shares with its
+    /// state machine after [`RaftNode::read_index`](crate::RaftNode::read_index)).
+    fn query(&self, query: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        let _ = query;
+        Err(Box::new(QueriesUnsupported))
     }
 
     /// Serializes the whole state. Optional: the default says snapshots are unsupported.

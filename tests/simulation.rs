@@ -177,8 +177,9 @@ fn crash_storm_seeds_hold_every_invariant() {
         let interrupted: u64 =
             reports.iter().map(|report| report.faults.snapshot_write_crashes).sum();
         let stored: u64 = reports.iter().map(|report| report.snapshots.stored).sum();
-        // (About 20 in 100 seeds; membership seeds, two in five, vary it.)
-        assert!(interrupted >= 15, "only {interrupted} snapshot writes were interrupted");
+        // (About 11 in 100 seeds, since two gets in three are served without a log entry;
+        // membership seeds, two in five, vary it.)
+        assert!(interrupted >= 8, "only {interrupted} snapshot writes were interrupted");
         assert!(stored > interrupted * 2, "only {stored} snapshots stored");
     }
 }
@@ -199,9 +200,10 @@ fn a_follower_cut_off_for_thousands_of_entries_catches_up_by_snapshot() {
             .outage
             .unwrap_or_else(|| panic!("seed {}: the outage node never came back", report.seed));
         assert_eq!(outage.down_ms, config.outage_ms, "seed {}", report.seed);
-        // Far more than the at most 50 entries a node keeps behind its snapshot.
+        // Far more than the at most 50 entries a node keeps behind its snapshot (about 500
+        // to 1,500: reads served without log entries write none).
         assert!(
-            outage.entries_behind >= 500,
+            outage.entries_behind >= 300,
             "seed {}: only {} entries behind",
             report.seed,
             outage.entries_behind
@@ -246,6 +248,17 @@ fn assert_planted_bug_is_caught(
         pre_vote,
         ..SimConfig::default()
     };
+    let command = assert_caught(&config, seeds);
+    assert!(command.contains("--faults crash-storm"), "{command}");
+    command
+}
+
+/// Runs seeds of `config` (which plants a bug) until one reports a violation, checks that
+/// the failing seed replays bit for bit with the same violations, and returns its replay
+/// command.
+fn assert_caught(config: &SimConfig, seeds: std::ops::Range<u64>) -> String {
+    let config = config.clone();
+    let bug = config.planted_bug.expect("a planted bug");
     // A few seeds per core at a time, stopping at the first batch that catches the bug.
     let batch = 4 * std::thread::available_parallelism().map_or(2, |count| count.get()) as u64;
     let mut start = seeds.start;
@@ -264,7 +277,6 @@ fn assert_planted_bug_is_caught(
     let command = sim::replay_command(failing.seed, &config);
     assert!(command.contains(&format!("--seed {}", failing.seed)), "{command}");
     assert!(command.contains(&format!("--planted-bug {}", bug.name())), "{command}");
-    assert!(command.contains("--faults crash-storm"), "{command}");
     command
 }
 
@@ -320,4 +332,22 @@ fn a_planted_change_without_joint_bug_is_caught_and_replays() {
 #[test]
 fn a_planted_learners_count_for_commit_bug_is_caught_and_replays() {
     assert_planted_bug_is_caught(PlantedBug::LearnersCountForCommit, true, 0..150);
+}
+
+/// A planted read bug (a leader confirms ReadIndex reads without the heartbeat round that
+/// proves it still leads) is caught by the linearizability check: a leader cut off by a
+/// partition serves reads that miss what the new leader committed.
+///
+/// The window is narrow (the cut-off leader steps down once a check-quorum period passes
+/// without a majority), so the run has many clients: more of them read from the old leader
+/// while the new one commits.
+#[test]
+fn a_planted_read_without_round_bug_is_caught_and_replays() {
+    let config = SimConfig {
+        planted_bug: Some(PlantedBug::ReadWithoutRound),
+        clients: 24,
+        ..SimConfig::default()
+    };
+    let command = assert_caught(&config, 0..600);
+    assert!(command.contains("--clients 24"), "{command}");
 }

@@ -62,8 +62,9 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct RunOptions {
     /// Plant a protocol bug: commit-previous-term, forget-vote, ack-before-sync,
-    /// snapshot-skips-entry, install-keeps-conflicting-log, change-without-joint or
-    /// learners-count-for-commit (the last two change membership on every seed).
+    /// snapshot-skips-entry, install-keeps-conflicting-log, change-without-joint,
+    /// learners-count-for-commit (these two change membership on every seed) or
+    /// read-without-round.
     #[arg(long)]
     planted_bug: Option<String>,
     /// Cluster size at the start (default: 3 or 5, chosen by the seed; 3 to 5 on seeds

@@ -197,6 +197,9 @@ pub struct RaftCore {
     /// Simulation only: the planted bug that counts learners towards the commit majority.
     #[cfg(feature = "sim")]
     pub(crate) planted_learners_count_for_commit: bool,
+    /// Simulation only: the planted bug that confirms reads without a heartbeat round.
+    #[cfg(feature = "sim")]
+    pub(crate) planted_read_without_round: bool,
 }
 
 impl RaftCore {
@@ -326,6 +329,8 @@ impl RaftCore {
             planted_change_without_joint: false,
             #[cfg(feature = "sim")]
             planted_learners_count_for_commit: false,
+            #[cfg(feature = "sim")]
+            planted_read_without_round: false,
         };
         core.set_term(hard_state.term);
         if let Some(voted) = hard_state.voted_for {

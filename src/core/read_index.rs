@@ -157,6 +157,12 @@ impl RaftCore {
         std::mem::take(&mut self.reads.outcomes)
     }
 
+    /// Every read this node has not handed out an outcome for, given up (the node stops).
+    pub(crate) fn abandon_reads(&mut self) -> Vec<ReadId> {
+        self.fail_pending_reads();
+        self.take_read_outcomes().into_iter().map(|(read, _)| read).collect()
+    }
+
     /// Whether the leader holds a lease now (see [`Config::lease_reads`](crate::Config)).
     pub fn has_lease(&self) -> bool {
         self.role == Role::Leader
@@ -183,6 +189,12 @@ impl RaftCore {
             return;
         }
         if accepts_lease && self.has_lease() {
+            self.deliver_read(origin, self.commit_index);
+            return;
+        }
+        #[cfg(feature = "sim")]
+        if self.planted_read_without_round {
+            // Planted bug: the leader takes its own word that it still leads.
             self.deliver_read(origin, self.commit_index);
             return;
         }
@@ -260,11 +272,21 @@ impl RaftCore {
         let quorum_round = self.configuration.quorum_round(|id| {
             if id == own_id { Some(own_round) } else { progress.get(&id).map(|p| p.answered_round) }
         });
-        if quorum_round <= self.reads.quorum_round {
-            return;
+        if quorum_round > self.reads.quorum_round {
+            self.reads.quorum_round = quorum_round;
+            self.extend_lease(quorum_round);
         }
-        self.reads.quorum_round = quorum_round;
-        // The lease runs from the start of the newest round a majority answered.
+        while let Some(read) = self.reads.awaiting_round.front().copied() {
+            if read.round > quorum_round {
+                break;
+            }
+            self.reads.awaiting_round.pop_front();
+            self.deliver_read(read.origin, read.read_index);
+        }
+    }
+
+    /// Leader: a majority has answered `quorum_round`: the lease runs from its start.
+    fn extend_lease(&mut self, quorum_round: HeartbeatRound) {
         while self.reads.round_started_ms.front().is_some_and(|(round, _)| *round < quorum_round) {
             self.reads.round_started_ms.pop_front();
         }
@@ -273,13 +295,6 @@ impl RaftCore {
         {
             let lease = self.config.election_timeout_min_ms - self.config.clock_drift_bound_ms;
             self.reads.lease_until_ms = self.reads.lease_until_ms.max(started_ms + lease);
-        }
-        while let Some(read) = self.reads.awaiting_round.front().copied() {
-            if read.round > quorum_round {
-                break;
-            }
-            self.reads.awaiting_round.pop_front();
-            self.deliver_read(read.origin, read.read_index);
         }
     }
 

@@ -15,6 +15,8 @@
 //! - **syncs**: completed at once, unless a node holds them ([`Cluster::hold_syncs`]) until
 //!   [`Cluster::complete_syncs`], so a test can show a leader whose own sync lags;
 //! - **proposals** with their recorded outcomes ([`Cluster::proposals`]);
+//! - **linearizable reads** ([`Cluster::read`]), each checked when served: the node must
+//!   have applied every entry committed anywhere before the read was asked;
 //! - the simulator's checker (election safety, log matching, committed prefixes, state
 //!   machine safety: every node applies the same command at each index, once, in order),
 //!   run after every step: a violation panics with its description.
@@ -29,14 +31,14 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::core::{MemberAddress, RaftCore, Role};
-use crate::error::{MembershipError, ProposeError, StorageError};
+use crate::core::{MemberAddress, RaftCore, ReadPolicy, Role};
+use crate::error::{MembershipError, ProposeError, ReadError, StorageError};
 use crate::message::{Entry, Message};
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::state_machine::StateMachine;
 use crate::storage::{PendingSync, SnapshotWriter};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId, ReadId, Term};
 
 use super::checks::Checker;
 use super::describe::{describe_command, describe_entry, describe_message};
@@ -143,6 +145,7 @@ struct ClusterIo<'a> {
     syncs: &'a mut VecDeque<Box<dyn PendingSync>>,
     outbox: Vec<Message>,
     answers: Vec<(usize, ProposalResult)>,
+    reads: Vec<(ReadId, Result<LogIndex, ReadError>)>,
     applied: Vec<AppliedCommand>,
 }
 
@@ -158,6 +161,10 @@ impl NodeIo<usize> for ClusterIo<'_> {
 
     fn answer(&mut self, waiter: usize, result: ProposalResult) {
         self.answers.push((waiter, result));
+    }
+
+    fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>) {
+        self.reads.push((read, result));
     }
 
     fn applied(&mut self, index: LogIndex, term: Term, command: &[u8], result: &ApplyResult) {
@@ -186,6 +193,12 @@ pub struct Cluster {
     checker: Checker,
     network: MessageQueue,
     proposals: Vec<Proposal>,
+    /// The reads asked of nodes, by node and the id it gave them.
+    reads: BTreeMap<(NodeId, ReadId), AskedRead>,
+    /// Reads asked so far (they are numbered `r1`, `r2`, ... in the output).
+    reads_asked: u64,
+    /// Outcomes of reads not registered yet (decided in the very step that asked them).
+    unclaimed_reads: Vec<(ReadId, Result<LogIndex, ReadError>)>,
     /// The longest committed prefix any node has had (entries a snapshot covered when the
     /// node first committed them are absent: `None`).
     committed_log: Vec<Option<Entry>>,
@@ -223,6 +236,9 @@ impl Cluster {
             checker: Checker::default(),
             network: MessageQueue::default(),
             proposals: Vec::new(),
+            reads: BTreeMap::new(),
+            reads_asked: 0,
+            unclaimed_reads: Vec::new(),
             committed_log: Vec::new(),
             recording: false,
             recording_messages: true,
@@ -612,7 +628,54 @@ impl Cluster {
         result
     }
 
-    /// Node `id` takes a snapshot of its state machine through its applied index now, stores
+    /// Asks node `id` for a linearizable read and carries out what follows (nothing is
+    /// delivered). When the node says the read may be served, the cluster checks that it has
+    /// applied every entry committed anywhere before the read was asked (a violation
+    /// panics) and records what the read sees: the last command the node applied. Returns
+    /// the read's number (`r<n>` in the output), or why the node refused it.
+    pub fn read(&mut self, id: u64, policy: ReadPolicy) -> Result<u64, ReadError> {
+        let mut numbers = self.read_batch(id, policy, 1)?;
+        Ok(numbers.pop().unwrap_or_default())
+    }
+
+    /// Like [`read`](Self::read), for `count` reads asked in one step (as a runtime takes a
+    /// batch of requests), so that they share a heartbeat round or a forwarded request.
+    /// Stops at the first refusal.
+    pub fn read_batch(
+        &mut self,
+        id: u64,
+        policy: ReadPolicy,
+        count: u64,
+    ) -> Result<Vec<u64>, ReadError> {
+        let committed_when_asked = LogIndex(self.committed_log.len() as u64);
+        let results = self.with_node(NodeId(id), |node, _| {
+            Ok((0..count).map(|_| node.read(policy)).collect::<Vec<_>>())
+        });
+        let lease = if policy == ReadPolicy::Lease { " (lease)" } else { "" };
+        let mut numbers = Vec::new();
+        for result in results {
+            match result {
+                Ok(read) => {
+                    self.reads_asked += 1;
+                    let number = self.reads_asked;
+                    let asked = AskedRead { number, committed_when_asked };
+                    self.reads.insert((NodeId(id), read), asked);
+                    self.record(|| format!("{id}: starts read r{number}{lease}"));
+                    numbers.push(number);
+                }
+                Err(error) => {
+                    self.record(|| format!("{id}: refuses a read{lease}: {error}"));
+                    return Err(error);
+                }
+            }
+        }
+        // Reads confirmed at once came out of the step that asked for them.
+        let early = std::mem::take(&mut self.unclaimed_reads);
+        self.serve_reads(NodeId(id), early);
+        Ok(numbers)
+    }
+
+    /// Node `id` took a snapshot of its state machine through its applied index now, stores
     /// it, and compacts its log behind it (keeping the configured tail).
     pub fn take_snapshot(&mut self, id: u64) {
         let running = self.running(id);
@@ -883,6 +946,12 @@ impl Cluster {
         let damage = disk.crash(&mut self.rng, 0.0);
         self.record(|| format!("{id}: crashes, losing {} unsynced bytes", damage.lost_bytes));
         self.answer(node_id, answers.0);
+        for (read, outcome) in answers.1 {
+            if let Some(asked) = self.reads.remove(&(node_id, read)) {
+                let error = outcome.err().unwrap_or(ReadError::Shutdown);
+                self.record(|| format!("{id}: fails read r{}: {error}", asked.number));
+            }
+        }
         self.drop_matching(|message| message.from == node_id || message.to == node_id);
         damage.lost_bytes
     }
@@ -1022,6 +1091,7 @@ impl Cluster {
             syncs: &mut running.syncs,
             outbox: Vec::new(),
             answers: Vec::new(),
+            reads: Vec::new(),
             applied: Vec::new(),
         };
         let node = &mut running.node;
@@ -1036,7 +1106,7 @@ impl Cluster {
             });
         let (value, snapshot) = result
             .unwrap_or_else(|error| panic!("{id}: storage never fails in a cluster: {error}"));
-        let ClusterIo { outbox, answers, applied, .. } = io;
+        let ClusterIo { outbox, answers, reads, applied, .. } = io;
         let after = Observed::of(node.core());
         let installed = (node.snapshots_installed() > installed_before).then(|| {
             let restored = running.journal.records();
@@ -1067,8 +1137,47 @@ impl Cluster {
             self.send(message);
         }
         self.answer(id, answers);
+        self.serve_reads(id, reads);
         self.check(id);
         value
+    }
+
+    /// Node `id` says reads may be served (or failed): records them, and checks that a
+    /// served read reflects every entry committed before it was asked.
+    fn serve_reads(&mut self, id: NodeId, outcomes: Vec<(ReadId, Result<LogIndex, ReadError>)>) {
+        for (read, outcome) in outcomes {
+            let Some(asked) = self.reads.remove(&(id, read)) else {
+                self.unclaimed_reads.push((read, outcome));
+                continue;
+            };
+            let number = asked.number;
+            let read_index = match outcome {
+                Ok(read_index) => read_index,
+                Err(error) => {
+                    self.record(|| format!("{}: fails read r{number}: {error}", id.0));
+                    continue;
+                }
+            };
+            let running = self.running(id.0);
+            let applied = running.node.core().applied_index();
+            if applied < asked.committed_when_asked || applied < read_index {
+                panic!(
+                    "linearizability violated: {id} served read r{number} having applied through {applied}, but entry {} was committed before the read was asked (read index {read_index}):\n{}",
+                    asked.committed_when_asked,
+                    self.describe()
+                );
+            }
+            let seen = running.journal.records().last().map_or_else(
+                || String::from("nothing"),
+                |(_, _, command)| describe_command(command),
+            );
+            self.record(|| {
+                format!(
+                    "{}: serves read r{number} at read index {read_index}: last applied {seen}",
+                    id.0
+                )
+            });
+        }
     }
 
     fn record_changes(
@@ -1171,9 +1280,18 @@ fn complete_syncs(node: &mut ClusterNode, io: &mut ClusterIo<'_>) {
     }
 }
 
+/// A read asked of a node, and what it must reflect.
+#[derive(Clone, Copy, Debug)]
+struct AskedRead {
+    /// Its number in the output.
+    number: u64,
+    /// The highest index any node had committed when the read was asked.
+    committed_when_asked: LogIndex,
+}
+
 /// Collects the answers a stopping node gives; it sends and syncs nothing.
 #[derive(Default)]
-struct Answers(Vec<(usize, ProposalResult)>);
+struct Answers(Vec<(usize, ProposalResult)>, Vec<(ReadId, Result<LogIndex, ReadError>)>);
 
 impl NodeIo<usize> for Answers {
     fn send(&mut self, _message: Message) {}
@@ -1182,6 +1300,10 @@ impl NodeIo<usize> for Answers {
 
     fn answer(&mut self, waiter: usize, result: ProposalResult) {
         self.0.push((waiter, result));
+    }
+
+    fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>) {
+        self.1.push((read, result));
     }
 }
 

@@ -128,6 +128,18 @@ impl StateMachine for SimKv {
         Ok(self.execute(operation).encode())
     }
 
+    /// Answers a get (the same bytes `apply` would) without changing anything; other
+    /// operations are not queries.
+    fn query(&self, query: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        match KvOperation::decode(query) {
+            Some(KvOperation::Get { key }) => {
+                Ok(KvAnswer::Value(self.values.get(&key).copied()).encode())
+            }
+            Some(_) => Err("only a get is a query".into()),
+            None => Err("undecodable key-value query".into()),
+        }
+    }
+
     /// The applied-command hash, then each key and value.
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         let mut bytes = self.applied_hash.to_le_bytes().to_vec();
@@ -194,6 +206,12 @@ mod tests {
         );
         assert_eq!(store.execute(KvOperation::Get { key: 1 }), KvAnswer::Value(Some(2)));
         assert!(store.apply(b"junk").is_err());
+        let get = KvOperation::Get { key: 1 }.encode();
+        assert_eq!(store.query(&get).ok(), Some(KvAnswer::Value(Some(2)).encode()));
+        let before = store.clone();
+        assert!(store.query(&KvOperation::Put { key: 1, value: 3 }.encode()).is_err());
+        assert!(store.query(b"junk").is_err());
+        assert_eq!(store, before, "a query changes nothing");
     }
 
     #[test]

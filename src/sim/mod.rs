@@ -414,11 +414,15 @@ pub enum PlantedBug {
     /// `maybe_commit`, behind the `sim` feature). Every seed changes membership when it is
     /// planted.
     LearnersCountForCommit,
+    /// A leader confirms a ReadIndex read at once, without the heartbeat round that proves
+    /// it still leads (in the core, `read_index.rs`, behind the `sim` feature): a leader cut
+    /// off from its majority serves reads that miss what a newer leader committed.
+    ReadWithoutRound,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::CommitPreviousTermByCounting,
         PlantedBug::ForgetVoteOnRestart,
         PlantedBug::AcknowledgeBeforeSync,
@@ -426,6 +430,7 @@ impl PlantedBug {
         PlantedBug::InstallKeepsConflictingLog,
         PlantedBug::ChangeWithoutJointPhase,
         PlantedBug::LearnersCountForCommit,
+        PlantedBug::ReadWithoutRound,
     ];
 
     /// The bug's name on the command line (kebab-case).
@@ -438,6 +443,7 @@ impl PlantedBug {
             PlantedBug::InstallKeepsConflictingLog => "install-keeps-conflicting-log",
             PlantedBug::ChangeWithoutJointPhase => "change-without-joint",
             PlantedBug::LearnersCountForCommit => "learners-count-for-commit",
+            PlantedBug::ReadWithoutRound => "read-without-round",
         }
     }
 

@@ -133,6 +133,10 @@ impl<M: StateMachine> StateMachine for PlantedMachine<M> {
         self.inner.apply_at(index, command)
     }
 
+    fn query(&self, query: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.inner.query(query)
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         self.inner.snapshot()
     }

@@ -35,9 +35,11 @@
 //! syncs complete at once unless the node holds them.
 //!
 //! - `cluster <n> [seed=<s>] [pre-vote] [max-append-entries=<k>] [keep=<n>] [chunk=<bytes>]
-//!   [snapshot-after=<n>] [promotion-lag=<n>] [term=<t>] [commit=<c>]`: a new cluster of `n`
-//!   nodes (pre-vote off unless asked; `promotion-lag` is how far behind the leader's log a
-//!   learner may be and still be promoted; `term` and `commit` apply to every preset node). Input lines preset a
+//!   [snapshot-after=<n>] [promotion-lag=<n>] [lease [drift=<ms>]] [term=<t>] [commit=<c>]`:
+//!   a new cluster of `n` nodes (pre-vote off unless asked; `promotion-lag` is how far behind
+//!   the leader's log a learner may be and still be promoted; `lease` turns on lease reads,
+//!   and pre-vote with them, with a clock drift bound of `drift` ms; `term` and `commit`
+//!   apply to every preset node). Input lines preset a
 //!   node's log, one per node: `<id>: <term of entry 1> <term of entry 2> ... [term=<t>]
 //!   [commit=<c>] [vote=<v>]` (the term defaults to the last entry's). Prints every node's
 //!   status.
@@ -55,6 +57,11 @@
 //! - `hold-syncs <id>`: the node's syncs wait; `complete-syncs <id>` completes those waiting;
 //!   `release-syncs <id>` completes them and stops holding.
 //! - `propose <id> <text>`: proposes the command `<text>` at the node.
+//! - `read <id> [lease] [count=<n>]`: asks the node for `n` (default 1) linearizable reads
+//!   at once, as one batch (ReadIndex, or lease reads).
+//!   It prints `<id>: starts read r<n>`, and later `<id>: serves read r<n> at read index <i>:
+//!   last applied <command>` or `<id>: fails read r<n>: <reason>`; a served read that misses
+//!   an entry committed before it was asked panics (linearizability violated).
 //! - `crash <id>`: a power loss (unsynced writes are lost; messages to and from it too).
 //!   `restart <id>`: the node starts again from its disk.
 //! - `add-node <id>`: starts a new node on an empty disk, with no members (it waits to be
@@ -233,6 +240,11 @@ impl Interpreter {
                 Some(("chunk", value)) => config.snapshot_chunk_bytes = number(value)? as usize,
                 Some(("snapshot-after", value)) => config.snapshot_after_entries = number(value)?,
                 Some(("promotion-lag", value)) => config.promotion_max_lag = number(value)?,
+                None if *option == "lease" => {
+                    config.lease_reads = true;
+                    config.pre_vote = true;
+                }
+                Some(("drift", value)) => config.clock_drift_bound_ms = number(value)?,
                 Some(("term", value)) => term = Some(number(value)?),
                 Some(("commit", value)) => commit = number(value)?,
                 _ => return Err(format!("unknown cluster option {option:?}")),
@@ -324,6 +336,19 @@ fn run_on(
             let id = up(node(0)?)?;
             let text = command.splitn(3, char::is_whitespace).nth(2).unwrap_or("").trim();
             let _ = cluster.propose(id, text.as_bytes());
+        }
+        "read" => {
+            let id = up(node(0)?)?;
+            let mut policy = crate::core::ReadPolicy::ReadIndex;
+            let mut count = 1;
+            for option in &arguments[1..] {
+                match option.split_once('=') {
+                    None if *option == "lease" => policy = crate::core::ReadPolicy::Lease,
+                    Some(("count", value)) => count = number(value)?,
+                    _ => return Err(format!("read <id> [lease] [count=<n>], not {option:?}")),
+                }
+            }
+            let _ = cluster.read_batch(id, policy, count);
         }
         "crash" => {
             cluster.crash(up(node(0)?)?);

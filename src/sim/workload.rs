@@ -104,6 +104,13 @@ use super::rng::SimRng;
 /// (timed out, answer lost, or leadership lost: maybe applied). After the run the history
 /// must be linearizable with respect to [`model`](Self::model), and every node's state
 /// machine must equal every other's.
+///
+/// An operation that [`is_read`](Self::is_read) may instead be served as a linearizable read
+/// without a log entry (ReadIndex on the leader, a follower read on another node, or a lease
+/// read when the seed runs with leases): once the node says it may be served, the simulator
+/// passes its command to the state machine's [`query`](StateMachine::query), and the answer
+/// to [`output`](Self::output) as a command's result would be. Such reads are checked by the
+/// same linearizability search.
 pub trait Workload {
     /// The replicated state machine. Nodes' machines are compared at the end of a run, so
     /// equality must mean "applied the same commands" (compare the state, or a hash of the
@@ -125,6 +132,14 @@ pub trait Workload {
         client: usize,
         random: &mut SimRng,
     ) -> (Vec<u8>, <Self::Model as Model>::Input);
+
+    /// Whether the operation for `input` only reads, so that its command may be served by the
+    /// state machine's [`query`](StateMachine::query) after a linearizable read instead of
+    /// being proposed. The default (`false`) proposes every operation.
+    fn is_read(&self, input: &<Self::Model as Model>::Input) -> bool {
+        let _ = input;
+        false
+    }
 
     /// The model's output for `result`, what the state machine returned for `input` of
     /// `client`; `None` if it cannot be read (the operation is then recorded as unknown).
@@ -196,6 +211,10 @@ impl Workload for KvWorkload {
             KvOperation::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
         };
         (operation.encode(), input)
+    }
+
+    fn is_read(&self, input: &KvInput<u8, u64>) -> bool {
+        matches!(input, KvInput::Get { .. })
     }
 
     fn output(

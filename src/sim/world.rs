@@ -6,15 +6,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use crate::config::Config;
-use crate::core::{MemberAddress, RaftCore, Role};
-use crate::error::{MembershipError, ProposeError, StorageError};
+use crate::core::{MemberAddress, RaftCore, ReadPolicy, Role};
+use crate::error::{MembershipError, ProposeError, ReadError, StorageError};
 use crate::linearizability::{CheckResult, Model, Operation, check_with_limit};
 use crate::message::Message;
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::state_machine::StateMachine;
 use crate::storage::PendingSync;
 use crate::storage::SnapshotWriter;
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId, ReadId, Term};
 
 use super::checks::{Checker, Violation};
 use super::describe::describe_message;
@@ -48,6 +48,11 @@ const LINEARIZABILITY_BUDGET: u64 = 1_000_000;
 const MEMBERSHIP_STREAM: u64 = 0x4D45_4D42_4552_5348;
 /// Share of seeds that change membership under [`MembershipMode::PerSeed`].
 const MEMBERSHIP_SEED_SHARE: f64 = 0.4;
+/// Mixed into the seed for the stream that decides how reads are served, apart from the
+/// world's own.
+const READS_STREAM: u64 = 0x5245_4144_5345_5256;
+/// Share of seeds whose nodes run with leases (when they run pre-vote).
+const LEASE_SEED_SHARE: f64 = 0.5;
 /// Pause between two membership rounds while a plan is under way.
 const MEMBERSHIP_POLL_MS: (u64, u64) = (10, 60);
 
@@ -101,6 +106,10 @@ enum ClientAnswer {
         result: Vec<u8>,
         index: LogIndex,
         term: Term,
+    },
+    /// The state machine's answer to the query of a read served without a log entry.
+    Read {
+        result: Vec<u8>,
     },
     NotLeader(Option<NodeId>),
     Unknown,
@@ -217,6 +226,7 @@ struct SimIo<'a> {
     started_syncs: usize,
     outbox: Vec<Message>,
     answers: Vec<((usize, usize), ProposalResult)>,
+    reads: Vec<(ReadId, Result<LogIndex, ReadError>)>,
 }
 
 impl NodeIo<(usize, usize)> for SimIo<'_> {
@@ -234,6 +244,10 @@ impl NodeIo<(usize, usize)> for SimIo<'_> {
         self.answers.push((waiter, result));
     }
 
+    fn read_ready(&mut self, read: ReadId, result: Result<LogIndex, ReadError>) {
+        self.reads.push((read, result));
+    }
+
     fn applied(&mut self, index: LogIndex, term: Term, command: &[u8], result: &ApplyResult) {
         let (id, now_ms) = (self.id, self.now_ms);
         let last_applied = &mut *self.last_applied;
@@ -245,7 +259,15 @@ impl NodeIo<(usize, usize)> for SimIo<'_> {
 #[derive(Clone, Debug)]
 pub(crate) enum RecordedOutcome<O> {
     Pending,
-    Ok { output: O, index: LogIndex, term: Term },
+    Ok {
+        output: O,
+        index: LogIndex,
+        term: Term,
+    },
+    /// Answered by a linearizable read (no log entry).
+    Read {
+        output: O,
+    },
     Failed,
     Unknown,
 }
@@ -262,6 +284,8 @@ pub(crate) struct OperationRecord<I, O> {
     pub(crate) outcome: RecordedOutcome<O>,
     /// Where the leader appended it: (index, term).
     pub(crate) appended_at: Option<(LogIndex, Term)>,
+    /// For a read served without a log entry: how it is confirmed.
+    pub(crate) read: Option<ReadPolicy>,
 }
 
 impl<I: Clone + std::fmt::Debug, O: Clone + std::fmt::Debug> OperationRecord<I, O> {
@@ -270,7 +294,7 @@ impl<I: Clone + std::fmt::Debug, O: Clone + std::fmt::Debug> OperationRecord<I, 
         let client_id = self.client as u64;
         let input = self.input.clone();
         match &self.outcome {
-            RecordedOutcome::Ok { output, .. } => {
+            RecordedOutcome::Ok { output, .. } | RecordedOutcome::Read { output } => {
                 Operation::ok(client_id, input, self.call_ms, self.return_ms, output.clone())
             }
             RecordedOutcome::Failed => Operation::failed(client_id, input, self.call_ms),
@@ -287,8 +311,13 @@ impl<I: Clone + std::fmt::Debug, O: Clone + std::fmt::Debug> OperationRecord<I, 
         } else {
             self.return_ms.to_string()
         };
+        let read = match self.read {
+            None => "",
+            Some(ReadPolicy::ReadIndex) => " (read index)",
+            Some(ReadPolicy::Lease) => " (lease read)",
+        };
         format!(
-            "client {} [{} ms, {end} ms] {:?} -> {:?}",
+            "client {} [{} ms, {end} ms] {:?}{read} -> {:?}",
             self.client, self.call_ms, self.input, self.outcome
         )
     }
@@ -341,6 +370,11 @@ pub(crate) struct World<W: Workload> {
     membership_variation: Option<MembershipVariation>,
     /// The index of the latest committed (simple) configuration any node has shown.
     committed_configuration_index: LogIndex,
+    /// Decides how each read is served (its own stream, apart from the world's).
+    reads_rng: SimRng,
+    /// Reads asked of nodes: by node, incarnation and the id the node gave, the client
+    /// operation they serve.
+    pending_reads: BTreeMap<(NodeId, u64, ReadId), (usize, usize)>,
 }
 
 impl<W: Workload> World<W> {
@@ -390,6 +424,12 @@ impl<W: Workload> World<W> {
         };
         let variation = SeedVariation::draw(&mut rng, &raft_config);
         let mut raft_config = variation.apply_to(raft_config);
+        // Reads: some seeds run with leases. The nodes share one virtual clock, so any drift
+        // bound holds; each seed still draws one, which shortens its leases.
+        let mut reads_rng = SimRng::new(seed ^ READS_STREAM);
+        raft_config.lease_reads = config.pre_vote && reads_rng.chance(LEASE_SEED_SHARE);
+        raft_config.clock_drift_bound_ms =
+            reads_rng.between(0, raft_config.election_timeout_min_ms / 2);
         if let Some(membership) = &membership_variation {
             raft_config.promotion_max_lag = membership.promotion_max_lag;
         }
@@ -438,6 +478,8 @@ impl<W: Workload> World<W> {
             membership,
             membership_variation,
             committed_configuration_index: LogIndex(0),
+            reads_rng,
+            pending_reads: BTreeMap::new(),
         }
     }
 
@@ -776,6 +818,9 @@ impl<W: Workload> World<W> {
             Some(PlantedBug::LearnersCountForCommit) => {
                 node.core_mut().planted_learners_count_for_commit = true;
             }
+            Some(PlantedBug::ReadWithoutRound) => {
+                node.core_mut().planted_read_without_round = true;
+            }
             _ => {}
         }
         node.tick(self.now_ms);
@@ -862,6 +907,7 @@ impl<W: Workload> World<W> {
     ) {
         let position = self.node_position(id);
         let now_ms = self.now_ms;
+        let incarnation_now = self.nodes[position].incarnation;
         let Some(running) = self.nodes[position].running.as_mut() else { return };
         let mut io = SimIo {
             now_ms,
@@ -872,6 +918,7 @@ impl<W: Workload> World<W> {
             started_syncs: 0,
             outbox: Vec::new(),
             answers: Vec::new(),
+            reads: Vec::new(),
         };
         let node = &mut running.node;
         let mut result = input(node, &mut io).and_then(|()| node.process(&mut io));
@@ -882,7 +929,25 @@ impl<W: Workload> World<W> {
                 Err(error) => result = Err(error),
             }
         }
-        let SimIo { started_syncs, outbox, answers, .. } = io;
+        let SimIo { started_syncs, outbox, answers, reads, .. } = io;
+        // Reads that may be served are served now, from the state machine as it is.
+        let mut read_answers = Vec::new();
+        for (read, outcome) in reads {
+            let Some((client, operation)) = self.pending_reads.remove(&(id, incarnation_now, read))
+            else {
+                continue;
+            };
+            let answer = match outcome {
+                Ok(_) => match node.state_machine().query(&self.history[operation].command) {
+                    Ok(result) => ClientAnswer::Read { result },
+                    Err(_) => ClientAnswer::Unknown,
+                },
+                Err(ReadError::NotLeader { leader_hint }) => ClientAnswer::NotLeader(leader_hint),
+                // Nothing was read: the read failed, and had no effect.
+                Err(_) => ClientAnswer::NotLeader(None),
+            };
+            read_answers.push((client, operation, answer));
+        }
         let installed = node.snapshots_installed() - running.snapshots_installed;
         running.snapshots_installed = node.snapshots_installed();
         let core = node.core();
@@ -929,6 +994,9 @@ impl<W: Workload> World<W> {
                 }
                 Err(_) => ClientAnswer::Unknown,
             };
+            self.answer_client(client, operation, answer);
+        }
+        for (client, operation, answer) in read_answers {
             self.answer_client(client, operation, answer);
         }
         match result {
@@ -1004,7 +1072,25 @@ impl<W: Workload> World<W> {
         let id = self.history.len();
         self.trace.add_u64(0xB1);
         self.trace.add_bytes(&command);
-        let node = self.clients[client].leader_guess;
+        let mut node = self.clients[client].leader_guess;
+        // A read is proposed like a write a third of the time; otherwise it is served without
+        // a log entry (by lease when the seed runs with leases, half of those times), on the
+        // node the client believes leads or, half the time, on any node (a follower read).
+        let read = if self.workload.is_read(&input) && !self.reads_rng.chance(1.0 / 3.0) {
+            if self.reads_rng.chance(0.5) {
+                let members = self.node_ids();
+                node = members[self.reads_rng.below(members.len() as u64) as usize];
+            }
+            let lease = self.raft_config.lease_reads && self.reads_rng.chance(0.5);
+            Some(if lease { ReadPolicy::Lease } else { ReadPolicy::ReadIndex })
+        } else {
+            None
+        };
+        self.trace.add_u64(match read {
+            None => 0,
+            Some(ReadPolicy::ReadIndex) => 1,
+            Some(ReadPolicy::Lease) => 2,
+        });
         self.trace_event(format_args!("client {client} invokes {input:?} on {node}"));
         self.history.push(OperationRecord {
             client,
@@ -1014,6 +1100,7 @@ impl<W: Workload> World<W> {
             return_ms: u64::MAX,
             outcome: RecordedOutcome::Pending,
             appended_at: None,
+            read,
         });
         self.clients[client].outstanding = Some(id);
         let delay = self.rng.between(CLIENT_DELAY_MS.0, CLIENT_DELAY_MS.1);
@@ -1030,7 +1117,24 @@ impl<W: Workload> World<W> {
         };
         let command = self.history[operation].command.clone();
         let position = self.node_position(node);
+        let incarnation = self.nodes[position].incarnation;
         let Some(running) = self.nodes[position].running.as_mut() else { return };
+        if let Some(policy) = self.history[operation].read {
+            // The node reads its clock first, as a real node's pump does: a lease is judged
+            // by the time now, not the time of the node's last event.
+            running.node.tick(self.now_ms);
+            match running.node.read(policy) {
+                Ok(read) => {
+                    self.pending_reads.insert((node, incarnation, read), (client, operation));
+                    self.after_input(node);
+                }
+                Err(ReadError::NotLeader { leader_hint }) => {
+                    self.answer_client(client, operation, ClientAnswer::NotLeader(leader_hint));
+                }
+                Err(_) => self.answer_client(client, operation, ClientAnswer::NotLeader(None)),
+            }
+            return;
+        }
         match running.node.propose(command, (client, operation)) {
             Ok(index) => {
                 let term = running.node.core().term();
@@ -1058,6 +1162,14 @@ impl<W: Workload> World<W> {
                 let record = &self.history[operation];
                 let outcome = match self.workload.output(client, &record.input, &result) {
                     Some(output) => RecordedOutcome::Ok { output, index, term },
+                    None => RecordedOutcome::Unknown,
+                };
+                (outcome, None)
+            }
+            ClientAnswer::Read { result } => {
+                let record = &self.history[operation];
+                let outcome = match self.workload.output(client, &record.input, &result) {
+                    Some(output) => RecordedOutcome::Read { output },
                     None => RecordedOutcome::Unknown,
                 };
                 (outcome, None)
@@ -1334,7 +1446,7 @@ impl<W: Workload> World<W> {
         let mut operations = OperationCounts::default();
         for record in &self.history {
             match record.outcome {
-                RecordedOutcome::Ok { .. } => operations.ok += 1,
+                RecordedOutcome::Ok { .. } | RecordedOutcome::Read { .. } => operations.ok += 1,
                 RecordedOutcome::Failed => operations.failed += 1,
                 RecordedOutcome::Unknown | RecordedOutcome::Pending => operations.unknown += 1,
             }
