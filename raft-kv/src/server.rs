@@ -1,10 +1,14 @@
 //! The `raft-kv` server: one Raft node (write-ahead log in a data directory, TCP to its peers,
 //! [`KvStateMachine`]) behind an HTTP/JSON API.
 //!
-//! Every operation, reads included, goes through the Raft log, so each is linearizable (a read
-//! may ask for `?consistency=local` instead: this node's own state, at once, possibly stale). A node
-//! that is not the leader answers `307` with `Location` pointing at the leader's HTTP address
-//! (or `503 {"error":"no_leader"}` when it knows none). A write whose outcome is unknown
+//! Writes go through the Raft log. Reads are linearizable without a log entry, on any node
+//! (Raft thesis §6.4): the node confirms a read index (the leader with one heartbeat round to
+//! a majority, a follower by asking the leader), waits until its store has applied that far,
+//! and answers from its own store. `?consistency=lease` lets a leader started with
+//! `--lease-reads` skip the round within its lease; `?consistency=local` answers from this
+//! node's store at once, possibly stale. A write sent to a node that is not the leader is
+//! answered `307` with `Location` pointing at the leader's HTTP address (or
+//! `503 {"error":"no_leader"}` when it knows none). A write whose outcome is unknown
 //! (leadership lost after it was appended, or no answer within the request timeout) is
 //! `504 {"error":"outcome_unknown"}`; one definitely not applied is `503`. Bad input is `400`
 //! or `413` with a JSON error, and nothing is written.
@@ -31,7 +35,8 @@ use raft_consensus::transport::{PeerTraffic, TcpConfig, TcpTransport};
 
 use crate::members::{self, MembershipLock};
 use raft_consensus::{
-    Config, LogIndex, Member, MemberAddress, NodeId, ProposeError, RaftNode, StateMachine,
+    Config, LogIndex, Member, MemberAddress, NodeId, ProposeError, RaftNode, ReadError, ReadPolicy,
+    StateMachine,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -109,6 +114,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Snapshots and log compaction.
     pub snapshots: SnapshotPolicy,
+    /// Serve `?consistency=lease` reads from the leader's lease (see
+    /// [`Config::lease_reads`] for the clock assumption); every node of a cluster must agree.
+    pub lease_reads: bool,
 }
 
 /// The store, shared between the node (which applies to it) and the HTTP handlers (which read
@@ -216,6 +224,7 @@ pub async fn run(
         max_entry_bytes: config.limits.max_key_bytes + config.limits.max_value_bytes + 64,
         snapshot_after_entries: config.snapshots.after_entries,
         snapshot_keep_entries: config.snapshots.keep_entries,
+        lease_reads: config.lease_reads,
         ..Config::default()
     };
     let store = Arc::new(Mutex::new(KvStateMachine::new()));
@@ -444,43 +453,67 @@ async fn put_key(
 /// The query of a read.
 #[derive(Deserialize)]
 struct ReadOptions {
-    /// `local`: answer from this node's store at once (possibly stale); absent: linearizable.
+    /// Absent or `linearizable`: ReadIndex; `lease`: the leader's lease when the node runs
+    /// with leases (ReadIndex otherwise); `local`: this node's store at once, possibly stale.
     consistency: Option<String>,
+}
+
+/// Waits until a linearizable read may be served from this node's store: returns the read
+/// index, or the HTTP answer that explains why the read cannot be served.
+async fn confirm_read(state: &AppState, policy: ReadPolicy) -> Result<LogIndex, Rejection> {
+    let started = Instant::now();
+    let confirmed =
+        tokio::time::timeout(state.limits.request_timeout, state.node.read_index(policy));
+    let outcome = confirmed.await;
+    state.request_latency.record(started.elapsed());
+    match outcome {
+        Ok(Ok(read_index)) => Ok(read_index),
+        Ok(Err(ReadError::NotLeader { .. })) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "no_leader"))
+        }
+        Ok(Err(ReadError::LeadershipLost)) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "leadership_lost"))
+        }
+        Ok(Err(ReadError::TooManyPending { .. })) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "too_many_reads"))
+        }
+        Err(_) | Ok(Err(ReadError::Timeout)) => {
+            Err(error(StatusCode::GATEWAY_TIMEOUT, "read_timeout"))
+        }
+        Ok(Err(ReadError::Shutdown | ReadError::Query(_))) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"))
+        }
+    }
 }
 
 async fn get_key(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(options): Query<ReadOptions>,
-    uri: Uri,
 ) -> HttpResponse {
     if let Err(answer) = check_key(&state, &key) {
         return answer.into_response();
     }
-    match options.consistency.as_deref() {
-        None | Some("linearizable") => {}
-        Some("local") => {
-            let applied = state.node.status().applied_index.0;
-            let store = state.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let applied_header = [("x-raft-applied-index", applied.to_string())];
-            return match store.get(key.as_bytes()) {
-                Some(value) => (StatusCode::OK, applied_header, value.to_vec()).into_response(),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    applied_header,
-                    axum::Json(json!({ "error": "not_found" })),
-                )
-                    .into_response(),
-            };
-        }
+    let policy = match options.consistency.as_deref() {
+        None | Some("linearizable") => Some(ReadPolicy::ReadIndex),
+        Some("lease") => Some(ReadPolicy::Lease),
+        Some("local") => None,
         Some(_) => return error(StatusCode::BAD_REQUEST, "bad_consistency").into_response(),
-    }
-    let request = Request { session: None, command: Command::Get { key: key.into_bytes() } };
-    match submit(&state, &uri, request).await {
-        Ok(Response::Value(Some(value))) => (StatusCode::OK, value).into_response(),
-        Ok(Response::Value(None)) => error(StatusCode::NOT_FOUND, "not_found").into_response(),
-        Ok(other) => unexpected(other),
-        Err(answer) => answer.into_response(),
+    };
+    let header = match policy {
+        None => ("x-raft-applied-index", state.node.status().applied_index.0),
+        Some(policy) => match confirm_read(&state, policy).await {
+            Ok(read_index) => ("x-raft-read-index", read_index.0),
+            Err(answer) => return answer.into_response(),
+        },
+    };
+    // The store has applied through the read index (or, for a local read, whatever it has).
+    let store = state.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let header = [(header.0, header.1.to_string())];
+    match store.get(key.as_bytes()) {
+        Some(value) => (StatusCode::OK, header, value.to_vec()).into_response(),
+        None => (StatusCode::NOT_FOUND, header, axum::Json(json!({ "error": "not_found" })))
+            .into_response(),
     }
 }
 

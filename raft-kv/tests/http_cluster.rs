@@ -49,6 +49,7 @@ async fn a_three_node_cluster_serves_the_http_api() {
             join: false,
             limits: Limits::default(),
             snapshots: SnapshotPolicy::default(),
+            lease_reads: true,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
@@ -91,6 +92,27 @@ async fn a_three_node_cluster_serves_the_http_api() {
     assert!(index >= 2);
     let read = http(leader.http_addr, "GET", "/v1/kv/colour", b"").await;
     assert_eq!((read.status, read.body.as_slice()), (200, b"blue".as_slice()));
+    // Linearizable reads on every node, answered there (no redirect): a follower serves the
+    // write acknowledged just above, with the read index it waited for.
+    for peer in &peers {
+        for query in ["", "?consistency=linearizable", "?consistency=lease"] {
+            let read = http(peer.http_addr, "GET", &format!("/v1/kv/colour{query}"), b"").await;
+            assert_eq!(
+                (read.status, read.body.as_slice()),
+                (200, b"blue".as_slice()),
+                "node {} {query}",
+                peer.id.0
+            );
+            let read_index: u64 = read.header("x-raft-read-index").unwrap().parse().unwrap();
+            assert!(read_index >= index, "node {} read index {read_index} < {index}", peer.id.0);
+        }
+        let missing = http(peer.http_addr, "GET", "/v1/kv/absent", b"").await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json().unwrap()["error"], "not_found");
+    }
+    let bad = http(follower.http_addr, "GET", "/v1/kv/colour?consistency=eventual", b"").await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json().unwrap()["error"], "bad_consistency");
     let cas =
         http(leader.http_addr, "POST", "/v1/cas/colour", br#"{"expected":"red","new":"green"}"#)
             .await;
@@ -155,7 +177,8 @@ async fn a_three_node_cluster_serves_the_http_api() {
         .find_map(|line| line.strip_prefix("raft_proposals_total "))
         .and_then(|value| value.parse().ok())
         .unwrap();
-    assert!(proposals >= 4, "{proposals} proposals counted");
+    // The put and the two compare-and-swaps; the reads wrote nothing to the log.
+    assert_eq!(proposals, 3, "{proposals} proposals counted");
 
     // The membership API: any node lists the members from its own view.
     let members = http(follower.http_addr, "GET", "/v1/members", b"").await;

@@ -172,22 +172,34 @@ impl Cluster {
         }
     }
 
+    /// Reads `key` linearizably from node `via` itself (reads are never redirected), retrying
+    /// while the node is not up yet or knows no leader (just started, or an election is
+    /// under way).
     async fn get(&self, via: u64, key: &str) -> Option<Vec<u8>> {
         let path = format!("/v1/kv/{key}");
-        let reply = request_following_redirects(
-            self.member(via).http,
-            "GET",
-            &path,
-            &[],
-            b"",
-            REQUEST_TIMEOUT,
-        )
-        .await
-        .expect("the cluster answers");
-        match reply.status {
-            200 => Some(reply.body),
-            404 => None,
-            other => panic!("GET {key} via node {via}: status {other}"),
+        let started = Instant::now();
+        loop {
+            let reply =
+                match request(self.member(via).http, "GET", &path, &[], b"", REQUEST_TIMEOUT).await
+                {
+                    Ok(reply) => reply,
+                    Err(_) if started.elapsed() < DEADLINE => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Err(error) => panic!("GET {key} via node {via}: {error}"),
+                };
+            match reply.status {
+                200 | 404 => {
+                    assert!(
+                        reply.header("x-raft-read-index").is_some(),
+                        "GET {key} via node {via} names no read index"
+                    );
+                    return (reply.status == 200).then_some(reply.body);
+                }
+                503 if started.elapsed() < DEADLINE => tokio::task::yield_now().await,
+                other => panic!("GET {key} via node {via}: status {other}"),
+            }
         }
     }
 }
@@ -236,8 +248,12 @@ async fn a_cluster_of_processes_survives_losing_its_leader() {
         acknowledged.insert(key, value);
     }
 
-    // The killed node restarts from its data directory and catches up.
+    // The killed node restarts from its data directory. Reads through it at once are
+    // linearizable: each waits until it has applied what the read must see.
     cluster.spawn(leader);
+    for (key, value) in &acknowledged {
+        assert_eq!(cluster.get(leader, key).await.as_deref(), Some(value.as_bytes()), "{key}");
+    }
     let target = cluster.status(new_leader).await.unwrap()["commit_index"].as_u64().unwrap();
     let started = Instant::now();
     loop {
@@ -250,7 +266,7 @@ async fn a_cluster_of_processes_survives_losing_its_leader() {
         tokio::task::yield_now().await;
     }
 
-    // Every acknowledged write is readable through every node.
+    // Every acknowledged write is readable through every node, each serving it itself.
     for via in 1..=3 {
         for (key, value) in &acknowledged {
             assert_eq!(
