@@ -8,8 +8,8 @@ use std::time::Duration;
 use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{
-    Config, ConfigError, FatalError, NodeId, ProposeError, RaftNode, Role, StartError,
-    StateMachine, WaitError,
+    Config, ConfigError, FatalError, NodeId, ProposeError, RaftNode, ReadError, ReadPolicy, Role,
+    StartError, StateMachine, WaitError,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -30,6 +30,14 @@ impl StateMachine for Recorder {
         }
         self.applied.push(command.to_vec());
         Ok((self.applied.len() as u64).to_le_bytes().to_vec())
+    }
+
+    /// `count`: how many commands it has applied; anything else is refused.
+    fn query(&self, query: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        match query {
+            b"count" => Ok((self.applied.len() as u64).to_le_bytes().to_vec()),
+            _ => Err("the only query is `count`".into()),
+        }
     }
 }
 
@@ -246,6 +254,52 @@ async fn lost_leadership_makes_pending_proposals_outcome_unknown() {
     }
     assert_ne!(leader.status().role, Role::Leader);
     cluster.shutdown().await;
+}
+
+/// A linearizable read on any node, leader or follower, sees every write acknowledged before
+/// it, with no entry written; a query the state machine refuses is an error.
+#[tokio::test(start_paused = true)]
+async fn reads_on_every_node_see_every_acknowledged_write_without_a_log_entry() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await.clone();
+    for written in 1..=5u64 {
+        leader.propose(format!("write {written}").into_bytes()).await.unwrap();
+        let last_index = leader.status().last_log_index;
+        for node in &cluster.nodes {
+            // At once after the write's answer: a follower waits until it has applied it.
+            let answer = node.query(b"count".to_vec(), ReadPolicy::ReadIndex).await.unwrap();
+            assert_eq!(count(&answer), written, "{} read a stale count", node.id());
+            let read_index = node.read_index(ReadPolicy::Lease).await.unwrap();
+            assert!(node.status().applied_index >= read_index);
+        }
+        assert_eq!(leader.status().last_log_index, last_index, "a read wrote to the log");
+    }
+    match leader.query(b"size".to_vec(), ReadPolicy::ReadIndex).await {
+        Err(ReadError::Query(reason)) => assert!(reason.contains("count"), "{reason}"),
+        other => panic!("expected a refused query, got {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+/// A leader cut off from its majority cannot confirm a read: it fails instead of answering
+/// from a state a newer leader may have overwritten.
+#[tokio::test(start_paused = true)]
+async fn a_leader_cut_off_from_its_majority_serves_no_read() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await.clone();
+    leader.propose(b"before".to_vec()).await.unwrap();
+    for id in &cluster.members {
+        if *id != leader.id() {
+            cluster.network.disconnect(*id);
+        }
+    }
+    match leader.query(b"count".to_vec(), ReadPolicy::ReadIndex).await {
+        Err(ReadError::LeadershipLost | ReadError::NotLeader { .. }) => {}
+        other => panic!("a cut-off leader answered a read: {other:?}"),
+    }
+    cluster.shutdown().await;
+    let stopped = leader.read_index(ReadPolicy::ReadIndex).await;
+    assert_eq!(stopped, Err(ReadError::Shutdown));
 }
 
 /// Oversized commands are refused before anything is written.
