@@ -81,8 +81,9 @@ pub struct Config {
     /// How far, in milliseconds over one election timeout, any node's clock may run ahead of
     /// the leader's; the lease is shortened by this much. Used only with `lease_reads`.
     pub clock_drift_bound_ms: u64,
-    /// Most linearizable reads a node keeps waiting for confirmation (its own, and on a
-    /// leader its followers' forwarded batches, counted separately); more are refused with
+    /// Most linearizable reads a node keeps waiting: for confirmation (its own, and on a
+    /// leader its followers' forwarded requests, counted apart), and again once confirmed,
+    /// for its state machine to catch up. More are refused with
     /// [`ReadError::TooManyPending`](crate::ReadError).
     pub max_pending_reads: usize,
 }

@@ -174,6 +174,8 @@ pub struct Node<S: Storage, M: StateMachine, W = ()> {
     change_started: Option<(LogIndex, Term)>,
     /// Reads with a confirmed read index, waiting for the state machine to apply through it.
     reads_awaiting_apply: BTreeMap<LogIndex, Vec<ReadId>>,
+    /// How many reads `reads_awaiting_apply` holds.
+    reads_awaiting_apply_count: usize,
 }
 
 impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
@@ -228,6 +230,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
             pending: PendingProposals::default(),
             change_started: None,
             reads_awaiting_apply: BTreeMap::new(),
+            reads_awaiting_apply_count: 0,
         })
     }
 
@@ -288,8 +291,13 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     /// through that index, [`NodeIo::read_ready`] says the read may be served: anything read
     /// from the state machine then reflects every write that completed before the read was
     /// asked for. Fails at once when no leader is known or too many reads wait; see
-    /// [`RaftCore::read_index`].
+    /// [`RaftCore::read_index`]. Reads confirmed and still waiting for the state machine
+    /// count against [`Config::max_pending_reads`] too.
     pub fn read(&mut self, policy: ReadPolicy) -> Result<ReadId, ReadError> {
+        let limit = self.driver.core.config().max_pending_reads;
+        if self.reads_awaiting_apply_count >= limit {
+            return Err(ReadError::TooManyPending { limit });
+        }
         self.driver.core.read_index(policy)
     }
 
@@ -400,6 +408,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
             match outcome {
                 Ok(read_index) if read_index > applied => {
                     self.reads_awaiting_apply.entry(read_index).or_default().push(read);
+                    self.reads_awaiting_apply_count += 1;
                 }
                 outcome => io.read_ready(read, outcome),
             }
@@ -409,7 +418,9 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
                 break;
             }
             let read_index = *entry.key();
-            for read in entry.remove() {
+            let reads = entry.remove();
+            self.reads_awaiting_apply_count -= reads.len();
+            for read in reads {
                 io.read_ready(read, Ok(read_index));
             }
         }
@@ -488,6 +499,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         for (index, waiter) in self.pending.take_all() {
             io.answer(waiter, Err(ProposeError::OutcomeUnknown { index }));
         }
+        self.reads_awaiting_apply_count = 0;
         let waiting = std::mem::take(&mut self.reads_awaiting_apply).into_values().flatten();
         for read in waiting.chain(self.driver.core.abandon_reads()) {
             io.read_ready(read, Err(ReadError::Shutdown));
