@@ -251,10 +251,11 @@ impl RaftCore {
     /// Leader: `follower` answered a message of `round`. Rounds the leader has not started
     /// yet are ignored (a confused or hostile peer must not confirm reads in advance).
     pub(super) fn on_round_answered(&mut self, follower: NodeId, round: HeartbeatRound) {
-        if self.role != Role::Leader || round > self.heartbeat_round {
-            if round > self.heartbeat_round {
-                tracing::warn!(target: LOG_TARGET, node = %self.id, "Ignoring an answer from {follower} to round {round}, which has not started (current {})", self.heartbeat_round);
-            }
+        if self.role != Role::Leader {
+            return;
+        }
+        if round > self.heartbeat_round {
+            tracing::warn!(target: LOG_TARGET, node = %self.id, "Ignoring an answer from {follower} to round {round}, which has not started (current {})", self.heartbeat_round);
             return;
         }
         let Some(progress) = self.progress.get_mut(&follower) else { return };
