@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
 # Measures raft-kv and etcd side by side on this machine with one load generator
-# (`raft-kv bench`): a 3-member etcd and a 3-node raft-kv on loopback, data for both in one
-# directory on the same disk, both syncing every commit to disk. For 1, 16 and 128 concurrent
-# clients it runs writes (256-byte values over 10,000 keys), then linearizable reads, against
-# each system's leader, and prints one table with throughput, p50/p99 latency and the ratio
-# raft-kv/etcd. Everything it starts is stopped when it exits, however it exits.
+# (`raft-kv bench`): a 3-member etcd and a 3-node raft-kv (started with --lease-reads) on
+# loopback, data for both in one directory on the same disk, both syncing every commit to
+# disk. For 1, 16 and 128 concurrent clients it runs these loads (256-byte values over 10,000
+# keys) and prints one table with throughput, p50/p99 latency and the ratio raft-kv/etcd:
+#
+#   writes          both: writes to the leader.
+#   reads           both: linearizable reads from the leader (raft-kv's default GET, ReadIndex;
+#                   etcd's default Get, ReadIndex too).
+#   follower-reads  both: linearizable reads, client i reading from node i mod 3 (`raft-kv
+#                   bench --read-from all`; a follower asks the leader for the read index and
+#                   answers from its own store, in both systems).
+#   lease-reads     raft-kv: GET ?consistency=lease (the leader's lease, no round trip);
+#                   etcd: its linearizable reads from the leader, the baseline (etcd has no
+#                   linearizable read without a round trip; its serializable reads may be stale).
+#
+# Everything it starts is stopped when it exits, however it exits.
 #
 #   bench/compare-etcd.sh                  # 10 s per load
 #   DURATION=30 bench/compare-etcd.sh      # longer loads
 #   CLIENTS="1 16 128 512" bench/compare-etcd.sh
+#   LOADS="reads lease-reads" bench/compare-etcd.sh
 #   ETCD_CONNECTIONS=128 bench/compare-etcd.sh   # one gRPC connection per etcd client
 #
-# etcd's clients share ETCD_CONNECTIONS gRPC connections (default 1, as etcd's own benchmark
-# tool does; it was etcd's fastest setting here). raft-kv's clients speak HTTP/1.1, which
-# cannot multiplex, so each has its own kept-alive connection.
+# etcd's clients share ETCD_CONNECTIONS gRPC connections per node they talk to (default 1, as
+# etcd's own benchmark tool does; it was etcd's fastest setting here). raft-kv's clients speak
+# HTTP/1.1, which cannot multiplex, so each has its own kept-alive connection (two with
+# follower reads when its read node is not the leader: one for writes, one for reads).
 #
 # Installs Debian's etcd-server and protobuf-compiler (for the etcd gRPC client) if missing.
 set -euo pipefail
@@ -21,6 +34,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-"1 16 128"}
+LOADS=${LOADS:-"writes reads follower-reads lease-reads"}
 KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
 ETCD_CONNECTIONS=${ETCD_CONNECTIONS:-1}
@@ -40,7 +54,7 @@ echo "== $(etcd --version | head -1)"
 
 echo "== building raft-kv (release, with the etcd driver)"
 cargo build --release --quiet -p raft-kv --features etcd
-raft_kv="$PWD/target/release/raft-kv"
+raft_kv="${CARGO_TARGET_DIR:-$PWD/target}/release/raft-kv"
 
 mkdir -p target
 work=$(mktemp -d "$PWD/target/compare-etcd.XXXXXX")
@@ -85,7 +99,7 @@ for n in 1 2 3; do
     done
     RUST_LOG=warn "$raft_kv" serve --id "$n" --data-dir "$work/raft-kv-$n" \
         --raft-addr "127.0.0.1:$((RAFT_PORT + n))" --http-addr "127.0.0.1:$((HTTP_PORT + n))" \
-        "${peers[@]}" >"$work/raft-kv-$n.log" 2>&1 &
+        "${peers[@]}" --lease-reads >"$work/raft-kv-$n.log" 2>&1 &
     pids+=($!)
     raft_kv_endpoints+="${raft_kv_endpoints:+,}http://127.0.0.1:$((HTTP_PORT + n))"
 done
@@ -112,20 +126,27 @@ wait_until "raft-kv" "$raft_kv" status --endpoints "$raft_kv_endpoints"
 echo "== both clusters are up: etcd $etcd_endpoints; raft-kv $raft_kv_endpoints"
 
 results="$work/results.tsv"
-# One load: appends "system kind clients requests/s p50 p99" to the results.
+# One load: appends "system kind clients requests/s p50 p99 errors" to the results.
 measure() {
-    local system=$1 kind=$2 clients=$3 endpoints read_ratio output connections=()
+    local system=$1 kind=$2 clients=$3 endpoints read_ratio=1 output connections=() reads=()
     if [ "$system" = etcd ]; then
         endpoints=$etcd_endpoints
         connections=(--connections "$ETCD_CONNECTIONS")
     else
         endpoints=$raft_kv_endpoints
     fi
-    if [ "$kind" = reads ]; then read_ratio=1; else read_ratio=0; fi
+    case "$kind" in
+        writes) read_ratio=0 ;;
+        reads) ;;
+        follower-reads) reads=(--read-from all) ;;
+        # etcd's baseline is its linearizable read from the leader.
+        lease-reads) [ "$system" = etcd ] || reads=(--consistency lease) ;;
+        *) echo "unknown load $kind" >&2; exit 1 ;;
+    esac
     echo "-- $system $kind, $clients clients"
     output=$("$raft_kv" bench --target "$system" --endpoints "$endpoints" \
         --concurrency "$clients" --duration-secs "$DURATION" --keys "$KEYS" \
-        --value-size "$VALUE_SIZE" --read-ratio "$read_ratio" "${connections[@]}")
+        --value-size "$VALUE_SIZE" --read-ratio "$read_ratio" "${connections[@]}" "${reads[@]}")
     echo "$output" | sed 's/^/   /'
     echo "$output" | awk -v sys="$system" -v kind="$kind" -v clients="$clients" '
         /^requests:/ { rate = $(NF - 1) }
@@ -134,7 +155,7 @@ measure() {
         END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sys, kind, clients, rate, p50, p99, errors }' >>"$results"
 }
 
-for kind in writes reads; do
+for kind in $LOADS; do
     for clients in $CLIENTS; do
         measure etcd "$kind" "$clients"
         measure raft-kv "$kind" "$clients"
@@ -157,3 +178,9 @@ awk -F'\t' '
                 p99["etcd", key], p99["raft-kv", key], errors["etcd", key], errors["raft-kv", key]
         }
     }' "$results"
+case " $LOADS " in *" follower-reads "*)
+    echo "follower-reads: both systems' linearizable reads, client i on node i mod 3 (writes to the leader)" ;;
+esac
+case " $LOADS " in *" lease-reads "*)
+    echo "lease-reads: raft-kv's ?consistency=lease reads against etcd's linearizable reads from its leader (the baseline)" ;;
+esac

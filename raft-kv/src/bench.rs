@@ -1,13 +1,25 @@
-//! `raft-kv bench`: a closed-loop load generator. N clients each send writes and linearizable
-//! reads on a key set and wait for each answer before the next request. Prints a progress line
-//! every second and, at the end, throughput and latency percentiles from an HDR histogram.
+//! `raft-kv bench`: a closed-loop load generator. N clients each send writes and reads
+//! (linearizable by default) on a key set and wait for each answer before the next request.
+//! Prints a progress line every second and, at the end, throughput and latency percentiles
+//! from an HDR histogram.
 //!
 //! The same generator drives two systems, so both are measured the same way:
 //! - raft-kv: one kept-alive HTTP/1.1 connection per client to the leader (PUT and GET).
+//!   `--consistency` picks the GET's `?consistency=` (linearizable, the default, sends none:
+//!   ReadIndex; `lease`: the leader's lease, if the nodes run with `--lease-reads`; `local`:
+//!   the node's own store, possibly stale).
 //! - etcd v3, with the `etcd` cargo feature: its native gRPC API through `etcd-client`, one
 //!   HTTP/2 connection per client to the leader (Put, and Get with etcd's default
 //!   linearizable consistency). The feature needs `protoc` at build time, which is why it is
-//!   off by default.
+//!   off by default. Only linearizable reads are offered: etcd's serializable reads may be
+//!   stale, so they are not comparable with a linearizable read.
+//!
+//! `--read-from all` sends each client's reads to one node of `--endpoints`, client i to
+//! endpoint i modulo their count, over a kept-alive connection of its own to that node
+//! (follower reads); its writes still go to the leader, on another connection when the read
+//! node is not the leader. On raft-kv a follower asks the leader for the read index and
+//! answers from its own store; on etcd a follower does the same through etcd's own ReadIndex.
+//! With `--connections` (etcd), the clients share that many connections per node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +52,41 @@ pub struct BenchOptions {
     /// multiplexes requests on a connection; HTTP/1.1 (raft-kv) cannot, so raft-kv clients
     /// always have one each.
     pub connections: Option<usize>,
+    /// How reads are served.
+    pub consistency: Consistency,
+    /// Which nodes serve the reads.
+    pub read_from: ReadFrom,
+}
+
+/// How a read is served (raft-kv's `?consistency=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// Linearizable through ReadIndex (raft-kv's default; etcd's default too).
+    Linearizable,
+    /// Linearizable from the leader's lease (raft-kv nodes started with `--lease-reads`).
+    Lease,
+    /// The node's own store at once, possibly stale (raft-kv only).
+    Local,
+}
+
+impl Consistency {
+    /// The query string of a raft-kv GET.
+    fn query(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "",
+            Consistency::Lease => "?consistency=lease",
+            Consistency::Local => "?consistency=local",
+        }
+    }
+}
+
+/// Which nodes the clients send their reads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadFrom {
+    /// The leader, like the writes.
+    Leader,
+    /// Client i reads from endpoint i modulo the number of endpoints.
+    All,
 }
 
 /// The system under load.
@@ -139,28 +186,28 @@ impl Connection {
     }
 }
 
-/// One client's link to the system under load.
-enum Session {
+/// One connection to one node of the system under load.
+enum Link {
     RaftKv {
-        leader: SocketAddr,
+        node: SocketAddr,
         connection: Connection,
     },
     #[cfg(feature = "etcd")]
     Etcd {
-        leader: String,
+        node: String,
         kv: Box<etcd_client::KvClient>,
     },
 }
 
-impl Session {
-    async fn open(leader: &Leader) -> anyhow::Result<Session> {
-        Ok(match leader {
-            Leader::RaftKv(address) => {
-                Session::RaftKv { leader: *address, connection: Connection::open(*address).await? }
+impl Link {
+    async fn open(node: &Node) -> anyhow::Result<Link> {
+        Ok(match node {
+            Node::RaftKv(address) => {
+                Link::RaftKv { node: *address, connection: Connection::open(*address).await? }
             }
             #[cfg(feature = "etcd")]
-            Leader::Etcd(url) => {
-                Session::Etcd { leader: url.clone(), kv: Box::new(etcd::connect(url).await?) }
+            Node::Etcd(url) => {
+                Link::Etcd { node: url.clone(), kv: Box::new(etcd::connect(url).await?) }
             }
         })
     }
@@ -168,26 +215,28 @@ impl Session {
     /// Writes `value` at `key`; `Ok(false)` is an answer that is not success.
     async fn put(&mut self, key: u64, value: &[u8]) -> anyhow::Result<bool> {
         match self {
-            Session::RaftKv { connection, .. } => {
+            Link::RaftKv { connection, .. } => {
                 Ok(connection.call("PUT", &format!("/v1/kv/bench-{key}"), value).await? == 200)
             }
             #[cfg(feature = "etcd")]
-            Session::Etcd { kv, .. } => {
+            Link::Etcd { kv, .. } => {
                 kv.put(format!("bench-{key}"), value, None).await?;
                 Ok(true)
             }
         }
     }
 
-    /// Reads `key` linearizably (a missing key is a successful read).
-    async fn get(&mut self, key: u64) -> anyhow::Result<bool> {
+    /// Reads `key` (a missing key is a successful read); `query` is raft-kv's query string.
+    async fn get(&mut self, key: u64, query: &str) -> anyhow::Result<bool> {
         match self {
-            Session::RaftKv { connection, .. } => {
-                let status = connection.call("GET", &format!("/v1/kv/bench-{key}"), b"").await?;
+            Link::RaftKv { connection, .. } => {
+                let path = format!("/v1/kv/bench-{key}{query}");
+                let status = connection.call("GET", &path, b"").await?;
                 Ok(matches!(status, 200 | 404))
             }
             #[cfg(feature = "etcd")]
-            Session::Etcd { kv, .. } => {
+            Link::Etcd { kv, .. } => {
+                // etcd's default Get is linearizable; `run` refuses other consistencies.
                 kv.get(format!("bench-{key}"), None).await?;
                 Ok(true)
             }
@@ -195,44 +244,81 @@ impl Session {
     }
 
     /// Another handle on the same connection, if the protocol multiplexes (etcd's gRPC).
-    fn share(&self) -> Option<Session> {
+    fn share(&self) -> Option<Link> {
         match self {
-            Session::RaftKv { .. } => None,
+            Link::RaftKv { .. } => None,
             #[cfg(feature = "etcd")]
-            Session::Etcd { leader, kv } => {
-                Some(Session::Etcd { leader: leader.clone(), kv: kv.clone() })
-            }
+            Link::Etcd { node, kv } => Some(Link::Etcd { node: node.clone(), kv: kv.clone() }),
         }
     }
 
-    /// A fresh link after a transport error.
+    /// A fresh connection to the same node after a transport error.
     async fn reopen(&mut self) -> anyhow::Result<()> {
-        let leader = match self {
-            Session::RaftKv { leader, .. } => Leader::RaftKv(*leader),
+        let node = match self {
+            Link::RaftKv { node, .. } => Node::RaftKv(*node),
             #[cfg(feature = "etcd")]
-            Session::Etcd { leader, .. } => Leader::Etcd(leader.clone()),
+            Link::Etcd { node, .. } => Node::Etcd(node.clone()),
         };
-        *self = Session::open(&leader).await?;
+        *self = Link::open(&node).await?;
         Ok(())
     }
 }
 
-/// Where the clients send their requests.
-#[derive(Clone, Debug)]
-enum Leader {
+/// One client's links: writes to the leader; reads there too, or to a node of their own.
+struct Session {
+    writes: Link,
+    /// The link for reads when they go to another node than the leader.
+    reads: Option<Link>,
+}
+
+impl Session {
+    async fn put(&mut self, key: u64, value: &[u8]) -> anyhow::Result<bool> {
+        self.writes.put(key, value).await
+    }
+
+    async fn get(&mut self, key: u64, query: &str) -> anyhow::Result<bool> {
+        self.reads.as_mut().unwrap_or(&mut self.writes).get(key, query).await
+    }
+
+    /// Fresh connections after a transport error.
+    async fn reopen(&mut self) -> anyhow::Result<()> {
+        self.writes.reopen().await?;
+        if let Some(reads) = &mut self.reads {
+            reads.reopen().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A node the clients send requests to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Node {
     RaftKv(SocketAddr),
     #[cfg(feature = "etcd")]
     Etcd(String),
 }
 
-impl std::fmt::Display for Leader {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Node {
+    /// The leader, for the header line.
+    fn describe_leader(&self) -> String {
         match self {
-            Leader::RaftKv(address) => write!(formatter, "raft-kv leader at http://{address}"),
+            Node::RaftKv(address) => format!("raft-kv leader at http://{address}"),
             #[cfg(feature = "etcd")]
-            Leader::Etcd(url) => write!(formatter, "etcd leader at {url}"),
+            Node::Etcd(url) => format!("etcd leader at {url}"),
         }
     }
+}
+
+/// Connections to one node that the clients share (etcd's `--connections`).
+struct SharedLinks {
+    node: Node,
+    links: Vec<Link>,
+}
+
+/// A handle on a shared connection to `node` for client `client`, if they are shared.
+fn shared_link(shared: &[SharedLinks], node: &Node, client: usize) -> Option<Link> {
+    let pool = shared.iter().find(|pool| pool.node == *node)?;
+    pool.links.get(client % pool.links.len().max(1)).and_then(Link::share)
 }
 
 #[cfg(feature = "etcd")]
@@ -269,14 +355,44 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&options.read_ratio) {
         bail!("--read-ratio must be between 0 and 1");
     }
-    let leader = match target {
-        Target::RaftKv(endpoints) => Leader::RaftKv(find_raft_kv_leader(endpoints).await?),
+    let (leader, endpoints) = match target {
+        Target::RaftKv(endpoints) => (
+            Node::RaftKv(find_raft_kv_leader(endpoints).await?),
+            endpoints.iter().copied().map(Node::RaftKv).collect::<Vec<_>>(),
+        ),
         #[cfg(feature = "etcd")]
-        Target::Etcd(endpoints) => Leader::Etcd(etcd::find_leader(endpoints).await?),
+        Target::Etcd(endpoints) => {
+            if options.consistency != Consistency::Linearizable {
+                bail!(
+                    "etcd is measured with linearizable reads only: its serializable reads may \
+                     be stale, so they are not compared"
+                );
+            }
+            (
+                Node::Etcd(etcd::find_leader(endpoints).await?),
+                endpoints.iter().cloned().map(Node::Etcd).collect(),
+            )
+        }
     };
+    // Where client n sends its reads.
+    let read_node = |client: usize| match options.read_from {
+        ReadFrom::Leader => leader.clone(),
+        ReadFrom::All => endpoints[client % endpoints.len()].clone(),
+    };
+    // The header line names the read settings only when they are not the defaults.
+    let mut read_settings = String::new();
+    match options.consistency {
+        Consistency::Linearizable => {}
+        Consistency::Lease => read_settings.push_str(", lease reads"),
+        Consistency::Local => read_settings.push_str(", local reads"),
+    }
+    if options.read_from == ReadFrom::All {
+        read_settings.push_str(", reads from all nodes");
+    }
     println!(
-        "bench: {} clients against the {leader}, {} keys, {}-byte values, {:.0}% reads",
+        "bench: {} clients against the {}, {} keys, {}-byte values, {:.0}% reads{read_settings}",
         options.concurrency,
+        leader.describe_leader(),
         options.keys,
         options.value_size,
         options.read_ratio * 100.0
@@ -285,26 +401,47 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    // Shared connections, when asked for (etcd): client n uses connection n modulo their count.
-    let mut shared: Vec<Session> = Vec::new();
+    // Shared connections, when asked for (etcd): client n uses connection n modulo their count
+    // to each node it talks to (the leader, and its read node).
+    let mut shared: Vec<SharedLinks> = Vec::new();
     if let Some(count) = options.connections.filter(|count| *count < options.concurrency) {
-        for _ in 0..count.max(1) {
-            shared.push(Session::open(&leader).await?);
+        let mut nodes = vec![leader.clone()];
+        for client in 0..options.concurrency {
+            let node = read_node(client);
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        for node in nodes {
+            let mut links = Vec::new();
+            for _ in 0..count.max(1) {
+                links.push(Link::open(&node).await?);
+            }
+            shared.push(SharedLinks { node, links });
         }
     }
+    let query = options.consistency.query();
     let mut workers = Vec::new();
     for client in 0..options.concurrency {
         let (measuring, stop, completed, errors) =
             (measuring.clone(), stop.clone(), completed.clone(), errors.clone());
         let options = options.clone();
         let leader = leader.clone();
-        let shared_session = shared.get(client % shared.len().max(1)).and_then(Session::share);
+        let read_node = Some(read_node(client)).filter(|node| *node != leader);
+        let shared_writes = shared_link(&shared, &leader, client);
+        let shared_reads = read_node.as_ref().and_then(|node| shared_link(&shared, node, client));
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut session = match shared_session {
-                Some(session) => session,
-                None => Session::open(&leader).await?,
+            let writes = match shared_writes {
+                Some(link) => link,
+                None => Link::open(&leader).await?,
             };
+            let reads = match (shared_reads, read_node) {
+                (Some(link), _) => Some(link),
+                (None, Some(node)) => Some(Link::open(&node).await?),
+                (None, None) => None,
+            };
+            let mut session = Session { writes, reads };
             let value = vec![b'x'; options.value_size];
             let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             while !stop.load(Ordering::Relaxed) {
@@ -314,8 +451,11 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
                 let key = state % options.keys.max(1);
                 let read = ((state >> 11) as f64 / (1u64 << 53) as f64) < options.read_ratio;
                 let started = Instant::now();
-                let outcome =
-                    if read { session.get(key).await } else { session.put(key, &value).await };
+                let outcome = if read {
+                    session.get(key, query).await
+                } else {
+                    session.put(key, &value).await
+                };
                 let elapsed = started.elapsed();
                 match outcome {
                     Ok(true) => {

@@ -117,6 +117,14 @@ enum Command {
         /// etcd only: gRPC connections the clients share (default: one per client).
         #[arg(long)]
         connections: Option<usize>,
+        /// How reads are served: linearizable (ReadIndex), lease (the leader's lease; start
+        /// the nodes with --lease-reads) or local (possibly stale). etcd: linearizable only.
+        #[arg(long, value_enum, default_value_t = bench::Consistency::Linearizable)]
+        consistency: bench::Consistency,
+        /// Where the reads go: the leader, or all (client i reads from endpoint i modulo their
+        /// count, on a connection of its own; writes still go to the leader).
+        #[arg(long, value_enum, default_value_t = bench::ReadFrom::Leader)]
+        read_from: bench::ReadFrom,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -272,6 +280,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             read_ratio,
             target,
             connections,
+            consistency,
+            read_from,
             endpoints,
         } => {
             let options = bench::BenchOptions {
@@ -282,6 +292,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 value_size,
                 read_ratio,
                 connections,
+                consistency,
+                read_from,
             };
             let target = match target {
                 BenchTarget::RaftKv => bench::Target::RaftKv(endpoints.parse()?),
