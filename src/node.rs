@@ -868,9 +868,9 @@ mod tests {
         io.reads.clear();
         node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
         node.process(&mut io).expect("storage in memory does not fail");
-        let _ = node.read(ReadPolicy::ReadIndex).expect("the leader takes reads");
+        let waiting = node.read(ReadPolicy::ReadIndex).expect("the leader takes reads");
         node.stop(&mut io);
-        assert!(io.reads.iter().all(|(_, outcome)| *outcome == Err(ReadError::Shutdown)));
+        assert_eq!(io.reads, [(waiting, Err(ReadError::Shutdown))]);
     }
 
     /// At most sixteen syncs run at once: past that the next Ready waits (and grows) until a

@@ -243,6 +243,15 @@ fn a_lease_runs_from_the_answered_round_for_the_minimum_election_timeout_less_th
     let sent = carry_out(&mut core);
     assert!(rounds_to(&sent, 2).is_empty(), "a lease read sent a round: {sent:?}");
     assert_eq!(outcomes(&mut core), [(read, Ok(core.commit_index()))]);
+    // A majority's answer to an older round, arriving after a newer one started, still
+    // extends the lease from that older round's start.
+    let older = current_round(&mut core);
+    core.tick(started + lease_ms + 50);
+    let _newer = current_round(&mut core);
+    core.step(answer(2, term, core.commit_index(), older));
+    carry_out(&mut core);
+    assert!(core.has_lease(), "the answer to an older round extended no lease");
+    let started = started + lease_ms - 1;
     // At the lease's end it falls back to a round.
     core.tick(started + lease_ms);
     assert!(!core.has_lease(), "the lease outlived election_timeout_min - drift");
@@ -468,12 +477,38 @@ fn reads_beyond_the_limit_are_refused() {
         ));
     }
     let sent = carry_out(&mut core);
-    let refused: Vec<ReadId> = sent
+    let refused_to_followers: Vec<ReadId> = sent
         .iter()
         .filter_map(|message| match message.body {
             MessageBody::ReadIndexResponse { request, read_index: None } => Some(request),
             _ => None,
         })
         .collect();
-    assert_eq!(refused, [ReadId(3)], "{sent:?}");
+    assert_eq!(refused_to_followers, [ReadId(3)], "{sent:?}");
+
+    // A follower counts the reads it forwarded until they are answered.
+    let mut core = start(2, Config { max_pending_reads: 2, ..config() });
+    core.step(message(
+        1,
+        2,
+        Term(1),
+        MessageBody::AppendEntries {
+            prev_log_id: LogId::default(),
+            entries: Vec::new(),
+            leader_commit: LogIndex(0),
+            round: HeartbeatRound(1),
+        },
+    ));
+    core.read_index(ReadPolicy::ReadIndex).expect("the first");
+    let request = read_requests(&carry_out(&mut core))[0].0;
+    core.read_index(ReadPolicy::ReadIndex).expect("the second");
+    assert_eq!(
+        core.read_index(ReadPolicy::ReadIndex),
+        Err(ReadError::TooManyPending { limit: 2 }),
+        "a forwarded read was not counted"
+    );
+    let answer = MessageBody::ReadIndexResponse { request, read_index: Some(LogIndex(0)) };
+    core.step(message(1, 2, Term(1), answer));
+    assert_eq!(outcomes(&mut core).len(), 1);
+    core.read_index(ReadPolicy::ReadIndex).expect("room again once the first was answered");
 }

@@ -107,16 +107,18 @@ pub(super) struct Reads {
     forwarded: BTreeMap<ReadId, ForwardedBatch>,
     /// Reads with an outcome, for the caller to take.
     outcomes: Vec<(ReadId, Result<LogIndex, ReadError>)>,
+    /// This node's reads without an outcome yet (each decided once, through `decide`).
+    local_pending: usize,
 }
 
 impl Reads {
-    /// Reads of this node waiting for an outcome.
-    fn local_pending(&self) -> usize {
-        let local = |origin: &ReadOrigin| matches!(origin, ReadOrigin::Local(_)) as usize;
-        self.awaiting_commit.iter().map(local).sum::<usize>()
-            + self.awaiting_round.iter().map(|read| local(&read.origin)).sum::<usize>()
-            + self.unforwarded.len()
-            + self.forwarded.values().map(|batch| batch.reads.len()).sum::<usize>()
+    /// One of this node's reads has an outcome, for the caller to take.
+    fn decide(&mut self, read: ReadId, outcome: Result<LogIndex, ReadError>) {
+        self.local_pending = self
+            .local_pending
+            .checked_sub(1)
+            .expect("invariant: each read taken on is decided exactly once");
+        self.outcomes.push((read, outcome));
     }
 }
 
@@ -132,7 +134,7 @@ impl RaftCore {
     /// [`ReadError::TooManyPending`] past [`Config::max_pending_reads`](crate::Config).
     pub fn read_index(&mut self, policy: ReadPolicy) -> Result<ReadId, ReadError> {
         let limit = self.config.max_pending_reads;
-        if self.reads.local_pending() >= limit {
+        if self.reads.local_pending >= limit {
             return Err(ReadError::TooManyPending { limit });
         }
         match self.role {
@@ -171,8 +173,10 @@ impl RaftCore {
             && self.now_ms < self.reads.lease_until_ms
     }
 
+    /// The id of a read this node takes on (it is decided later, exactly once).
     fn new_read_id(&mut self) -> ReadId {
         self.reads.next_id += 1;
+        self.reads.local_pending += 1;
         ReadId(self.reads.next_id)
     }
 
@@ -302,7 +306,7 @@ impl RaftCore {
     /// Leader: a read is confirmed at `read_index`.
     fn deliver_read(&mut self, origin: ReadOrigin, read_index: LogIndex) {
         match origin {
-            ReadOrigin::Local(id) => self.reads.outcomes.push((id, Ok(read_index))),
+            ReadOrigin::Local(id) => self.reads.decide(id, Ok(read_index)),
             ReadOrigin::Remote { node, request } => {
                 self.reads.remote_pending = self.reads.remote_pending.saturating_sub(1);
                 self.send(
@@ -366,7 +370,7 @@ impl RaftCore {
         let Some(batch) = self.reads.forwarded.remove(&request) else { return };
         let outcome = read_index.ok_or(ReadError::LeadershipLost);
         for id in batch.reads {
-            self.reads.outcomes.push((id, outcome.clone()));
+            self.reads.decide(id, outcome.clone());
         }
     }
 
@@ -385,7 +389,7 @@ impl RaftCore {
         for request in expired {
             if let Some(batch) = self.reads.forwarded.remove(&request) {
                 for id in batch.reads {
-                    self.reads.outcomes.push((id, Err(ReadError::Timeout)));
+                    self.reads.decide(id, Err(ReadError::Timeout));
                 }
             }
         }
@@ -401,14 +405,14 @@ impl RaftCore {
         for origin in waiting {
             // A follower whose reads this leader was confirming learns of the change itself.
             if let ReadOrigin::Local(id) = origin {
-                reads.outcomes.push((id, Err(ReadError::LeadershipLost)));
+                reads.decide(id, Err(ReadError::LeadershipLost));
             }
         }
         reads.remote_pending = 0;
         let forwarded = std::mem::take(&mut reads.forwarded).into_values().flat_map(|b| b.reads);
         let unforwarded = std::mem::take(&mut reads.unforwarded).into_iter().map(|(id, _)| id);
         for id in forwarded.chain(unforwarded).collect::<Vec<_>>() {
-            reads.outcomes.push((id, Err(ReadError::LeadershipLost)));
+            reads.decide(id, Err(ReadError::LeadershipLost));
         }
     }
 
