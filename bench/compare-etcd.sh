@@ -8,9 +8,10 @@
 #   writes          both: writes to the leader.
 #   reads           both: linearizable reads from the leader (raft-kv's default GET, ReadIndex;
 #                   etcd's default Get, ReadIndex too).
-#   follower-reads  both: linearizable reads, client i reading from node i mod 3 (`raft-kv
-#                   bench --read-from all`; a follower asks the leader for the read index and
-#                   answers from its own store, in both systems).
+#   follower-reads  both: linearizable reads from the two followers only, client i on the
+#                   i-th follower mod 2 (`raft-kv bench --read-from followers`; a follower
+#                   asks the leader for the read index and answers from its own store, in both
+#                   systems). (`--read-from all` spreads reads over every node instead.)
 #   lease-reads     raft-kv: GET ?consistency=lease (the leader's lease, no round trip);
 #                   etcd: its linearizable reads from the leader, the baseline (etcd has no
 #                   linearizable read without a round trip; its serializable reads may be stale).
@@ -138,7 +139,7 @@ measure() {
     case "$kind" in
         writes) read_ratio=0 ;;
         reads) ;;
-        follower-reads) reads=(--read-from all) ;;
+        follower-reads) reads=(--read-from followers) ;;
         # etcd's baseline is its linearizable read from the leader.
         lease-reads) [ "$system" = etcd ] || reads=(--consistency lease) ;;
         *) echo "unknown load $kind" >&2; exit 1 ;;
@@ -179,7 +180,7 @@ awk -F'\t' '
         }
     }' "$results"
 case " $LOADS " in *" follower-reads "*)
-    echo "follower-reads: both systems' linearizable reads, client i on node i mod 3 (writes to the leader)" ;;
+    echo "follower-reads: both systems' linearizable reads from their two followers only (client i on follower i mod 2)" ;;
 esac
 case " $LOADS " in *" lease-reads "*)
     echo "lease-reads: raft-kv's ?consistency=lease reads against etcd's linearizable reads from its leader (the baseline)" ;;

@@ -512,3 +512,66 @@ fn reads_beyond_the_limit_are_refused() {
     assert_eq!(outcomes(&mut core).len(), 1);
     core.read_index(ReadPolicy::ReadIndex).expect("room again once the first was answered");
 }
+
+/// A leader's lease is earned in its own term: a node that led before, and leads again while
+/// its old lease would still run, holds none until a majority answers a round of the new
+/// term (the followers that voted for it owe its old term nothing).
+#[test]
+fn a_lease_does_not_carry_over_into_a_new_term() {
+    let mut core = leader(lease_config(), 1_000, true);
+    let term = core.term();
+    let round = current_round(&mut core);
+    core.step(answer(2, term, core.commit_index(), round));
+    carry_out(&mut core);
+    assert!(core.has_lease());
+    // Node 2 leads term 2 (node 1 follows it), then hands leadership back with TimeoutNow:
+    // node 1 wins term 3 at once, its old lease's time not yet over.
+    let newer = Term(term.0 + 1);
+    let heartbeat = MessageBody::AppendEntries {
+        prev_log_id: core.last_log_id(),
+        entries: Vec::new(),
+        leader_commit: core.commit_index(),
+        round: HeartbeatRound(1),
+    };
+    core.step(message(2, 1, newer, heartbeat));
+    carry_out(&mut core);
+    assert_eq!((core.role(), core.leader_id()), (Role::Follower, Some(NodeId(2))));
+    core.step(message(2, 1, newer, MessageBody::TimeoutNow));
+    carry_out(&mut core);
+    for voter in [2, 3] {
+        let granted = MessageBody::RequestVoteResponse { granted: true };
+        core.step(message(voter, 1, core.term(), granted));
+    }
+    carry_out(&mut core);
+    assert_eq!(core.role(), Role::Leader, "elected again");
+    assert!(!core.has_lease(), "the lease of an earlier term carried over");
+}
+
+/// A configuration change ends a lease that the new voters did not earn: once voters
+/// {1, 3, 4} join {1, 2, 3} (joint), a majority of each must have answered, and nodes 3 and
+/// 4 answered no round.
+#[test]
+fn a_voter_change_ends_a_lease_the_new_voters_did_not_answer_for() {
+    let mut core = leader(lease_config(), 1_000, true);
+    let term = core.term();
+    let address = raft_consensus::MemberAddress::default();
+    let learner_entry = core.add_learner(NodeId(4), address).expect("no change runs");
+    carry_out(&mut core);
+    // Nodes 2 and 4 hold the configuration entry (node 4 answering no round); it commits.
+    let round = current_round(&mut core);
+    core.step(answer(2, term, learner_entry, round));
+    core.step(answer(4, term, learner_entry, HeartbeatRound(0)));
+    carry_out(&mut core);
+    assert!(core.commit_index() >= learner_entry);
+    // A round answered by node 2 only: a lease over voters {1, 2, 3}.
+    let round = current_round(&mut core);
+    core.step(answer(2, term, core.commit_index(), round));
+    carry_out(&mut core);
+    assert!(core.has_lease(), "a majority of {{1, 2, 3}} answered");
+    core.change_voters([NodeId(1), NodeId(3), NodeId(4)]).expect("node 4 has caught up");
+    carry_out(&mut core);
+    assert!(
+        !core.has_lease(),
+        "the lease outlived a change to voters whose majority did not answer"
+    );
+}

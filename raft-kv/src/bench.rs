@@ -87,6 +87,9 @@ pub enum ReadFrom {
     Leader,
     /// Client i reads from endpoint i modulo the number of endpoints.
     All,
+    /// Client i reads from the i-th endpoint that is not the leader (modulo their number):
+    /// every read is a follower read.
+    Followers,
 }
 
 /// The system under load.
@@ -374,10 +377,15 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
             )
         }
     };
+    let followers: Vec<Node> = endpoints.iter().filter(|node| **node != leader).cloned().collect();
+    if options.read_from == ReadFrom::Followers && followers.is_empty() {
+        bail!("--read-from followers needs an endpoint that is not the leader");
+    }
     // Where client n sends its reads.
     let read_node = |client: usize| match options.read_from {
         ReadFrom::Leader => leader.clone(),
         ReadFrom::All => endpoints[client % endpoints.len()].clone(),
+        ReadFrom::Followers => followers[client % followers.len()].clone(),
     };
     // The header line names the read settings only when they are not the defaults.
     let mut read_settings = String::new();
@@ -386,8 +394,10 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         Consistency::Lease => read_settings.push_str(", lease reads"),
         Consistency::Local => read_settings.push_str(", local reads"),
     }
-    if options.read_from == ReadFrom::All {
-        read_settings.push_str(", reads from all nodes");
+    match options.read_from {
+        ReadFrom::Leader => {}
+        ReadFrom::All => read_settings.push_str(", reads from all nodes"),
+        ReadFrom::Followers => read_settings.push_str(", reads from followers"),
     }
     println!(
         "bench: {} clients against the {}, {} keys, {}-byte values, {:.0}% reads{read_settings}",

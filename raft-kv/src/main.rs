@@ -121,8 +121,9 @@ enum Command {
         /// the nodes with --lease-reads) or local (possibly stale). etcd: linearizable only.
         #[arg(long, value_enum, default_value_t = bench::Consistency::Linearizable)]
         consistency: bench::Consistency,
-        /// Where the reads go: the leader, or all (client i reads from endpoint i modulo their
-        /// count, on a connection of its own; writes still go to the leader).
+        /// Where the reads go: the leader; all (client i reads from endpoint i modulo their
+        /// count, on a connection of its own; writes still go to the leader); or followers
+        /// (client i reads from the i-th endpoint that is not the leader).
         #[arg(long, value_enum, default_value_t = bench::ReadFrom::Leader)]
         read_from: bench::ReadFrom,
         #[command(flatten)]
