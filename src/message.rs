@@ -142,10 +142,11 @@ pub enum MessageBody {
     ReadIndexResponse {
         /// The batch answered.
         request: ReadId,
-        /// The index the follower must apply through before serving the batch, or `None`
-        /// when the recipient could not confirm it (it does not lead, or has too many reads
-        /// waiting).
-        read_index: Option<LogIndex>,
+        /// The entry the follower must apply through before serving the batch (a committed
+        /// entry: a follower that holds this very entry may commit up to it at once), or
+        /// `None` when the recipient could not confirm it (it does not lead, or has too many
+        /// reads waiting).
+        read_index: Option<LogId>,
     },
     /// The answer to an `InstallSnapshot` chunk.
     InstallSnapshotResponse {

@@ -33,7 +33,7 @@ pub(crate) fn check_bounds(message: &Message) -> Result<(), OutOfBounds> {
         | MessageBody::ReadIndex { .. }
         | MessageBody::ReadIndexResponse { read_index: None, .. } => Ok(()),
         MessageBody::ReadIndexResponse { read_index: Some(read_index), .. } => {
-            check_index("the read index", *read_index)
+            check_log_id("the read index", *read_index)
         }
         MessageBody::AppendEntries { prev_log_id, entries, leader_commit, .. } => {
             check_log_id("the previous log id", *prev_log_id)?;

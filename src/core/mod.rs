@@ -303,7 +303,7 @@ impl RaftCore {
             last_leader_contact_ms: None,
             progress: BTreeMap::new(),
             heartbeat_round: HeartbeatRound(0),
-            reads: read_index::Reads::default(),
+            reads: read_index::Reads::new(seed),
             votes_ignored_until_ms: 0,
             now_ms: 0,
             clock_started: false,
@@ -846,7 +846,9 @@ impl fmt::Display for DisplayMessage<'_> {
                 write!(f, "ReadIndex request={request} lease={lease}")
             }
             MessageBody::ReadIndexResponse { request, read_index } => match read_index {
-                Some(index) => write!(f, "ReadIndexResponse request={request} read_index={index}"),
+                Some(log_id) => {
+                    write!(f, "ReadIndexResponse request={request} read_index={log_id}")
+                }
                 None => write!(f, "ReadIndexResponse request={request} refused"),
             },
             MessageBody::InstallSnapshot { meta, offset, total_len, data } => write!(

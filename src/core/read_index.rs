@@ -15,7 +15,10 @@
 //!   costs one round.
 //! - **Follower reads**: a follower forwards a batch of reads to its leader in one
 //!   `ReadIndex` message; the leader confirms as above and answers with the read index, and
-//!   the follower serves them from its own state machine once it has applied that far.
+//!   the follower serves them from its own state machine once it has applied that far. The
+//!   request itself counts as the follower's answer (it left after the reads arrived, in the
+//!   leader's term), so when the leader and that follower are a majority (three voters) the
+//!   leader answers at once, without a round: a follower read costs one round trip.
 //! - **Leases** (opt-in, [`Config::lease_reads`](crate::Config)): a majority's answers to a
 //!   round that started at `t` mean no other leader can be elected before `t +
 //!   election_timeout_min - clock_drift_bound` (each of them ignores vote requests for the
@@ -34,7 +37,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::error::ReadError;
 use crate::message::MessageBody;
-use crate::types::{HeartbeatRound, LogIndex, NodeId, ReadId};
+use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId};
 
 /// How a read may be confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +50,10 @@ pub enum ReadPolicy {
     /// clock assumption.
     Lease,
 }
+
+/// Mixed into a node's seed to draw where its read ids start (apart from its election
+/// jitter, whose draws stay as they were).
+const READ_ID_STREAM: u64 = 0x5245_4144_4944_5321;
 
 /// How many round start times a leader remembers for its lease: rounds that many behind the
 /// newest are forgotten, and an answer to one of them no longer extends the lease.
@@ -80,6 +87,10 @@ struct ForwardedBatch {
 /// Every read a node is confirming, as leader or follower.
 #[derive(Debug, Default)]
 pub(super) struct Reads {
+    /// The last read id given out. It starts at a random point, drawn from the node's seed
+    /// (which differs every time a node starts): a follower that restarts must never take
+    /// a late answer to its previous incarnation's request for an answer to a new one with
+    /// the same id (found by the simulator: the stale read index served a stale read).
     next_id: u64,
     /// Leader: reads that arrived before an entry of its term committed.
     awaiting_commit: Vec<ReadOrigin>,
@@ -112,6 +123,12 @@ pub(super) struct Reads {
 }
 
 impl Reads {
+    /// No reads yet, with read ids starting at a random point drawn from `seed`.
+    pub(super) fn new(seed: u64) -> Self {
+        let next_id = super::rng::Rng::new(seed ^ READ_ID_STREAM).next_u64();
+        Reads { next_id, ..Reads::default() }
+    }
+
     /// One of this node's reads has an outcome, for the caller to take.
     fn decide(&mut self, read: ReadId, outcome: Result<LogIndex, ReadError>) {
         self.local_pending = self
@@ -175,7 +192,7 @@ impl RaftCore {
 
     /// The id of a read this node takes on (it is decided later, exactly once).
     fn new_read_id(&mut self) -> ReadId {
-        self.reads.next_id += 1;
+        self.reads.next_id = self.reads.next_id.wrapping_add(1);
         self.reads.local_pending += 1;
         ReadId(self.reads.next_id)
     }
@@ -196,6 +213,15 @@ impl RaftCore {
             self.deliver_read(origin, self.commit_index);
             return;
         }
+        if let ReadOrigin::Remote { node, .. } = origin
+            && self.majority_with(node)
+        {
+            // The follower's request left after its reads arrived, in this leader's term:
+            // with this leader, that is a majority that had not moved to a newer term since
+            // the reads began, which is what a round would prove.
+            self.deliver_read(origin, self.commit_index);
+            return;
+        }
         #[cfg(feature = "sim")]
         if self.planted_read_without_round {
             // Planted bug: the leader takes its own word that it still leads.
@@ -207,6 +233,13 @@ impl RaftCore {
         self.reads.awaiting_round.push_back(RoundRead { origin, round, read_index });
         // A leader without other voters confirms at once.
         self.confirm_reads();
+    }
+
+    /// Whether this leader and `follower` together are a majority (of each half, when joint).
+    fn majority_with(&self, follower: NodeId) -> bool {
+        let (own_id, configuration) = (self.id, &self.configuration);
+        let answered = |id| (id == own_id || id == follower).then_some(true);
+        configuration.vote_result(answered) == super::VoteResult::Won
     }
 
     /// Leader: the round a read arriving now waits for: the current one if no message of it
@@ -309,10 +342,12 @@ impl RaftCore {
             ReadOrigin::Local(id) => self.reads.decide(id, Ok(read_index)),
             ReadOrigin::Remote { node, request } => {
                 self.reads.remote_pending = self.reads.remote_pending.saturating_sub(1);
-                self.send(
-                    node,
-                    MessageBody::ReadIndexResponse { request, read_index: Some(read_index) },
-                );
+                // The entry's term lets the follower commit up to it at once. (Term 0 if a
+                // snapshot has compacted it away since: the follower then matches nothing
+                // and waits for the commit index to reach it, as it would anyway.)
+                let term = self.log.term_at(read_index).unwrap_or_default();
+                let read_index = Some(LogId::new(term, read_index));
+                self.send(node, MessageBody::ReadIndexResponse { request, read_index });
             }
         }
     }
@@ -361,14 +396,23 @@ impl RaftCore {
         &mut self,
         from: NodeId,
         request: ReadId,
-        read_index: Option<LogIndex>,
+        read_index: Option<LogId>,
     ) {
         let Some(batch) = self.reads.forwarded.get(&request) else { return };
         if batch.leader != from {
             return;
         }
         let Some(batch) = self.reads.forwarded.remove(&request) else { return };
-        let outcome = read_index.ok_or(ReadError::LeadershipLost);
+        if let Some(read_index) = read_index
+            && read_index.index > self.commit_index
+            && self.log.term_at(read_index.index) == Some(read_index.term)
+        {
+            // The leader says this entry is committed, and this node holds it: by Log
+            // Matching its log equals the leader's up to there, so it commits that far now
+            // rather than at the next heartbeat.
+            self.commit_to(read_index.index);
+        }
+        let outcome = read_index.map(|log_id| log_id.index).ok_or(ReadError::LeadershipLost);
         for id in batch.reads {
             self.reads.decide(id, outcome.clone());
         }

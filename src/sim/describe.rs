@@ -18,7 +18,9 @@ pub fn describe_message(message: &Message) -> String {
             format!("ReadIndex term={term} request={request}{lease}")
         }
         MessageBody::ReadIndexResponse { request, read_index } => match read_index {
-            Some(index) => format!("ReadIndexResponse term={term} request={request} index={index}"),
+            Some(log_id) => {
+                format!("ReadIndexResponse term={term} request={request} index={log_id}")
+            }
             None => format!("ReadIndexResponse term={term} request={request} refused"),
         },
         MessageBody::RequestVoteResponse { granted } => {

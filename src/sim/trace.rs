@@ -57,7 +57,8 @@ impl TraceHash {
             MessageBody::ReadIndexResponse { request, read_index } => {
                 self.add_u64(12);
                 self.add_u64(request.0);
-                self.add_u64(read_index.map_or(0, |index| index.0 + 1));
+                self.add_u64(read_index.map_or(0, |log_id| log_id.index.0 + 1));
+                self.add_u64(read_index.map_or(0, |log_id| log_id.term.0));
             }
             MessageBody::RequestVoteResponse { granted } => {
                 self.add_u64(2);

@@ -33,7 +33,8 @@
 //!                                      | received u64 | installed u8
 //! kind 10 TimeoutNow:                  (no body)
 //! kind 11 ReadIndex:                   request u64 | lease u8 (0 or 1)
-//! kind 12 ReadIndexResponse:           request u64 | has read index u8 | read index u64
+//! kind 12 ReadIndexResponse:           request u64 | has read index u8 | read index term u64
+//!                                      | read index u64
 //! ```
 //!
 //! Kinds 8 and 9 were added within version 1: a build that predates them refuses them as
@@ -153,7 +154,9 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
         MessageBody::ReadIndexResponse { request, read_index } => {
             put_u64(buffer, request.0);
             buffer.push(u8::from(read_index.is_some()));
-            put_u64(buffer, read_index.map_or(0, |index| index.0));
+            let read_index = read_index.unwrap_or_default();
+            put_u64(buffer, read_index.term.0);
+            put_u64(buffer, read_index.index.0);
         }
         MessageBody::RequestVoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
             buffer.push(u8::from(*granted))
@@ -252,7 +255,7 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
         12 => {
             let request = ReadId(reader.u64("request")?);
             let has_read_index = reader.flag("has read index")?;
-            let read_index = LogIndex(reader.u64("read index")?);
+            let read_index = reader.log_id("read index")?;
             MessageBody::ReadIndexResponse {
                 request,
                 read_index: has_read_index.then_some(read_index),
@@ -428,7 +431,7 @@ mod tests {
             message(MessageBody::ReadIndex { request: ReadId(u64::MAX), lease: false }),
             message(MessageBody::ReadIndexResponse {
                 request: ReadId(17),
-                read_index: Some(LogIndex(44)),
+                read_index: Some(LogId::new(Term(7), LogIndex(44))),
             }),
             message(MessageBody::ReadIndexResponse { request: ReadId(18), read_index: None }),
             message(MessageBody::AppendEntries {
