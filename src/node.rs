@@ -842,16 +842,22 @@ mod tests {
         assert!(node.take_snapshot(&mut io).unwrap().is_none());
     }
 
-    /// A confirmed read is handed out only once the state machine has applied through its
-    /// read index, and a node that stops fails the reads still waiting.
-    #[test]
-    fn a_read_is_ready_once_applied_through_its_read_index_and_fails_on_stop() {
+    /// A single node leading, on storage whose syncs complete when the test says.
+    fn leader_with_later_syncs() -> (Node<SyncLater, Counting, ()>, HeldSyncs) {
         let storage = SyncLater(MemoryStorage::new());
         let mut node: Node<SyncLater, Counting, ()> =
             Node::start(NodeId(1), [NodeId(1)], Config::default(), storage, Counting(0), 1)
                 .expect("a valid start");
         let mut io = HeldSyncs::default();
         lead(&mut node, &mut io);
+        (node, io)
+    }
+
+    /// A confirmed read is handed out only once the state machine has applied through its
+    /// read index, and a node that stops fails the reads still waiting.
+    #[test]
+    fn a_read_is_ready_once_applied_through_its_read_index_and_fails_on_stop() {
+        let (mut node, mut io) = leader_with_later_syncs();
         // A command appended but not yet durable, so not committed: a read asked now is
         // confirmed at the commit index before it.
         node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
@@ -877,12 +883,7 @@ mod tests {
     /// sync completes.
     #[test]
     fn at_most_sixteen_syncs_are_in_flight() {
-        let storage = SyncLater(MemoryStorage::new());
-        let mut node: Node<SyncLater, Counting, ()> =
-            Node::start(NodeId(1), [NodeId(1)], Config::default(), storage, Counting(0), 1)
-                .expect("a valid start");
-        let mut io = HeldSyncs::default();
-        lead(&mut node, &mut io);
+        let (mut node, mut io) = leader_with_later_syncs();
         let started_before = io.started;
         for _ in 0..20 {
             node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();

@@ -51,6 +51,18 @@ fn message(from: u64, to: u64, term: Term, body: MessageBody) -> Message {
     Message { from: NodeId(from), to: NodeId(to), term, body }
 }
 
+/// Node 1's AppendEntries to node 2 in term 1, after `prev_log_id`.
+fn append_from_1(prev_log_id: LogId, entries: Vec<raft_consensus::Entry>, commit: u64) -> Message {
+    let leader_commit = LogIndex(commit);
+    let round = HeartbeatRound(1);
+    message(
+        1,
+        2,
+        Term(1),
+        MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round },
+    )
+}
+
 /// `from`'s acceptance of everything through `match_index`, answering `round`.
 fn answer(from: u64, term: Term, match_index: LogIndex, round: HeartbeatRound) -> Message {
     let result = AppendResponse::Accepted { match_index };
@@ -339,17 +351,7 @@ fn follower() -> RaftCore {
         index: LogIndex(1),
         payload: raft_consensus::EntryPayload::Blank,
     };
-    core.step(message(
-        1,
-        2,
-        Term(1),
-        MessageBody::AppendEntries {
-            prev_log_id: LogId::default(),
-            entries: vec![entry],
-            leader_commit: LogIndex(1),
-            round: HeartbeatRound(1),
-        },
-    ));
+    core.step(append_from_1(LogId::default(), vec![entry], 1));
     carry_out(&mut core);
     assert_eq!(core.leader_id(), Some(NodeId(1)));
     core
@@ -521,17 +523,7 @@ fn reads_beyond_the_limit_are_refused() {
 
     // A follower counts the reads it forwarded until they are answered.
     let mut core = start(2, Config { max_pending_reads: 2, ..config() });
-    core.step(message(
-        1,
-        2,
-        Term(1),
-        MessageBody::AppendEntries {
-            prev_log_id: LogId::default(),
-            entries: Vec::new(),
-            leader_commit: LogIndex(0),
-            round: HeartbeatRound(1),
-        },
-    ));
+    core.step(append_from_1(LogId::default(), Vec::new(), 0));
     core.read_index(ReadPolicy::ReadIndex).expect("the first");
     let request = read_requests(&carry_out(&mut core))[0].0;
     core.read_index(ReadPolicy::ReadIndex).expect("the second");
@@ -621,17 +613,7 @@ fn a_follower_holding_the_read_index_entry_commits_up_to_it() {
             index: LogIndex(2),
             payload: raft_consensus::EntryPayload::Blank,
         };
-        core.step(message(
-            1,
-            2,
-            Term(1),
-            MessageBody::AppendEntries {
-                prev_log_id: LogId::new(Term(1), LogIndex(1)),
-                entries: vec![entry],
-                leader_commit: LogIndex(1),
-                round: HeartbeatRound(1),
-            },
-        ));
+        core.step(append_from_1(LogId::new(Term(1), LogIndex(1)), vec![entry], 1));
         carry_out(&mut core);
         assert_eq!(core.commit_index(), LogIndex(1));
         let read = core.read_index(ReadPolicy::ReadIndex).expect("taken");
@@ -656,17 +638,7 @@ fn a_restarted_follower_ignores_an_answer_meant_for_its_previous_incarnation() {
         let mut core = RaftCore::new(NodeId(2), members, config(), InitialState::default(), seed)
             .expect("a valid start");
         core.tick(0);
-        core.step(message(
-            1,
-            2,
-            Term(1),
-            MessageBody::AppendEntries {
-                prev_log_id: LogId::default(),
-                entries: Vec::new(),
-                leader_commit: LogIndex(0),
-                round: HeartbeatRound(1),
-            },
-        ));
+        core.step(append_from_1(LogId::default(), Vec::new(), 0));
         carry_out(&mut core);
         core
     };
