@@ -108,7 +108,8 @@ pub trait StateMachine {
     /// machine has applied everything committed when the read arrived, so the answer is as
     /// fresh as a command's would be, without a log entry. Optional: the default says
     /// queries are unsupported (an application can instead read state it shares with its
-    /// state machine after [`RaftNode::read_index`](crate::RaftNode::read_index)).
+    /// state machine after [`RaftNode::read_index`](crate::RaftNode::read_index)). It runs
+    /// on the node's own task, like `apply`: a slow query holds the node up.
     fn query(&self, query: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         let _ = query;
         Err(Box::new(QueriesUnsupported))
