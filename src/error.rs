@@ -51,6 +51,17 @@ pub enum ConfigError {
         /// The name of the offending field.
         name: &'static str,
     },
+    /// `max_entry_bytes` is above the largest command the node's storage can store: the node
+    /// could accept a proposal and then fail to store it, and stop.
+    #[error(
+        "max_entry_bytes ({configured}) is above the largest entry the storage can store ({storage})"
+    )]
+    EntryLimitAboveStorage {
+        /// The configured `max_entry_bytes`.
+        configured: usize,
+        /// The storage's limit.
+        storage: usize,
+    },
     /// Lease reads are on without pre-vote: only pre-vote's rule (a voter that heard from a
     /// leader within the minimum election timeout ignores vote requests) keeps a new leader
     /// from being elected while the old one's lease runs.

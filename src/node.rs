@@ -108,7 +108,9 @@ use std::collections::BTreeMap;
 use crate::config::{Config, MAX_MEMBERS};
 use crate::core::{InitialState, LOG_TARGET, MemberAddress, RaftCore, ReadPolicy, Role};
 use crate::driver::{Applied, Driver, probe_snapshot_support};
-use crate::error::{MembershipError, ProposeError, ReadError, StartError, StorageError};
+use crate::error::{
+    ConfigError, MembershipError, ProposeError, ReadError, StartError, StorageError,
+};
 use crate::message::{EntryPayload, Message};
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::snapshot::Snapshot;
@@ -203,6 +205,14 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         mut state_machine: M,
         seed: u64,
     ) -> Result<Self, StartError> {
+        if let Some(storage_limit) = storage.max_entry_bytes()
+            && config.max_entry_bytes > storage_limit
+        {
+            return Err(StartError::Config(ConfigError::EntryLimitAboveStorage {
+                configured: config.max_entry_bytes,
+                storage: storage_limit,
+            }));
+        }
         let mut initial: InitialState = storage.load()?;
         let mut addresses = BTreeMap::new();
         let mut given = Vec::new();
@@ -653,6 +663,31 @@ mod tests {
         node.tick(10_000);
         assert_eq!(node.core().elections_started(), 0, "it knows no configuration");
         assert_eq!(node.core().role(), Role::Follower);
+    }
+
+    /// A node refuses to start with `max_entry_bytes` above what its storage can store (it
+    /// would accept proposals it then fails to store), and starts at or below it.
+    #[test]
+    fn max_entry_bytes_above_the_storages_limit_is_refused() {
+        use crate::storage::{WalIdentity, WalOptions, WalStorage};
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let open = || {
+            let identity = WalIdentity { node_id: NodeId(1), cluster_id: 1 };
+            let options = WalOptions { max_entry_bytes: 1024, ..WalOptions::default() };
+            WalStorage::open(directory.path(), identity, options).expect("opens")
+        };
+        let start = |max_entry_bytes| {
+            let config = Config { max_entry_bytes, ..Config::default() };
+            Node::<_, Accepting>::start(NodeId(1), [NodeId(1)], config, open(), Accepting, 1)
+        };
+        assert!(matches!(
+            start(1025),
+            Err(StartError::Config(ConfigError::EntryLimitAboveStorage {
+                configured: 1025,
+                storage: 1024
+            }))
+        ));
+        assert!(start(1024).is_ok(), "exactly the storage's limit");
     }
 
     #[test]

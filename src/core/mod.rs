@@ -478,7 +478,10 @@ impl RaftCore {
             // Handled above: a refusal from a newer term has made this node a follower.
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {}
             MessageBody::AppendEntries { prev_log_id, entries, leader_commit, round } => {
-                if let Err(problem) = check_entries(message.term, prev_log_id, &entries) {
+                let max_entry_bytes = self.config.max_entry_bytes;
+                if let Err(problem) =
+                    check_entries(message.term, prev_log_id, &entries, max_entry_bytes)
+                {
                     tracing::warn!(target: LOG_TARGET, node = %self.id, from = %message.from, "Dropping malformed AppendEntries: {problem}");
                     return;
                 }
@@ -795,10 +798,26 @@ fn reconcile_with_snapshot(
 
 /// Checks that `entries` can follow `prev_log_id` in a log sent by a leader of `term`: indexes
 /// contiguous from `prev_log_id.index + 1`, terms non-decreasing, between the previous entry's
-/// term and the leader's.
-fn check_entries(term: Term, prev_log_id: LogId, entries: &[Entry]) -> Result<(), String> {
+/// term and the leader's; and that no command is larger than `max_entry_bytes` (a leader
+/// never proposes one, and storage would refuse it and stop the node: it is refused here,
+/// before anything is stored).
+fn check_entries(
+    term: Term,
+    prev_log_id: LogId,
+    entries: &[Entry],
+    max_entry_bytes: usize,
+) -> Result<(), String> {
     let mut previous = prev_log_id;
     for entry in entries {
+        if let EntryPayload::Command(command) = &entry.payload
+            && command.len() > max_entry_bytes
+        {
+            return Err(format!(
+                "entry {} carries a command of {} bytes, above max_entry_bytes ({max_entry_bytes})",
+                entry.log_id(),
+                command.len()
+            ));
+        }
         if entry.index != previous.index.next() {
             return Err(format!("entry {} does not follow {previous}", entry.log_id()));
         }
@@ -878,11 +897,19 @@ mod tests {
     #[test]
     fn malformed_append_entries_are_recognised() {
         let prev = LogId::new(Term(2), LogIndex(4));
-        assert!(check_entries(Term(3), prev, &[entry(2, 5), entry(3, 6)]).is_ok());
-        assert!(check_entries(Term(3), prev, &[entry(2, 6)]).is_err(), "gap after prev");
-        assert!(check_entries(Term(3), prev, &[entry(1, 5)]).is_err(), "term below prev's");
-        assert!(check_entries(Term(3), prev, &[entry(4, 5)]).is_err(), "term above the leader's");
-        assert!(check_entries(Term(3), prev, &[entry(3, 5), entry(2, 6)]).is_err(), "decreasing");
+        let check = |entries: &[Entry]| check_entries(Term(3), prev, entries, 4);
+        assert!(check(&[entry(2, 5), entry(3, 6)]).is_ok());
+        assert!(check(&[entry(2, 6)]).is_err(), "gap after prev");
+        assert!(check(&[entry(1, 5)]).is_err(), "term below prev's");
+        assert!(check(&[entry(4, 5)]).is_err(), "term above the leader's");
+        assert!(check(&[entry(3, 5), entry(2, 6)]).is_err(), "decreasing");
+        let command = |bytes: &'static [u8]| Entry {
+            term: Term(3),
+            index: LogIndex(5),
+            payload: EntryPayload::Command(Bytes::from_static(bytes)),
+        };
+        assert!(check(&[command(b"four")]).is_ok(), "exactly at max_entry_bytes");
+        assert!(check(&[command(b"fives")]).is_err(), "a command above max_entry_bytes");
     }
 
     #[test]
@@ -905,6 +932,38 @@ mod tests {
         });
         assert_eq!(core.last_log_id().index, LogIndex(0));
         assert_eq!(core.commit_index(), LogIndex(0));
+    }
+
+    /// A command above `max_entry_bytes` from a leader is refused before anything is stored
+    /// (storage would refuse it and stop the node): the whole AppendEntries is dropped.
+    #[test]
+    fn a_follower_refuses_an_entry_above_max_entry_bytes_before_storing_anything() {
+        let config = Config { max_entry_bytes: 4, ..Config::default() };
+        let mut core =
+            RaftCore::new(NodeId(2), [NodeId(1), NodeId(2)], config, InitialState::default(), 1)
+                .expect("valid configuration");
+        core.tick(0);
+        let command = |bytes: &'static [u8], index| Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(Bytes::from_static(bytes)),
+        };
+        let append = |entries| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries,
+                leader_commit: LogIndex(0),
+                round: crate::types::HeartbeatRound(0),
+            },
+        };
+        core.step(append(vec![command(b"four", 1), command(b"fives", 2)]));
+        assert_eq!(core.last_log_id(), LogId::default(), "a part of it was stored");
+        assert!(core.ready().entries.is_empty());
+        core.step(append(vec![command(b"four", 1)]));
+        assert_eq!(core.last_log_id(), LogId::new(Term(1), LogIndex(1)));
     }
 
     #[test]

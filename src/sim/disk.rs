@@ -344,6 +344,10 @@ impl Storage for SimStorage {
         self.wal.flush()
     }
 
+    fn max_entry_bytes(&self) -> Option<usize> {
+        self.wal.max_entry_bytes()
+    }
+
     fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
         self.wal.reset_log(base)
     }

@@ -77,6 +77,10 @@ impl<S: Storage> Storage for PlantedStorage<S> {
         self.inner.sync()
     }
 
+    fn max_entry_bytes(&self) -> Option<usize> {
+        self.inner.max_entry_bytes()
+    }
+
     fn flush(&mut self) -> Result<Box<dyn PendingSync>, StorageError> {
         let sync = self.inner.flush()?;
         if self.bug != Some(PlantedBug::AcknowledgeBeforeSync) {

@@ -85,6 +85,13 @@ pub trait Storage: Send + 'static {
         self.sync()?;
         Ok(Box::new(AlreadyDurable))
     }
+
+    /// The largest command this storage can store, if it has a limit: a node refuses to
+    /// start with a [`Config::max_entry_bytes`](crate::Config::max_entry_bytes) above it (it
+    /// could accept a proposal it would then fail to store). `None` (the default): no limit.
+    fn max_entry_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The second half of a [`Storage::flush`]: what makes the flushed writes durable.

@@ -462,6 +462,10 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         Ok(())
     }
 
+    fn max_entry_bytes(&self) -> Option<usize> {
+        Some(self.options.max_entry_bytes)
+    }
+
     fn snapshot_writer(&self) -> WalSnapshotWriter<F> {
         WalSnapshotWriter::new(self.fs.clone(), self.dir.clone(), self.identity)
     }
