@@ -57,6 +57,10 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Most InstallSnapshot chunks in flight to one follower (flow control).
     pub max_inflight_snapshot_chunks: usize,
+    /// Largest snapshot a follower accepts from a leader, in bytes (it is received in
+    /// memory): a transfer declaring more is refused at its first chunk, so a peer cannot make
+    /// a node hold an unbounded amount. Must exceed every snapshot the state machine makes.
+    pub max_snapshot_bytes: u64,
     /// A learner becomes a voter only if its log is at most this many entries behind the
     /// leader's (otherwise [`MembershipError::NotCaughtUp`](crate::MembershipError)): a voter
     /// far behind would slow every commit it is needed for.
@@ -105,6 +109,7 @@ impl Default for Config {
             snapshot_keep_entries: 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             max_inflight_snapshot_chunks: 4,
+            max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
             promotion_max_lag: 1_000,
             lease_reads: false,
             clock_drift_bound_ms: 30,
@@ -142,6 +147,7 @@ impl Config {
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("max_inflight_snapshot_chunks", self.max_inflight_snapshot_chunks),
             ("max_pending_reads", self.max_pending_reads),
+            ("max_snapshot_bytes", usize::try_from(self.max_snapshot_bytes).unwrap_or(usize::MAX)),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { name });
@@ -228,6 +234,11 @@ mod tests {
         let just_enough =
             Config { lease_reads: true, clock_drift_bound_ms: 149, ..Config::default() };
         assert_eq!(just_enough.validate(), Ok(()));
+        let no_snapshots_accepted = Config { max_snapshot_bytes: 0, ..Config::default() };
+        assert_eq!(
+            no_snapshots_accepted.validate(),
+            Err(ConfigError::ZeroLimit { name: "max_snapshot_bytes" })
+        );
         let unused_drift = Config { clock_drift_bound_ms: 1_000, ..Config::default() };
         assert_eq!(unused_drift.validate(), Ok(()), "the drift bound matters only with leases");
         let message = heartbeat_too_slow.validate().unwrap_err().to_string();

@@ -966,6 +966,36 @@ mod tests {
         assert_eq!(core.last_log_id(), LogId::new(Term(1), LogIndex(1)));
     }
 
+    /// A snapshot declaring more than `max_snapshot_bytes` is refused at its first chunk:
+    /// nothing of it is held; one of exactly the limit is received and installed.
+    #[test]
+    fn a_snapshot_above_max_snapshot_bytes_is_refused() {
+        let config = Config { max_snapshot_bytes: 10, ..Config::default() };
+        let mut core =
+            RaftCore::new(NodeId(2), [NodeId(1), NodeId(2)], config, InitialState::default(), 1)
+                .expect("valid configuration");
+        core.tick(0);
+        let chunk = |total_len: u64, data: &'static [u8]| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    last_included: LogId::new(Term(1), LogIndex(5)),
+                    configuration: Configuration::of_voters([NodeId(1), NodeId(2)]),
+                },
+                offset: 0,
+                total_len,
+                data: Bytes::from_static(data),
+            },
+        };
+        core.step(chunk(11, b"0123456789"));
+        assert!(core.incoming_snapshot.is_none(), "a transfer above the limit was started");
+        assert!(core.ready().messages.is_empty(), "a refused transfer was answered");
+        core.step(chunk(10, b"0123456789"));
+        assert_eq!(core.commit_index(), LogIndex(5), "a snapshot at the limit was installed");
+    }
+
     #[test]
     fn a_node_drops_messages_not_meant_for_it_but_hears_leaders_outside_its_configuration() {
         let heartbeat = |from: u64, to: u64| Message {

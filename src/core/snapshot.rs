@@ -217,6 +217,10 @@ impl RaftCore {
             tracing::warn!(target: LOG_TARGET, node = %self.id, from = %leader, "Dropping malformed InstallSnapshot: bytes {offset}+{} of {total_len}", data.len());
             return;
         }
+        if total_len > self.config.max_snapshot_bytes {
+            tracing::warn!(target: LOG_TARGET, node = %self.id, from = %leader, "Refusing a snapshot of {total_len} bytes, above max_snapshot_bytes ({})", self.config.max_snapshot_bytes);
+            return;
+        }
         if last.index <= self.commit_index || self.log.term_at(last.index) == Some(last.term) {
             // Everything the snapshot covers is already here (committed entries are the same
             // on every node, and the Log Matching Property covers a matching entry).
