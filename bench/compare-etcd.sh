@@ -23,6 +23,8 @@
 #   CLIENTS="1 16 128 512" bench/compare-etcd.sh
 #   LOADS="reads lease-reads" bench/compare-etcd.sh
 #   ETCD_CONNECTIONS=128 bench/compare-etcd.sh   # one gRPC connection per etcd client
+#   TLS=1 bench/compare-etcd.sh            # raft-kv with mutual TLS between nodes and HTTPS
+#                                          # with client certificates (etcd stays plain)
 #
 # etcd's clients share ETCD_CONNECTIONS gRPC connections per node they talk to (default 1, as
 # etcd's own benchmark tool does; it was etcd's fastest setting here). raft-kv's clients speak
@@ -39,6 +41,7 @@ LOADS=${LOADS:-"writes reads follower-reads lease-reads"}
 KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
 ETCD_CONNECTIONS=${ETCD_CONNECTIONS:-1}
+TLS=${TLS:-0}
 # Ports: etcd client 23791-3 and peer 23801-3; raft-kv raft 27001-3 and HTTP 28001-3.
 ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
@@ -92,7 +95,21 @@ for n in 1 2 3; do
 done
 
 raft_kv_endpoints=""
+raft_kv_client=()
+scheme=http
+if [ "$TLS" = 1 ]; then
+    "$raft_kv" certs init "$work/certs" --nodes 3 >/dev/null
+    raft_kv_client=(--cacert "$work/certs/ca.pem" --cert "$work/certs/client.pem" --key "$work/certs/client-key.pem")
+    scheme=https
+fi
 for n in 1 2 3; do
+    if [ "$TLS" = 1 ]; then
+        security=(--peer-cert "$work/certs/node$n.pem" --peer-key "$work/certs/node$n-key.pem"
+            --peer-ca "$work/certs/ca.pem" --http-cert "$work/certs/node$n.pem"
+            --http-key "$work/certs/node$n-key.pem" --http-ca "$work/certs/ca.pem")
+    else
+        security=(--insecure)
+    fi
     peers=()
     for m in 1 2 3; do
         [ "$m" = "$n" ] && continue
@@ -100,9 +117,9 @@ for n in 1 2 3; do
     done
     RUST_LOG=warn "$raft_kv" serve --id "$n" --data-dir "$work/raft-kv-$n" \
         --raft-addr "127.0.0.1:$((RAFT_PORT + n))" --http-addr "127.0.0.1:$((HTTP_PORT + n))" \
-        "${peers[@]}" --lease-reads >"$work/raft-kv-$n.log" 2>&1 &
+        "${peers[@]}" "${security[@]}" --lease-reads >"$work/raft-kv-$n.log" 2>&1 &
     pids+=($!)
-    raft_kv_endpoints+="${raft_kv_endpoints:+,}http://127.0.0.1:$((HTTP_PORT + n))"
+    raft_kv_endpoints+="${raft_kv_endpoints:+,}$scheme://127.0.0.1:$((HTTP_PORT + n))"
 done
 
 wait_until() {
@@ -123,7 +140,7 @@ etcd_healthy() {
     done
 }
 wait_until "etcd" etcd_healthy
-wait_until "raft-kv" "$raft_kv" status --endpoints "$raft_kv_endpoints"
+wait_until "raft-kv" "$raft_kv" status --endpoints "$raft_kv_endpoints" "${raft_kv_client[@]}"
 echo "== both clusters are up: etcd $etcd_endpoints; raft-kv $raft_kv_endpoints"
 
 results="$work/results.tsv"
@@ -135,6 +152,7 @@ measure() {
         connections=(--connections "$ETCD_CONNECTIONS")
     else
         endpoints=$raft_kv_endpoints
+        connections=("${raft_kv_client[@]}")
     fi
     case "$kind" in
         writes) read_ratio=0 ;;
@@ -164,7 +182,9 @@ for kind in $LOADS; do
 done
 
 echo
-echo "== $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(etcd --version | head -1), ${DURATION} s per load, ${VALUE_SIZE}-byte values, ${KEYS} keys, etcd clients on ${ETCD_CONNECTIONS} connection(s)"
+tls_note=""
+[ "$TLS" = 1 ] && tls_note=", raft-kv with mutual TLS (peers) and HTTPS with client certificates"
+echo "== $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(etcd --version | head -1), ${DURATION} s per load, ${VALUE_SIZE}-byte values, ${KEYS} keys, etcd clients on ${ETCD_CONNECTIONS} connection(s)$tls_note"
 awk -F'\t' '
     { key = $2 "\t" $3; rate[$1, key] = $4; p50[$1, key] = $5; p99[$1, key] = $6; errors[$1, key] = $7
       if (!(key in seen)) { seen[key] = 1; order[++n] = key } }

@@ -111,7 +111,7 @@ use crate::driver::{Applied, Driver, probe_snapshot_support};
 use crate::error::{
     ConfigError, MembershipError, ProposeError, ReadError, StartError, StorageError,
 };
-use crate::message::{EntryPayload, Message};
+use crate::message::{EntryPayload, Message, MessageBody};
 use crate::proposals::{PendingProposals, ProposalOutcome};
 use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
@@ -276,8 +276,13 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         self.driver.core.next_deadline_ms()
     }
 
-    /// Handles a message from another node.
+    /// Handles a message from another node. A message from a node outside this node's
+    /// configuration is dropped here, before the core sees it (see [`admits`]).
     pub fn step(&mut self, message: Message) {
+        if !admits(self.driver.core.configuration(), &message) {
+            tracing::debug!(node = %self.id(), from = %message.from, "Dropping a message from {}: not a member of the configuration", message.from);
+            return;
+        }
         self.driver.core.step(message);
     }
 
@@ -515,6 +520,32 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
             io.read_ready(read, Err(ReadError::Shutdown));
         }
     }
+}
+
+/// Whether a node with `configuration` takes `message` to its core. A member's message
+/// always; a joining node (no configuration yet) takes every message, since it learns its
+/// configuration from them. From a node outside the configuration only the requests Raft
+/// needs a node to take from there, because the sender may know a newer configuration than
+/// this node: a leader's `AppendEntries` and `InstallSnapshot` (this node missed the entry
+/// adding it), a candidate's `RequestVote` and `PreVote` (§4.1: a voter that has not yet
+/// received the entry adding the candidate must still vote, or a change interrupted by a
+/// failure could leave no electable majority), a removed leader's `TimeoutNow` (it hands
+/// leadership to a member once its removal commits), and the answer to a read this node
+/// forwarded. Answers to requests (votes, acknowledgements) and read requests come only from
+/// the members this node asked or serves: from anyone else they are dropped, so a node with
+/// no place in the cluster cannot push a term or an acknowledgement into it that way.
+fn admits(configuration: &crate::core::Configuration, message: &Message) -> bool {
+    configuration.is_unknown()
+        || configuration.is_member(message.from)
+        || matches!(
+            message.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::RequestVote { .. }
+                | MessageBody::PreVote { .. }
+                | MessageBody::TimeoutNow
+                | MessageBody::ReadIndexResponse { .. }
+        )
 }
 
 /// The bootstrap voters of a node's core: the members record if storage holds one, else

@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use raft_kv::client::request_following_redirects;
+use raft_kv::client::{ClientStream, ClientTls, connect, request_following_redirects_with};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -96,16 +95,17 @@ pub enum ReadFrom {
 #[derive(Clone, Debug)]
 pub enum Target {
     /// A raft-kv cluster, through any of its HTTP endpoints.
-    RaftKv(Vec<SocketAddr>),
+    RaftKv(crate::cli::Cluster),
     /// An etcd cluster, through its client URLs (`http://HOST:PORT`).
     #[cfg(feature = "etcd")]
     Etcd(Vec<String>),
 }
 
 /// Finds the raft-kv leader's HTTP address through any endpoint's `/v1/status`.
-async fn find_raft_kv_leader(endpoints: &[SocketAddr]) -> anyhow::Result<SocketAddr> {
-    for endpoint in endpoints {
-        let Ok(reply) = request_following_redirects(
+async fn find_raft_kv_leader(cluster: &crate::cli::Cluster) -> anyhow::Result<SocketAddr> {
+    for endpoint in &cluster.endpoints {
+        let Ok(reply) = request_following_redirects_with(
+            cluster.tls.as_ref(),
             *endpoint,
             "GET",
             "/v1/status",
@@ -120,23 +120,22 @@ async fn find_raft_kv_leader(endpoints: &[SocketAddr]) -> anyhow::Result<SocketA
         if let Ok(status) = reply.json()
             && let Some(leader) = status["leader_http"].as_str()
         {
-            let authority = leader.trim_start_matches("http://");
+            let authority = leader.trim_start_matches("http://").trim_start_matches("https://");
             return authority.parse().with_context(|| format!("leader address {leader:?}"));
         }
     }
     bail!("no endpoint knows a leader")
 }
 
-/// One kept-alive HTTP/1.1 connection.
+/// One kept-alive HTTP/1.1 connection (over TLS with `--cacert`).
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     buffer: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(address: SocketAddr) -> anyhow::Result<Connection> {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
+    async fn open(address: SocketAddr, tls: Option<&ClientTls>) -> anyhow::Result<Connection> {
+        let stream = connect(address, tls).await?;
         Ok(Connection { stream, buffer: Vec::with_capacity(4096) })
     }
 
@@ -146,8 +145,12 @@ impl Connection {
             "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        self.stream.write_all(head.as_bytes()).await?;
-        self.stream.write_all(body).await?;
+        // One write: over TLS, two would be two records.
+        let mut request = Vec::with_capacity(head.len() + body.len());
+        request.extend_from_slice(head.as_bytes());
+        request.extend_from_slice(body);
+        self.stream.write_all(&request).await?;
+        self.stream.flush().await?;
         // Read until the head is complete, then the body by Content-Length.
         self.buffer.clear();
         let head_end = loop {
@@ -194,6 +197,7 @@ enum Link {
     RaftKv {
         node: SocketAddr,
         connection: Connection,
+        tls: Option<ClientTls>,
     },
     #[cfg(feature = "etcd")]
     Etcd {
@@ -203,11 +207,13 @@ enum Link {
 }
 
 impl Link {
-    async fn open(node: &Node) -> anyhow::Result<Link> {
+    async fn open(node: &Node, tls: Option<&ClientTls>) -> anyhow::Result<Link> {
         Ok(match node {
-            Node::RaftKv(address) => {
-                Link::RaftKv { node: *address, connection: Connection::open(*address).await? }
-            }
+            Node::RaftKv(address) => Link::RaftKv {
+                node: *address,
+                connection: Connection::open(*address, tls).await?,
+                tls: tls.cloned(),
+            },
             #[cfg(feature = "etcd")]
             Node::Etcd(url) => {
                 Link::Etcd { node: url.clone(), kv: Box::new(etcd::connect(url).await?) }
@@ -257,12 +263,12 @@ impl Link {
 
     /// A fresh connection to the same node after a transport error.
     async fn reopen(&mut self) -> anyhow::Result<()> {
-        let node = match self {
-            Link::RaftKv { node, .. } => Node::RaftKv(*node),
+        let (node, tls) = match self {
+            Link::RaftKv { node, tls, .. } => (Node::RaftKv(*node), tls.clone()),
             #[cfg(feature = "etcd")]
-            Link::Etcd { node, .. } => Node::Etcd(node.clone()),
+            Link::Etcd { node, .. } => (Node::Etcd(node.clone()), None),
         };
-        *self = Link::open(&node).await?;
+        *self = Link::open(&node, tls.as_ref()).await?;
         Ok(())
     }
 }
@@ -305,7 +311,7 @@ impl Node {
     /// The leader, for the header line.
     fn describe_leader(&self) -> String {
         match self {
-            Node::RaftKv(address) => format!("raft-kv leader at http://{address}"),
+            Node::RaftKv(address) => format!("raft-kv leader at {address}"),
             #[cfg(feature = "etcd")]
             Node::Etcd(url) => format!("etcd leader at {url}"),
         }
@@ -359,9 +365,9 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         bail!("--read-ratio must be between 0 and 1");
     }
     let (leader, endpoints) = match target {
-        Target::RaftKv(endpoints) => (
-            Node::RaftKv(find_raft_kv_leader(endpoints).await?),
-            endpoints.iter().copied().map(Node::RaftKv).collect::<Vec<_>>(),
+        Target::RaftKv(cluster) => (
+            Node::RaftKv(find_raft_kv_leader(cluster).await?),
+            cluster.endpoints.iter().copied().map(Node::RaftKv).collect::<Vec<_>>(),
         ),
         #[cfg(feature = "etcd")]
         Target::Etcd(endpoints) => {
@@ -376,6 +382,11 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
                 endpoints.iter().cloned().map(Node::Etcd).collect(),
             )
         }
+    };
+    let tls = match target {
+        Target::RaftKv(cluster) => cluster.tls.clone(),
+        #[cfg(feature = "etcd")]
+        Target::Etcd(_) => None,
     };
     let followers: Vec<Node> = endpoints.iter().filter(|node| **node != leader).cloned().collect();
     if options.read_from == ReadFrom::Followers && followers.is_empty() {
@@ -425,7 +436,7 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         for node in nodes {
             let mut links = Vec::new();
             for _ in 0..count.max(1) {
-                links.push(Link::open(&node).await?);
+                links.push(Link::open(&node, tls.as_ref()).await?);
             }
             shared.push(SharedLinks { node, links });
         }
@@ -437,6 +448,7 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
             (measuring.clone(), stop.clone(), completed.clone(), errors.clone());
         let options = options.clone();
         let leader = leader.clone();
+        let tls = tls.clone();
         let read_node = Some(read_node(client)).filter(|node| *node != leader);
         let shared_writes = shared_link(&shared, &leader, client);
         let shared_reads = read_node.as_ref().and_then(|node| shared_link(&shared, node, client));
@@ -444,11 +456,11 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let writes = match shared_writes {
                 Some(link) => link,
-                None => Link::open(&leader).await?,
+                None => Link::open(&leader, tls.as_ref()).await?,
             };
             let reads = match (shared_reads, read_node) {
                 (Some(link), _) => Some(link),
-                (None, Some(node)) => Some(Link::open(&node).await?),
+                (None, Some(node)) => Some(Link::open(&node, tls.as_ref()).await?),
                 (None, None) => None,
             };
             let mut session = Session { writes, reads };

@@ -9,21 +9,42 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use raft_kv::client::{HttpReply, request_following_redirects};
+use raft_kv::client::{ClientTls, HttpReply, is_tls_failure, request_following_redirects_with};
 
 /// How long a command keeps retrying before it gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
 /// How long one HTTP exchange may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Parses `--endpoints` (comma-separated `http://HOST:PORT`).
-pub fn parse_endpoints(text: &str) -> anyhow::Result<Vec<SocketAddr>> {
+/// The nodes a command talks to, and how.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// Their HTTP addresses.
+    pub endpoints: Vec<SocketAddr>,
+    /// TLS settings (`--cacert`, `--cert`, `--key`) for `https://` endpoints.
+    pub tls: Option<ClientTls>,
+}
+
+/// Parses `--endpoints` (comma-separated `http://HOST:PORT`, or `https://HOST:PORT` with
+/// `tls`; a bare `HOST:PORT` takes the scheme `tls` implies).
+pub fn parse_cluster(text: &str, tls: Option<ClientTls>) -> anyhow::Result<Cluster> {
     let mut endpoints = Vec::new();
     for endpoint in text.split(',').map(str::trim).filter(|endpoint| !endpoint.is_empty()) {
-        let authority = endpoint.strip_prefix("http://").unwrap_or(endpoint).trim_end_matches('/');
+        let authority = match (endpoint.split_once("://"), tls.is_some()) {
+            (Some(("http", _)), true) => {
+                bail!("endpoint {endpoint:?} is plain http but --cacert asks for TLS: use https://")
+            }
+            (Some(("https", _)), false) => {
+                bail!("endpoint {endpoint:?} is https: give the cluster's CA with --cacert FILE")
+            }
+            (Some(("http" | "https", authority)), _) => authority,
+            (Some(_), _) => bail!("endpoint {endpoint:?} is not http(s)://HOST:PORT"),
+            (None, _) => endpoint,
+        };
+        let authority = authority.trim_end_matches('/');
         let address = authority
             .to_socket_addrs()
-            .with_context(|| format!("endpoint {endpoint:?} is not http://HOST:PORT"))?
+            .with_context(|| format!("endpoint {endpoint:?} is not http(s)://HOST:PORT"))?
             .next()
             .ok_or_else(|| anyhow!("endpoint {endpoint:?} resolves to no address"))?;
         endpoints.push(address);
@@ -31,7 +52,7 @@ pub fn parse_endpoints(text: &str) -> anyhow::Result<Vec<SocketAddr>> {
     if endpoints.is_empty() {
         bail!("--endpoints names no endpoint");
     }
-    Ok(endpoints)
+    Ok(Cluster { endpoints, tls })
 }
 
 /// `--endpoints` as a list of URLs, each with a scheme (`http://` added where missing).
@@ -53,7 +74,7 @@ pub fn endpoint_urls(text: &str) -> Vec<String> {
 /// One request to the cluster: tries each endpoint in turn (following redirects), and keeps
 /// trying while the answer is "no leader" or "outcome unknown", until [`GIVE_UP_AFTER`].
 async fn send(
-    endpoints: &[SocketAddr],
+    cluster: &Cluster,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
@@ -62,14 +83,26 @@ async fn send(
     let started = Instant::now();
     let mut last_problem = String::from("no endpoint tried");
     for attempt in 0.. {
-        let endpoint = endpoints[attempt % endpoints.len()];
-        match request_following_redirects(endpoint, method, path, headers, body, REQUEST_TIMEOUT)
-            .await
+        let endpoint = cluster.endpoints[attempt % cluster.endpoints.len()];
+        let tls = cluster.tls.as_ref();
+        match request_following_redirects_with(
+            tls,
+            endpoint,
+            method,
+            path,
+            headers,
+            body,
+            REQUEST_TIMEOUT,
+        )
+        .await
         {
             Ok(reply) if matches!(reply.status, 503 | 504) => {
                 last_problem = format!("{endpoint} answered {}: {}", reply.status, text(&reply));
             }
             Ok(reply) => return Ok(reply),
+            Err(error) if is_tls_failure(&error) => {
+                bail!("TLS with {endpoint} failed: {error}")
+            }
             Err(error) => last_problem = format!("{endpoint}: {error}"),
         }
         if started.elapsed() > GIVE_UP_AFTER {
@@ -98,17 +131,17 @@ fn fail_unless_ok(reply: &HttpReply) -> anyhow::Result<()> {
 }
 
 /// `raft-kv put KEY VALUE`.
-pub async fn put(endpoints: &[SocketAddr], key: &str, value: &str) -> anyhow::Result<()> {
+pub async fn put(cluster: &Cluster, key: &str, value: &str) -> anyhow::Result<()> {
     let reply =
-        send(endpoints, "PUT", &format!("/v1/kv/{key}"), &session(), value.as_bytes()).await?;
+        send(cluster, "PUT", &format!("/v1/kv/{key}"), &session(), value.as_bytes()).await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
 }
 
 /// `raft-kv get KEY`: prints the value.
-pub async fn get(endpoints: &[SocketAddr], key: &str) -> anyhow::Result<()> {
-    let reply = send(endpoints, "GET", &format!("/v1/kv/{key}"), &[], b"").await?;
+pub async fn get(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
+    let reply = send(cluster, "GET", &format!("/v1/kv/{key}"), &[], b"").await?;
     if reply.status == 404 {
         bail!("key {key:?} not found");
     }
@@ -118,8 +151,8 @@ pub async fn get(endpoints: &[SocketAddr], key: &str) -> anyhow::Result<()> {
 }
 
 /// `raft-kv del KEY`.
-pub async fn delete(endpoints: &[SocketAddr], key: &str) -> anyhow::Result<()> {
-    let reply = send(endpoints, "DELETE", &format!("/v1/kv/{key}"), &session(), b"").await?;
+pub async fn delete(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
+    let reply = send(cluster, "DELETE", &format!("/v1/kv/{key}"), &session(), b"").await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
@@ -127,14 +160,14 @@ pub async fn delete(endpoints: &[SocketAddr], key: &str) -> anyhow::Result<()> {
 
 /// `raft-kv cas KEY NEW [--expected OLD]` (without `--expected`, the key must be absent).
 pub async fn compare_and_swap(
-    endpoints: &[SocketAddr],
+    cluster: &Cluster,
     key: &str,
     expected: Option<&str>,
     new: &str,
 ) -> anyhow::Result<()> {
     let body = serde_json::json!({ "expected": expected, "new": new }).to_string();
     let reply =
-        send(endpoints, "POST", &format!("/v1/cas/{key}"), &session(), body.as_bytes()).await?;
+        send(cluster, "POST", &format!("/v1/cas/{key}"), &session(), body.as_bytes()).await?;
     if reply.status == 409 {
         bail!("not swapped: {}", text(&reply));
     }
@@ -144,8 +177,8 @@ pub async fn compare_and_swap(
 }
 
 /// `raft-kv member list`: prints the members JSON of the first endpoint that answers.
-pub async fn member_list(endpoints: &[SocketAddr]) -> anyhow::Result<()> {
-    let reply = send(endpoints, "GET", "/v1/members", &[], b"").await?;
+pub async fn member_list(cluster: &Cluster) -> anyhow::Result<()> {
+    let reply = send(cluster, "GET", "/v1/members", &[], b"").await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
@@ -154,30 +187,30 @@ pub async fn member_list(endpoints: &[SocketAddr]) -> anyhow::Result<()> {
 /// `raft-kv member add ID RAFT_ADDR HTTP_ADDR`: adds a voter and prints the members. A retry
 /// after an unknown outcome is safe: the server answers 200 for a node already added.
 pub async fn member_add(
-    endpoints: &[SocketAddr],
+    cluster: &Cluster,
     id: u64,
     raft_addr: &str,
     http_addr: &str,
 ) -> anyhow::Result<()> {
     let body = serde_json::json!({ "id": id, "raft_addr": raft_addr, "http_addr": http_addr });
-    let reply = send_change(endpoints, "POST", "/v1/members", body.to_string().as_bytes()).await?;
+    let reply = send_change(cluster, "POST", "/v1/members", body.to_string().as_bytes()).await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
 }
 
 /// `raft-kv member remove ID`: removes a member and prints the members.
-pub async fn member_remove(endpoints: &[SocketAddr], id: u64) -> anyhow::Result<()> {
-    let reply = send_change(endpoints, "DELETE", &format!("/v1/members/{id}"), b"").await?;
+pub async fn member_remove(cluster: &Cluster, id: u64) -> anyhow::Result<()> {
+    let reply = send_change(cluster, "DELETE", &format!("/v1/members/{id}"), b"").await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
 }
 
 /// `raft-kv transfer-leader ID`: prints `{"leader": ID}` once ID leads.
-pub async fn transfer_leader(endpoints: &[SocketAddr], id: u64) -> anyhow::Result<()> {
+pub async fn transfer_leader(cluster: &Cluster, id: u64) -> anyhow::Result<()> {
     let body = serde_json::json!({ "id": id });
-    let reply = send_change(endpoints, "POST", "/v1/leader", body.to_string().as_bytes()).await?;
+    let reply = send_change(cluster, "POST", "/v1/leader", body.to_string().as_bytes()).await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
@@ -186,14 +219,14 @@ pub async fn transfer_leader(endpoints: &[SocketAddr], id: u64) -> anyhow::Resul
 /// A membership request: like [`send`], and it also retries `409 change_in_progress` (a
 /// change running when it came, or the same change retried) until the deadline.
 async fn send_change(
-    endpoints: &[SocketAddr],
+    cluster: &Cluster,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<HttpReply> {
     let started = Instant::now();
     loop {
-        let reply = send(endpoints, method, path, &[], body).await?;
+        let reply = send(cluster, method, path, &[], body).await?;
         let busy = reply.status == 409 && text(&reply).contains("change_in_progress");
         if !busy || started.elapsed() > GIVE_UP_AFTER {
             return Ok(reply);
@@ -203,11 +236,20 @@ async fn send_change(
 }
 
 /// `raft-kv status`: the first endpoint that answers.
-pub async fn status(endpoints: &[SocketAddr]) -> anyhow::Result<()> {
+pub async fn status(cluster: &Cluster) -> anyhow::Result<()> {
     let mut last_problem = String::new();
-    for endpoint in endpoints {
-        match request_following_redirects(*endpoint, "GET", "/v1/status", &[], b"", REQUEST_TIMEOUT)
-            .await
+    for endpoint in &cluster.endpoints {
+        let tls = cluster.tls.as_ref();
+        match request_following_redirects_with(
+            tls,
+            *endpoint,
+            "GET",
+            "/v1/status",
+            &[],
+            b"",
+            REQUEST_TIMEOUT,
+        )
+        .await
         {
             Ok(reply) => {
                 fail_unless_ok(&reply)?;

@@ -1,12 +1,15 @@
 //! A minimal HTTP/1.1 client for the `raft-kv` API (one request per connection), used by the
-//! tests and the command-line client. It follows the service's `307` redirects to the leader.
+//! tests and the command-line client, over plain TCP or TLS ([`ClientTls`]). It follows the
+//! service's `307` redirects to the leader.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use crate::tls::ClientTls;
 
 /// Most redirects followed for one request.
 const MAX_REDIRECTS: usize = 5;
@@ -37,7 +40,26 @@ impl HttpReply {
     }
 }
 
-/// Sends one request to `address` and reads the whole response, within `timeout`.
+/// A client connection's byte stream: plain TCP, or TLS over it.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for S {}
+
+/// Connects to `address`, over TLS when `tls` is given.
+pub async fn connect(
+    address: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> io::Result<Box<dyn ClientStream>> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    Ok(match tls {
+        None => Box::new(stream),
+        Some(tls) => Box::new(tls.connect(address, stream).await?),
+    })
+}
+
+/// Sends one request to `address` over plain HTTP and reads the whole response, within
+/// `timeout`.
 pub async fn request(
     address: SocketAddr,
     method: &str,
@@ -46,8 +68,21 @@ pub async fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpReply> {
+    request_with(None, address, method, path, headers, body, timeout).await
+}
+
+/// Like [`request`], over TLS when `tls` is given.
+pub async fn request_with(
+    tls: Option<&ClientTls>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpReply> {
     let exchange = async {
-        let mut stream = TcpStream::connect(address).await?;
+        let mut stream = connect(address, tls).await?;
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
@@ -59,7 +94,19 @@ pub async fn request(
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body).await?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
+        match stream.read_to_end(&mut raw).await {
+            Ok(_) => {}
+            // A TLS server may close without close_notify once it has answered in full.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+            Err(error) => return Err(error),
+        }
+        if raw.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server closed the connection without answering (if it serves HTTPS, use \
+                 https:// endpoints and --cacert)",
+            ));
+        }
         parse(&raw)
     };
     tokio::time::timeout(timeout, exchange)
@@ -76,20 +123,41 @@ pub async fn request_following_redirects(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpReply> {
+    request_following_redirects_with(None, address, method, path, headers, body, timeout).await
+}
+
+/// Like [`request_with`], following `307` redirects (to `http://` locations without `tls`,
+/// `https://` ones with it).
+pub async fn request_following_redirects_with(
+    tls: Option<&ClientTls>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpReply> {
     let mut target = (address, path.to_owned());
     for _ in 0..=MAX_REDIRECTS {
-        let reply = request(target.0, method, &target.1, headers, body, timeout).await?;
+        let reply = request_with(tls, target.0, method, &target.1, headers, body, timeout).await?;
         if reply.status != 307 {
             return Ok(reply);
         }
         let location = reply.header("location").ok_or_else(|| invalid("a 307 without Location"))?;
-        target = parse_location(location)?;
+        target = parse_location(location, tls.is_some())?;
     }
     Err(invalid("too many redirects"))
 }
 
-fn parse_location(location: &str) -> io::Result<(SocketAddr, String)> {
-    let rest = location.strip_prefix("http://").ok_or_else(|| invalid("a non-http Location"))?;
+fn parse_location(location: &str, tls: bool) -> io::Result<(SocketAddr, String)> {
+    let scheme = if tls { "https://" } else { "http://" };
+    let rest = location.strip_prefix(scheme).ok_or_else(|| {
+        invalid(if tls {
+            "a redirect to plain http from an https server"
+        } else {
+            "a redirect to https: give the CA with --cacert"
+        })
+    })?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let address = authority.parse().map_err(|_| invalid("a Location without an IP address"))?;
     Ok((address, if path.is_empty() { String::from("/") } else { path.to_owned() }))
@@ -112,6 +180,12 @@ fn parse(raw: &[u8]) -> io::Result<HttpReply> {
         .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
         .collect();
     Ok(HttpReply { status, headers, body: raw[split + 4..].to_vec() })
+}
+
+/// Whether `error` is a TLS failure (a certificate refused, by either side): retrying the
+/// same request cannot succeed.
+pub fn is_tls_failure(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 fn invalid(what: &str) -> io::Error {

@@ -6,9 +6,11 @@
 
 pub mod client;
 pub mod command;
+pub mod http_server;
 mod members;
 pub mod server;
 pub mod state_machine;
+pub mod tls;
 
 pub use command::{Command, CommandError, Request, Response};
 pub use state_machine::KvStateMachine;

@@ -24,6 +24,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use raft_consensus::NodeId;
+use raft_consensus::transport::PeerTls;
+use raft_kv::client::ClientTls;
+use raft_kv::http_server::HttpLimits;
 use raft_kv::server::{Limits, Peer, ServerConfig, SnapshotPolicy, run};
 use tracing_subscriber::EnvFilter;
 
@@ -90,6 +93,11 @@ enum Command {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// Certificates for trying TLS locally.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Load the cluster with concurrent clients and report throughput and latency.
     Bench {
         /// Concurrent clients (each waits for its answer before the next request).
@@ -142,14 +150,33 @@ enum BenchTarget {
 
 #[derive(clap::Args)]
 struct Endpoints {
-    /// The cluster's HTTP endpoints, comma-separated (requests follow redirects to the leader).
-    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    /// The cluster's HTTP endpoints, comma-separated (requests follow redirects to the
+    /// leader): http://HOST:PORT, or https://HOST:PORT with --cacert (a bare HOST:PORT is
+    /// https with --cacert, http without).
+    #[arg(long, default_value = "127.0.0.1:8001")]
     endpoints: String,
+    /// The CA certificate (PEM) that signs the nodes' HTTP certificates: talk HTTPS.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// This client's certificate (PEM), for nodes started with --http-ca.
+    #[arg(long = "cert", id = "client_cert", requires_all = ["client_key", "cacert"])]
+    client_cert: Option<PathBuf>,
+    /// This client's private key (PEM), with --cert.
+    #[arg(long = "key", id = "client_key", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 impl Endpoints {
-    fn parse(&self) -> anyhow::Result<Vec<SocketAddr>> {
-        cli::parse_endpoints(&self.endpoints)
+    fn parse(&self) -> anyhow::Result<cli::Cluster> {
+        let tls = match &self.cacert {
+            Some(ca) => Some(ClientTls::from_pem_files(
+                ca,
+                self.client_cert.as_deref(),
+                self.client_key.as_deref(),
+            )?),
+            None => None,
+        };
+        cli::parse_cluster(&self.endpoints, tls)
     }
 }
 
@@ -179,6 +206,24 @@ enum MemberAction {
         id: u64,
         #[command(flatten)]
         endpoints: Endpoints,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Write a CA (ca.pem, ca-key.pem), a certificate per node (node<ID>.pem and
+    /// node<ID>-key.pem, naming node<ID>, localhost, 127.0.0.1 and --hosts) and a client
+    /// certificate (client.pem, client-key.pem) into DIR. For trying TLS: a real deployment's
+    /// certificates come from its own CA.
+    Init {
+        /// Where the files go (created if missing; an existing ca.pem is never overwritten).
+        dir: PathBuf,
+        /// Node certificates to write, for ids 1 to N.
+        #[arg(long)]
+        nodes: u64,
+        /// More names for every node certificate, comma-separated (host names or IPs).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
     },
 }
 
@@ -227,6 +272,40 @@ struct ServeArgs {
     /// election timeout (150 ms); start every node of the cluster with it.
     #[arg(long)]
     lease_reads: bool,
+    /// This node's certificate (PEM) for mutual TLS with its peers; it must name node<ID>.
+    #[arg(long, requires_all = ["peer_key", "peer_ca"])]
+    peer_cert: Option<PathBuf>,
+    /// The private key (PEM) of --peer-cert.
+    #[arg(long, requires_all = ["peer_cert", "peer_ca"])]
+    peer_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
+    #[arg(long, requires_all = ["peer_cert", "peer_key"])]
+    peer_ca: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM).
+    #[arg(long, requires = "http_key")]
+    http_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-cert.
+    #[arg(long, requires = "http_cert")]
+    http_key: Option<PathBuf>,
+    /// Require HTTPS clients to present a certificate signed by this CA (PEM).
+    #[arg(long, requires = "http_cert")]
+    http_ca: Option<PathBuf>,
+    /// Allow peers over plain TCP (anyone who reaches the Raft port can act as a member) and
+    /// plain HTTP. For tests and trusted networks only.
+    #[arg(long)]
+    insecure: bool,
+    /// Most HTTP connections held at once (lowered to fit the open-file limit).
+    #[arg(long, default_value_t = HttpLimits::default().max_connections)]
+    http_max_connections: usize,
+    /// Milliseconds a client has for a TLS handshake and for a request's headers.
+    #[arg(long, default_value_t = HttpLimits::default().header_timeout.as_millis() as u64)]
+    http_header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body.
+    #[arg(long, default_value_t = HttpLimits::default().body_timeout.as_millis() as u64)]
+    http_body_timeout_ms: u64,
+    /// Milliseconds an HTTP connection may stay without traffic before it is closed.
+    #[arg(long, default_value_t = HttpLimits::default().idle_timeout.as_millis() as u64)]
+    http_idle_timeout_ms: u64,
 }
 
 fn parse_peer(text: &str) -> Result<Peer, String> {
@@ -260,6 +339,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             cli::compare_and_swap(&endpoints.parse()?, &key, expected.as_deref(), &new).await
         }
         Command::Status { endpoints } => cli::status(&endpoints.parse()?).await,
+        Command::Certs { action: CertsAction::Init { dir, nodes, hosts } } => {
+            let plan = raft_kv::tls::CertsPlan { directory: dir, nodes, hosts };
+            for path in raft_kv::tls::init_certs(&plan)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Member { action } => match action {
             MemberAction::List { endpoints } => cli::member_list(&endpoints.parse()?).await,
             MemberAction::Add { id, raft_addr, http_addr, endpoints } => {
@@ -318,6 +404,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.peers.iter().any(|peer| peer.id.0 == args.id) {
         bail!("--peer lists this node's own id {}", args.id);
     }
+    let clustered = !args.peers.is_empty() || args.join;
+    let peer_tls = match (&args.peer_cert, &args.peer_key, &args.peer_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(
+            PeerTls::from_pem_files(cert, key, ca)
+                .context("the peer TLS files (--peer-cert, --peer-key, --peer-ca)")?,
+        ),
+        _ => None,
+    };
+    if peer_tls.is_none() && clustered && !args.insecure {
+        bail!(
+            "refusing to run with peers over plain TCP: give --peer-cert, --peer-key and \
+             --peer-ca (`raft-kv certs init` writes some to try), or --insecure to accept \
+             unauthenticated peers"
+        );
+    }
+    let http_tls = match (&args.http_cert, &args.http_key) {
+        (Some(cert), Some(key)) => Some(
+            raft_kv::tls::server_config(cert, key, args.http_ca.as_deref())
+                .context("the HTTP TLS files (--http-cert, --http-key, --http-ca)")?,
+        ),
+        _ => None,
+    };
+    if peer_tls.is_none() {
+        if args.insecure {
+            eprintln!(
+                "raft-kv: --insecure: Raft traffic is plain TCP and unauthenticated: any host that reaches {} can act as a member",
+                args.raft_addr
+            );
+        } else {
+            eprintln!(
+                "raft-kv: Raft traffic is plain TCP (a single node; add --peer-cert, --peer-key and --peer-ca before adding members)"
+            );
+        }
+    }
+    if http_tls.is_none() {
+        eprintln!(
+            "raft-kv: HTTP is plain and unauthenticated (--http-cert and --http-key serve HTTPS; --http-ca requires client certificates)"
+        );
+    }
+    let http = http_limits(&args)?;
     let config = ServerConfig {
         id: NodeId(args.id),
         cluster_id: args.cluster_id,
@@ -336,8 +462,72 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             keep_entries: args.snapshot_keep_entries,
         },
         lease_reads: args.lease_reads,
+        peer_tls,
+        http_tls,
+        http,
+        allow_plain_peers: args.insecure,
     };
     run(config, shutdown_signal()).await.context("raft-kv serve")
+}
+
+/// The HTTP limits the flags give, with the connection cap lowered to fit the open-file
+/// limit (raised to its hard maximum first).
+fn http_limits(args: &ServeArgs) -> anyhow::Result<HttpLimits> {
+    let millis = |value: u64, flag: &str| {
+        if value == 0 {
+            bail!("--{flag} must be above zero");
+        }
+        Ok(Duration::from_millis(value))
+    };
+    let defaults = HttpLimits::default();
+    let mut limits = HttpLimits {
+        max_connections: args.http_max_connections.max(1),
+        header_timeout: millis(args.http_header_timeout_ms, "http-header-timeout-ms")?,
+        body_timeout: millis(args.http_body_timeout_ms, "http-body-timeout-ms")?,
+        idle_timeout: millis(args.http_idle_timeout_ms, "http-idle-timeout-ms")?,
+        // A CAS body carries two values, possibly base64 (4/3 of their size), and JSON.
+        max_body_bytes: 3 * args.max_value_bytes + 2 * args.max_key_bytes + 64 * 1024,
+        drain_timeout: defaults.drain_timeout,
+    };
+    let open_files = raise_open_file_limit();
+    // Kept for the log's segments, snapshots, peers and the listener.
+    const RESERVED_FILES: u64 = 256;
+    let fitting =
+        usize::try_from(open_files.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX);
+    if limits.max_connections > fitting {
+        eprintln!(
+            "raft-kv: at most {fitting} HTTP connections (the open-file limit is {open_files}; {RESERVED_FILES} are kept for the log and peers)"
+        );
+        limits.max_connections = fitting;
+    }
+    Ok(limits)
+}
+
+/// Raises this process's open-file limit to its hard maximum; returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return 1024;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+        }
+        #[allow(clippy::unnecessary_cast, reason = "rlim_t is not u64 on every platform")]
+        let open_files = limit.rlim_cur as u64;
+        open_files
+    }
+    #[cfg(not(unix))]
+    {
+        u64::MAX
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -361,4 +551,16 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     eprintln!("raft-kv: shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks a command's definition (unique names, valid references) only when it
+    /// parses that subcommand: check every one here rather than in a user's hands.
+    #[test]
+    fn every_command_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
 }

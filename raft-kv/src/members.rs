@@ -79,6 +79,10 @@ pub(crate) async fn add_member(
     if request.id == 0 {
         return error(StatusCode::BAD_REQUEST, "invalid_id").into_response();
     }
+    if !state.may_add_members {
+        // A single node started without peer TLS: growing it would put peers on plain TCP.
+        return error(StatusCode::BAD_REQUEST, "peer_tls_required").into_response();
+    }
     let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
     let (Some(raft_addr), Some(http_addr)) = (parse(&request.raft_addr), parse(&request.http_addr))
     else {

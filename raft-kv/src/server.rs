@@ -31,9 +31,11 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{delete, get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
 use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
-use raft_consensus::transport::{PeerTraffic, TcpConfig, TcpTransport};
+use raft_consensus::transport::{PeerTls, PeerTraffic, TcpConfig, TcpTransport};
 
+use crate::http_server::{self, HttpLimits};
 use crate::members::{self, MembershipLock};
+use crate::tls::HttpTls;
 use raft_consensus::{
     Config, LogIndex, Member, MemberAddress, NodeId, ProposeError, RaftNode, ReadError, ReadPolicy,
     StateMachine,
@@ -117,6 +119,14 @@ pub struct ServerConfig {
     /// Serve `?consistency=lease` reads from the leader's lease (see
     /// [`Config::lease_reads`] for the clock assumption); every node of a cluster must agree.
     pub lease_reads: bool,
+    /// Mutual TLS between nodes; `None`: plain TCP (`--insecure`).
+    pub peer_tls: Option<PeerTls>,
+    /// HTTPS (and client certificates, if the acceptor asks for them); `None`: plain HTTP.
+    pub http_tls: Option<HttpTls>,
+    /// The HTTP server's connection limits and timeouts.
+    pub http: HttpLimits,
+    /// Whether members may be added while peers are plain TCP (`--insecure`).
+    pub allow_plain_peers: bool,
 }
 
 /// The store, shared between the node (which applies to it) and the HTTP handlers (which read
@@ -171,6 +181,10 @@ pub(crate) struct AppState {
     wal_sync_latency: Arc<Histogram>,
     traffic: Arc<PeerTraffic>,
     store: Arc<Mutex<KvStateMachine>>,
+    /// `https` when HTTP is served over TLS, else `http` (for redirects and addresses).
+    scheme: &'static str,
+    /// Whether this node may grow its cluster: its peers are TLS, or `--insecure` allows plain.
+    pub(crate) may_add_members: bool,
 }
 
 /// Runs the server until `shutdown` completes, then stops HTTP (answering requests in flight)
@@ -193,9 +207,13 @@ pub async fn run(
         .await
         .with_context(|| format!("listening for HTTP on {}", config.http_addr))?;
     let peers = config.peers.iter().map(|peer| (peer.id, peer.raft_addr));
+    if let Some(tls) = &config.peer_tls {
+        tls.check_names(config.id).context("--peer-cert")?;
+    }
     let tcp_config = TcpConfig {
         // Only a bootstrapping node's member list is checked against its peers'.
         members_fingerprint: if bootstrapping { None } else { Some(0) },
+        tls: config.peer_tls.clone(),
         ..TcpConfig::new(config.cluster_id)
     };
     let transport = TcpTransport::start(config.id, raft_listener, peers, tcp_config)
@@ -238,11 +256,13 @@ pub async fn run(
     if config.join && fresh {
         println!("raft-kv node {} waits to be added to a cluster (--join)", config.id.0);
     }
+    let scheme = if config.http_tls.is_some() { "https" } else { "http" };
     println!(
-        "raft-kv node {} serving HTTP on http://{}, Raft on {}, data in {}",
+        "raft-kv node {} serving HTTP on {scheme}://{}, Raft on {} ({}), data in {}",
         config.id.0,
         http_listener.local_addr()?,
         config.raft_addr,
+        if config.peer_tls.is_some() { "mutual TLS" } else { "plain TCP" },
         config.data_dir.display()
     );
     let state = AppState {
@@ -257,6 +277,8 @@ pub async fn run(
         wal_sync_latency,
         traffic,
         store,
+        scheme,
+        may_add_members: config.peer_tls.is_some() || config.allow_plain_peers,
     };
     let app = router(state);
     // A node that stops on its own (a storage failure, or a broken safety invariant) ends the
@@ -280,10 +302,8 @@ pub async fn run(
             }
         }
     };
-    axum::serve(http_listener, app)
-        .with_graceful_shutdown(stop_serving)
-        .await
-        .context("serving HTTP")?;
+    let acceptor = config.http_tls.map(|tls| tls.acceptor);
+    http_server::serve(http_listener, app, config.http, acceptor, stop_serving).await;
     node.shutdown().await.context("the Raft node stopped")?;
     if node_stopped_first.load(std::sync::atomic::Ordering::SeqCst) {
         anyhow::bail!("the Raft node stopped on its own");
@@ -405,7 +425,7 @@ pub(crate) fn redirect(state: &AppState, leader: Option<NodeId>, uri: &Uri) -> R
         return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader");
     };
     let path = uri.path_and_query().map_or(uri.path(), |path| path.as_str());
-    let location = format!("http://{address}{path}");
+    let location = format!("{}://{address}{path}", state.scheme);
     match HeaderValue::from_str(&location) {
         Ok(value) => Rejection::Redirect(value),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
@@ -593,7 +613,7 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
     let leader_http = status
         .leader_id
         .and_then(|leader| http_addr_of(&state, leader))
-        .map(|address| format!("http://{address}"));
+        .map(|address| format!("{}://{address}", state.scheme));
     let configuration = &status.configuration;
     let ids = |ids: &[NodeId]| ids.iter().map(|id| id.0).collect::<Vec<u64>>();
     let followers: Vec<_> = status

@@ -50,6 +50,10 @@ async fn a_three_node_cluster_serves_the_http_api() {
             limits: Limits::default(),
             snapshots: SnapshotPolicy::default(),
             lease_reads: true,
+            peer_tls: None,
+            http_tls: None,
+            http: raft_kv::http_server::HttpLimits::default(),
+            allow_plain_peers: true,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);

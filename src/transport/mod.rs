@@ -7,11 +7,13 @@
 mod channel;
 pub mod codec;
 mod tcp;
+mod tls;
 
 use std::future::Future;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
 pub use tcp::{PeerTraffic, TcpConfig, TcpTransport, members_fingerprint};
+pub use tls::{PeerTls, TlsError};
 
 use crate::core::Configuration;
 use crate::message::Message;

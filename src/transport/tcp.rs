@@ -21,6 +21,18 @@
 //! broken connection is redialled with capped exponential backoff. A frame over
 //! `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
 //! connection with a logged error; nothing a peer sends can panic the node.
+//!
+//! With [`TcpConfig::tls`] every connection is mutual TLS ([`PeerTls`]): the dialler checks
+//! that the certificate it is shown names the peer it dials (`node<ID>`), and the acceptor
+//! that the dialler's certificate names the node id its handshake claims, so a node can only
+//! speak as itself. Without it, the transport trusts the id a dialler claims: plain TCP is for
+//! tests, examples and networks where every host is trusted.
+//!
+//! What a stranger can make a listener hold is bounded: at most `max_inbound_connections`
+//! connections (more are closed at once, with a log line when the cap is first reached), each
+//! finishing its TLS and transport handshakes within `handshake_timeout_ms` or being closed,
+//! and a frame's buffer grows with the bytes that actually arrive, never with the length a
+//! peer declares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -30,12 +42,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::Transport;
 use super::codec::{WIRE_FORMAT_VERSION, decode_message, encode_message};
+use super::tls::{PeerTls, certificate_names_node, node_name};
 use crate::core::Configuration;
 use crate::message::Message;
 use crate::types::NodeId;
@@ -74,6 +87,16 @@ pub struct TcpConfig {
     /// The address peers reach this node at, sent in the handshake so that a peer that does
     /// not know this node yet (a new member) can answer it. `None`: the listener's address.
     pub advertise_addr: Option<SocketAddr>,
+    /// Mutual TLS for every connection (both directions); `None`: plain TCP, trusting the
+    /// node id a dialler claims.
+    pub tls: Option<PeerTls>,
+    /// How long a new connection (accepted or dialled) has to finish its TLS and transport
+    /// handshakes before it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Most connections the listener holds at once (handshaking or established); more are
+    /// closed as soon as they are accepted. A cluster needs one per peer, plus a few while
+    /// peers reconnect.
+    pub max_inbound_connections: usize,
 }
 
 impl TcpConfig {
@@ -88,6 +111,9 @@ impl TcpConfig {
             reconnect_max_ms: 1_000,
             members_fingerprint: None,
             advertise_addr: None,
+            tls: None,
+            handshake_timeout_ms: 5_000,
+            max_inbound_connections: 256,
         }
     }
 }
@@ -388,6 +414,11 @@ fn check_handshake(bytes: &[u8; HANDSHAKE_LEN], identity: Identity) -> Result<No
     Ok(NodeId(word(20..28)))
 }
 
+/// A connection's byte stream: plain TCP, or TLS over it.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
+
 /// The accepting side of a node's transport: who accepts, as whom, and where messages go.
 struct Accepting {
     id: NodeId,
@@ -400,6 +431,8 @@ struct Accepting {
 
 async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpConfig) {
     let Accepting { id, identity, inbox, learned, traffic } = accepting;
+    let slots = Arc::new(Semaphore::new(config.max_inbound_connections.max(1)));
+    let mut at_cap = false;
     loop {
         // The transport dropped (its node stopped): close the listener at once, so that the
         // address is free for a node started again in the same process.
@@ -409,6 +442,18 @@ async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpCon
         };
         match accepted {
             Ok((stream, address)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    if !at_cap {
+                        tracing::warn!(node = %id, %address, "Refusing peer connections: the listener holds its maximum of {} connections", config.max_inbound_connections);
+                        at_cap = true;
+                    }
+                    drop(stream);
+                    continue;
+                };
+                if at_cap {
+                    tracing::info!(node = %id, "Accepting peer connections again");
+                    at_cap = false;
+                }
                 let connection = Inbound {
                     id,
                     identity,
@@ -417,7 +462,11 @@ async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpCon
                     learned: learned.clone(),
                     traffic: Arc::clone(&traffic),
                 };
-                tokio::spawn(read_connection(connection, stream, config.clone()));
+                let config = config.clone();
+                tokio::spawn(async move {
+                    read_connection(connection, stream, config).await;
+                    drop(slot);
+                });
             }
             Err(error) => {
                 tracing::warn!(node = %id, "Accepting a peer connection failed: {error}");
@@ -438,44 +487,23 @@ struct Inbound {
 }
 
 /// Reads one peer's frames into the inbox until the connection ends or misbehaves.
-async fn read_connection(connection: Inbound, mut stream: TcpStream, config: TcpConfig) {
-    let Inbound { id, identity, address, inbox, learned, traffic } = connection;
-    let mut greeting = [0u8; HANDSHAKE_LEN];
-    if stream.read_exact(&mut greeting).await.is_err() {
-        return;
-    }
-    let peer = match check_handshake(&greeting, identity) {
-        Ok(peer) => peer,
-        Err(reason) => {
+async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConfig) {
+    let (id, address) = (connection.id, connection.address);
+    let timeout = Duration::from_millis(config.handshake_timeout_ms);
+    let greeted = tokio::time::timeout(timeout, accept_handshake(&connection, stream, &config));
+    let (peer, mut stream) = match greeted.await {
+        Ok(Ok(greeted)) => greeted,
+        Ok(Err(Refused(Some(reason)))) => {
             tracing::warn!(node = %id, %address, "Refusing a connection: {reason}");
             return;
         }
-    };
-    let mut length = [0u8; 2];
-    if stream.read_exact(&mut length).await.is_err() {
-        return;
-    }
-    let length = u16::from_le_bytes(length) as usize;
-    if length > MAX_ADVERTISED_ADDR_BYTES {
-        tracing::warn!(node = %id, %address, "Refusing a connection: a {length}-byte advertised address");
-        return;
-    }
-    let mut advertised = vec![0u8; length];
-    if stream.read_exact(&mut advertised).await.is_err() {
-        return;
-    }
-    match std::str::from_utf8(&advertised).ok().and_then(|text| text.parse::<SocketAddr>().ok()) {
-        // The transport adds it if it does not know the peer yet (a full queue drops it:
-        // the peer introduces itself again on its next connection).
-        Some(advertised) => {
-            let _ = learned.try_send((peer, advertised));
-        }
-        None if length == 0 => {}
-        None => {
-            tracing::warn!(node = %id, %address, "Refusing a connection: the advertised address is not host:port");
+        Ok(Err(Refused(None))) => return,
+        Err(_) => {
+            tracing::warn!(node = %id, %address, "Refusing a connection: no handshake within {} ms", config.handshake_timeout_ms);
             return;
         }
-    }
+    };
+    let Inbound { inbox, traffic, .. } = connection;
     loop {
         let mut length = [0u8; 4];
         if stream.read_exact(&mut length).await.is_err() {
@@ -486,10 +514,10 @@ async fn read_connection(connection: Inbound, mut stream: TcpStream, config: Tcp
             tracing::error!(node = %id, %peer, "Closing the connection: a {length}-byte frame exceeds the maximum of {}", config.max_frame_bytes);
             return;
         }
-        let mut frame = vec![0u8; length];
-        if stream.read_exact(&mut frame).await.is_err() {
-            return;
-        }
+        let frame = match read_frame(&mut stream, length).await {
+            Ok(frame) => frame,
+            Err(_) => return,
+        };
         traffic.add_received(peer, 4 + length);
         let message = match decode_message(&Bytes::from(frame)) {
             Ok(message) => message,
@@ -508,6 +536,91 @@ async fn read_connection(connection: Inbound, mut stream: TcpStream, config: Tcp
     }
 }
 
+/// Bytes of a frame read before its buffer grows: a peer's declared length costs memory
+/// only as the bytes arrive.
+const FRAME_READ_CHUNK: usize = 64 * 1024;
+
+/// Reads a `length`-byte frame, its buffer growing with the bytes received.
+async fn read_frame(stream: &mut (impl AsyncRead + Unpin), length: usize) -> io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(length.min(FRAME_READ_CHUNK));
+    let read = stream.take(length as u64).read_to_end(&mut frame).await?;
+    if read < length {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the connection ended mid-frame"));
+    }
+    Ok(frame)
+}
+
+/// Why an inbound connection was closed during its handshakes (`None`: the peer went away,
+/// nothing worth logging).
+struct Refused(Option<String>);
+
+impl From<io::Error> for Refused {
+    fn from(_: io::Error) -> Refused {
+        Refused(None)
+    }
+}
+
+/// The accepting side's handshakes: TLS (when configured), then the transport's. Returns the
+/// peer's node id, checked against its certificate under TLS.
+async fn accept_handshake(
+    connection: &Inbound,
+    stream: TcpStream,
+    config: &TcpConfig,
+) -> Result<(NodeId, Box<dyn PeerStream>), Refused> {
+    let (mut stream, certificate): (Box<dyn PeerStream>, _) = match &config.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let stream = tls
+                .acceptor()
+                .accept(stream)
+                .await
+                .map_err(|error| Refused(Some(format!("TLS handshake failed: {error}"))))?;
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|certificate| certificate.clone().into_owned());
+            (Box::new(stream), certificate)
+        }
+    };
+    let mut greeting = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut greeting).await?;
+    let peer =
+        check_handshake(&greeting, connection.identity).map_err(|reason| Refused(Some(reason)))?;
+    if config.tls.is_some() {
+        // The TLS verifier demanded a certificate chaining to the CA; it must also be this
+        // node's.
+        let names_peer = certificate
+            .as_ref()
+            .is_some_and(|certificate| certificate_names_node(certificate, peer));
+        if !names_peer {
+            return Err(Refused(Some(format!(
+                "the peer claims to be {peer} but its certificate does not name node{}",
+                peer.0
+            ))));
+        }
+    }
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).await?;
+    let length = u16::from_le_bytes(length) as usize;
+    if length > MAX_ADVERTISED_ADDR_BYTES {
+        return Err(Refused(Some(format!("a {length}-byte advertised address"))));
+    }
+    let mut advertised = vec![0u8; length];
+    stream.read_exact(&mut advertised).await?;
+    match std::str::from_utf8(&advertised).ok().and_then(|text| text.parse::<SocketAddr>().ok()) {
+        // The transport adds it if it does not know the peer yet (a full queue drops it:
+        // the peer introduces itself again on its next connection).
+        Some(advertised) => {
+            let _ = connection.learned.try_send((peer, advertised));
+        }
+        None if length == 0 => {}
+        None => return Err(Refused(Some(String::from("the advertised address is not host:port")))),
+    }
+    Ok((peer, stream))
+}
+
 /// One outgoing connection's ends.
 struct Link {
     id: NodeId,
@@ -517,16 +630,41 @@ struct Link {
     traffic: Arc<PeerTraffic>,
 }
 
+/// Dials `link.address` and completes the TLS (when configured) and transport handshakes.
+async fn connect(link: &Link, config: &TcpConfig) -> io::Result<Box<dyn PeerStream>> {
+    let stream = TcpStream::connect(link.address).await?;
+    let _ = stream.set_nodelay(true);
+    let mut stream: Box<dyn PeerStream> = match &config.tls {
+        None => Box::new(stream),
+        // The certificate the peer shows must name the node dialled.
+        Some(tls) => Box::new(tls.connector().connect(node_name(link.peer), stream).await?),
+    };
+    stream.write_all(&handshake(link.identity, link.id)).await?;
+    stream.flush().await?;
+    Ok(stream)
+}
+
 /// Keeps a connection to `peer` and writes its queued messages, redialling with backoff.
 async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpConfig) {
-    let Link { id, identity, peer, address, traffic } = link;
+    let (id, peer, address) = (link.id, link.peer, link.address);
     let mut backoff_ms = config.reconnect_min_ms.max(1);
     let mut buffer = Vec::new();
+    let timeout = Duration::from_millis(config.handshake_timeout_ms);
     loop {
-        let mut stream = match TcpStream::connect(address).await {
+        let connected =
+            tokio::time::timeout(timeout, connect(&link, &config)).await.unwrap_or_else(|_| {
+                let message = format!("no handshake within {} ms", config.handshake_timeout_ms);
+                Err(io::Error::new(io::ErrorKind::TimedOut, message))
+            });
+        let mut stream = match connected {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::trace!(node = %id, %peer, "Dialling {address} failed: {error}");
+                // A refused TLS handshake is worth a warning; a peer that is down is not.
+                if error.kind() == io::ErrorKind::InvalidData {
+                    tracing::warn!(node = %id, %peer, "Connecting to {peer} at {address} failed: {error}");
+                } else {
+                    tracing::trace!(node = %id, %peer, "Dialling {address} failed: {error}");
+                }
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 backoff_ms = (backoff_ms * 2).min(config.reconnect_max_ms.max(1));
                 if queue.is_closed() {
@@ -535,10 +673,6 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        if stream.write_all(&handshake(identity, id)).await.is_err() {
-            continue;
-        }
         tracing::debug!(node = %id, %peer, "Connected to {address}");
         backoff_ms = config.reconnect_min_ms.max(1);
         loop {
@@ -560,11 +694,15 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
                 }
                 next = if buffer.len() < 1024 * 1024 { queue.try_recv().ok() } else { None };
             }
-            if let Err(error) = stream.write_all(&buffer).await {
+            let written = async {
+                stream.write_all(&buffer).await?;
+                stream.flush().await
+            };
+            if let Err(error) = written.await {
                 tracing::debug!(node = %id, %peer, "Connection to {address} lost: {error}");
                 break;
             }
-            traffic.add_sent(peer, buffer.len());
+            link.traffic.add_sent(peer, buffer.len());
         }
     }
 }

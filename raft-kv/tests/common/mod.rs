@@ -20,10 +20,11 @@ impl Drop for Processes {
 }
 
 impl Processes {
-    /// A `raft-kv serve` command for the caller to add its flags to.
+    /// A `raft-kv serve --insecure` command (peers over plain TCP) for the caller to add its
+    /// flags to.
     pub fn serve_command() -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
-        command.arg("serve");
+        command.args(["serve", "--insecure"]);
         command
     }
 

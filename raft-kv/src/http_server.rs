@@ -1,0 +1,297 @@
+//! The HTTP server's connection handling: HTTP/1.1 (over TLS when configured) with every
+//! wait and count bounded, so that slow or idle clients cannot stop a node from serving
+//! others.
+//!
+//! - at most [`HttpLimits::max_connections`] connections at once: more are closed as soon as
+//!   they are accepted, with a log line when the limit is reached and when it clears;
+//! - a TLS handshake and a request's headers must arrive within `header_timeout`;
+//! - a request's body must arrive within `body_timeout`, and a `Content-Length` above
+//!   `max_body_bytes` is answered `413` at once, before any of the body is read;
+//! - a connection with no traffic for `idle_timeout` is closed;
+//! - at shutdown, connections finish their requests in flight for up to `drain_timeout`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// The HTTP server's limits (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections held at once.
+    pub max_connections: usize,
+    /// Time for a TLS handshake, and for a request's headers.
+    pub header_timeout: Duration,
+    /// Time for a request's body.
+    pub body_timeout: Duration,
+    /// A connection without traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// At shutdown, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_body_bytes: 4 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` on `listener` (TLS with `tls`) within `limits` until `shutdown` completes,
+/// then lets connections finish for up to `limits.drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = {
+        let limits = limits.clone();
+        app.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            bounded_body(limits.clone(), request, next)
+        }))
+    };
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop, stopping) = watch::channel(false);
+    let mut at_limit = false;
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, address) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, typically: wait for connections to close.
+                tracing::warn!("Accepting an HTTP connection failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if !at_limit {
+                tracing::warn!(
+                    "HTTP connection limit reached: {} connections open; closing new ones until some end",
+                    limits.max_connections
+                );
+                at_limit = true;
+            }
+            drop(stream);
+            continue;
+        };
+        if at_limit {
+            tracing::info!("HTTP connections below the limit of {} again", limits.max_connections);
+            at_limit = false;
+        }
+        let connection = Connection {
+            app: app.clone(),
+            limits: limits.clone(),
+            tls: tls.clone(),
+            stopping: stopping.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = connection.run(stream).await {
+                tracing::debug!(%address, "HTTP connection ended: {error}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a slot until it ends.
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all)).await;
+}
+
+/// One accepted connection and what it needs.
+struct Connection {
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(mut self, stream: TcpStream) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let watched = Watched { inner: stream, activity: Arc::clone(&activity) };
+        match self.tls.take() {
+            None => self.serve(watched, activity).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.limits.header_timeout, acceptor.accept(watched));
+                let stream = handshake.await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+                self.serve(stream, activity).await
+            }
+        }
+    }
+
+    async fn serve(
+        mut self,
+        stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        activity: Arc<Activity>,
+    ) -> io::Result<()> {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(self.app.clone()));
+        tokio::pin!(connection);
+        let mut draining = false;
+        let mut check =
+            tokio::time::interval(self.limits.idle_timeout.max(Duration::from_secs(1)) / 4);
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => return result.map_err(io::Error::other),
+                changed = self.stopping.changed(), if !draining => {
+                    let _ = changed;
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                _ = check.tick() => {
+                    if activity.idle_for() >= self.limits.idle_timeout {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes.
+struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { origin: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that records its traffic in an [`Activity`].
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(context, buffer);
+        if buffer.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(context, bytes);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}
+
+/// Answers a declared body over the limit with `413` before reading it, and reads the body
+/// within `body_timeout` (`408` when it does not arrive), so that handlers never wait on a
+/// client.
+async fn bounded_body(limits: HttpLimits, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_body_bytes as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    }
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        limits.body_timeout,
+        axum::body::to_bytes(body, limits.max_body_bytes),
+    );
+    match read.await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(error)) if is_length_limit(&error) => {
+            refuse(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+        }
+        Ok(Err(_)) => refuse(StatusCode::BAD_REQUEST, "unreadable_body"),
+        Err(_) => refuse(StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// A JSON error that also closes the connection (the rest of the body is not read).
+fn refuse(status: StatusCode, code: &'static str) -> Response {
+    let mut response = (status, axum::Json(json!({ "error": code }))).into_response();
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
