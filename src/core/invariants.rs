@@ -285,18 +285,32 @@ mod tests {
         core.commit_to(LogIndex(3));
     }
 
+    /// A second leader claiming a term (a buggy or compromised peer) is refused, counted and
+    /// logged; the follower keeps its leader and its log, and carries on.
+    #[test]
+    fn a_second_leader_in_a_term_is_refused_by_a_follower() {
+        let mut core = node(2, 1, None, Vec::new());
+        core.step(append_entries(1, 1, LogId::default(), vec![entry(1, 1)], 0));
+        assert_eq!(core.leader_id(), Some(NodeId(1)));
+        core.step(append_entries(3, 1, LogId::default(), vec![entry(1, 1), entry(1, 2)], 0));
+        assert_eq!(core.leader_id(), Some(NodeId(1)));
+        assert_eq!(core.last_log_id(), LogId::new(Term(1), LogIndex(1)), "nothing appended");
+        assert_eq!(core.protocol_violations(), 1);
+        core.check_invariants();
+    }
+
+    /// The rule behind that refusal stays asserted where the leader is recorded: a caller
+    /// that let a second leader through is this node's own bug, and stops it.
     #[test]
     #[should_panic(expected = "at most one leader per term")]
-    fn a_second_leader_in_a_term_stops_a_follower() {
+    fn recording_a_second_leader_of_the_term_stops_the_node() {
         let mut core = node(2, 1, None, Vec::new());
         core.step(append_entries(1, 1, LogId::default(), Vec::new(), 0));
-        assert_eq!(core.leader_id(), Some(NodeId(1)));
-        core.step(append_entries(3, 1, LogId::default(), Vec::new(), 0));
+        core.note_leader(NodeId(3));
     }
 
     #[test]
-    #[should_panic(expected = "at most one leader per term")]
-    fn a_second_leader_in_a_term_stops_the_node_even_after_it_stopped_following() {
+    fn a_second_leader_in_a_term_is_refused_even_after_the_follower_stopped_following() {
         let mut core = node(2, 1, None, Vec::new());
         core.step(append_entries(1, 1, LogId::default(), Vec::new(), 0));
         // The follower stops trusting its leader (a pre-vote round), in the same term.
@@ -305,11 +319,12 @@ mod tests {
         core.step(append_entries(1, 2, LogId::default(), Vec::new(), 0));
         core.become_follower(Term(2), None);
         core.step(append_entries(3, 2, LogId::default(), Vec::new(), 0));
+        assert_eq!(core.leader_id(), None);
+        assert_eq!(core.protocol_violations(), 1);
     }
 
     #[test]
-    #[should_panic(expected = "at most one leader per term")]
-    fn a_leader_hearing_another_leader_of_its_term_stops() {
+    fn a_leader_hearing_another_leader_of_its_term_refuses_it() {
         let mut core = node(1, 0, None, Vec::new());
         core.tick(10_000);
         assert_eq!(core.role(), Role::Candidate);
@@ -324,16 +339,38 @@ mod tests {
         let mut message = append_entries(3, core.term().0, LogId::default(), Vec::new(), 0);
         message.to = NodeId(1);
         core.step(message);
+        assert_eq!(core.role(), Role::Leader);
+        assert_eq!(core.protocol_violations(), 1);
+        core.check_invariants();
     }
 
+    /// A leader asking to overwrite a committed entry (impossible for a correct one: it holds
+    /// every committed entry) is refused; the follower's log and commit index are intact.
     #[test]
-    #[should_panic(expected = "a committed entry is never truncated")]
-    fn a_leader_overwriting_a_committed_entry_stops_the_follower() {
+    fn a_leader_overwriting_a_committed_entry_is_refused() {
         let mut core = node(2, 1, None, Vec::new());
         core.step(append_entries(1, 1, LogId::default(), vec![entry(1, 1), entry(1, 2)], 2));
         assert_eq!(core.commit_index(), LogIndex(2));
-        // A leader of term 2 that lacks the committed entries (impossible in Raft).
+        // A leader of term 2 that lacks the committed entries.
         core.step(append_entries(3, 2, LogId::default(), vec![entry(2, 1)], 0));
+        assert_eq!(core.last_log_id(), LogId::new(Term(1), LogIndex(2)));
+        assert_eq!(core.commit_index(), LogIndex(2));
+        assert_eq!(core.protocol_violations(), 1);
+        core.check_invariants();
+        // An uncommitted conflicting entry is still replaced (the normal repair, §5.3).
+        core.step(append_entries(1, 1, LogId::new(Term(1), LogIndex(2)), vec![entry(1, 3)], 2));
+        core.step(append_entries(3, 2, LogId::new(Term(1), LogIndex(2)), vec![entry(2, 3)], 2));
+        assert_eq!(core.last_log_id(), LogId::new(Term(2), LogIndex(3)));
+        assert_eq!(core.protocol_violations(), 1);
+    }
+
+    /// The rule behind that refusal stays asserted where entries are truncated.
+    #[test]
+    #[should_panic(expected = "a committed entry is never truncated")]
+    fn truncating_a_committed_entry_stops_the_node() {
+        let mut core = node(2, 1, None, Vec::new());
+        core.step(append_entries(1, 1, LogId::default(), vec![entry(1, 1), entry(1, 2)], 2));
+        core.append_from_leader(vec![entry(2, 1)]);
     }
 
     #[test]

@@ -138,6 +138,10 @@ pub struct RaftCore {
     pre_votes_granted: Option<BTreeSet<NodeId>>,
     /// Elections this node has started (for monitoring).
     elections_started: u64,
+    /// Messages refused because they broke the protocol in a way no correct peer can (a
+    /// second leader in a term, a leader overwriting committed entries): a buggy or
+    /// compromised peer.
+    protocol_violations: u64,
     /// When this node last heard from the leader of its term (or led), for the leader lease
     /// that lets it refuse pre-votes and ignore disruptive vote requests.
     last_leader_contact_ms: Option<u64>,
@@ -300,6 +304,7 @@ impl RaftCore {
             votes_granted: BTreeSet::new(),
             pre_votes_granted: None,
             elections_started: 0,
+            protocol_violations: 0,
             last_leader_contact_ms: None,
             progress: BTreeMap::new(),
             heartbeat_round: HeartbeatRound(0),
@@ -467,6 +472,22 @@ impl RaftCore {
             self.reply_to_stale(message);
             return;
         }
+        if matches!(
+            message.body,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        ) {
+            // Election safety (§5.2): a term has one leader. A second claimant is refused
+            // here, before this node follows it; its own state is intact, so it carries on.
+            let known = if self.role == Role::Leader { Some(self.id) } else { self.leader_of_term };
+            if let Some(known) = known.filter(|known| *known != message.from) {
+                let term = self.term;
+                self.refuse_violation(
+                    message.from,
+                    format_args!("it claims to lead term {term}, which {known} leads"),
+                );
+                return;
+            }
+        }
         match message.body {
             MessageBody::RequestVote { last_log_id, .. } => {
                 self.handle_request_vote(message.from, last_log_id);
@@ -588,6 +609,19 @@ impl RaftCore {
     /// How many elections this node has started.
     pub fn elections_started(&self) -> u64 {
         self.elections_started
+    }
+
+    /// How many peer messages this node refused because no correct peer could have sent
+    /// them (a second leader claiming this node's term, a leader overwriting committed
+    /// entries). Each is logged at error level with the sender.
+    pub fn protocol_violations(&self) -> u64 {
+        self.protocol_violations
+    }
+
+    /// Records and logs a peer message refused for breaking the protocol.
+    pub(crate) fn refuse_violation(&mut self, from: NodeId, what: std::fmt::Arguments<'_>) {
+        self.protocol_violations += 1;
+        tracing::error!(target: LOG_TARGET, node = %self.id, from = %from, "Refusing a message from {from} that no correct peer sends: {what} (a buggy or compromised peer)");
     }
 
     /// The voting members, sorted.

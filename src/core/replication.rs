@@ -194,6 +194,16 @@ impl RaftCore {
                 },
             },
             Some(_) => {
+                if let Some(conflict) = self.first_conflict(&entries)
+                    && conflict <= self.commit_index
+                {
+                    // Leader completeness (§5.4): a leader holds every committed entry, so
+                    // no correct one asks to overwrite one. Refused: this node's log and
+                    // commit index are intact.
+                    let commit_index = self.commit_index;
+                    self.refuse_violation(leader, format_args!("it asks to overwrite entry {conflict}, at or below the commit index {commit_index}"));
+                    return;
+                }
                 // The entries follow prev_log_id contiguously (checked in `step`).
                 let last_new_index = entries.last().map_or(prev_log_id.index, |entry| entry.index);
                 self.append_from_leader(entries);
@@ -208,8 +218,8 @@ impl RaftCore {
     }
 
     /// Follower: a message from `leader` of the current term arrived. Follows it and restarts
-    /// the election timer. Stops the node (panics) if another leader is known for this term,
-    /// this node included: two leaders in one term break election safety (§5.2).
+    /// the election timer. `step` has refused a second leader of the term already, so another
+    /// leader known here (this node included) is this node's own bug: it stops (panics).
     pub(super) fn hear_from_leader(&mut self, leader: NodeId) {
         assert!(
             self.role != Role::Leader,
@@ -234,7 +244,19 @@ impl RaftCore {
     /// and replacing a conflicting suffix. Stops the node (panics) if that would remove a
     /// committed entry: the leader broke Leader Completeness (§5.4), or this node's log or
     /// commit index is corrupt; either way, going on would apply a different history.
-    fn append_from_leader(&mut self, entries: Vec<Entry>) {
+    /// The index of the first of `entries` that disagrees with a stored entry (a different
+    /// term at its index), if any.
+    fn first_conflict(&self, entries: &[Entry]) -> Option<LogIndex> {
+        entries
+            .iter()
+            .find(|entry| {
+                entry.index <= self.log.last_index()
+                    && self.log.term_at(entry.index) != Some(entry.term)
+            })
+            .map(|entry| entry.index)
+    }
+
+    pub(super) fn append_from_leader(&mut self, entries: Vec<Entry>) {
         let first_new =
             entries.iter().position(|entry| self.log.term_at(entry.index) != Some(entry.term));
         let Some(first_new) = first_new else {

@@ -28,6 +28,12 @@ impl Processes {
         command
     }
 
+    /// Takes `child`, started by the caller, as node `id` (killed when this drops).
+    #[allow(dead_code, reason = "not every test that includes this module adopts")]
+    pub fn adopt(&mut self, id: u64, child: std::process::Child) {
+        self.children.insert(id, child);
+    }
+
     /// Starts `command` (from [`serve_command`](Self::serve_command)) as node `id`.
     pub fn spawn(&mut self, id: u64, mut command: Command) {
         let child = command
