@@ -624,13 +624,24 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
     .into_response()
 }
 
-/// A response of the wrong kind for the request: only a retried request whose sequence number
-/// is older than the client's last one gets one (`StaleRequest`).
+/// A response that is not the request's own result: a retry refused or answered from its
+/// client session (`409`), or, for any other kind, `500 {"error":"unexpected_response"}`.
 fn unexpected(response: Response) -> HttpResponse {
     match response {
+        // The request's sequence number is older than the client's last one.
         Response::StaleRequest { last_sequence } => (
             StatusCode::CONFLICT,
             axum::Json(json!({ "error": "stale_request", "last_sequence": last_sequence })),
+        )
+            .into_response(),
+        // The client id and sequence number were used for another command.
+        Response::SessionConflict => {
+            error(StatusCode::CONFLICT, "session_conflict").into_response()
+        }
+        // A retry of a request applied at `applied_at` whose answer was too large to keep.
+        Response::NotKept { applied_at } => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({ "error": "response_not_kept", "applied_at": applied_at })),
         )
             .into_response(),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected_response").into_response(),
