@@ -22,12 +22,18 @@ struct Node {
     http: SocketAddr,
     stop: oneshot::Sender<()>,
     server: JoinHandle<anyhow::Result<()>>,
-    _directory: tempfile::TempDir,
+    config: ServerConfig,
+    directory: tempfile::TempDir,
 }
 
 impl Node {
     /// Starts a node with `limits` and waits until it leads.
     async fn start(limits: Limits) -> Node {
+        Node::start_with(limits, SnapshotPolicy::default()).await
+    }
+
+    /// Starts a node with `limits` and `snapshots` and waits until it leads.
+    async fn start_with(limits: Limits, snapshots: SnapshotPolicy) -> Node {
         let listeners: Vec<std::net::TcpListener> =
             (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let addresses: Vec<SocketAddr> =
@@ -43,14 +49,19 @@ impl Node {
             peers: Vec::new(),
             join: false,
             limits,
-            snapshots: SnapshotPolicy::default(),
+            snapshots,
             lease_reads: false,
         };
+        Node::run(config, directory).await
+    }
+
+    /// Runs a node with `config` (data in `directory`) and waits until it leads.
+    async fn run(config: ServerConfig, directory: tempfile::TempDir) -> Node {
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(run(config, async move {
+        let server = tokio::spawn(run(config.clone(), async move {
             let _ = stopped.await;
         }));
-        let node = Node { http: addresses[1], stop, server, _directory: directory };
+        let node = Node { http: config.http_addr, stop, server, config, directory };
         let started = Instant::now();
         loop {
             assert!(started.elapsed() < DEADLINE, "the node did not become leader");
@@ -62,6 +73,14 @@ impl Node {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Stops the node and starts it again on its data directory.
+    async fn restart(self) -> Node {
+        let (config, directory) = (self.config.clone(), self.directory);
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+        Node::run(config, directory).await
     }
 
     async fn stop(self) {
@@ -163,6 +182,42 @@ async fn a_reused_session_with_another_command_is_refused() {
     let retry = node.send("POST", "/v1/cas/k", &session(42, 2), cas_body).await;
     assert_eq!((retry.status, retry.json().unwrap()), (200, swapped.json().unwrap()));
     assert_eq!(node.http("GET", "/v1/kv/k", b"").await.body, b"w");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_digest_survives_a_snapshot_and_a_restart() {
+    let snapshots = SnapshotPolicy { after_entries: 3, keep_entries: 0 };
+    let node = Node::start_with(Limits::default(), snapshots).await;
+    let first = node.send("PUT", "/v1/kv/k", &session(9, 1), b"v").await;
+    assert_eq!(first.status, 200, "{}", text(&first));
+    let index = first.json().unwrap()["index"].as_u64().unwrap();
+    for number in 0..4 {
+        let written = node.http("PUT", &format!("/v1/kv/filler{number}"), b"x").await;
+        assert_eq!(written.status, 200, "{}", text(&written));
+    }
+    // Wait until a snapshot covers the session's write, so the restart restores it from there.
+    let started = Instant::now();
+    loop {
+        let status = node.http("GET", "/v1/status", b"").await.json().unwrap();
+        if status["snapshot_index"].as_u64().unwrap() > index {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "no snapshot taken: {status}");
+        tokio::task::yield_now().await;
+    }
+    let node = node.restart().await;
+    let status = node.http("GET", "/v1/status", b"").await.json().unwrap();
+    // The log below the snapshot may stay on disk (compaction drops whole segments), but the
+    // store starts from the snapshot and applies only the entries after it.
+    assert!(status["snapshot_index"].as_u64().unwrap() > index, "{status}");
+    let refused = node.send("PUT", "/v1/kv/k", &session(9, 1), b"changed").await;
+    assert_eq!(
+        (refused.status, refused.body.as_slice()),
+        (409, br#"{"error":"session_conflict"}"#.as_slice())
+    );
+    let retry = node.send("PUT", "/v1/kv/k", &session(9, 1), b"v").await;
+    assert_eq!((retry.status, retry.json().unwrap()["index"].as_u64()), (200, Some(index)));
     node.stop().await;
 }
 
