@@ -11,7 +11,12 @@
 //! `503 {"error":"no_leader"}` when it knows none). A write whose outcome is unknown
 //! (leadership lost after it was appended, or no answer within the request timeout) is
 //! `504 {"error":"outcome_unknown"}`; one definitely not applied is `503`. Bad input is `400`
-//! or `413` with a JSON error, and nothing is written.
+//! or `413` with a JSON error, and nothing is written; every error body is JSON
+//! (`{"error": CODE}`), axum's own rejections included (see `router`). A write with
+//! `X-Client-Id` and `X-Request-Seq` is deduplicated by the store: a retry gets the first
+//! answer again, the same id and number with another request `409 {"error":"session_conflict"}`,
+//! and a retry whose answer was too large to keep `409 {"error":"response_not_kept",
+//! "applied_at":N}`. `HEAD` is answered by the `GET` handlers, so it only ever reads.
 
 use std::collections::BTreeMap;
 use std::error::Error;
