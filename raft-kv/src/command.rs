@@ -137,7 +137,7 @@ impl std::error::Error for CommandError {}
 
 impl Command {
     /// Appends the command's encoding (from its kind byte on) to `bytes`.
-    fn encode_into(&self, bytes: &mut Vec<u8>) {
+    fn encode_into(&self, bytes: &mut impl ByteSink) {
         match self {
             Command::Get { key } => put_kind_and_key(bytes, 1, key),
             Command::Put { key, value } => {
@@ -147,7 +147,7 @@ impl Command {
             Command::Delete { key } => put_kind_and_key(bytes, 3, key),
             Command::CompareAndSwap { key, expected, new } => {
                 put_kind_and_key(bytes, 4, key);
-                bytes.push(u8::from(expected.is_some()));
+                bytes.put_byte(u8::from(expected.is_some()));
                 put_bytes(bytes, expected.as_deref().unwrap_or_default());
                 put_bytes(bytes, new);
             }
@@ -159,18 +159,59 @@ impl Command {
     /// digests differ but for a 2^-64 chance (FNV is not collision-resistant against someone
     /// who crafts both commands; a client can only confuse its own session with that).
     pub fn digest(&self) -> u64 {
-        let mut bytes = Vec::new();
-        self.encode_into(&mut bytes);
-        fnv1a_64(&bytes)
+        // Hashed as it is encoded, without holding the encoding.
+        let mut hash = Fnv1a64::new();
+        self.encode_into(&mut hash);
+        hash.0
+    }
+}
+
+/// Where an encoding goes: a buffer, or a hash of it.
+trait ByteSink {
+    fn put_byte(&mut self, byte: u8);
+    fn put_slice(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    fn put_byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// FNV-1a (64 bits) of the bytes put so far.
+struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Self {
+        Fnv1a64(Self::OFFSET_BASIS)
+    }
+}
+
+impl ByteSink for Fnv1a64 {
+    fn put_byte(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
+    }
+
+    fn put_slice(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.put_byte(*byte);
+        }
     }
 }
 
 /// FNV-1a, 64 bits (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`): a fixed,
 /// unkeyed hash, the same on every platform and build.
 pub fn fnv1a_64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
+    let mut hash = Fnv1a64::new();
+    hash.put_slice(bytes);
+    hash.0
 }
 
 impl Request {
@@ -285,15 +326,15 @@ impl Response {
     }
 }
 
-fn put_kind_and_key(bytes: &mut Vec<u8>, kind: u8, key: &[u8]) {
-    bytes.push(kind);
+fn put_kind_and_key(bytes: &mut impl ByteSink, kind: u8, key: &[u8]) {
+    bytes.put_byte(kind);
     put_bytes(bytes, key);
 }
 
-fn put_bytes(bytes: &mut Vec<u8>, value: &[u8]) {
+fn put_bytes(bytes: &mut impl ByteSink, value: &[u8]) {
     let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    bytes.extend_from_slice(&length.to_le_bytes());
-    bytes.extend_from_slice(&value[..length as usize]);
+    bytes.put_slice(&length.to_le_bytes());
+    bytes.put_slice(&value[..length as usize]);
 }
 
 fn put_optional(bytes: &mut Vec<u8>, value: Option<&[u8]>) {
