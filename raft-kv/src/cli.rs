@@ -169,7 +169,13 @@ pub async fn compare_and_swap(
     let reply =
         send(cluster, "POST", &format!("/v1/cas/{key}"), &session(), body.as_bytes()).await?;
     if reply.status == 409 {
-        bail!("not swapped: {}", text(&reply));
+        // `{"swapped": false, ...}` is the compare-and-swap's own answer; any other 409 (a
+        // session refusal such as `session_conflict`) is an error like the rest.
+        let not_swapped = reply.json().is_ok_and(|answer| answer["swapped"] == false);
+        if not_swapped {
+            bail!("not swapped: {}", text(&reply));
+        }
+        bail!("the server answered 409: {}", text(&reply));
     }
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));

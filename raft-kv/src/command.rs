@@ -11,11 +11,29 @@
 //! response: kind u8, then 1 value: has value u8 | length u32 | value;
 //!           2 written: index u64; 3 deleted: existed u8 | index u64;
 //!           4 swapped: index u64; 5 not swapped: has value u8 | length u32 | current;
-//!           6 stale request: last sequence u64
+//!           6 stale request: last sequence u64; 7 session conflict: nothing;
+//!           8 not kept: applied at u64
 //! ```
+//!
+//! A session remembers a [`Command::digest`] of the request it applied: FNV-1a (64 bits) over
+//! the command's encoding above (from its kind byte on), so the same command gives the same
+//! digest on every node, platform and build that writes this command format.
 
 /// The encoding version this build writes and reads.
 pub const COMMAND_FORMAT_VERSION: u8 = 1;
+
+/// Bytes of a request's encoding before its command: version, session flag, client id and
+/// sequence number.
+pub const REQUEST_HEADER_BYTES: usize = 1 + 1 + 8 + 8;
+
+/// Bytes of the largest command's encoding besides its key and values: a compare-and-swap's
+/// kind, key length, expected flag, expected length and new length.
+pub const MAX_COMMAND_OVERHEAD_BYTES: usize = 1 + 4 + 1 + 4 + 4;
+
+/// Bytes of a request's encoding besides its key and (at most two) values: the largest
+/// request with keys up to `K` bytes and values up to `V` bytes encodes to at most
+/// `K + 2 * V + MAX_REQUEST_OVERHEAD_BYTES` (a compare-and-swap carries two values).
+pub const MAX_REQUEST_OVERHEAD_BYTES: usize = REQUEST_HEADER_BYTES + MAX_COMMAND_OVERHEAD_BYTES;
 
 /// One operation on the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +110,17 @@ pub enum Response {
         /// The client's last applied sequence number.
         last_sequence: u64,
     },
+    /// The request reuses the client id and sequence number of the client's last applied
+    /// request, but with another command (its digest differs): it is not a retry, and it is
+    /// neither applied nor answered as if it were.
+    SessionConflict,
+    /// A retry of a request that was applied at log index `applied_at`, whose response was too
+    /// large to keep in the session (only a [`Response::Value`] or [`Response::NotSwapped`]
+    /// can be: see `state_machine::MAX_KEPT_RESPONSE_BYTES`).
+    NotKept {
+        /// The log index at which the request was applied.
+        applied_at: u64,
+    },
 }
 
 /// Bytes that are not a valid request or response.
@@ -106,6 +135,85 @@ impl std::fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
+impl Command {
+    /// Appends the command's encoding (from its kind byte on) to `bytes`.
+    fn encode_into(&self, bytes: &mut impl ByteSink) {
+        match self {
+            Command::Get { key } => put_kind_and_key(bytes, 1, key),
+            Command::Put { key, value } => {
+                put_kind_and_key(bytes, 2, key);
+                put_bytes(bytes, value);
+            }
+            Command::Delete { key } => put_kind_and_key(bytes, 3, key),
+            Command::CompareAndSwap { key, expected, new } => {
+                put_kind_and_key(bytes, 4, key);
+                bytes.put_byte(u8::from(expected.is_some()));
+                put_bytes(bytes, expected.as_deref().unwrap_or_default());
+                put_bytes(bytes, new);
+            }
+        }
+    }
+
+    /// The command's digest: FNV-1a (64 bits) over its encoding. Two commands that differ in
+    /// kind, key, value or compare-and-swap arguments have different encodings, so their
+    /// digests differ but for a 2^-64 chance (FNV is not collision-resistant against someone
+    /// who crafts both commands; a client can only confuse its own session with that).
+    pub fn digest(&self) -> u64 {
+        // Hashed as it is encoded, without holding the encoding.
+        let mut hash = Fnv1a64::new();
+        self.encode_into(&mut hash);
+        hash.0
+    }
+}
+
+/// Where an encoding goes: a buffer, or a hash of it.
+trait ByteSink {
+    fn put_byte(&mut self, byte: u8);
+    fn put_slice(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    fn put_byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// FNV-1a (64 bits) of the bytes put so far.
+struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Self {
+        Fnv1a64(Self::OFFSET_BASIS)
+    }
+}
+
+impl ByteSink for Fnv1a64 {
+    fn put_byte(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
+    }
+
+    fn put_slice(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.put_byte(*byte);
+        }
+    }
+}
+
+/// FNV-1a, 64 bits (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`): a fixed,
+/// unkeyed hash, the same on every platform and build.
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut hash = Fnv1a64::new();
+    hash.put_slice(bytes);
+    hash.0
+}
+
 impl Request {
     /// The request's encoding.
     pub fn encode(&self) -> Vec<u8> {
@@ -113,20 +221,7 @@ impl Request {
         let (client, sequence) = self.session.unwrap_or((0, 0));
         bytes.extend_from_slice(&client.to_le_bytes());
         bytes.extend_from_slice(&sequence.to_le_bytes());
-        match &self.command {
-            Command::Get { key } => put_kind_and_key(&mut bytes, 1, key),
-            Command::Put { key, value } => {
-                put_kind_and_key(&mut bytes, 2, key);
-                put_bytes(&mut bytes, value);
-            }
-            Command::Delete { key } => put_kind_and_key(&mut bytes, 3, key),
-            Command::CompareAndSwap { key, expected, new } => {
-                put_kind_and_key(&mut bytes, 4, key);
-                bytes.push(u8::from(expected.is_some()));
-                put_bytes(&mut bytes, expected.as_deref().unwrap_or_default());
-                put_bytes(&mut bytes, new);
-            }
-        }
+        self.command.encode_into(&mut bytes);
         bytes
     }
 
@@ -160,6 +255,20 @@ impl Request {
 }
 
 impl Response {
+    /// The length of [`encode`](Self::encode)'s result, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let optional = |value: &Option<Vec<u8>>| 1 + 4 + value.as_ref().map_or(0, Vec::len);
+        1 + match self {
+            Response::Value(value) | Response::NotSwapped { current: value } => optional(value),
+            Response::Written { .. }
+            | Response::Swapped { .. }
+            | Response::StaleRequest { .. }
+            | Response::NotKept { .. } => 8,
+            Response::Deleted { .. } => 1 + 8,
+            Response::SessionConflict => 0,
+        }
+    }
+
     /// The response's encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -189,6 +298,11 @@ impl Response {
                 bytes.push(6);
                 bytes.extend_from_slice(&last_sequence.to_le_bytes());
             }
+            Response::SessionConflict => bytes.push(7),
+            Response::NotKept { applied_at } => {
+                bytes.push(8);
+                bytes.extend_from_slice(&applied_at.to_le_bytes());
+            }
         }
         bytes
     }
@@ -203,6 +317,8 @@ impl Response {
             4 => Response::Swapped { index: reader.u64()? },
             5 => Response::NotSwapped { current: reader.optional()? },
             6 => Response::StaleRequest { last_sequence: reader.u64()? },
+            7 => Response::SessionConflict,
+            8 => Response::NotKept { applied_at: reader.u64()? },
             other => return Err(CommandError(format!("unknown response kind {other}"))),
         };
         reader.finish()?;
@@ -210,15 +326,15 @@ impl Response {
     }
 }
 
-fn put_kind_and_key(bytes: &mut Vec<u8>, kind: u8, key: &[u8]) {
-    bytes.push(kind);
+fn put_kind_and_key(bytes: &mut impl ByteSink, kind: u8, key: &[u8]) {
+    bytes.put_byte(kind);
     put_bytes(bytes, key);
 }
 
-fn put_bytes(bytes: &mut Vec<u8>, value: &[u8]) {
+fn put_bytes(bytes: &mut impl ByteSink, value: &[u8]) {
     let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    bytes.extend_from_slice(&length.to_le_bytes());
-    bytes.extend_from_slice(&value[..length as usize]);
+    bytes.put_slice(&length.to_le_bytes());
+    bytes.put_slice(&value[..length as usize]);
 }
 
 fn put_optional(bytes: &mut Vec<u8>, value: Option<&[u8]>) {
@@ -335,9 +451,12 @@ mod tests {
             Response::NotSwapped { current: Some(Vec::new()) },
             Response::NotSwapped { current: None },
             Response::StaleRequest { last_sequence: 5 },
+            Response::SessionConflict,
+            Response::NotKept { applied_at: 12 },
         ];
         for response in responses {
             let bytes = response.encode();
+            assert_eq!(response.encoded_len(), bytes.len(), "{response:?}");
             assert_eq!(Response::decode(&bytes), Ok(response.clone()));
             for cut in 0..bytes.len() {
                 assert!(Response::decode(&bytes[..cut]).is_err());
@@ -352,5 +471,60 @@ mod tests {
         let key_length_at = bytes.len() - 4;
         bytes[key_length_at..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Request::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn fnv1a_64_matches_the_published_test_vectors() {
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn digests_are_fixed_and_tell_commands_apart() {
+        let put =
+            |key: &[u8], value: &[u8]| Command::Put { key: key.to_vec(), value: value.to_vec() };
+        // Pinned: a digest is stored in snapshots, so it must not change between builds.
+        assert_eq!(put(b"k", b"v").digest(), fnv1a_64(&[2, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']));
+        let cas = |expected: Option<&[u8]>, new: &[u8]| Command::CompareAndSwap {
+            key: b"k".to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.to_vec(),
+        };
+        let commands = [
+            put(b"k", b"v"),
+            put(b"k", b"w"),
+            put(b"j", b"v"),
+            put(b"kv", b""),
+            Command::Delete { key: b"k".to_vec() },
+            Command::Get { key: b"k".to_vec() },
+            cas(None, b"v"),
+            cas(Some(b""), b"v"),
+            cas(Some(b"v"), b"v"),
+            cas(Some(b"v"), b"w"),
+        ];
+        let digests: std::collections::BTreeSet<u64> =
+            commands.iter().map(Command::digest).collect();
+        assert_eq!(digests.len(), commands.len(), "two commands share a digest");
+        assert_eq!(put(b"k", b"v").digest(), put(b"k", b"v").digest());
+    }
+
+    #[test]
+    fn the_largest_request_is_a_compare_and_swap_within_the_documented_overhead() {
+        let (key, value) = (vec![7u8; 10], vec![8u8; 30]);
+        let largest = Request {
+            session: Some((u64::MAX, u64::MAX)),
+            command: Command::CompareAndSwap {
+                key: key.clone(),
+                expected: Some(value.clone()),
+                new: value.clone(),
+            },
+        };
+        assert_eq!(largest.encode().len(), 10 + 2 * 30 + MAX_REQUEST_OVERHEAD_BYTES);
+        let put = Request {
+            session: Some((1, 1)),
+            command: Command::Put { key: key.clone(), value: value.clone() },
+        };
+        assert!(put.encode().len() <= 10 + 30 + MAX_REQUEST_OVERHEAD_BYTES);
     }
 }

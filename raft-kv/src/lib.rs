@@ -4,6 +4,7 @@
 //! delete and compare-and-swap on byte keys and values, with snapshots and deduplication of
 //! retried writes. [`server`] serves it over HTTP/JSON as one node of a Raft cluster.
 
+pub mod base64;
 pub mod client;
 pub mod command;
 pub mod http_server;

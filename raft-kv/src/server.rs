@@ -11,7 +11,12 @@
 //! `503 {"error":"no_leader"}` when it knows none). A write whose outcome is unknown
 //! (leadership lost after it was appended, or no answer within the request timeout) is
 //! `504 {"error":"outcome_unknown"}`; one definitely not applied is `503`. Bad input is `400`
-//! or `413` with a JSON error, and nothing is written.
+//! or `413` with a JSON error, and nothing is written; every error body is JSON
+//! (`{"error": CODE}`), axum's own rejections included (see `router`). A write with
+//! `X-Client-Id` and `X-Request-Seq` is deduplicated by the store: a retry gets the first
+//! answer again, the same id and number with another request `409 {"error":"session_conflict"}`,
+//! and a retry whose answer was too large to keep `409 {"error":"response_not_kept",
+//! "applied_at":N}`. `HEAD` is answered by the `GET` handlers, so it only ever reads.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -25,8 +30,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, to_bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{delete, get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
@@ -43,6 +50,7 @@ use raft_consensus::{
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::base64;
 use crate::command::{Command, Request, Response};
 use crate::state_machine::KvStateMachine;
 
@@ -239,7 +247,9 @@ pub async fn run(
             .collect()
     };
     let raft_config = Config {
-        max_entry_bytes: config.limits.max_key_bytes + config.limits.max_value_bytes + 64,
+        max_entry_bytes: config.limits.max_key_bytes
+            + 2 * config.limits.max_value_bytes
+            + crate::command::MAX_REQUEST_OVERHEAD_BYTES,
         snapshot_after_entries: config.snapshots.after_entries,
         snapshot_keep_entries: config.snapshots.keep_entries,
         lease_reads: config.lease_reads,
@@ -311,17 +321,70 @@ pub async fn run(
     Ok(())
 }
 
+/// The API's routes. Only `PUT` and `DELETE` on `/v1/kv/{key}` and `POST` on `/v1/cas/{key}`
+/// propose log entries (membership changes aside). axum answers `HEAD` with the `GET` handler
+/// (without the body), so `HEAD /v1/kv/{key}` is a read; on a route without `GET` it is
+/// `405`, like every other method a route lacks. Every error body is JSON
+/// (`{"error": CODE}`): unknown paths are `404 {"error":"unknown_path"}`, other methods
+/// `405 {"error":"method_not_allowed"}`, and [`json_error_body`] turns any other error that
+/// is not JSON (a rejection of axum's own) into one.
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/", put(empty_key).get(empty_key).delete(empty_key))
         .route("/v1/kv/{key}", put(put_key).get(get_key).delete(delete_key))
+        .route("/v1/cas/", post(empty_key))
         .route("/v1/cas/{key}", post(compare_and_swap))
         .route("/v1/status", get(status))
         .route("/v1/members", get(members::list_members).post(members::add_member))
         .route("/v1/members/{id}", delete(members::remove_member))
         .route("/v1/leader", post(members::transfer_leader))
         .route("/metrics", get(metrics))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(map_response(json_error_body))
         .with_state(state)
+}
+
+async fn unknown_path() -> HttpResponse {
+    error(StatusCode::NOT_FOUND, "unknown_path").into_response()
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").into_response()
+}
+
+/// Replaces the body of an error response that is not JSON (axum's own rejections are
+/// text) with `{"error": CODE}`, CODE from the status ([`status_code_name`]); the status and
+/// other headers (such as `Allow` on a `405`) stay.
+async fn json_error_body(response: HttpResponse) -> HttpResponse {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    (parts, axum::Json(json!({ "error": status_code_name(status) }))).into_response()
+}
+
+/// The error code for a response with `status` and no code of its own.
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "unknown_path",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal_error",
+    }
 }
 
 /// Why a request gets no result: an error with a JSON body, or a redirect to the leader.
@@ -349,6 +412,12 @@ pub(crate) fn error(status: StatusCode, code: &'static str) -> Rejection {
 
 async fn empty_key() -> HttpResponse {
     error(StatusCode::BAD_REQUEST, "empty_key").into_response()
+}
+
+/// The key from the path: `400 {"error":"invalid_key"}` when axum cannot give it as text
+/// (percent-encoded bytes that are not UTF-8).
+fn path_key(path: Result<Path<String>, PathRejection>) -> Result<String, Rejection> {
+    path.map(|Path(key)| key).map_err(|_| error(StatusCode::BAD_REQUEST, "invalid_key"))
 }
 
 fn check_key(state: &AppState, key: &str) -> Result<(), Rejection> {
@@ -449,13 +518,15 @@ fn holds_files(directory: &std::path::Path) -> bool {
 
 async fn put_key(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResponse {
-    let session = match check_write(&state, &key, &headers) {
-        Ok(session) => session,
+    let (key, session) = match path_key(key)
+        .and_then(|key| check_write(&state, &key, &headers).map(|session| (key, session)))
+    {
+        Ok(checked) => checked,
         Err(answer) => return answer.into_response(),
     };
     let Ok(value) = to_bytes(body, state.limits.max_value_bytes).await else {
@@ -508,12 +579,17 @@ async fn confirm_read(state: &AppState, policy: ReadPolicy) -> Result<LogIndex, 
 
 async fn get_key(
     State(state): State<AppState>,
-    Path(key): Path<String>,
-    Query(options): Query<ReadOptions>,
+    key: Result<Path<String>, PathRejection>,
+    options: Result<Query<ReadOptions>, QueryRejection>,
 ) -> HttpResponse {
-    if let Err(answer) = check_key(&state, &key) {
-        return answer.into_response();
-    }
+    let key = match path_key(key).and_then(|key| check_key(&state, &key).map(|()| key)) {
+        Ok(key) => key,
+        Err(answer) => return answer.into_response(),
+    };
+    // A query that does not parse (`consistency` given twice, bad percent-encoding).
+    let Ok(Query(options)) = options else {
+        return error(StatusCode::BAD_REQUEST, "bad_query").into_response();
+    };
     let policy = match options.consistency.as_deref() {
         None | Some("linearizable") => Some(ReadPolicy::ReadIndex),
         Some("lease") => Some(ReadPolicy::Lease),
@@ -539,12 +615,14 @@ async fn get_key(
 
 async fn delete_key(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
 ) -> HttpResponse {
-    let session = match check_write(&state, &key, &headers) {
-        Ok(session) => session,
+    let (key, session) = match path_key(key)
+        .and_then(|key| check_write(&state, &key, &headers).map(|session| (key, session)))
+    {
+        Ok(checked) => checked,
         Err(answer) => return answer.into_response(),
     };
     let request = Request { session, command: Command::Delete { key: key.into_bytes() } };
@@ -557,52 +635,116 @@ async fn delete_key(
     }
 }
 
-/// The body of `POST /v1/cas/{key}`.
+/// The body of `POST /v1/cas/{key}`: each value as a JSON string (`expected`, `new`), or,
+/// for bytes that are not UTF-8, in base64 (`expected_base64`, `new_base64`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CasBody {
-    /// The value the key must hold; `null` means the key must be absent.
-    expected: Option<String>,
+    /// The value the key must hold; `null` (or no `expected` field at all) means the key must
+    /// be absent. `Some(None)` is an explicit `null`.
+    #[serde(default, deserialize_with = "present")]
+    expected: Option<Option<String>>,
+    /// `expected` in base64; at most one of the two may be given.
+    #[serde(default, deserialize_with = "present")]
+    expected_base64: Option<Option<String>>,
     /// The value to write.
-    new: String,
+    new: Option<String>,
+    /// `new` in base64; exactly one of the two must be given.
+    new_base64: Option<String>,
+}
+
+/// Deserializes a field that is there (even as `null`) as `Some`, so that with
+/// `#[serde(default)]` an absent field (`None`) differs from `null` (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+impl CasBody {
+    /// `(expected, new)` as bytes: `400` for both forms of one value (`conflicting_fields`),
+    /// no `new` at all (`malformed_json`) or bad base64 (`invalid_base64`).
+    fn into_values(self) -> Result<(Option<Vec<u8>>, Vec<u8>), Rejection> {
+        let decode = |text: &str| {
+            base64::decode(text).map_err(|_| error(StatusCode::BAD_REQUEST, "invalid_base64"))
+        };
+        let conflicting = || error(StatusCode::BAD_REQUEST, "conflicting_fields");
+        let new = match (self.new, self.new_base64) {
+            (Some(text), None) => text.into_bytes(),
+            (None, Some(encoded)) => decode(&encoded)?,
+            (None, None) => return Err(error(StatusCode::BAD_REQUEST, "malformed_json")),
+            (Some(_), Some(_)) => return Err(conflicting()),
+        };
+        let expected = match (self.expected, self.expected_base64) {
+            (None, None) => None,
+            (Some(text), None) => text.map(String::into_bytes),
+            (None, Some(encoded)) => encoded.as_deref().map(decode).transpose()?,
+            (Some(_), Some(_)) => return Err(conflicting()),
+        };
+        Ok((expected, new))
+    }
+}
+
+/// The largest `POST /v1/cas/{key}` body read: both values at `max_value_bytes` in base64,
+/// plus 1 KiB for the field names and the JSON around them. (A JSON string heavy with escapes
+/// can need more than its base64 form: send such values in base64.)
+fn max_cas_body_bytes(max_value_bytes: usize) -> usize {
+    2 * base64::encoded_len(max_value_bytes) + 1024
 }
 
 async fn compare_and_swap(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResponse {
-    let session = match check_write(&state, &key, &headers) {
-        Ok(session) => session,
+    let (key, session) = match path_key(key)
+        .and_then(|key| check_write(&state, &key, &headers).map(|session| (key, session)))
+    {
+        Ok(checked) => checked,
         Err(answer) => return answer.into_response(),
     };
-    let limit = 2 * state.limits.max_value_bytes + 1024;
-    let Ok(bytes) = to_bytes(body, limit).await else {
+    let Ok(bytes) = to_bytes(body, max_cas_body_bytes(state.limits.max_value_bytes)).await else {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
     };
     let Ok(cas) = serde_json::from_slice::<CasBody>(&bytes) else {
         return error(StatusCode::BAD_REQUEST, "malformed_json").into_response();
     };
-    let too_large = |value: &str| value.len() > state.limits.max_value_bytes;
-    if too_large(&cas.new) || cas.expected.as_deref().is_some_and(too_large) {
+    let (expected, new) = match cas.into_values() {
+        Ok(values) => values,
+        Err(answer) => return answer.into_response(),
+    };
+    let too_large = |value: &Vec<u8>| value.len() > state.limits.max_value_bytes;
+    if too_large(&new) || expected.as_ref().is_some_and(too_large) {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
     }
-    let command = Command::CompareAndSwap {
-        key: key.into_bytes(),
-        expected: cas.expected.map(String::into_bytes),
-        new: cas.new.into_bytes(),
-    };
+    let command = Command::CompareAndSwap { key: key.into_bytes(), expected, new };
     match submit(&state, &uri, Request { session, command }).await {
         Ok(Response::Swapped { index }) => {
             axum::Json(json!({ "swapped": true, "index": index })).into_response()
         }
         Ok(Response::NotSwapped { current }) => {
-            let current = current.map(|value| String::from_utf8_lossy(&value).into_owned());
-            (StatusCode::CONFLICT, axum::Json(json!({ "swapped": false, "current": current })))
-                .into_response()
+            // `current` as text (bytes that are not UTF-8 replaced by U+FFFD) and exactly, in
+            // base64.
+            let text = current.as_deref().map(|value| String::from_utf8_lossy(value).into_owned());
+            let encoded = current.as_deref().map(base64::encode);
+            let body = json!({ "swapped": false, "current": text, "current_base64": encoded });
+            (StatusCode::CONFLICT, axum::Json(body)).into_response()
         }
+        // A retry of a compare-and-swap whose answer was not kept: only a not-swapped answer
+        // can be too large to keep (a swapped one is 9 bytes), so it did not swap.
+        Ok(Response::NotKept { applied_at }) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "swapped": false,
+                "error": "response_not_kept",
+                "applied_at": applied_at,
+            })),
+        )
+            .into_response(),
         Ok(other) => unexpected(other),
         Err(answer) => answer.into_response(),
     }
@@ -644,13 +786,24 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
     .into_response()
 }
 
-/// A response of the wrong kind for the request: only a retried request whose sequence number
-/// is older than the client's last one gets one (`StaleRequest`).
+/// A response that is not the request's own result: a retry refused or answered from its
+/// client session (`409`), or, for any other kind, `500 {"error":"unexpected_response"}`.
 fn unexpected(response: Response) -> HttpResponse {
     match response {
+        // The request's sequence number is older than the client's last one.
         Response::StaleRequest { last_sequence } => (
             StatusCode::CONFLICT,
             axum::Json(json!({ "error": "stale_request", "last_sequence": last_sequence })),
+        )
+            .into_response(),
+        // The client id and sequence number were used for another command.
+        Response::SessionConflict => {
+            error(StatusCode::CONFLICT, "session_conflict").into_response()
+        }
+        // A retry of a request applied at `applied_at` whose answer was too large to keep.
+        Response::NotKept { applied_at } => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({ "error": "response_not_kept", "applied_at": applied_at })),
         )
             .into_response(),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected_response").into_response(),
