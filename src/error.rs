@@ -90,14 +90,14 @@ pub enum ConfigError {
 /// file system (os error 30)) while …", "corrupt data: …", "I/O error (…) while …".
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StorageError {
-    /// An I/O operation failed.
-    #[error("{} ({source}) while {operation}", StorageErrorKind::of_io(.source).label())]
+    /// An I/O operation failed. (The message includes the OS's; it is not repeated as the
+    /// error's `source()`, so an error chain prints it once.)
+    #[error("{} ({error}) while {operation}", StorageErrorKind::of_io(.error).label())]
     Io {
         /// What the storage was doing.
         operation: String,
         /// The underlying error.
-        #[source]
-        source: Arc<io::Error>,
+        error: Arc<io::Error>,
     },
     /// Stored data failed a consistency check and will not be used.
     #[error("corrupt data: {detail}")]
@@ -168,13 +168,13 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an I/O error with a description of the operation that failed.
     pub fn io(operation: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io { operation: operation.into(), source: Arc::new(source) }
+        StorageError::Io { operation: operation.into(), error: Arc::new(source) }
     }
 
     /// What kind of failure this is: what an operator has to fix before the node can run.
     pub fn kind(&self) -> StorageErrorKind {
         match self {
-            StorageError::Io { source, .. } => StorageErrorKind::of_io(source),
+            StorageError::Io { error, .. } => StorageErrorKind::of_io(error),
             StorageError::Corrupt { .. } | StorageError::CorruptRecord { .. } => {
                 StorageErrorKind::Corrupt
             }
@@ -242,9 +242,10 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The stored state could not be read.
+    /// The stored state could not be read (or written, at a first start). Its message is
+    /// part of this one, not repeated as `source()`.
     #[error("could not load stored state: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// `RaftNode::start` was called outside a tokio runtime.
     #[error("RaftNode::start must be called from within a tokio runtime")]
     NoRuntime,
@@ -256,6 +257,26 @@ pub enum StartError {
     },
 }
 
+// The errors that wrap a `StorageError` include its message in theirs, so they do not also
+// return it as `source()` (an error chain would print it twice): `From` by hand, not `#[from]`.
+impl From<StorageError> for StartError {
+    fn from(error: StorageError) -> Self {
+        StartError::Storage(error)
+    }
+}
+
+impl From<StorageError> for FatalError {
+    fn from(error: StorageError) -> Self {
+        FatalError::Storage(error)
+    }
+}
+
+impl From<StorageError> for ProposeError {
+    fn from(error: StorageError) -> Self {
+        ProposeError::Storage(error)
+    }
+}
+
 /// Why a running node stopped on its own: [`RaftNode::shutdown`](crate::RaftNode::shutdown)
 /// returns it. Either way the node can no longer be trusted to go on; restart it (a
 /// supervisor should), and for a broken rule, keep its data directory for diagnosis.
@@ -265,7 +286,7 @@ pub enum FatalError {
     /// message says what kind of failure it was ("storage failed: disk full (...) while
     /// writing ...", see [`StorageError::kind`]).
     #[error("storage failed: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// The node found one of Raft's safety rules (or another invariant of its own state)
     /// broken, or its state machine panicked: `message` names what. Nothing that depended
     /// on it left the node.
@@ -312,7 +333,7 @@ pub enum ProposeError {
     Shutdown,
     /// Storage failed and the node has stopped; the command was not appended.
     #[error("storage failed: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// This leader is handing leadership to `target` and takes no proposals until that ends
     /// (at most an election timeout); nothing was written. Retry on the new leader.
     #[error("leadership is being transferred to {target}")]
