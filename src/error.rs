@@ -83,26 +83,31 @@ pub enum ConfigError {
 
 /// A failure of durable storage. A node that sees one stops: it can no longer promise that
 /// what it acknowledges is durable.
+///
+/// Its message starts with what kind of failure it is ([`StorageError::kind`]), so that the
+/// one line a process prints before it exits says what an operator must fix: "disk full (No
+/// space left on device (os error 28)) while writing /data/wal-….log", "read-only (Read-only
+/// file system (os error 30)) while …", "corrupt data: …", "I/O error (…) while …".
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StorageError {
-    /// An I/O operation failed.
-    #[error("storage I/O error while {operation}: {source}")]
+    /// An I/O operation failed. (The message includes the OS's; it is not repeated as the
+    /// error's `source()`, so an error chain prints it once.)
+    #[error("{} ({error}) while {operation}", StorageErrorKind::of_io(.error).label())]
     Io {
         /// What the storage was doing.
         operation: String,
         /// The underlying error.
-        #[source]
-        source: Arc<io::Error>,
+        error: Arc<io::Error>,
     },
     /// Stored data failed a consistency check and will not be used.
-    #[error("stored data is corrupt: {detail}")]
+    #[error("corrupt data: {detail}")]
     Corrupt {
         /// Where and how the data is corrupt.
         detail: String,
     },
     /// A record before the end of the write-ahead log failed its checksum or does not parse.
     /// The node refuses to start rather than use it; nothing was changed on disk.
-    #[error("write-ahead log corrupt in {} at byte offset {offset}: {reason}", file.display())]
+    #[error("corrupt data: write-ahead log record in {} at byte offset {offset}: {reason}", file.display())]
     CorruptRecord {
         /// The segment file.
         file: PathBuf,
@@ -163,7 +168,71 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an I/O error with a description of the operation that failed.
     pub fn io(operation: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io { operation: operation.into(), source: Arc::new(source) }
+        StorageError::Io { operation: operation.into(), error: Arc::new(source) }
+    }
+
+    /// What kind of failure this is: what an operator has to fix before the node can run.
+    pub fn kind(&self) -> StorageErrorKind {
+        match self {
+            StorageError::Io { error, .. } => StorageErrorKind::of_io(error),
+            StorageError::Corrupt { .. } | StorageError::CorruptRecord { .. } => {
+                StorageErrorKind::Corrupt
+            }
+            StorageError::ForeignData { .. }
+            | StorageError::UnsupportedVersion { .. }
+            | StorageError::EntryTooLarge { .. }
+            | StorageError::Restore { .. } => StorageErrorKind::Other,
+        }
+    }
+}
+
+/// The kinds of [`StorageError`], as an operator sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The file system has no space left, or the quota is used up (`ENOSPC`, `EDQUOT`):
+    /// free space (or let the log compact) and restart.
+    DiskFull,
+    /// The data directory cannot be written: a read-only file system, or no permission
+    /// (`EROFS`, `EACCES`, `EPERM`).
+    ReadOnly,
+    /// Stored data failed a check: restore the node from a peer (or a backup).
+    Corrupt,
+    /// Another I/O error (`EIO` and the like): the disk or the file system is failing.
+    Io,
+    /// Anything else: data of another node or format version, an entry too large, a
+    /// snapshot the state machine refused.
+    Other,
+}
+
+impl StorageErrorKind {
+    /// The kind of an I/O error.
+    pub fn of_io(error: &io::Error) -> StorageErrorKind {
+        match error.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageErrorKind::DiskFull,
+            io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+                StorageErrorKind::ReadOnly
+            }
+            _ => StorageErrorKind::Io,
+        }
+    }
+
+    /// How a message names it: "disk full", "read-only", "corrupt data", "I/O error",
+    /// "storage error".
+    pub fn label(self) -> &'static str {
+        match self {
+            StorageErrorKind::DiskFull => "disk full",
+            StorageErrorKind::ReadOnly => "read-only",
+            StorageErrorKind::Corrupt => "corrupt data",
+            StorageErrorKind::Io => "I/O error",
+            StorageErrorKind::Other => "storage error",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageErrorKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.label())
     }
 }
 
@@ -173,9 +242,10 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The stored state could not be read.
+    /// The stored state could not be read (or written, at a first start). Its message is
+    /// part of this one, not repeated as `source()`.
     #[error("could not load stored state: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// `RaftNode::start` was called outside a tokio runtime.
     #[error("RaftNode::start must be called from within a tokio runtime")]
     NoRuntime,
@@ -187,14 +257,36 @@ pub enum StartError {
     },
 }
 
+// The errors that wrap a `StorageError` include its message in theirs, so they do not also
+// return it as `source()` (an error chain would print it twice): `From` by hand, not `#[from]`.
+impl From<StorageError> for StartError {
+    fn from(error: StorageError) -> Self {
+        StartError::Storage(error)
+    }
+}
+
+impl From<StorageError> for FatalError {
+    fn from(error: StorageError) -> Self {
+        FatalError::Storage(error)
+    }
+}
+
+impl From<StorageError> for ProposeError {
+    fn from(error: StorageError) -> Self {
+        ProposeError::Storage(error)
+    }
+}
+
 /// Why a running node stopped on its own: [`RaftNode::shutdown`](crate::RaftNode::shutdown)
 /// returns it. Either way the node can no longer be trusted to go on; restart it (a
 /// supervisor should), and for a broken rule, keep its data directory for diagnosis.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum FatalError {
-    /// Storage failed: what the node acknowledges could no longer be made durable.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+    /// Storage failed: what the node acknowledges could no longer be made durable. The
+    /// message says what kind of failure it was ("storage failed: disk full (...) while
+    /// writing ...", see [`StorageError::kind`]).
+    #[error("storage failed: {0}")]
+    Storage(StorageError),
     /// The node found one of Raft's safety rules (or another invariant of its own state)
     /// broken, or its state machine panicked: `message` names what. Nothing that depended
     /// on it left the node.
@@ -241,7 +333,7 @@ pub enum ProposeError {
     Shutdown,
     /// Storage failed and the node has stopped; the command was not appended.
     #[error("storage failed: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// This leader is handing leadership to `target` and takes no proposals until that ends
     /// (at most an election timeout); nothing was written. Retry on the new leader.
     #[error("leadership is being transferred to {target}")]

@@ -88,7 +88,7 @@ pub use config::Config;
 pub use core::{Configuration, MemberAddress, ReadPolicy, Role};
 pub use error::{
     ConfigError, FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError,
-    WaitError,
+    StorageErrorKind, WaitError,
 };
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};

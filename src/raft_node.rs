@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -124,7 +124,13 @@ struct Shared {
     /// too.
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<Result<(), FatalError>>>>,
+    /// Set by the node's task the moment it stops: why, if it stopped on its own.
+    stopped: Arc<Stopped>,
 }
+
+/// Set once, when the node's task stops: the fatal error that stopped it, or `None` for a
+/// requested shutdown.
+type Stopped = OnceLock<Option<FatalError>>;
 
 impl RaftNode {
     /// Starts node `id`, restoring whatever `storage` holds. `members` bootstrap a new
@@ -169,6 +175,7 @@ impl RaftNode {
         // which registers its waker with atomics and no lock.
         let (stop, stop_requested) = oneshot::channel();
         let counters = Arc::new(Counters::default());
+        let stopped = Arc::new(Stopped::new());
         let node_configuration = node.core().shared_configuration();
         let node_loop = NodeLoop {
             counters: Arc::clone(&counters),
@@ -187,6 +194,7 @@ impl RaftNode {
             pending_change: None,
             known_configuration: node_configuration,
             epoch: Instant::now(),
+            stopped: Arc::clone(&stopped),
         };
         let task = runtime.spawn(node_loop.run());
         Ok(RaftNode {
@@ -199,6 +207,7 @@ impl RaftNode {
                 status,
                 stop: Mutex::new(Some(stop)),
                 task: Mutex::new(Some(task)),
+                stopped,
             }),
         })
     }
@@ -449,9 +458,24 @@ impl RaftNode {
         result.await.unwrap_or(Err(MembershipError::Shutdown))
     }
 
-    /// What the node knows now.
+    /// What the node knows now. Once the node has stopped ([`is_running`](Self::is_running)
+    /// is false), this is the last status it published, frozen: its role then is no longer
+    /// true, so check `is_running` before reporting it.
     pub fn status(&self) -> Status {
         self.shared.status.borrow().clone()
+    }
+
+    /// Whether the node still runs: false from the moment it stops on its own (a storage
+    /// failure or a broken rule, see [`fatal_error`](Self::fatal_error)) or is shut down.
+    pub fn is_running(&self) -> bool {
+        self.shared.stopped.get().is_none() && self.shared.status.has_changed().is_ok()
+    }
+
+    /// Why the node stopped on its own, once it has (the error
+    /// [`shutdown`](Self::shutdown) returns); `None` while it runs or after a requested
+    /// shutdown. Set the moment it stops, before it answers the requests still waiting.
+    pub fn fatal_error(&self) -> Option<FatalError> {
+        self.shared.stopped.get().cloned().flatten()
     }
 
     /// What the node has done since it started.
@@ -587,6 +611,8 @@ struct NodeLoop<S: Storage, T, M: StateMachine> {
     /// The configuration the transport was last told about.
     known_configuration: Arc<Configuration>,
     epoch: Instant,
+    /// Shared with the handles: set when the loop ends.
+    stopped: Arc<Stopped>,
 }
 
 /// The runtime's side of [`NodeIo`]: messages go to the transport, syncs to the sync thread,
@@ -663,6 +689,8 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 }
             }
         };
+        // First: from here on, handles report the node stopped, not its last role.
+        let _ = self.stopped.set(result.as_ref().err().cloned());
         self.stop(&result);
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result

@@ -313,12 +313,29 @@ pub async fn run(
         }
     };
     let acceptor = config.http_tls.map(|tls| tls.acceptor);
-    http_server::serve(http_listener, app, config.http, acceptor, stop_serving).await;
+    let serving = http_server::serve(http_listener, app, config.http, acceptor, stop_serving);
+    tokio::select! {
+        () = serving => {}
+        () = drain_deadline_after_node_stopped(node.clone()) => tracing::warn!(
+            "HTTP requests were still in flight {} s after the Raft node stopped; exiting without them",
+            NODE_STOPPED_DRAIN.as_secs()
+        ),
+    }
     node.shutdown().await.context("the Raft node stopped")?;
     if node_stopped_first.load(std::sync::atomic::Ordering::SeqCst) {
         anyhow::bail!("the Raft node stopped on its own");
     }
     Ok(())
+}
+
+/// How long requests in flight may still take once the node stopped on its own, before the
+/// process exits without them: a supervisor must see it exit promptly.
+const NODE_STOPPED_DRAIN: Duration = Duration::from_secs(3);
+
+/// Completes [`NODE_STOPPED_DRAIN`] after `node` stopped (never while it runs).
+async fn drain_deadline_after_node_stopped(node: RaftNode) {
+    let _ = node.wait_for(Duration::MAX, |_| false).await;
+    tokio::time::sleep(NODE_STOPPED_DRAIN).await;
 }
 
 /// The API's routes. Only `PUT` and `DELETE` on `/v1/kv/{key}` and `POST` on `/v1/cas/{key}`
@@ -750,8 +767,18 @@ async fn compare_and_swap(
     }
 }
 
+/// `GET /v1/status`. A node that stopped (a storage failure: the process is about to exit)
+/// reports `"state":"stopped"`, `"role":"stopped"`, no leader and no followers, and why in
+/// `"stopped_reason"`, never the role it last had; its indexes are its last ones.
 async fn status(State(state): State<AppState>) -> HttpResponse {
-    let status = state.node.status();
+    let running = state.node.is_running();
+    let mut status = state.node.status();
+    if !running {
+        status.leader_id = None;
+        status.followers.clear();
+    }
+    let role = if running { status.role.to_string() } else { String::from("stopped") };
+    let stopped_reason = state.node.fatal_error().map(|error| error.to_string());
     let leader_http = status
         .leader_id
         .and_then(|leader| http_addr_of(&state, leader))
@@ -765,7 +792,9 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
         .collect();
     axum::Json(json!({
         "id": status.id.0,
-        "role": status.role.to_string(),
+        "state": if running { "running" } else { "stopped" },
+        "stopped_reason": stopped_reason,
+        "role": role,
         "term": status.term.0,
         "leader_id": status.leader_id.map(|leader| leader.0),
         "leader_http": leader_http,
@@ -929,4 +958,114 @@ fn histogram(text: &mut String, name: &str, help: &str, snapshot: &HistogramSnap
     let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {}", snapshot.count);
     let _ = writeln!(text, "{name}_sum {}", snapshot.sum_micros as f64 / 1e6);
     let _ = writeln!(text, "{name}_count {}", snapshot.count);
+}
+
+#[cfg(test)]
+mod tests {
+    //! `GET /v1/status` of a node whose storage failed: stopped, with the reason, never the
+    //! role it last had.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use raft_consensus::core::InitialState;
+    use raft_consensus::storage::{MemoryStorage, Storage};
+    use raft_consensus::transport::ChannelNetwork;
+    use raft_consensus::{Entry, HardState, LogId, StorageError};
+
+    use super::*;
+
+    /// Memory storage whose appends fail with `ENOSPC` once `full` is set.
+    struct FillingDisk {
+        inner: MemoryStorage,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Storage for FillingDisk {
+        type SnapshotWriter = MemoryStorage;
+
+        fn load(&mut self) -> Result<InitialState, StorageError> {
+            self.inner.load()
+        }
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            if self.full.load(Ordering::SeqCst) {
+                let error = std::io::Error::from(std::io::ErrorKind::StorageFull);
+                return Err(StorageError::io("writing the log", error));
+            }
+            self.inner.append(entries)
+        }
+        fn reset_log(&mut self, base: LogId) -> Result<(), StorageError> {
+            self.inner.reset_log(base)
+        }
+        fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
+            self.inner.compact(through)
+        }
+        fn snapshot_writer(&self) -> MemoryStorage {
+            self.inner.snapshot_writer()
+        }
+        fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+            self.inner.save_hard_state(hard_state)
+        }
+        fn save_members(&mut self, members: &[NodeId]) -> Result<(), StorageError> {
+            self.inner.save_members(members)
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+    }
+
+    async fn status_json(state: &AppState) -> serde_json::Value {
+        let response = status(State(state.clone())).await;
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+        serde_json::from_slice(&body).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_disk_fills_reports_stopped_with_the_reason() {
+        let full = Arc::new(AtomicBool::new(false));
+        let storage = FillingDisk { inner: MemoryStorage::new(), full: Arc::clone(&full) };
+        let store = Arc::new(Mutex::new(KvStateMachine::new()));
+        let network = ChannelNetwork::new();
+        let node = RaftNode::start(
+            NodeId(1),
+            [NodeId(1)],
+            Config::default(),
+            storage,
+            network.join(NodeId(1)),
+            SharedStore(Arc::clone(&store)),
+        )
+        .expect("the node starts");
+        let address: SocketAddr = "127.0.0.1:1".parse().expect("an address");
+        let state = AppState {
+            node: node.clone(),
+            flag_http_addrs: BTreeMap::new(),
+            limits: Limits::default(),
+            raft_addr: address,
+            http_addr: address,
+            promotion_max_lag: 0,
+            membership_lock: MembershipLock::default(),
+            request_latency: Arc::default(),
+            wal_sync_latency: Arc::default(),
+            traffic: Arc::default(),
+            store,
+        };
+        node.wait_for(Duration::from_secs(30), |status| status.is_leader()).await.expect("leads");
+        let running = status_json(&state).await;
+        assert_eq!(running["state"], "running");
+        assert_eq!(running["role"], "Leader");
+        assert_eq!(running["stopped_reason"], serde_json::Value::Null);
+
+        full.store(true, Ordering::SeqCst);
+        let request = Request { session: None, command: Command::Delete { key: b"k".to_vec() } };
+        assert!(node.propose(request.encode()).await.is_err(), "the write cannot be stored");
+        let stopped = status_json(&state).await;
+        assert_eq!(stopped["state"], "stopped", "{stopped}");
+        assert_eq!(stopped["role"], "stopped", "{stopped}");
+        assert_eq!(stopped["leader_id"], serde_json::Value::Null, "{stopped}");
+        let reason = stopped["stopped_reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("storage failed: disk full ("), "{stopped}");
+        for field in ["id", "term", "commit_index", "applied_index", "last_log_index"] {
+            assert!(stopped[field].is_u64(), "{field} is kept: {stopped}");
+        }
+        assert!(node.shutdown().await.is_err());
+    }
 }

@@ -17,6 +17,14 @@
 //! then overwrite zeros already on disk, and `fdatasync` has no file size or allocation to
 //! record. A segment's length therefore no longer says where its records end: zeros do.
 //!
+//! Preallocation is an optimisation the log gives up rather than fail for: a preparation that
+//! finds the disk full removes its partial file, and the roll-over then creates the next
+//! segment empty, growing as it is written (as the first segment always does). A write of the
+//! log's own records that finds the disk full while a prepared segment holds space drops that
+//! segment and is retried once. Preparing stays off until compaction removes a segment file
+//! (space came back). So the log needs free space only for the records it writes (see
+//! [`WalOptions`]), never a whole segment's worth.
+//!
 //! Snapshots are files beside the segments (`snapshot_file.rs`). Once one is stored,
 //! [`Storage::compact`] removes the oldest segments whose entries it covers (whole segments,
 //! oldest first, never the current one). It keeps up to two of their files as spares, which
@@ -44,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::core::InitialState;
-use crate::error::StorageError;
+use crate::error::{StorageError, StorageErrorKind};
 use crate::hard_state::HardState;
 use crate::message::{Entry, EntryPayload};
 use crate::metrics::Histogram;
@@ -68,10 +76,25 @@ pub struct WalIdentity {
 }
 
 /// Limits of a [`WalStorage`].
+///
+/// # Free space
+///
+/// A log opens (and a node starts) with as little free space as its first write needs:
+/// nothing at all when its last segment has room, else one new segment's header and leading
+/// records (under 1 KiB of data: one file-system block, typically 4 KiB). Running, it needs
+/// space for the records it writes and for each snapshot (the new snapshot file is written
+/// in full before the previous one is removed). It does **not** need `segment_max_bytes`
+/// free: the next segment is preallocated (zero-filled to `segment_max_bytes`) only while
+/// there is room for it; a preparation that runs out of space removes its partial file, the
+/// next segment then grows as it is written, and a prepared segment is dropped to make room
+/// for the log's own records. With `segment_max_bytes` or more free, writes go to
+/// preallocated space (faster syncs). When the disk is truly full, the write that fails
+/// stops the node with a "disk full" [`StorageError`](crate::StorageError).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalOptions {
     /// A segment that reaches this size is closed and a new one started. Segments after the
-    /// first one a log opens with are preallocated (zero-filled) to this size.
+    /// first one a log opens with are preallocated (zero-filled) to this size when the disk
+    /// has room for it (see "Free space" above).
     pub segment_max_bytes: u64,
     /// The largest entry payload accepted; larger ones are refused before anything is written.
     pub max_entry_bytes: usize,
@@ -131,6 +154,9 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     /// Files of compacted segments kept for reuse (`spare-<sequence>.tmp`): a roll-over
     /// takes one instead of a freshly zero-filled file.
     spares: Vec<PathBuf>,
+    /// Whether to prepare (zero-fill) segments ahead: turned off when the disk had no room
+    /// for one, on again when compaction removes a segment file.
+    preallocate: bool,
 }
 
 /// At most this many compacted segments are kept as spares; compaction removes the rest.
@@ -260,6 +286,7 @@ impl<F: FileSystem> WalStorage<F> {
             preparer,
             segment_last_index: recovered.segment_last_index,
             spares,
+            preallocate: true,
         };
         storage.prepare_next_if_due();
         Ok(storage)
@@ -301,7 +328,8 @@ impl<F: FileSystem> WalStorage<F> {
     /// Starts preparing the next segment once the current one is a quarter full (a segment
     /// started by a roll-over has its successor prepared at once).
     fn prepare_next_if_due(&mut self) {
-        if self.spares.is_empty()
+        if self.preallocate
+            && self.spares.is_empty()
             && !self.preparer.is_started()
             && self.segment_len >= self.options.segment_max_bytes / 4
         {
@@ -335,19 +363,21 @@ impl<F: FileSystem> WalStorage<F> {
         let started = if let Some(spare) = self.spares.pop() {
             install_recycled(&self.fs, &self.dir, &spare, self.identity, sequence, &self.leading)
         } else {
-            let prepared = self.preparer.take(sequence).map_err(|error| {
-                StorageError::io(format!("preparing segment {}", segment_name(sequence)), error)
-            });
-            prepared.and_then(|prepared| {
-                install_segment(
+            match self.take_prepared(sequence) {
+                Ok(Some(prepared)) => install_segment(
                     &self.fs,
                     &self.dir,
                     &prepared,
                     self.identity,
                     sequence,
                     &self.leading,
-                )
-            })
+                ),
+                // No room for a preallocated segment: one that grows as it is written.
+                Ok(None) => {
+                    create_segment(&self.fs, &self.dir, self.identity, sequence, &self.leading)
+                }
+                Err(error) => Err(error),
+            }
         };
         // A segment half started would take a second header on retry: take no more writes.
         let (file, sequence, segment_len) = started.inspect_err(|_| self.failed = true)?;
@@ -364,10 +394,57 @@ impl<F: FileSystem> WalStorage<F> {
         (mark.sequence, mark.written, mark.durable) = (sequence, segment_len, segment_len);
         drop(mark);
         // The log is being written: have the next one ready in time, unless a spare is.
-        if self.spares.is_empty() {
+        if self.preallocate && self.spares.is_empty() {
             self.preparer.start(sequence + 1);
         }
         Ok(())
+    }
+
+    /// The prepared file for segment `sequence`, or `None` when preallocation is off or the
+    /// preparation ran out of space (which turns it off): the caller then creates the segment
+    /// empty. Any other failure to prepare is an error.
+    fn take_prepared(&mut self, sequence: u64) -> Result<Option<PathBuf>, StorageError> {
+        if !self.preallocate && !self.preparer.is_started() {
+            return Ok(None);
+        }
+        match self.preparer.take(sequence) {
+            Ok(prepared) => Ok(Some(prepared)),
+            Err(error) if StorageErrorKind::of_io(&error) == StorageErrorKind::DiskFull => {
+                tracing::warn!(
+                    "No room to preallocate write-ahead log segment {} ({} bytes): {error}; it grows as it is written instead, and segments are not preallocated until compaction frees space",
+                    segment_name(sequence),
+                    self.options.segment_max_bytes
+                );
+                self.preallocate = false;
+                Ok(None)
+            }
+            Err(error) => Err(StorageError::io(
+                format!("preparing segment {}", segment_name(sequence)),
+                error,
+            )),
+        }
+    }
+
+    /// Writes `bytes` at `offset` of the current segment. If the disk is full while a
+    /// prepared (or half-prepared) segment holds space, that segment is dropped, preparing is
+    /// turned off, and the write is retried once: the log's records come before zeros for a
+    /// later segment. (Writing the same bytes at the same offset again is harmless.)
+    fn write_current(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        match self.file.write_at(bytes, offset) {
+            Err(error)
+                if StorageErrorKind::of_io(&error) == StorageErrorKind::DiskFull
+                    && self.preparer.is_started() =>
+            {
+                tracing::warn!(
+                    "Disk full writing write-ahead log segment {}: dropping the segment prepared ahead to make room, and preparing no more until compaction frees space",
+                    segment_name(self.sequence)
+                );
+                self.preparer.cancel();
+                self.preallocate = false;
+                self.file.write_at(bytes, offset)
+            }
+            result => result,
+        }
     }
 }
 
@@ -436,7 +513,8 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             return Ok(());
         }
         // Oldest first: a crash part-way leaves the log a run of consecutive segments. A few
-        // are kept as spares for later segments, which then need no zero-filling.
+        // are kept as spares for later segments, which then need no zero-filling. A removed
+        // one frees space: preparing segments ahead may go on.
         for sequence in &removable {
             let path = self.dir.join(segment_name(*sequence));
             if self.spares.len() < MAX_SPARE_SEGMENTS {
@@ -449,6 +527,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
                 self.fs.remove(&path).map_err(|error| {
                     StorageError::io(format!("removing {}", path.display()), error)
                 })?;
+                self.preallocate = true;
             }
             self.segment_last_index.remove(sequence);
         }
@@ -503,7 +582,11 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         }
         let path = self.dir.join(segment_name(self.sequence));
         let offset = self.segment_len - self.buffer.len() as u64;
-        if let Err(error) = self.file.write_at(&self.buffer, offset) {
+        let buffer = std::mem::take(&mut self.buffer);
+        let written = self.write_current(&buffer, offset);
+        // Kept: its allocation serves the next batch.
+        self.buffer = buffer;
+        if let Err(error) = written {
             self.failed = true;
             return Err(StorageError::io(format!("writing {}", path.display()), error));
         }
@@ -525,7 +608,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         // (in a recycled file, stale bytes follow, so nothing else would tell a damaged last
         // record from the end), and all of it is made durable before the next one begins.
         let end_marker = [0u8; format::RECORD_PREFIX_LEN];
-        if let Err(error) = self.file.write_at(&end_marker, self.segment_len) {
+        if let Err(error) = self.write_current(&end_marker, self.segment_len) {
             self.failed = true;
             let path = self.dir.join(segment_name(self.sequence));
             return Err(StorageError::io(format!("writing {}", path.display()), error));

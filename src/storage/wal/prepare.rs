@@ -8,8 +8,12 @@
 //!
 //! On a [`FileSystem`] that allows it ([`FileSystem::prepare_in_background`]) the work runs on
 //! one thread per prepared segment; the log waits for it at roll-over only if it has not
-//! finished. Dropping the [`Preparer`] cancels and joins the thread and removes the file.
-//! Otherwise (the simulator) the segment is prepared inline when asked for.
+//! finished. Dropping the [`Preparer`] (or [`Preparer::cancel`]) cancels and joins the thread
+//! and removes the file. Otherwise (the simulator) the segment is prepared inline when asked
+//! for.
+//!
+//! A preparation that fails (a full disk, typically) removes what it wrote before it reports
+//! the error: zeros for a later segment never keep the space the log's own records need.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -103,18 +107,9 @@ impl<F: FileSystem> Preparer<F> {
         result.map(|()| self.dir.join(prepared_name(prepared)))
     }
 
-    fn discard(&self, sequence: u64) {
-        let path = self.dir.join(prepared_name(sequence));
-        match self.fs.remove(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => tracing::debug!("Could not remove {}: {error}", path.display()),
-        }
-    }
-}
-
-impl<F: FileSystem> Drop for Preparer<F> {
-    fn drop(&mut self) {
+    /// Stops the preparation under way, if any, and removes its file: the space it holds is
+    /// free again when this returns.
+    pub(crate) fn cancel(&mut self) {
         let sequence = match self.job.take() {
             Some(Job::Running { sequence, cancel, thread }) => {
                 cancel.store(true, Ordering::Relaxed);
@@ -127,11 +122,48 @@ impl<F: FileSystem> Drop for Preparer<F> {
         };
         self.discard(sequence);
     }
+
+    fn discard(&self, sequence: u64) {
+        let path = self.dir.join(prepared_name(sequence));
+        match self.fs.remove(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::debug!("Could not remove {}: {error}", path.display()),
+        }
+    }
+}
+
+impl<F: FileSystem> Drop for Preparer<F> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
 }
 
 /// Creates `path` afresh as `len` zero bytes, synced. Stops early (without an error) if
-/// `cancel` is set: the caller then removes the file.
+/// `cancel` is set: the caller then removes the file. On an error, removes the file first
+/// (as far as it can), so that a failed preparation holds no space.
 fn zero_fill<F: FileSystem>(fs: &F, path: &Path, len: u64, cancel: &AtomicBool) -> io::Result<()> {
+    let result = write_zeros(fs, path, len, cancel);
+    if let Err(error) = &result {
+        match fs.remove(path) {
+            Ok(()) => {}
+            Err(remove_error) if remove_error.kind() == io::ErrorKind::NotFound => {}
+            Err(remove_error) => tracing::warn!(
+                "Could not remove {} after preparing it failed ({error}): {remove_error}",
+                path.display()
+            ),
+        }
+    }
+    result
+}
+
+/// The body of [`zero_fill`].
+fn write_zeros<F: FileSystem>(
+    fs: &F,
+    path: &Path,
+    len: u64,
+    cancel: &AtomicBool,
+) -> io::Result<()> {
     match fs.remove(path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}

@@ -236,9 +236,13 @@ impl<F: FileSystem> SnapshotWriter for WalSnapshotWriter<F> {
         let _ = self.fs.remove(&temporary);
         let bytes = encode(snapshot, self.identity);
         let mut file = self.fs.open_write(&temporary).map_err(io_error("creating", &temporary))?;
-        file.write_at(&bytes, 0)
-            .and_then(|()| file.sync_data())
-            .map_err(io_error("writing", &temporary))?;
+        if let Err(error) = file.write_at(&bytes, 0).and_then(|()| file.sync_data()) {
+            // What was written would only hold space (a full disk, typically) until the next
+            // start removes it.
+            drop(file);
+            let _ = self.fs.remove(&temporary);
+            return Err(io_error("writing", &temporary)(error));
+        }
         drop(file);
         self.fs.rename(&temporary, &path).map_err(io_error("renaming", &temporary))?;
         self.fs.sync_dir(&self.dir).map_err(io_error("syncing", &self.dir))?;
