@@ -22,6 +22,7 @@ impl Drop for Processes {
 impl Processes {
     /// A `raft-kv serve --insecure` command (peers over plain TCP) for the caller to add its
     /// flags to.
+    #[allow(dead_code, reason = "not every test that includes this module uses it")]
     pub fn serve_command() -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
         command.args(["serve", "--insecure"]);
@@ -35,6 +36,7 @@ impl Processes {
     }
 
     /// Starts `command` (from [`serve_command`](Self::serve_command)) as node `id`.
+    #[allow(dead_code, reason = "not every test that includes this module uses it")]
     pub fn spawn(&mut self, id: u64, mut command: Command) {
         let child = command
             .env("RUST_LOG", "warn")
@@ -46,6 +48,7 @@ impl Processes {
     }
 
     /// Kills node `id` with SIGKILL and reaps it.
+    #[allow(dead_code, reason = "not every test that includes this module uses it")]
     pub fn kill(&mut self, id: u64) {
         let mut child = self.children.remove(&id).expect("a running node");
         child.kill().expect("SIGKILL");
