@@ -1047,6 +1047,8 @@ mod tests {
             wal_sync_latency: Arc::default(),
             traffic: Arc::default(),
             store,
+            scheme: "http",
+            may_add_members: false,
         };
         node.wait_for(Duration::from_secs(30), |status| status.is_leader()).await.expect("leads");
         let running = status_json(&state).await;

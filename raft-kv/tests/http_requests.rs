@@ -51,6 +51,10 @@ impl Node {
             limits,
             snapshots,
             lease_reads: false,
+            peer_tls: None,
+            http_tls: None,
+            http: raft_kv::http_server::HttpLimits::default(),
+            allow_plain_peers: true,
         };
         Node::run(config, directory).await
     }
