@@ -3,12 +3,16 @@
 //!
 //! ```bash
 //! raft-kv serve                     # a single-node cluster, data in ./raft-kv-data
+//! raft-kv certs init certs --nodes 4  # a CA, node and client certificates to try TLS
 //! raft-kv serve --id 1 --data-dir DIR --raft-addr 127.0.0.1:7001 --http-addr 127.0.0.1:8001 \
-//!     --peer 2=127.0.0.1:7002,127.0.0.1:8002 --peer 3=127.0.0.1:7003,127.0.0.1:8003
-//! raft-kv put greeting hello --endpoints http://127.0.0.1:8001,http://127.0.0.1:8002
-//! raft-kv get greeting
-//! raft-kv serve --id 4 --data-dir DIR4 --raft-addr 127.0.0.1:7004 --http-addr 127.0.0.1:8004 --join
-//! raft-kv member add 4 127.0.0.1:7004 127.0.0.1:8004 --endpoints http://127.0.0.1:8001
+//!     --peer 2=127.0.0.1:7002,127.0.0.1:8002 --peer 3=127.0.0.1:7003,127.0.0.1:8003 \
+//!     --peer-cert certs/node1.pem --peer-key certs/node1-key.pem --peer-ca certs/ca.pem \
+//!     --http-cert certs/node1.pem --http-key certs/node1-key.pem --http-ca certs/ca.pem
+//! raft-kv put greeting hello --endpoints https://127.0.0.1:8001,https://127.0.0.1:8002 \
+//!     --cacert certs/ca.pem --cert certs/client.pem --key certs/client-key.pem
+//! raft-kv get greeting --endpoints https://127.0.0.1:8001 --cacert certs/ca.pem ...
+//! raft-kv serve --id 4 --data-dir DIR4 --raft-addr 127.0.0.1:7004 --http-addr 127.0.0.1:8004 --join ...
+//! raft-kv member add 4 127.0.0.1:7004 127.0.0.1:8004 --endpoints https://127.0.0.1:8001 ...
 //! raft-kv member list
 //! raft-kv transfer-leader 4
 //! raft-kv member remove 1

@@ -331,14 +331,18 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
             term: Term(u64::MAX),
             body: MessageBody::RequestVoteResponse { granted: true },
         });
-        member.send(forged_entries(to, term_before, vec![b'x'; 17 * 1024 * 1024]));
+        // At a newer term (at the current one, claiming leadership is itself refused).
+        member.send(forged_entries(to, term_before + 1, vec![b'x'; 17 * 1024 * 1024]));
         member.send(Message {
             from: NodeId(3),
             to: NodeId(to),
-            term: Term(term_before),
+            term: Term(term_before + 1),
             body: MessageBody::InstallSnapshot {
                 meta: SnapshotMeta {
-                    last_included: LogId { term: Term(term_before), index: LogIndex(1_000_000) },
+                    last_included: LogId {
+                        term: Term(term_before + 1),
+                        index: LogIndex(1_000_000),
+                    },
                     configuration: Configuration::default(),
                 },
                 offset: 0,
@@ -349,10 +353,16 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
     }
     for id in 1..=2 {
         cluster.wait_for_log(id, "Dropping malformed message").await;
+        cluster.wait_for_log(id, "above max_entry_bytes").await;
+        cluster.wait_for_log(id, "above max_snapshot_bytes").await;
+    }
+    // And at the current term, a second leader's entries are refused and counted.
+    let term_now = cluster.term().await;
+    for to in 1..=2u64 {
+        member.send(forged_entries(to, term_now, b"rewritten".to_vec()));
     }
     let follower = 3 - cluster.leader().await;
-    cluster.wait_for_log(follower, "above max_entry_bytes").await;
-    cluster.wait_for_log(follower, "above max_snapshot_bytes").await;
+    cluster.wait_for_log(follower, "that no correct peer sends").await;
 
     // Still serving, both processes alive, no forged term taken, nothing lost or rewritten.
     cluster.put("after", "the attacks").await;
