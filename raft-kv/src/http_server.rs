@@ -295,3 +295,80 @@ fn refuse(status: StatusCode, code: &'static str) -> Response {
     response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    async fn server(limits: HttpLimits) -> SocketAddrAndStop {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = listener.local_addr().expect("bound");
+        let app = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, app, limits, None, async move {
+            let _ = stopped.await;
+        }));
+        SocketAddrAndStop { address, _stop: stop }
+    }
+
+    struct SocketAddrAndStop {
+        address: std::net::SocketAddr,
+        _stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    /// Reads until the server closes the connection; fails the test past the deadline.
+    async fn read_until_closed(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the server kept the connection open");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// A kept-alive connection that goes quiet after a request is closed after the idle
+    /// timeout, though the header timeout is far longer.
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed() {
+        let limits = HttpLimits {
+            idle_timeout: Duration::from_millis(300),
+            header_timeout: Duration::from_secs(3600),
+            ..HttpLimits::default()
+        };
+        let server = server(limits).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("sent");
+        let answer = read_until_closed(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// Headers that do not arrive within the header timeout end the connection.
+    #[tokio::test]
+    async fn slow_headers_are_cut_off() {
+        let limits = HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(3600),
+            ..HttpLimits::default()
+        };
+        let server = server(limits).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        stream.write_all(b"GET / HTTP/1.1\r\nHo").await.expect("sent");
+        read_until_closed(&mut stream).await;
+    }
+
+    /// Connections beyond the cap are closed at once; those within it are served.
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once() {
+        let limits = HttpLimits { max_connections: 2, ..HttpLimits::default() };
+        let server = server(limits).await;
+        let _held = [
+            TcpStream::connect(server.address).await.expect("connects"),
+            TcpStream::connect(server.address).await.expect("connects"),
+        ];
+        let mut excess = TcpStream::connect(server.address).await.expect("connects");
+        let _ = excess.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let answer = read_until_closed(&mut excess).await;
+        assert!(answer.is_empty(), "served beyond the cap: {answer}");
+    }
+}

@@ -706,3 +706,19 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame is read whole; a connection that ends before the declared length (here 64
+    /// MiB, with 1,000 bytes sent) is an error, not a wait or a 64 MiB buffer.
+    #[tokio::test]
+    async fn a_frame_is_read_whole_or_not_at_all() {
+        let bytes = vec![7u8; 1000];
+        let frame = read_frame(&mut &bytes[..], 1000).await.expect("a whole frame");
+        assert_eq!(frame, bytes);
+        let short = read_frame(&mut &bytes[..], 64 * 1024 * 1024).await;
+        assert_eq!(short.map_err(|error| error.kind()), Err(io::ErrorKind::UnexpectedEof));
+    }
+}
