@@ -77,6 +77,9 @@ pub struct NodeMetrics {
     pub commands_applied: u64,
     /// Elections this node started.
     pub elections_started: u64,
+    /// Peer messages refused because no correct peer sends them (a second leader claiming a
+    /// term, a leader overwriting committed entries): a buggy or compromised peer.
+    pub protocol_violations: u64,
     /// Times the leader this node knows changed (including to or from none).
     pub leader_changes: u64,
     /// The current term.

@@ -488,6 +488,7 @@ impl RaftNode {
             entries_committed: read(&counters.entries_committed),
             commands_applied: read(&counters.commands_applied),
             elections_started: read(&counters.elections_started),
+            protocol_violations: read(&counters.protocol_violations),
             leader_changes: read(&counters.leader_changes),
             term: self.shared.status.borrow().term.0,
             snapshots_stored: read(&counters.snapshots_stored),
@@ -557,6 +558,7 @@ struct Counters {
     entries_committed: AtomicU64,
     commands_applied: AtomicU64,
     elections_started: AtomicU64,
+    protocol_violations: AtomicU64,
     leader_changes: AtomicU64,
     snapshots_stored: AtomicU64,
     snapshots_installed: AtomicU64,
@@ -924,6 +926,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.elections_started.store(core.elections_started(), Ordering::Relaxed);
+        self.counters.protocol_violations.store(core.protocol_violations(), Ordering::Relaxed);
         let node = &self.node;
         self.counters.snapshots_stored.store(node.snapshots_stored(), Ordering::Relaxed);
         self.counters.snapshots_installed.store(node.snapshots_installed(), Ordering::Relaxed);

@@ -877,6 +877,12 @@ async fn metrics(State(state): State<AppState>) -> HttpResponse {
         node.elections_started,
     );
     metric(
+        "raft_protocol_violations_total",
+        "counter",
+        "Peer messages refused because no correct peer sends them (a buggy or compromised peer).",
+        node.protocol_violations,
+    );
+    metric(
         "raft_leader_changes_total",
         "counter",
         "Changes of the leader this node knows.",

@@ -363,6 +363,13 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
     }
     let follower = 3 - cluster.leader().await;
     cluster.wait_for_log(follower, "that no correct peer sends").await;
+    let metrics = cluster.request(follower, "GET", "/metrics", b"").await.expect("metrics");
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    let violations = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("raft_protocol_violations_total "))
+        .and_then(|count| count.trim().parse::<u64>().ok());
+    assert!(violations.is_some_and(|count| count >= 1), "{metrics}");
 
     // Still serving, both processes alive, no forged term taken, nothing lost or rewritten.
     cluster.put("after", "the attacks").await;
