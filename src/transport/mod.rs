@@ -12,7 +12,7 @@ mod tls;
 use std::future::Future;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
-pub use tcp::{PeerTraffic, TcpConfig, TcpTransport, members_fingerprint};
+pub use tcp::{PeerTraffic, TcpConfig, TcpTransport, check_handshake_bytes, members_fingerprint};
 pub use tls::{PeerTls, TlsError};
 
 use crate::core::Configuration;

@@ -609,16 +609,54 @@ async fn accept_handshake(
     }
     let mut advertised = vec![0u8; length];
     stream.read_exact(&mut advertised).await?;
-    match std::str::from_utf8(&advertised).ok().and_then(|text| text.parse::<SocketAddr>().ok()) {
-        // The transport adds it if it does not know the peer yet (a full queue drops it:
-        // the peer introduces itself again on its next connection).
-        Some(advertised) => {
-            let _ = connection.learned.try_send((peer, advertised));
-        }
-        None if length == 0 => {}
-        None => return Err(Refused(Some(String::from("the advertised address is not host:port")))),
+    // The transport adds it if it does not know the peer yet (a full queue drops it: the peer
+    // introduces itself again on its next connection).
+    if let Some(advertised) =
+        parse_advertised(&advertised).map_err(|reason| Refused(Some(reason)))?
+    {
+        let _ = connection.learned.try_send((peer, advertised));
     }
     Ok((peer, stream))
+}
+
+/// A handshake's advertised address: empty (none) or UTF-8 `host:port`.
+fn parse_advertised(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse::<SocketAddr>().ok())
+        .map(Some)
+        .ok_or_else(|| String::from("the advertised address is not host:port"))
+}
+
+/// Checks a whole handshake in `bytes` (the fixed part, the advertised address's length and
+/// the address) as a node of cluster `cluster_id` that is not bootstrapping would, with the
+/// same checks the listener makes; returns the peer's id and address, or why it is refused.
+/// For the fuzz target and tests: the listener reads the same parts from its stream.
+#[doc(hidden)]
+pub fn check_handshake_bytes(
+    bytes: &[u8],
+    cluster_id: u64,
+) -> Result<(NodeId, Option<SocketAddr>), String> {
+    let advertised = SocketAddr::from(([127, 0, 0, 1], 0));
+    let identity = Identity { cluster_id, members: 0, advertised };
+    let fixed: &[u8; HANDSHAKE_LEN] = bytes
+        .get(..HANDSHAKE_LEN)
+        .and_then(|fixed| fixed.try_into().ok())
+        .ok_or_else(|| String::from("a handshake shorter than its fixed part"))?;
+    let peer = check_handshake(fixed, identity)?;
+    let rest = &bytes[HANDSHAKE_LEN..];
+    let length = rest
+        .get(..2)
+        .map(|length| u16::from_le_bytes([length[0], length[1]]) as usize)
+        .ok_or_else(|| String::from("a handshake without its address length"))?;
+    if length > MAX_ADVERTISED_ADDR_BYTES {
+        return Err(format!("a {length}-byte advertised address"));
+    }
+    let address = rest.get(2..2 + length).ok_or_else(|| String::from("a truncated address"))?;
+    Ok((peer, parse_advertised(address)?))
 }
 
 /// One outgoing connection's ends.
@@ -710,6 +748,24 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handshake a transport sends passes the checks its listener makes, and what the
+    /// checks refuse is refused, not a panic.
+    #[test]
+    fn a_sent_handshake_passes_the_listeners_checks() {
+        let advertised = SocketAddr::from(([10, 0, 0, 7], 7003));
+        let identity = Identity { cluster_id: 4, members: 0, advertised };
+        let bytes = handshake(identity, NodeId(3));
+        assert_eq!(check_handshake_bytes(&bytes, 4), Ok((NodeId(3), Some(advertised))));
+        assert!(check_handshake_bytes(&bytes, 5).is_err(), "another cluster");
+        for length in 0..bytes.len() {
+            assert!(check_handshake_bytes(&bytes[..length], 4).is_err());
+        }
+        let mut bad_address = bytes.clone();
+        let last = bad_address.len() - 1;
+        bad_address[last] = b'x';
+        assert!(check_handshake_bytes(&bad_address, 4).is_err());
+    }
 
     /// A frame is read whole; a connection that ends before the declared length (here 64
     /// MiB, with 1,000 bytes sent) is an error, not a wait or a 64 MiB buffer.
