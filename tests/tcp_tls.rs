@@ -44,6 +44,23 @@ impl Authority {
         (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
 
+    /// A certificate whose only name is its subject common name `name` (no alternative
+    /// names), and its key, in PEM.
+    fn common_name_only(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::OrganizationName, "raft");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn tls_common_name_only(&self, name: &str) -> PeerTls {
+        let (certificate, key) = self.common_name_only(name);
+        PeerTls::from_pem(certificate.as_bytes(), key.as_bytes(), self.pem.as_bytes()).unwrap()
+    }
+
     /// TLS for a node holding a certificate naming `name` from this CA, trusting `trusted`.
     fn tls(&self, name: &str, trusted: &Authority) -> PeerTls {
         let (certificate, key) = self.certificate(name);
@@ -247,4 +264,16 @@ async fn assert_closed(stream: &mut TcpStream) {
     let mut answer = Vec::new();
     let read = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the connection stayed open");
+}
+
+/// A certificate that names its node only in the subject's common name is accepted both
+/// ways, and one naming another node that way is refused.
+#[tokio::test]
+async fn a_common_name_names_a_node_too() {
+    let ca = Authority::new("cluster");
+    let (mut node2, address) = node(2, ca.tls_common_name_only("node2")).await;
+    let _impersonator = send_from(1, ca.tls_common_name_only("node3"), 2, address, 6).await;
+    let _node1 = send_from(1, ca.tls_common_name_only("node1"), 2, address, 5).await;
+    let before = receive_until_term(&mut node2, 5).await;
+    assert!(before.is_empty(), "a certificate naming node3 spoke as node1: {before:?}");
 }

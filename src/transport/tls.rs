@@ -1,7 +1,8 @@
 //! [`PeerTls`]: mutual TLS between the nodes of a [`TcpTransport`](super::TcpTransport).
 //!
 //! Every node holds a certificate signed by the cluster's CA and naming it `node<ID>` (a DNS
-//! subject alternative name, e.g. `node3`). Both ends of a connection present their
+//! subject alternative name, e.g. `node3`, or, for certificates made without one, the
+//! subject's common name). Both ends of a connection present their
 //! certificates and check the other's against the CA; the dialler also checks that the
 //! certificate it is shown names the node it meant to reach, and the acceptor checks that the
 //! certificate names the node id the dialler then claims in the transport's handshake. A
@@ -119,9 +120,16 @@ impl PeerTls {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
+        let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots,
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|error| TlsError::Pem(format!("unusable CA certificate: {error}")))?;
         let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NodeNameVerifier { inner: server_verifier }))
             .with_client_auth_cert(chain.clone(), key)?;
         Ok(PeerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
@@ -165,11 +173,143 @@ pub(super) fn node_name(node: NodeId) -> ServerName<'static> {
         .expect("node<digits> is a syntactically valid DNS name")
 }
 
-/// Whether `certificate` is valid for the DNS name `node<ID>` (a subject alternative name;
-/// webpki, like browsers, no longer falls back to the subject's common name).
+/// Whether `certificate` names `node<ID>`: as a DNS subject alternative name, or as the
+/// subject's common name (webpki, like browsers, checks only the former).
 pub(super) fn certificate_names_node(certificate: &CertificateDer<'_>, node: NodeId) -> bool {
     let Ok(parsed) = webpki::EndEntityCert::try_from(certificate) else { return false };
     parsed.verify_is_valid_for_subject_name(&node_name(node)).is_ok()
+        || subject_common_names(certificate).iter().any(|name| *name == format!("node{}", node.0))
+}
+
+/// The dialler's check of a listener's certificate: rustls's (the chain to the CA, validity,
+/// then the name), accepting a certificate whose subject common name is the node's name
+/// when it has no matching subject alternative name. rustls checks the name last, so a
+/// name error means everything else held.
+#[derive(Debug)]
+struct NodeNameVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for NodeNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verified {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) if matches!(server_name, ServerName::DnsName(name)
+                    if subject_common_names(end_entity).iter().any(|common| common == name.as_ref())) =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The subject common names of a DER certificate (none if it does not parse: the TLS
+/// handshake has already refused a certificate that is not well formed).
+fn subject_common_names(certificate: &[u8]) -> Vec<String> {
+    subject_common_names_of(certificate).unwrap_or_default()
+}
+
+fn subject_common_names_of(certificate: &[u8]) -> Option<Vec<String>> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID: u8 = 0x06;
+    /// 2.5.4.3, commonName.
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    let (tag, certificate, _) = der_element(certificate)?;
+    (tag == SEQUENCE).then_some(())?;
+    let (tag, mut fields, _) = der_element(certificate)?;
+    (tag == SEQUENCE).then_some(())?;
+    // tbsCertificate: [0] version (optional), serial, signature algorithm, issuer, validity,
+    // subject.
+    let mut element = der_element(fields)?;
+    if element.0 == 0xa0 {
+        fields = element.2;
+        element = der_element(fields)?;
+    }
+    for _ in 0..4 {
+        fields = element.2;
+        element = der_element(fields)?;
+    }
+    let (tag, mut names, _) = element;
+    (tag == SEQUENCE).then_some(())?;
+    let mut common_names = Vec::new();
+    while !names.is_empty() {
+        let (tag, mut set, rest) = der_element(names)?;
+        (tag == SET).then_some(())?;
+        names = rest;
+        while !set.is_empty() {
+            let (tag, attribute, rest) = der_element(set)?;
+            (tag == SEQUENCE).then_some(())?;
+            set = rest;
+            let (tag, oid, value) = der_element(attribute)?;
+            if tag == OID && oid == COMMON_NAME {
+                let (_, text, _) = der_element(value)?;
+                common_names.push(String::from_utf8(text.to_vec()).ok()?);
+            }
+        }
+    }
+    Some(common_names)
+}
+
+/// One DER element of `bytes`: its tag (single-byte tags only), its content, and the bytes
+/// after it; `None` if it is malformed or runs past the end.
+fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let length =
+            rest[..count].iter().fold(0usize, |length, byte| length << 8 | usize::from(*byte));
+        (length, &rest[count..])
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
 }
 
 fn certificates_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -188,4 +328,33 @@ fn root_store(ca: &[u8]) -> Result<RootCertStore, TlsError> {
         roots.add(certificate)?;
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Common names are read from a real certificate, and truncated or corrupted bytes give
+    /// none rather than a panic.
+    #[test]
+    fn common_names_are_read_and_malformed_certificates_give_none() {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let mut params = rcgen::CertificateParams::new(vec![String::from("node9")]).expect("names");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "raft");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "node7");
+        let der = params.self_signed(&key).expect("signed").der().to_vec();
+        assert_eq!(subject_common_names(&der), ["node7"]);
+        let certificate = CertificateDer::from(der.clone());
+        assert!(certificate_names_node(&certificate, NodeId(7)), "by common name");
+        assert!(certificate_names_node(&certificate, NodeId(9)), "by alternative name");
+        assert!(!certificate_names_node(&certificate, NodeId(8)));
+        for length in 0..der.len() {
+            let _ = subject_common_names(&der[..length]);
+        }
+        for position in 0..der.len() {
+            let mut corrupted = der.clone();
+            corrupted[position] ^= 0xff;
+            let _ = subject_common_names(&corrupted);
+        }
+    }
 }
