@@ -491,7 +491,7 @@ async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConf
     let (id, address) = (connection.id, connection.address);
     let timeout = Duration::from_millis(config.handshake_timeout_ms);
     let greeted = tokio::time::timeout(timeout, accept_handshake(&connection, stream, &config));
-    let (peer, mut stream) = match greeted.await {
+    let (peer, stream) = match greeted.await {
         Ok(Ok(greeted)) => greeted,
         Ok(Err(Refused(Some(reason)))) => {
             tracing::warn!(node = %id, %address, "Refusing a connection: {reason}");
@@ -504,6 +504,8 @@ async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConf
         }
     };
     let Inbound { inbox, traffic, .. } = connection;
+    // Frames arrive back to back: one read takes many (a length prefix is not a system call).
+    let mut stream = tokio::io::BufReader::with_capacity(FRAME_READ_CHUNK, stream);
     loop {
         let mut length = [0u8; 4];
         if stream.read_exact(&mut length).await.is_err() {
