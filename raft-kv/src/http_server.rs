@@ -2,8 +2,12 @@
 //! wait and count bounded, so that slow or idle clients cannot stop a node from serving
 //! others.
 //!
-//! - at most [`HttpLimits::max_connections`] connections at once: more are closed as soon as
-//!   they are accepted, with a log line when the limit is reached and when it clears;
+//! - at most [`HttpLimits::max_connections`] connections at once. At the limit, a new
+//!   connection takes the place of the one that has been quiet longest (at least
+//!   `evict_idle_after`, a second:
+//!   idle keep-alives, clients that never sent a request), so idle or stalled connections
+//!   cannot lock out new clients; when every connection is busy, the new one is closed at once.
+//!   A log line says when the limit is reached and when it clears;
 //! - a TLS handshake and a request's headers must arrive within `header_timeout`;
 //! - a request's body must arrive within `body_timeout`, and a `Content-Length` above
 //!   `max_body_bytes` is answered `413` at once, before any of the body is read;
@@ -29,7 +33,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 /// The HTTP server's limits (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// At shutdown, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// At the connection limit, a connection quiet for this long gives its place to a new one.
+    pub evict_idle_after: Duration,
 }
 
 impl Default for HttpLimits {
@@ -57,6 +63,7 @@ impl Default for HttpLimits {
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 4 * 1024 * 1024,
             drain_timeout: Duration::from_secs(10),
+            evict_idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -77,6 +84,7 @@ pub async fn serve(
         }))
     };
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let registry = Arc::new(Registry::default());
     let (stop, stopping) = watch::channel(false);
     let mut at_limit = false;
     tokio::pin!(shutdown);
@@ -94,31 +102,52 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            if !at_limit {
-                tracing::warn!(
-                    "HTTP connection limit reached: {} connections open; closing new ones until some end",
-                    limits.max_connections
-                );
-                at_limit = true;
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                if at_limit && slots.available_permits() > 0 {
+                    tracing::info!(
+                        "HTTP connections below the limit of {} again",
+                        limits.max_connections
+                    );
+                    at_limit = false;
+                }
+                slot
             }
-            drop(stream);
-            continue;
+            Err(_) => {
+                if !at_limit {
+                    tracing::warn!(
+                        "HTTP connection limit reached: {} connections open; new ones replace the longest idle, or are closed while all are busy",
+                        limits.max_connections
+                    );
+                    at_limit = true;
+                }
+                match make_room(&registry, &slots, limits.evict_idle_after).await {
+                    Some(slot) => slot,
+                    None => {
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
         };
-        if at_limit {
-            tracing::info!("HTTP connections below the limit of {} again", limits.max_connections);
-            at_limit = false;
-        }
+        let (id, evicted) = registry.add();
         let connection = Connection {
             app: app.clone(),
             limits: limits.clone(),
             tls: tls.clone(),
             stopping: stopping.clone(),
+            activity: registry.activity(id),
         };
+        let registry = Arc::clone(&registry);
         tokio::spawn(async move {
-            if let Err(error) = connection.run(stream).await {
+            let outcome = tokio::select! {
+                outcome = connection.run(stream) => outcome,
+                () = evicted.notified() => Err(io::Error::other("closed for a new connection at the limit")),
+            };
+            if let Err(error) = outcome {
                 tracing::debug!(%address, "HTTP connection ended: {error}");
             }
+            registry.remove(id);
             drop(slot);
         });
     }
@@ -129,18 +158,86 @@ pub async fn serve(
     let _ = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all)).await;
 }
 
+/// The open connections' activity, and how to close each: what the accept loop needs to make
+/// room at the limit.
+#[derive(Default)]
+struct Registry {
+    connections: std::sync::Mutex<std::collections::BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>
+    {
+        // Entries are inserted and removed whole: a poisoned map is still consistent.
+        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new connection: its id and what tells it to close.
+    fn add(&self) -> (u64, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(Notify::new());
+        self.lock().insert(id, (Arc::new(Activity::new()), Arc::clone(&evicted)));
+        (id, evicted)
+    }
+
+    fn activity(&self, id: u64) -> Arc<Activity> {
+        self.lock()
+            .get(&id)
+            .map_or_else(|| Arc::new(Activity::new()), |(activity, _)| Arc::clone(activity))
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Tells the connection quiet longest (at least `quiet_for`) to close; whether there was
+    /// one.
+    fn evict_longest_idle(&self, quiet_for: Duration) -> bool {
+        let mut connections = self.lock();
+        let quietest = connections
+            .iter()
+            .map(|(id, (activity, _))| (activity.idle_for(), std::cmp::Reverse(*id)))
+            .filter(|(idle, _)| *idle >= quiet_for)
+            // The quietest; among equally quiet ones, the oldest.
+            .max();
+        match quietest.and_then(|(_, std::cmp::Reverse(id))| connections.remove(&id)) {
+            Some((_, evicted)) => {
+                evicted.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// At the limit: closes the longest-idle connection and takes its slot once it is free.
+async fn make_room(
+    registry: &Registry,
+    slots: &Arc<Semaphore>,
+    quiet_for: Duration,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if !registry.evict_longest_idle(quiet_for) {
+        return None;
+    }
+    tokio::time::timeout(Duration::from_secs(1), Arc::clone(slots).acquire_owned()).await.ok()?.ok()
+}
+
 /// One accepted connection and what it needs.
 struct Connection {
     app: Router,
     limits: HttpLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stopping: watch::Receiver<bool>,
+    activity: Arc<Activity>,
 }
 
 impl Connection {
     async fn run(mut self, stream: TcpStream) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::clone(&self.activity);
         let watched = Watched { inner: stream, activity: Arc::clone(&activity) };
         match self.tls.take() {
             None => self.serve(watched, activity).await,
@@ -357,10 +454,14 @@ mod tests {
         read_until_closed(&mut stream).await;
     }
 
-    /// Connections beyond the cap are closed at once; those within it are served.
+    /// Connections beyond the cap are closed at once while every connection is busy.
     #[tokio::test]
     async fn connections_over_the_cap_are_closed_at_once() {
-        let limits = HttpLimits { max_connections: 2, ..HttpLimits::default() };
+        let limits = HttpLimits {
+            max_connections: 2,
+            evict_idle_after: Duration::from_secs(3600),
+            ..HttpLimits::default()
+        };
         let server = server(limits).await;
         let _held = [
             TcpStream::connect(server.address).await.expect("connects"),
@@ -370,5 +471,33 @@ mod tests {
         let _ = excess.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let answer = read_until_closed(&mut excess).await;
         assert!(answer.is_empty(), "served beyond the cap: {answer}");
+    }
+
+    /// At the cap, a new client takes the place of the quietest connection (here any: the
+    /// eviction threshold is zero), which is closed; the new client is served.
+    #[tokio::test]
+    async fn at_the_cap_a_new_client_replaces_the_quietest_connection() {
+        let limits = HttpLimits {
+            max_connections: 2,
+            evict_idle_after: Duration::ZERO,
+            header_timeout: Duration::from_secs(3600),
+            ..HttpLimits::default()
+        };
+        let server = server(limits).await;
+        let mut held = [
+            TcpStream::connect(server.address).await.expect("connects"),
+            TcpStream::connect(server.address).await.expect("connects"),
+        ];
+        // The first is the quietest: the second has just sent part of a request.
+        held[1].write_all(b"GET / HTTP/1.1\r\n").await.expect("sent");
+        let mut newcomer = TcpStream::connect(server.address).await.expect("connects");
+        newcomer
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sent");
+        let answer = read_until_closed(&mut newcomer).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let evicted = read_until_closed(&mut held[0]).await;
+        assert!(evicted.is_empty(), "{evicted}");
     }
 }

@@ -492,6 +492,7 @@ fn http_limits(args: &ServeArgs) -> anyhow::Result<HttpLimits> {
         // A CAS body carries two values, possibly base64 (4/3 of their size), and JSON.
         max_body_bytes: 3 * args.max_value_bytes + 2 * args.max_key_bytes + 64 * 1024,
         drain_timeout: defaults.drain_timeout,
+        evict_idle_after: defaults.evict_idle_after,
     };
     let open_files = raise_open_file_limit();
     // Kept for the log's segments, snapshots, peers and the listener.
