@@ -158,19 +158,19 @@ pub async fn serve(
     let _ = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all)).await;
 }
 
+/// Each open connection's activity and what tells it to close, by id.
+type Connections = std::collections::BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>;
+
 /// The open connections' activity, and how to close each: what the accept loop needs to make
 /// room at the limit.
 #[derive(Default)]
 struct Registry {
-    connections: std::sync::Mutex<std::collections::BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>,
+    connections: std::sync::Mutex<Connections>,
     next_id: AtomicU64,
 }
 
 impl Registry {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
         // Entries are inserted and removed whole: a poisoned map is still consistent.
         self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
