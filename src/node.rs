@@ -721,6 +721,32 @@ mod tests {
         assert!(start(1024).is_ok(), "exactly the storage's limit");
     }
 
+    /// A node outside the configuration gets through only what Raft needs from there: its
+    /// answers are dropped before the core (a newer term in one changes nothing), its vote
+    /// request is taken (§4.1: the voter's configuration may lag the candidate's).
+    #[test]
+    fn a_non_members_answers_are_dropped_and_its_vote_requests_taken() {
+        let storage = MemoryStorage::new();
+        let mut node = start(&storage, &[1, 2, 3]).expect("starts");
+        let from_stranger =
+            |term, body| Message { from: NodeId(9), to: NodeId(1), term: Term(term), body };
+        node.step(from_stranger(5, MessageBody::RequestVoteResponse { granted: true }));
+        node.step(from_stranger(6, MessageBody::PreVoteResponse { granted: false }));
+        node.step(from_stranger(7, MessageBody::ReadIndex { request: ReadId(1), lease: false }));
+        assert_eq!(node.core().term(), Term(0), "no answer of a non-member reached the core");
+        let last_log_id = node.core().last_log_id();
+        node.step(from_stranger(
+            8,
+            MessageBody::RequestVote { last_log_id, leadership_transfer: false },
+        ));
+        assert_eq!(node.core().term(), Term(8), "a vote request is taken");
+        // A member's answer reaches the core.
+        let mut answer = from_stranger(9, MessageBody::RequestVoteResponse { granted: false });
+        answer.from = NodeId(2);
+        node.step(answer);
+        assert_eq!(node.core().term(), Term(9));
+    }
+
     #[test]
     fn members_without_the_node_are_never_recorded() {
         let storage = MemoryStorage::new();
