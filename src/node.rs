@@ -277,7 +277,9 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     }
 
     /// Handles a message from another node. A message from a node outside this node's
-    /// configuration is dropped here, before the core sees it (see [`admits`]).
+    /// configuration is dropped here, before the core sees it, unless Raft needs it from
+    /// there: a leader's entries or snapshot, a vote request, a removed leader's
+    /// `TimeoutNow`, the answer to a forwarded read. Answers and read requests are dropped.
     pub fn step(&mut self, message: Message) {
         if !admits(self.driver.core.configuration(), &message) {
             tracing::debug!(node = %self.id(), from = %message.from, "Dropping a message from {}: not a member of the configuration", message.from);
