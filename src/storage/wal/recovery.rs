@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::core::InitialState;
+use crate::core::message_bounds::MAX_INDEX;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
@@ -419,6 +420,16 @@ impl Replay {
     /// Replays one record of segment `sequence`: entries replace any stored suffix from their
     /// index; a log reset drops every entry before it; the last hard state wins.
     fn apply(&mut self, sequence: u64, record: Record) -> Result<(), String> {
+        let index = match &record {
+            Record::Entry(entry) => Some(entry.index),
+            Record::LogReset(base) => Some(base.index),
+            Record::HardState(_) | Record::Members(_) => None,
+        };
+        if let Some(index) = index.filter(|index| *index > MAX_INDEX) {
+            // No log reaches it (peers' larger indexes are refused), and counting on from it
+            // would overflow.
+            return Err(format!("index {index} is above the largest log index, {MAX_INDEX}"));
+        }
         match record {
             Record::Entry(entry) => {
                 if self.base.is_none() {
