@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use raft_consensus::storage::{Storage, WalIdentity, WalOptions, WalStorage};
-use raft_consensus::{Entry, EntryPayload, LogId, LogIndex, NodeId, StorageError, Term};
+use raft_consensus::storage::{SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage};
+use raft_consensus::{
+    Configuration, Entry, EntryPayload, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
+    StorageError, Term,
+};
 
 const IDENTITY: WalIdentity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
 
@@ -55,4 +58,37 @@ fn entries_above_the_largest_log_index_are_refused() {
     let (error, unchanged) = reopen_after_reset(u64::MAX - 1, &[blank(1, u64::MAX)]);
     assert!(matches!(error, StorageError::CorruptRecord { .. }), "{error}");
     assert!(unchanged, "a refused log was changed");
+}
+
+#[test]
+fn a_segment_numbered_at_the_largest_u64_is_refused_not_an_overflow() {
+    // A log whose last segment is numbered u64::MAX (header and name agreeing, behind a
+    // snapshot, so nothing else is wrong with it) panicked computing the next segment's number
+    // when it opened.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let options = WalOptions { segment_max_bytes: 64, ..WalOptions::default() };
+    let storage = WalStorage::open(dir.path(), IDENTITY, options.clone()).expect("a new log opens");
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(1)),
+            configuration: Configuration::of_voters([NodeId(1)]),
+        },
+        data: Vec::new().into(),
+    };
+    storage.snapshot_writer().write(&snapshot).expect("the snapshot is written");
+    drop(storage);
+    std::fs::remove_file(dir.path().join(format!("wal-{:020}.log", 1))).expect("segment 1 goes");
+    let mut header = b"RAFTWAL\0".to_vec();
+    header.extend_from_slice(&2u32.to_le_bytes()); // format version
+    header.extend_from_slice(&0u32.to_le_bytes()); // flags
+    header.extend_from_slice(&IDENTITY.node_id.0.to_le_bytes());
+    header.extend_from_slice(&IDENTITY.cluster_id.to_le_bytes());
+    header.extend_from_slice(&u64::MAX.to_le_bytes()); // sequence
+    header.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
+    let last = dir.path().join(format!("wal-{:020}.log", u64::MAX));
+    std::fs::write(&last, &header).expect("the segment is written");
+    let before = files(dir.path());
+    let error = WalStorage::open(dir.path(), IDENTITY, options).expect_err("the log is refused");
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert_eq!(files(dir.path()), before, "a refused log was changed");
 }

@@ -25,6 +25,11 @@ use super::format::{
     Record, SegmentHeader, read_record,
 };
 
+/// The largest segment sequence number a log may hold: the log numbers the segment after the
+/// last one by adding 1, and a log that starts a segment every millisecond reaches this after
+/// hundreds of millions of years. A larger one is corruption.
+const MAX_SEQUENCE: u64 = u64::MAX / 2;
+
 /// The unit a disk writes whole: a write that a crash interrupts lands as some of its
 /// sectors, not necessarily in order.
 const SECTOR_BYTES: usize = 512;
@@ -92,6 +97,16 @@ pub(crate) fn recover<F: FileSystem>(
         .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
     let mut sequences: Vec<u64> = names.iter().filter_map(|name| segment_sequence(name)).collect();
     sequences.sort_unstable();
+    if let Some(last) = sequences.last().filter(|last| **last > MAX_SEQUENCE) {
+        return Err(StorageError::Corrupt {
+            detail: format!(
+                "write-ahead log segment {} in {} is numbered beyond the largest sequence, \
+                 {MAX_SEQUENCE}",
+                segment_name(*last),
+                dir.display()
+            ),
+        });
+    }
     let snapshot = snapshot_file::load_latest(fs, dir, identity)?;
     // Only compaction behind a snapshot removes segments, and it removes the oldest first.
     if let Some(first) = sequences.first()
