@@ -149,6 +149,10 @@ mod seeds {
             &[[1].as_slice(), &first_len, first, second].concat(),
         );
         let snapshot = files.iter().find(|(path, _)| path.extension() == Some("snap".as_ref()));
-        write("snapshot_file", "snapshot", snapshot.expect("the log holds a snapshot").1);
+        let snapshot = snapshot.expect("the log holds a snapshot").1;
+        write("snapshot_file", "snapshot", snapshot);
+        let snapshot_len = u16::try_from(snapshot.len()).unwrap().to_le_bytes();
+        let behind_snapshot = [[4, 2].as_slice(), &snapshot_len, snapshot, second].concat();
+        write("wal_recovery", "segment-2-behind-a-snapshot", &behind_snapshot);
     }
 }

@@ -3,10 +3,11 @@
 //! file; a log that opened must open again to the same state, and take a new record after
 //! what recovery kept.
 //!
-//! The first byte chooses how the directory is built: raw bytes as segment 1 (mode 0), raw
-//! bytes as segments 1 and 2 (mode 1), or (modes 2 and 3) a script run on the real log (so
-//! that records carry valid checksums and reach the replay logic), followed by damage to the
-//! files it left (bits flipped, bytes zeroed, files cut or extended).
+//! The first byte (modulo 5) chooses how the directory is built: raw bytes as segment 1 (mode
+//! 0), as segments 1 and 2 (mode 1), or as a snapshot file and a segment of any number (mode
+//! 4); or (modes 2 and 3) a script run on the real log (so that records carry valid checksums
+//! and reach the replay logic), followed by damage to the files it left (bits flipped, bytes
+//! zeroed, files cut or extended).
 
 use std::path::{Path, PathBuf};
 
@@ -38,16 +39,31 @@ pub fn segment_path(sequence: u64) -> PathBuf {
     Path::new(DIR).join(format!("wal-{sequence:020}.log"))
 }
 
+/// Puts `bytes` into the log's directory as a snapshot file, named after the index its own
+/// header gives (bytes 32..40), so that a mutated index still passes the name check.
+pub fn put_snapshot_file(fs: &MemoryFs, bytes: &[u8]) {
+    let index =
+        bytes.get(32..40).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_le_bytes);
+    fs.put(&Path::new(DIR).join(format!("snapshot-{index:020}.snap")), bytes);
+}
+
 /// The target.
 pub fn recover_wal(data: &[u8]) {
     let mut input = Input::new(data);
     let fs = MemoryFs::default();
-    match input.u8() % 4 {
+    match input.u8() % 5 {
         0 => fs.put(&segment_path(1), input.rest()),
         1 => {
             let first_len = usize::from(input.u16());
             fs.put(&segment_path(1), input.take(first_len));
             fs.put(&segment_path(2), input.rest());
+        }
+        4 => {
+            // A segment of any number, behind a snapshot (as compaction leaves a log).
+            let sequence = input.number();
+            let snapshot_len = usize::from(input.u16());
+            put_snapshot_file(&fs, input.take(snapshot_len));
+            fs.put(&segment_path(sequence), input.rest());
         }
         _ => {
             run_script(&fs, &mut input);
