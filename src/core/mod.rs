@@ -27,7 +27,7 @@ mod election;
 mod invariants;
 mod log;
 mod membership;
-mod message_bounds;
+pub(crate) mod message_bounds;
 mod progress;
 mod quorum;
 mod read_index;

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::core::InitialState;
+use crate::core::message_bounds::MAX_INDEX;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
@@ -23,6 +24,11 @@ use super::format::{
     FORMAT_VERSION, Framing, HEADER_LEN, HeaderError, MAGIC, OLDEST_READABLE_VERSION, ReadOutcome,
     Record, SegmentHeader, read_record,
 };
+
+/// The largest segment sequence number a log may hold: the log numbers the segment after the
+/// last one by adding 1, and a log that starts a segment every millisecond reaches this after
+/// hundreds of millions of years. A larger one is corruption.
+const MAX_SEQUENCE: u64 = u64::MAX / 2;
 
 /// The unit a disk writes whole: a write that a crash interrupts lands as some of its
 /// sectors, not necessarily in order.
@@ -91,6 +97,16 @@ pub(crate) fn recover<F: FileSystem>(
         .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
     let mut sequences: Vec<u64> = names.iter().filter_map(|name| segment_sequence(name)).collect();
     sequences.sort_unstable();
+    if let Some(last) = sequences.last().filter(|last| **last > MAX_SEQUENCE) {
+        return Err(StorageError::Corrupt {
+            detail: format!(
+                "write-ahead log segment {} in {} is numbered beyond the largest sequence, \
+                 {MAX_SEQUENCE}",
+                segment_name(*last),
+                dir.display()
+            ),
+        });
+    }
     let snapshot = snapshot_file::load_latest(fs, dir, identity)?;
     // Only compaction behind a snapshot removes segments, and it removes the oldest first.
     if let Some(first) = sequences.first()
@@ -419,6 +435,16 @@ impl Replay {
     /// Replays one record of segment `sequence`: entries replace any stored suffix from their
     /// index; a log reset drops every entry before it; the last hard state wins.
     fn apply(&mut self, sequence: u64, record: Record) -> Result<(), String> {
+        let index = match &record {
+            Record::Entry(entry) => Some(entry.index),
+            Record::LogReset(base) => Some(base.index),
+            Record::HardState(_) | Record::Members(_) => None,
+        };
+        if let Some(index) = index.filter(|index| *index > MAX_INDEX) {
+            // No log reaches it (peers' larger indexes are refused), and counting on from it
+            // would overflow.
+            return Err(format!("index {index} is above the largest log index, {MAX_INDEX}"));
+        }
         match record {
             Record::Entry(entry) => {
                 if self.base.is_none() {
