@@ -7,6 +7,8 @@
 mod codec;
 #[path = "../fuzz/src/corpus.rs"]
 mod corpus;
+#[path = "../fuzz/src/handshake.rs"]
+mod handshake;
 #[path = "../fuzz/src/input.rs"]
 mod input;
 #[path = "../fuzz/src/memory_fs.rs"]
@@ -25,6 +27,11 @@ fn corpus_dir(target: &str) -> PathBuf {
 #[test]
 fn codec_corpus_replays() {
     corpus::replay(&corpus_dir("codec"), codec::decode_frame);
+}
+
+#[test]
+fn handshake_corpus_replays() {
+    corpus::replay(&corpus_dir("handshake"), handshake::check_handshake);
 }
 
 #[test]

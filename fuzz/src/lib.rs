@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod corpus;
+pub mod handshake;
 pub mod input;
 pub mod kv_request;
 pub mod kv_snapshot;
