@@ -65,7 +65,7 @@ const MAX_ADVERTISED_ADDR_BYTES: usize = 256;
 const MAX_LEARNED_PEERS: usize = crate::config::MAX_MEMBERS;
 
 /// Settings of a [`TcpTransport`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TcpConfig {
     /// The cluster's id; connections from another cluster are refused.
     pub cluster_id: u64,

@@ -79,14 +79,6 @@ impl std::fmt::Debug for PeerTls {
     }
 }
 
-impl PartialEq for PeerTls {
-    fn eq(&self, other: &Self) -> bool {
-        self.certificate == other.certificate
-    }
-}
-
-impl Eq for PeerTls {}
-
 impl PeerTls {
     /// Reads a certificate chain, its private key and the CA certificate(s) from PEM files.
     pub fn from_pem_files(certificate: &Path, key: &Path, ca: &Path) -> Result<PeerTls, TlsError> {
@@ -356,5 +348,52 @@ mod tests {
             corrupted[position] ^= 0xff;
             let _ = subject_common_names(&corrupted);
         }
+    }
+
+    /// A node's own certificate must name it: `check_names` says which node it does not name.
+    #[test]
+    fn a_node_checks_that_its_own_certificate_names_it() {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "raft test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).expect("signed");
+        let issuer = rcgen::Issuer::new(params, key);
+        let node_key = rcgen::KeyPair::generate().expect("a key");
+        let node = rcgen::CertificateParams::new(vec![String::from("node1")])
+            .expect("names")
+            .signed_by(&node_key, &issuer)
+            .expect("signed");
+        let tls = PeerTls::from_pem(
+            node.pem().as_bytes(),
+            node_key.serialize_pem().as_bytes(),
+            ca.pem().as_bytes(),
+        )
+        .expect("a usable configuration");
+        assert!(tls.check_names(NodeId(1)).is_ok());
+        assert!(matches!(tls.check_names(NodeId(2)), Err(TlsError::WrongNode { node: 2 })));
+        assert!(PeerTls::from_pem(b"", b"", ca.pem().as_bytes()).is_err(), "no certificate");
+        assert_eq!(format!("{tls:?}"), "PeerTls { .. }", "no key material in logs");
+    }
+
+    /// DER elements: short and long lengths (up to four length bytes), and what is refused
+    /// (indefinite lengths, more than four length bytes, high tag numbers, truncation).
+    #[test]
+    fn der_elements_are_read_within_their_bounds() {
+        assert_eq!(der_element(&[0x04, 0x02, 7, 8, 9]), Some((0x04, &[7u8, 8][..], &[9u8][..])));
+        assert_eq!(der_element(&[0x04, 0x7f]), None, "127 bytes announced, none there");
+        let mut indefinite = vec![0x04, 0x80];
+        indefinite.extend([0u8; 130]);
+        assert_eq!(der_element(&indefinite), None, "an indefinite length");
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend([5u8; 128]);
+        assert_eq!(der_element(&long).map(|(_, content, _)| content.len()), Some(128));
+        assert_eq!(der_element(&[0x04, 0x84, 0, 0, 0, 1, 6]), Some((0x04, &[6u8][..], &[][..])));
+        assert_eq!(der_element(&[0x04, 0x85, 0, 0, 0, 0, 1, 6]), None, "five length bytes");
+        assert_eq!(der_element(&[0x04, 0x82, 0x01]), None, "a truncated length");
+        assert_eq!(der_element(&[0x1f, 0x01, 0x00]), None, "a high tag number");
+        assert_eq!(der_element(&[0x3f, 0x01, 0x00]), None, "a high tag number, constructed");
+        assert_eq!(der_element(&[0x1e, 0x01, 0x00]), Some((0x1e, &[0u8][..], &[][..])));
+        assert_eq!(der_element(&[]), None);
     }
 }
