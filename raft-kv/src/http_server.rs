@@ -403,7 +403,10 @@ mod tests {
     async fn server(limits: HttpLimits) -> SocketAddrAndStop {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().expect("bound");
-        let app = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        let app = Router::new().route("/", axum::routing::get(|| async { "hi" })).route(
+            "/echo",
+            axum::routing::put(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, limits, None, async move {
             let _ = stopped.await;
@@ -499,5 +502,81 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let evicted = read_until_closed(&mut held[0]).await;
         assert!(evicted.is_empty(), "{evicted}");
+    }
+
+    /// Sends `request` on a new connection and reads the answer until the server closes.
+    async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).await.expect("connects");
+        stream.write_all(request).await.expect("sent");
+        read_until_closed(&mut stream).await
+    }
+
+    fn small_bodies() -> HttpLimits {
+        HttpLimits {
+            max_body_bytes: 16,
+            body_timeout: Duration::from_millis(300),
+            ..HttpLimits::default()
+        }
+    }
+
+    /// A declared body over the limit is answered 413 before any of it is sent; one at the
+    /// limit is served.
+    #[tokio::test]
+    async fn a_declared_body_over_the_limit_is_refused_at_once() {
+        let server = server(small_bodies()).await;
+        let answer = exchange(
+            server.address,
+            b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.ends_with(r#"{"error":"request_too_large"}"#), "{answer}");
+        let at_limit = b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\nConnection: close\r\n\r\n0123456789abcdef";
+        let answer = exchange(server.address, at_limit).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("16"), "{answer}");
+    }
+
+    /// A chunked body (no declared length) that grows past the limit is refused with 413.
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_refused() {
+        let server = server(small_bodies()).await;
+        let request = b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n0123456789abcdef0123456789abcdef\r\n0\r\n\r\n";
+        let answer = exchange(server.address, request).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.ends_with(r#"{"error":"request_too_large"}"#), "{answer}");
+    }
+
+    /// A body that stops arriving is answered 408 after the body timeout.
+    #[tokio::test]
+    async fn a_stalled_body_is_answered_408() {
+        let server = server(small_bodies()).await;
+        let request = b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234";
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        stream.write_all(request).await.expect("sent");
+        let answer = read_until_closed(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.ends_with(r#"{"error":"body_timeout"}"#), "{answer}");
+    }
+
+    /// Traffic keeps a kept-alive connection from counting as idle: requests spaced under the
+    /// idle timeout, and spanning more than it, are all answered on one connection.
+    #[tokio::test]
+    async fn a_connection_with_traffic_is_not_idle() {
+        let limits = HttpLimits {
+            idle_timeout: Duration::from_millis(400),
+            header_timeout: Duration::from_secs(3600),
+            ..HttpLimits::default()
+        };
+        let server = server(limits).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        for _ in 0..6 {
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("sent");
+            let mut answer = [0u8; 1024];
+            let read = tokio::time::timeout(DEADLINE, stream.read(&mut answer)).await;
+            let read = read.expect("answered in time").expect("readable");
+            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "closed as idle while in use");
+            // The gap between requests is the stimulus: each is under the idle timeout.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
     }
 }
