@@ -579,4 +579,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
+
+    /// A closed connection leaves the registry: at the cap, the quietest *open* connection
+    /// makes room (a closed one left behind would be chosen, and the newcomer dropped).
+    #[tokio::test]
+    async fn a_closed_connection_is_not_chosen_to_make_room() {
+        let limits = HttpLimits {
+            max_connections: 1,
+            evict_idle_after: Duration::ZERO,
+            header_timeout: Duration::from_secs(3600),
+            ..HttpLimits::default()
+        };
+        let server = server(limits).await;
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let answer = exchange(server.address, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The first connection is gone; this one holds the only slot, quietly.
+        let mut held = TcpStream::connect(server.address).await.expect("connects");
+        held.write_all(b"GET / HTTP/1.1\r\n").await.expect("sent");
+        let answer = exchange(server.address, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "the newcomer was dropped: {answer}");
+        assert!(read_until_closed(&mut held).await.is_empty());
+    }
 }
