@@ -49,8 +49,35 @@
 
 use std::error::Error;
 use std::fmt;
+use std::io;
 
 use crate::types::LogIndex;
+
+/// A state machine's state frozen at one log position, taken by
+/// [`StateMachine::snapshot_view`] on the node's task and written out by
+/// [`write_to`](Self::write_to) on another thread while the node goes on applying commands.
+///
+/// A `Vec<u8>` is one (the bytes of [`StateMachine::snapshot`]); a state machine over a
+/// persistent (copy-on-write) map makes one by cloning the map, which takes constant time,
+/// and writes it record by record, so the snapshot never sits whole in memory.
+pub trait SnapshotView: Send + 'static {
+    /// Writes the frozen state into `out`. The bytes are what
+    /// [`StateMachine::restore_from`] reads back.
+    fn write_to(
+        self: Box<Self>,
+        out: &mut dyn io::Write,
+    ) -> Result<(), Box<dyn Error + Send + Sync>>;
+}
+
+impl SnapshotView for Vec<u8> {
+    fn write_to(
+        self: Box<Self>,
+        out: &mut dyn io::Write,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        out.write_all(&self)?;
+        Ok(())
+    }
+}
 
 /// The error the default [`StateMachine::snapshot`] and [`StateMachine::restore`] return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,14 +143,40 @@ pub trait StateMachine {
     }
 
     /// Serializes the whole state. Optional: the default says snapshots are unsupported.
+    ///
+    /// The node calls [`snapshot_view`](Self::snapshot_view), whose default calls this: a
+    /// state machine whose state is large implements `snapshot_view` instead, so that the
+    /// node's task is not held up while the state is serialized.
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         Err(Box::new(SnapshotsUnsupported))
     }
 
     /// Replaces the whole state with a snapshot made by [`snapshot`](Self::snapshot).
     /// Optional: the default says snapshots are unsupported.
+    ///
+    /// The node calls [`restore_from`](Self::restore_from), whose default reads the whole
+    /// snapshot into memory and calls this.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
         let _ = snapshot;
         Err(Box::new(SnapshotsUnsupported))
+    }
+
+    /// Freezes the current state for a snapshot, quickly, on the node's task; the node then
+    /// writes it out on another thread ([`SnapshotView::write_to`]) while it goes on applying
+    /// commands. The default serializes the state at once with [`snapshot`](Self::snapshot).
+    fn snapshot_view(&self) -> Result<Box<dyn SnapshotView>, Box<dyn Error + Send + Sync>> {
+        Ok(Box::new(self.snapshot()?))
+    }
+
+    /// Replaces the whole state with a snapshot read from `snapshot` (what a
+    /// [`SnapshotView`] wrote). It must leave the state unchanged when it returns an error.
+    /// The default reads everything into memory and calls [`restore`](Self::restore).
+    fn restore_from(
+        &mut self,
+        snapshot: &mut dyn io::Read,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let mut bytes = Vec::new();
+        snapshot.read_to_end(&mut bytes)?;
+        self.restore(&bytes)
     }
 }
