@@ -27,11 +27,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_consensus::core::InitialState;
-use raft_consensus::storage::{MemoryStorage, SnapshotWriter, Storage};
+use raft_consensus::storage::{MemoryStorage, Storage};
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{
-    Config, Entry, HardState, LogId, LogIndex, NodeId, RaftNode, Snapshot, StateMachine,
-    StorageError,
+    Config, Entry, HardState, LogId, LogIndex, NodeId, RaftNode, StateMachine, StorageError,
 };
 
 const MEMBERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
@@ -43,7 +42,8 @@ const KV_VALUE_BYTES: usize = 256;
 struct NullStorage;
 
 impl Storage for NullStorage {
-    type SnapshotWriter = NullStorage;
+    /// Snapshots (which these state machines never take) would stay in memory.
+    type Snapshots = MemoryStorage;
 
     fn load(&mut self) -> Result<InitialState, StorageError> {
         Ok(InitialState::default())
@@ -61,8 +61,8 @@ impl Storage for NullStorage {
         Ok(())
     }
 
-    fn snapshot_writer(&self) -> NullStorage {
-        NullStorage
+    fn snapshot_store(&self) -> MemoryStorage {
+        MemoryStorage::new()
     }
 
     fn save_hard_state(&mut self, _hard_state: &HardState) -> Result<(), StorageError> {
@@ -74,12 +74,6 @@ impl Storage for NullStorage {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        Ok(())
-    }
-}
-
-impl SnapshotWriter for NullStorage {
-    fn write(&mut self, _snapshot: &Snapshot) -> Result<(), StorageError> {
         Ok(())
     }
 }

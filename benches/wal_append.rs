@@ -45,10 +45,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_consensus::storage::{
-    PendingSync, SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage,
+    PendingSync, SnapshotStore, Storage, WalIdentity, WalOptions, WalStorage,
 };
 use raft_consensus::{
-    Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
+    Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, SnapshotMeta,
     StorageError, Term,
 };
 
@@ -307,14 +307,13 @@ fn wal_append(root: &Path, batch: usize, steady: bool, pipelined: bool) -> Resul
             // What a node does after applying that many entries: store a snapshot (a small
             // one: the state machine's size is not what is measured), then compact.
             snapshot_index = next_index - 1;
-            let snapshot = Snapshot {
-                meta: SnapshotMeta {
-                    last_included: LogId::new(Term(1), LogIndex(snapshot_index)),
-                    configuration: Configuration::of_voters([NodeId(1)]),
-                },
-                data: Bytes::from_static(b"state"),
+            let meta = SnapshotMeta {
+                last_included: LogId::new(Term(1), LogIndex(snapshot_index)),
+                configuration: Configuration::of_voters([NodeId(1)]),
             };
-            wal.snapshot_writer().write(&snapshot)?;
+            let mut sink = wal.snapshot_store().create(&meta)?;
+            sink.write_all(b"state")?;
+            sink.finish()?;
             wal.compact(LogIndex(snapshot_index - SNAPSHOT_KEEP_ENTRIES))?;
         }
         entries.clear();

@@ -6,7 +6,8 @@
 //! tests is the very ordering a real node uses:
 //!
 //! 1. send the messages that need nothing durable (a leader's AppendEntries),
-//! 2. store a snapshot received from the leader and reset the log behind it, write entries
+//! 2. read the snapshot chunks a leader sends from storage and send them, write the chunks a
+//!    follower receives to storage, store a completed one and reset the log behind it, write entries
 //!    and hard state, and flush them ([`Storage::flush`]): the sync that makes them durable
 //!    is handed to the caller to run in the background,
 //! 3. restore the state machine from a received snapshot, apply committed entries in order
@@ -22,7 +23,9 @@
 //! that depends on the failed write leaves the node.
 //!
 //! It also decides when to take a snapshot of the state machine (the `snapshot_after_*`
-//! limits of the config) and, once the caller has stored it, compacts the log behind it.
+//! limits of the config): it freezes a [`SnapshotView`] of the state machine, which the
+//! caller writes into storage ([`write_snapshot`], on another thread if it likes), and once
+//! it is stored compacts the log behind it.
 
 use std::collections::VecDeque;
 use std::error::Error;
@@ -30,12 +33,75 @@ use std::error::Error;
 use bytes::Bytes;
 
 use crate::core::{LOG_TARGET, RaftCore, Ready, ReadyAck};
+use crate::core::{ReceivedSnapshotChunk, SnapshotChunkToSend};
 use crate::error::StorageError;
-use crate::message::{EntryPayload, Message};
-use crate::snapshot::Snapshot;
-use crate::state_machine::{SnapshotsUnsupported, StateMachine};
-use crate::storage::{PendingSync, SnapshotWriter, Storage};
+use crate::message::{EntryPayload, Message, MessageBody};
+use crate::snapshot::{Snapshot, SnapshotId, SnapshotMeta};
+use crate::state_machine::{SnapshotView, SnapshotsUnsupported, StateMachine};
+use crate::storage::{
+    PendingSync, SnapshotReader, SnapshotSink, SnapshotSource, SnapshotStore, Storage,
+};
 use crate::types::{LogIndex, Term};
+
+/// Stored snapshots a leader keeps open to read the chunks it sends: the latest few, so
+/// that a transfer under way can finish after a newer snapshot replaced its file.
+const OPEN_SNAPSHOTS: usize = 3;
+
+/// A snapshot of the state machine, frozen on the node's task by
+/// [`Node::take_snapshot`](crate::node::Node::take_snapshot), to be written into storage with
+/// [`write_into`](Self::write_into), on another thread if the caller likes.
+pub struct TakenSnapshot {
+    meta: SnapshotMeta,
+    view: Box<dyn SnapshotView>,
+}
+
+impl TakenSnapshot {
+    /// What the snapshot covers.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    /// Streams the frozen state into a new snapshot in `store` and returns its description,
+    /// for [`Node::snapshot_stored`](crate::node::Node::snapshot_stored).
+    pub fn write_into(self, store: &mut impl SnapshotStore) -> Result<Snapshot, StorageError> {
+        write_snapshot(store, self)
+    }
+}
+
+impl std::fmt::Debug for TakenSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakenSnapshot").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+/// Writes `taken` into `store`: the state machine's view streams into a new stored snapshot.
+fn write_snapshot(
+    store: &mut impl SnapshotStore,
+    taken: TakenSnapshot,
+) -> Result<Snapshot, StorageError> {
+    let TakenSnapshot { meta, view } = taken;
+    let mut sink = store.create(&meta)?;
+    let index = meta.last_included.index;
+    view.write_to(&mut sink).map_err(|error| match error.downcast::<std::io::Error>() {
+        Ok(error) => StorageError::io(format!("writing the snapshot through {index}"), *error),
+        Err(error) => StorageError::Snapshot { index, reason: error.to_string() },
+    })?;
+    sink.finish()
+}
+
+/// Restores `state_machine` from the stored `snapshot`, reading it from `store` and checking
+/// its bytes against its checksum.
+pub(crate) fn restore_snapshot(
+    state_machine: &mut impl StateMachine,
+    store: &impl SnapshotStore,
+    snapshot: &Snapshot,
+) -> Result<(), StorageError> {
+    let index = snapshot.meta.last_included.index;
+    let restore_error = |reason: String| StorageError::Restore { index, reason };
+    let mut reader = SnapshotReader::new(store.open(snapshot)?);
+    state_machine.restore_from(&mut reader).map_err(|error| restore_error(error.to_string()))?;
+    reader.finish().map_err(|error| restore_error(error.to_string()))
+}
 
 /// Syncs that may run at once: while one batch syncs, the next is written.
 pub(crate) const MAX_SYNCS_IN_FLIGHT: usize = 16;
@@ -72,7 +138,7 @@ pub(crate) trait ReadySink {
 }
 
 /// A protocol core with its storage and state machine.
-pub(crate) struct Driver<S, M> {
+pub(crate) struct Driver<S: Storage, M> {
     pub(crate) core: RaftCore,
     storage: S,
     state_machine: M,
@@ -86,6 +152,12 @@ pub(crate) struct Driver<S, M> {
     pub(crate) snapshots_installed: u64,
     /// Snapshots this node took and stored (for metrics).
     pub(crate) snapshots_stored: u64,
+    /// Where snapshots are stored and read.
+    snapshot_store: S::Snapshots,
+    /// Follower: the snapshot being received, written as its chunks arrive.
+    incoming_snapshot: Option<(SnapshotId, Box<dyn SnapshotSink>)>,
+    /// Leader: stored snapshots open for reading chunks, newest last.
+    open_snapshots: VecDeque<Box<dyn SnapshotSource>>,
     /// Readys waiting for their syncs (or those before them), oldest first.
     persisting: VecDeque<Persisting>,
     /// How many of them have a sync in flight.
@@ -100,9 +172,13 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         state_machine: M,
         snapshots_supported: bool,
     ) -> Self {
+        let snapshot_store = storage.snapshot_store();
         Driver {
             core,
             storage,
+            snapshot_store,
+            incoming_snapshot: None,
+            open_snapshots: VecDeque::new(),
             state_machine,
             snapshots_supported,
             applied_since_snapshot: (0, 0),
@@ -123,10 +199,12 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         while self.syncs_in_flight < MAX_SYNCS_IN_FLIGHT && self.core.has_ready() {
             let Ready {
                 hard_state,
+                received_chunks,
                 snapshot,
                 log_reset,
                 entries,
                 messages,
+                snapshot_chunks,
                 persisted_messages,
                 committed_entries,
                 ack,
@@ -134,10 +212,16 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             for message in messages {
                 sink.send(message);
             }
+            for chunk in snapshot_chunks {
+                self.send_snapshot_chunk(chunk, sink);
+            }
+            for chunk in received_chunks {
+                self.write_received_chunk(chunk)?;
+            }
             let must_sync = hard_state.is_some() || !entries.is_empty() || log_reset.is_some();
             // The snapshot is durable before the log drops what it covers.
             if let Some(snapshot) = &snapshot {
-                self.storage.snapshot_writer().write(snapshot)?;
+                self.store_received_snapshot(snapshot)?;
             }
             if let Some(base) = log_reset {
                 self.storage.reset_log(base)?;
@@ -172,10 +256,7 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 sink.start_sync(sync);
             }
             if let Some(snapshot) = snapshot {
-                let index = snapshot.meta.last_included.index;
-                self.state_machine
-                    .restore(&snapshot.data)
-                    .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
+                restore_snapshot(&mut self.state_machine, &self.snapshot_store, &snapshot)?;
                 self.applied_since_snapshot = (0, 0);
                 self.snapshots_installed += 1;
             }
@@ -188,6 +269,101 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
                 }
             }
             self.core.advance(applied_ack);
+        }
+        Ok(())
+    }
+
+    /// Leader: reads `chunk` of a stored snapshot and sends it. A snapshot that can no longer
+    /// be opened (a newer one replaced it first) makes the core send the newer one instead.
+    fn send_snapshot_chunk(&mut self, chunk: SnapshotChunkToSend, sink: &mut impl ReadySink) {
+        let SnapshotChunkToSend { mut message, len } = chunk;
+        let MessageBody::InstallSnapshot { snapshot, offset, data } = &mut message.body else {
+            debug_assert!(false, "a snapshot chunk to send is an InstallSnapshot");
+            return;
+        };
+        let read = self.open_snapshot(snapshot).and_then(|source| {
+            let bytes = source.read_at(*offset, len)?;
+            if bytes.len() != len {
+                return Err(StorageError::Corrupt {
+                    detail: format!("{} ends before byte {}", snapshot.id, *offset + len as u64),
+                });
+            }
+            Ok(bytes)
+        });
+        match read {
+            Ok(bytes) => {
+                *data = bytes;
+                sink.send(message);
+            }
+            Err(error) => {
+                let (to, id) = (message.to, snapshot.id);
+                tracing::warn!(target: LOG_TARGET, node = %self.core.id(), "Could not read {id} to send to {to}: {error}");
+                self.open_snapshots.retain(|source| source.snapshot().id != id);
+                self.core.snapshot_unreadable(to, id);
+            }
+        }
+    }
+
+    /// The open source of the stored `snapshot`, opening it if needed.
+    fn open_snapshot(&mut self, snapshot: &Snapshot) -> Result<&dyn SnapshotSource, StorageError> {
+        let position =
+            self.open_snapshots.iter().position(|source| source.snapshot().id == snapshot.id);
+        let position = match position {
+            Some(position) => position,
+            None => {
+                let source = self.snapshot_store.open(snapshot)?;
+                self.keep_open(source);
+                self.open_snapshots.len() - 1
+            }
+        };
+        Ok(self.open_snapshots[position].as_ref())
+    }
+
+    /// Keeps `source` open for sending, closing the oldest beyond [`OPEN_SNAPSHOTS`].
+    fn keep_open(&mut self, source: Box<dyn SnapshotSource>) {
+        self.open_snapshots.push_back(source);
+        while self.open_snapshots.len() > OPEN_SNAPSHOTS {
+            self.open_snapshots.pop_front();
+        }
+    }
+
+    /// Follower: writes a received chunk into the snapshot being received (the chunk at
+    /// offset 0 starts it, dropping an unfinished one).
+    fn write_received_chunk(&mut self, chunk: ReceivedSnapshotChunk) -> Result<(), StorageError> {
+        let ReceivedSnapshotChunk { snapshot, offset, data } = chunk;
+        if offset == 0 {
+            self.incoming_snapshot = None;
+            let sink = self.snapshot_store.create(&snapshot.meta)?;
+            self.incoming_snapshot = Some((snapshot.id, sink));
+        }
+        let Some((id, sink)) = self.incoming_snapshot.as_mut().filter(|(id, _)| *id == snapshot.id)
+        else {
+            return Err(StorageError::Corrupt {
+                detail: format!(
+                    "a chunk at byte {offset} of {} came with no transfer begun",
+                    snapshot.id
+                ),
+            });
+        };
+        sink.write_all(&data)
+            .map_err(|error| StorageError::io(format!("writing the received {id}"), error))
+    }
+
+    /// Follower: makes the snapshot whose chunks were all written durable as the stored one.
+    fn store_received_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let Some((id, sink)) = self.incoming_snapshot.take() else {
+            return Err(StorageError::Corrupt {
+                detail: format!("{} was installed with none of its bytes written", snapshot.id),
+            });
+        };
+        let stored = sink.finish()?;
+        if id != snapshot.id || stored.id != snapshot.id {
+            return Err(StorageError::Corrupt {
+                detail: format!(
+                    "{} was installed but {} was written ({id} received)",
+                    snapshot.id, stored.id
+                ),
+            });
         }
         Ok(())
     }
@@ -219,20 +395,21 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         self.syncs_in_flight
     }
 
-    /// Takes a snapshot of the state machine when enough was applied since the last one and
-    /// none is being stored. The caller stores it with [`snapshot_writer`](Self::snapshot_writer)
-    /// (on another thread if it likes) and reports with [`snapshot_stored`](Self::snapshot_stored).
-    pub(crate) fn take_snapshot_if_due(&mut self) -> Option<Snapshot> {
+    /// Freezes a snapshot of the state machine when enough was applied since the last one
+    /// and none is being stored. The caller writes it with [`write_snapshot`] into
+    /// [`snapshot_store`](Self::snapshot_store) (on another thread if it likes) and reports
+    /// with [`snapshot_stored`](Self::snapshot_stored).
+    pub(crate) fn take_snapshot_if_due(&mut self) -> Option<TakenSnapshot> {
         if !self.snapshot_due() {
             return None;
         }
         let meta = self.core.snapshot_meta_for_applied()?;
         self.applied_since_snapshot = (0, 0);
-        match self.state_machine.snapshot() {
-            Ok(data) => {
-                tracing::debug!(target: LOG_TARGET, node = %self.core.id(), "Took a snapshot through {} ({} bytes)", meta.last_included, data.len());
+        match self.state_machine.snapshot_view() {
+            Ok(view) => {
+                tracing::debug!(target: LOG_TARGET, node = %self.core.id(), "Took a snapshot through {}", meta.last_included);
                 self.snapshot_in_flight = true;
-                Some(Snapshot { meta, data: data.into() })
+                Some(TakenSnapshot { meta, view })
             }
             Err(error) => {
                 tracing::warn!(target: LOG_TARGET, node = %self.core.id(), "The state machine could not take a snapshot through {}: {error}", meta.last_included);
@@ -255,10 +432,10 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         due && self.snapshots_supported && !self.snapshot_in_flight
     }
 
-    /// A handle that stores snapshots, for the caller of
+    /// A handle that stores and reads snapshots, for the caller of
     /// [`take_snapshot_if_due`](Self::take_snapshot_if_due).
-    pub(crate) fn snapshot_writer(&self) -> S::SnapshotWriter {
-        self.storage.snapshot_writer()
+    pub(crate) fn snapshot_store(&self) -> S::Snapshots {
+        self.storage.snapshot_store()
     }
 
     /// Reports how storing the snapshot from [`take_snapshot_if_due`](Self::take_snapshot_if_due)
@@ -271,6 +448,14 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         match outcome {
             Ok(snapshot) => {
                 self.snapshots_stored += 1;
+                // Opened now, while it is the newest: a transfer of it can finish after a
+                // newer one replaces its file.
+                match self.snapshot_store.open(&snapshot) {
+                    Ok(source) => self.keep_open(source),
+                    Err(error) => {
+                        tracing::warn!(target: LOG_TARGET, node = %self.core.id(), "Could not open the snapshot just stored: {error}");
+                    }
+                }
                 if let Some(through) = self.core.snapshot_stored(snapshot) {
                     self.storage.compact(through)?;
                 }
@@ -291,7 +476,7 @@ pub(crate) fn probe_snapshot_support<M: StateMachine>(
     state_machine: &M,
     node: crate::NodeId,
 ) -> bool {
-    match state_machine.snapshot() {
+    match state_machine.snapshot_view() {
         Err(error) if error.downcast_ref::<SnapshotsUnsupported>().is_some() => {
             tracing::info!(target: LOG_TARGET, %node, "The state machine does not implement snapshots: the log is never compacted and a restart replays it all");
             false

@@ -163,6 +163,16 @@ pub enum StorageError {
         /// What the state machine's `restore` said.
         reason: String,
     },
+    /// The state machine failed to write a snapshot (its
+    /// [`SnapshotView::write_to`](crate::state_machine::SnapshotView::write_to) returned an
+    /// error other than an I/O error): the log stays as it is and a later snapshot tries again.
+    #[error("the state machine could not write the snapshot through index {index}: {reason}")]
+    Snapshot {
+        /// The snapshot's last included index.
+        index: crate::types::LogIndex,
+        /// What the state machine said.
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -181,7 +191,8 @@ impl StorageError {
             StorageError::ForeignData { .. }
             | StorageError::UnsupportedVersion { .. }
             | StorageError::EntryTooLarge { .. }
-            | StorageError::Restore { .. } => StorageErrorKind::Other,
+            | StorageError::Restore { .. }
+            | StorageError::Snapshot { .. } => StorageErrorKind::Other,
         }
     }
 }

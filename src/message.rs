@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use crate::core::Configuration;
-use crate::snapshot::SnapshotMeta;
+use crate::snapshot::{Snapshot, SnapshotId};
 use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 
 /// One entry of the replicated log.
@@ -113,15 +113,16 @@ pub enum MessageBody {
         round: HeartbeatRound,
     },
     /// A leader sends a follower one chunk of a snapshot, because the follower needs entries
-    /// the leader has compacted away (Raft §7). Chunks go in order; the follower installs the
-    /// snapshot once it holds all `total_len` bytes.
+    /// the leader has compacted away (Raft §7). Chunks go in order; the follower writes them
+    /// to storage as they come and installs the snapshot once it holds all `snapshot.size`
+    /// bytes and their checksum matches `snapshot.checksum`. A transfer is the leader's term
+    /// and `snapshot.id`: chunks of two transfers are never put together.
     InstallSnapshot {
-        /// What the snapshot covers (the same in every chunk of one transfer).
-        meta: SnapshotMeta,
+        /// The snapshot: what it covers, its id, length and checksum (the same in every chunk
+        /// of one transfer).
+        snapshot: Snapshot,
         /// Where `data` starts in the snapshot.
         offset: u64,
-        /// The snapshot's whole length in bytes.
-        total_len: u64,
         /// The chunk.
         data: Bytes,
     },
@@ -151,6 +152,8 @@ pub enum MessageBody {
     /// The answer to an `InstallSnapshot` chunk.
     InstallSnapshotResponse {
         /// The snapshot the answer is about.
+        snapshot: SnapshotId,
+        /// The last entry that snapshot covers.
         last_included: LogId,
         /// How many bytes of it the follower holds, contiguous from the start: the offset of
         /// the next chunk it needs.
@@ -158,6 +161,9 @@ pub enum MessageBody {
         /// Whether the follower has installed it (or already held everything it covers):
         /// replication continues from the log after `last_included`.
         installed: bool,
+        /// The chunk answered starts past `received`: the bytes from `received` on were lost
+        /// (or reordered) on the way, and the follower dropped it.
+        gap: bool,
     },
 }
 

@@ -107,7 +107,8 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, MAX_MEMBERS};
 use crate::core::{InitialState, LOG_TARGET, MemberAddress, RaftCore, ReadPolicy, Role};
-use crate::driver::{Applied, Driver, probe_snapshot_support};
+pub use crate::driver::TakenSnapshot;
+use crate::driver::{Applied, Driver, probe_snapshot_support, restore_snapshot};
 use crate::error::{
     ConfigError, MembershipError, ProposeError, ReadError, StartError, StorageError,
 };
@@ -226,10 +227,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         let members = agree_on_members(id, given, &mut initial, &mut storage)?;
         let snapshots_supported = probe_snapshot_support(&state_machine, id);
         if let Some(snapshot) = &initial.snapshot {
-            let index = snapshot.meta.last_included.index;
-            state_machine
-                .restore(&snapshot.data)
-                .map_err(|error| StorageError::Restore { index, reason: error.to_string() })?;
+            restore_snapshot(&mut state_machine, &storage.snapshot_store(), snapshot)?;
             tracing::info!(target: LOG_TARGET, node = %id, "Restored the state machine from the snapshot through {}", snapshot.meta.last_included);
         }
         let mut core = RaftCore::new(id, members, config, initial, seed)?;
@@ -462,18 +460,19 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         self.driver.snapshot_due()
     }
 
-    /// Takes a snapshot of the state machine when one is due, for the pump to store with
-    /// [`snapshot_writer`](Self::snapshot_writer) (on another thread if it likes) and report
-    /// with [`snapshot_stored`](Self::snapshot_stored).
+    /// Freezes a snapshot of the state machine when one is due
+    /// ([`StateMachine::snapshot_view`]), for the pump to write into
+    /// [`snapshot_store`](Self::snapshot_store) with [`TakenSnapshot::write_into`] (on another
+    /// thread if it likes) and report with [`snapshot_stored`](Self::snapshot_stored).
     ///
-    /// The state machine serializes itself here, which holds the node up meanwhile. A leader
-    /// therefore first sends a round of heartbeats (through `io`), so that its followers'
-    /// election timers start afresh and the pause has the whole minimum election timeout to
-    /// fit in.
+    /// A state machine without its own `snapshot_view` serializes itself here, which holds
+    /// the node up meanwhile. A leader therefore first sends a round of heartbeats (through
+    /// `io`), so that its followers' election timers start afresh and the pause has the whole
+    /// minimum election timeout to fit in.
     pub fn take_snapshot(
         &mut self,
         io: &mut impl NodeIo<W>,
-    ) -> Result<Option<Snapshot>, StorageError> {
+    ) -> Result<Option<TakenSnapshot>, StorageError> {
         if !self.driver.snapshot_due() {
             return Ok(None);
         }
@@ -486,8 +485,8 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
 
     /// A handle that stores snapshots, for the pump to store what
     /// [`take_snapshot`](Self::take_snapshot) took.
-    pub fn snapshot_writer(&self) -> S::SnapshotWriter {
-        self.driver.snapshot_writer()
+    pub fn snapshot_store(&self) -> S::Snapshots {
+        self.driver.snapshot_store()
     }
 
     /// Reports how storing the snapshot from [`take_snapshot`](Self::take_snapshot) went: once
@@ -815,7 +814,7 @@ mod tests {
     }
 
     impl Storage for SyncLater {
-        type SnapshotWriter = MemoryStorage;
+        type Snapshots = MemoryStorage;
 
         fn load(&mut self) -> Result<InitialState, StorageError> {
             self.0.load()
@@ -829,8 +828,8 @@ mod tests {
         fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
             self.0.compact(through)
         }
-        fn snapshot_writer(&self) -> MemoryStorage {
-            self.0.snapshot_writer()
+        fn snapshot_store(&self) -> MemoryStorage {
+            self.0.snapshot_store()
         }
         fn save_hard_state(
             &mut self,
@@ -896,7 +895,8 @@ mod tests {
             assert!(node.snapshot_due(), "not due after 3 of 3 commands (round {round})");
             let snapshot = node.take_snapshot(&mut io).unwrap().expect("a snapshot is due");
             assert!(!node.snapshot_due(), "due again while the snapshot is being stored");
-            node.snapshot_stored(Ok(snapshot)).expect("compaction in memory");
+            let stored = snapshot.write_into(&mut node.snapshot_store());
+            node.snapshot_stored(stored).expect("compaction in memory");
             assert!(!node.snapshot_due(), "the count did not start again");
         }
         assert_eq!(node.snapshots_stored(), 2);

@@ -29,7 +29,7 @@ use crate::node::{ApplyResult, Member, Node, NodeIo, ProposalResult};
 use crate::snapshot::Snapshot;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
-use crate::storage::{PendingSync, SnapshotWriter, Storage};
+use crate::storage::{PendingSync, Storage};
 use crate::sync_thread::SyncThread;
 use crate::transport::Transport;
 use crate::types::{LogIndex, NodeId, ReadId, Term};
@@ -748,8 +748,8 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
     }
 
     /// Takes a snapshot when one is due and writes it on a blocking thread. The state machine
-    /// serializes itself on this task (after a leader's round of heartbeats); a pause longer
-    /// than a heartbeat interval is logged.
+    /// freezes a view of itself on this task (after a leader's round of heartbeats), which is
+    /// written out on the blocking thread; a pause longer than a heartbeat interval is logged.
     fn start_snapshot_if_due(&mut self) -> Result<(), StorageError> {
         if self.snapshot_write.is_some() || !self.node.snapshot_due() {
             return Ok(());
@@ -764,13 +764,11 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         let paused = started.elapsed();
         let heartbeat = Duration::from_millis(self.node.core().config().heartbeat_interval_ms);
         if paused > heartbeat {
-            tracing::warn!(target: LOG_TARGET, node = %self.node.id(), "Taking a snapshot of {} bytes held the node up for {} ms (heartbeats every {} ms)", snapshot.data.len(), paused.as_millis(), heartbeat.as_millis());
+            tracing::warn!(target: LOG_TARGET, node = %self.node.id(), "Taking a snapshot through {} held the node up for {} ms (heartbeats every {} ms)", snapshot.meta().last_included, paused.as_millis(), heartbeat.as_millis());
         }
-        let mut writer = self.node.snapshot_writer();
-        self.snapshot_write = Some(tokio::task::spawn_blocking(move || {
-            writer.write(&snapshot)?;
-            Ok(snapshot)
-        }));
+        let mut store = self.node.snapshot_store();
+        self.snapshot_write =
+            Some(tokio::task::spawn_blocking(move || snapshot.write_into(&mut store)));
         Ok(())
     }
 

@@ -49,7 +49,7 @@ fn snapshot_file_corpus_replays() {
 /// replay tests above check them like every other corpus input.
 mod seeds {
     use raft_consensus::message::{AppendResponse, ConflictHint};
-    use raft_consensus::storage::{SnapshotWriter, Storage, WalStorage};
+    use raft_consensus::storage::{SnapshotStore, Storage, WalStorage};
     use raft_consensus::transport::codec::encode_message;
     use raft_consensus::types::HeartbeatRound;
     use raft_consensus::{
@@ -99,9 +99,11 @@ mod seeds {
                 round: HeartbeatRound(4),
             },
             MessageBody::InstallSnapshot {
-                meta: SnapshotMeta { last_included: log_id, configuration: voters() },
+                snapshot: Snapshot::of_bytes(
+                    SnapshotMeta { last_included: log_id, configuration: voters() },
+                    b"state",
+                ),
                 offset: 0,
-                total_len: 5,
                 data: b"state".to_vec().into(),
             },
         ];
@@ -134,11 +136,10 @@ mod seeds {
         }
         let meta =
             SnapshotMeta { last_included: LogId::new(Term(2), LogIndex(2)), ..Default::default() };
-        let snapshot = Snapshot {
-            meta: SnapshotMeta { configuration: voters(), ..meta },
-            data: b"state".to_vec().into(),
-        };
-        storage.snapshot_writer().write(&snapshot).unwrap();
+        let meta = SnapshotMeta { configuration: voters(), ..meta };
+        let mut sink = storage.snapshot_store().create(&meta).unwrap();
+        std::io::Write::write_all(&mut sink, b"state").unwrap();
+        sink.finish().unwrap();
         fs
     }
 

@@ -399,7 +399,7 @@ struct CountingStorage {
 }
 
 impl raft_consensus::storage::Storage for CountingStorage {
-    type SnapshotWriter = MemoryStorage;
+    type Snapshots = MemoryStorage;
 
     fn reset_log(
         &mut self,
@@ -413,8 +413,8 @@ impl raft_consensus::storage::Storage for CountingStorage {
     ) -> Result<(), raft_consensus::StorageError> {
         self.inner.compact(through)
     }
-    fn snapshot_writer(&self) -> MemoryStorage {
-        self.inner.snapshot_writer()
+    fn snapshot_store(&self) -> MemoryStorage {
+        self.inner.snapshot_store()
     }
     fn load(&mut self) -> Result<raft_consensus::core::InitialState, raft_consensus::StorageError> {
         self.inner.load()

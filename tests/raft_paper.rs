@@ -10,15 +10,42 @@
 //! cluster scenarios (partitions, crashes, many rounds) belong to `core_scenarios.rs` and the
 //! simulator, not here.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 use raft_consensus::core::{InitialState, RaftCore, Role};
 use raft_consensus::message::{AppendResponse, ConflictHint};
+use raft_consensus::snapshot::SnapshotId;
 use raft_consensus::{
     Config, Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, Message, MessageBody,
     NodeId, Snapshot, SnapshotMeta, Term,
 };
+
+thread_local! {
+    /// The test's snapshot storage ("the test is the disk"): each snapshot's bytes by node
+    /// and id, as stored by `stored` (node 0: any node may read them) or assembled from the
+    /// chunks a follower received.
+    static SNAPSHOT_BYTES: RefCell<HashMap<(u64, SnapshotId), Vec<u8>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Stores `data` as a snapshot covering `meta` and returns its description, for
+/// `RaftCore::snapshot_stored`.
+fn stored(meta: SnapshotMeta, data: &[u8]) -> Snapshot {
+    let snapshot = Snapshot::of_bytes(meta, data);
+    SNAPSHOT_BYTES.with(|bytes| bytes.borrow_mut().insert((0, snapshot.id), data.to_vec()));
+    snapshot
+}
+
+/// The stored bytes of `snapshot` (on whichever node holds it).
+fn bytes_of(snapshot: &Snapshot) -> Bytes {
+    SNAPSHOT_BYTES.with(|bytes| {
+        let bytes = bytes.borrow();
+        let held = bytes.iter().find(|((_, id), _)| *id == snapshot.id).expect("stored");
+        Bytes::from(held.1.clone())
+    })
+}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -138,19 +165,33 @@ fn accepted(from: u64, to: u64, term: u64, match_index: u64) -> Message {
 }
 
 fn install_snapshot(from: u64, to: u64, term: u64, last: LogId, data: &'static [u8]) -> Message {
+    snapshot_chunk(from, to, term, last, data, 0, data.len())
+}
+
+/// An InstallSnapshot with bytes `offset..offset + len` of a snapshot through `last` whose
+/// bytes are `whole`.
+fn snapshot_chunk(
+    from: u64,
+    to: u64,
+    term: u64,
+    last: LogId,
+    whole: &'static [u8],
+    offset: usize,
+    len: usize,
+) -> Message {
     let meta = SnapshotMeta {
         last_included: last,
         configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
     };
+    let end = (offset + len).min(whole.len());
     message(
         from,
         to,
         term,
         MessageBody::InstallSnapshot {
-            meta,
-            offset: 0,
-            total_len: data.len() as u64,
-            data: Bytes::from_static(data),
+            snapshot: Snapshot::of_bytes(meta, whole),
+            offset: offset as u64,
+            data: Bytes::from_static(&whole[offset..end]),
         },
     )
 }
@@ -176,12 +217,37 @@ impl Carried {
 /// Takes one Ready, carries it out (the test is the disk) and acknowledges it in full.
 fn carry_out(core: &mut RaftCore) -> Carried {
     let ready = core.ready();
+    let mut messages = ready.messages;
+    let node = core.id().0;
+    SNAPSHOT_BYTES.with(|bytes| {
+        let mut bytes = bytes.borrow_mut();
+        for chunk in ready.received_chunks {
+            let held = bytes.entry((node, chunk.snapshot.id)).or_default();
+            if chunk.offset == 0 {
+                held.clear();
+            }
+            assert_eq!(held.len() as u64, chunk.offset, "received chunks come in order");
+            held.extend_from_slice(&chunk.data);
+        }
+        for chunk in ready.snapshot_chunks {
+            let mut message = chunk.message;
+            if let MessageBody::InstallSnapshot { snapshot, offset, data } = &mut message.body {
+                let held = bytes
+                    .get(&(node, snapshot.id))
+                    .or_else(|| bytes.get(&(0, snapshot.id)))
+                    .expect("a leader sends a snapshot it stored");
+                let start = *offset as usize;
+                *data = Bytes::copy_from_slice(&held[start..start + chunk.len]);
+            }
+            messages.push(message);
+        }
+    });
     let carried = Carried {
         hard_state: ready.hard_state,
         snapshot: ready.snapshot,
         log_reset: ready.log_reset,
         entries: ready.entries,
-        messages: ready.messages,
+        messages,
         persisted_messages: ready.persisted_messages,
         committed_entries: ready.committed_entries,
     };
@@ -295,8 +361,8 @@ fn snapshot_chunks_to(to: u64, messages: &[Message]) -> Vec<(LogId, u64)> {
         .iter()
         .filter(|message| message.to == NodeId(to))
         .filter_map(|message| match &message.body {
-            MessageBody::InstallSnapshot { meta, offset, .. } => {
-                Some((meta.last_included, *offset))
+            MessageBody::InstallSnapshot { snapshot, offset, .. } => {
+                Some((snapshot.meta.last_included, *offset))
             }
             _ => None,
         })
@@ -972,7 +1038,7 @@ fn a_follower_installs_a_snapshot_beyond_its_log_and_discards_the_log() {
         step_and_carry_out(&mut follower, install_snapshot(1, 2, 2, log_id(2, 5), b"through 5"));
     let snapshot = carried.snapshot.expect("the snapshot is handed out to store and restore");
     assert_eq!(snapshot.meta.last_included, log_id(2, 5));
-    assert_eq!(snapshot.data, Bytes::from_static(b"through 5"));
+    assert_eq!(bytes_of(&snapshot), Bytes::from_static(b"through 5"));
     assert_eq!(carried.log_reset, Some(log_id(2, 5)));
     assert_eq!(follower.last_log_id(), log_id(2, 5));
     assert_eq!(follower.commit_index(), LogIndex(5));
@@ -1028,13 +1094,13 @@ fn a_follower_keeps_the_log_after_a_snapshot_that_matches_it() {
 /// index can tell.
 #[test]
 fn a_snapshot_whose_end_is_already_committed_is_acknowledged_without_installing() {
-    let own_snapshot = Snapshot {
-        meta: SnapshotMeta {
+    let own_snapshot = stored(
+        SnapshotMeta {
             last_included: log_id(1, 5),
             configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
         },
-        data: Bytes::from_static(b"own through 5"),
-    };
+        b"own through 5",
+    );
     let initial = InitialState {
         hard_state: HardState { term: Term(1), voted_for: None, commit_index: LogIndex(7) },
         snapshot: Some(own_snapshot),
@@ -1076,7 +1142,7 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
     assert_eq!(meta.last_included, log_id(1, 4));
     let data = Bytes::from_static(b"state through 4");
-    let compacted = leader.snapshot_stored(Snapshot { meta, data: data.clone() });
+    let compacted = leader.snapshot_stored(stored(meta, &data));
     assert_eq!(compacted, Some(LogIndex(4)));
     assert_eq!(leader.first_log_index(), LogIndex(5));
 
@@ -1097,9 +1163,9 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     let offsets: Vec<u64> = first_chunks
         .iter()
         .filter_map(|message| match &message.body {
-            MessageBody::InstallSnapshot { offset, data, total_len, .. } => {
+            MessageBody::InstallSnapshot { offset, data, snapshot } => {
                 assert!(data.len() <= 4, "a chunk of {} bytes", data.len());
-                assert_eq!(*total_len, 15);
+                assert_eq!(snapshot.size, 15);
                 Some(*offset)
             }
             _ => None,
@@ -1116,7 +1182,7 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
         })
         .sum();
     assert!(chunk_bytes >= 15, "the whole snapshot went");
-    assert_eq!(follower.snapshot().map(|snapshot| &snapshot.data), Some(&data));
+    assert_eq!(follower.snapshot().map(bytes_of), Some(data));
     assert_eq!(follower.last_log_id(), log_id(term.0, 5), "the log after the snapshot followed");
     assert_eq!(leader.commit_index(), LogIndex(5), "the follower's copy completes a majority");
 }
@@ -1141,7 +1207,7 @@ fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
     deliver(&mut leader, accepted(3, 1, term.0, 3));
     assert_eq!(leader.applied_index(), LogIndex(3));
     let meta = leader.snapshot_meta_for_applied().expect("entries 1-3 are applied");
-    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 3") };
+    let snapshot = stored(meta, b"state through 3");
     assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(3)));
 
     leader.heartbeat_now();
@@ -1172,9 +1238,11 @@ fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
 
 /// §5.3: "If followers crash or run slowly, or if network packets are lost, the leader retries
 /// AppendEntries RPCs indefinitely", and so it does with InstallSnapshot's chunks (§7): a
-/// transfer that gets no answer for a heartbeat interval starts again from the last byte the
-/// follower confirmed. Here the first two chunks (bytes 0-7) are lost, so at the next
-/// heartbeat the leader sends bytes 0-7 again.
+/// transfer that the follower confirms nothing of for an election timeout starts again from
+/// the last byte the follower confirmed. An answer never moves the transfer back (a late or
+/// duplicated one says nothing new), and a shorter wait (a slow link) resends nothing. Here
+/// the first two chunks (bytes 0-7) are lost: a heartbeat later nothing is resent; an
+/// election timeout later bytes 0-7 are.
 #[test]
 fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     let config = Config {
@@ -1183,13 +1251,23 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
         max_inflight_snapshot_chunks: 2,
         ..config()
     };
+    let heartbeat = config.heartbeat_interval_ms;
+    let patience = config.election_timeout_max_ms;
     let mut leader = node(1, &MEMBERS, config.clone(), 1, &[1, 1, 1, 1], 4);
     let elected_at = leader.next_deadline_ms();
     let (term, _) = elect_and_settle(&mut leader);
     let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
-    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 4") };
-    assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
+    let snapshot = stored(meta, b"state through 4");
+    assert_eq!(leader.snapshot_stored(snapshot.clone()), Some(LogIndex(4)));
 
+    // A heartbeat at `now`, and node3's answer to it (which keeps the leader's quorum: this
+    // test waits for several election timeouts).
+    let beat = |leader: &mut RaftCore, now: u64| {
+        leader.tick(now);
+        let mut sent = settle(leader);
+        sent.extend(deliver(leader, accepted(3, 1, leader.term().0, 4)));
+        sent
+    };
     let chunk_offsets = |messages: &[Message]| -> Vec<u64> {
         snapshot_chunks_to(2, messages).into_iter().map(|(_, offset)| offset).collect()
     };
@@ -1207,37 +1285,78 @@ fn a_stalled_snapshot_transfer_is_resent_from_the_last_confirmed_byte() {
     let lost = deliver(&mut leader, rejection);
     assert_eq!(chunk_offsets(&lost), vec![0, 4], "two chunks in flight, from the start");
 
-    leader.tick(elected_at + config.heartbeat_interval_ms);
-    let resent = settle(&mut leader);
+    // Heartbeats go out on time; chunks wait for the follower (a slow link is not a loss).
+    let mut now = elected_at;
+    while now + heartbeat <= elected_at + patience {
+        now += heartbeat;
+        let sent = beat(&mut leader, now);
+        assert!(chunk_offsets(&sent).is_empty(), "resent after {} ms: {sent:?}", now - elected_at);
+    }
+    now += heartbeat;
+    let resent = beat(&mut leader, now);
     assert_eq!(chunk_offsets(&resent), vec![0, 4], "the lost chunks were not sent again");
 
     // The follower confirms bytes 0-3; the leader sends bytes 8-11 (the window is 8 bytes).
-    // Bytes 4-11 are lost: a heartbeat interval later the leader resends from byte 4, not 0.
-    let body = MessageBody::InstallSnapshotResponse {
+    let answer = |received| MessageBody::InstallSnapshotResponse {
+        snapshot: snapshot.id,
         last_included: log_id(1, 4),
-        received: 4,
+        received,
         installed: false,
+        gap: false,
     };
-    let window = deliver(&mut leader, message(2, 1, term.0, body.clone()));
+    let window = deliver(&mut leader, message(2, 1, term.0, answer(4)));
     assert_eq!(chunk_offsets(&window), vec![8]);
-    // A duplicated answer, a millisecond later, sends nothing again and is no progress:
-    // chunks are resent on the timer only, and the timer still runs from the first answer.
-    leader.tick(elected_at + config.heartbeat_interval_ms + 1);
-    let duplicate = deliver(&mut leader, message(2, 1, term.0, body));
+    // A duplicated answer, and a late one saying less, send nothing and move nothing back.
+    let duplicate = deliver(&mut leader, message(2, 1, term.0, answer(4)));
     assert!(duplicate.is_empty(), "a duplicated answer resent {duplicate:?}");
-    leader.tick(elected_at + 2 * config.heartbeat_interval_ms);
-    let resent = settle(&mut leader);
-    assert_eq!(chunk_offsets(&resent), vec![4, 8], "not resent from the confirmed byte 4");
+    let late = deliver(&mut leader, message(2, 1, term.0, answer(0)));
+    assert!(late.is_empty(), "a late answer resent {late:?}");
+    // An answer about another snapshot through the same entry is not about this transfer.
+    let other = MessageBody::InstallSnapshotResponse {
+        snapshot: SnapshotId(snapshot.id.0 ^ 1),
+        last_included: log_id(1, 4),
+        received: 15,
+        installed: false,
+        gap: false,
+    };
+    assert!(deliver(&mut leader, message(2, 1, term.0, other)).is_empty());
+    // Bytes 4-11 are lost: an election timeout later the leader resends from byte 4, not 0.
+    let confirmed_at = now;
+    while now + heartbeat <= confirmed_at + patience {
+        now += heartbeat;
+        assert!(chunk_offsets(&beat(&mut leader, now)).is_empty());
+    }
+    now += heartbeat;
+    let resent = beat(&mut leader, now);
+    assert_eq!(chunk_offsets(&resent), vec![0, 4], "the follower said it lost bytes: from 0");
+
+    // The follower holds 0-7 this time: the rest goes (8-11, 12-14), and is lost again. An
+    // election timeout later it is resent from byte 8, once.
+    let window = deliver(&mut leader, message(2, 1, term.0, answer(8)));
+    assert_eq!(chunk_offsets(&window), vec![8, 12]);
+    let confirmed_at = now;
+    let mut resent = Vec::new();
+    while now <= confirmed_at + patience {
+        now += heartbeat;
+        resent.extend(chunk_offsets(&beat(&mut leader, now)));
+    }
+    assert_eq!(resent, vec![8, 12], "not resent once from the confirmed byte 8");
 
     // Meanwhile the no-op 5@2 commits and the leader snapshots through it: when the transfer
     // stalls again, the leader sends the newer snapshot, from its start.
     deliver(&mut leader, accepted(3, 1, term.0, 5));
     assert_eq!(leader.applied_index(), LogIndex(5));
     let meta = leader.snapshot_meta_for_applied().expect("entries 1-5 are applied");
-    let newer = Snapshot { meta, data: Bytes::from_static(b"state through 5") };
+    let newer = stored(meta, b"state through 5");
     assert_eq!(leader.snapshot_stored(newer), Some(LogIndex(5)));
-    leader.tick(elected_at + 3 * config.heartbeat_interval_ms);
-    let restarted = snapshot_chunks_to(2, &settle(&mut leader));
+    let mut restarted = Vec::new();
+    for _ in 0..(3 * patience / heartbeat + 2) {
+        now += heartbeat;
+        restarted.extend(snapshot_chunks_to(2, &beat(&mut leader, now)));
+        if !restarted.is_empty() {
+            break;
+        }
+    }
     assert_eq!(restarted, vec![(log_id(2, 5), 0), (log_id(2, 5), 4)], "not the newer snapshot");
 }
 
@@ -1256,7 +1375,8 @@ fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
     let mut leader = node(1, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
     let (term, _) = elect_and_settle(&mut leader);
     let meta = leader.snapshot_meta_for_applied().expect("entries 1-4 are applied");
-    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 4") };
+    let snapshot = stored(meta, b"state through 4");
+    let id = snapshot.id;
     assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(4)));
     let hint = ConflictHint { conflict_term: None, first_index: LogIndex(1) };
     let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(4), hint };
@@ -1296,16 +1416,20 @@ fn a_follower_that_already_holds_the_snapshot_gets_the_log_after_it() {
     // The follower's late answer that it installed the snapshot changes nothing: the leader
     // already streams it the log after the snapshot.
     let body = MessageBody::InstallSnapshotResponse {
+        snapshot: id,
         last_included: log_id(1, 4),
         received: 15,
         installed: true,
+        gap: false,
     };
     let sent = deliver(&mut leader, message(2, 1, term.0, body));
     assert!(sent.is_empty(), "a late installation answer restarted replication: {sent:?}");
     let older = MessageBody::InstallSnapshotResponse {
+        snapshot: SnapshotId(7),
         last_included: log_id(1, 3),
         received: 15,
         installed: true,
+        gap: false,
     };
     let sent = deliver(&mut leader, message(2, 1, term.0, older));
     assert!(sent.is_empty(), "an answer about an older snapshot restarted replication: {sent:?}");
@@ -1337,7 +1461,8 @@ fn an_answer_about_an_older_snapshot_leaves_the_transfer_in_progress() {
     deliver(&mut leader, accepted(3, 1, term.0, 7));
     assert_eq!(leader.applied_index(), LogIndex(7));
     let meta = leader.snapshot_meta_for_applied().expect("entries 1-7 are applied");
-    let snapshot = Snapshot { meta, data: Bytes::from_static(b"state through 7") };
+    let snapshot = stored(meta, b"state through 7");
+    let id = snapshot.id;
     assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(7)));
 
     // Follower 2 never got 6 and 7: it rejects, and needs the snapshot (6 is compacted).
@@ -1357,18 +1482,22 @@ fn an_answer_about_an_older_snapshot_leaves_the_transfer_in_progress() {
     assert_eq!(offsets(&started), vec![(log_id(2, 7), 0), (log_id(2, 7), 4)]);
 
     let stale = MessageBody::InstallSnapshotResponse {
+        snapshot: SnapshotId(5),
         last_included: log_id(2, 5),
         received: 12,
         installed: true,
+        gap: false,
     };
     let sent = deliver(&mut leader, message(2, 1, term.0, stale));
     assert!(offsets(&sent).is_empty(), "the transfer started over: {sent:?}");
 
     // The transfer goes on from where the follower is: bytes 0-3 confirmed, 8-11 next.
     let progress = MessageBody::InstallSnapshotResponse {
+        snapshot: id,
         last_included: log_id(2, 7),
         received: 4,
         installed: false,
+        gap: false,
     };
     let sent = deliver(&mut leader, message(2, 1, term.0, progress));
     assert_eq!(offsets(&sent), vec![(log_id(2, 7), 8)]);
@@ -1384,12 +1513,12 @@ fn a_stored_snapshot_replaces_only_an_older_one() {
     let mut follower = node(2, &MEMBERS, config, 1, &[1, 1, 1, 1], 4);
     settle(&mut follower);
     assert_eq!(follower.applied_index(), LogIndex(4));
-    let snapshot_through = |index| Snapshot {
-        meta: SnapshotMeta {
+    let snapshot_through = |index| {
+        let meta = SnapshotMeta {
             last_included: log_id(1, index),
             configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
-        },
-        data: Bytes::from(format!("state through {index}")),
+        };
+        stored(meta, format!("state through {index}").as_bytes())
     };
     let held =
         |follower: &RaftCore| follower.snapshot().map(|snapshot| snapshot.meta.last_included);
@@ -1412,24 +1541,14 @@ fn a_stored_snapshot_replaces_only_an_older_one() {
 /// partial transfer across the change of leader, and installed `b"AAAAbbbb"`.)
 #[test]
 fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
-    let chunk = |from, term, offset, data: &'static [u8]| {
-        let meta = SnapshotMeta {
-            last_included: log_id(1, 5),
-            configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
-        };
-        let body = MessageBody::InstallSnapshot {
-            meta,
-            offset,
-            total_len: 8,
-            data: Bytes::from_static(data),
-        };
-        message(from, 2, term, body)
+    let chunk = |from, term, whole: &'static [u8], offset: u64, len| {
+        snapshot_chunk(from, 2, term, log_id(1, 5), whole, offset as usize, len)
     };
     let mut follower = node(2, &MEMBERS, config(), 1, &[1], 1);
-    deliver(&mut follower, chunk(1, 2, 0, b"AAAA"));
+    deliver(&mut follower, chunk(1, 2, b"AAAAaaaa", 0, 4));
 
     // Node3 leads term 3 and sends its own encoding from the start, in one chunk.
-    let answer = deliver(&mut follower, chunk(3, 3, 0, b"bbbbbbbb"));
+    let answer = deliver(&mut follower, chunk(3, 3, b"bbbbbbbb", 0, 8));
     if follower.snapshot().is_none() {
         // Node3 continues from where the follower says it stands, as a leader does.
         let received = answer
@@ -1439,10 +1558,9 @@ fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
                 _ => None,
             })
             .expect("an answer to node3's chunk");
-        let node3_bytes: &'static [u8] = b"bbbbbbbb";
-        deliver(&mut follower, chunk(3, 3, received, &node3_bytes[received as usize..]));
+        deliver(&mut follower, chunk(3, 3, b"bbbbbbbb", received, 8));
     }
-    let installed = follower.snapshot().map(|snapshot| snapshot.data.clone());
+    let installed = follower.snapshot().map(bytes_of);
     assert_eq!(installed, Some(Bytes::from_static(b"bbbbbbbb")));
 }
 
@@ -1452,23 +1570,13 @@ fn a_new_leaders_snapshot_transfer_is_not_spliced_onto_an_earlier_leaders() {
 /// not the older one's prefix spliced onto them.
 #[test]
 fn a_leaders_newer_snapshot_transfer_is_not_spliced_onto_its_older_one() {
-    let chunk = |through, offset, data: &'static [u8]| {
-        let meta = SnapshotMeta {
-            last_included: log_id(1, through),
-            configuration: Configuration::of_voters(MEMBERS.map(NodeId)),
-        };
-        let body = MessageBody::InstallSnapshot {
-            meta,
-            offset,
-            total_len: 8,
-            data: Bytes::from_static(data),
-        };
-        message(1, 2, 2, body)
+    let chunk = |through, whole: &'static [u8], offset: u64, len| {
+        snapshot_chunk(1, 2, 2, log_id(1, through), whole, offset as usize, len)
     };
     let mut follower = node(2, &MEMBERS, config(), 1, &[1], 1);
-    deliver(&mut follower, chunk(5, 0, b"AAAA"));
+    deliver(&mut follower, chunk(5, b"AAAAaaaa", 0, 4));
 
-    let answer = deliver(&mut follower, chunk(6, 0, b"bbbbbbbb"));
+    let answer = deliver(&mut follower, chunk(6, b"bbbbbbbb", 0, 8));
     if follower.snapshot().is_none() {
         // The leader continues from where the follower says it stands.
         let received = answer
@@ -1478,11 +1586,10 @@ fn a_leaders_newer_snapshot_transfer_is_not_spliced_onto_its_older_one() {
                 _ => None,
             })
             .expect("an answer to the newer snapshot's chunk");
-        let newer_bytes: &'static [u8] = b"bbbbbbbb";
-        deliver(&mut follower, chunk(6, received, &newer_bytes[received as usize..]));
+        deliver(&mut follower, chunk(6, b"bbbbbbbb", received, 8));
     }
     let installed =
-        follower.snapshot().map(|snapshot| (snapshot.meta.last_included, snapshot.data.clone()));
+        follower.snapshot().map(|snapshot| (snapshot.meta.last_included, bytes_of(snapshot)));
     assert_eq!(installed, Some((log_id(1, 6), Bytes::from_static(b"bbbbbbbb"))));
 }
 

@@ -93,6 +93,11 @@ fn read_only_error() -> io::Error {
 
 impl FileSystem for LimitedDisk {
     type File = LimitedFile;
+    type ReadFile = std::fs::File;
+
+    fn open_read(&self, path: &Path) -> io::Result<std::fs::File> {
+        StdFileSystem.open_read(path)
+    }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         StdFileSystem.create_dir_all(dir)

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use raft_consensus::storage::{SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage};
+use raft_consensus::storage::{SnapshotStore, Storage, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::{
-    Configuration, Entry, EntryPayload, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
-    StorageError, Term,
+    Configuration, Entry, EntryPayload, LogId, LogIndex, NodeId, SnapshotMeta, StorageError, Term,
 };
 
 const IDENTITY: WalIdentity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
@@ -68,14 +67,12 @@ fn a_segment_numbered_at_the_largest_u64_is_refused_not_an_overflow() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let options = WalOptions { segment_max_bytes: 64, ..WalOptions::default() };
     let storage = WalStorage::open(dir.path(), IDENTITY, options.clone()).expect("a new log opens");
-    let snapshot = Snapshot {
-        meta: SnapshotMeta {
-            last_included: LogId::new(Term(1), LogIndex(1)),
-            configuration: Configuration::of_voters([NodeId(1)]),
-        },
-        data: Vec::new().into(),
+    let meta = SnapshotMeta {
+        last_included: LogId::new(Term(1), LogIndex(1)),
+        configuration: Configuration::of_voters([NodeId(1)]),
     };
-    storage.snapshot_writer().write(&snapshot).expect("the snapshot is written");
+    let sink = storage.snapshot_store().create(&meta).expect("a snapshot is created");
+    sink.finish().expect("the snapshot is written");
     drop(storage);
     std::fs::remove_file(dir.path().join(format!("wal-{:020}.log", 1))).expect("segment 1 goes");
     let mut header = b"RAFTWAL\0".to_vec();

@@ -9,7 +9,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raft_consensus::storage::{SnapshotWriter, Storage, WalIdentity, WalOptions, WalStorage};
+use raft_consensus::storage::{
+    SnapshotReader, SnapshotStore, Storage, WalIdentity, WalOptions, WalStorage,
+};
 use raft_consensus::{
     Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
     StorageError, Term,
@@ -1446,20 +1448,45 @@ fn snapshot_file_name(index: u64) -> String {
     format!("snapshot-{index:020}.snap")
 }
 
+/// A snapshot to store: what it covers and its bytes.
+#[derive(Clone, Debug)]
+struct TestSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl TestSnapshot {
+    /// How storage describes it once stored.
+    fn described(&self) -> Snapshot {
+        Snapshot::of_bytes(self.meta.clone(), &self.data)
+    }
+}
+
 /// A snapshot through `index` of `term`, of a three-node cluster.
-fn snapshot_through(term: u64, index: u64, data: &[u8]) -> Snapshot {
-    Snapshot {
+fn snapshot_through(term: u64, index: u64, data: &[u8]) -> TestSnapshot {
+    TestSnapshot {
         meta: SnapshotMeta {
             last_included: LogId::new(Term(term), LogIndex(index)),
             configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
         },
-        data: Bytes::copy_from_slice(data),
+        data: data.to_vec(),
     }
 }
 
-/// Stores `snapshot` through `storage`'s snapshot writer.
-fn store_snapshot(storage: &WalStorage, snapshot: &Snapshot) {
-    storage.snapshot_writer().write(snapshot).expect("the test's snapshot writes cleanly");
+/// Stores `snapshot` through `storage`'s snapshot store.
+fn store_snapshot(storage: &WalStorage, snapshot: &TestSnapshot) {
+    let mut sink = storage.snapshot_store().create(&snapshot.meta).expect("creating a snapshot");
+    std::io::Write::write_all(&mut sink, &snapshot.data).expect("writing the snapshot");
+    let stored = sink.finish().expect("the test's snapshot writes cleanly");
+    assert_eq!(stored, snapshot.described());
+}
+
+/// Reads the stored `snapshot` of `storage` back whole, checking its checksum.
+fn read_snapshot(storage: &WalStorage, snapshot: &Snapshot) -> std::io::Result<Vec<u8>> {
+    let source = storage.snapshot_store().open(snapshot).map_err(std::io::Error::other)?;
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut SnapshotReader::new(source), &mut data)?;
+    Ok(data)
 }
 
 /// Names of the snapshot files (including temporary ones) in `dir`.
@@ -1505,7 +1532,7 @@ fn restart_returns_the_snapshot_and_the_log_tail_without_compacted_entries() {
         .expect("a compacted log with its snapshot opens")
         .load()
         .expect("loads");
-    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.snapshot, Some(snap.described()));
     assert_eq!(state.hard_state, hard_state(1, Some(1), 20));
     // The oldest segment left is the one holding index 13, the first the snapshot lacks.
     let oldest = written
@@ -1602,7 +1629,7 @@ fn a_log_reset_drops_earlier_entries_across_segments_and_as_the_oldest_segment()
     let mut storage = open_with(dir.path(), &options).expect("reopens with the reset");
     let state = storage.load().expect("loads");
     assert_eq!(state.entries, tail);
-    assert_eq!(state.snapshot, Some(snap.clone()));
+    assert_eq!(state.snapshot, Some(snap.described()));
     assert_eq!(segment_names(dir.path())[0], segment_name(1));
 
     // Compaction removes every segment before the reset's (their entries are obsolete, and
@@ -1617,7 +1644,7 @@ fn a_log_reset_drops_earlier_entries_across_segments_and_as_the_oldest_segment()
         .load()
         .expect("loads");
     assert_eq!(state.entries, tail);
-    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.snapshot, Some(snap.described()));
 }
 
 /// A log reset in the only segment, with nothing after it: the log is empty after its base.
@@ -1652,26 +1679,39 @@ fn a_leftover_temporary_snapshot_is_ignored_and_removed_at_open() {
     fs::write(dir.path().join(&leftover), b"RAFTSNP\0 cut short").expect("writing the leftover");
 
     let state = open(dir.path()).expect("opens despite the leftover").load().expect("loads");
-    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.snapshot, Some(snap.described()));
     assert_eq!(state.entries, entries(1, 1, 9, 8));
     assert_eq!(snapshot_names(dir.path()), [snapshot_file_name(5)], "the leftover is removed");
 }
 
-/// The newest snapshot failing its checks refuses the start, naming the file, with nothing
-/// changed: the segments it covers may already be gone, so an older one will not do.
+/// The newest snapshot's header failing its checks refuses the start, naming the file, with
+/// nothing changed: the segments it covers may already be gone, so an older one will not do.
+/// Damaged data is found when the snapshot is read (a node reads it whole to restore its
+/// state machine as it starts): the read that reaches the end fails.
 #[test]
 fn a_corrupt_newest_snapshot_refuses_to_start_naming_the_file() {
     let (dir, mut storage) = fresh_log(&WalOptions::default());
     storage.append(&entries(1, 1, 9, 8)).expect("append");
     storage.sync().expect("sync");
-    store_snapshot(&storage, &snapshot_through(1, 9, b"the state machine through nine"));
+    let snap = snapshot_through(1, 9, b"the state machine through nine");
+    store_snapshot(&storage, &snap);
+    assert_eq!(read_snapshot(&storage, &snap.described()).expect("intact"), snap.data);
     drop(storage);
     let path = dir.path().join(snapshot_file_name(9));
-    // A bit of the data flipped (the data follows an 88-byte header for three members).
+    // A bit of the data flipped (the data is the file's last 30 bytes).
     flip_bit(&path, file_len(&path) - 10, 0x04);
+    let storage = open(dir.path()).expect("the header is intact");
+    let error = read_snapshot(&storage, &snap.described()).expect_err("the data is damaged");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    drop(storage);
+    flip_bit(&path, file_len(&path) - 10, 0x04);
+
+    // A bit of the header flipped.
+    flip_bit(&path, 40, 0x04);
     let error = open_fails_unchanged(dir.path(), identity(), &WalOptions::default());
     assert!(matches!(error, StorageError::CorruptRecord { .. }), "{error:?}");
     assert!(error.to_string().contains(&snapshot_file_name(9)), "{error}");
+    flip_bit(&path, 40, 0x04);
 
     // Cut short too.
     let bytes = fs::read(&path).expect("reading the snapshot");
@@ -1747,7 +1787,7 @@ fn a_rewrite_below_the_oldest_segment_left_after_compaction_recovers() {
         .load()
         .expect("loads");
     assert_eq!(state.entries, rewrite);
-    assert_eq!(state.snapshot, Some(snap));
+    assert_eq!(state.snapshot, Some(snap.described()));
     assert_eq!(state.hard_state, hard_state(2, Some(2), 3));
 }
 
@@ -1763,7 +1803,7 @@ fn spare_names(dir: &Path) -> Vec<String> {
 /// one per sync, until roll-overs have taken both spares, and one more, which ends in the
 /// second (so stale bytes of the spares' old records follow the new ones). Returns the
 /// directory, the snapshot and the entries after it.
-fn log_with_recycled_segments() -> (tempfile::TempDir, Snapshot, Vec<Entry>) {
+fn log_with_recycled_segments() -> (tempfile::TempDir, TestSnapshot, Vec<Entry>) {
     let options = small_segments();
     let (dir, mut storage) = fresh_log(&options);
     append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 60, 100));
@@ -1781,7 +1821,7 @@ fn log_with_recycled_segments() -> (tempfile::TempDir, Snapshot, Vec<Entry>) {
     append_one_per_sync(&mut storage, dir.path(), &entries(2, next, next, 20));
     drop(storage);
     let state = open_with(dir.path(), &options).unwrap().load().unwrap();
-    assert_eq!(state.snapshot.as_ref(), Some(&snap));
+    assert_eq!(state.snapshot.as_ref(), Some(&snap.described()));
     let tail: Vec<Entry> = state.entries.into_iter().filter(|entry| entry.index.0 > 40).collect();
     (dir, snap, tail)
 }

@@ -11,12 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::{Read, Write};
+
 use raft_consensus::storage::{
-    SnapshotWriter, Storage, WalIdentity, WalOptions, WalSnapshotWriter, WalStorage,
+    SnapshotReader, SnapshotStore, Storage, WalIdentity, WalOptions, WalSnapshotStore, WalStorage,
 };
 use raft_consensus::{
-    Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Snapshot, SnapshotMeta,
-    Term,
+    Configuration, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, SnapshotMeta, Term,
 };
 
 use crate::input::Input;
@@ -84,6 +85,13 @@ pub fn check_recovery(fs: &MemoryFs) {
         }
     };
     let state = storage.load().expect("the first load after opening returns what was recovered");
+    if let Some(snapshot) = &state.snapshot {
+        // Its data is checked as it is read (a node reads it whole as it starts): damage is
+        // an error, never a panic or an allocation the header's length alone decided.
+        if let Ok(source) = storage.snapshot_store().open(snapshot) {
+            let _ = SnapshotReader::new(source).read_to_end(&mut Vec::new());
+        }
+    }
     let hard_state = HardState { voted_for: Some(NodeId(99)), ..state.hard_state };
     storage.save_hard_state(&hard_state).expect("a recovered log takes a new record");
     storage.sync().expect("the in-memory file system never fails");
@@ -102,7 +110,7 @@ fn run_script(fs: &MemoryFs, input: &mut Input<'_>) {
     let Ok(mut storage) = WalStorage::open_on(fs.clone(), DIR, IDENTITY, options()) else {
         return;
     };
-    let mut snapshots = storage.snapshot_writer();
+    let mut snapshots = storage.snapshot_store();
     for _ in 0..MAX_STEPS {
         if input.is_empty() {
             break;
@@ -125,7 +133,7 @@ fn run_script(fs: &MemoryFs, input: &mut Input<'_>) {
                 if storage.load().is_err() {
                     return;
                 }
-                snapshots = storage.snapshot_writer();
+                snapshots = storage.snapshot_store();
                 false
             }
         };
@@ -181,10 +189,13 @@ fn hard_state(input: &mut Input<'_>) -> HardState {
 }
 
 /// Writes a snapshot; returns whether the write failed.
-fn write_snapshot(writer: &mut WalSnapshotWriter<MemoryFs>, input: &mut Input<'_>) -> bool {
+fn write_snapshot(store: &mut WalSnapshotStore<MemoryFs>, input: &mut Input<'_>) -> bool {
     let meta = SnapshotMeta { last_included: log_id(input), configuration: configuration(input) };
-    let snapshot = Snapshot { meta, data: input.short_bytes().to_vec().into() };
-    writer.write(&snapshot).is_err()
+    let data = input.short_bytes().to_vec();
+    let Ok(mut sink) = store.create(&meta) else {
+        return true;
+    };
+    sink.write_all(&data).is_err() || sink.finish().is_err()
 }
 
 /// Damages the files the script left, as the rest of `input` says.

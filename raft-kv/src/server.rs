@@ -987,7 +987,7 @@ mod tests {
     }
 
     impl Storage for FillingDisk {
-        type SnapshotWriter = MemoryStorage;
+        type Snapshots = MemoryStorage;
 
         fn load(&mut self) -> Result<InitialState, StorageError> {
             self.inner.load()
@@ -1005,8 +1005,8 @@ mod tests {
         fn compact(&mut self, through: LogIndex) -> Result<(), StorageError> {
             self.inner.compact(through)
         }
-        fn snapshot_writer(&self) -> MemoryStorage {
-            self.inner.snapshot_writer()
+        fn snapshot_store(&self) -> MemoryStorage {
+            self.inner.snapshot_store()
         }
         fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
             self.inner.save_hard_state(hard_state)

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::Processes;
 use raft_consensus::transport::{PeerTls, TcpConfig, TcpTransport, Transport};
 use raft_consensus::{
-    Configuration, Entry, EntryPayload, LogId, LogIndex, Message, MessageBody, NodeId,
+    Configuration, Entry, EntryPayload, LogId, LogIndex, Message, MessageBody, NodeId, Snapshot,
     SnapshotMeta, Term,
 };
 use raft_kv::client::{ClientTls, HttpReply, request_with};
@@ -234,12 +234,14 @@ fn forged_snapshot(to: u64, term: u64) -> Message {
         to: NodeId(to),
         term: Term(term),
         body: MessageBody::InstallSnapshot {
-            meta: SnapshotMeta {
-                last_included: LogId { term: Term(term), index: LogIndex(1_000_000) },
-                configuration: Configuration::default(),
-            },
+            snapshot: Snapshot::of_bytes(
+                SnapshotMeta {
+                    last_included: LogId { term: Term(term), index: LogIndex(1_000_000) },
+                    configuration: Configuration::default(),
+                },
+                b"",
+            ),
             offset: 0,
-            total_len: 0,
             data: bytes::Bytes::new(),
         },
     }
@@ -338,15 +340,18 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
             to: NodeId(to),
             term: Term(term_before + 1),
             body: MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
-                    last_included: LogId {
-                        term: Term(term_before + 1),
-                        index: LogIndex(1_000_000),
+                snapshot: Snapshot::new(
+                    SnapshotMeta {
+                        last_included: LogId {
+                            term: Term(term_before + 1),
+                            index: LogIndex(1_000_000),
+                        },
+                        configuration: Configuration::default(),
                     },
-                    configuration: Configuration::default(),
-                },
+                    1 << 40,
+                    0,
+                ),
                 offset: 0,
-                total_len: 1 << 40,
                 data: bytes::Bytes::from_static(b"chunk"),
             },
         });

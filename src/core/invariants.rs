@@ -28,6 +28,9 @@ impl RaftCore {
             self.term = term;
             self.voted_for = None;
             self.leader_of_term = None;
+            // A transfer is one leader's, in one term: another leader's chunks of a snapshot
+            // of the same entry may hold other bytes (Raft §7 does not make them canonical).
+            self.incoming_snapshot = None;
         }
     }
 

@@ -52,8 +52,8 @@ pub(crate) fn check_bounds(message: &Message) -> Result<(), OutOfBounds> {
             check_index("the hint's first index", hint.first_index)?;
             hint.conflict_term.map_or(Ok(()), |term| check_term("the hint's term", term))
         }
-        MessageBody::InstallSnapshot { meta, .. } => {
-            check_log_id("the snapshot's last entry", meta.last_included)
+        MessageBody::InstallSnapshot { snapshot, .. } => {
+            check_log_id("the snapshot's last entry", snapshot.meta.last_included)
         }
         MessageBody::InstallSnapshotResponse { last_included, .. } => {
             check_log_id("the snapshot's last entry", *last_included)
@@ -261,15 +261,16 @@ mod tests {
                 round: crate::types::HeartbeatRound(0),
             },
             MessageBody::InstallSnapshot {
-                meta: snapshot_meta(log_id),
+                snapshot: crate::snapshot::Snapshot::new(snapshot_meta(log_id), u64::MAX, 0),
                 offset: index.0,
-                total_len: u64::MAX,
                 data: bytes::Bytes::from_static(b"chunk"),
             },
             MessageBody::InstallSnapshotResponse {
+                snapshot: crate::snapshot::SnapshotId(index.0),
                 last_included: log_id,
                 received: index.0,
                 installed: true,
+                gap: false,
             },
         ]
     }
@@ -325,9 +326,8 @@ mod tests {
             &mut core,
             Term(1),
             MessageBody::InstallSnapshot {
-                meta: snapshot_meta(last),
+                snapshot: crate::snapshot::Snapshot::of_bytes(snapshot_meta(last), b"s"),
                 offset: 0,
-                total_len: 1,
                 data: bytes::Bytes::from_static(b"s"),
             },
         );

@@ -47,6 +47,7 @@ pub use self::configuration_encoding::MAX_ADDRESS_BYTES;
 pub use self::quorum::VoteResult;
 pub use self::read_index::ReadPolicy;
 pub use self::ready::{Ready, ReadyAck};
+pub use self::snapshot::{ReceivedSnapshotChunk, SnapshotChunkToSend};
 
 use self::log::RaftLog;
 use self::membership::{ConfigurationHistory, LeadershipTransfer};
@@ -177,11 +178,15 @@ pub struct RaftCore {
     applied_index: LogIndex,
 
     // Snapshots (see `snapshot.rs`).
-    /// The latest snapshot held, taken or received (its bytes are shared, not copied, when
-    /// sent to followers).
+    /// The latest snapshot held, taken or received (its description: the bytes are in
+    /// storage).
     snapshot: Option<Snapshot>,
     /// Follower: a snapshot being received from the leader.
     incoming_snapshot: Option<snapshot::IncomingSnapshot>,
+    /// Leader: snapshot chunks to read from storage and send, for the next Ready.
+    snapshot_chunks_out: Vec<SnapshotChunkToSend>,
+    /// Follower: snapshot chunks accepted, to write to storage, for the next Ready.
+    snapshot_chunks_in: Vec<ReceivedSnapshotChunk>,
     /// A received snapshot to hand out in the next Ready, to store and restore.
     pending_snapshot: Option<Snapshot>,
     /// The base to which the stored log must be reset (a received snapshot the log did not
@@ -325,6 +330,8 @@ impl RaftCore {
             applied_index: snapshot_index,
             snapshot,
             incoming_snapshot: None,
+            snapshot_chunks_out: Vec::new(),
+            snapshot_chunks_in: Vec::new(),
             pending_snapshot: None,
             pending_log_reset: stored_log_dropped.then_some(base),
             restart_election_timer_at_next_tick: false,
@@ -524,15 +531,23 @@ impl RaftCore {
             MessageBody::ReadIndexResponse { request, read_index } => {
                 self.handle_read_index_response(message.from, request, read_index);
             }
-            MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
-                self.handle_install_snapshot(message.from, meta, offset, total_len, data);
+            MessageBody::InstallSnapshot { snapshot, offset, data } => {
+                self.handle_install_snapshot(message.from, snapshot, offset, data);
             }
-            MessageBody::InstallSnapshotResponse { last_included, received, installed } => {
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                last_included,
+                received,
+                installed,
+                gap,
+            } => {
                 self.handle_install_snapshot_response(
                     message.from,
+                    snapshot,
                     last_included,
                     received,
                     installed,
+                    gap,
                 );
             }
         }
@@ -757,13 +772,15 @@ impl RaftCore {
                     MessageBody::ReadIndexResponse { request, read_index: None },
                 );
             }
-            MessageBody::InstallSnapshot { meta, .. } => {
+            MessageBody::InstallSnapshot { snapshot, .. } => {
                 self.send_after_persist(
                     message.from,
                     MessageBody::InstallSnapshotResponse {
-                        last_included: meta.last_included,
+                        snapshot: snapshot.id,
+                        last_included: snapshot.meta.last_included,
                         received: 0,
                         installed: false,
+                        gap: false,
                     },
                 );
             }
@@ -904,16 +921,24 @@ impl fmt::Display for DisplayMessage<'_> {
                 }
                 None => write!(f, "ReadIndexResponse request={request} refused"),
             },
-            MessageBody::InstallSnapshot { meta, offset, total_len, data } => write!(
+            MessageBody::InstallSnapshot { snapshot, offset, data } => write!(
                 f,
-                "InstallSnapshot last_included={} bytes {offset}..{} of {total_len}",
-                meta.last_included,
+                "InstallSnapshot {} last_included={} bytes {offset}..{} of {}",
+                snapshot.id,
+                snapshot.meta.last_included,
                 // A peer's offset may be anything: this runs before the message is checked.
-                offset.saturating_add(data.len() as u64)
+                offset.saturating_add(data.len() as u64),
+                snapshot.size
             ),
-            MessageBody::InstallSnapshotResponse { last_included, received, installed } => write!(
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                last_included,
+                received,
+                installed,
+                gap,
+            } => write!(
                 f,
-                "InstallSnapshotResponse last_included={last_included} received={received} installed={installed}"
+                "InstallSnapshotResponse {snapshot} last_included={last_included} received={received} installed={installed} gap={gap}"
             ),
         }
     }
@@ -1014,12 +1039,15 @@ mod tests {
             to: NodeId(2),
             term: Term(1),
             body: MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
-                    last_included: LogId::new(Term(1), LogIndex(5)),
-                    configuration: Configuration::of_voters([NodeId(1), NodeId(2)]),
-                },
+                snapshot: Snapshot::new(
+                    SnapshotMeta {
+                        last_included: LogId::new(Term(1), LogIndex(5)),
+                        configuration: Configuration::of_voters([NodeId(1), NodeId(2)]),
+                    },
+                    total_len,
+                    crc32c::crc32c(data),
+                ),
                 offset: 0,
-                total_len,
                 data: Bytes::from_static(data),
             },
         };
@@ -1113,12 +1141,12 @@ mod tests {
 
     #[test]
     fn a_stored_log_that_holds_the_snapshots_last_entry_is_kept_after_it() {
-        let snapshot_through = |term, index| Snapshot {
-            meta: SnapshotMeta {
+        let snapshot_through = |term, index| {
+            let meta = SnapshotMeta {
                 last_included: LogId::new(Term(term), LogIndex(index)),
                 configuration: Configuration::of_voters([NodeId(1)]),
-            },
-            data: Bytes::new(),
+            };
+            Snapshot::of_bytes(meta, b"")
         };
         let entries = |from: u64| (from..=5).map(|index| entry(1, index)).collect::<Vec<_>>();
         // The whole log from index 1, holding 3@1: kept as it is.
@@ -1156,13 +1184,13 @@ mod tests {
         assert!(beyond(InitialState { hard_state, ..InitialState::default() }));
         let entries = vec![entry(1, 1), entry(u64::MAX, 2)];
         assert!(beyond(InitialState { entries, ..InitialState::default() }));
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
+        let snapshot = Snapshot::of_bytes(
+            SnapshotMeta {
                 last_included: LogId::new(Term(1), LogIndex(u64::MAX)),
                 configuration: Configuration::of_voters([NodeId(1)]),
             },
-            data: Bytes::new(),
-        };
+            b"",
+        );
         let entries = vec![entry(1, u64::MAX)];
         assert!(beyond(InitialState {
             snapshot: Some(snapshot),
@@ -1193,13 +1221,13 @@ mod tests {
     /// after the snapshot: otherwise the stored entries would end before the new ones begin.
     #[test]
     fn a_snapshot_past_the_stored_log_resets_the_stored_log() {
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
+        let snapshot = Snapshot::of_bytes(
+            SnapshotMeta {
                 last_included: LogId::new(Term(2), LogIndex(7)),
                 configuration: Configuration::of_voters([NodeId(1), NodeId(2)]),
             },
-            data: Bytes::from_static(b"state through 7"),
-        };
+            b"state through 7",
+        );
         let hard_state = HardState { term: Term(2), voted_for: None, commit_index: LogIndex(7) };
         let entries = (1..=5).map(|index| entry(2, index)).collect();
         let initial = InitialState {

@@ -2,12 +2,13 @@
 //! caller hands back once the work is done.
 //!
 //! The order is the safety argument of the whole library, so it is spelled out once here and
-//! enforced by the shared driver: send `messages` (they promise nothing durable), store
-//! `snapshot` and reset the log to `log_reset`, persist `entries` and `hard_state` and sync,
+//! enforced by the shared driver: send `messages` and `snapshot_chunks` (they promise nothing
+//! durable), write `received_chunks`, store `snapshot` and reset the log to `log_reset`, persist `entries` and `hard_state` and sync,
 //! send `persisted_messages`, restore the state machine from `snapshot`, apply
 //! `committed_entries` in order, then [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit
 //! only after that acknowledgment.
 
+use super::snapshot::{ReceivedSnapshotChunk, SnapshotChunkToSend};
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::hard_state::HardState;
 use crate::message::{Entry, Message};
@@ -21,8 +22,12 @@ use crate::types::{LogId, LogIndex};
 pub struct Ready {
     /// The hard state to persist, when it changed.
     pub hard_state: Option<HardState>,
-    /// A snapshot received from the leader: store it before anything else of this Ready, and
-    /// restore the state machine from it before applying `committed_entries`.
+    /// Chunks of a snapshot being received from the leader, in order, to write to storage
+    /// before `snapshot` is stored (the chunk at offset 0 starts a new snapshot).
+    pub received_chunks: Vec<ReceivedSnapshotChunk>,
+    /// A snapshot received from the leader, whose bytes are the received chunks: make it
+    /// durable as the stored snapshot before anything else of this Ready, and restore the
+    /// state machine from it before applying `committed_entries`.
     pub snapshot: Option<Snapshot>,
     /// The stored log must be emptied, to continue after this entry (a received snapshot that
     /// the log did not match). Done after storing `snapshot`, before appending `entries`.
@@ -32,6 +37,8 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Messages that may be sent at once, before or while persisting.
     pub messages: Vec<Message>,
+    /// Snapshot chunks to read from storage and send like `messages`, after them.
+    pub snapshot_chunks: Vec<SnapshotChunkToSend>,
     /// Messages that may be sent only after `hard_state` and `entries` are durable.
     pub persisted_messages: Vec<Message>,
     /// Committed entries to apply, in index order, after persisting.
@@ -75,6 +82,8 @@ impl RaftCore {
             || self.hard_state() != self.handed_hard_state
             || self.apply_handed_index < self.commit_index
             || self.pending_snapshot.is_some()
+            || !self.snapshot_chunks_out.is_empty()
+            || !self.snapshot_chunks_in.is_empty()
             || self.pending_log_reset.is_some()
             || (self.role == Role::Leader && self.leader_has_entries_to_send())
             || self.read_round_unsent()
@@ -124,10 +133,12 @@ impl RaftCore {
         let snapshot_through = snapshot.as_ref().map(|snapshot| snapshot.meta.last_included);
         Ready {
             hard_state: changed_hard_state,
+            received_chunks: std::mem::take(&mut self.snapshot_chunks_in),
             snapshot,
             log_reset: self.pending_log_reset.take(),
             entries,
             messages: std::mem::take(&mut self.messages),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks_out),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
             committed_entries,
             ack: ReadyAck { persisted_through, applied_through, snapshot_through },

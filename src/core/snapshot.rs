@@ -2,14 +2,26 @@
 //! sending a snapshot in chunks to a follower that needs compacted entries, and receiving and
 //! installing one.
 //!
-//! The core holds the latest snapshot's bytes (a shared [`Bytes`](bytes::Bytes)), so sending
-//! one needs no storage read. A received snapshot is handed out in the [`Ready`](super::Ready)
-//! to be stored and restored into the state machine before anything after it is applied; the
-//! follower acknowledges it only after that Ready is persisted.
+//! The core never holds a snapshot's bytes. A leader asks for each chunk it sends in the
+//! [`Ready`](super::Ready) (`snapshot_chunks`: the caller reads it from storage); a follower
+//! hands each chunk it accepts out in the Ready (`received_chunks`: the caller writes it to
+//! storage), keeping only a running checksum, and once it holds them all and the checksum
+//! matches it installs the snapshot: the Ready carries it to be made durable and restored
+//! into the state machine before anything after it is applied; the follower acknowledges it
+//! only after that Ready is persisted.
+//!
+//! A transfer is one leader's in one term, of one snapshot ([`SnapshotId`]): chunks of
+//! different transfers are never put together, and a follower drops a transfer it was
+//! receiving when its term changes. The leader keeps a window of chunks in flight and never
+//! rewinds on an answer (a late or duplicated answer says nothing new); it resends from the
+//! last confirmed byte only when the follower confirmed nothing new for a while (see
+//! [`SnapshotTransfer`](super::progress::SnapshotTransfer)).
+
+use bytes::Bytes;
 
 use super::{LOG_TARGET, RaftCore, Role};
-use crate::message::MessageBody;
-use crate::snapshot::{Snapshot, SnapshotMeta};
+use crate::message::{Message, MessageBody};
+use crate::snapshot::{Snapshot, SnapshotId, SnapshotMeta};
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// A snapshot being received from the leader, chunk by chunk.
@@ -20,9 +32,33 @@ pub(super) struct IncomingSnapshot {
     /// never spliced together.
     leader: NodeId,
     term: Term,
-    meta: SnapshotMeta,
-    total_len: u64,
-    received: Vec<u8>,
+    snapshot: Snapshot,
+    /// Bytes received, contiguous from the start.
+    received: u64,
+    /// crc32c of those bytes.
+    checksum: u32,
+}
+
+/// A chunk of a snapshot the leader sends: the caller reads `len` bytes of `message`'s
+/// snapshot at its offset from storage into its `data`, then sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunkToSend {
+    /// An `InstallSnapshot` whose `data` is still empty.
+    pub message: Message,
+    /// How many bytes to read into it.
+    pub len: usize,
+}
+
+/// A chunk of a snapshot the follower accepted, to write to storage. Chunks come in order;
+/// the one at offset 0 starts a new snapshot (dropping any unfinished one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedSnapshotChunk {
+    /// The snapshot it belongs to.
+    pub snapshot: Snapshot,
+    /// Where `data` starts in it.
+    pub offset: u64,
+    /// The chunk.
+    pub data: Bytes,
 }
 
 impl RaftCore {
@@ -68,7 +104,7 @@ impl RaftCore {
         if self.snapshot.as_ref().is_some_and(|held| held.meta.last_included.index >= last.index) {
             return None;
         }
-        tracing::info!(target: LOG_TARGET, node = %self.id, "Stored snapshot through {last} ({} bytes)", snapshot.data.len());
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Stored snapshot through {last} ({} bytes)", snapshot.size);
         self.snapshot = Some(snapshot);
         let compact_through =
             LogIndex(last.index.0.saturating_sub(self.config.snapshot_keep_entries));
@@ -90,9 +126,24 @@ impl RaftCore {
         let Some(progress) = self.progress.get_mut(&peer) else {
             return;
         };
-        tracing::info!(target: LOG_TARGET, node = %self.id, "Sending snapshot through {} to {peer} ({} bytes): it needs entries before {}", snapshot.meta.last_included, snapshot.data.len(), self.log.base().index.next());
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Sending snapshot through {} to {peer} ({} bytes): it needs entries before {}", snapshot.meta.last_included, snapshot.size, self.log.base().index.next());
         progress.start_snapshot(snapshot, self.now_ms);
         self.send_snapshot_chunks(peer);
+    }
+
+    /// Leader: the caller could not read the snapshot a transfer to `peer` sends (storage
+    /// replaced it before the caller opened it): the transfer starts over with the snapshot
+    /// held now.
+    pub fn snapshot_unreadable(&mut self, peer: NodeId, snapshot: SnapshotId) {
+        let sending = self
+            .progress
+            .get(&peer)
+            .and_then(|progress| progress.snapshot_transfer.as_ref())
+            .is_some_and(|transfer| transfer.snapshot.id == snapshot);
+        if self.role == Role::Leader && sending {
+            tracing::info!(target: LOG_TARGET, node = %self.id, "{snapshot} is no longer readable; sending {peer} the latest snapshot instead");
+            self.start_snapshot_transfer(peer);
+        }
     }
 
     /// Leader: sends `peer` the chunks its transfer window allows.
@@ -114,39 +165,46 @@ impl RaftCore {
             let total_len = transfer.total_len();
             let offset = transfer.next_offset;
             let end = offset.saturating_add(chunk_bytes).min(total_len);
-            // Offsets stay within the snapshot, whose length fits in memory (a usize).
-            let data = transfer.snapshot.data.slice(offset as usize..end as usize);
-            let meta = transfer.snapshot.meta.clone();
+            let snapshot = transfer.snapshot.clone();
             transfer.next_offset = end;
             transfer.chunk_sent = true;
-            self.send(peer, MessageBody::InstallSnapshot { meta, offset, total_len, data });
+            let message = Message {
+                from: self.id,
+                to: peer,
+                term: self.term,
+                body: MessageBody::InstallSnapshot { snapshot, offset, data: Bytes::new() },
+            };
+            // At most `snapshot_chunk_bytes`, a usize.
+            let len = usize::try_from(end - offset).unwrap_or(usize::MAX);
+            tracing::trace!(target: LOG_TARGET, node = %self.id, "Sending {peer} bytes {offset}..{end} of the snapshot");
+            self.snapshot_chunks_out.push(SnapshotChunkToSend { message, len });
         }
     }
 
-    /// Leader, on the heartbeat timer: restarts a transfer to `peer` that made no progress for
-    /// a heartbeat interval (a chunk or its answer was lost, or the follower restarted).
+    /// Leader, on the heartbeat timer: resends what `peer` has not confirmed if its transfer
+    /// made no progress for a while (a chunk or its answer was lost, or the follower
+    /// restarted), and sends a newer snapshot instead if one was taken meanwhile.
     pub(super) fn retry_stalled_snapshot(&mut self, peer: NodeId) {
         let now_ms = self.now_ms;
-        let stalled_before_ms = now_ms.saturating_sub(self.config.heartbeat_interval_ms);
+        let election_timeout_ms = self.config.election_timeout_max_ms;
         let newest = self.snapshot.as_ref().map(|snapshot| snapshot.meta.last_included.index);
         let Some(transfer) =
             self.progress.get_mut(&peer).and_then(|progress| progress.snapshot_transfer.as_mut())
         else {
             return;
         };
-        let stalled = transfer.last_progress_ms <= stalled_before_ms;
-        if stalled && newest > Some(transfer.snapshot.meta.last_included.index) {
+        if !transfer.is_stalled(now_ms, election_timeout_ms) {
+            self.send_snapshot_chunks(peer);
+            return;
+        }
+        if newest > Some(transfer.snapshot.meta.last_included.index) {
             // A newer snapshot was taken while this transfer got nowhere: send that instead.
             self.start_snapshot_transfer(peer);
             return;
         }
-        if stalled {
-            // Everything confirmed but no installation reported: the follower may have lost
-            // what it received; send it all again.
-            let from = if transfer.acked >= transfer.total_len() { 0 } else { transfer.acked };
-            tracing::debug!(target: LOG_TARGET, node = %self.id, "Snapshot transfer to {peer} stalled; resending from byte {from}");
-            transfer.rewind_to(from, now_ms);
-        }
+        let from = transfer.resume_offset();
+        tracing::debug!(target: LOG_TARGET, node = %self.id, "Snapshot transfer to {peer} made no progress; resending from byte {from}");
+        transfer.rewind_to(from, now_ms);
         self.send_snapshot_chunks(peer);
     }
 
@@ -154,9 +212,11 @@ impl RaftCore {
     pub(super) fn handle_install_snapshot_response(
         &mut self,
         follower: NodeId,
+        snapshot: SnapshotId,
         last_included: LogId,
         received: u64,
         installed: bool,
+        gap: bool,
     ) {
         if self.role != Role::Leader {
             return;
@@ -187,18 +247,10 @@ impl RaftCore {
         let Some(transfer) = progress.snapshot_transfer.as_mut() else {
             return;
         };
-        if transfer.snapshot.meta.last_included != last_included {
+        if transfer.snapshot.id != snapshot {
             return;
         }
-        let received = received.min(transfer.total_len());
-        if received < transfer.acked {
-            // The follower holds less than it said before: it restarted or started over.
-            transfer.rewind_to(received, now_ms);
-        } else if received > transfer.acked {
-            transfer.acked = received;
-            transfer.next_offset = transfer.next_offset.max(received);
-            transfer.last_progress_ms = now_ms;
-        }
+        transfer.on_answer(received, gap, now_ms);
         self.send_snapshot_chunks(follower);
     }
 
@@ -206,13 +258,13 @@ impl RaftCore {
     pub(super) fn handle_install_snapshot(
         &mut self,
         leader: NodeId,
-        meta: SnapshotMeta,
+        snapshot: Snapshot,
         offset: u64,
-        total_len: u64,
-        data: bytes::Bytes,
+        data: Bytes,
     ) {
         self.hear_from_leader(leader);
-        let last = meta.last_included;
+        let last = snapshot.meta.last_included;
+        let total_len = snapshot.size;
         if offset.checked_add(data.len() as u64).is_none_or(|end| end > total_len) {
             tracing::warn!(target: LOG_TARGET, node = %self.id, from = %leader, "Dropping malformed InstallSnapshot: bytes {offset}+{} of {total_len}", data.len());
             return;
@@ -221,76 +273,79 @@ impl RaftCore {
             tracing::warn!(target: LOG_TARGET, node = %self.id, from = %leader, "Refusing a snapshot of {total_len} bytes, above max_snapshot_bytes ({})", self.config.max_snapshot_bytes);
             return;
         }
+        let id = snapshot.id;
+        let answer = move |received: u64, installed: bool| MessageBody::InstallSnapshotResponse {
+            snapshot: id,
+            last_included: last,
+            received,
+            installed,
+            gap: false,
+        };
         if last.index <= self.commit_index || self.log.term_at(last.index) == Some(last.term) {
             // Everything the snapshot covers is already here (committed entries are the same
             // on every node, and the Log Matching Property covers a matching entry).
             self.incoming_snapshot = None;
-            self.send_after_persist(
-                leader,
-                MessageBody::InstallSnapshotResponse {
-                    last_included: last,
-                    received: total_len,
-                    installed: true,
-                },
-            );
+            self.send_after_persist(leader, answer(total_len, true));
             return;
         }
         let same_transfer = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
-            incoming.leader == leader
-                && incoming.term == self.term
-                && incoming.meta == meta
-                && incoming.total_len == total_len
+            incoming.leader == leader && incoming.term == self.term && incoming.snapshot == snapshot
         });
         if !same_transfer {
             if offset != 0 {
                 // A chunk from the middle of a transfer this node has not seen begin.
-                self.send(
-                    leader,
-                    MessageBody::InstallSnapshotResponse {
-                        last_included: last,
-                        received: 0,
-                        installed: false,
-                    },
-                );
+                self.send(leader, answer(0, false));
                 return;
             }
             tracing::info!(target: LOG_TARGET, node = %self.id, "Receiving snapshot through {last} from {leader} ({total_len} bytes)");
             self.incoming_snapshot = Some(IncomingSnapshot {
                 leader,
                 term: self.term,
-                meta: meta.clone(),
-                total_len,
-                received: Vec::new(),
+                snapshot: snapshot.clone(),
+                received: 0,
+                checksum: 0,
             });
         }
         let Some(incoming) = self.incoming_snapshot.as_mut() else {
             return;
         };
-        if offset == incoming.received.len() as u64 {
-            incoming.received.extend_from_slice(&data);
+        if offset == incoming.received && (!data.is_empty() || offset == 0) {
+            incoming.received += data.len() as u64;
+            incoming.checksum = crc32c::crc32c_append(incoming.checksum, &data);
+            self.snapshot_chunks_in.push(ReceivedSnapshotChunk {
+                snapshot: snapshot.clone(),
+                offset,
+                data,
+            });
         }
-        let received = incoming.received.len() as u64;
+        let (received, checksum) = (incoming.received, incoming.checksum);
         if received < total_len {
-            // Duplicates and chunks after a gap are dropped; the answer says where to go on.
+            // Duplicates and chunks after a gap are dropped; the answer says where to go on,
+            // and whether bytes before this chunk went missing.
+            let gap = offset > received;
             self.send(
                 leader,
                 MessageBody::InstallSnapshotResponse {
+                    snapshot: id,
                     last_included: last,
                     received,
                     installed: false,
+                    gap,
                 },
             );
             return;
         }
-        let Some(incoming) = self.incoming_snapshot.take() else {
+        self.incoming_snapshot = None;
+        if checksum != snapshot.checksum {
+            // Not the bytes the leader described (damaged on the way, or a leader's bug):
+            // restoring them would give this node a state no other node has.
+            tracing::warn!(target: LOG_TARGET, node = %self.id, from = %leader, "Dropping the snapshot through {last}: its bytes' checksum {checksum:08x} is not the {:08x} announced", snapshot.checksum);
+            self.send(leader, answer(0, false));
             return;
-        };
-        self.install_snapshot(Snapshot { meta: incoming.meta, data: incoming.received.into() });
+        }
+        self.install_snapshot(snapshot);
         // Acknowledged only once the snapshot is stored (the Ready that carries it).
-        self.send_after_persist(
-            leader,
-            MessageBody::InstallSnapshotResponse { last_included: last, received, installed: true },
-        );
+        self.send_after_persist(leader, answer(received, true));
     }
 
     /// Follower: makes a complete snapshot from the leader this node's state: the log keeps
@@ -319,7 +374,7 @@ impl RaftCore {
             self.pending_log_reset = Some(last);
         }
         self.refresh_configuration();
-        tracing::info!(target: LOG_TARGET, node = %self.id, "Installed snapshot through {last} ({} bytes); the log continues from {}", snapshot.data.len(), last.index.next());
+        tracing::info!(target: LOG_TARGET, node = %self.id, "Installed snapshot through {last} ({} bytes); the log continues from {}", snapshot.size, last.index.next());
         self.commit_to(last.index);
         self.apply_handed_index = self.apply_handed_index.max(last.index);
         self.unpersisted_from = self.unpersisted_from.max(last.index.next());

@@ -35,9 +35,9 @@ use crate::core::{MemberAddress, RaftCore, ReadPolicy, Role};
 use crate::error::{MembershipError, ProposeError, ReadError, StorageError};
 use crate::message::{Entry, Message};
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
-use crate::snapshot::{Snapshot, SnapshotMeta};
+use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
-use crate::storage::{PendingSync, SnapshotWriter};
+use crate::storage::{PendingSync, SnapshotStore};
 use crate::types::{LogIndex, NodeId, ReadId, Term};
 
 use super::checks::Checker;
@@ -688,11 +688,15 @@ impl Cluster {
             .state_machine()
             .snapshot()
             .unwrap_or_else(|error| panic!("a journal always snapshots: {error}"));
-        let snapshot = Snapshot { meta: meta.clone(), data: data.into() };
-        running
+        let snapshot = running
             .node
-            .snapshot_writer()
-            .write(&snapshot)
+            .snapshot_store()
+            .create(&meta)
+            .and_then(|mut sink| {
+                sink.write_all(&data)
+                    .map_err(|error| StorageError::io("writing the snapshot", error))?;
+                sink.finish()
+            })
             .unwrap_or_else(|error| panic!("{id}: the simulated disk stores snapshots: {error}"));
         self.member_mut(id).stored_snapshot = Some(meta.clone());
         self.with_node(NodeId(id), |node, _| node.snapshot_stored(Ok(snapshot)));
@@ -1118,8 +1122,8 @@ impl Cluster {
             )
         });
         let stored = snapshot.map(|snapshot| {
-            let meta = snapshot.meta.clone();
-            let written = node.snapshot_writer().write(&snapshot).map(|()| snapshot);
+            let meta = snapshot.meta().clone();
+            let written = snapshot.write_into(&mut node.snapshot_store());
             node.snapshot_stored(written).unwrap_or_else(|error| {
                 panic!("{id}: compaction never fails in a cluster: {error}")
             });

@@ -56,13 +56,14 @@ pub fn describe_message(message: &Message) -> String {
                 hint.first_index
             )
         }
-        MessageBody::InstallSnapshot { meta, offset, total_len, data } => format!(
-            "InstallSnapshot term={term} through={} bytes={}..{} of {total_len}",
-            meta.last_included,
+        MessageBody::InstallSnapshot { snapshot, offset, data } => format!(
+            "InstallSnapshot term={term} through={} bytes={}..{} of {}",
+            snapshot.meta.last_included,
             offset,
-            offset + data.len() as u64
+            offset + data.len() as u64,
+            snapshot.size
         ),
-        MessageBody::InstallSnapshotResponse { last_included, received, installed } => format!(
+        MessageBody::InstallSnapshotResponse { last_included, received, installed, .. } => format!(
             "InstallSnapshotResponse term={term} through={last_included} received={received}{}",
             if *installed { " installed" } else { "" }
         ),

@@ -36,7 +36,7 @@ impl<S> PlantedStorage<S> {
 }
 
 impl<S: Storage> Storage for PlantedStorage<S> {
-    type SnapshotWriter = S::SnapshotWriter;
+    type Snapshots = S::Snapshots;
 
     fn load(&mut self) -> Result<InitialState, StorageError> {
         let mut state = self.inner.load()?;
@@ -61,8 +61,8 @@ impl<S: Storage> Storage for PlantedStorage<S> {
         self.inner.compact(through)
     }
 
-    fn snapshot_writer(&self) -> Self::SnapshotWriter {
-        self.inner.snapshot_writer()
+    fn snapshot_store(&self) -> Self::Snapshots {
+        self.inner.snapshot_store()
     }
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {

@@ -102,15 +102,15 @@ impl TraceHash {
                 self.add_u64(hint.conflict_term.map_or(0, |term| term.0 + 1));
                 self.add_u64(hint.first_index.0);
             }
-            MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
+            MessageBody::InstallSnapshot { snapshot, offset, data } => {
                 self.add_u64(8);
-                self.add_u64(meta.last_included.term.0);
-                self.add_u64(meta.last_included.index.0);
+                self.add_u64(snapshot.meta.last_included.term.0);
+                self.add_u64(snapshot.meta.last_included.index.0);
                 self.add_u64(*offset);
-                self.add_u64(*total_len);
+                self.add_u64(snapshot.size);
                 self.add_bytes(data);
             }
-            MessageBody::InstallSnapshotResponse { last_included, received, installed } => {
+            MessageBody::InstallSnapshotResponse { last_included, received, installed, .. } => {
                 self.add_u64(9);
                 self.add_u64(last_included.term.0);
                 self.add_u64(last_included.index.0);

@@ -13,7 +13,6 @@ use crate::message::Message;
 use crate::node::{ApplyResult, Node, NodeIo, ProposalResult};
 use crate::state_machine::StateMachine;
 use crate::storage::PendingSync;
-use crate::storage::SnapshotWriter;
 use crate::types::{LogIndex, NodeId, ReadId, Term};
 
 use super::checks::{Checker, Violation};
@@ -150,7 +149,7 @@ struct RunningNode<M: StateMachine> {
     /// Snapshots installed, as last counted.
     snapshots_installed: u64,
     /// A snapshot taken and being written (on a thread, in a real node).
-    snapshot_to_write: Option<crate::snapshot::Snapshot>,
+    snapshot_to_write: Option<crate::node::TakenSnapshot>,
     /// Syncs flushed and not yet done (a real node's sync thread runs them), oldest first:
     /// until one is done, its writes are only in the page cache, and a power loss tears or
     /// loses them.
@@ -672,12 +671,12 @@ impl<W: Workload> World<W> {
         }
         let Some(running) = node.running.as_mut() else { return };
         let Some(snapshot) = running.snapshot_to_write.take() else { return };
-        let index = snapshot.meta.last_included.index;
-        let mut writer = running.node.snapshot_writer();
+        let index = snapshot.meta().last_included.index;
+        let mut store = running.node.snapshot_store();
         if mid_write {
             node.disk.fail_next_sync();
         }
-        let written = writer.write(&snapshot).map(|()| snapshot);
+        let written = snapshot.write_into(&mut store);
         if interrupted {
             self.faults.snapshot_write_crashes += 1;
             self.trace.add_u64(0xA5);

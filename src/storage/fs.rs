@@ -14,6 +14,8 @@ use std::path::Path;
 pub trait FileSystem: Clone + Send + 'static {
     /// A file open for positioned writes.
     type File: AppendFile;
+    /// A file open for positioned reads.
+    type ReadFile: ReadAtFile;
 
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
@@ -21,6 +23,9 @@ pub trait FileSystem: Clone + Send + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens `path` for positioned reads. The open file stays readable, with the content it
+    /// had, after `path` is removed or replaced.
+    fn open_read(&self, path: &Path) -> io::Result<Self::ReadFile>;
     /// Opens `path` for positioned writes (not in append mode: a write lands at the offset it
     /// names), creating it empty if missing. Its content and length are left as they are.
     fn open_write(&self, path: &Path) -> io::Result<Self::File>;
@@ -56,12 +61,22 @@ pub trait AppendFile: Send + 'static {
         Self: Sized;
 }
 
+/// A file open for positioned reads, from any thread.
+pub trait ReadAtFile: Send + Sync + 'static {
+    /// Reads into `buf` from `offset` (`pread`), returning how many bytes were read: fewer
+    /// than asked only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// The file's length in bytes.
+    fn size(&self) -> io::Result<u64>;
+}
+
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdFileSystem;
 
 impl FileSystem for StdFileSystem {
     type File = File;
+    type ReadFile = File;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
@@ -79,6 +94,10 @@ impl FileSystem for StdFileSystem {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        File::open(path)
     }
 
     fn open_write(&self, path: &Path) -> io::Result<File> {
@@ -115,5 +134,24 @@ impl AppendFile for File {
 
     fn try_clone(&self) -> io::Result<File> {
         File::try_clone(self)
+    }
+}
+
+impl ReadAtFile for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match FileExt::read_at(self, &mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(count) => filled += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(filled)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
     }
 }

@@ -2,12 +2,14 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{SnapshotWriter, Storage};
+use bytes::Bytes;
+
+use super::{BytesSource, SnapshotSink, SnapshotSource, SnapshotStore, Storage};
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::types::{LogId, LogIndex, NodeId};
 
 /// Storage kept in memory. Clones share the same data, so a test can keep a handle and start
@@ -34,7 +36,8 @@ pub struct MemoryStorage {
 struct Stored {
     hard_state: HardState,
     members: Option<Vec<NodeId>>,
-    snapshot: Option<Snapshot>,
+    /// The latest snapshot and its bytes.
+    snapshot: Option<(Snapshot, Bytes)>,
     /// The entry before `entries[0]`.
     base: LogId,
     entries: Vec<Entry>,
@@ -60,13 +63,13 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    type SnapshotWriter = MemoryStorage;
+    type Snapshots = MemoryStorage;
 
     fn load(&mut self) -> Result<InitialState, StorageError> {
         let state = self.lock();
         Ok(InitialState {
             hard_state: state.hard_state,
-            snapshot: state.snapshot.clone(),
+            snapshot: state.snapshot.as_ref().map(|(snapshot, _)| snapshot.clone()),
             entries: state.entries.clone(),
             members: state.members.clone(),
         })
@@ -115,7 +118,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn snapshot_writer(&self) -> MemoryStorage {
+    fn snapshot_store(&self) -> MemoryStorage {
         self.clone()
     }
 
@@ -134,22 +137,58 @@ impl Storage for MemoryStorage {
     }
 }
 
-impl SnapshotWriter for MemoryStorage {
-    fn write(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let mut state = self.lock();
-        let newer = state
-            .snapshot
-            .as_ref()
-            .is_none_or(|held| held.meta.last_included.index <= snapshot.meta.last_included.index);
-        if newer {
-            state.snapshot = Some(snapshot.clone());
+impl SnapshotStore for MemoryStorage {
+    fn create(&mut self, meta: &SnapshotMeta) -> Result<Box<dyn SnapshotSink>, StorageError> {
+        Ok(Box::new(MemorySink { storage: self.clone(), meta: meta.clone(), data: Vec::new() }))
+    }
+
+    fn open(&self, snapshot: &Snapshot) -> Result<Box<dyn SnapshotSource>, StorageError> {
+        match &self.lock().snapshot {
+            Some((held, data)) if held.id == snapshot.id => {
+                Ok(Box::new(BytesSource::new(held.clone(), data.clone())))
+            }
+            _ => Err(StorageError::Corrupt { detail: format!("{} is not stored", snapshot.id) }),
         }
+    }
+}
+
+/// A snapshot being written into a [`MemoryStorage`].
+struct MemorySink {
+    storage: MemoryStorage,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl std::io::Write for MemorySink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.data.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl SnapshotSink for MemorySink {
+    fn finish(self: Box<Self>) -> Result<Snapshot, StorageError> {
+        let MemorySink { storage, meta, data } = *self;
+        let snapshot = Snapshot::of_bytes(meta, &data);
+        let mut state = storage.lock();
+        let newer = state.snapshot.as_ref().is_none_or(|(held, _)| {
+            held.meta.last_included.index <= snapshot.meta.last_included.index
+        });
+        if newer {
+            state.snapshot = Some((snapshot.clone(), Bytes::from(data)));
+        }
+        Ok(snapshot)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
     use crate::message::EntryPayload;
     use crate::types::{LogIndex, Term};
@@ -181,16 +220,24 @@ mod tests {
         assert!(storage.load().unwrap().entries.is_empty());
         storage.append(&[entry(4, 11)]).unwrap();
         assert_eq!(storage.load().unwrap().entries, vec![entry(4, 11)]);
-        let mut writer = storage.snapshot_writer();
-        let snapshot = |index| Snapshot {
-            meta: crate::snapshot::SnapshotMeta {
+        let mut store = storage.snapshot_store();
+        let mut write = |index| {
+            let meta = SnapshotMeta {
                 last_included: LogId::new(Term(4), LogIndex(index)),
                 configuration: crate::core::Configuration::default(),
-            },
-            data: bytes::Bytes::from_static(b"state"),
+            };
+            let mut sink = store.create(&meta).unwrap();
+            sink.write_all(b"state").unwrap();
+            sink.finish().unwrap()
         };
-        writer.write(&snapshot(10)).unwrap();
-        writer.write(&snapshot(5)).unwrap();
-        assert_eq!(storage.load().unwrap().snapshot, Some(snapshot(10)), "an older one is ignored");
+        let tenth = write(10);
+        write(5);
+        assert_eq!(
+            storage.load().unwrap().snapshot,
+            Some(tenth.clone()),
+            "an older one is ignored"
+        );
+        let source = storage.snapshot_store().open(&tenth).unwrap();
+        assert_eq!(source.read_at(1, 3).unwrap(), "tat");
     }
 }

@@ -11,17 +11,20 @@
 
 mod fs;
 mod memory;
+mod snapshot_store;
 mod wal;
 
-pub use fs::{AppendFile, FileSystem, StdFileSystem};
+pub use fs::{AppendFile, FileSystem, ReadAtFile, StdFileSystem};
 pub use memory::MemoryStorage;
-pub use wal::{WalIdentity, WalOptions, WalSnapshotWriter, WalStorage};
+pub use snapshot_store::{
+    BytesSource, READ_BLOCK_BYTES, SnapshotReader, SnapshotSink, SnapshotSource, SnapshotStore,
+};
+pub use wal::{WalIdentity, WalOptions, WalSnapshotStore, WalStorage};
 
 use crate::core::InitialState;
 use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
-use crate::snapshot::Snapshot;
 use crate::types::{LogId, LogIndex, NodeId};
 
 /// Durable storage for one node's Raft state.
@@ -31,13 +34,13 @@ use crate::types::{LogId, LogIndex, NodeId};
 /// made (in call order). Calls come from the node's own task, one at a time; the driver saves
 /// the entries of a batch before its hard state.
 ///
-/// Snapshots are stored through a [`SnapshotWriter`], which the node may use from another
-/// thread so that writing a large snapshot never holds up heartbeats; a snapshot is durable
-/// when [`SnapshotWriter::write`] returns. Storage keeps the latest one and returns it from
-/// `load`, with the log entries after it (and possibly some before it).
+/// Snapshots are stored and read through a [`SnapshotStore`], which the node may use from
+/// another thread so that writing a large snapshot never holds up heartbeats; a snapshot is
+/// durable when [`SnapshotSink::finish`] returns. Storage keeps the latest one and describes
+/// it in `load`, with the log entries after it (and possibly some before it).
 pub trait Storage: Send + 'static {
-    /// The handle that stores snapshots.
-    type SnapshotWriter: SnapshotWriter;
+    /// The handle that stores and reads snapshots.
+    type Snapshots: SnapshotStore;
 
     /// Reads back everything durable, to start a node from. Called once, before any write.
     fn load(&mut self) -> Result<InitialState, StorageError>;
@@ -59,8 +62,8 @@ pub trait Storage: Send + 'static {
     /// dropped. Storage may keep some (a write-ahead log drops whole segments only).
     fn compact(&mut self, through: LogIndex) -> Result<(), StorageError>;
 
-    /// A handle that stores snapshots, usable from another thread.
-    fn snapshot_writer(&self) -> Self::SnapshotWriter;
+    /// A handle that stores and reads snapshots, usable from another thread.
+    fn snapshot_store(&self) -> Self::Snapshots;
 
     /// Replaces the stored hard state.
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError>;
@@ -118,11 +121,4 @@ impl PendingSync for AlreadyDurable {
     fn is_durable(&self) -> bool {
         true
     }
-}
-
-/// Stores snapshots for a [`Storage`], from any thread.
-pub trait SnapshotWriter: Send + 'static {
-    /// Stores `snapshot` durably as the latest one (written aside and renamed into place, so a
-    /// crash leaves either the previous snapshot or this one), and may then remove older ones.
-    fn write(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 }

@@ -7,7 +7,7 @@
 //! error, not a crash. Entry payloads are sliced out of the input without copying.
 //!
 //! ```text
-//! message: version u8 (4) | kind u8 | from u64 | to u64 | term u64 | body
+//! message: version u8 (5) | kind u8 | from u64 | to u64 | term u64 | body
 //! kind 1 RequestVote:                  last log term u64 | last log index u64
 //!                                      | leadership transfer u8 (0 or 1)
 //! kind 3 PreVote:                      last log term u64 | last log index u64
@@ -27,10 +27,11 @@
 //!                                      | first index u64
 //! kind 8 InstallSnapshot:              last included term u64 | last included index u64
 //!                                      | configuration length u32 | its encoding
-//!                                      | offset u64 | total length u64
-//!                                      | chunk length u32 | chunk bytes
-//! kind 9 InstallSnapshotResponse:      last included term u64 | last included index u64
-//!                                      | received u64 | installed u8
+//!                                      | snapshot id u64 | total length u64 | checksum u32
+//!                                      | offset u64 | chunk length u32 | chunk bytes
+//! kind 9 InstallSnapshotResponse:      snapshot id u64 | last included term u64
+//!                                      | last included index u64 | received u64
+//!                                      | installed u8 | gap u8
 //! kind 10 TimeoutNow:                  (no body)
 //! kind 11 ReadIndex:                   request u64 | lease u8 (0 or 1)
 //! kind 12 ReadIndexResponse:           request u64 | has read index u8 | read index term u64
@@ -53,16 +54,22 @@
 //! ReadIndex reads by counting answers to a round), and a follower's `ReadIndex` request
 //! (kind 11) with the leader's answer (kind 12). A read index, when present, obeys the same
 //! bound as every other index (`core/message_bounds.rs`).
+//!
+//! Version 5 streams snapshots: `InstallSnapshot` names the snapshot (its id, derived from
+//! what it covers, its length and its crc32c checksum, which it also carries: a decoder
+//! refuses an id that does not match) so that a follower never puts chunks of two transfers
+//! together and checks the checksum before restoring, and `InstallSnapshotResponse` names the
+//! snapshot it answers about and says whether the chunk it answers came after a gap.
 
 use bytes::Bytes;
 
 use crate::core::Configuration;
 use crate::message::{AppendResponse, ConflictHint, Entry, EntryPayload, Message, MessageBody};
-use crate::snapshot::SnapshotMeta;
+use crate::snapshot::{Snapshot, SnapshotId, SnapshotMeta};
 use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 
 /// The wire format version this build writes and reads.
-pub const WIRE_FORMAT_VERSION: u8 = 4;
+pub const WIRE_FORMAT_VERSION: u8 = 5;
 
 /// Bytes of an entry besides its command.
 const ENTRY_OVERHEAD: usize = 8 + 8 + 1 + 4;
@@ -206,26 +213,37 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
             put_u64(buffer, hint.conflict_term.map_or(0, |term| term.0));
             put_u64(buffer, hint.first_index.0);
         }
-        MessageBody::InstallSnapshot { meta, offset, total_len, data } => {
+        MessageBody::InstallSnapshot { snapshot, offset, data } => {
+            let meta = &snapshot.meta;
             put_u64(buffer, meta.last_included.term.0);
             put_u64(buffer, meta.last_included.index.0);
             // A configuration holds at most MAX_MEMBERS members of short addresses.
             let length = u32::try_from(meta.configuration.encoded_len()).unwrap_or(u32::MAX);
             buffer.extend_from_slice(&length.to_le_bytes());
             meta.configuration.encode_into(buffer);
+            put_u64(buffer, snapshot.id.0);
+            put_u64(buffer, snapshot.size);
+            buffer.extend_from_slice(&snapshot.checksum.to_le_bytes());
             put_u64(buffer, *offset);
-            put_u64(buffer, *total_len);
             // Config::validate keeps snapshot_chunk_bytes within 32 bits.
             debug_assert!(u32::try_from(data.len()).is_ok());
             let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
             buffer.extend_from_slice(&length.to_le_bytes());
             buffer.extend_from_slice(&data[..length as usize]);
         }
-        MessageBody::InstallSnapshotResponse { last_included, received, installed } => {
+        MessageBody::InstallSnapshotResponse {
+            snapshot,
+            last_included,
+            received,
+            installed,
+            gap,
+        } => {
+            put_u64(buffer, snapshot.0);
             put_u64(buffer, last_included.term.0);
             put_u64(buffer, last_included.index.0);
             put_u64(buffer, *received);
             buffer.push(u8::from(*installed));
+            buffer.push(u8::from(*gap));
         }
     }
 }
@@ -328,21 +346,28 @@ pub fn decode_message(bytes: &Bytes) -> Result<Message, DecodeError> {
             let encoded = reader.slice("configuration", length)?;
             let configuration = Configuration::decode(&encoded)
                 .map_err(|reason| DecodeError::Invalid { field: "configuration", reason })?;
-            let offset = reader.u64("offset")?;
+            let id = SnapshotId(reader.u64("snapshot id")?);
             let total_len = reader.u64("total length")?;
+            let checksum = reader.u32("checksum")?;
+            let offset = reader.u64("offset")?;
             let length = reader.u32("chunk length")? as usize;
             let data = reader.slice("chunk", length)?;
-            MessageBody::InstallSnapshot {
-                meta: SnapshotMeta { last_included, configuration },
-                offset,
-                total_len,
-                data,
+            let snapshot =
+                Snapshot::new(SnapshotMeta { last_included, configuration }, total_len, checksum);
+            if snapshot.id != id {
+                return Err(DecodeError::Invalid {
+                    field: "snapshot id",
+                    reason: format!("{id} does not name the snapshot described ({})", snapshot.id),
+                });
             }
+            MessageBody::InstallSnapshot { snapshot, offset, data }
         }
         9 => MessageBody::InstallSnapshotResponse {
+            snapshot: SnapshotId(reader.u64("snapshot id")?),
             last_included: reader.log_id("last included")?,
             received: reader.u64("received")?,
             installed: reader.flag("installed")?,
+            gap: reader.flag("gap")?,
         },
         other => return Err(DecodeError::UnknownKind(other)),
     };
@@ -477,18 +502,23 @@ mod tests {
                 round: HeartbeatRound(u64::MAX),
             }),
             message(MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
-                    last_included: log_id,
-                    configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
-                },
+                snapshot: Snapshot::new(
+                    SnapshotMeta {
+                        last_included: log_id,
+                        configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
+                    },
+                    3 << 20,
+                    0xdead_beef,
+                ),
                 offset: 1 << 20,
-                total_len: 3 << 20,
                 data: Bytes::from_static(b"chunk of state"),
             }),
             message(MessageBody::InstallSnapshotResponse {
+                snapshot: SnapshotId(0x1234_5678_9abc_def0),
                 last_included: log_id,
                 received: 4096,
                 installed: true,
+                gap: true,
             }),
         ]
     }

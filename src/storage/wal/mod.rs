@@ -44,7 +44,7 @@ mod recovery;
 mod snapshot_file;
 mod sync;
 
-pub use snapshot_file::WalSnapshotWriter;
+pub use snapshot_file::WalSnapshotStore;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -449,7 +449,7 @@ impl<F: FileSystem> WalStorage<F> {
 }
 
 impl<F: FileSystem> Storage for WalStorage<F> {
-    type SnapshotWriter = WalSnapshotWriter<F>;
+    type Snapshots = WalSnapshotStore<F>;
 
     fn load(&mut self) -> Result<InitialState, StorageError> {
         self.recovered.take().ok_or_else(|| StorageError::Corrupt {
@@ -545,8 +545,8 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         Some(self.options.max_entry_bytes)
     }
 
-    fn snapshot_writer(&self) -> WalSnapshotWriter<F> {
-        WalSnapshotWriter::new(self.fs.clone(), self.dir.clone(), self.identity)
+    fn snapshot_store(&self) -> WalSnapshotStore<F> {
+        WalSnapshotStore::new(self.fs.clone(), self.dir.clone(), self.identity)
     }
 
     fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
