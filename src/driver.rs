@@ -336,14 +336,17 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             let sink = self.snapshot_store.create(&snapshot.meta)?;
             self.incoming_snapshot = Some((snapshot.id, sink));
         }
-        let Some((id, sink)) = self.incoming_snapshot.as_mut().filter(|(id, _)| *id == snapshot.id)
-        else {
-            return Err(StorageError::Corrupt {
-                detail: format!(
-                    "a chunk at byte {offset} of {} came with no transfer begun",
-                    snapshot.id
-                ),
-            });
+        let node = self.core.id();
+        // The core hands out the chunks of one transfer in order, the first at offset 0: a
+        // chunk of another snapshot would splice two snapshots' bytes into one that no node
+        // ever had.
+        let (id, sink) = match self.incoming_snapshot.as_mut() {
+            Some((id, sink)) if *id == snapshot.id => (*id, sink),
+            other => panic!(
+                "Raft safety rule violated: a snapshot is installed from its own bytes only ({node} was handed bytes {offset}.. of {} while receiving {:?})",
+                snapshot.id,
+                other.map(|(id, _)| *id)
+            ),
         };
         sink.write_all(&data)
             .map_err(|error| StorageError::io(format!("writing the received {id}"), error))
@@ -351,20 +354,22 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
 
     /// Follower: makes the snapshot whose chunks were all written durable as the stored one.
     fn store_received_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let node = self.core.id();
         let Some((id, sink)) = self.incoming_snapshot.take() else {
-            return Err(StorageError::Corrupt {
-                detail: format!("{} was installed with none of its bytes written", snapshot.id),
-            });
+            panic!(
+                "Raft safety rule violated: a snapshot is installed from its own bytes only ({node} was to install {} with none of its bytes written)",
+                snapshot.id
+            );
         };
         let stored = sink.finish()?;
-        if id != snapshot.id || stored.id != snapshot.id {
-            return Err(StorageError::Corrupt {
-                detail: format!(
-                    "{} was installed but {} was written ({id} received)",
-                    snapshot.id, stored.id
-                ),
-            });
-        }
+        assert!(
+            id == snapshot.id && stored == *snapshot,
+            "Raft safety rule violated: a snapshot is installed from its own bytes only ({node} was to install {} and wrote {} ({} bytes, checksum {:08x}))",
+            snapshot.id,
+            stored.id,
+            stored.size,
+            stored.checksum
+        );
         Ok(())
     }
 

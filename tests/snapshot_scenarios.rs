@@ -10,7 +10,7 @@
 //! the same" means the same commands at the same indexes.
 
 use raft_consensus::core::Role;
-use raft_consensus::sim::Cluster;
+use raft_consensus::sim::{Cluster, PlantedBug};
 use raft_consensus::{Config, LogIndex, Message, MessageBody, NodeId};
 
 /// Snapshots every few hundred entries' worth, sent in small chunks so that a transfer takes
@@ -71,7 +71,9 @@ fn converge(cluster: &mut Cluster, leader: u64, ids: &[u64], max_ms: u64) {
 /// is under way and not finished.
 fn start_a_transfer(cluster: &mut Cluster, lagging: u64) {
     let mut budget = 3;
-    cluster.advance_time_delivering(300, |message| {
+    // Long enough for a transfer the leader started while the follower was cut off to be
+    // found stalled (an election timeout without progress) and resent.
+    cluster.advance_time_delivering(1_000, |message| {
         if !is_snapshot_chunk_to(message, lagging) {
             return true;
         }
@@ -79,7 +81,7 @@ fn start_a_transfer(cluster: &mut Cluster, lagging: u64) {
         budget -= i32::from(deliver);
         deliver
     });
-    assert_eq!(budget, 0, "no transfer started");
+    assert_eq!(budget, 0, "no transfer started:\n{}", cluster.describe());
     assert_eq!(cluster.core(lagging).applied_index(), LogIndex(0), "the transfer finished");
 }
 
@@ -164,6 +166,68 @@ fn a_new_leader_mid_transfer_brings_the_follower_up_to_date() {
     converge(&mut cluster, other, &[lagging], 10_000);
     cluster.restart(leader);
     converge(&mut cluster, other, &[leader, lagging], 10_000);
+}
+
+/// Issue #16's splice: a follower that got the first chunks of one leader's snapshot, then
+/// hears a new leader whose snapshot covers the same entry with the same length but other
+/// bytes (the simulator's journals encode one state differently on each node), must not put
+/// the two together. The new leader continues from where the follower says it stands, so a
+/// follower that keyed its transfer by entry and length only would take the old leader's
+/// prefix with the new leader's rest. It installs the new leader's snapshot; with the bug
+/// planted (`PlantedBug::SpliceSnapshotTransfers`), the node stops on the driver's check that
+/// a snapshot is installed from its own bytes only.
+fn splice_scenario(plant: bool) -> (Cluster, u64, u64) {
+    let (mut cluster, leader, lagging) = leader_ahead_of_an_isolated_follower(14, 1_000);
+    let other = follower_of(&cluster, leader, &[lagging]);
+    let applied = cluster.core(leader).applied_index();
+    assert!(cluster.run_until(5_000, |c| c.core(other).applied_index() == applied));
+    cluster.take_snapshot(other);
+    let (mine, theirs) = (cluster.stored_snapshot(leader), cluster.stored_snapshot(other));
+    assert_eq!(mine, theirs, "both snapshots cover the same entry");
+    if plant {
+        assert!(cluster.plant_bug(lagging, PlantedBug::SpliceSnapshotTransfers));
+    }
+    cluster.heal();
+    // The old leader's first two chunks arrive; the rest of its transfer is lost.
+    cluster.advance_time_delivering(1_000, |message| match &message.body {
+        MessageBody::InstallSnapshot { offset, .. } => *offset < 1_024,
+        _ => true,
+    });
+    assert_eq!(cluster.core(lagging).applied_index(), LogIndex(0), "the transfer finished");
+    assert!(
+        cluster.delivered().iter().any(|m| is_snapshot_chunk_to(m, lagging)),
+        "no chunk arrived:\n{}",
+        cluster.describe()
+    );
+    cluster.crash(leader);
+    assert!(
+        cluster.run_until(10_000, |c| c.is_up(other) && c.role(other) == Role::Leader),
+        "the other follower should take over:\n{}",
+        cluster.describe()
+    );
+    (cluster, other, lagging)
+}
+
+#[test]
+fn a_new_leaders_snapshot_is_not_spliced_onto_the_old_leaders_chunks() {
+    let (mut cluster, leader, lagging) = splice_scenario(false);
+    converge(&mut cluster, leader, &[lagging], 10_000);
+    assert!(cluster.snapshots_installed(lagging) >= 1);
+}
+
+#[test]
+fn a_planted_splice_of_two_leaders_snapshots_is_caught() {
+    let caught = std::panic::catch_unwind(|| {
+        let (mut cluster, leader, lagging) = splice_scenario(true);
+        converge(&mut cluster, leader, &[lagging], 10_000);
+    });
+    let message = caught.expect_err("the spliced snapshot went unnoticed");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| message.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_default();
+    assert!(message.contains("a snapshot is installed from its own bytes only"), "{message}");
 }
 
 #[test]

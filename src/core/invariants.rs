@@ -30,7 +30,13 @@ impl RaftCore {
             self.leader_of_term = None;
             // A transfer is one leader's, in one term: another leader's chunks of a snapshot
             // of the same entry may hold other bytes (Raft §7 does not make them canonical).
-            self.incoming_snapshot = None;
+            #[cfg(feature = "sim")]
+            let keep_transfer = self.planted_splice_snapshot_transfers;
+            #[cfg(not(feature = "sim"))]
+            let keep_transfer = false;
+            if !keep_transfer {
+                self.incoming_snapshot = None;
+            }
         }
     }
 

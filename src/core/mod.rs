@@ -209,6 +209,11 @@ pub struct RaftCore {
     /// Simulation only: the planted bug that confirms reads without a heartbeat round.
     #[cfg(feature = "sim")]
     pub(crate) planted_read_without_round: bool,
+    /// Simulation only: the planted bug that continues a snapshot transfer with another
+    /// leader's (or term's) chunks of a snapshot through the same entry and of the same
+    /// length, and installs it without checking its checksum.
+    #[cfg(feature = "sim")]
+    pub(crate) planted_splice_snapshot_transfers: bool,
 }
 
 impl RaftCore {
@@ -343,6 +348,8 @@ impl RaftCore {
             planted_learners_count_for_commit: false,
             #[cfg(feature = "sim")]
             planted_read_without_round: false,
+            #[cfg(feature = "sim")]
+            planted_splice_snapshot_transfers: false,
         };
         core.set_term(hard_state.term);
         if let Some(voted) = hard_state.voted_for {
@@ -1056,6 +1063,118 @@ mod tests {
         assert!(core.ready().messages.is_empty(), "a refused transfer was answered");
         core.step(chunk(10, b"0123456789"));
         assert_eq!(core.commit_index(), LogIndex(5), "a snapshot at the limit was installed");
+    }
+
+    /// A follower `node2` of `node1` in term 1, and an InstallSnapshot of bytes `offset..` of
+    /// a snapshot through 5@1 whose whole bytes are `whole`, from `from` in `term`.
+    fn snapshot_follower() -> RaftCore {
+        let mut core = RaftCore::new(
+            NodeId(2),
+            [NodeId(1), NodeId(2), NodeId(3)],
+            Config::default(),
+            InitialState::default(),
+            1,
+        )
+        .expect("valid configuration");
+        core.tick(0);
+        core
+    }
+
+    fn snapshot_chunk(
+        from: u64,
+        term: u64,
+        whole: &'static [u8],
+        offset: usize,
+        len: usize,
+    ) -> Message {
+        let meta = SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(5)),
+            configuration: Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        };
+        Message {
+            from: NodeId(from),
+            to: NodeId(2),
+            term: Term(term),
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot::of_bytes(meta, whole),
+                offset: offset as u64,
+                data: Bytes::from_static(&whole[offset..offset + len]),
+            },
+        }
+    }
+
+    /// The `received` of the InstallSnapshotResponses in `messages`, and whether any says
+    /// installed.
+    fn snapshot_answers(messages: &[Message]) -> (Vec<u64>, bool) {
+        let mut received = Vec::new();
+        let mut installed = false;
+        for message in messages {
+            if let MessageBody::InstallSnapshotResponse {
+                received: count, installed: done, ..
+            } = message.body
+            {
+                received.push(count);
+                installed |= done;
+            }
+        }
+        (received, installed)
+    }
+
+    /// The follower verifies the whole snapshot's checksum before installing it: bytes that
+    /// do not match what the leader announced are dropped, and the follower says it holds
+    /// nothing of them.
+    #[test]
+    fn a_snapshot_whose_bytes_fail_the_checksum_is_not_installed() {
+        let mut core = snapshot_follower();
+        let mut message = snapshot_chunk(1, 1, b"abcdefgh", 0, 8);
+        if let MessageBody::InstallSnapshot { data, .. } = &mut message.body {
+            *data = Bytes::from_static(b"abcdefgX");
+        }
+        core.step(message);
+        let ready = core.ready();
+        assert!(ready.snapshot.is_none(), "bytes that fail the checksum were installed");
+        assert_eq!(snapshot_answers(&ready.messages), (vec![0], false));
+        assert!(snapshot_answers(&ready.persisted_messages).0.is_empty());
+        assert_eq!(core.commit_index(), LogIndex(0));
+        core.advance(ready.ack);
+        // The same bytes, intact, install.
+        core.step(snapshot_chunk(1, 1, b"abcdefgh", 0, 8));
+        let ready = core.ready();
+        assert_eq!(ready.snapshot.map(|snapshot| snapshot.size), Some(8));
+        assert_eq!(ready.received_chunks.len(), 1);
+    }
+
+    /// A transfer is one leader's, in one term: a change of term drops it, and the next
+    /// leader's chunk from the middle (of a snapshot with the same description, even) is not
+    /// put after what the earlier one sent.
+    #[test]
+    fn a_term_change_drops_an_incoming_snapshot_transfer() {
+        let mut core = snapshot_follower();
+        core.step(snapshot_chunk(1, 1, b"abcdefgh", 0, 4));
+        let ready = core.ready();
+        assert_eq!(snapshot_answers(&ready.messages), (vec![4], false));
+        assert_eq!(ready.received_chunks.len(), 1);
+        core.advance(ready.ack);
+        assert!(core.incoming_snapshot.is_some());
+        core.step(Message {
+            from: NodeId(3),
+            to: NodeId(2),
+            term: Term(2),
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::default(),
+                entries: Vec::new(),
+                leader_commit: LogIndex(0),
+                round: HeartbeatRound(1),
+            },
+        });
+        assert_eq!(core.term(), Term(2));
+        assert!(core.incoming_snapshot.is_none(), "a term change kept the transfer");
+        let ready = core.ready();
+        core.advance(ready.ack);
+        core.step(snapshot_chunk(3, 2, b"abcdefgh", 4, 4));
+        let ready = core.ready();
+        assert_eq!(snapshot_answers(&ready.messages), (vec![0], false), "spliced across terms");
+        assert!(ready.received_chunks.is_empty() && ready.snapshot.is_none());
     }
 
     #[test]

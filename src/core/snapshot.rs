@@ -291,6 +291,13 @@ impl RaftCore {
         let same_transfer = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
             incoming.leader == leader && incoming.term == self.term && incoming.snapshot == snapshot
         });
+        #[cfg(feature = "sim")]
+        let same_transfer = same_transfer
+            || (self.planted_splice_snapshot_transfers
+                && self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+                    incoming.snapshot.meta.last_included.index == last.index
+                        && incoming.snapshot.size == total_len
+                }));
         if !same_transfer {
             if offset != 0 {
                 // A chunk from the middle of a transfer this node has not seen begin.
@@ -336,6 +343,9 @@ impl RaftCore {
             return;
         }
         self.incoming_snapshot = None;
+        #[cfg(feature = "sim")]
+        let checksum =
+            if self.planted_splice_snapshot_transfers { snapshot.checksum } else { checksum };
         if checksum != snapshot.checksum {
             // Not the bytes the leader described (damaged on the way, or a leader's bug):
             // restoring them would give this node a state no other node has.

@@ -675,6 +675,28 @@ impl Cluster {
         Ok(numbers)
     }
 
+    /// Plants `bug` in node `id`'s protocol core (until the node restarts). Only the bugs
+    /// that live in the core can be planted this way; for the others, this returns `false`
+    /// and plants nothing.
+    pub fn plant_bug(&mut self, id: u64, bug: super::PlantedBug) -> bool {
+        use super::PlantedBug;
+        let running =
+            self.member_mut(id).running.as_mut().unwrap_or_else(|| panic!("node{id} is down"));
+        let core = running.node.core_mut();
+        match bug {
+            PlantedBug::CommitPreviousTermByCounting => core.planted_commit_previous_term = true,
+            PlantedBug::ChangeWithoutJointPhase => core.planted_change_without_joint = true,
+            PlantedBug::LearnersCountForCommit => core.planted_learners_count_for_commit = true,
+            PlantedBug::ReadWithoutRound => core.planted_read_without_round = true,
+            PlantedBug::SpliceSnapshotTransfers => core.planted_splice_snapshot_transfers = true,
+            PlantedBug::ForgetVoteOnRestart
+            | PlantedBug::AcknowledgeBeforeSync
+            | PlantedBug::SnapshotSkipsEntry
+            | PlantedBug::InstallKeepsConflictingLog => return false,
+        }
+        true
+    }
+
     /// Node `id` took a snapshot of its state machine through its applied index now, stores
     /// it, and compacts its log behind it (keeping the configured tail).
     pub fn take_snapshot(&mut self, id: u64) {
@@ -1000,7 +1022,7 @@ impl Cluster {
         let member = self.member(id.0);
         let storage = SimStorage::open(member.disk.clone(), id)
             .unwrap_or_else(|error| panic!("{id} reopens its write-ahead log: {error}"));
-        let journal = Journal::default();
+        let journal = Journal::salted(id.0);
         let shared = journal.share();
         let members = if member.joined { Vec::new() } else { self.members.clone() };
         let node = Node::start(id, members, self.config.clone(), storage, journal, seed)

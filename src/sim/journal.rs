@@ -2,6 +2,12 @@
 //! (index, term and bytes), answers each with the command's bytes, and snapshots and restores
 //! that list, so that "two nodes applied the same" means the same commands at the same
 //! indexes, in the same terms.
+//!
+//! Its snapshot encoding is not canonical, on purpose: each node writes its records starting
+//! from a rotation of its own (its salt), and a restore puts them back in index order. Two
+//! nodes' snapshots of one state thus have the same length and different bytes, as a real
+//! state machine's over a hash map would, so a follower that put chunks of two leaders'
+//! snapshots together would restore a state no node had.
 
 use std::error::Error;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,9 +24,16 @@ pub type AppliedCommand = (LogIndex, Term, Vec<u8>);
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
     records: Arc<Mutex<Vec<AppliedCommand>>>,
+    /// Where this node's snapshot encoding starts in its records (modulo their number).
+    salt: u64,
 }
 
 impl Journal {
+    /// An empty journal whose snapshots start their records at rotation `salt`.
+    pub(crate) fn salted(salt: u64) -> Journal {
+        Journal { records: Arc::default(), salt }
+    }
+
     /// A handle on the same record, for the pump to read it and fill terms in.
     pub(crate) fn share(&self) -> Journal {
         self.clone()
@@ -61,11 +74,21 @@ impl StateMachine for Journal {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        Ok(encode(&self.lock()))
+        let records = self.lock();
+        let start = match records.len() {
+            0 => 0,
+            count => usize::try_from(self.salt % count as u64).unwrap_or(0),
+        };
+        let (head, tail) = records.split_at(start);
+        let mut bytes = encode(tail);
+        bytes.extend(encode(head));
+        Ok(bytes)
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
-        let restored = decode(snapshot).ok_or("a journal snapshot is cut short")?;
+        let mut restored = decode(snapshot).ok_or("a journal snapshot is cut short")?;
+        // Undo the encoding's rotation (a stable sort: nothing else moves).
+        restored.sort_by_key(|(index, _, _)| *index);
         *self.lock() = restored;
         Ok(())
     }
@@ -123,5 +146,24 @@ mod tests {
             vec![(LogIndex(2), Term(3), b"a".to_vec()), (LogIndex(4), Term(0), Vec::new())]
         );
         assert!(restored.restore(&snapshot[..snapshot.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn salted_journals_encode_one_state_differently_and_restore_it_alike() {
+        let journals = [Journal::salted(1), Journal::salted(2)];
+        for mut journal in journals.iter().cloned() {
+            for index in 1..=3 {
+                journal.apply_at(LogIndex(index), b"x").expect("a journal applies every command");
+            }
+        }
+        let expected = journals[0].records();
+        let [one, two] = journals.map(|journal| journal.snapshot().expect("it snapshots"));
+        assert_eq!(one.len(), two.len());
+        assert_ne!(one, two, "the same state encoded the same way");
+        for snapshot in [one, two] {
+            let mut restored = Journal::default();
+            restored.restore(&snapshot).expect("a journal restores any node's snapshot");
+            assert_eq!(restored.records(), expected);
+        }
     }
 }

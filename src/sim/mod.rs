@@ -418,11 +418,19 @@ pub enum PlantedBug {
     /// it still leads (in the core, `read_index.rs`, behind the `sim` feature): a leader cut
     /// off from its majority serves reads that miss what a newer leader committed.
     ReadWithoutRound,
+    /// A follower continues a snapshot transfer with any chunk of a snapshot through the same
+    /// entry and of the same length, whoever sends it and in whatever term, and installs it
+    /// without checking its checksum (in the core, `snapshot.rs`, behind the `sim` feature):
+    /// two leaders' snapshots of one state, encoded differently (the simulator's journal
+    /// encodes its records from a node-specific rotation), get spliced. The driver's check
+    /// that every chunk it writes belongs to the snapshot under way stops the node
+    /// (`tests/snapshot_scenarios.rs` plays the sequence).
+    SpliceSnapshotTransfers,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::CommitPreviousTermByCounting,
         PlantedBug::ForgetVoteOnRestart,
         PlantedBug::AcknowledgeBeforeSync,
@@ -431,6 +439,7 @@ impl PlantedBug {
         PlantedBug::ChangeWithoutJointPhase,
         PlantedBug::LearnersCountForCommit,
         PlantedBug::ReadWithoutRound,
+        PlantedBug::SpliceSnapshotTransfers,
     ];
 
     /// The bug's name on the command line (kebab-case).
@@ -444,6 +453,7 @@ impl PlantedBug {
             PlantedBug::ChangeWithoutJointPhase => "change-without-joint",
             PlantedBug::LearnersCountForCommit => "learners-count-for-commit",
             PlantedBug::ReadWithoutRound => "read-without-round",
+            PlantedBug::SpliceSnapshotTransfers => "splice-snapshot-transfers",
         }
     }
 

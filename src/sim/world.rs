@@ -820,6 +820,9 @@ impl<W: Workload> World<W> {
             Some(PlantedBug::ReadWithoutRound) => {
                 node.core_mut().planted_read_without_round = true;
             }
+            Some(PlantedBug::SpliceSnapshotTransfers) => {
+                node.core_mut().planted_splice_snapshot_transfers = true;
+            }
             _ => {}
         }
         node.tick(self.now_ms);
