@@ -45,11 +45,22 @@ pub struct Config {
     /// leader when it comes back.
     pub pre_vote: bool,
     /// Take a snapshot once this many entries were applied since the last one (0: never by
-    /// count). Only state machines that implement `snapshot` are ever snapshotted.
+    /// count), if the log has also outgrown `snapshot_log_multiple` times the last
+    /// snapshot. Only state machines that implement snapshots are ever snapshotted.
+    /// Default 16,384.
     pub snapshot_after_entries: u64,
     /// Take a snapshot once this many bytes of commands were applied since the last one (0:
-    /// never by size).
+    /// never by size), if the log has also outgrown `snapshot_log_multiple` times the last
+    /// snapshot. Default 64 MiB.
     pub snapshot_after_bytes: u64,
+    /// A snapshot is taken only once the command bytes applied since the last one reach this
+    /// multiple of the last snapshot's size (0: no such condition). The `snapshot_after_*`
+    /// thresholds make a snapshot due for a small state; this keeps a large one from being
+    /// rewritten after every few thousand entries: each snapshot then writes at most
+    /// `1 / snapshot_log_multiple` bytes per byte of log written, whatever the state's size
+    /// (and the log since the last snapshot stays below about this multiple of the state, plus
+    /// the thresholds). Default 1.
+    pub snapshot_log_multiple: u64,
     /// Entries kept in the log below a snapshot, so that a follower slightly behind still
     /// catches up from the log rather than by a whole snapshot.
     pub snapshot_keep_entries: u64,
@@ -57,9 +68,10 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Most InstallSnapshot chunks in flight to one follower (flow control).
     pub max_inflight_snapshot_chunks: usize,
-    /// Largest snapshot a follower accepts from a leader, in bytes (it is received in
-    /// memory): a transfer declaring more is refused at its first chunk, so a peer cannot make
-    /// a node hold an unbounded amount. Must exceed every snapshot the state machine makes.
+    /// Largest snapshot a follower accepts from a leader, in bytes (it is written to storage
+    /// as it arrives, never held whole in memory): a transfer declaring more is refused at its
+    /// first chunk, so a peer cannot make a node fill its disk. Must exceed every snapshot the
+    /// state machine makes. Default 4 GiB.
     pub max_snapshot_bytes: u64,
     /// A learner becomes a voter only if its log is at most this many entries behind the
     /// leader's (otherwise [`MembershipError::NotCaughtUp`](crate::MembershipError)): a voter
@@ -106,6 +118,7 @@ impl Default for Config {
             pre_vote: true,
             snapshot_after_entries: 16_384,
             snapshot_after_bytes: 64 * 1024 * 1024,
+            snapshot_log_multiple: 1,
             snapshot_keep_entries: 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             max_inflight_snapshot_chunks: 4,

@@ -432,9 +432,14 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
     pub(crate) fn snapshot_due(&self) -> bool {
         let config = self.core.config();
         let (entries, bytes) = self.applied_since_snapshot;
-        let due = (config.snapshot_after_entries > 0 && entries >= config.snapshot_after_entries)
+        let threshold = (config.snapshot_after_entries > 0
+            && entries >= config.snapshot_after_entries)
             || (config.snapshot_after_bytes > 0 && bytes >= config.snapshot_after_bytes);
-        due && self.snapshots_supported && !self.snapshot_in_flight
+        // The log must have outgrown a multiple of the state: a large state is rewritten only
+        // after as many bytes of log, which bounds the bytes written per byte of command.
+        let last_size = self.core.snapshot().map_or(0, |snapshot| snapshot.size);
+        let outgrown = bytes >= last_size.saturating_mul(config.snapshot_log_multiple);
+        threshold && outgrown && self.snapshots_supported && !self.snapshot_in_flight
     }
 
     /// A handle that stores and reads snapshots, for the caller of

@@ -879,8 +879,12 @@ mod tests {
     /// one, not before; taking it starts the count again.
     #[test]
     fn a_snapshot_is_due_after_exactly_the_configured_number_of_commands() {
-        let config =
-            Config { snapshot_after_entries: 3, snapshot_after_bytes: 0, ..Config::default() };
+        let config = Config {
+            snapshot_after_entries: 3,
+            snapshot_after_bytes: 0,
+            snapshot_log_multiple: 0,
+            ..Config::default()
+        };
         let mut node = counting_node(config);
         let mut io = HeldSyncs::default();
         lead(&mut node, &mut io);
@@ -902,11 +906,49 @@ mod tests {
         assert_eq!(node.snapshots_stored(), 2);
     }
 
+    /// After a snapshot, the next one is due only once the command bytes applied since reach
+    /// `snapshot_log_multiple` times its size (here 2 x 8 bytes), however many entries the
+    /// thresholds ask for: a large state is not rewritten after every few entries.
+    #[test]
+    fn a_snapshot_waits_for_the_log_to_outgrow_a_multiple_of_the_last_one() {
+        let config = Config {
+            snapshot_after_entries: 3,
+            snapshot_after_bytes: 0,
+            snapshot_log_multiple: 2,
+            ..Config::default()
+        };
+        let mut node = counting_node(config);
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        let propose = |node: &mut Node<MemoryStorage, Counting, ()>, io: &mut HeldSyncs| {
+            node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+            settle(node, io);
+        };
+        for _ in 0..3 {
+            propose(&mut node, &mut io);
+        }
+        assert!(node.snapshot_due(), "the first snapshot follows the thresholds alone");
+        let snapshot = node.take_snapshot(&mut io).unwrap().expect("a snapshot is due");
+        let stored = snapshot.write_into(&mut node.snapshot_store());
+        assert_eq!(stored.as_ref().map(|snapshot| snapshot.size).ok(), Some(8));
+        node.snapshot_stored(stored).expect("compaction in memory");
+        for applied in 1..16 {
+            propose(&mut node, &mut io);
+            assert!(!node.snapshot_due(), "due after {applied} bytes of log, below 2 x 8");
+        }
+        propose(&mut node, &mut io);
+        assert!(node.snapshot_due(), "not due once the log reached 2 x the snapshot");
+    }
+
     /// A snapshot is due once `snapshot_after_bytes` bytes of commands were applied.
     #[test]
     fn a_snapshot_is_due_after_exactly_the_configured_number_of_bytes() {
-        let config =
-            Config { snapshot_after_entries: 0, snapshot_after_bytes: 10, ..Config::default() };
+        let config = Config {
+            snapshot_after_entries: 0,
+            snapshot_after_bytes: 10,
+            snapshot_log_multiple: 0,
+            ..Config::default()
+        };
         let mut node = counting_node(config);
         let mut io = HeldSyncs::default();
         lead(&mut node, &mut io);
