@@ -36,8 +36,9 @@ pub(super) struct UnsyncedWrites {
     /// Each Ready with writes not yet acknowledged: its number, and the core's clock when it
     /// was handed out. Oldest first (acknowledgments come back in order).
     outstanding: VecDeque<(u64, u64)>,
-    /// Whether the current stall was logged (a stall is logged once, and its end once).
-    stall_logged: bool,
+    /// When the oldest write of the stall being reported was handed out: a stall is logged
+    /// once, and its end once.
+    stall_logged_from_ms: Option<u64>,
     /// Times this node stepped down as leader because its disk stalled.
     step_downs: u64,
 }
@@ -54,18 +55,21 @@ impl RaftCore {
 
     /// The writes of Ready `number`, and of every Ready before it, are durable.
     pub(super) fn writes_synced(&mut self, number: u64) {
-        let waited_ms = self
-            .unsynced
-            .outstanding
-            .front()
-            .map(|(_, handed_at_ms)| self.now_ms.saturating_sub(*handed_at_ms));
         while self.unsynced.outstanding.front().is_some_and(|(oldest, _)| *oldest <= number) {
             self.unsynced.outstanding.pop_front();
         }
-        if self.unsynced.stall_logged && self.disk_stalled_for_ms().is_none() {
-            self.unsynced.stall_logged = false;
-            tracing::info!(target: LOG_TARGET, node = %self.id, "The disk synced again, after {} ms", waited_ms.unwrap_or(0));
+        if let Some(from_ms) = self.unsynced.stall_logged_from_ms
+            && self.disk_stalled_for_ms().is_none()
+        {
+            self.unsynced.stall_logged_from_ms = None;
+            tracing::info!(target: LOG_TARGET, node = %self.id, "The disk synced again: the stall's first write waited about {} ms", self.now_ms.saturating_sub(from_ms));
         }
+    }
+
+    /// Records that the current stall is being logged; returns whether it was not yet.
+    fn log_stall_once(&mut self) -> bool {
+        let oldest_ms = self.unsynced.outstanding.front().map_or(self.now_ms, |(_, at)| *at);
+        self.unsynced.stall_logged_from_ms.replace(oldest_ms).is_none()
     }
 
     /// The first tick set the clock: writes handed out before it were handed out now (their
@@ -112,13 +116,12 @@ impl RaftCore {
         let Some(stalled_ms) = self.disk_stalled_for_ms() else { return };
         let limit = self.config.max_sync_stall_ms;
         if !self.configuration.has_other_voters(self.id) {
-            if !self.unsynced.stall_logged {
-                self.unsynced.stall_logged = true;
+            if self.log_stall_once() {
                 tracing::warn!(target: LOG_TARGET, node = %self.id, "The disk has not synced a write for {stalled_ms} ms (max_sync_stall_ms {limit}); leading on, as no other voter could");
             }
             return;
         }
-        self.unsynced.stall_logged = true;
+        self.log_stall_once();
         self.unsynced.step_downs += 1;
         tracing::warn!(target: LOG_TARGET, node = %self.id, "Stepping down: the disk has not synced a write for {stalled_ms} ms (max_sync_stall_ms {limit}), so this leader cannot make its log durable; standing for no election until it does");
         // Hand over to a voter that holds the whole log, so that the cluster does not wait an
@@ -148,10 +151,9 @@ impl RaftCore {
         if !self.configuration.has_other_voters(self.id) {
             return true;
         }
-        if self.unsynced.stall_logged {
+        if !self.log_stall_once() {
             tracing::debug!(target: LOG_TARGET, node = %self.id, "Not standing for election: the disk has not synced a write for {stalled_ms} ms");
         } else {
-            self.unsynced.stall_logged = true;
             tracing::warn!(target: LOG_TARGET, node = %self.id, "Not standing for election: the disk has not synced a write for {stalled_ms} ms (max_sync_stall_ms {}), so this node's vote for itself could not become durable", self.config.max_sync_stall_ms);
         }
         false
