@@ -102,6 +102,22 @@ pub struct Config {
     /// for its state machine to catch up. More are refused with
     /// [`ReadError::TooManyPending`](crate::ReadError).
     pub max_pending_reads: usize,
+    /// How long, in milliseconds, a node's oldest write handed to storage may wait for its
+    /// sync before the node counts its disk as stalled (default 300, the default maximum
+    /// election timeout; 0: never). A leader whose disk stalls cannot make its log durable,
+    /// yet its heartbeats would keep followers from electing another leader: so it steps
+    /// down (in the same term, logging why), hands leadership to a follower that holds its
+    /// whole log if there is one, and stops sending heartbeats, so a healthy node takes
+    /// over. A node whose disk is stalled stands for no election and takes no leadership
+    /// handed to it until the sync completes. [`Status::disk_stalled_for_ms`] reports a
+    /// stall on any node. A leader with no other voter keeps leading: nobody could take over.
+    ///
+    /// Must be 0 or above `heartbeat_interval_ms`. Raise it for disks whose syncs can take
+    /// that long in normal service (a spinning disk under heavy load), or leaders step down
+    /// over ordinary slowness.
+    ///
+    /// [`Status::disk_stalled_for_ms`]: crate::Status::disk_stalled_for_ms
+    pub max_sync_stall_ms: u64,
 }
 
 impl Default for Config {
@@ -127,6 +143,7 @@ impl Default for Config {
             lease_reads: false,
             clock_drift_bound_ms: 30,
             max_pending_reads: 65_536,
+            max_sync_stall_ms: 300,
         }
     }
 }
@@ -175,6 +192,12 @@ impl Config {
                 election_timeout_min_ms: self.election_timeout_min_ms,
             });
         }
+        if self.max_sync_stall_ms != 0 && self.max_sync_stall_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::SyncStallNotAboveHeartbeat {
+                max_sync_stall_ms: self.max_sync_stall_ms,
+                heartbeat_ms: self.heartbeat_interval_ms,
+            });
+        }
         // Entries and their counts are framed with 32-bit lengths on the wire and on disk.
         for (name, value) in [
             ("max_entry_bytes", self.max_entry_bytes),
@@ -208,6 +231,7 @@ mod tests {
         assert_eq!(config.election_timeout_min_ms, 150);
         assert_eq!(config.election_timeout_max_ms, 300);
         assert_eq!(config.heartbeat_interval_ms, 100);
+        assert_eq!(config.max_sync_stall_ms, config.election_timeout_max_ms);
     }
 
     #[test]
@@ -254,6 +278,18 @@ mod tests {
         );
         let unused_drift = Config { clock_drift_bound_ms: 1_000, ..Config::default() };
         assert_eq!(unused_drift.validate(), Ok(()), "the drift bound matters only with leases");
+        let stall_within_a_heartbeat = Config { max_sync_stall_ms: 100, ..Config::default() };
+        assert_eq!(
+            stall_within_a_heartbeat.validate(),
+            Err(ConfigError::SyncStallNotAboveHeartbeat {
+                max_sync_stall_ms: 100,
+                heartbeat_ms: 100
+            })
+        );
+        let stall_just_above = Config { max_sync_stall_ms: 101, ..Config::default() };
+        assert_eq!(stall_just_above.validate(), Ok(()));
+        let stall_detection_off = Config { max_sync_stall_ms: 0, ..Config::default() };
+        assert_eq!(stall_detection_off.validate(), Ok(()), "0 turns stall detection off");
         let message = heartbeat_too_slow.validate().unwrap_err().to_string();
         assert!(message.contains("heartbeat"), "{message}");
     }

@@ -79,6 +79,17 @@ pub enum ConfigError {
         /// The configured minimum election timeout.
         election_timeout_min_ms: u64,
     },
+    /// The stall limit is so short that syncs on a healthy disk under ordinary load would
+    /// reach it, and leaders would step down over them.
+    #[error(
+        "max_sync_stall_ms ({max_sync_stall_ms}) must be 0 (off) or above heartbeat_interval_ms ({heartbeat_ms}), or leaders step down over ordinary sync latency"
+    )]
+    SyncStallNotAboveHeartbeat {
+        /// The configured stall limit.
+        max_sync_stall_ms: u64,
+        /// The configured heartbeat interval.
+        heartbeat_ms: u64,
+    },
 }
 
 /// A failure of durable storage. A node that sees one stops: it can no longer promise that

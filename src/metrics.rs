@@ -82,6 +82,9 @@ pub struct NodeMetrics {
     pub protocol_violations: u64,
     /// Times the leader this node knows changed (including to or from none).
     pub leader_changes: u64,
+    /// Times this node stepped down as leader because its disk stalled (a write waited
+    /// [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms) for its sync).
+    pub disk_stall_step_downs: u64,
     /// The current term.
     pub term: u64,
     /// Snapshots this node took of its state machine and stored.

@@ -489,6 +489,7 @@ impl RaftNode {
             commands_applied: read(&counters.commands_applied),
             elections_started: read(&counters.elections_started),
             protocol_violations: read(&counters.protocol_violations),
+            disk_stall_step_downs: read(&counters.disk_stall_step_downs),
             leader_changes: read(&counters.leader_changes),
             term: self.shared.status.borrow().term.0,
             snapshots_stored: read(&counters.snapshots_stored),
@@ -559,6 +560,7 @@ struct Counters {
     commands_applied: AtomicU64,
     elections_started: AtomicU64,
     protocol_violations: AtomicU64,
+    disk_stall_step_downs: AtomicU64,
     leader_changes: AtomicU64,
     snapshots_stored: AtomicU64,
     snapshots_installed: AtomicU64,
@@ -925,6 +927,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         }
         self.counters.elections_started.store(core.elections_started(), Ordering::Relaxed);
         self.counters.protocol_violations.store(core.protocol_violations(), Ordering::Relaxed);
+        self.counters.disk_stall_step_downs.store(core.disk_stall_step_downs(), Ordering::Relaxed);
         let node = &self.node;
         self.counters.snapshots_stored.store(node.snapshots_stored(), Ordering::Relaxed);
         self.counters.snapshots_installed.store(node.snapshots_installed(), Ordering::Relaxed);

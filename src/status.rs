@@ -40,6 +40,12 @@ pub struct Status {
     /// Whether a membership change is under way (its configuration not yet committed, or
     /// joint).
     pub membership_change_in_progress: bool,
+    /// How long the oldest write the node handed to its storage has waited for its sync, in
+    /// milliseconds, once that is [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms)
+    /// or more: its disk is stalled (a leader steps down, and no node stands for election,
+    /// while it is). `None` while storage keeps up. As of the node's last event: a node
+    /// with nothing to do updates it at least every election timeout.
+    pub disk_stalled_for_ms: Option<u64>,
 }
 
 impl Status {
@@ -60,6 +66,7 @@ impl Status {
             configuration: core.shared_configuration(),
             configuration_index: core.configuration_index(),
             membership_change_in_progress: core.membership_change_in_progress(),
+            disk_stalled_for_ms: core.disk_stalled_for_ms(),
         }
     }
 

@@ -20,6 +20,8 @@
 
 mod bench;
 mod cli;
+#[cfg(feature = "disk-freeze")]
+mod disk_freeze;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of the cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a key.
     Put {
         /// The key.
@@ -310,6 +312,11 @@ struct ServeArgs {
     /// Milliseconds an HTTP connection may stay without traffic before it is closed.
     #[arg(long, default_value_t = HttpLimits::default().idle_timeout.as_millis() as u64)]
     http_idle_timeout_ms: u64,
+    /// Tests only (built with the `disk-freeze` feature, which raft-kv's tests turn on):
+    /// while this file exists, every sync of the data directory waits, as on a frozen disk.
+    #[cfg(feature = "disk-freeze")]
+    #[arg(long, hide = true)]
+    freeze_syncs_while: Option<PathBuf>,
 }
 
 fn parse_peer(text: &str) -> Result<Peer, String> {
@@ -335,7 +342,7 @@ async fn main() {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Put { key, value, endpoints } => cli::put(&endpoints.parse()?, &key, &value).await,
         Command::Get { key, endpoints } => cli::get(&endpoints.parse()?, &key).await,
         Command::Del { key, endpoints } => cli::delete(&endpoints.parse()?, &key).await,
@@ -471,6 +478,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http,
         allow_plain_peers: args.insecure,
     };
+    #[cfg(feature = "disk-freeze")]
+    if let Some(signal) = args.freeze_syncs_while {
+        let fs = disk_freeze::FreezableFileSystem::new(signal);
+        return raft_kv::server::run_on(fs, config, shutdown_signal())
+            .await
+            .context("raft-kv serve");
+    }
     run(config, shutdown_signal()).await.context("raft-kv serve")
 }
 

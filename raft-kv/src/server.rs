@@ -37,7 +37,7 @@ use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{delete, get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
-use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
+use raft_consensus::storage::{FileSystem, StdFileSystem, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::{PeerTls, PeerTraffic, TcpConfig, TcpTransport};
 
 use crate::http_server::{self, HttpLimits};
@@ -201,12 +201,22 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_on(StdFileSystem, config, shutdown).await
+}
+
+/// Like [`run`], with the write-ahead log on the file system `fs` (raft-kv's tests freeze
+/// its syncs with one).
+pub async fn run_on<F: FileSystem>(
+    fs: F,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let identity = WalIdentity { node_id: config.id, cluster_id: config.cluster_id };
     // A node bootstraps only on an empty data directory; restarted, it runs on its stored
     // configuration, and a joining node learns its configuration from the leader.
     let fresh = !holds_files(&config.data_dir);
     let bootstrapping = !config.join && fresh;
-    let storage = WalStorage::open(&config.data_dir, identity, WalOptions::default())
+    let storage = WalStorage::open_on(fs, &config.data_dir, identity, WalOptions::default())
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let raft_listener = tokio::net::TcpListener::bind(config.raft_addr)
         .await
@@ -798,6 +808,7 @@ async fn status(State(state): State<AppState>) -> HttpResponse {
         "term": status.term.0,
         "leader_id": status.leader_id.map(|leader| leader.0),
         "leader_http": leader_http,
+        "disk_stalled_for_ms": status.disk_stalled_for_ms,
         "commit_index": status.commit_index.0,
         "applied_index": status.applied_index.0,
         "last_log_index": status.last_log_index.0,
@@ -883,13 +894,26 @@ async fn metrics(State(state): State<AppState>) -> HttpResponse {
         node.protocol_violations,
     );
     metric(
+        "raft_disk_stall_step_downs_total",
+        "counter",
+        "Times this node stepped down as leader because a write waited max_sync_stall_ms for its sync.",
+        node.disk_stall_step_downs,
+    );
+    metric(
         "raft_leader_changes_total",
         "counter",
         "Changes of the leader this node knows.",
         node.leader_changes,
     );
     metric("raft_term", "gauge", "The current term.", node.term);
-    let configuration = state.node.status().configuration;
+    let status = state.node.status();
+    metric(
+        "raft_disk_stalled",
+        "gauge",
+        "1 while this node's oldest write has waited max_sync_stall_ms or more for its sync, else 0.",
+        u64::from(status.disk_stalled_for_ms.is_some()),
+    );
+    let configuration = status.configuration;
     metric(
         "raft_voters",
         "gauge",

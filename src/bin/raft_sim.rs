@@ -182,6 +182,19 @@ fn print_report(report: &SimReport) {
     if let Some(membership) = &report.membership {
         println!("membership: {membership}");
     }
+    if let Some(freeze) = &report.disk_freeze {
+        let after = |ms: Option<u64>| ms.map_or(String::from("never"), |ms| format!("{ms} ms"));
+        println!(
+            "disk freeze: {} (leading term {}) froze at {} ms for {} ms; it stepped down for it after {}, another leader committed after {}",
+            freeze.node,
+            freeze.term,
+            freeze.frozen_at_ms,
+            freeze.frozen_ms,
+            after(freeze.stepped_down_after_ms),
+            after(freeze.new_leader_commit_after_ms)
+        );
+    }
+    println!("stall step-downs: {}", report.stall_step_downs);
     if report.violations.is_empty() {
         println!("no violations");
     }
@@ -222,6 +235,7 @@ fn soak(
     // Seeds that changed membership, and what they did.
     let mut membership = (0u64, MembershipCounts::default());
     let mut events = 0u64;
+    let mut stall_step_downs = 0u64;
     let mut inconclusive = 0u64;
     // Long outages: how many, how far behind in all, how many caught up by snapshot.
     let mut outages = (0u64, 0u64, 0u64);
@@ -249,6 +263,7 @@ fn soak(
         for report in finished {
             done += 1;
             events += report.events;
+            stall_step_downs += report.stall_step_downs;
             operations.ok += report.operations.ok;
             operations.failed += report.operations.failed;
             operations.unknown += report.operations.unknown;
@@ -291,6 +306,7 @@ fn soak(
     println!("events:       {events}");
     println!("faults:       {faults}");
     println!("snapshots:    {snapshots}");
+    println!("stalls:       {stall_step_downs} leaders stepped down for a stalled disk");
     println!("membership:   {} seeds changed membership: {}", membership.0, membership.1);
     if outages.0 > 0 {
         println!(

@@ -24,6 +24,11 @@ impl RaftCore {
             self.reset_election_deadline();
             return;
         }
+        if !self.may_stand_for_election() {
+            // Its disk is stalled (see `disk_stall.rs`): it tries again at the next timeout.
+            self.reset_election_deadline();
+            return;
+        }
         if self.config.pre_vote && self.configuration.has_other_voters(self.id) {
             self.start_pre_vote();
         } else {
@@ -92,6 +97,11 @@ impl RaftCore {
 
     fn start_election_with(&mut self, leadership_transfer: bool) {
         self.pre_votes_granted = None;
+        if !self.may_stand_for_election() {
+            // A pre-vote won, or leadership handed over, while the disk stalled.
+            self.reset_election_deadline();
+            return;
+        }
         self.fail_pending_reads();
         self.elections_started += 1;
         self.set_term(self.term.next());

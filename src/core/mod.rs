@@ -14,15 +14,16 @@
 //! The rules live in files named after them: `election` (§5.2, §5.4.1), `replication`
 //! (§5.3, §5.4.2), `log`, `progress`, `configuration` (every majority count, over `quorum`),
 //! `ready`, `snapshot`, `invariants` (the single mutation points of term, vote and commit
-//! index, and [`RaftCore::check_invariants`]) and `message_bounds` (the terms and indexes a
-//! peer may send). Randomness comes from a seed the
-//! caller provides, so the same inputs always give the same outputs.
+//! index, and [`RaftCore::check_invariants`]), `message_bounds` (the terms and indexes a
+//! peer may send) and `disk_stall` (a leader whose syncs hang steps down). Randomness comes
+//! from a seed the caller provides, so the same inputs always give the same outputs.
 //!
 //! All of a node's protocol logs use the target `raft_consensus::raft_node`, so one filter
 //! (`RUST_LOG=raft_consensus::raft_node=debug`) shows what a node does, whichever layer did it.
 
 mod configuration;
 mod configuration_encoding;
+mod disk_stall;
 mod election;
 mod invariants;
 mod log;
@@ -176,6 +177,8 @@ pub struct RaftCore {
     apply_handed_index: LogIndex,
     /// The last index the caller confirmed applied.
     applied_index: LogIndex,
+    /// The writes handed out and not yet acknowledged durable (see `disk_stall.rs`).
+    unsynced: disk_stall::UnsyncedWrites,
 
     // Snapshots (see `snapshot.rs`).
     /// The latest snapshot held, taken or received (its description: the bytes are in
@@ -333,6 +336,7 @@ impl RaftCore {
             persisted_index: last_index,
             apply_handed_index: snapshot_index,
             applied_index: snapshot_index,
+            unsynced: disk_stall::UnsyncedWrites::default(),
             snapshot,
             incoming_snapshot: None,
             snapshot_chunks_out: Vec::new(),
@@ -368,6 +372,7 @@ impl RaftCore {
             // The first tick sets the clock; the election timeout runs from here.
             self.clock_started = true;
             self.now_ms = now_ms;
+            self.start_stall_clock();
             self.reset_election_deadline();
             if self.config.lease_reads {
                 // This node may have answered a leader's heartbeat just before it restarted:
@@ -386,6 +391,11 @@ impl RaftCore {
         }
         match self.role {
             Role::Leader => {
+                // A leader whose disk stalled steps down, and sends no more heartbeats.
+                self.step_down_if_disk_stalled();
+                if self.role != Role::Leader {
+                    return;
+                }
                 self.expire_leadership_transfer();
                 if self.now_ms >= self.check_quorum_deadline_ms {
                     self.check_quorum();
@@ -414,7 +424,10 @@ impl RaftCore {
     /// The time at which [`tick`](Self::tick) next has work to do.
     pub fn next_deadline_ms(&self) -> u64 {
         match self.role {
-            Role::Leader => self.heartbeat_deadline_ms.min(self.check_quorum_deadline_ms),
+            Role::Leader => self
+                .heartbeat_deadline_ms
+                .min(self.check_quorum_deadline_ms)
+                .min(self.stall_deadline_ms().unwrap_or(u64::MAX)),
             Role::Follower | Role::Candidate => self.election_deadline_ms,
         }
     }

@@ -55,6 +55,9 @@ pub struct ReadyAck {
     persisted_through: Option<LogId>,
     applied_through: Option<LogIndex>,
     snapshot_through: Option<LogId>,
+    /// The number of the Ready's writes (entries, hard state, log reset) among those the
+    /// core handed out, when it had any: their sync is outstanding until this comes back.
+    writes: Option<u64>,
 }
 
 impl ReadyAck {
@@ -65,10 +68,10 @@ impl ReadyAck {
     /// local sync is safe: an entry is committed only once a majority holds it durably, and
     /// a leader counts its own log only after the second half.
     pub fn split(self) -> (ReadyAck, ReadyAck) {
-        let ReadyAck { persisted_through, applied_through, snapshot_through } = self;
+        let ReadyAck { persisted_through, applied_through, snapshot_through, writes } = self;
         (
-            ReadyAck { persisted_through: None, applied_through, snapshot_through },
-            ReadyAck { persisted_through, applied_through: None, snapshot_through: None },
+            ReadyAck { persisted_through: None, applied_through, snapshot_through, writes: None },
+            ReadyAck { persisted_through, applied_through: None, snapshot_through: None, writes },
         )
     }
 }
@@ -131,23 +134,30 @@ impl RaftCore {
 
         let snapshot = self.pending_snapshot.take();
         let snapshot_through = snapshot.as_ref().map(|snapshot| snapshot.meta.last_included);
+        let log_reset = self.pending_log_reset.take();
+        // What the caller must sync: from now until the ack comes back, it is outstanding.
+        let has_writes = changed_hard_state.is_some() || !entries.is_empty() || log_reset.is_some();
+        let writes = has_writes.then(|| self.writes_handed_out());
         Ready {
             hard_state: changed_hard_state,
             received_chunks: std::mem::take(&mut self.snapshot_chunks_in),
             snapshot,
-            log_reset: self.pending_log_reset.take(),
+            log_reset,
             entries,
             messages: std::mem::take(&mut self.messages),
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks_out),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
             committed_entries,
-            ack: ReadyAck { persisted_through, applied_through, snapshot_through },
+            ack: ReadyAck { persisted_through, applied_through, snapshot_through, writes },
         }
     }
 
     /// Records that a [`Ready`] was carried out: its entries are durable and its committed
     /// entries applied. The leader may now count its own log towards commits.
     pub fn advance(&mut self, ack: ReadyAck) {
+        if let Some(writes) = ack.writes {
+            self.writes_synced(writes);
+        }
         if let Some(snapshot) = ack.snapshot_through {
             // Stored, and the state machine restored from it.
             self.applied_index = self.applied_index.max(snapshot.index);

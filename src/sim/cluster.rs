@@ -483,6 +483,9 @@ impl Cluster {
         if !running.syncs.is_empty() {
             let _ = write!(line, " syncs-waiting={}", running.syncs.len());
         }
+        if let Some(stalled_ms) = core.disk_stalled_for_ms() {
+            let _ = write!(line, " disk-stalled={stalled_ms}ms");
+        }
         line
     }
 

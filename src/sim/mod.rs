@@ -31,7 +31,13 @@
 //!   entry per message, one append in flight and a one-byte budget; disks whose syncs run one
 //!   after another and now and then stall for hundreds of milliseconds (so a leader's own
 //!   sync can lag far behind its followers'); links with a bandwidth, so large messages
-//!   queue; and crashes aimed at nodes with syncs in flight;
+//!   queue; and crashes aimed at nodes with syncs in flight. A leader whose own sync stalls
+//!   for [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms) steps down (see
+//!   [`SimReport::stall_step_downs`]);
+//! - a leader's disk freezes ([`FaultConfig::leader_disk_freeze`]; about one seed in ten by
+//!   default, drawn from a stream of its own): its syncs hang for 0.6 to 2.5 seconds while
+//!   its heartbeats could go on, so it must step down and another leader take over
+//!   ([`DiskFreezeReport`]);
 //! - membership changes ([`SimConfig::membership`]; about two seeds in five by default, drawn
 //!   from a stream of their own, so that the other seeds run exactly as they did before):
 //!   the cluster starts with 3 to 5 voters, and an operator asks the leader for one change
@@ -265,6 +271,13 @@ pub struct FaultConfig {
     /// of the time just after the snapshot is durable, before the log is compacted behind it.
     /// The crash is a process crash or a power loss, as any other.
     pub snapshot_write_crash: f64,
+    /// Probability that a seed freezes its leader's disk once during the workload: the
+    /// syncs of the node leading then hang for 0.6 to 2.5 seconds (every sync, those in
+    /// flight too; across a restart as well), longer than
+    /// [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms). Drawn per seed from
+    /// a stream of its own, so seeds without a freeze run as they would without this
+    /// setting, and not scaled by the seed's intensity. See [`DiskFreezeReport`].
+    pub leader_disk_freeze: f64,
 }
 
 impl Default for FaultConfig {
@@ -289,6 +302,7 @@ impl Default for FaultConfig {
             max_pause_ms: 1_000,
             client_response_loss: 0.02,
             snapshot_write_crash: 0.03,
+            leader_disk_freeze: 0.1,
         }
     }
 }
@@ -353,7 +367,8 @@ impl FaultConfig {
         }
     }
 
-    /// The same kinds of fault, every rate multiplied by `factor`.
+    /// The same kinds of fault, every rate multiplied by `factor` (the per-seed
+    /// [`leader_disk_freeze`](FaultConfig::leader_disk_freeze) stays as it is).
     pub fn scaled(&self, factor: f64) -> FaultConfig {
         let scale = |probability: f64| (probability * factor).clamp(0.0, 1.0);
         FaultConfig {
@@ -496,6 +511,8 @@ pub struct FaultCounts {
     pub client_responses_lost: u64,
     /// Nodes that went down while storing a snapshot they took (counted in `crashes` too).
     pub snapshot_write_crashes: u64,
+    /// Leaders' disks frozen ([`FaultConfig::leader_disk_freeze`]).
+    pub disk_freezes: u64,
 }
 
 impl FaultCounts {
@@ -513,6 +530,7 @@ impl FaultCounts {
         self.pauses += other.pauses;
         self.client_responses_lost += other.client_responses_lost;
         self.snapshot_write_crashes += other.snapshot_write_crashes;
+        self.disk_freezes += other.disk_freezes;
     }
 }
 
@@ -520,7 +538,7 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {} ({} process crashes, {} while storing a snapshot), lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}",
+            "dropped {}, duplicated {}, reordered {}, partitions {}, crashes {} ({} process crashes, {} while storing a snapshot), lost unsynced bytes {}, torn writes {}, sync failures {}, pauses {}, client answers lost {}, leader disks frozen {}",
             self.messages_dropped,
             self.messages_duplicated,
             self.messages_reordered,
@@ -532,7 +550,8 @@ impl fmt::Display for FaultCounts {
             self.torn_writes,
             self.sync_failures,
             self.pauses,
-            self.client_responses_lost
+            self.client_responses_lost,
+            self.disk_freezes
         )
     }
 }
@@ -571,6 +590,26 @@ pub struct OutageReport {
     pub entries_behind: u64,
     /// Snapshots the node installed from a leader after it came back.
     pub snapshots_installed: u64,
+}
+
+/// What the leader's disk freeze of [`FaultConfig::leader_disk_freeze`] did. Times are
+/// virtual milliseconds from the moment the disk froze.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskFreezeReport {
+    /// The leader whose disk froze.
+    pub node: NodeId,
+    /// The term it was leading.
+    pub term: u64,
+    /// When the disk froze (virtual time).
+    pub frozen_at_ms: u64,
+    /// How long its syncs hung.
+    pub frozen_ms: u64,
+    /// When it stepped down because its disk stalled, if it did while the disk was frozen
+    /// (it may have lost leadership another way first: a crash, a partition).
+    pub stepped_down_after_ms: Option<u64>,
+    /// When a leader of a later term (another node) first committed an entry of its own
+    /// term, if one did while the disk was still frozen.
+    pub new_leader_commit_after_ms: Option<u64>,
 }
 
 /// Counts of client operations by outcome.
@@ -614,6 +653,12 @@ pub struct SimReport {
     pub outage: Option<OutageReport>,
     /// The membership changes, when the seed made some ([`SimConfig::membership`]).
     pub membership: Option<MembershipCounts>,
+    /// The leader's disk freeze, when the seed had one and a leader to freeze.
+    pub disk_freeze: Option<DiskFreezeReport>,
+    /// Times a leader stepped down because its disk stalled (its oldest sync outstanding for
+    /// [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms)), under the seed's
+    /// slow syncs or its freeze.
+    pub stall_step_downs: u64,
     /// Highest commit index reached.
     pub commit_index: u64,
     /// Whether the linearizability search ran out of budget (neither a pass nor a violation).

@@ -71,7 +71,8 @@
 //! - `partition <ids> | <ids> [| <ids> ...]`: blocks the links between the groups, both
 //!   ways; `isolate <id>`; `block <from>-><to>` (one way); `heal` unblocks every link.
 //! - `snapshot <id>`: the node snapshots its state machine now and compacts its log.
-//! - `status [<id> ...]`: one line per node. `log <id>`: the node's log, one entry a line.
+//! - `status [<id> ...]`: one line per node (with `syncs-waiting=<n>` while syncs wait, and
+//!   `disk-stalled=<ms>` once the oldest has waited `max_sync_stall_ms`). `log <id>`: the node's log, one entry a line.
 //!
 //! # Output
 //!

@@ -28,8 +28,8 @@ use super::trace::TraceHash;
 use super::variation::SeedVariation;
 use super::workload::Workload;
 use super::{
-    FaultCounts, MembershipMode, OperationCounts, OutageReport, PlantedBug, SimConfig, SimReport,
-    SnapshotCounts,
+    DiskFreezeReport, FaultCounts, MembershipMode, OperationCounts, OutageReport, PlantedBug,
+    SimConfig, SimReport, SnapshotCounts,
 };
 
 /// How often log matching is checked across the running nodes.
@@ -54,6 +54,13 @@ const READS_STREAM: u64 = 0x5245_4144_5345_5256;
 const LEASE_SEED_SHARE: f64 = 0.5;
 /// Pause between two membership rounds while a plan is under way.
 const MEMBERSHIP_POLL_MS: (u64, u64) = (10, 60);
+/// Mixed into the seed for the stream that decides a leader's disk freeze, apart from the
+/// world's own.
+const DISK_FREEZE_STREAM: u64 = 0x4652_4545_5A45_4449;
+/// How long a frozen disk's syncs hang.
+const DISK_FREEZE_MS: (u64, u64) = (600, 2_500);
+/// How long to wait for a leader to freeze when there is none.
+const DISK_FREEZE_RETRY_MS: u64 = 20;
 
 /// Something that happens at a moment of virtual time.
 #[derive(Debug)]
@@ -95,6 +102,8 @@ enum Event {
     OutageStart,
     /// The membership planner takes its next step (membership seeds only).
     MembershipRound,
+    /// The leader's disk freezes ([`FaultConfig::leader_disk_freeze`](super::FaultConfig)).
+    DiskFreeze,
 }
 
 /// What a node answered a client.
@@ -158,6 +167,8 @@ struct RunningNode<M: StateMachine> {
     elections_seen: u64,
     /// Whether it led when last looked at.
     leading_seen: bool,
+    /// Times this incarnation had stepped down for a stalled disk when last looked at.
+    stall_step_downs_seen: u64,
 }
 
 struct SimNode<M: StateMachine> {
@@ -169,6 +180,8 @@ struct SimNode<M: StateMachine> {
     paused_until: Option<u64>,
     /// When the node's disk finishes the last sync handed to it (syncs run one after another).
     disk_busy_until_ms: u64,
+    /// Until when the node's disk is frozen: no sync completes before (0: never frozen).
+    disk_frozen_until_ms: u64,
     /// Events that reached the node while it was paused, handled when it resumes.
     deferred: Vec<Event>,
     tick_scheduled_at: Option<u64>,
@@ -201,6 +214,7 @@ impl<M: StateMachine> SimNode<M> {
             incarnation: 0,
             paused_until: None,
             disk_busy_until_ms: 0,
+            disk_frozen_until_ms: 0,
             deferred: Vec::new(),
             tick_scheduled_at: None,
             joined,
@@ -374,6 +388,12 @@ pub(crate) struct World<W: Workload> {
     /// Reads asked of nodes: by node, incarnation and the id the node gave, the client
     /// operation they serve.
     pending_reads: BTreeMap<(NodeId, u64, ReadId), (usize, usize)>,
+    /// The leader's disk freeze this seed drew: when, and for how long.
+    disk_freeze_plan: Option<(u64, u64)>,
+    /// What the freeze did, once a leader's disk froze.
+    disk_freeze: Option<DiskFreezeReport>,
+    /// Times leaders stepped down for a stalled disk.
+    stall_step_downs: u64,
 }
 
 impl<W: Workload> World<W> {
@@ -440,6 +460,13 @@ impl<W: Workload> World<W> {
                 membership.aim,
             )
         });
+        // The leader's disk freeze: its own stream, so that a seed without one draws from the
+        // world's stream exactly what it drew before freezes existed.
+        let mut freeze_rng = SimRng::new(seed ^ DISK_FREEZE_STREAM);
+        let disk_freeze_plan = freeze_rng.chance(config.faults.leader_disk_freeze).then(|| {
+            let at = freeze_rng.between(500, (config.workload_ms / 2).max(500));
+            (at, freeze_rng.between(DISK_FREEZE_MS.0, DISK_FREEZE_MS.1))
+        });
         let members: Vec<NodeId> = (1..=node_count as u64).map(NodeId).collect();
         let nodes = members.iter().map(|id| SimNode::new(*id, false)).collect();
         let clients = (0..config.clients)
@@ -479,6 +506,9 @@ impl<W: Workload> World<W> {
             committed_configuration_index: LogIndex(0),
             reads_rng,
             pending_reads: BTreeMap::new(),
+            disk_freeze_plan,
+            disk_freeze: None,
+            stall_step_downs: 0,
         }
     }
 
@@ -519,6 +549,9 @@ impl<W: Workload> World<W> {
         if self.config.outage_ms > 0 {
             let start = self.rng.between(300, 1_000).min(self.config.workload_ms);
             self.schedule(start, Event::OutageStart);
+        }
+        if let Some((at, _)) = self.disk_freeze_plan {
+            self.schedule(at.min(self.config.workload_ms), Event::DiskFreeze);
         }
         if let Some(variation) = &self.membership_variation {
             self.trace_event(format_args!("membership changes: {variation:?}"));
@@ -632,6 +665,7 @@ impl<W: Workload> World<W> {
                     self.sync_done(id, incarnation);
                 }
             }
+            Event::DiskFreeze => self.freeze_leader_disk(),
         }
     }
 
@@ -641,6 +675,12 @@ impl<W: Workload> World<W> {
         let position = self.node_position(id);
         let node = &mut self.nodes[position];
         if node.incarnation != incarnation {
+            return;
+        }
+        if self.now_ms < node.disk_frozen_until_ms {
+            // A frozen disk completes nothing until it thaws (the syncs stay in order).
+            let thaw_in = node.disk_frozen_until_ms - self.now_ms;
+            self.schedule(thaw_in, Event::SyncDone { id, incarnation });
             return;
         }
         let Some(running) = node.running.as_mut() else { return };
@@ -775,6 +815,71 @@ impl<W: Workload> World<W> {
         });
     }
 
+    /// Freezes the disk of the node leading now (or, with no leader, tries again shortly):
+    /// none of its syncs completes until the freeze ends.
+    fn freeze_leader_disk(&mut self) {
+        let Some((_, frozen_ms)) = self.disk_freeze_plan else { return };
+        if self.workload_over || self.disk_freeze.is_some() {
+            return;
+        }
+        let leader = self
+            .nodes
+            .iter()
+            .filter(|node| node.paused_until.is_none())
+            .filter_map(|node| {
+                let core = node.running.as_ref()?.node.core();
+                (core.role() == Role::Leader).then(|| (core.term(), node.id))
+            })
+            .max();
+        let Some((term, id)) = leader else {
+            self.schedule(DISK_FREEZE_RETRY_MS, Event::DiskFreeze);
+            return;
+        };
+        let position = self.node_position(id);
+        self.nodes[position].disk_frozen_until_ms = self.now_ms + frozen_ms;
+        self.faults.disk_freezes += 1;
+        self.disk_freeze = Some(DiskFreezeReport {
+            node: id,
+            term: term.0,
+            frozen_at_ms: self.now_ms,
+            frozen_ms,
+            stepped_down_after_ms: None,
+            new_leader_commit_after_ms: None,
+        });
+        self.trace.add_u64(0xA7);
+        self.trace.add_u64(id.0);
+        self.trace_event(format_args!(
+            "the disk of {id}, leader of term {term}, freezes for {frozen_ms} ms"
+        ));
+    }
+
+    /// While a leader's disk is frozen: notes when it steps down for it, and when a leader of
+    /// a later term first commits an entry of its own term.
+    fn observe_disk_freeze(
+        &mut self,
+        id: NodeId,
+        term: Term,
+        commits_own_term: bool,
+        stepped_down_for_stall: bool,
+    ) {
+        let now_ms = self.now_ms;
+        let Some(freeze) = self.disk_freeze.as_mut() else { return };
+        if now_ms >= freeze.frozen_at_ms + freeze.frozen_ms {
+            return;
+        }
+        let since_ms = now_ms - freeze.frozen_at_ms;
+        if id == freeze.node && stepped_down_for_stall && freeze.stepped_down_after_ms.is_none() {
+            freeze.stepped_down_after_ms = Some(since_ms);
+        }
+        if id != freeze.node
+            && term.0 > freeze.term
+            && commits_own_term
+            && freeze.new_leader_commit_after_ms.is_none()
+        {
+            freeze.new_leader_commit_after_ms = Some(since_ms);
+        }
+    }
+
     /// Starts (or restarts) node `id` from its disk.
     fn start_node(&mut self, id: NodeId) {
         let position = self.node_position(id);
@@ -836,6 +941,7 @@ impl<W: Workload> World<W> {
             syncs: VecDeque::new(),
             elections_seen: 0,
             leading_seen: false,
+            stall_step_downs_seen: 0,
         });
         node_state.paused_until = None;
         node_state.deferred.clear();
@@ -954,6 +1060,13 @@ impl<W: Workload> World<W> {
         running.snapshots_installed = node.snapshots_installed();
         let core = node.core();
         let (role, term, commit_index) = (core.role(), core.term(), core.commit_index());
+        // A leader's own-term entry committed: its leadership commits.
+        let commits_own_term = role == Role::Leader
+            && core.entry(commit_index).is_some_and(|entry| entry.term == term);
+        let stall_step_downs = core.disk_stall_step_downs();
+        let stepped_down_for_stall = stall_step_downs > running.stall_step_downs_seen;
+        self.stall_step_downs += stall_step_downs.saturating_sub(running.stall_step_downs_seen);
+        running.stall_step_downs_seen = stall_step_downs;
         let deadline = node.next_deadline_ms();
         let incarnation = self.nodes[position].incarnation;
         for _ in 0..started_syncs {
@@ -962,7 +1075,8 @@ impl<W: Workload> World<W> {
             // they complete in order.
             let latency = self.variation.sync_latency_ms(&mut self.rng);
             let node = &mut self.nodes[position];
-            let done_at = node.disk_busy_until_ms.max(now_ms) + latency;
+            let done_at =
+                node.disk_busy_until_ms.max(now_ms).max(node.disk_frozen_until_ms) + latency;
             node.disk_busy_until_ms = done_at;
             self.schedule(done_at - now_ms, Event::SyncDone { id, incarnation });
         }
@@ -981,6 +1095,7 @@ impl<W: Workload> World<W> {
             self.checker.on_leader(term, id, now_ms);
         }
         self.max_commit_index = self.max_commit_index.max(commit_index);
+        self.observe_disk_freeze(id, term, commits_own_term, stepped_down_for_stall);
 
         for message in outbox {
             self.send(message);
@@ -1469,6 +1584,8 @@ impl<W: Workload> World<W> {
             snapshots: self.snapshots,
             outage: self.outage_report,
             membership: self.membership.as_ref().map(|planner| planner.counts),
+            disk_freeze: self.disk_freeze,
+            stall_step_downs: self.stall_step_downs,
             commit_index: self.max_commit_index.0,
             linearizability_inconclusive: self.linearizability_inconclusive,
             violations: self.checker.into_violations(),
