@@ -58,6 +58,11 @@ impl AppendFile for FreezableFile {
 
 impl FileSystem for FreezableFileSystem {
     type File = FreezableFile;
+    type ReadFile = std::fs::File;
+
+    fn open_read(&self, path: &Path) -> io::Result<std::fs::File> {
+        StdFileSystem.open_read(path)
+    }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         StdFileSystem.create_dir_all(dir)

@@ -521,13 +521,13 @@ mod tests {
     /// from that tick, not from a clock that had not started.
     #[test]
     fn writes_handed_out_before_the_first_tick_are_timed_from_it() {
-        let snapshot = crate::snapshot::Snapshot {
-            meta: crate::snapshot::SnapshotMeta {
+        let snapshot = crate::snapshot::Snapshot::of_bytes(
+            crate::snapshot::SnapshotMeta {
                 last_included: LogId::new(Term(2), LogIndex(7)),
                 configuration: super::super::Configuration::of_voters([NodeId(1), NodeId(2)]),
             },
-            data: Bytes::new(),
-        };
+            b"",
+        );
         let initial = InitialState {
             hard_state: crate::hard_state::HardState {
                 term: Term(2),
