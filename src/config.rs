@@ -35,11 +35,14 @@ pub struct Config {
     /// payload kind and length; [`Entry::encoded_len`](crate::Entry::encoded_len)). A message
     /// is trimmed to the room left; one entry larger than the whole budget is still sent, on
     /// its own, once nothing else is in flight. Heartbeats carry no entries and are never held
-    /// back. This bounds what queues on a slow follower's link (its heartbeats wait behind at
-    /// most this much) and what the leader holds for it, without limiting a healthy one: a
-    /// follower acknowledges within a round trip and a sync, so 8 MiB allows 800 MB/s at a
-    /// 10 ms round trip, more than one disk or 1 Gbit/s link takes, while a 100 Mbit/s link
-    /// drains it in under a second. (Eight default-sized messages, `max_append_bytes`.)
+    /// back.
+    ///
+    /// The budget bounds what queues on a slow follower's link, which its heartbeats and new
+    /// entries wait behind: 8 MiB is 70 ms at 1 Gbit/s, 0.7 s at 100 Mbit/s. And a follower
+    /// gets at most this much per acknowledgment round trip (the network's round trip plus its
+    /// sync): 8 MiB is 800 MB/s at 10 ms, more than a 1 Gbit/s link or one disk takes, but
+    /// about 25 MB/s for a follower whose syncs take 150 ms. Raise it for followers with long
+    /// round trips or slow disks (`BENCHMARKS.md`, "Slow follower catch-up", measures both).
     pub max_inflight_bytes: u64,
     /// Most bytes of entry payload in one AppendEntries message (at least one entry is always
     /// sent, so an entry up to `max_entry_bytes` still fits).
