@@ -28,6 +28,22 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Most AppendEntries messages carrying entries that may be in flight to one follower.
     pub max_inflight_appends: usize,
+    /// Most bytes of entries that may be in flight to one follower, unacknowledged (like
+    /// etcd-raft's `MaxInflightBytes`). Default 8 MiB.
+    ///
+    /// An entry counts for its wire size: its payload plus 21 bytes of framing (term, index,
+    /// payload kind and length; [`Entry::encoded_len`](crate::Entry::encoded_len)). A message
+    /// is trimmed to the room left; one entry larger than the whole budget is still sent, on
+    /// its own, once nothing else is in flight. Heartbeats carry no entries and are never held
+    /// back.
+    ///
+    /// The budget bounds what queues on a slow follower's link, which its heartbeats and new
+    /// entries wait behind: 8 MiB is 70 ms at 1 Gbit/s, 0.7 s at 100 Mbit/s. And a follower
+    /// gets at most this much per acknowledgment round trip (the network's round trip plus its
+    /// sync): 8 MiB is 800 MB/s at 10 ms, more than a 1 Gbit/s link or one disk takes, but
+    /// about 25 MB/s for a follower whose syncs take 150 ms. Raise it for followers with long
+    /// round trips or slow disks (`BENCHMARKS.md`, "Slow follower catch-up", measures both).
+    pub max_inflight_bytes: u64,
     /// Most bytes of entry payload in one AppendEntries message (at least one entry is always
     /// sent, so an entry up to `max_entry_bytes` still fits).
     pub max_append_bytes: usize,
@@ -127,6 +143,7 @@ impl Default for Config {
             election_timeout_max_ms: 300,
             heartbeat_interval_ms: 100,
             max_inflight_appends: 64,
+            max_inflight_bytes: 8 * 1024 * 1024,
             max_append_bytes: 1024 * 1024,
             max_append_entries: 4096,
             max_entry_bytes: 8 * 1024 * 1024,
@@ -178,6 +195,7 @@ impl Config {
             ("max_inflight_snapshot_chunks", self.max_inflight_snapshot_chunks),
             ("max_pending_reads", self.max_pending_reads),
             ("max_snapshot_bytes", usize::try_from(self.max_snapshot_bytes).unwrap_or(usize::MAX)),
+            ("max_inflight_bytes", usize::try_from(self.max_inflight_bytes).unwrap_or(usize::MAX)),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { name });
@@ -271,6 +289,11 @@ mod tests {
         let just_enough =
             Config { lease_reads: true, clock_drift_bound_ms: 149, ..Config::default() };
         assert_eq!(just_enough.validate(), Ok(()));
+        let no_bytes_in_flight = Config { max_inflight_bytes: 0, ..Config::default() };
+        assert_eq!(
+            no_bytes_in_flight.validate(),
+            Err(ConfigError::ZeroLimit { name: "max_inflight_bytes" })
+        );
         let no_snapshots_accepted = Config { max_snapshot_bytes: 0, ..Config::default() };
         assert_eq!(
             no_snapshots_accepted.validate(),

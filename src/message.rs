@@ -9,6 +9,10 @@ use crate::core::Configuration;
 use crate::snapshot::{Snapshot, SnapshotId};
 use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 
+/// Bytes an entry takes in an AppendEntries message on the wire besides its payload: its term
+/// (8), index (8), payload kind (1) and payload length (4), as `transport/codec.rs` encodes it.
+pub const ENTRY_FRAMING_BYTES: usize = 8 + 8 + 1 + 4;
+
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -33,6 +37,13 @@ impl Entry {
             EntryPayload::Command(bytes) => bytes.len(),
             EntryPayload::Configuration(configuration) => configuration.encoded_len(),
         }
+    }
+
+    /// Bytes the entry takes in an AppendEntries message on the wire: its payload and
+    /// [`ENTRY_FRAMING_BYTES`]. A leader counts this against
+    /// [`Config::max_inflight_bytes`](crate::Config::max_inflight_bytes).
+    pub fn encoded_len(&self) -> usize {
+        ENTRY_FRAMING_BYTES + self.payload_len()
     }
 }
 

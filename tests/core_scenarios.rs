@@ -459,13 +459,14 @@ fn figure8_an_entry_of_the_current_term_commits_the_earlier_ones() {
 /// client proposes again only proposals that can no longer commit.
 ///
 /// The seeds are chosen so that the run covers leader changes and proposals lost with them
-/// (seed 71: five lost proposals; 297: five lost proposals, three leaders; 24: seven
-/// leaders); the test checks that it still does.
+/// (seed 98: five lost proposals, three leaders; 44: four lost proposals, four leaders; 218:
+/// nine leaders); the test checks that it still does. (Chosen again when flow control changed
+/// the traffic, issue #16: seeds 71 and 297 no longer lost proposals, 24 had one leader.)
 #[test]
 fn commands_are_applied_exactly_once_and_in_order_despite_loss_and_reordering() {
     let mut total_reproposed = 0;
     let mut most_leaders = 0;
-    for seed in [71, 297, 24] {
+    for seed in [98, 44, 218] {
         let (reproposed, leaders) = apply_exactly_once_with_loss_and_reordering(seed);
         total_reproposed += reproposed;
         most_leaders = most_leaders.max(leaders);

@@ -1191,9 +1191,10 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
 /// it does, the follower's log cannot answer for anything before the snapshot's end: a
 /// rejection that reaches the leader during a transfer (a late answer to an AppendEntries sent
 /// before the transfer started, or to a transfer's heartbeat) does not restart the transfer.
-/// Here follower 2 (match 2, entry 3 in flight) needs entry 2 after the leader compacts
-/// through 3, so a heartbeat starts a snapshot transfer; its late rejection of prev 3 leaves
-/// the transfer as it is: nothing is sent again.
+/// Here follower 2 (match 2, entry 3 in flight) rejects the heartbeat anchored at entry 3
+/// after the leader compacts through 3: it needs entry 3, whose predecessor is compacted, so
+/// a snapshot transfer starts; the same rejection arriving again, late, leaves the transfer as
+/// it is: nothing is sent again.
 #[test]
 fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
     let config = Config { snapshot_keep_entries: 0, ..config() };
@@ -1211,6 +1212,14 @@ fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
     assert_eq!(leader.snapshot_stored(snapshot), Some(LogIndex(3)));
 
     leader.heartbeat_now();
+    let heartbeat_to_2 = settle(&mut leader).into_iter().find(|message| message.to == NodeId(2));
+    assert!(
+        matches!(
+            heartbeat_to_2.map(|message| message.body),
+            Some(MessageBody::AppendEntries { prev_log_id, .. }) if prev_log_id.index == LogIndex(3)
+        ),
+        "the heartbeat is anchored at the last entry sent to node2"
+    );
     let chunks_to_2 = |messages: &[Message]| {
         messages
             .iter()
@@ -1218,11 +1227,9 @@ fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
             .filter(|message| matches!(message.body, MessageBody::InstallSnapshot { .. }))
             .count()
     };
-    assert!(chunks_to_2(&settle(&mut leader)) > 0, "node2 needs entry 2: a snapshot goes");
-
     let hint = ConflictHint { conflict_term: None, first_index: LogIndex(3) };
     let response = AppendResponse::Rejected { rejected_prev_index: LogIndex(3), hint };
-    let late = message(
+    let rejection = message(
         2,
         1,
         term.0,
@@ -1231,6 +1238,10 @@ fn a_rejection_during_a_snapshot_transfer_does_not_restart_it() {
             round: raft_consensus::types::HeartbeatRound(0),
         },
     );
+    let sent = deliver(&mut leader, rejection.clone());
+    assert!(chunks_to_2(&sent) > 0, "node2 needs entry 3, after a compacted one: a snapshot goes");
+
+    let late = rejection;
     let sent = deliver(&mut leader, late);
     assert_eq!(chunks_to_2(&sent), 0, "the transfer restarted: {sent:?}");
     assert!(sent.is_empty(), "a rejection during a transfer sent {sent:?}");

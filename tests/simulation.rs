@@ -389,8 +389,9 @@ fn a_planted_learners_count_for_commit_bug_is_caught_and_replays() {
 ///
 /// The window is narrow (the cut-off leader steps down once a check-quorum period passes
 /// without a majority, and a follower's own request already proves what a round would in a
-/// cluster of three), so about one seed in two hundred catches it; this run's first is seed
-/// 28, of three nodes and eight clients.
+/// cluster of three), so few seeds catch it: of seeds 0 to 399, of three nodes and eight
+/// clients, 308 and 339 do. The range starts at 300 to keep the test short. (Before flow
+/// control changed the traffic, issue #16, seed 28 was the first.)
 #[test]
 fn a_planted_read_without_round_bug_is_caught_and_replays() {
     let config = SimConfig {
@@ -399,7 +400,7 @@ fn a_planted_read_without_round_bug_is_caught_and_replays() {
         clients: 8,
         ..SimConfig::default()
     };
-    let command = assert_caught(&config, 0..400);
+    let command = assert_caught(&config, 300..700);
     assert!(
         command.contains("--nodes 3 --clients 8") || command.contains("--clients 8"),
         "{command}"

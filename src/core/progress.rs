@@ -2,9 +2,17 @@
 //! to it.
 //!
 //! A follower is either probed (one AppendEntries at a time, until the leader finds where the
-//! logs agree), replicated to (up to `max_inflight_appends` pipelined messages), or sent a
-//! snapshot (when it needs entries the leader has compacted). Invariant:
-//! `match_index < next_index`.
+//! logs agree), replicated to (pipelined messages, at most `max_inflight_appends` of them and
+//! `max_inflight_bytes` of entries), or sent a snapshot (when it needs entries the leader has
+//! compacted). Invariant: `match_index < next_index`.
+//!
+//! Pacing by progress, not by message (issue #16): a message in flight is never presumed lost
+//! because it is slow. Its entries stay counted until an acknowledgment covers them; the
+//! follower counts as lost ([`Progress::is_lost`]) only once nothing it acknowledged has
+//! advanced its match index for a whole loss timeout (the leader's election timeout) while
+//! entries were in flight; and an acceptance never moves `next_index` back, so what is
+//! already on the wire is not sent again. A rejection still reveals a gap at once (a lost
+//! message, a restarted follower), and the leader probes from what the follower says it holds.
 
 use std::collections::VecDeque;
 
@@ -145,18 +153,33 @@ impl SnapshotTransfer {
     }
 }
 
+/// One AppendEntries with entries in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Inflight {
+    /// Its last entry's index.
+    last: LogIndex,
+    /// Its entries' wire size ([`Entry::encoded_len`](crate::message::Entry::encoded_len)).
+    bytes: u64,
+    /// When it was sent, in milliseconds.
+    sent_ms: u64,
+}
+
 /// The leader's view of one follower.
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
     /// The highest index known to be stored on the follower and to match the leader's log.
     pub(crate) match_index: LogIndex,
-    /// The next index to send.
+    /// The next index to send (in Probe mode: where the probe starts).
     pub(crate) next_index: LogIndex,
     /// The current sending mode.
     pub(crate) mode: ReplicationMode,
-    /// For each AppendEntries with entries in flight (Replicate mode): its last index and
-    /// when it was sent, in milliseconds.
-    inflight: VecDeque<(LogIndex, u64)>,
+    /// The AppendEntries with entries in flight, oldest first: in Replicate mode the
+    /// pipeline, in Probe mode the probe.
+    inflight: VecDeque<Inflight>,
+    /// The sum of `inflight`'s bytes.
+    inflight_bytes: u64,
+    /// When the match index last advanced, in milliseconds.
+    match_advanced_ms: u64,
     /// Whether the follower answered within the current check-quorum period.
     pub(crate) recently_active: bool,
     /// The highest heartbeat round the follower has answered (see `read_index.rs`).
@@ -173,55 +196,98 @@ impl Progress {
             next_index,
             mode: ReplicationMode::Probe { probe_sent: false },
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            match_advanced_ms: 0,
             recently_active: false,
             answered_round: HeartbeatRound(0),
             snapshot_transfer: None,
         }
     }
 
-    /// Whether sending more entries must wait.
-    pub(crate) fn is_paused(&self, max_inflight: usize) -> bool {
+    /// Whether sending more entries must wait. `next_entry_bytes` is the wire size of the
+    /// entry at `next_index` (0 when there is none). In Replicate mode, at most
+    /// `max_inflight` messages and `max_inflight_bytes` bytes of entries may be in flight,
+    /// except that one entry is always sendable when nothing is (however large it is).
+    pub(crate) fn is_paused(
+        &self,
+        max_inflight: usize,
+        max_inflight_bytes: u64,
+        next_entry_bytes: u64,
+    ) -> bool {
         match self.mode {
             ReplicationMode::Probe { probe_sent } => probe_sent,
-            ReplicationMode::Replicate => self.inflight.len() >= max_inflight,
+            ReplicationMode::Replicate => {
+                self.inflight.len() >= max_inflight
+                    || (!self.inflight.is_empty()
+                        && self.inflight_bytes.saturating_add(next_entry_bytes)
+                            > max_inflight_bytes)
+            }
             ReplicationMode::Snapshot => true,
         }
     }
 
+    /// How many bytes of entries the next message may carry within `max_inflight_bytes`
+    /// (it carries at least one entry whatever this says).
+    pub(crate) fn inflight_room(&self, max_inflight_bytes: u64) -> u64 {
+        max_inflight_bytes.saturating_sub(self.inflight_bytes)
+    }
+
     /// Records that an AppendEntries ending at `last_sent` (None when it carried no entries)
-    /// was sent at `now_ms`.
-    pub(crate) fn on_sent(&mut self, last_sent: Option<LogIndex>, now_ms: u64) {
+    /// with `bytes` of entries was sent at `now_ms`.
+    pub(crate) fn on_sent(&mut self, last_sent: Option<LogIndex>, bytes: u64, now_ms: u64) {
         match self.mode {
             ReplicationMode::Probe { .. } => {
-                self.mode = ReplicationMode::Probe { probe_sent: true }
+                self.mode = ReplicationMode::Probe { probe_sent: true };
+                // The probe is the only message in flight: one sent again replaces it.
+                self.clear_inflight();
+                if let Some(last) = last_sent {
+                    self.push_inflight(Inflight { last, bytes, sent_ms: now_ms });
+                }
             }
             ReplicationMode::Replicate => {
                 if let Some(last) = last_sent {
                     self.next_index = last.next();
-                    self.inflight.push_back((last, now_ms));
+                    self.push_inflight(Inflight { last, bytes, sent_ms: now_ms });
                 }
             }
             ReplicationMode::Snapshot => {}
         }
     }
 
-    /// Records an acceptance up to `match_index`. Returns whether the match index advanced.
-    pub(crate) fn on_accepted(&mut self, match_index: LogIndex) -> bool {
+    fn push_inflight(&mut self, inflight: Inflight) {
+        self.inflight_bytes = self.inflight_bytes.saturating_add(inflight.bytes);
+        self.inflight.push_back(inflight);
+    }
+
+    fn clear_inflight(&mut self) {
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    /// Records an acceptance up to `match_index` at `now_ms`. Returns whether the match index
+    /// advanced. `next_index` never moves back: an acceptance that arrives late (after a
+    /// probe, or after messages sent since) says nothing about what followed it.
+    pub(crate) fn on_accepted(&mut self, match_index: LogIndex, now_ms: u64) -> bool {
         let advanced = match_index > self.match_index;
         if advanced {
             self.match_index = match_index;
+            self.match_advanced_ms = now_ms;
             self.next_index = self.next_index.max(match_index.next());
         }
-        while self.inflight.front().is_some_and(|(last, _)| *last <= self.match_index) {
-            self.inflight.pop_front();
+        while self.inflight.front().is_some_and(|inflight| inflight.last <= self.match_index) {
+            if let Some(acknowledged) = self.inflight.pop_front() {
+                self.inflight_bytes = self.inflight_bytes.saturating_sub(acknowledged.bytes);
+            }
         }
         match self.mode {
             ReplicationMode::Probe { .. } => {
-                // The logs agree up to match_index: stream from there.
+                // The logs agree up to match_index: stream from there, after the probe if it
+                // is still in flight (it goes on as the first message of the pipeline).
                 if match_index.next() >= self.next_index || advanced {
                     self.mode = ReplicationMode::Replicate;
-                    self.next_index = self.match_index.next();
-                    self.inflight.clear();
+                    if let Some(probe) = self.inflight.back() {
+                        self.next_index = self.next_index.max(probe.last.next());
+                    }
                 }
             }
             ReplicationMode::Snapshot => {
@@ -234,7 +300,7 @@ impl Progress {
                     self.snapshot_transfer = None;
                     self.mode = ReplicationMode::Replicate;
                     self.next_index = self.match_index.next();
-                    self.inflight.clear();
+                    self.clear_inflight();
                 }
             }
             ReplicationMode::Replicate => {}
@@ -246,7 +312,7 @@ impl Progress {
     /// Starts sending `snapshot`: entries wait until the follower has installed it.
     pub(crate) fn start_snapshot(&mut self, snapshot: Snapshot, now_ms: u64) {
         self.mode = ReplicationMode::Snapshot;
-        self.inflight.clear();
+        self.clear_inflight();
         self.snapshot_transfer = Some(SnapshotTransfer::new(snapshot, now_ms));
     }
 
@@ -255,24 +321,31 @@ impl Progress {
     pub(crate) fn on_snapshot_installed(&mut self, index: LogIndex) {
         self.match_index = self.match_index.max(index);
         self.snapshot_transfer = None;
-        self.inflight.clear();
+        self.clear_inflight();
         self.next_index = self.match_index.next();
         self.mode = ReplicationMode::Probe { probe_sent: false };
     }
 
-    /// Falls back to probing from `next_index` (after a rejection or a suspected loss).
+    /// Falls back to probing from `next_index` (after a rejection or a loss): what was in
+    /// flight no longer counts.
     pub(crate) fn probe_from(&mut self, next_index: LogIndex) {
         debug_assert!(next_index > self.match_index, "never probe below the match index");
         self.next_index = next_index;
         self.mode = ReplicationMode::Probe { probe_sent: false };
-        self.inflight.clear();
+        self.clear_inflight();
         self.snapshot_transfer = None;
     }
 
-    /// Whether an AppendEntries sent before `sent_before_ms` is still unanswered (it or its
-    /// answer was probably lost).
-    pub(crate) fn has_inflight_sent_before(&self, sent_before_ms: u64) -> bool {
-        self.inflight.front().is_some_and(|(_, sent_ms)| *sent_ms < sent_before_ms)
+    /// Whether the follower counts as lost at `now_ms`: entries are in flight, and for
+    /// `timeout_ms` no acknowledgment has advanced the match index (counted from the later of
+    /// the last advance and the sending of the oldest message in flight). A slow follower
+    /// that acknowledges anything new within each timeout is never lost, however long its
+    /// queue.
+    pub(crate) fn is_lost(&self, now_ms: u64, timeout_ms: u64) -> bool {
+        self.inflight.front().is_some_and(|oldest| {
+            let waiting_since_ms = oldest.sent_ms.max(self.match_advanced_ms);
+            now_ms.saturating_sub(waiting_since_ms) >= timeout_ms
+        })
     }
 }
 
@@ -280,44 +353,52 @@ impl Progress {
 mod tests {
     use super::*;
 
+    /// Count and byte limits that never bind.
+    const ANY: (usize, u64) = (usize::MAX, u64::MAX);
+
+    /// A follower in Replicate mode with the logs agreeing through `match_index`.
+    fn replicating(match_index: u64) -> Progress {
+        let mut progress = Progress::new(LogIndex(match_index + 1));
+        progress.on_sent(None, 0, 0);
+        progress.on_accepted(LogIndex(match_index), 0);
+        assert_eq!(progress.mode, ReplicationMode::Replicate);
+        progress
+    }
+
     #[test]
     fn probe_pauses_after_one_message_then_streams_once_accepted() {
         let mut progress = Progress::new(LogIndex(11));
-        assert!(!progress.is_paused(4));
-        progress.on_sent(Some(LogIndex(11)), 0);
-        assert!(progress.is_paused(4));
-        assert!(progress.on_accepted(LogIndex(11)));
+        assert!(!progress.is_paused(4, u64::MAX, 10));
+        progress.on_sent(Some(LogIndex(11)), 10, 0);
+        assert!(progress.is_paused(4, u64::MAX, 10));
+        assert!(progress.on_accepted(LogIndex(11), 5));
         assert_eq!(progress.mode, ReplicationMode::Replicate);
         assert_eq!(progress.next_index, LogIndex(12));
+        assert_eq!(progress.inflight_room(100), 100, "the accepted probe is no longer in flight");
     }
 
     #[test]
     fn a_stale_acceptance_below_the_probe_leaves_the_probe_waiting() {
         let mut progress = Progress::new(LogIndex(11));
-        progress.on_sent(Some(LogIndex(11)), 0);
+        progress.on_sent(Some(LogIndex(11)), 10, 0);
         // A late acceptance that proves nothing new (match 0, the probe asked about 10).
-        assert!(!progress.on_accepted(LogIndex(0)), "the match index did not advance");
+        assert!(!progress.on_accepted(LogIndex(0), 5), "the match index did not advance");
         assert_eq!(progress.mode, ReplicationMode::Probe { probe_sent: true });
         assert_eq!(progress.next_index, LogIndex(11));
     }
 
     #[test]
     fn replicate_pipelines_up_to_the_inflight_limit() {
-        let mut progress = Progress::new(LogIndex(1));
-        progress.on_sent(None, 0);
-        progress.on_accepted(LogIndex(0));
-        assert_eq!(progress.mode, ReplicationMode::Replicate);
-        progress.on_sent(Some(LogIndex(5)), 10);
-        progress.on_sent(Some(LogIndex(9)), 20);
-        assert!(progress.is_paused(2));
+        let mut progress = replicating(0);
+        progress.on_sent(Some(LogIndex(5)), 50, 10);
+        progress.on_sent(Some(LogIndex(9)), 40, 20);
+        assert!(progress.is_paused(2, u64::MAX, 10));
         assert_eq!(progress.next_index, LogIndex(10));
-        assert!(progress.has_inflight_sent_before(11));
-        progress.on_accepted(LogIndex(5));
-        assert!(!progress.is_paused(2));
-        assert!(!progress.has_inflight_sent_before(20));
-        assert!(progress.has_inflight_sent_before(21));
+        progress.on_accepted(LogIndex(5), 30);
+        assert!(!progress.is_paused(2, u64::MAX, 10));
         progress.probe_from(LogIndex(6));
-        assert!(!progress.has_inflight_sent_before(u64::MAX));
+        assert!(!progress.is_lost(u64::MAX, 0), "nothing is in flight after a fallback");
+        assert_eq!(progress.inflight_room(100), 100);
         assert_eq!(progress.mode, ReplicationMode::Probe { probe_sent: false });
     }
 
@@ -389,5 +470,91 @@ mod tests {
         assert_eq!(transfer.resume_offset(), 0, "all confirmed and not installed");
         transfer.rewind_to(0, 5);
         assert_eq!((transfer.acked, transfer.next_offset, transfer.chunk_sent), (0, 0, false));
+    }
+
+    /// The byte budget: sending waits while the next entry would take the bytes in flight
+    /// past `max_inflight_bytes`, and resumes as acknowledgments free room.
+    #[test]
+    fn replicate_keeps_the_bytes_in_flight_within_the_budget() {
+        let mut progress = replicating(0);
+        progress.on_sent(Some(LogIndex(3)), 60, 0);
+        assert_eq!(progress.inflight_room(100), 40);
+        assert!(!progress.is_paused(usize::MAX, 100, 40), "the next entry fits exactly");
+        assert!(progress.is_paused(usize::MAX, 100, 41), "the next entry does not fit");
+        progress.on_sent(Some(LogIndex(4)), 40, 0);
+        assert!(progress.is_paused(usize::MAX, 100, 1), "the budget is full");
+        assert_eq!(progress.inflight_room(100), 0);
+        // An acknowledgment of the first message frees its bytes.
+        progress.on_accepted(LogIndex(3), 5);
+        assert_eq!(progress.inflight_room(100), 60);
+        assert!(!progress.is_paused(usize::MAX, 100, 60));
+        // An acknowledgment of part of a message frees nothing of it (5..=8 here), only of
+        // the messages it covers whole (4).
+        progress.on_sent(Some(LogIndex(8)), 50, 6);
+        assert_eq!(progress.inflight_room(100), 10);
+        progress.on_accepted(LogIndex(6), 7);
+        assert_eq!(progress.inflight_room(100), 50);
+        progress.on_accepted(LogIndex(8), 8);
+        assert_eq!(progress.inflight_room(100), 100);
+    }
+
+    /// An entry larger than the whole budget is sendable once nothing is in flight (else
+    /// replication would stop for good), and only then.
+    #[test]
+    fn an_entry_larger_than_the_budget_goes_alone() {
+        let mut progress = replicating(0);
+        assert!(!progress.is_paused(usize::MAX, 100, 1_000), "nothing in flight: it goes");
+        progress.on_sent(Some(LogIndex(1)), 1_000, 0);
+        assert!(progress.is_paused(usize::MAX, 100, 1), "over budget: nothing more");
+        progress.on_accepted(LogIndex(1), 5);
+        assert!(!progress.is_paused(usize::MAX, 100, 1_000));
+        let (count, bytes) = ANY;
+        assert!(!progress.is_paused(count, bytes, u64::MAX));
+    }
+
+    /// A follower is lost only when no acknowledgment has advanced its match index for the
+    /// whole timeout while entries were in flight, not when one message is old.
+    #[test]
+    fn a_follower_is_lost_only_when_its_match_index_stands_still_for_the_timeout() {
+        let mut progress = replicating(0);
+        assert!(!progress.is_lost(1_000, 300), "nothing in flight: nothing to lose");
+        progress.on_sent(Some(LogIndex(10)), 100, 1_000);
+        progress.on_sent(Some(LogIndex(20)), 100, 1_010);
+        assert!(!progress.is_lost(1_299, 300));
+        // An acknowledgment that advances the match index restarts the wait, although the
+        // message it covers only in part is older than the timeout.
+        progress.on_accepted(LogIndex(15), 1_250);
+        assert!(!progress.is_lost(1_300, 300), "acknowledged 50 ms ago");
+        assert!(!progress.is_lost(1_549, 300));
+        // A heartbeat's acceptance (no advance) does not.
+        progress.on_accepted(LogIndex(15), 1_500);
+        assert!(progress.is_lost(1_550, 300));
+        // After a quiet spell, the wait starts when entries are sent again.
+        progress.on_accepted(LogIndex(20), 1_600);
+        progress.on_sent(Some(LogIndex(21)), 100, 5_000);
+        assert!(!progress.is_lost(5_299, 300));
+        assert!(progress.is_lost(5_300, 300));
+    }
+
+    /// Late acceptances never move `next_index` back: in Replicate mode, nor when one arrives
+    /// during a probe (the probe in flight goes on as part of the pipeline, not sent again).
+    #[test]
+    fn late_acceptances_never_rewind_next_index() {
+        let mut progress = replicating(0);
+        for last in [10, 20, 30] {
+            progress.on_sent(Some(LogIndex(last)), 100, 0);
+        }
+        assert!(progress.on_accepted(LogIndex(10), 5));
+        assert_eq!(progress.next_index, LogIndex(31), "an old acceptance rewound the pipeline");
+        // The follower was lost; the leader probes from its match index (resending 11..=20),
+        // then an acceptance sent before the loss arrives: streaming resumes after the probe.
+        progress.probe_from(LogIndex(11));
+        progress.on_sent(Some(LogIndex(20)), 100, 400);
+        assert!(progress.on_accepted(LogIndex(15), 410));
+        assert_eq!(progress.mode, ReplicationMode::Replicate);
+        assert_eq!(progress.next_index, LogIndex(21), "the probe's entries would be sent again");
+        assert_eq!(progress.inflight_room(1_000), 900, "the probe is still in flight");
+        assert!(progress.on_accepted(LogIndex(30), 420));
+        assert_eq!(progress.next_index, LogIndex(31));
     }
 }

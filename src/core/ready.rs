@@ -197,8 +197,7 @@ impl RaftCore {
         let window_bytes = (self.config.snapshot_chunk_bytes as u64)
             .saturating_mul(self.config.max_inflight_snapshot_chunks as u64);
         self.progress.values().any(|progress| {
-            let sends_entries = !progress.is_paused(self.config.max_inflight_appends)
-                && progress.next_index <= last_index;
+            let sends_entries = progress.next_index <= last_index && !self.is_paused(progress);
             let sends_chunks = progress
                 .snapshot_transfer
                 .as_ref()

@@ -7,7 +7,7 @@
 //! majority stores it *and* it belongs to the leader's current term; earlier entries commit
 //! with it (never by counting their own replicas: Figure 8).
 
-use super::progress::ReplicationMode;
+use super::progress::{Progress, ReplicationMode};
 use super::{LOG_TARGET, RaftCore, Role};
 use crate::message::{AppendResponse, ConflictHint, Entry, MessageBody};
 use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId};
@@ -32,22 +32,36 @@ impl RaftCore {
                 self.send_snapshot_chunks(peer);
                 return;
             }
-            if progress.is_paused(self.config.max_inflight_appends)
-                || progress.next_index > last_index
-            {
+            if progress.next_index > last_index || self.is_paused(progress) {
                 return;
             }
             self.send_append(peer);
         }
     }
 
+    /// Leader: whether sending `progress`'s follower more entries must wait (its in-flight
+    /// message count or bytes are at their limits, or its probe is unanswered).
+    pub(super) fn is_paused(&self, progress: &Progress) -> bool {
+        // An entry compacted away weighs nothing: the follower needs a snapshot instead.
+        let next_entry_bytes =
+            self.log.entry(progress.next_index).map_or(0, |entry| entry.encoded_len() as u64);
+        progress.is_paused(
+            self.config.max_inflight_appends,
+            self.config.max_inflight_bytes,
+            next_entry_bytes,
+        )
+    }
+
     /// Leader: sends one AppendEntries to `peer` starting at its `next_index` (possibly empty),
-    /// or starts sending a snapshot when the entries it needs are compacted.
+    /// or starts sending a snapshot when the entries it needs are compacted. Its entries fit
+    /// in the room left in the follower's in-flight byte budget, except that the first one
+    /// is always sent.
     fn send_append(&mut self, peer: NodeId) {
         let Some(progress) = self.progress.get(&peer) else {
             return;
         };
         let next_index = progress.next_index;
+        let room = progress.inflight_room(self.config.max_inflight_bytes);
         let prev_index = next_index.prev();
         if prev_index < self.log.base().index {
             self.start_snapshot_transfer(peer);
@@ -57,15 +71,26 @@ impl RaftCore {
             debug_assert!(false, "next_index {next_index} is beyond the log end + 1");
             return;
         };
-        let entries = self.log.entries_between(
+        let mut entries = self.log.entries_between(
             next_index,
             self.log.last_index(),
             self.config.max_append_entries,
             self.config.max_append_bytes,
         );
+        let mut bytes = 0u64;
+        let mut within_room = 0;
+        for entry in &entries {
+            let with_entry = bytes.saturating_add(entry.encoded_len() as u64);
+            if within_room > 0 && with_entry > room {
+                break;
+            }
+            bytes = with_entry;
+            within_room += 1;
+        }
+        entries.truncate(within_room);
         let last_sent = entries.last().map(|entry| entry.index);
         if let Some(progress) = self.progress.get_mut(&peer) {
-            progress.on_sent(last_sent, self.now_ms);
+            progress.on_sent(last_sent, bytes, self.now_ms);
         }
         self.send_append_entries(peer, LogId::new(prev_term, prev_index), entries);
     }
@@ -79,8 +104,10 @@ impl RaftCore {
     }
 
     /// Leader: the heartbeat timer fired. Asserts leadership to every follower, retries probes,
-    /// and falls back to probing a follower with a pipelined message unanswered for a whole
-    /// heartbeat interval (it, or its answer, was probably lost).
+    /// and falls back to probing, from its match index, a follower that is lost: entries in
+    /// flight and no acknowledgment advancing its match index for an election timeout (see
+    /// `Progress::is_lost`; a slow follower that keeps acknowledging is not lost, and what is
+    /// on its link is not sent again).
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.heartbeat_deadline_ms = self.now_ms + self.config.heartbeat_interval_ms;
         tracing::trace!(target: LOG_TARGET, node = %self.id, "Sending heartbeats");
@@ -88,8 +115,7 @@ impl RaftCore {
         // waiting for a round.
         self.start_round();
         self.round_sent();
-        // An append unanswered for a whole heartbeat interval was lost (or its answer was).
-        let lost_if_sent_before_ms = self.now_ms.saturating_sub(self.config.heartbeat_interval_ms);
+        let (now_ms, loss_timeout_ms) = (self.now_ms, self.config.election_timeout_max_ms);
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
             let Some(progress) = self.progress.get_mut(&peer) else {
@@ -101,10 +127,9 @@ impl RaftCore {
                     progress.probe_from(next_index);
                     self.send_append(peer);
                 }
-                ReplicationMode::Replicate
-                    if progress.has_inflight_sent_before(lost_if_sent_before_ms) =>
-                {
+                ReplicationMode::Replicate if progress.is_lost(now_ms, loss_timeout_ms) => {
                     let next_index = progress.match_index.next();
+                    tracing::debug!(target: LOG_TARGET, node = %self.id, "{peer} acknowledged nothing new for {loss_timeout_ms} ms; probing from {next_index}");
                     progress.probe_from(next_index);
                     self.send_append(peer);
                 }
@@ -121,15 +146,20 @@ impl RaftCore {
                     self.send_append_entries(peer, anchor, Vec::new());
                 }
                 ReplicationMode::Replicate => {
-                    // A bare heartbeat anchored at the match index: it always passes the
-                    // consistency check and carries the commit index.
-                    let match_index = progress.match_index;
-                    let Some(match_term) = self.log.term_at(match_index) else {
+                    // A bare heartbeat anchored at the last entry sent (the match index when
+                    // nothing is in flight). It travels behind the entries sent before it, so
+                    // a follower that accepts it holds them all, and its answer (sent once
+                    // they are durable) advances the match index past them; a follower that
+                    // lacks them lost some (or restarted), and its rejection has the leader
+                    // probe from where its log ends, a heartbeat interval after the loss
+                    // rather than a loss timeout.
+                    let anchor = progress.next_index.prev();
+                    let Some(anchor_term) = self.log.term_at(anchor) else {
                         // Compacted away: the follower needs a snapshot.
                         self.start_snapshot_transfer(peer);
                         continue;
                     };
-                    self.send_append_entries(peer, LogId::new(match_term, match_index), Vec::new());
+                    self.send_append_entries(peer, LogId::new(anchor_term, anchor), Vec::new());
                 }
             }
         }
@@ -304,7 +334,7 @@ impl RaftCore {
                     tracing::warn!(target: LOG_TARGET, node = %self.id, "Ignoring acceptance from {follower} beyond the log end ({match_index})");
                     return;
                 }
-                if progress.on_accepted(match_index) {
+                if progress.on_accepted(match_index, self.now_ms) {
                     self.maybe_commit();
                 }
                 self.maybe_send_timeout_now();
@@ -382,5 +412,188 @@ impl RaftCore {
             self.start_reads_awaiting_commit();
             self.advance_membership();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::super::{InitialState, RaftCore, Role};
+    use crate::config::Config;
+    use crate::message::{AppendResponse, ConflictHint, Message, MessageBody};
+    use crate::types::{HeartbeatRound, LogIndex, NodeId};
+
+    /// Node 1 leading nodes 1 to 3, both followers holding its no-op (index 1); and the time.
+    fn leader(config: Config) -> (RaftCore, u64) {
+        let config = Config { pre_vote: false, ..config };
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut core = RaftCore::new(NodeId(1), members, config, InitialState::default(), 1)
+            .expect("a valid configuration");
+        core.tick(0);
+        let now_ms = core.next_deadline_ms();
+        core.tick(now_ms);
+        sent(&mut core);
+        let term = core.term();
+        let granted = MessageBody::RequestVoteResponse { granted: true };
+        core.step(Message { from: NodeId(2), to: NodeId(1), term, body: granted });
+        assert_eq!(core.role(), Role::Leader);
+        sent(&mut core);
+        for follower in [2, 3] {
+            accept(&mut core, follower, 1);
+        }
+        sent(&mut core);
+        (core, now_ms)
+    }
+
+    /// Carries out the core's work (its writes durable at once); returns the messages sent.
+    fn sent(core: &mut RaftCore) -> Vec<Message> {
+        let mut messages = Vec::new();
+        while core.has_ready() {
+            let ready = core.ready();
+            messages.extend(ready.messages);
+            messages.extend(ready.persisted_messages);
+            core.advance(ready.ack);
+        }
+        messages
+    }
+
+    fn answer(core: &mut RaftCore, from: u64, result: AppendResponse) {
+        let body = MessageBody::AppendEntriesResponse { result, round: HeartbeatRound(0) };
+        let term = core.term();
+        core.step(Message { from: NodeId(from), to: NodeId(1), term, body });
+    }
+
+    fn accept(core: &mut RaftCore, from: u64, match_index: u64) {
+        answer(core, from, AppendResponse::Accepted { match_index: LogIndex(match_index) });
+    }
+
+    /// The AppendEntries among `messages` to `to`: each one's prev index and entries' indexes.
+    fn appends_to(messages: &[Message], to: u64) -> Vec<(u64, Vec<u64>)> {
+        messages
+            .iter()
+            .filter(|message| message.to == NodeId(to))
+            .filter_map(|message| match &message.body {
+                MessageBody::AppendEntries { prev_log_id, entries, .. } => {
+                    Some((prev_log_id.index.0, entries.iter().map(|entry| entry.index.0).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn propose(core: &mut RaftCore, bytes: usize) {
+        core.propose(Bytes::from(vec![7; bytes])).expect("the leader accepts");
+    }
+
+    /// An entry in flight to a follower that answers nothing is not sent again at each
+    /// heartbeat (a slow follower is not a lost one): only once nothing has advanced the
+    /// follower's match index for an election timeout (`election_timeout_max_ms`).
+    #[test]
+    fn entries_in_flight_are_sent_again_only_after_the_loss_timeout() {
+        let (mut core, start_ms) = leader(Config::default());
+        propose(&mut core, 10);
+        assert_eq!(appends_to(&sent(&mut core), 2), [(1, vec![2])]);
+        let sent_ms = start_ms;
+        let loss_timeout_ms = core.config().election_timeout_max_ms;
+        let mut heartbeats = 0;
+        loop {
+            let now_ms = core.next_deadline_ms();
+            core.tick(now_ms);
+            let to_2 = appends_to(&sent(&mut core), 2);
+            accept(&mut core, 3, 2);
+            sent(&mut core);
+            if to_2.is_empty() {
+                continue;
+            }
+            if now_ms < sent_ms + loss_timeout_ms {
+                heartbeats += 1;
+                assert_eq!(to_2, [(2, vec![])], "at {now_ms} ms: sent again before the timeout");
+            } else {
+                assert_eq!(to_2, [(1, vec![2])], "lost: resent from the match index");
+                break;
+            }
+        }
+        assert!(heartbeats >= 2, "{heartbeats} heartbeats before the timeout");
+    }
+
+    /// An acknowledgment that advances the match index restarts the loss timeout: a follower
+    /// that keeps acknowledging, however far behind, is never resent what is in flight.
+    #[test]
+    fn a_follower_that_keeps_acknowledging_is_not_lost() {
+        let config = Config { max_append_entries: 1, ..Config::default() };
+        let (mut core, _) = leader(config);
+        for _ in 0..20 {
+            propose(&mut core, 10);
+        }
+        let first = appends_to(&sent(&mut core), 2);
+        assert_eq!(first.len(), 20, "one entry per message, all in flight");
+        let mut acknowledged = 1;
+        for _ in 0..10 {
+            let now_ms = core.next_deadline_ms();
+            core.tick(now_ms);
+            // Each heartbeat interval the follower acknowledges one more entry.
+            acknowledged += 1;
+            accept(&mut core, 2, acknowledged);
+            accept(&mut core, 3, 21);
+            let to_2 = appends_to(&sent(&mut core), 2);
+            assert!(to_2.iter().all(|(_, entries)| entries.is_empty()), "resent {to_2:?}");
+        }
+    }
+
+    /// A heartbeat to a follower with entries in flight is anchored at the last of them: a
+    /// follower that lost them rejects it, and the leader sends them again at once (not a
+    /// loss timeout later); one that holds them accepts it, which advances its match index
+    /// (its acknowledgments may have been lost) without anything sent again.
+    #[test]
+    fn the_heartbeat_is_anchored_at_the_last_entry_sent() {
+        let (mut core, _) = leader(Config::default());
+        propose(&mut core, 10);
+        propose(&mut core, 10);
+        assert_eq!(appends_to(&sent(&mut core), 2), [(1, vec![2, 3])]);
+        core.tick(core.next_deadline_ms());
+        let heartbeats = sent(&mut core);
+        assert_eq!(appends_to(&heartbeats, 2), [(3, vec![])]);
+        assert_eq!(appends_to(&heartbeats, 3), [(3, vec![])]);
+        // Node 2 lost the entries: its log ends at 1.
+        let hint = ConflictHint { conflict_term: None, first_index: LogIndex(2) };
+        answer(&mut core, 2, AppendResponse::Rejected { rejected_prev_index: LogIndex(3), hint });
+        assert_eq!(appends_to(&sent(&mut core), 2), [(1, vec![2, 3])]);
+        // Node 3 holds them (its answers to them were lost).
+        accept(&mut core, 3, 3);
+        assert!(appends_to(&sent(&mut core), 3).is_empty());
+        assert!(core.follower_match_indexes().contains(&(NodeId(3), LogIndex(3))));
+        assert_eq!(core.commit_index(), LogIndex(3));
+    }
+
+    /// The byte budget: a message carries only the entries that fit in what is left of it;
+    /// the next waits for acknowledgments; one entry larger than the whole budget still goes,
+    /// alone, once nothing else is in flight; and heartbeats go whatever the budget.
+    #[test]
+    fn entries_in_flight_stay_within_the_byte_budget() {
+        // Each 10-byte command takes 31 bytes on the wire: three fit in 100.
+        let config = Config { max_inflight_bytes: 100, ..Config::default() };
+        let (mut core, _) = leader(config);
+        for _ in 0..5 {
+            propose(&mut core, 10);
+        }
+        assert_eq!(appends_to(&sent(&mut core), 2), [(1, vec![2, 3, 4])], "trimmed to the room");
+        // A message's bytes count until all of it is acknowledged.
+        accept(&mut core, 2, 3);
+        assert_eq!(appends_to(&sent(&mut core), 2), []);
+        accept(&mut core, 2, 4);
+        assert_eq!(appends_to(&sent(&mut core), 2), [(4, vec![5, 6])]);
+        accept(&mut core, 2, 6);
+        accept(&mut core, 3, 6);
+        sent(&mut core);
+        // An entry larger than the budget goes alone, once nothing is in flight.
+        propose(&mut core, 500);
+        propose(&mut core, 10);
+        assert_eq!(appends_to(&sent(&mut core), 2), [(6, vec![7])]);
+        // The budget is spent: the heartbeat still goes, carrying nothing.
+        core.tick(core.next_deadline_ms());
+        assert_eq!(appends_to(&sent(&mut core), 2), [(7, vec![])]);
+        accept(&mut core, 2, 7);
+        assert_eq!(appends_to(&sent(&mut core), 2), [(7, vec![8])]);
     }
 }

@@ -6,7 +6,10 @@
 //! ([`WalStorage`](crate::storage::WalStorage)) over a simulated disk, on a virtual clock,
 //! with clients reading and writing a key-value store while the simulator injects faults.
 //! [`run_workload`] does the same for your own state machine, clients and
-//! [`Model`](crate::linearizability::Model): see [`Workload`].
+//! [`Model`](crate::linearizability::Model): see [`Workload`]. [`run_slow_follower`] plays
+//! one fixed scenario instead: a follower far behind, on links much slower than the others',
+//! catches up while the cluster keeps committing, and the run reports the bytes the leader
+//! sent it against those it needed ([`SlowFollower`]).
 //!
 //! Faults:
 //!
@@ -28,11 +31,13 @@
 //! - a long outage ([`SimConfig::outage_ms`], [`SimConfig::snapshot_catch_up`]): a follower is
 //!   down while thousands of entries are committed and compacted, and rejoins by snapshot;
 //! - per seed, besides the fault rates: flow-control limits from the defaults down to one
-//!   entry per message, one append in flight and a one-byte budget; disks whose syncs run one
-//!   after another and now and then stall for hundreds of milliseconds (so a leader's own
-//!   sync can lag far behind its followers'); links with a bandwidth, so large messages
-//!   queue; and crashes aimed at nodes with syncs in flight. A leader whose own sync stalls
-//!   for [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms) steps down (see
+//!   entry per message, one append in flight and one-byte budgets (per message, and in
+//!   flight to a follower); disks whose syncs run one after another and now and then stall
+//!   for hundreds of milliseconds (so a leader's own sync can lag far behind its followers');
+//!   links with a bandwidth ([`Links`]: a message occupies its link for its wire size over
+//!   the bandwidth, and later ones queue behind it); and crashes aimed at nodes with syncs in
+//!   flight. A leader whose own sync stalls for
+//!   [`Config::max_sync_stall_ms`](crate::Config::max_sync_stall_ms) steps down (see
 //!   [`SimReport::stall_step_downs`]);
 //! - a leader's disk freezes ([`FaultConfig::leader_disk_freeze`]; about one seed in ten by
 //!   default, drawn from a stream of its own): its syncs hang for 0.6 to 2.5 seconds while
@@ -87,6 +92,7 @@ mod describe;
 mod disk;
 mod journal;
 mod kv;
+mod links;
 mod membership;
 mod message_queue;
 mod network;
@@ -94,6 +100,7 @@ mod planted;
 mod preset;
 mod rng;
 pub mod script;
+mod slow_follower;
 mod trace;
 mod variation;
 mod workload;
@@ -106,9 +113,11 @@ pub use cluster::{Cluster, EntryFate, Proposal, TICK_STEP_MS};
 pub use describe::{describe_command, describe_entry, describe_message};
 pub use journal::{AppliedCommand, Journal};
 pub use kv::SimKv;
+pub use links::{Links, message_size};
 pub use membership::MembershipCounts;
 pub use preset::{Preset, preset, preset_entry};
 pub use rng::SimRng;
+pub use slow_follower::{SlowFollower, SlowFollowerReport, run_slow_follower};
 pub use workload::{KvWorkload, Workload};
 
 use crate::types::NodeId;

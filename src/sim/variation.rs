@@ -1,12 +1,12 @@
 //! [`SeedVariation`]: what each seed draws about the cluster besides its faults, so that the
 //! corners of the protocol's limits are exercised, not only the defaults: flow control down to
-//! one entry per message, one message in flight and tiny byte budgets; disks whose syncs
+//! one entry per message, one message in flight and tiny byte budgets (per message and in
+//! flight); disks whose syncs
 //! usually take a millisecond or two but sometimes stall for hundreds (so a leader's own sync
 //! can lag far behind its followers'); links with a bandwidth, so large messages queue; and
 //! crashes aimed at nodes whose syncs are in flight.
 
 use crate::config::Config;
-use crate::message::{Message, MessageBody};
 
 use super::rng::SimRng;
 
@@ -19,6 +19,8 @@ pub(crate) struct SeedVariation {
     pub(crate) max_inflight_appends: usize,
     /// [`Config::max_append_bytes`] for every node.
     pub(crate) max_append_bytes: usize,
+    /// [`Config::max_inflight_bytes`] for every node (drawn from a stream of its own).
+    pub(crate) max_inflight_bytes: u64,
     /// Probability that one sync stalls.
     pub(crate) sync_stall_chance: f64,
     /// Longest stall, in virtual milliseconds.
@@ -31,8 +33,13 @@ pub(crate) struct SeedVariation {
 
 impl SeedVariation {
     /// Draws a variation. About one seed in four keeps the production defaults for each
-    /// knob, so defaults stay covered too.
-    pub(crate) fn draw(rng: &mut SimRng, defaults: &Config) -> SeedVariation {
+    /// knob, so defaults stay covered too. The in-flight byte budget comes from `flow_rng`,
+    /// so that `rng` gives every other knob what it gave before the budget existed.
+    pub(crate) fn draw(
+        rng: &mut SimRng,
+        flow_rng: &mut SimRng,
+        defaults: &Config,
+    ) -> SeedVariation {
         let pick_usize =
             |rng: &mut SimRng, choices: &[usize]| choices[rng.below(choices.len() as u64) as usize];
         SeedVariation {
@@ -43,6 +50,9 @@ impl SeedVariation {
             max_sync_stall_ms: rng.between(100, 600),
             link_bytes_per_ms: [None, Some(50), Some(1_000), Some(20_000)][rng.below(4) as usize],
             aimed_crash_chance: [0.0, 0.5, 0.9][rng.below(3) as usize],
+            // One byte: one entry at a time; a few entries; dozens; the default.
+            max_inflight_bytes: [1, 200, 4_000, defaults.max_inflight_bytes]
+                [flow_rng.below(4) as usize],
         }
     }
 
@@ -52,6 +62,7 @@ impl SeedVariation {
             max_append_entries: self.max_append_entries,
             max_inflight_appends: self.max_inflight_appends,
             max_append_bytes: self.max_append_bytes,
+            max_inflight_bytes: self.max_inflight_bytes,
             ..config
         }
     }
@@ -64,77 +75,27 @@ impl SeedVariation {
             rng.between(0, 2)
         }
     }
-
-    /// How long `message` occupies a link of this seed, in virtual milliseconds.
-    pub(crate) fn transmission_ms(&self, message: &Message) -> u64 {
-        match self.link_bytes_per_ms {
-            None => 0,
-            Some(rate) => approximate_size(message).div_ceil(rate.max(1)),
-        }
-    }
-}
-
-/// About how many bytes `message` takes on the wire: a header, and each entry's or chunk's
-/// payload with its own framing.
-fn approximate_size(message: &Message) -> u64 {
-    const HEADER_BYTES: u64 = 48;
-    const ENTRY_FRAMING_BYTES: u64 = 24;
-    let body = match &message.body {
-        MessageBody::AppendEntries { entries, .. } => {
-            entries.iter().map(|entry| ENTRY_FRAMING_BYTES + entry.payload_len() as u64).sum()
-        }
-        MessageBody::InstallSnapshot { data, .. } => data.len() as u64,
-        _ => 0,
-    };
-    HEADER_BYTES + body
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Entry;
-    use crate::types::{LogId, LogIndex, NodeId, Term};
 
     #[test]
     fn every_draw_is_a_valid_config_and_the_extremes_come_up() {
-        let mut rng = SimRng::new(9);
+        let (mut rng, mut flow_rng) = (SimRng::new(9), SimRng::new(10));
         let defaults = Config::default();
-        let mut smallest = (usize::MAX, usize::MAX, usize::MAX);
+        let mut smallest = (usize::MAX, usize::MAX, usize::MAX, u64::MAX);
         for _ in 0..200 {
-            let variation = SeedVariation::draw(&mut rng, &defaults);
+            let variation = SeedVariation::draw(&mut rng, &mut flow_rng, &defaults);
             assert_eq!(variation.apply_to(defaults.clone()).validate(), Ok(()));
             smallest = (
                 smallest.0.min(variation.max_append_entries),
                 smallest.1.min(variation.max_inflight_appends),
                 smallest.2.min(variation.max_append_bytes),
+                smallest.3.min(variation.max_inflight_bytes),
             );
         }
-        assert_eq!(smallest, (1, 1, 1), "the smallest limits are drawn");
-    }
-
-    #[test]
-    fn large_messages_take_longer_on_a_slow_link() {
-        let variation = SeedVariation {
-            link_bytes_per_ms: Some(100),
-            ..SeedVariation::draw(&mut SimRng::new(1), &Config::default())
-        };
-        let entry = |index: u64| Entry {
-            term: Term(1),
-            index: LogIndex(index),
-            payload: crate::message::EntryPayload::Command(vec![7; 1_000].into()),
-        };
-        let append = |count: u64| Message {
-            from: NodeId(1),
-            to: NodeId(2),
-            term: Term(1),
-            body: MessageBody::AppendEntries {
-                prev_log_id: LogId::default(),
-                entries: (1..=count).map(entry).collect(),
-                leader_commit: LogIndex(0),
-                round: crate::types::HeartbeatRound(0),
-            },
-        };
-        assert_eq!(variation.transmission_ms(&append(0)), 1);
-        assert!(variation.transmission_ms(&append(10)) >= 100);
+        assert_eq!(smallest, (1, 1, 1, 1), "the smallest limits are drawn");
     }
 }

@@ -18,6 +18,7 @@ use crate::types::{LogIndex, NodeId, ReadId, Term};
 use super::checks::{Checker, Violation};
 use super::describe::describe_message;
 use super::disk::{CrashDamage, SimDisk, SimStorage};
+use super::links::{Links, message_size};
 use super::membership::{
     Action, Aim, LeaderView, MAX_SIM_NODES, MembershipPlanner, MembershipVariation,
 };
@@ -50,6 +51,9 @@ const MEMBERSHIP_SEED_SHARE: f64 = 0.4;
 /// Mixed into the seed for the stream that decides how reads are served, apart from the
 /// world's own.
 const READS_STREAM: u64 = 0x5245_4144_5345_5256;
+/// Mixed into the seed for the stream that draws the in-flight byte budget, apart from the
+/// world's own.
+const FLOW_STREAM: u64 = 0x464C_4F57_4259_5445;
 /// Share of seeds whose nodes run with leases (when they run pre-vote).
 const LEASE_SEED_SHARE: f64 = 0.5;
 /// Pause between two membership rounds while a plan is under way.
@@ -354,8 +358,8 @@ pub(crate) struct World<W: Workload> {
     raft_config: Config,
     /// What this seed drew besides its faults: flow-control limits, disk and link speeds.
     variation: SeedVariation,
-    /// When each link (from, to) finishes sending what it was given.
-    link_busy_until_ms: BTreeMap<(NodeId, NodeId), u64>,
+    /// The links between nodes, with this seed's bandwidth.
+    links: Links,
     rng: SimRng,
     now_ms: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -441,7 +445,8 @@ impl<W: Workload> World<W> {
                 ..Config::default()
             }
         };
-        let variation = SeedVariation::draw(&mut rng, &raft_config);
+        let mut flow_rng = SimRng::new(seed ^ FLOW_STREAM);
+        let variation = SeedVariation::draw(&mut rng, &mut flow_rng, &raft_config);
         let mut raft_config = variation.apply_to(raft_config);
         // Reads: some seeds run with leases. The nodes share one virtual clock, so any drift
         // bound holds; each seed still draws one, which shortens its leases.
@@ -480,8 +485,8 @@ impl<W: Workload> World<W> {
             workload,
             config,
             raft_config,
+            links: Links::with_bandwidth(variation.link_bytes_per_ms),
             variation,
-            link_busy_until_ms: BTreeMap::new(),
             rng,
             now_ms: 0,
             queue: BinaryHeap::new(),
@@ -1149,15 +1154,8 @@ impl<W: Workload> World<W> {
                 }
                 // A link with a bandwidth sends one message after another: this one leaves
                 // once the link has sent what it was given before.
-                let transmission_ms = self.variation.transmission_ms(&message);
-                let departure_ms = if transmission_ms == 0 {
-                    self.now_ms
-                } else {
-                    let link =
-                        self.link_busy_until_ms.entry((message.from, message.to)).or_default();
-                    *link = (*link).max(self.now_ms) + transmission_ms;
-                    *link
-                };
+                let size = message_size(&message);
+                let departure_ms = self.links.transmit(message.from, message.to, size, self.now_ms);
                 let queued_ms = departure_ms - self.now_ms;
                 let delays: Vec<u64> = delays.into_iter().map(|delay| delay + queued_ms).collect();
                 let last = delays.len() - 1;

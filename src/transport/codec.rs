@@ -64,7 +64,9 @@
 use bytes::Bytes;
 
 use crate::core::Configuration;
-use crate::message::{AppendResponse, ConflictHint, Entry, EntryPayload, Message, MessageBody};
+use crate::message::{
+    AppendResponse, ConflictHint, ENTRY_FRAMING_BYTES, Entry, EntryPayload, Message, MessageBody,
+};
 use crate::snapshot::{Snapshot, SnapshotId, SnapshotMeta};
 use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 
@@ -72,7 +74,9 @@ use crate::types::{HeartbeatRound, LogId, LogIndex, NodeId, ReadId, Term};
 pub const WIRE_FORMAT_VERSION: u8 = 5;
 
 /// Bytes of an entry besides its command.
-const ENTRY_OVERHEAD: usize = 8 + 8 + 1 + 4;
+const ENTRY_OVERHEAD: usize = ENTRY_FRAMING_BYTES;
+/// Bytes of every message before its body: version, kind, from, to and term.
+const HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 8;
 /// An entry's payload kinds.
 const PAYLOAD_BLANK: u8 = 0;
 const PAYLOAD_COMMAND: u8 = 1;
@@ -120,6 +124,31 @@ pub enum DecodeError {
     /// Bytes left over after a complete message.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
+}
+
+/// The length of `message`'s encoding (what [`encode_message`] appends), computed without
+/// encoding it: the simulator charges links by it.
+pub fn encoded_len(message: &Message) -> usize {
+    let body = match &message.body {
+        MessageBody::RequestVote { .. } => 8 + 8 + 1,
+        MessageBody::PreVote { .. } => 8 + 8,
+        MessageBody::RequestVoteResponse { .. } | MessageBody::PreVoteResponse { .. } => 1,
+        MessageBody::TimeoutNow => 0,
+        MessageBody::ReadIndex { .. } => 8 + 1,
+        MessageBody::ReadIndexResponse { .. } => 8 + 1 + 8 + 8,
+        MessageBody::AppendEntries { entries, .. } => {
+            8 + 8 + 8 + 8 + 4 + entries.iter().map(Entry::encoded_len).sum::<usize>()
+        }
+        MessageBody::AppendEntriesResponse { result: AppendResponse::Accepted { .. }, .. } => 8 + 8,
+        MessageBody::AppendEntriesResponse { result: AppendResponse::Rejected { .. }, .. } => {
+            8 + 8 + 1 + 8 + 8
+        }
+        MessageBody::InstallSnapshot { snapshot, data, .. } => {
+            8 + 8 + 4 + snapshot.meta.configuration.encoded_len() + 8 + 8 + 4 + 8 + 4 + data.len()
+        }
+        MessageBody::InstallSnapshotResponse { .. } => 8 + 8 + 8 + 8 + 1 + 1,
+    };
+    HEADER_BYTES + body
 }
 
 /// Appends the encoding of `message` to `buffer`.
@@ -533,6 +562,13 @@ mod tests {
     fn every_message_round_trips() {
         for message in every_kind_of_message() {
             assert_eq!(decode_message(&encoded(&message)), Ok(message));
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        for message in every_kind_of_message() {
+            assert_eq!(encoded_len(&message), encoded(&message).len(), "{message:?}");
         }
     }
 
