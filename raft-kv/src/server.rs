@@ -37,6 +37,7 @@ use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{delete, get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
+use raft_consensus::state_machine::SnapshotView;
 use raft_consensus::storage::{FileSystem, StdFileSystem, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::{PeerTls, PeerTraffic, TcpConfig, TcpTransport};
 
@@ -168,6 +169,25 @@ impl StateMachine for SharedStore {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
         self.lock().restore(snapshot)
+    }
+
+    /// Clones the store's maps under the lock (constant time): the view is written out on
+    /// another thread while the node goes on applying.
+    fn snapshot_view(&self) -> Result<Box<dyn SnapshotView>, Box<dyn Error + Send + Sync>> {
+        self.lock().snapshot_view()
+    }
+
+    /// Reads the snapshot into a new store without the lock, so that local reads go on
+    /// meanwhile, then swaps it in; the old store is dropped after the lock is released.
+    fn restore_from(
+        &mut self,
+        snapshot: &mut dyn std::io::Read,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let mut restored = KvStateMachine::new();
+        restored.restore_from(snapshot)?;
+        let previous = std::mem::replace(&mut *self.lock(), restored);
+        drop(previous);
+        Ok(())
     }
 }
 
@@ -1041,6 +1061,35 @@ mod tests {
         fn sync(&mut self) -> Result<(), StorageError> {
             self.inner.sync()
         }
+    }
+
+    #[test]
+    fn the_shared_store_forwards_snapshot_views_and_streamed_restores() {
+        let put = |key: &str| {
+            Request {
+                session: Some((1, key.len() as u64)),
+                command: Command::Put { key: key.into(), value: b"value".to_vec() },
+            }
+            .encode()
+        };
+        let store = Arc::new(Mutex::new(KvStateMachine::new()));
+        let mut shared = SharedStore(Arc::clone(&store));
+        shared.apply_at(LogIndex(1), &put("a")).expect("applies");
+        let view = shared.snapshot_view().expect("a view");
+        shared.apply_at(LogIndex(2), &put("bb")).expect("applies");
+        let mut written = Vec::new();
+        view.write_to(&mut written).expect("writes");
+        let mut expected = KvStateMachine::new();
+        expected.apply_at(LogIndex(1), &put("a")).expect("applies");
+        assert_eq!(written, expected.snapshot().expect("a snapshot"), "the view is as taken");
+
+        let local = Arc::clone(&store);
+        shared.restore_from(&mut written.as_slice()).expect("restores");
+        assert_eq!(*local.lock().expect("the lock"), expected);
+        // A truncated snapshot leaves the shared store as it was.
+        let before = local.lock().expect("the lock").clone();
+        assert!(shared.restore_from(&mut &written[..written.len() - 1]).is_err());
+        assert_eq!(*local.lock().expect("the lock"), before);
     }
 
     async fn status_json(state: &AppState) -> serde_json::Value {

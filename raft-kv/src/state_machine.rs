@@ -19,13 +19,39 @@
 //! A version 1 snapshot (written before sessions had digests) still loads: its sessions have
 //! no digest, so a retry under them is answered from the stored response without the check
 //! (as version 1 did), and their responses are bounded as they load.
+//!
+//! # Snapshots without a pause
+//!
+//! The keys and the sessions live in persistent ordered maps ([`imbl::OrdMap`]: a B+ tree of
+//! 16-entry nodes behind reference counts, copied on write), with keys and values as
+//! `Arc<[u8]>`. [`StateMachine::snapshot_view`] clones both maps, which takes constant time
+//! whatever the store holds (under a microsecond for 1 GiB: BENCHMARKS.md, "raft-kv snapshot
+//! view"), and the node goes on applying while the view is written on another thread: the
+//! first write to a tree node the view still shares copies that node (its 16 entries'
+//! reference counts, never a key's or a value's bytes), so the view keeps the state as it
+//! was. The view writes the format above record by record through a 64 KiB buffer, and
+//! [`StateMachine::restore_from`] reads it the same way into a new store that replaces this
+//! one only once the whole snapshot decoded: neither side holds a whole snapshot in memory.
+//!
+//! Why a persistent map: `std`'s `BTreeMap` clones in time and memory proportional to its
+//! size (for 1 GiB, one to two seconds and a second copy of the data), and serializing under
+//! the node's task pauses it as long. The sessions are in one too: up to [`MAX_SESSIONS`] of
+//! them, some 30 MB, would take milliseconds to copy. `imbl` (MPL-2.0, the maintained fork of
+//! `im`) is widely used and property-tested; a persistent B-tree with deletion and rebalancing
+//! written here would be several hundred lines of delicate code to test from scratch. The
+//! price is on each write: about 0.35 µs more per put than with `BTreeMap`, half of it copying
+//! the key and value into their `Arc`s (BENCHMARKS.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::error::Error;
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
 
+use imbl::OrdMap;
+use raft_consensus::state_machine::SnapshotView;
 use raft_consensus::{LogIndex, StateMachine};
 
-use crate::command::{Command, CommandError, Reader, Request, Response};
+use crate::command::{Command, CommandError, Request, Response};
 
 /// The snapshot format version this build writes (it also reads version 1).
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
@@ -45,11 +71,25 @@ pub const MAX_SESSIONS: usize = 100_000;
 /// Sessions thus hold at most about `MAX_SESSIONS * (MAX_KEPT_RESPONSE_BYTES + 100)` bytes.
 pub const MAX_KEPT_RESPONSE_BYTES: usize = 256;
 
+/// The buffer between a snapshot view and the writer it writes into, and between a snapshot
+/// being restored and the reader it comes from.
+const STREAM_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Most bytes a restore reserves for a key, value or response before reading them: a longer
+/// one grows as its bytes arrive, so a declared length beyond the data present never
+/// allocates more than the data (and this much).
+const MAX_RESERVED_BYTES: usize = 64 * 1024;
+
+/// Keys and values: shared, so that copying a tree node copies no bytes.
+type Bytes = Arc<[u8]>;
+
 /// What the store remembers of a client's last applied request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     /// Its sequence number.
     sequence: u64,
+    /// The log index at which it was applied (this session's age, for eviction).
+    last_index: u64,
     /// [`Command::digest`] of its command; `None` for a session restored from a version 1
     /// snapshot.
     digest: Option<u64>,
@@ -60,13 +100,12 @@ struct Session {
 /// The replicated key-value store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStateMachine {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    data: OrdMap<Bytes, Bytes>,
     /// Client id -> its last applied request.
-    sessions: BTreeMap<u64, Session>,
-    /// (log index of a session's last request, client id), to evict the least recent.
+    sessions: OrdMap<u64, Session>,
+    /// (log index of a session's last request, client id), to evict the least recent. Not in
+    /// snapshots: it is rebuilt from the sessions.
     session_ages: BTreeSet<(u64, u64)>,
-    /// Client id -> log index of its last request.
-    session_last_index: BTreeMap<u64, u64>,
 }
 
 impl KvStateMachine {
@@ -78,7 +117,7 @@ impl KvStateMachine {
     /// The value of `key`, read locally (not linearizable on its own: reads go through the
     /// log or ReadIndex).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.data.get(key).map(Vec::as_slice)
+        self.data.get(key).map(|value| &**value)
     }
 
     /// Number of keys.
@@ -114,43 +153,47 @@ impl KvStateMachine {
             }
         }
         let response = match request.command {
-            Command::Get { key } => Response::Value(self.data.get(&key).cloned()),
+            Command::Get { key } => Response::Value(self.get(&key).map(<[u8]>::to_vec)),
             Command::Put { key, value } => {
-                self.data.insert(key, value);
+                self.data.insert(key.into(), value.into());
                 Response::Written { index: index.0 }
             }
-            Command::Delete { key } => {
-                Response::Deleted { existed: self.data.remove(&key).is_some(), index: index.0 }
-            }
+            Command::Delete { key } => Response::Deleted {
+                existed: self.data.remove(key.as_slice()).is_some(),
+                index: index.0,
+            },
             Command::CompareAndSwap { key, expected, new } => {
-                let current = self.data.get(&key);
-                if current == expected.as_ref() {
-                    self.data.insert(key, new);
+                let current = self.get(&key);
+                if current == expected.as_deref() {
+                    self.data.insert(key.into(), new.into());
                     Response::Swapped { index: index.0 }
                 } else {
-                    Response::NotSwapped { current: current.cloned() }
+                    Response::NotSwapped { current: current.map(<[u8]>::to_vec) }
                 }
             }
         };
         if let Some((client, sequence, digest)) = session {
-            let kept =
-                Session { sequence, digest: Some(digest), response: bounded(&response, index.0) };
-            self.remember(client, index.0, kept);
+            let response_kept = bounded(&response, index.0);
+            let kept = Session {
+                sequence,
+                last_index: index.0,
+                digest: Some(digest),
+                response: response_kept,
+            };
+            self.remember(client, kept);
         }
         response
     }
 
     /// Records `client`'s latest request, evicting the least recent session when full.
-    fn remember(&mut self, client: u64, index: u64, session: Session) {
-        if let Some(previous) = self.session_last_index.insert(client, index) {
-            self.session_ages.remove(&(previous, client));
+    fn remember(&mut self, client: u64, session: Session) {
+        self.session_ages.insert((session.last_index, client));
+        if let Some(previous) = self.sessions.insert(client, session) {
+            self.session_ages.remove(&(previous.last_index, client));
         }
-        self.session_ages.insert((index, client));
-        self.sessions.insert(client, session);
         while self.sessions.len() > MAX_SESSIONS {
             let Some((_, oldest)) = self.session_ages.pop_first() else { break };
             self.sessions.remove(&oldest);
-            self.session_last_index.remove(&oldest);
         }
     }
 }
@@ -181,64 +224,200 @@ impl StateMachine for KvStateMachine {
         Ok(self.execute(index, request).encode())
     }
 
+    /// The whole snapshot in memory: what [`snapshot_view`](StateMachine::snapshot_view)'s
+    /// view writes, byte for byte.
     fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        let mut bytes = vec![SNAPSHOT_FORMAT_VERSION];
-        bytes.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
-        for (key, value) in &self.data {
-            put(&mut bytes, key);
-            put(&mut bytes, value);
-        }
-        bytes.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
-        for (client, session) in &self.sessions {
-            bytes.extend_from_slice(&client.to_le_bytes());
-            bytes.extend_from_slice(&session.sequence.to_le_bytes());
-            let last_index = self.session_last_index.get(client).copied().unwrap_or(0);
-            bytes.extend_from_slice(&last_index.to_le_bytes());
-            bytes.push(u8::from(session.digest.is_some()));
-            bytes.extend_from_slice(&session.digest.unwrap_or(0).to_le_bytes());
-            put(&mut bytes, &session.response.encode());
-        }
+        let mut bytes = Vec::new();
+        write_snapshot(&mut bytes, &self.data, &self.sessions)?;
         Ok(bytes)
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
-        let mut reader = Reader { bytes: snapshot, offset: 0 };
-        let version = reader.u8()?;
-        if !(OLDEST_SNAPSHOT_FORMAT_VERSION..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
-            return Err(Box::new(CommandError(format!(
-                "unknown snapshot format version {version} (this build reads versions \
-                 {OLDEST_SNAPSHOT_FORMAT_VERSION} to {SNAPSHOT_FORMAT_VERSION})"
-            ))));
-        }
-        let mut data = BTreeMap::new();
-        for _ in 0..reader.u64()? {
-            let key = reader.bytes()?;
-            let value = reader.bytes()?;
-            data.insert(key, value);
-        }
-        let mut restored = KvStateMachine { data, ..KvStateMachine::default() };
-        for _ in 0..reader.u64()? {
-            let client = reader.u64()?;
-            let sequence = reader.u64()?;
-            let last_index = reader.u64()?;
-            let digest = if version >= 2 {
-                let has_digest = reader.flag()?;
-                let digest = reader.u64()?;
-                has_digest.then_some(digest)
-            } else {
-                None
-            };
-            let response = bounded(&Response::decode(&reader.bytes()?)?, last_index);
-            restored.remember(client, last_index, Session { sequence, digest, response });
-        }
-        reader.finish()?;
         // Only a snapshot that decoded completely replaces the state.
+        *self = read_snapshot(snapshot)?;
+        Ok(())
+    }
+
+    /// Clones the maps (constant time): the view shares their nodes until the store writes.
+    fn snapshot_view(&self) -> Result<Box<dyn SnapshotView>, Box<dyn Error + Send + Sync>> {
+        Ok(Box::new(KvSnapshotView { data: self.data.clone(), sessions: self.sessions.clone() }))
+    }
+
+    fn restore_from(
+        &mut self,
+        snapshot: &mut dyn io::Read,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let restored = read_snapshot(io::BufReader::with_capacity(STREAM_BUFFER_BYTES, snapshot))?;
         *self = restored;
         Ok(())
     }
 }
 
-fn put(bytes: &mut Vec<u8>, value: &[u8]) {
+/// The store as [`StateMachine::snapshot_view`] froze it.
+struct KvSnapshotView {
+    data: OrdMap<Bytes, Bytes>,
+    sessions: OrdMap<u64, Session>,
+}
+
+impl SnapshotView for KvSnapshotView {
+    fn write_to(
+        self: Box<Self>,
+        out: &mut dyn io::Write,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let mut out = io::BufWriter::with_capacity(STREAM_BUFFER_BYTES, out);
+        write_snapshot(&mut out, &self.data, &self.sessions)?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// Writes a snapshot (the current format) of `data` and `sessions` into `out`, record by
+/// record.
+fn write_snapshot(
+    out: &mut impl Write,
+    data: &OrdMap<Bytes, Bytes>,
+    sessions: &OrdMap<u64, Session>,
+) -> io::Result<()> {
+    out.write_all(&[SNAPSHOT_FORMAT_VERSION])?;
+    out.write_all(&(data.len() as u64).to_le_bytes())?;
+    for (key, value) in data {
+        write_record(out, key)?;
+        write_record(out, value)?;
+    }
+    out.write_all(&(sessions.len() as u64).to_le_bytes())?;
+    for (client, session) in sessions {
+        out.write_all(&client.to_le_bytes())?;
+        out.write_all(&session.sequence.to_le_bytes())?;
+        out.write_all(&session.last_index.to_le_bytes())?;
+        out.write_all(&[u8::from(session.digest.is_some())])?;
+        out.write_all(&session.digest.unwrap_or(0).to_le_bytes())?;
+        write_record(out, &session.response.encode())?;
+    }
+    Ok(())
+}
+
+/// A length (u32) and the bytes. Keys and values come from commands, whose lengths are u32.
+fn write_record(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    out.write_all(bytes)
+}
+
+/// Decodes a whole snapshot (either version) from `input` into a new store.
+fn read_snapshot(input: impl BufRead) -> Result<KvStateMachine, Box<dyn Error + Send + Sync>> {
+    let mut reader = SnapshotReader { input, offset: 0, record: Vec::new() };
+    let version = reader.u8()?;
+    if !(OLDEST_SNAPSHOT_FORMAT_VERSION..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+        return Err(Box::new(CommandError(format!(
+            "unknown snapshot format version {version} (this build reads versions \
+             {OLDEST_SNAPSHOT_FORMAT_VERSION} to {SNAPSHOT_FORMAT_VERSION})"
+        ))));
+    }
+    let mut restored = KvStateMachine::default();
+    // Counts only bound the loops: nothing is reserved for them.
+    for _ in 0..reader.u64()? {
+        let key = Bytes::from(reader.record()?);
+        let value = Bytes::from(reader.record()?);
+        restored.data.insert(key, value);
+    }
+    for _ in 0..reader.u64()? {
+        let client = reader.u64()?;
+        let sequence = reader.u64()?;
+        let last_index = reader.u64()?;
+        let digest = if version >= 2 {
+            let has_digest = reader.flag()?;
+            let digest = reader.u64()?;
+            has_digest.then_some(digest)
+        } else {
+            None
+        };
+        let response = bounded(&Response::decode(reader.record()?)?, last_index);
+        restored.remember(client, Session { sequence, last_index, digest, response });
+    }
+    reader.finish()?;
+    Ok(restored)
+}
+
+/// Reads a snapshot's fields from a stream, tracking the offset for error messages.
+struct SnapshotReader<R> {
+    input: R,
+    offset: u64,
+    /// The last record read (reused: it holds the largest record read so far).
+    record: Vec<u8>,
+}
+
+impl<R: BufRead> SnapshotReader<R> {
+    fn exact(&mut self, buffer: &mut [u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+        match self.input.read_exact(buffer) {
+            Ok(()) => {
+                self.offset += buffer.len() as u64;
+                Ok(())
+            }
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(Box::new(CommandError(format!(
+                    "the snapshot ends within the {} bytes needed at offset {}",
+                    buffer.len(),
+                    self.offset
+                ))))
+            }
+            Err(error) => Err(Box::new(error)),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Box<dyn Error + Send + Sync>> {
+        let mut bytes = [0; N];
+        self.exact(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, Box<dyn Error + Send + Sync>> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, Box<dyn Error + Send + Sync>> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn flag(&mut self) -> Result<bool, Box<dyn Error + Send + Sync>> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(Box::new(CommandError(format!("invalid flag byte {other}")))),
+        }
+    }
+
+    /// A length (u32) and that many bytes. At most [`MAX_RESERVED_BYTES`] are reserved ahead
+    /// of the bytes read, so a length beyond the data allocates no more than the data.
+    fn record(&mut self) -> Result<&[u8], Box<dyn Error + Send + Sync>> {
+        let length = u32::from_le_bytes(self.array()?) as usize;
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        while record.len() < length {
+            let start = record.len();
+            record.resize(start + (length - start).min(MAX_RESERVED_BYTES), 0);
+            if let Err(error) = self.exact(&mut record[start..]) {
+                self.record = record;
+                return Err(error);
+            }
+        }
+        self.record = record;
+        Ok(&self.record)
+    }
+
+    /// Fails unless the snapshot ends here.
+    fn finish(&mut self) -> Result<(), Box<dyn Error + Send + Sync>> {
+        if !self.input.fill_buf()?.is_empty() {
+            return Err(Box::new(CommandError(format!(
+                "trailing bytes after the snapshot's end at offset {}",
+                self.offset
+            ))));
+        }
+        Ok(())
+    }
+}
+/// A length (u32) and the bytes, as the snapshot format has them (for tests that write
+/// snapshots by hand).
+#[cfg(test)]
+fn record(bytes: &mut Vec<u8>, value: &[u8]) {
     bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
     bytes.extend_from_slice(value);
 }
@@ -484,15 +663,15 @@ mod session_digest_tests {
         let mut bytes = vec![1];
         bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
         for (key, value) in data {
-            super::put(&mut bytes, key);
-            super::put(&mut bytes, value);
+            record(&mut bytes, key);
+            record(&mut bytes, value);
         }
         bytes.extend_from_slice(&(sessions.len() as u64).to_le_bytes());
         for (client, sequence, last_index, response) in sessions {
             bytes.extend_from_slice(&client.to_le_bytes());
             bytes.extend_from_slice(&sequence.to_le_bytes());
             bytes.extend_from_slice(&last_index.to_le_bytes());
-            super::put(&mut bytes, &response.encode());
+            record(&mut bytes, &response.encode());
         }
         bytes
     }
@@ -533,5 +712,327 @@ mod session_digest_tests {
         let refused = reloaded.restore(&unknown).unwrap_err().to_string();
         assert!(refused.contains("unknown snapshot format version 3"), "{refused}");
         assert_eq!(reloaded, store, "a refused snapshot changes nothing");
+    }
+}
+
+#[cfg(test)]
+mod streaming_tests {
+    use std::io::{self, Read, Write};
+
+    use super::*;
+
+    fn request(session: Option<(u64, u64)>, command: Command) -> Request {
+        Request { session, command }
+    }
+
+    fn put(key: &[u8], value: &[u8]) -> Command {
+        Command::Put { key: key.to_vec(), value: value.to_vec() }
+    }
+
+    /// A store with keys, a deleted key, sessions of every kind of kept response, and enough
+    /// keys for a tree of three levels (of 16-entry nodes).
+    fn sample_store() -> KvStateMachine {
+        let mut store = KvStateMachine::new();
+        let mut index = 0;
+        let mut next = || {
+            index += 1;
+            LogIndex(index)
+        };
+        for i in 0u32..400 {
+            store.execute(next(), request(None, put(&i.to_be_bytes(), &i.to_le_bytes())));
+        }
+        store.execute(next(), request(Some((1, 1)), put(b"k", b"v")));
+        store.execute(next(), request(Some((2, 5)), Command::Delete { key: b"k".to_vec() }));
+        store.execute(next(), request(Some((3, 1)), Command::Get { key: b"x".to_vec() }));
+        let large = vec![b'L'; 2 * MAX_KEPT_RESPONSE_BYTES];
+        store.execute(next(), request(None, put(b"large", &large)));
+        let refused =
+            Command::CompareAndSwap { key: b"large".to_vec(), expected: None, new: vec![] };
+        store.execute(next(), request(Some((4, 9)), refused));
+        store.execute(next(), request(None, put(b"", b"")));
+        store
+    }
+
+    /// The snapshot format as the module documentation gives it, written field by field.
+    fn documented_encoding(store: &KvStateMachine) -> Vec<u8> {
+        let mut bytes = vec![2];
+        bytes.extend_from_slice(&(store.data.len() as u64).to_le_bytes());
+        for (key, value) in &store.data {
+            record(&mut bytes, key);
+            record(&mut bytes, value);
+        }
+        bytes.extend_from_slice(&(store.sessions.len() as u64).to_le_bytes());
+        for (client, session) in &store.sessions {
+            bytes.extend_from_slice(&client.to_le_bytes());
+            bytes.extend_from_slice(&session.sequence.to_le_bytes());
+            bytes.extend_from_slice(&session.last_index.to_le_bytes());
+            bytes.push(u8::from(session.digest.is_some()));
+            bytes.extend_from_slice(&session.digest.unwrap_or(0).to_le_bytes());
+            record(&mut bytes, &session.response.encode());
+        }
+        bytes
+    }
+
+    fn view_bytes(store: &KvStateMachine) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        store.snapshot_view().unwrap().write_to(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// Hands out at most `step` bytes per read (and sometimes none with `Interrupted`).
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        reads: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.reads.is_multiple_of(7) {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(self.step).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// Accepts at most `step` bytes per write, and fails once `fail_after` bytes were written.
+    struct Stingy {
+        written: Vec<u8>,
+        step: usize,
+        fail_after: usize,
+    }
+
+    impl Write for Stingy {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.written.len() >= self.fail_after {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.step).min(self.fail_after - self.written.len());
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_view_writes_the_bytes_snapshot_returns_in_the_documented_format() {
+        let store = sample_store();
+        let snapshot = store.snapshot().unwrap();
+        assert_eq!(snapshot, documented_encoding(&store));
+        assert_eq!(view_bytes(&store), snapshot);
+        // Through a writer that takes a few bytes at a time, too.
+        let mut stingy = Stingy { written: Vec::new(), step: 3, fail_after: usize::MAX };
+        store.snapshot_view().unwrap().write_to(&mut stingy).unwrap();
+        assert_eq!(stingy.written, snapshot);
+        // An empty store.
+        let empty = KvStateMachine::new();
+        assert_eq!(view_bytes(&empty), [&[2][..], &[0; 16]].concat());
+    }
+
+    #[test]
+    fn a_failing_writer_fails_the_view_without_panicking() {
+        let store = sample_store();
+        let length = store.snapshot().unwrap().len();
+        for fail_after in [0, 1, 100, length / 2, length - 1] {
+            let mut stingy = Stingy { written: Vec::new(), step: 4096, fail_after };
+            let error = store.snapshot_view().unwrap().write_to(&mut stingy).unwrap_err();
+            assert!(error.to_string().contains("disk full"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_view_keeps_the_state_as_of_when_it_was_taken() {
+        let mut store = sample_store();
+        let frozen = store.clone();
+        let expected = store.snapshot().unwrap();
+        let view = store.snapshot_view().unwrap();
+        // Writes to every part of the store after the view was taken: overwrites, deletes and
+        // new keys across the tree, and new and changed sessions.
+        let mut index = 10_000;
+        for i in (0u32..400).step_by(3) {
+            index += 1;
+            let command = if i % 2 == 0 {
+                put(&i.to_be_bytes(), b"changed")
+            } else {
+                Command::Delete { key: i.to_be_bytes().to_vec() }
+            };
+            store.execute(LogIndex(index), request(Some((u64::from(i % 50), index)), command));
+        }
+        store.execute(LogIndex(index + 1), request(None, put(b"new key", b"new value")));
+        assert_ne!(store, frozen);
+        // The view is written on another thread, as a node does.
+        let written = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            view.write_to(&mut bytes).unwrap();
+            bytes
+        })
+        .join()
+        .unwrap();
+        assert_eq!(written, expected);
+        let mut restored = KvStateMachine::new();
+        restored.restore_from(&mut written.as_slice()).unwrap();
+        assert_eq!(restored, frozen);
+        // The store itself kept its writes.
+        assert_eq!(store.get(b"new key"), Some(b"new value".as_slice()));
+        assert_eq!(store.get(&0u32.to_be_bytes()), Some(b"changed".as_slice()));
+        assert_eq!(frozen.get(&0u32.to_be_bytes()), Some(0u32.to_le_bytes().as_slice()));
+    }
+
+    #[test]
+    fn restore_from_a_stream_matches_restore_and_a_truncated_stream_changes_nothing() {
+        let store = sample_store();
+        let snapshot = store.snapshot().unwrap();
+        for step in [1, 2, 7, 4096] {
+            let mut restored = KvStateMachine::new();
+            let mut trickle = Trickle { bytes: &snapshot, step, reads: 0 };
+            restored.restore_from(&mut trickle).unwrap();
+            assert_eq!(restored, store, "step {step}");
+        }
+        let mut target = KvStateMachine::new();
+        target.execute(LogIndex(1), request(Some((7, 1)), put(b"mine", b"kept")));
+        let before = target.clone();
+        // Every cut: the header, inside a record's length or bytes, between sessions, ...
+        let cuts = (0..64)
+            .chain((64..snapshot.len()).step_by(97))
+            .chain(snapshot.len() - 40..snapshot.len());
+        for cut in cuts {
+            let mut trickle = Trickle { bytes: &snapshot[..cut], step: 5, reads: 0 };
+            assert!(target.restore_from(&mut trickle).is_err(), "cut at {cut}");
+            assert_eq!(target, before, "cut at {cut}");
+        }
+        // A trailing byte is refused too.
+        let mut longer = snapshot.clone();
+        longer.push(0);
+        let error = target.restore_from(&mut longer.as_slice()).unwrap_err().to_string();
+        assert!(error.contains("trailing bytes"), "{error}");
+        assert_eq!(target, before);
+    }
+
+    #[test]
+    fn a_corrupted_stream_restores_as_the_slice_does_or_changes_nothing() {
+        let store = sample_store();
+        let snapshot = store.snapshot().unwrap();
+        let mut target = KvStateMachine::new();
+        target.execute(LogIndex(1), request(None, put(b"mine", b"kept")));
+        let before = target.clone();
+        // Corrupt one byte at a time over the header, the first records and the sessions.
+        let positions = (0..100).chain(snapshot.len() - 500..snapshot.len());
+        for position in positions {
+            for value in [0x00, 0xff] {
+                let mut corrupt = snapshot.clone();
+                corrupt[position] = value;
+                let mut from_slice = before.clone();
+                let sliced = from_slice.restore(&corrupt);
+                let mut trickle = Trickle { bytes: &corrupt, step: 3, reads: 0 };
+                let streamed = target.restore_from(&mut trickle);
+                assert_eq!(streamed.is_ok(), sliced.is_ok(), "byte {position} = {value}");
+                assert_eq!(target, from_slice, "byte {position} = {value}");
+                if streamed.is_err() {
+                    assert_eq!(target, before);
+                } else {
+                    target = before.clone();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_reader_changes_nothing() {
+        struct Failing<'a>(&'a [u8]);
+        impl Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::other("read error"));
+                }
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let snapshot = sample_store().snapshot().unwrap();
+        let mut target = KvStateMachine::new();
+        target.execute(LogIndex(1), request(None, put(b"mine", b"kept")));
+        let before = target.clone();
+        let error = target.restore_from(&mut Failing(&snapshot[..snapshot.len() / 2])).unwrap_err();
+        assert!(error.to_string().contains("read error"), "{error}");
+        assert_eq!(target, before);
+    }
+
+    #[test]
+    fn declared_lengths_and_counts_beyond_the_data_allocate_no_more_than_the_data() {
+        // A key declared 4 GiB long, followed by 100 bytes.
+        let mut huge_key = vec![2];
+        huge_key.extend_from_slice(&1u64.to_le_bytes());
+        huge_key.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge_key.extend_from_slice(&[b'k'; 100]);
+        let mut reader =
+            SnapshotReader { input: huge_key.as_slice(), offset: 0, record: Vec::new() };
+        reader.u8().unwrap();
+        reader.u64().unwrap();
+        let error = reader.record().unwrap_err().to_string();
+        assert!(error.contains("the snapshot ends within"), "{error}");
+        assert!(reader.record.capacity() <= MAX_RESERVED_BYTES, "{}", reader.record.capacity());
+        let mut store = KvStateMachine::new();
+        assert!(store.restore(&huge_key).is_err());
+        assert!(store.restore_from(&mut huge_key.as_slice()).is_err());
+
+        // A value declared just above what is reserved at once, with only part of it there.
+        let mut long_value = vec![2];
+        long_value.extend_from_slice(&1u64.to_le_bytes());
+        record(&mut long_value, b"k");
+        long_value.extend_from_slice(&(3 * MAX_RESERVED_BYTES as u32).to_le_bytes());
+        long_value.extend_from_slice(&vec![b'v'; MAX_RESERVED_BYTES + 10]);
+        let mut reader =
+            SnapshotReader { input: long_value.as_slice(), offset: 0, record: Vec::new() };
+        reader.u8().unwrap();
+        reader.u64().unwrap();
+        reader.record().unwrap();
+        assert!(reader.record().is_err());
+        assert!(reader.record.capacity() <= 4 * MAX_RESERVED_BYTES, "{}", reader.record.capacity());
+
+        // Counts of 2^64 - 1 keys or sessions with nothing after them end at once.
+        for sessions in [false, true] {
+            let mut counts = vec![2];
+            if sessions {
+                counts.extend_from_slice(&0u64.to_le_bytes());
+            }
+            counts.extend_from_slice(&u64::MAX.to_le_bytes());
+            let error = store.restore_from(&mut counts.as_slice()).unwrap_err().to_string();
+            assert!(error.contains("the snapshot ends within"), "{error}");
+        }
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_version_1_snapshot_restores_from_a_stream() {
+        let mut bytes = vec![1];
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        record(&mut bytes, b"k");
+        record(&mut bytes, b"v");
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        for field in [5u64, 2, 30] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        record(&mut bytes, &Response::Written { index: 30 }.encode());
+        let mut streamed = KvStateMachine::new();
+        streamed.restore_from(&mut Trickle { bytes: &bytes, step: 2, reads: 0 }).unwrap();
+        let mut sliced = KvStateMachine::new();
+        sliced.restore(&bytes).unwrap();
+        assert_eq!(streamed, sliced);
+        assert_eq!(streamed.get(b"k"), Some(b"v".as_slice()));
+        assert_eq!(
+            streamed.execute(LogIndex(31), request(Some((5, 2)), put(b"k", b"other"))),
+            Response::Written { index: 30 },
+            "a version 1 session (no digest) answers its retry"
+        );
+        assert_eq!(view_bytes(&sliced)[0], SNAPSHOT_FORMAT_VERSION);
     }
 }
