@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use raft_consensus::storage::{AppendFile, FileSystem, ReadAtFile};
+use raft_consensus::storage::{AppendFile, FileSystem, InMemoryFile};
 
 /// Files and directories, shared by every clone.
 #[derive(Clone, Debug, Default)]
@@ -56,11 +56,11 @@ fn not_found(path: &Path) -> io::Error {
 
 impl FileSystem for MemoryFs {
     type File = MemoryFile;
-    type ReadFile = MemoryReadFile;
+    type ReadFile = InMemoryFile;
 
-    fn open_read(&self, path: &Path) -> io::Result<MemoryReadFile> {
+    fn open_read(&self, path: &Path) -> io::Result<InMemoryFile> {
         let content = self.lock().files.get(path).cloned().ok_or_else(|| not_found(path))?;
-        Ok(MemoryReadFile { content })
+        Ok(InMemoryFile::new(content))
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -139,23 +139,5 @@ impl AppendFile for MemoryFile {
 
     fn try_clone(&self) -> io::Result<MemoryFile> {
         Ok(MemoryFile { fs: self.fs.clone(), path: self.path.clone() })
-    }
-}
-
-/// A file open for reading: its content when opened.
-pub struct MemoryReadFile {
-    content: Vec<u8>,
-}
-
-impl ReadAtFile for MemoryReadFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.content.len());
-        let count = buf.len().min(self.content.len() - start);
-        buf[..count].copy_from_slice(&self.content[start..start + count]);
-        Ok(count)
-    }
-
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.content.len() as u64)
     }
 }

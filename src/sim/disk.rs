@@ -21,32 +21,12 @@ use crate::error::StorageError;
 use crate::hard_state::HardState;
 use crate::message::Entry;
 use crate::storage::{
-    AppendFile, FileSystem, ReadAtFile, Storage, WalIdentity, WalOptions, WalSnapshotStore,
+    AppendFile, FileSystem, InMemoryFile, Storage, WalIdentity, WalOptions, WalSnapshotStore,
     WalStorage,
 };
 use crate::types::{LogId, LogIndex, NodeId};
 
 use super::rng::SimRng;
-
-/// A file open for reading: what it held when opened (a snapshot file, which nothing writes
-/// once it is in place, stays readable after it is removed, as an open file does).
-#[derive(Clone, Debug)]
-pub(crate) struct SimReadFile {
-    content: Arc<Vec<u8>>,
-}
-
-impl ReadAtFile for SimReadFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.content.len());
-        let count = buf.len().min(self.content.len() - start);
-        buf[..count].copy_from_slice(&self.content[start..start + count]);
-        Ok(count)
-    }
-
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.content.len() as u64)
-    }
-}
 
 /// Where each simulated node keeps its log.
 const DATA_DIR: &str = "/data";
@@ -221,12 +201,14 @@ impl SimDisk {
 
 impl FileSystem for SimDisk {
     type File = SimFileHandle;
-    type ReadFile = SimReadFile;
+    /// What the file held when opened (a snapshot file, which nothing writes once it is in
+    /// place, stays readable after it is removed, as an open file does).
+    type ReadFile = InMemoryFile;
 
-    fn open_read(&self, path: &Path) -> io::Result<SimReadFile> {
+    fn open_read(&self, path: &Path) -> io::Result<InMemoryFile> {
         let state = self.lock();
         let file = state.files.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(SimReadFile { content: Arc::new(file.content()) })
+        Ok(InMemoryFile::new(file.content()))
     }
 
     fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {

@@ -70,6 +70,45 @@ pub trait ReadAtFile: Send + Sync + 'static {
     fn size(&self) -> io::Result<u64>;
 }
 
+/// A file's content held in memory, read by position: what an in-memory [`FileSystem`] (the
+/// simulator's disk, a fuzzer's) opens for reading. It keeps the content it was given, so it
+/// stays readable, unchanged, after the file is removed or replaced, as an open file does.
+///
+/// ```
+/// use raft_consensus::storage::{InMemoryFile, ReadAtFile};
+/// let file = InMemoryFile::new(b"snapshot".to_vec());
+/// let mut buf = [0; 4];
+/// assert_eq!(file.read_at(&mut buf, 4)?, 4);
+/// assert_eq!(&buf, b"shot");
+/// assert_eq!(file.read_at(&mut buf, 6)?, 2, "cut at the end");
+/// assert_eq!(file.size()?, 8);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct InMemoryFile {
+    content: bytes::Bytes,
+}
+
+impl InMemoryFile {
+    /// A file holding `content`.
+    pub fn new(content: impl Into<bytes::Bytes>) -> Self {
+        InMemoryFile { content: content.into() }
+    }
+}
+
+impl ReadAtFile for InMemoryFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.content.len());
+        let count = buf.len().min(self.content.len() - start);
+        buf[..count].copy_from_slice(&self.content[start..start + count]);
+        Ok(count)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.content.len() as u64)
+    }
+}
+
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdFileSystem;

@@ -14,7 +14,7 @@ mod memory;
 mod snapshot_store;
 mod wal;
 
-pub use fs::{AppendFile, FileSystem, ReadAtFile, StdFileSystem};
+pub use fs::{AppendFile, FileSystem, InMemoryFile, ReadAtFile, StdFileSystem};
 pub use memory::MemoryStorage;
 pub use snapshot_store::{
     BytesSource, READ_BLOCK_BYTES, SnapshotReader, SnapshotSink, SnapshotSource, SnapshotStore,
