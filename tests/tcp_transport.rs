@@ -8,7 +8,10 @@ use std::time::Duration;
 use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::codec::WIRE_FORMAT_VERSION;
 use raft_consensus::transport::{TcpConfig, TcpTransport, Transport, members_fingerprint};
-use raft_consensus::{Config, LogId, Message, MessageBody, NodeId, RaftNode, StateMachine, Term};
+use raft_consensus::{
+    Config, LogId, Message, MessageBody, NodeId, RaftNode, Snapshot, SnapshotMeta, StateMachine,
+    Term,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -244,4 +247,75 @@ async fn a_dropped_transport_frees_its_address() {
             }
         }
     }
+}
+
+/// A node whose peer is down drops what it queued for it when a dial fails, and backs off
+/// from dialling it; when the peer comes up and dials in, the node dials back at once instead
+/// of waiting out its backoff (here a minute: the message arrives well before).
+#[tokio::test]
+async fn a_peer_that_dials_in_is_dialled_back_at_once_and_gets_no_stale_messages() {
+    let (mut listeners, addresses) = listeners(2).await;
+    let second_listener = listeners.pop().unwrap();
+    let peers = [(NodeId(1), addresses[0]), (NodeId(2), addresses[1])];
+    let patient =
+        TcpConfig { reconnect_min_ms: 60_000, reconnect_max_ms: 60_000, ..TcpConfig::new(5) };
+    // Node 2's address refuses connections until node 2 starts.
+    drop(second_listener);
+    let mut first =
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), peers, patient.clone()).unwrap();
+    // Queued before the dial loop first runs (this runtime has one thread): the dial fails,
+    // the message is dropped, and the backoff begins.
+    first.send(vote_request(1, 2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second_listener = TcpListener::bind(addresses[1]).await.unwrap();
+    let mut second = TcpTransport::start(NodeId(2), second_listener, peers, patient).unwrap();
+    // Node 2 dials node 1 (its first dial succeeds), which wakes node 1's dial loop.
+    second.send(vote_request(2, 1));
+    assert_eq!(receive(&mut first).await.from, NodeId(2));
+    first.send(Message { term: Term(2), ..vote_request(1, 2) });
+    let received = receive(&mut second).await;
+    assert_eq!((received.from, received.term), (NodeId(1), Term(2)), "not the stale message");
+}
+
+/// Snapshot chunks (and entries) queued for a peer count against `queue_bytes`: past it,
+/// further ones are dropped rather than held, while the queue still takes messages without
+/// them.
+#[tokio::test]
+async fn a_peers_queue_holds_at_most_queue_bytes_of_chunks() {
+    let (mut listeners, addresses) = listeners(2).await;
+    let second_listener = listeners.pop().unwrap();
+    let peers = [(NodeId(1), addresses[0]), (NodeId(2), addresses[1])];
+    let config = TcpConfig {
+        reconnect_min_ms: 60_000,
+        reconnect_max_ms: 60_000,
+        queue_bytes: 3 << 19,
+        ..TcpConfig::new(5)
+    };
+    drop(second_listener);
+    let mut first =
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), peers, config.clone()).unwrap();
+    // The first dial fails; the backoff begins, and messages queue.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let snapshot = Snapshot::new(SnapshotMeta::default(), 3 << 20, 9);
+    for chunk in 0..3u64 {
+        let body = MessageBody::InstallSnapshot {
+            snapshot: snapshot.clone(),
+            offset: chunk << 20,
+            data: data.clone(),
+        };
+        first.send(Message { body, ..vote_request(1, 2) });
+    }
+    first.send(Message { term: Term(2), ..vote_request(1, 2) });
+    let second_listener = TcpListener::bind(addresses[1]).await.unwrap();
+    let mut second = TcpTransport::start(NodeId(2), second_listener, peers, config).unwrap();
+    second.send(vote_request(2, 1));
+    assert_eq!(receive(&mut first).await.from, NodeId(2));
+    // 1.5 MiB hold the first chunk only.
+    let received = receive(&mut second).await;
+    assert!(
+        matches!(received.body, MessageBody::InstallSnapshot { offset: 0, .. }),
+        "{received:?}"
+    );
+    assert_eq!(receive(&mut second).await.term, Term(2));
 }

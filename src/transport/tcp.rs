@@ -16,10 +16,15 @@
 //! configuration ([`Transport::update_members`]: members that join are dialled, members that
 //! leave are no longer), and the advertised address in an inbound handshake from a node not
 //! known yet (a leader that added this node, before this node has the configuration naming
-//! it), at most [`MAX_MEMBERS`](crate::config::MAX_MEMBERS) of those. Outgoing queues are bounded (a slow or dead peer costs at most
-//! `queue_capacity` messages, then messages to it are dropped, which Raft tolerates), and a
-//! broken connection is redialled with capped exponential backoff. A frame over
-//! `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
+//! it), at most [`MAX_MEMBERS`](crate::config::MAX_MEMBERS) of those. Outgoing queues are
+//! bounded: a slow peer costs at most `queue_capacity` messages and `queue_bytes` of entries
+//! and snapshot chunks, then messages to it are dropped, which Raft tolerates; what is queued
+//! for a peer that cannot be reached is dropped when a dial fails (it would be stale by the
+//! time the peer is back, and a leader resends snapshot chunks to a silent follower every
+//! election timeout), so a dead peer holds next to no memory. A broken connection is
+//! redialled with capped exponential backoff, cut short when that peer connects to this node
+//! (it is up: a node that restarts is answered at once, not after up to `reconnect_max_ms`).
+//! A frame over `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
 //! connection with a logged error; nothing a peer sends can panic the node.
 //!
 //! With [`TcpConfig::tls`] every connection is mutual TLS ([`PeerTls`]): the dialler checks
@@ -37,20 +42,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::Transport;
 use super::codec::{WIRE_FORMAT_VERSION, decode_message, encode_message};
 use super::tls::{PeerTls, certificate_names_node, node_name};
 use crate::core::Configuration;
-use crate::message::Message;
+use crate::message::{Entry, Message, MessageBody};
 use crate::types::NodeId;
 
 /// The first bytes of every connection.
@@ -73,6 +78,11 @@ pub struct TcpConfig {
     pub max_frame_bytes: usize,
     /// Messages queued for one peer before further ones are dropped.
     pub queue_capacity: usize,
+    /// Bytes of log entries and snapshot chunks queued for one peer before further messages
+    /// carrying them are dropped (one is always queued when nothing else is). Default 64
+    /// MiB: a leader's appends in flight to one follower (`max_inflight_appends` times
+    /// `max_append_bytes`, by default) fit.
+    pub queue_bytes: usize,
     /// Messages received and not yet taken by the node before further ones are dropped.
     pub inbox_capacity: usize,
     /// First wait before redialling a peer.
@@ -106,6 +116,7 @@ impl TcpConfig {
             cluster_id,
             max_frame_bytes: 64 * 1024 * 1024,
             queue_capacity: 4096,
+            queue_bytes: 64 * 1024 * 1024,
             inbox_capacity: 65_536,
             reconnect_min_ms: 10,
             reconnect_max_ms: 1_000,
@@ -125,8 +136,9 @@ pub struct TcpTransport {
     identity: Identity,
     config: TcpConfig,
     traffic: Arc<PeerTraffic>,
+    redials: Arc<Redials>,
     /// Each peer's queue and the address its dial loop dials.
-    peers: HashMap<NodeId, (mpsc::Sender<Message>, SocketAddr)>,
+    peers: HashMap<NodeId, PeerQueue>,
     /// Peers that introduced themselves in an inbound handshake.
     learned: mpsc::Receiver<(NodeId, SocketAddr)>,
     /// Peers that left the configuration, no longer dialled, with their last address: a
@@ -158,6 +170,7 @@ impl TcpTransport {
         let advertised = config.advertise_addr.unwrap_or(local_addr);
         let identity = Identity { cluster_id: config.cluster_id, members, advertised };
         let traffic = Arc::new(PeerTraffic::default());
+        let redials = Arc::new(Redials::default());
         let (inbox_sender, inbox) = mpsc::channel(config.inbox_capacity.max(1));
         let (learned_sender, learned) = mpsc::channel(64);
         let accepting = Accepting {
@@ -166,6 +179,7 @@ impl TcpTransport {
             inbox: inbox_sender,
             learned: learned_sender,
             traffic: Arc::clone(&traffic),
+            redials: Arc::clone(&redials),
         };
         tokio::spawn(accept_loop(accepting, listener, config.clone()));
         let mut transport = TcpTransport {
@@ -173,6 +187,7 @@ impl TcpTransport {
             identity,
             config,
             traffic,
+            redials,
             peers: HashMap::new(),
             learned,
             departed: HashMap::new(),
@@ -187,10 +202,11 @@ impl TcpTransport {
 
     /// Starts (or restarts, at a new address) the dial loop to `peer`.
     fn dial(&mut self, peer: NodeId, address: SocketAddr) {
-        if self.peers.get(&peer).is_some_and(|(_, known)| *known == address) {
+        if self.peers.get(&peer).is_some_and(|known| known.address == address) {
             return;
         }
         let (sender, queue) = mpsc::channel(self.config.queue_capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
         self.traffic.add_peer(peer);
         let link = Link {
             id: self.id,
@@ -198,10 +214,12 @@ impl TcpTransport {
             peer,
             address,
             traffic: Arc::clone(&self.traffic),
+            redial: self.redials.of(peer),
+            queued: Arc::clone(&queued),
         };
         tokio::spawn(dial_loop(link, queue, self.config.clone()));
         // Replacing the old sender closes the old dial loop's queue: it ends.
-        self.peers.insert(peer, (sender, address));
+        self.peers.insert(peer, PeerQueue { sender, address, queued });
     }
 
     /// Adds the peers that introduced themselves since the last call (within the limit).
@@ -281,8 +299,12 @@ impl Transport for TcpTransport {
             }
         }
         match self.peers.get(&message.to) {
-            Some((queue, _)) => {
-                if queue.try_send(message).is_err() {
+            Some(peer) => {
+                let bytes = queued_bytes(&message);
+                let before = peer.queued.fetch_add(bytes, Ordering::Relaxed);
+                let over = before > 0 && before + bytes > self.config.queue_bytes;
+                if over || peer.sender.try_send(message).is_err() {
+                    peer.queued.fetch_sub(bytes, Ordering::Relaxed);
                     tracing::trace!(node = %self.id, "Dropping a message: the peer's queue is full or closed");
                 }
             }
@@ -324,12 +346,58 @@ impl Transport for TcpTransport {
             self.peers.keys().copied().filter(|peer| !configuration.is_member(*peer)).collect();
         for peer in leaving {
             tracing::debug!(node = %self.id, %peer, "No longer dialling {peer}: it left the configuration");
-            if let Some((_, address)) = self.peers.remove(&peer) {
+            if let Some(queue) = self.peers.remove(&peer) {
                 if self.departed.len() >= MAX_LEARNED_PEERS {
                     self.departed.clear();
                 }
-                self.departed.insert(peer, address);
+                self.departed.insert(peer, queue.address);
             }
+        }
+    }
+}
+
+/// One peer's outgoing queue, which its dial loop empties.
+#[derive(Debug)]
+struct PeerQueue {
+    sender: mpsc::Sender<Message>,
+    /// The address the dial loop dials.
+    address: SocketAddr,
+    /// [`queued_bytes`] of the messages in the queue.
+    queued: Arc<AtomicUsize>,
+}
+
+/// What a queued message counts against `queue_bytes`: the log entries or snapshot chunk it
+/// carries, and a little for the rest.
+fn queued_bytes(message: &Message) -> usize {
+    let payload = match &message.body {
+        MessageBody::AppendEntries { entries, .. } => entries.iter().map(Entry::payload_len).sum(),
+        MessageBody::InstallSnapshot { data, .. } => data.len(),
+        _ => 0,
+    };
+    64 + payload
+}
+
+/// Wakes a peer's dial loop out of its backoff when that peer connects to this node: a peer
+/// that has just dialled in is up, so the way back to it need not wait out a backoff that
+/// grew while it was down (up to `reconnect_max_ms`, a second by default: the first answers
+/// to a restarted node, a whole snapshot transfer to it, would wait that long).
+#[derive(Debug, Default)]
+struct Redials {
+    peers: Mutex<HashMap<NodeId, Arc<Notify>>>,
+}
+
+impl Redials {
+    /// The signal `peer`'s dial loop waits on during its backoff.
+    fn of(&self, peer: NodeId) -> Arc<Notify> {
+        let mut peers = self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(peers.entry(peer).or_default())
+    }
+
+    /// `peer` connected to this node: its dial loop redials now if it is waiting.
+    fn wake(&self, peer: NodeId) {
+        let peers = self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(redial) = peers.get(&peer) {
+            redial.notify_one();
         }
     }
 }
@@ -427,10 +495,11 @@ struct Accepting {
     /// Where peers' advertised addresses go.
     learned: mpsc::Sender<(NodeId, SocketAddr)>,
     traffic: Arc<PeerTraffic>,
+    redials: Arc<Redials>,
 }
 
 async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpConfig) {
-    let Accepting { id, identity, inbox, learned, traffic } = accepting;
+    let Accepting { id, identity, inbox, learned, traffic, redials } = accepting;
     let slots = Arc::new(Semaphore::new(config.max_inbound_connections.max(1)));
     let mut at_cap = false;
     loop {
@@ -461,6 +530,7 @@ async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpCon
                     inbox: inbox.clone(),
                     learned: learned.clone(),
                     traffic: Arc::clone(&traffic),
+                    redials: Arc::clone(&redials),
                 };
                 let config = config.clone();
                 tokio::spawn(async move {
@@ -484,6 +554,7 @@ struct Inbound {
     inbox: mpsc::Sender<Message>,
     learned: mpsc::Sender<(NodeId, SocketAddr)>,
     traffic: Arc<PeerTraffic>,
+    redials: Arc<Redials>,
 }
 
 /// Reads one peer's frames into the inbox until the connection ends or misbehaves.
@@ -503,7 +574,8 @@ async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConf
             return;
         }
     };
-    let Inbound { inbox, traffic, .. } = connection;
+    let Inbound { inbox, traffic, redials, .. } = connection;
+    redials.wake(peer);
     // Frames arrive back to back: one read takes many (a length prefix is not a system call).
     let mut stream = tokio::io::BufReader::with_capacity(FRAME_READ_CHUNK, stream);
     loop {
@@ -668,6 +740,10 @@ struct Link {
     peer: NodeId,
     address: SocketAddr,
     traffic: Arc<PeerTraffic>,
+    /// Signalled when the peer connects to this node: the backoff ends.
+    redial: Arc<Notify>,
+    /// [`queued_bytes`] of the messages in the queue.
+    queued: Arc<AtomicUsize>,
 }
 
 /// Dials `link.address` and completes the TLS (when configured) and transport handshakes.
@@ -705,8 +781,20 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
                 } else {
                     tracing::trace!(node = %id, %peer, "Dialling {address} failed: {error}");
                 }
-                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(config.reconnect_max_ms.max(1));
+                // What was queued would be stale by the time the peer is reachable (Raft
+                // resends what still matters): a peer that is down holds no memory here.
+                while let Ok(message) = queue.try_recv() {
+                    link.queued.fetch_sub(queued_bytes(&message), Ordering::Relaxed);
+                }
+                let woken = tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => false,
+                    () = link.redial.notified() => true,
+                };
+                backoff_ms = if woken {
+                    config.reconnect_min_ms.max(1)
+                } else {
+                    (backoff_ms * 2).min(config.reconnect_max_ms.max(1))
+                };
                 if queue.is_closed() {
                     return;
                 }
@@ -717,6 +805,7 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
         backoff_ms = config.reconnect_min_ms.max(1);
         loop {
             let Some(first) = queue.recv().await else { return };
+            link.queued.fetch_sub(queued_bytes(&first), Ordering::Relaxed);
             // Pipelining: everything already queued goes out in one write.
             buffer.clear();
             let mut next = Some(first);
@@ -733,6 +822,9 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
                     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
                 }
                 next = if buffer.len() < 1024 * 1024 { queue.try_recv().ok() } else { None };
+                if let Some(message) = &next {
+                    link.queued.fetch_sub(queued_bytes(message), Ordering::Relaxed);
+                }
             }
             let written = async {
                 stream.write_all(&buffer).await?;

@@ -22,6 +22,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -50,8 +51,15 @@ const FIXED_HEADER_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8 + 8 + 4;
 /// (a configuration holds at most `MAX_MEMBERS` members with short addresses), so a damaged
 /// length is refused before anything that size is read.
 const MAX_CONFIGURATION_BYTES: usize = 1 << 20;
-/// How much a sink buffers before writing to the file.
+/// How much a sink buffers before writing to the file (a write at least this long, with
+/// nothing buffered, goes to the file as it is).
 const SINK_BUFFER_BYTES: usize = 1 << 20;
+/// Every this many bytes written, a sink starts syncing what it wrote on a background thread
+/// (when its file system allows background work): the disk writes the snapshot out while the
+/// rest arrives, rather than all of it in the final sync. The kernel would otherwise keep a
+/// gigabyte dirty in memory (its background writeback starts at 10 % of memory), and the
+/// final sync took 0.4 s of a 1 GB snapshot's 2 s catch-up.
+const WRITEBACK_BYTES: u64 = 32 << 20;
 
 /// The file name of the snapshot through `index`.
 fn snapshot_name(index: LogIndex) -> String {
@@ -322,6 +330,8 @@ impl<F: FileSystem> SnapshotStore for WalSnapshotStore<F> {
             written: 0,
             checksum: 0,
             buffer: Vec::new(),
+            writeback: None,
+            writeback_from: 0,
         }))
     }
 
@@ -341,6 +351,7 @@ impl<F: FileSystem> SnapshotStore for WalSnapshotStore<F> {
             file,
             data_offset: header.data_offset,
             path,
+            buffers: Arc::default(),
         }))
     }
 }
@@ -359,6 +370,10 @@ struct WalSnapshotSink<F: FileSystem> {
     /// crc32c of every data byte written into the sink (buffered or not).
     checksum: u32,
     buffer: Vec<u8>,
+    /// The background sync under way (see [`WRITEBACK_BYTES`]), if any.
+    writeback: Option<std::thread::JoinHandle<io::Result<()>>>,
+    /// `written` when the last background sync started.
+    writeback_from: u64,
 }
 
 impl<F: FileSystem> WalSnapshotSink<F> {
@@ -366,18 +381,49 @@ impl<F: FileSystem> WalSnapshotSink<F> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        let buffer = std::mem::take(&mut self.buffer);
+        let written = self.write_to_file(&buffer);
+        self.buffer = buffer;
+        self.buffer.clear();
+        written
+    }
+
+    /// Writes `bytes` after what the file holds, and starts a background sync every
+    /// [`WRITEBACK_BYTES`].
+    fn write_to_file(&mut self, bytes: &[u8]) -> io::Result<()> {
         let file =
             self.file.as_mut().ok_or_else(|| io::Error::other("the snapshot is finished"))?;
-        file.write_at(&self.buffer, self.header_len + self.written)?;
-        self.written += self.buffer.len() as u64;
-        self.buffer.clear();
+        file.write_at(bytes, self.header_len + self.written)?;
+        self.written += bytes.len() as u64;
+        if self.written - self.writeback_from >= WRITEBACK_BYTES
+            && self.store.fs.prepare_in_background()
+            && self.writeback.as_ref().is_none_or(|sync| sync.is_finished())
+        {
+            self.finish_writeback()?;
+            let file =
+                self.file.as_ref().ok_or_else(|| io::Error::other("the snapshot is finished"))?;
+            let mut clone = file.try_clone()?;
+            self.writeback = Some(std::thread::spawn(move || clone.sync_data()));
+            self.writeback_from = self.written;
+        }
         Ok(())
+    }
+
+    /// Waits for the background sync, if one runs, and returns its error.
+    fn finish_writeback(&mut self) -> io::Result<()> {
+        match self.writeback.take() {
+            Some(sync) => sync.join().unwrap_or_else(|_| Err(io::Error::other("a sync panicked"))),
+            None => Ok(()),
+        }
     }
 
     /// Writes the header, syncs and renames into place, then removes older snapshots.
     fn complete(&mut self) -> Result<Snapshot, StorageError> {
         let store = self.store.clone();
         self.write_buffer().map_err(WalSnapshotStore::<F>::io_error("writing", &self.temporary))?;
+        // An error of a background sync is this file's (the final sync might not see it again).
+        self.finish_writeback()
+            .map_err(WalSnapshotStore::<F>::io_error("syncing", &self.temporary))?;
         let header = encode_header(&self.meta, store.identity, self.written, self.checksum);
         debug_assert_eq!(
             header.len() as u64,
@@ -435,6 +481,11 @@ impl<F: FileSystem> io::Write for WalSnapshotSink<F> {
             return Err(io::Error::other("the snapshot is finished"));
         }
         self.checksum = crc32c::crc32c_append(self.checksum, bytes);
+        if self.buffer.is_empty() && bytes.len() >= SINK_BUFFER_BYTES {
+            // A chunk as large as the buffer (a received snapshot's): no copy.
+            self.write_to_file(bytes)?;
+            return Ok(bytes.len());
+        }
         self.buffer.extend_from_slice(bytes);
         if self.buffer.len() >= SINK_BUFFER_BYTES {
             self.write_buffer()?;
@@ -469,6 +520,36 @@ struct WalSnapshotSource<R: ReadAtFile> {
     file: R,
     data_offset: u64,
     path: PathBuf,
+    /// Buffers of chunks read and since dropped, for the next reads: a leader reads a chunk
+    /// per message, and a fresh allocation for each (zeroed, then overwritten) cost a pass
+    /// over every byte sent and let the allocator wander through free memory it had
+    /// returned to the system (the sending process's RSS grew by up to 300 MB during a 1 GB
+    /// transfer while the memory in use grew by 3 MB).
+    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// Buffers a source keeps for reuse: a transfer's chunks in flight, and a few more.
+const POOLED_BUFFERS: usize = 8;
+
+/// A chunk read into a buffer of a source's pool, which it goes back to when dropped.
+struct PooledChunk {
+    buffer: Vec<u8>,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(std::mem::take(&mut self.buffer));
+        }
+    }
 }
 
 impl<R: ReadAtFile> SnapshotSource for WalSnapshotSource<R> {
@@ -479,13 +560,16 @@ impl<R: ReadAtFile> SnapshotSource for WalSnapshotSource<R> {
     fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, StorageError> {
         let left = self.snapshot.size.saturating_sub(offset);
         let len = len.min(usize::try_from(left).unwrap_or(usize::MAX));
-        let mut buf = vec![0; len];
+        let pooled = self.buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut buffer = pooled.unwrap_or_default();
+        // Zeroes only what the buffer never held.
+        buffer.resize(len, 0);
         let read = self
             .file
-            .read_at(&mut buf, self.data_offset + offset)
+            .read_at(&mut buffer, self.data_offset + offset)
             .map_err(|error| StorageError::io(format!("reading {}", self.path.display()), error))?;
-        buf.truncate(read);
-        Ok(Bytes::from(buf))
+        buffer.truncate(read);
+        Ok(Bytes::from_owner(PooledChunk { buffer, pool: Arc::clone(&self.buffers) }))
     }
 }
 
@@ -571,6 +655,45 @@ mod tests {
         // Another snapshot with the same coverage but other bytes is not this one.
         let other = Snapshot::of_bytes(meta(), b"other bytes");
         assert!(store(dir.path()).open(&other).is_err());
+    }
+
+    /// Writes of every size (pieces buffered, whole chunks written as they are) past a few
+    /// background syncs store exactly the bytes written.
+    #[test]
+    fn large_writes_and_background_syncs_store_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> =
+            (0..(WRITEBACK_BYTES * 2 + 12_345) as usize).map(|at| (at % 251) as u8).collect();
+        let mut sink = store(dir.path()).create(&meta()).unwrap();
+        let mut at = 0;
+        for size in
+            [3, SINK_BUFFER_BYTES, SINK_BUFFER_BYTES + 7, 1, SINK_BUFFER_BYTES * 3].iter().cycle()
+        {
+            let end = (at + size).min(data.len());
+            sink.write_all(&data[at..end]).unwrap();
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
+        let snapshot = sink.finish().unwrap();
+        assert_eq!(snapshot, Snapshot::of_bytes(meta(), &data));
+        assert!(read_all(dir.path(), &snapshot).unwrap() == data);
+    }
+
+    /// A source reuses the buffers of chunks dropped: each read still returns its own bytes,
+    /// shorter or longer than the buffer's last use.
+    #[test]
+    fn reused_read_buffers_hold_the_bytes_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = write(dir.path());
+        let source = store(dir.path()).open(&snapshot).unwrap();
+        let kept = source.read_at(0, 3).unwrap();
+        for (offset, len) in [(4, 5), (0, DATA.len()), (10, 2), (1, 100), (16, 1)] {
+            let expected = &DATA[offset..(offset + len).min(DATA.len())];
+            assert_eq!(source.read_at(offset as u64, len).unwrap(), expected);
+        }
+        assert_eq!(kept, &DATA[..3], "a chunk still held is not reused");
     }
 
     #[test]
