@@ -273,6 +273,11 @@ struct ServeArgs {
     /// Log entries kept below a snapshot, for followers slightly behind.
     #[arg(long, default_value_t = SnapshotPolicy::default().keep_entries)]
     snapshot_keep_entries: u64,
+    /// Take a snapshot only once the requests applied since the last one add up to this
+    /// multiple of its size in bytes, so a large store is rewritten at most once per that many
+    /// times its size of log (0: by --snapshot-after-entries alone).
+    #[arg(long, default_value_t = SnapshotPolicy::default().log_multiple)]
+    snapshot_log_multiple: u64,
     /// Serve `GET /v1/kv/{key}?consistency=lease` from the leader's lease, without a round
     /// trip to a majority. Safe only if no node's clock runs more than 30 ms fast over an
     /// election timeout (150 ms); start every node of the cluster with it.
@@ -471,6 +476,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshots: SnapshotPolicy {
             after_entries: args.snapshot_after_entries,
             keep_entries: args.snapshot_keep_entries,
+            log_multiple: args.snapshot_log_multiple,
         },
         lease_reads: args.lease_reads,
         peer_tls,
