@@ -140,6 +140,11 @@ enum Command {
         /// (client i reads from the i-th endpoint that is not the leader).
         #[arg(long, value_enum, default_value_t = bench::ReadFrom::Leader)]
         read_from: bench::ReadFrom,
+        /// Write every key once (keys 0 to --keys - 1, in order, shared by the clients), then
+        /// stop: loads a store before a measurement. No warm-up; --duration-secs, --requests
+        /// and --read-ratio are ignored; a failed write is retried.
+        #[arg(long)]
+        fill: bool,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -385,6 +390,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             connections,
             consistency,
             read_from,
+            fill,
             endpoints,
         } => {
             let options = bench::BenchOptions {
@@ -397,6 +403,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 connections,
                 consistency,
                 read_from,
+                fill,
             };
             let target = match target {
                 BenchTarget::RaftKv => bench::Target::RaftKv(endpoints.parse()?),
