@@ -202,7 +202,7 @@ if [ -n "$perf_pid" ]; then
         END { for (key in bytes) print key, bytes[key] }' >"$work/device-by-pid"
     for n in 1 2 3; do
         awk -v pid="${node_pid[$n]}" '$1 == pid { bytes[$2] = $3; total += $3 }
-            END { printf "%d\t%d\t%d\t%d\n", total, bytes["log"], bytes["zeros"], bytes["other"] }' \
+            END { printf "%.0f\t%.0f\t%.0f\t%.0f\n", total, bytes["log"], bytes["zeros"], bytes["other"] }' \
             "$work/device-by-pid"
     done >"$work/device.tsv"
     [ "$KEEP" = 1 ] || rm -f "$work/perf.data"
