@@ -53,6 +53,7 @@ RAFT_PORT=${RAFT_PORT:-27100}
 HTTP_PORT=${HTTP_PORT:-28100}
 KEEP=${KEEP:-0}
 
+load_at_start=$(uptime | sed 's/.*load average: //')
 echo "== building raft-kv (release)"
 cargo build --release --quiet -p raft-kv
 raft_kv="${CARGO_TARGET_DIR:-$PWD/target}/release/raft-kv"
@@ -228,7 +229,7 @@ p99=$(echo "$bench_output" | awk '/^latency ms:/ { for (i = 1; i <= NF; i++) if 
 errors=$(echo "$bench_output" | awk '/^errors:/ { print $2 }')
 
 echo
-echo "== $started_at; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); load average before $load_before, after $load_after"
+echo "== $started_at; $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); load average at the start $load_at_start, before the run (after the preload) $load_before, after it $load_after"
 echo "== $KEYS keys x (${key_bytes}-byte key + $VALUE_SIZE-byte value) = $(awk -v k="$KEYS" -v kb="$key_bytes" -v v="$VALUE_SIZE" 'BEGIN { printf "%.1f MB", k * (kb + v) / 1e6 }') of client data in the store; snapshot flags: ${snapshot_flags[*]:-defaults}"
 echo "bench: $requests writes in the measured $DURATION s, $rate writes/s, p99 $p99 ms, $errors failed"
 echo "the disk ($disk) wrote $(awk -v b="$disk_before" -v a="$disk_after" 'BEGIN { printf "%.1f MB", (a - b) / 1e6 }') in all meanwhile (all processes, the file system's journal included)"
