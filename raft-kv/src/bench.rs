@@ -1,7 +1,9 @@
 //! `raft-kv bench`: a closed-loop load generator. N clients each send writes and reads
 //! (linearizable by default) on a key set and wait for each answer before the next request.
 //! Prints a progress line every second and, at the end, throughput and latency percentiles
-//! from an HDR histogram.
+//! from an HDR histogram. With `--fill` it writes every key once instead (keys 0 to
+//! `--keys` - 1, handed out in order to whichever client is free), to load a store before a
+//! measurement.
 //!
 //! The same generator drives two systems, so both are measured the same way:
 //! - raft-kv: one kept-alive HTTP/1.1 connection per client to the leader (PUT and GET).
@@ -55,6 +57,9 @@ pub struct BenchOptions {
     pub consistency: Consistency,
     /// Which nodes serve the reads.
     pub read_from: ReadFrom,
+    /// Write every key once, then stop: no warm-up, no reads, `duration` and `requests`
+    /// ignored, a failed write retried.
+    pub fill: bool,
 }
 
 /// How a read is served (raft-kv's `?consistency=`).
@@ -410,18 +415,24 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         ReadFrom::All => read_settings.push_str(", reads from all nodes"),
         ReadFrom::Followers => read_settings.push_str(", reads from followers"),
     }
+    let reads = if options.fill {
+        String::from("writing every key once")
+    } else {
+        format!("{:.0}% reads{read_settings}", options.read_ratio * 100.0)
+    };
     println!(
-        "bench: {} clients against the {}, {} keys, {}-byte values, {:.0}% reads{read_settings}",
+        "bench: {} clients against the {}, {} keys, {}-byte values, {reads}",
         options.concurrency,
         leader.describe_leader(),
         options.keys,
         options.value_size,
-        options.read_ratio * 100.0
     );
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    // With --fill: the next key to write.
+    let next_key = Arc::new(AtomicU64::new(0));
     // Shared connections, when asked for (etcd): client n uses connection n modulo their count
     // to each node it talks to (the leader, and its read node).
     let mut shared: Vec<SharedLinks> = Vec::new();
@@ -444,8 +455,8 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
     let query = options.consistency.query();
     let mut workers = Vec::new();
     for client in 0..options.concurrency {
-        let (measuring, stop, completed, errors) =
-            (measuring.clone(), stop.clone(), completed.clone(), errors.clone());
+        let (measuring, stop, completed, errors, next_key) =
+            (measuring.clone(), stop.clone(), completed.clone(), errors.clone(), next_key.clone());
         let options = options.clone();
         let leader = leader.clone();
         let tls = tls.clone();
@@ -466,12 +477,24 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
             let mut session = Session { writes, reads };
             let value = vec![b'x'; options.value_size];
             let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            // With --fill, a key whose write failed, to write again.
+            let mut retry: Option<u64> = None;
             while !stop.load(Ordering::Relaxed) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let key = state % options.keys.max(1);
-                let read = ((state >> 11) as f64 / (1u64 << 53) as f64) < options.read_ratio;
+                let (key, read) = if options.fill {
+                    match retry.take() {
+                        Some(key) => (key, false),
+                        None => match next_key.fetch_add(1, Ordering::Relaxed) {
+                            key if key < options.keys => (key, false),
+                            _ => break,
+                        },
+                    }
+                } else {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let read = ((state >> 11) as f64 / (1u64 << 53) as f64) < options.read_ratio;
+                    (state % options.keys.max(1), read)
+                };
                 let started = Instant::now();
                 let outcome = if read {
                     session.get(key, query).await
@@ -488,9 +511,11 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
                     }
                     Ok(false) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        retry = options.fill.then_some(key);
                     }
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        retry = options.fill.then_some(key);
                         session.reopen().await?;
                     }
                 }
@@ -499,13 +524,22 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         }));
     }
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    if !options.fill {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut next_progress = Duration::from_secs(1);
-    while started.elapsed() < options.duration
-        && options.requests.is_none_or(|limit| completed.load(Ordering::Relaxed) < limit)
-    {
+    let going = |started: Instant| {
+        if options.fill {
+            // Until every client has stopped: all keys written, or a client gave up.
+            !workers.iter().all(|worker| worker.is_finished())
+        } else {
+            started.elapsed() < options.duration
+                && options.requests.is_none_or(|limit| completed.load(Ordering::Relaxed) < limit)
+        }
+    };
+    while going(started) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if started.elapsed() >= next_progress {
             next_progress += Duration::from_secs(1);

@@ -140,6 +140,11 @@ enum Command {
         /// (client i reads from the i-th endpoint that is not the leader).
         #[arg(long, value_enum, default_value_t = bench::ReadFrom::Leader)]
         read_from: bench::ReadFrom,
+        /// Write every key once (keys 0 to --keys - 1, in order, shared by the clients), then
+        /// stop: loads a store before a measurement. No warm-up; --duration-secs, --requests
+        /// and --read-ratio are ignored; a failed write is retried.
+        #[arg(long)]
+        fill: bool,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -273,6 +278,11 @@ struct ServeArgs {
     /// Log entries kept below a snapshot, for followers slightly behind.
     #[arg(long, default_value_t = SnapshotPolicy::default().keep_entries)]
     snapshot_keep_entries: u64,
+    /// Take a snapshot only once the requests applied since the last one add up to this
+    /// multiple of its size in bytes, so a large store is rewritten at most once per that many
+    /// times its size of log (0: by --snapshot-after-entries alone).
+    #[arg(long, default_value_t = SnapshotPolicy::default().log_multiple)]
+    snapshot_log_multiple: u64,
     /// Serve `GET /v1/kv/{key}?consistency=lease` from the leader's lease, without a round
     /// trip to a majority. Safe only if no node's clock runs more than 30 ms fast over an
     /// election timeout (150 ms); start every node of the cluster with it.
@@ -380,6 +390,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             connections,
             consistency,
             read_from,
+            fill,
             endpoints,
         } => {
             let options = bench::BenchOptions {
@@ -392,6 +403,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 connections,
                 consistency,
                 read_from,
+                fill,
             };
             let target = match target {
                 BenchTarget::RaftKv => bench::Target::RaftKv(endpoints.parse()?),
@@ -471,6 +483,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshots: SnapshotPolicy {
             after_entries: args.snapshot_after_entries,
             keep_entries: args.snapshot_keep_entries,
+            log_multiple: args.snapshot_log_multiple,
         },
         lease_reads: args.lease_reads,
         peer_tls,

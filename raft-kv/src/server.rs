@@ -94,11 +94,19 @@ pub struct SnapshotPolicy {
     pub after_entries: u64,
     /// Log entries kept below a snapshot for followers slightly behind.
     pub keep_entries: u64,
+    /// Wait, too, until the command bytes applied since the last snapshot reach this multiple
+    /// of its size (0: no such condition), so a large store is not rewritten every
+    /// `after_entries` requests ([`Config::snapshot_log_multiple`]).
+    pub log_multiple: u64,
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        SnapshotPolicy { after_entries: 10_000, keep_entries: 1_000 }
+        SnapshotPolicy {
+            after_entries: 10_000,
+            keep_entries: 1_000,
+            log_multiple: Config::default().snapshot_log_multiple,
+        }
     }
 }
 
@@ -282,6 +290,7 @@ pub async fn run_on<F: FileSystem>(
             + crate::command::MAX_REQUEST_OVERHEAD_BYTES,
         snapshot_after_entries: config.snapshots.after_entries,
         snapshot_keep_entries: config.snapshots.keep_entries,
+        snapshot_log_multiple: config.snapshots.log_multiple,
         lease_reads: config.lease_reads,
         ..Config::default()
     };

@@ -191,7 +191,8 @@ async fn a_reused_session_with_another_command_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_digest_survives_a_snapshot_and_a_restart() {
-    let snapshots = SnapshotPolicy { after_entries: 3, keep_entries: 0 };
+    let snapshots =
+        SnapshotPolicy { after_entries: 3, keep_entries: 0, ..SnapshotPolicy::default() };
     let node = Node::start_with(Limits::default(), snapshots).await;
     let first = node.send("PUT", "/v1/kv/k", &session(9, 1), b"v").await;
     assert_eq!(first.status, 200, "{}", text(&first));
