@@ -313,9 +313,11 @@ async fn a_peers_queue_holds_at_most_queue_bytes_of_chunks() {
     assert_eq!(receive(&mut first).await.from, NodeId(2));
     // 1.5 MiB hold the first chunk only.
     let received = receive(&mut second).await;
-    assert!(
-        matches!(received.body, MessageBody::InstallSnapshot { offset: 0, .. }),
-        "{received:?}"
-    );
+    match received.body {
+        MessageBody::InstallSnapshot { offset, data: received, .. } => {
+            assert_eq!((offset, received), (0, data), "the first chunk, whole");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(receive(&mut second).await.term, Term(2));
 }

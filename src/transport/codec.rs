@@ -153,6 +153,18 @@ pub fn encoded_len(message: &Message) -> usize {
 
 /// Appends the encoding of `message` to `buffer`.
 pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
+    if let Some(chunk) = encode_message_but_chunk(message, buffer) {
+        buffer.extend_from_slice(chunk);
+    }
+}
+
+/// Appends the encoding of `message` to `buffer`, except, for an `InstallSnapshot`, the
+/// chunk's bytes, which come last in the encoding: it returns them, for the caller to send
+/// right after what it appended without copying them into `buffer`.
+pub fn encode_message_but_chunk<'a>(
+    message: &'a Message,
+    buffer: &mut Vec<u8>,
+) -> Option<&'a [u8]> {
     let kind = match &message.body {
         MessageBody::RequestVote { .. } => 1,
         MessageBody::RequestVoteResponse { .. } => 2,
@@ -258,7 +270,7 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
             debug_assert!(u32::try_from(data.len()).is_ok());
             let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
             buffer.extend_from_slice(&length.to_le_bytes());
-            buffer.extend_from_slice(&data[..length as usize]);
+            return Some(&data[..length as usize]);
         }
         MessageBody::InstallSnapshotResponse {
             snapshot,
@@ -275,6 +287,7 @@ pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
             buffer.push(u8::from(*gap));
         }
     }
+    None
 }
 
 /// Decodes one message that fills `bytes` exactly. Entry payloads share `bytes`' memory.

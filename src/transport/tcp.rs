@@ -36,8 +36,8 @@
 //! What a stranger can make a listener hold is bounded: at most `max_inbound_connections`
 //! connections (more are closed at once, with a log line when the cap is first reached), each
 //! finishing its TLS and transport handshakes within `handshake_timeout_ms` or being closed,
-//! and a frame's buffer grows with the bytes that actually arrive, never with the length a
-//! peer declares.
+//! and a frame's buffer grows with the bytes that actually arrive (beyond the largest frame
+//! that connection has delivered whole), never with the length a peer declares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -52,7 +52,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::Transport;
-use super::codec::{WIRE_FORMAT_VERSION, decode_message, encode_message};
+use super::codec::{WIRE_FORMAT_VERSION, decode_message, encode_message_but_chunk};
 use super::tls::{PeerTls, certificate_names_node, node_name};
 use crate::core::Configuration;
 use crate::message::{Entry, Message, MessageBody};
@@ -578,6 +578,10 @@ async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConf
     redials.wake(peer);
     // Frames arrive back to back: one read takes many (a length prefix is not a system call).
     let mut stream = tokio::io::BufReader::with_capacity(FRAME_READ_CHUNK, stream);
+    // The largest frame this peer has sent whole: a frame up to that size gets its whole
+    // buffer at once (a 1 MiB snapshot chunk is then not copied four times as its buffer
+    // doubles), a larger one grows with the bytes that arrive.
+    let mut largest_received = 0;
     loop {
         let mut length = [0u8; 4];
         if stream.read_exact(&mut length).await.is_err() {
@@ -588,10 +592,11 @@ async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConf
             tracing::error!(node = %id, %peer, "Closing the connection: a {length}-byte frame exceeds the maximum of {}", config.max_frame_bytes);
             return;
         }
-        let frame = match read_frame(&mut stream, length).await {
+        let frame = match read_frame(&mut stream, length, largest_received).await {
             Ok(frame) => frame,
             Err(_) => return,
         };
+        largest_received = largest_received.max(length);
         traffic.add_received(peer, 4 + length);
         let message = match decode_message(&Bytes::from(frame)) {
             Ok(message) => message,
@@ -614,9 +619,15 @@ async fn read_connection(connection: Inbound, stream: TcpStream, config: TcpConf
 /// only as the bytes arrive.
 const FRAME_READ_CHUNK: usize = 64 * 1024;
 
-/// Reads a `length`-byte frame, its buffer growing with the bytes received.
-async fn read_frame(stream: &mut (impl AsyncRead + Unpin), length: usize) -> io::Result<Vec<u8>> {
-    let mut frame = Vec::with_capacity(length.min(FRAME_READ_CHUNK));
+/// Reads a `length`-byte frame, its buffer growing with the bytes received beyond
+/// `FRAME_READ_CHUNK` or `received_before` bytes, whichever is larger (the largest frame
+/// the peer sent before).
+async fn read_frame(
+    stream: &mut (impl AsyncRead + Unpin),
+    length: usize,
+    received_before: usize,
+) -> io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(length.min(FRAME_READ_CHUNK.max(received_before)));
     let read = stream.take(length as u64).read_to_end(&mut frame).await?;
     if read < length {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the connection ended mid-frame"));
@@ -765,6 +776,7 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
     let (id, peer, address) = (link.id, link.peer, link.address);
     let mut backoff_ms = config.reconnect_min_ms.max(1);
     let mut buffer = Vec::new();
+    let mut chunks: Vec<(usize, Message, usize)> = Vec::new();
     let timeout = Duration::from_millis(config.handshake_timeout_ms);
     loop {
         let connected =
@@ -806,37 +818,81 @@ async fn dial_loop(link: Link, mut queue: mpsc::Receiver<Message>, config: TcpCo
         loop {
             let Some(first) = queue.recv().await else { return };
             link.queued.fetch_sub(queued_bytes(&first), Ordering::Relaxed);
-            // Pipelining: everything already queued goes out in one write.
+            // Pipelining: everything already queued (up to about 1 MiB) goes out together.
+            // Snapshot chunks are written from their messages' bytes, not copied into the
+            // buffer: `chunks` holds, for each, where it goes in the buffer's bytes.
             buffer.clear();
+            chunks.clear();
+            let mut batch_bytes = 0;
             let mut next = Some(first);
             while let Some(message) = next {
                 let start = buffer.len();
                 buffer.extend_from_slice(&[0u8; 4]);
-                encode_message(&message, &mut buffer);
-                let length = buffer.len() - start - 4;
+                let chunk = encode_message_but_chunk(&message, &mut buffer).map_or(0, <[u8]>::len);
+                let length = buffer.len() - start - 4 + chunk;
                 if length > config.max_frame_bytes {
                     tracing::error!(node = %id, %peer, "Dropping a {length}-byte message over the frame maximum");
                     buffer.truncate(start);
                 } else {
                     let length = u32::try_from(length).unwrap_or(u32::MAX);
                     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
+                    batch_bytes += 4 + length as usize;
+                    if chunk > 0 {
+                        chunks.push((buffer.len(), message, chunk));
+                    }
                 }
-                next = if buffer.len() < 1024 * 1024 { queue.try_recv().ok() } else { None };
+                next = if batch_bytes < 1024 * 1024 { queue.try_recv().ok() } else { None };
                 if let Some(message) = &next {
                     link.queued.fetch_sub(queued_bytes(message), Ordering::Relaxed);
                 }
             }
             let written = async {
-                stream.write_all(&buffer).await?;
+                let mut from = 0;
+                for (at, message, len) in &chunks {
+                    write_all_pair(&mut stream, &buffer[from..*at], &chunk_of(message)[..*len])
+                        .await?;
+                    from = *at;
+                }
+                stream.write_all(&buffer[from..]).await?;
                 stream.flush().await
             };
             if let Err(error) = written.await {
                 tracing::debug!(node = %id, %peer, "Connection to {address} lost: {error}");
                 break;
             }
-            link.traffic.add_sent(peer, buffer.len());
+            link.traffic.add_sent(peer, batch_bytes);
         }
     }
+}
+
+/// The snapshot chunk a message carries (empty for other messages).
+fn chunk_of(message: &Message) -> &[u8] {
+    match &message.body {
+        MessageBody::InstallSnapshot { data, .. } => data,
+        _ => &[],
+    }
+}
+
+/// Writes all of `first`, then all of `second`, in as few writes as the stream allows.
+async fn write_all_pair(
+    stream: &mut (impl AsyncWrite + Unpin),
+    mut first: &[u8],
+    mut second: &[u8],
+) -> io::Result<()> {
+    while !first.is_empty() {
+        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        let written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if written < first.len() {
+            first = &first[written..];
+        } else {
+            second = &second[written - first.len()..];
+            first = &[];
+        }
+    }
+    stream.write_all(second).await
 }
 
 #[cfg(test)]
@@ -861,14 +917,84 @@ mod tests {
         assert!(check_handshake_bytes(&bad_address, 4).is_err());
     }
 
+    /// Writes some bytes per call, from the first slice only or across slices.
+    struct Trickle {
+        written: Vec<u8>,
+        per_call: usize,
+        vectored: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bytes: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let count = bytes.len().min(self.per_call);
+            self.written.extend_from_slice(&bytes[..count]);
+            std::task::Poll::Ready(Ok(count))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            slices: &[io::IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let mut count = 0;
+            for slice in slices {
+                let take = slice.len().min(self.per_call - count);
+                self.written.extend_from_slice(&slice[..take]);
+                count += take;
+                if !self.vectored || count == self.per_call {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(count))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A frame's head and its chunk go out whole and in order, however the stream splits
+    /// the writes.
+    #[tokio::test]
+    async fn a_pair_of_slices_is_written_whole() {
+        for vectored in [false, true] {
+            for per_call in [1, 2, 3, 7, 100] {
+                let mut stream = Trickle { written: Vec::new(), per_call, vectored };
+                write_all_pair(&mut stream, b"head", b"chunk bytes").await.unwrap();
+                assert_eq!(stream.written, b"headchunk bytes", "{per_call} per call");
+                let mut stream = Trickle { written: Vec::new(), per_call, vectored };
+                write_all_pair(&mut stream, b"", b"chunk").await.unwrap();
+                assert_eq!(stream.written, b"chunk");
+            }
+        }
+    }
+
     /// A frame is read whole; a connection that ends before the declared length (here 64
     /// MiB, with 1,000 bytes sent) is an error, not a wait or a 64 MiB buffer.
     #[tokio::test]
     async fn a_frame_is_read_whole_or_not_at_all() {
         let bytes = vec![7u8; 1000];
-        let frame = read_frame(&mut &bytes[..], 1000).await.expect("a whole frame");
+        let frame = read_frame(&mut &bytes[..], 1000, 0).await.expect("a whole frame");
         assert_eq!(frame, bytes);
-        let short = read_frame(&mut &bytes[..], 64 * 1024 * 1024).await;
+        let short = read_frame(&mut &bytes[..], 64 * 1024 * 1024, 0).await;
         assert_eq!(short.map_err(|error| error.kind()), Err(io::ErrorKind::UnexpectedEof));
     }
 }
