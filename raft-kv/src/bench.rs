@@ -16,6 +16,10 @@
 //!   off by default. Only linearizable reads are offered: etcd's serializable reads may be
 //!   stale, so they are not comparable with a linearizable read.
 //!
+//! A request that fails (an answer other than success, or a broken connection) is counted as
+//! an error; on raft-kv the client then waits [`FOLLOW_PAUSE`] and, if the leader changed,
+//! sends its writes to the new one (a request to the old leader would only be redirected).
+//!
 //! `--read-from all` sends each client's reads to one node of `--endpoints`, client i to
 //! endpoint i modulo their count, over a kept-alive connection of its own to that node
 //! (follower reads); its writes still go to the leader, on another connection when the read
@@ -33,6 +37,9 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use raft_kv::client::{ClientStream, ClientTls, connect, request_following_redirects_with};
+
+/// How long a raft-kv client waits after a failed request before it looks for the leader.
+const FOLLOW_PAUSE: Duration = Duration::from_millis(50);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -294,6 +301,20 @@ impl Session {
         self.reads.as_mut().unwrap_or(&mut self.writes).get(key, query).await
     }
 
+    /// After a failed request on raft-kv: waits [`FOLLOW_PAUSE`], then points the write link
+    /// at the current leader if the leader moved (the link stays as it is while no leader is
+    /// known or the new one cannot be reached).
+    async fn follow_leader(&mut self, cluster: &crate::cli::Cluster) {
+        tokio::time::sleep(FOLLOW_PAUSE).await;
+        let Ok(leader) = find_raft_kv_leader(cluster).await else { return };
+        if let Link::RaftKv { node, .. } = &self.writes
+            && *node != leader
+            && let Ok(link) = Link::open(&Node::RaftKv(leader), cluster.tls.as_ref()).await
+        {
+            self.writes = link;
+        }
+    }
+
     /// Fresh connections after a transport error.
     async fn reopen(&mut self) -> anyhow::Result<()> {
         self.writes.reopen().await?;
@@ -393,6 +414,11 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         #[cfg(feature = "etcd")]
         Target::Etcd(_) => None,
     };
+    let raft_kv_cluster = match target {
+        Target::RaftKv(cluster) => Some(cluster.clone()),
+        #[cfg(feature = "etcd")]
+        Target::Etcd(_) => None,
+    };
     let followers: Vec<Node> = endpoints.iter().filter(|node| **node != leader).cloned().collect();
     if options.read_from == ReadFrom::Followers && followers.is_empty() {
         bail!("--read-from followers needs an endpoint that is not the leader");
@@ -460,6 +486,7 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         let options = options.clone();
         let leader = leader.clone();
         let tls = tls.clone();
+        let cluster = raft_kv_cluster.clone();
         let read_node = Some(read_node(client)).filter(|node| *node != leader);
         let shared_writes = shared_link(&shared, &leader, client);
         let shared_reads = read_node.as_ref().and_then(|node| shared_link(&shared, node, client));
@@ -512,10 +539,16 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
                     Ok(false) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         retry = options.fill.then_some(key);
+                        if let Some(cluster) = &cluster {
+                            session.follow_leader(cluster).await;
+                        }
                     }
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         retry = options.fill.then_some(key);
+                        if let Some(cluster) = &cluster {
+                            session.follow_leader(cluster).await;
+                        }
                         session.reopen().await?;
                     }
                 }
