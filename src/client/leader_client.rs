@@ -372,3 +372,207 @@ impl<E: Endpoint> Client<E> {
         z ^ (z >> 31)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A scripted error: it is the failure it stands for.
+    #[derive(Debug, thiserror::Error)]
+    #[error("scripted {0:?}")]
+    struct Scripted(Failure);
+
+    /// What a scripted member does with every proposal.
+    #[derive(Clone, Copy, Debug)]
+    enum Behaviour {
+        Answer,
+        Fail(Failure),
+        Hang,
+    }
+
+    /// A member whose proposals follow its behaviour, recording (member, when) in `calls`.
+    struct Member {
+        id: NodeId,
+        behaviour: Behaviour,
+        calls: Arc<Mutex<Vec<(NodeId, Instant)>>>,
+    }
+
+    impl Endpoint for Member {
+        type Error = Scripted;
+
+        fn propose(
+            &self,
+            command: Bytes,
+        ) -> impl Future<Output = Result<Vec<u8>, Scripted>> + Send {
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.push((self.id, Instant::now()));
+            }
+            let behaviour = self.behaviour;
+            async move {
+                match behaviour {
+                    Behaviour::Answer => Ok(command.to_vec()),
+                    Behaviour::Fail(failure) => Err(Scripted(failure)),
+                    Behaviour::Hang => std::future::pending().await,
+                }
+            }
+        }
+
+        fn classify(error: &Scripted) -> Failure {
+            error.0
+        }
+    }
+
+    type Calls = Arc<Mutex<Vec<(NodeId, Instant)>>>;
+
+    fn cluster(behaviours: &[Behaviour]) -> (Client<Member>, Calls) {
+        let calls = Calls::default();
+        let members = (1..).zip(behaviours).map(|(id, behaviour)| {
+            let member =
+                Member { id: NodeId(id), behaviour: *behaviour, calls: Arc::clone(&calls) };
+            (NodeId(id), member)
+        });
+        (Client::new(members).expect("three members were given"), calls)
+    }
+
+    fn called(calls: &Calls) -> Vec<u64> {
+        calls.lock().map(|calls| calls.iter().map(|(id, _)| id.0).collect()).unwrap_or_default()
+    }
+
+    fn not_leader(hint: Option<u64>) -> Behaviour {
+        Behaviour::Fail(Failure::NotLeader { leader_hint: hint.map(NodeId) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hint_is_followed_at_once_and_the_leader_is_cached() {
+        let (client, calls) =
+            cluster(&[not_leader(Some(3)), not_leader(Some(3)), Behaviour::Answer]);
+        assert_eq!(client.leader(), None);
+        let started = Instant::now();
+        assert_eq!(client.propose(&b"x"[..]).await.ok(), Some(b"x".to_vec()));
+        assert_eq!(called(&calls), [1, 3], "straight to the hinted leader");
+        assert_eq!(started.elapsed(), Duration::ZERO, "no pause before following a hint");
+        assert_eq!(client.leader(), Some(NodeId(3)));
+        client.propose(&b"y"[..]).await.ok();
+        assert_eq!(called(&calls), [1, 3, 3], "the next call starts at the cached leader");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_outcome_is_returned_unless_the_command_is_deduplicated() {
+        let unknown = Behaviour::Fail(Failure::OutcomeUnknown);
+        let (client, calls) = cluster(&[unknown, Behaviour::Answer, Behaviour::Answer]);
+        match client.propose(&b"x"[..]).await {
+            Err(ClientError::OutcomeUnknown { node, .. }) => assert_eq!(node, NodeId(1)),
+            other => panic!("expected OutcomeUnknown, got {other:?}"),
+        }
+        assert_eq!(called(&calls), [1], "never retried");
+        assert_eq!(client.propose_deduplicated(&b"x"[..]).await.ok(), Some(b"x".to_vec()));
+        assert_eq!(called(&calls), [1, 1, 2], "retried on the next member");
+        let mut session = Session::new(crate::client::ClientId(5));
+        let answer = client.propose_in_session(&mut session, b"y").await.ok();
+        let expected = Envelope::encode(
+            crate::client::SessionStamp { client: crate::client::ClientId(5), sequence: 1 },
+            b"y",
+        );
+        assert_eq!(answer, Some(expected.to_vec()), "the command went out in its envelope");
+        assert_eq!(session.next_sequence(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_final_error_is_returned_at_once() {
+        let (client, calls) = cluster(&[Behaviour::Fail(Failure::Final), Behaviour::Answer]);
+        assert!(matches!(
+            client.propose_deduplicated(&b"x"[..]).await,
+            Err(ClientError::Rejected { node: NodeId(1), .. })
+        ));
+        assert_eq!(called(&calls), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_gives_up_after_max_attempts_with_the_last_error_and_backs_off_with_jitter() {
+        let down = Behaviour::Fail(Failure::Unavailable);
+        let (client, calls) = cluster(&[down, not_leader(None), down]);
+        let policy = RetryPolicy {
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            deadline: Duration::from_secs(3600),
+            max_attempts: 7,
+        };
+        let client = client.with_policy(policy);
+        match client.propose(&b"x"[..]).await {
+            Err(ClientError::GaveUp { attempts, outcome_unknown, last, .. }) => {
+                assert_eq!(attempts, 7);
+                assert!(!outcome_unknown);
+                let last = last.map(|(node, error)| (node, error.0));
+                assert_eq!(last, Some((NodeId(1), Failure::Unavailable)));
+            }
+            other => panic!("expected GaveUp, got {other:?}"),
+        }
+        assert_eq!(called(&calls), [1, 2, 3, 1, 2, 3, 1], "round robin");
+        let times: Vec<Instant> =
+            calls.lock().map(|calls| calls.iter().map(|(_, at)| *at).collect()).unwrap_or_default();
+        let mut backoff = Duration::from_millis(100);
+        for pair in times.windows(2) {
+            let pause = pair[1] - pair[0];
+            assert!(
+                pause >= backoff / 2 && pause <= backoff,
+                "pause {pause:?} for backoff {backoff:?}"
+            );
+            backoff = (backoff * 2).min(Duration::from_millis(400));
+        }
+        assert_eq!(client.leader(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_gives_up_by_the_deadline() {
+        let down = Behaviour::Fail(Failure::Unavailable);
+        let (client, _calls) = cluster(&[down, down]);
+        let policy = RetryPolicy { deadline: Duration::from_secs(2), ..RetryPolicy::default() };
+        let client = client.with_policy(policy);
+        let started = Instant::now();
+        let error = client.propose(&b"x"[..]).await.err();
+        assert!(started.elapsed() <= Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            matches!(error, Some(ClientError::GaveUp { outcome_unknown: false, .. })),
+            "{error:?}"
+        );
+        // A member that never answers is abandoned at the deadline: its outcome is unknown.
+        let (client, calls) = cluster(&[Behaviour::Hang]);
+        let client = client.with_policy(policy_with_deadline(Duration::from_secs(1)));
+        let started = Instant::now();
+        match client.propose(&b"x"[..]).await {
+            Err(ClientError::GaveUp { attempts: 1, outcome_unknown: true, last: None, .. }) => {}
+            other => panic!("expected GaveUp with an unknown outcome, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(called(&calls), [1]);
+    }
+
+    fn policy_with_deadline(deadline: Duration) -> RetryPolicy {
+        RetryPolicy { deadline, ..RetryPolicy::default() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn members_naming_each_other_do_not_spin() {
+        let (client, calls) = cluster(&[not_leader(Some(2)), not_leader(Some(1))]);
+        let policy = RetryPolicy { max_attempts: 12, ..RetryPolicy::default() };
+        let client = client.with_policy(policy);
+        assert!(client.propose(&b"x"[..]).await.is_err());
+        let times: Vec<Instant> =
+            calls.lock().map(|calls| calls.iter().map(|(_, at)| *at).collect()).unwrap_or_default();
+        assert_eq!(times.len(), 12);
+        let mut in_a_row = 1;
+        for pair in times.windows(2) {
+            in_a_row = if pair[1] == pair[0] { in_a_row + 1 } else { 1 };
+            assert!(in_a_row <= 3, "more attempts without a pause than hops allowed (2) plus one");
+        }
+    }
+
+    #[test]
+    fn a_client_needs_a_member() {
+        let none: Vec<(NodeId, Member)> = Vec::new();
+        assert_eq!(Client::new(none).err(), Some(NoMembers));
+    }
+}
