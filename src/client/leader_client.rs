@@ -514,14 +514,18 @@ mod tests {
         let times: Vec<Instant> =
             calls.lock().map(|calls| calls.iter().map(|(_, at)| *at).collect()).unwrap_or_default();
         let mut backoff = Duration::from_millis(100);
+        let mut jittered = 0;
         for pair in times.windows(2) {
             let pause = pair[1] - pair[0];
             assert!(
                 pause >= backoff / 2 && pause <= backoff,
                 "pause {pause:?} for backoff {backoff:?}"
             );
+            jittered += usize::from(pause != backoff);
             backoff = (backoff * 2).min(Duration::from_millis(400));
         }
+        // A pause equals its backoff with a chance of about 1 in 10^7 each.
+        assert!(jittered >= 5, "pauses are drawn, not fixed: {jittered} of 6 were");
         assert_eq!(client.leader(), None);
     }
 
