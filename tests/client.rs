@@ -122,8 +122,13 @@ impl Cluster {
         self.nodes.iter().position(|node| node.id() == id).expect("a member of the cluster")
     }
 
-    fn applied(&self, id: NodeId) -> std::sync::MutexGuard<'_, Applied> {
-        self.applied[self.position(id)].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// `read` of what node `id` applied.
+    fn applied<T>(&self, id: NodeId, read: impl FnOnce(&Applied) -> T) -> T {
+        read(
+            &self.applied[self.position(id)]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// A client whose members are listed with `first` first (the member it tries first).
@@ -152,7 +157,7 @@ async fn a_client_started_against_a_follower_reaches_the_leader() {
     let result = client.propose(&b"first"[..]).await.expect("the leader takes the command");
     assert_eq!(result, 1u64.to_le_bytes());
     assert_eq!(client.leader(), Some(leader));
-    assert_eq!(cluster.applied(leader).commands, [b"first".to_vec()]);
+    assert_eq!(cluster.applied(leader, |applied| applied.commands.clone()), [b"first".to_vec()]);
     cluster.shutdown().await;
 }
 
@@ -176,7 +181,11 @@ async fn the_client_follows_a_new_leader_when_the_leader_shuts_down() {
     }
     let new_leader = client.leader().expect("a leader took the last command");
     assert_ne!(new_leader, old_leader);
-    assert_eq!(cluster.applied(new_leader).commands, commands, "each applied once, in order");
+    assert_eq!(
+        cluster.applied(new_leader, |applied| applied.commands.clone()),
+        commands,
+        "each applied once, in order"
+    );
     cluster.shutdown().await;
 }
 
@@ -240,10 +249,10 @@ async fn a_command_retried_after_an_unknown_outcome_is_applied_once() {
         .await
         .expect("a new leader");
     let new_leader = status.leader_id.expect("checked above");
-    let applied = cluster.applied(new_leader);
-    assert_eq!(applied.count(b"once"), 1);
-    assert_eq!(applied.duplicates, 1, "the retry was applied as a duplicate");
-    drop(applied);
+    let (once, duplicates) =
+        cluster.applied(new_leader, |applied| (applied.count(b"once"), applied.duplicates));
+    assert_eq!(once, 1);
+    assert_eq!(duplicates, 1, "the retry was applied as a duplicate");
     cluster.shutdown().await;
 }
 
@@ -277,9 +286,8 @@ async fn outside_a_session_an_unknown_outcome_is_returned_and_not_retried() {
         .wait_for(DEADLINE, |status| status.applied_index >= after)
         .await
         .expect("the survivor applies the next command");
-    let applied = cluster.applied(survivor);
-    assert_eq!(applied.count(b"maybe"), 1, "applied once: the client did not retry it");
-    assert_eq!(applied.count(b"after"), 1);
-    drop(applied);
+    let counts =
+        cluster.applied(survivor, |applied| (applied.count(b"maybe"), applied.count(b"after")));
+    assert_eq!(counts, (1, 1), "\"maybe\" applied once: the client did not retry it");
     cluster.shutdown().await;
 }
