@@ -291,3 +291,45 @@ async fn outside_a_session_an_unknown_outcome_is_returned_and_not_retried() {
     assert_eq!(counts, (1, 1), "\"maybe\" applied once: the client did not retry it");
     cluster.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn writers_in_flight_when_the_leader_shuts_down_each_apply_every_command_once() {
+    let cluster = Cluster::start();
+    let old_leader = cluster.leader().await;
+    let client = Arc::new(cluster.client_starting_at(old_leader));
+    let writers: Vec<_> = (0..3)
+        .map(|writer| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                let mut session = Session::random();
+                for i in 0..20 {
+                    let command = format!("writer {writer} command {i}").into_bytes();
+                    if let Err(error) = client.propose_in_session(&mut session, &command).await {
+                        return Err(format!("writer {writer} command {i}: {error}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Shut the leader down while the writers have commands in flight.
+    cluster
+        .node(old_leader)
+        .wait_for(DEADLINE, |status| status.applied_index.0 >= 15)
+        .await
+        .expect("the writers make progress");
+    cluster.node(old_leader).shutdown().await.expect("a clean shutdown");
+    for writer in writers {
+        writer.await.expect("the writer does not panic").unwrap_or_else(|error| panic!("{error}"));
+    }
+    let new_leader = client.leader().expect("a leader took the last commands");
+    assert_ne!(new_leader, old_leader);
+    for writer in 0..3 {
+        for i in 0..20 {
+            let command = format!("writer {writer} command {i}").into_bytes();
+            let count = cluster.applied(new_leader, |applied| applied.count(&command));
+            assert_eq!(count, 1, "writer {writer} command {i}");
+        }
+    }
+    cluster.shutdown().await;
+}
