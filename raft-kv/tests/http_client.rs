@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use raft_consensus::NodeId;
-use raft_consensus::client::ClientError;
+use raft_consensus::client::{ClientError, RetryPolicy};
 use raft_kv::client::{HttpReply, request};
 use raft_kv::http_endpoint::{HttpProposeError, cluster_client};
 use raft_kv::server::{Limits, Peer, ServerConfig, SnapshotPolicy, run};
@@ -89,6 +89,24 @@ impl Servers {
         }
     }
 
+    /// Waits until every running server reports `leader` as the leader.
+    async fn all_follow(&self, leader: NodeId) {
+        let started = Instant::now();
+        for peer in &self.peers {
+            loop {
+                assert!(started.elapsed() < DEADLINE, "{} does not follow {leader}", peer.id);
+                let reply = http(peer.http_addr, "GET", "/v1/status").await;
+                let known = reply
+                    .and_then(|reply| reply.json().ok())
+                    .and_then(|status| status["leader_id"].as_u64());
+                if known == Some(leader.0) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     fn addresses_starting_at(&self, first: NodeId) -> Vec<SocketAddr> {
         let mut peers = self.peers.clone();
         peers.sort_by_key(|peer| peer.id != first);
@@ -122,7 +140,17 @@ async fn the_client_reaches_the_leader_over_http_and_a_retry_is_applied_once() {
     let mut servers = Servers::start();
     let leader = servers.leader(None).await;
     let follower = servers.peers.iter().map(|peer| peer.id).find(|id| *id != leader).unwrap();
-    let addresses = servers.addresses_starting_at(follower);
+    let mut addresses = servers.addresses_starting_at(follower);
+    let leader_address = servers.peers[(leader.0 - 1) as usize].http_addr;
+    // The leader last: two attempts reach it only by following the first one's redirect.
+    addresses.retain(|address| *address != leader_address);
+    addresses.push(leader_address);
+    servers.all_follow(leader).await;
+    let two_attempts = RetryPolicy { max_attempts: 2, ..RetryPolicy::default() };
+    let hinted =
+        cluster_client(&addresses, None, Duration::from_secs(5)).unwrap().with_policy(two_attempts);
+    hinted.propose(put(None, "hinted", "yes")).await.expect("the redirect's hint is followed");
+    assert_eq!(hinted.leader(), Some(NodeId(3)), "the leader is the third address");
     let client = cluster_client(&addresses, None, Duration::from_secs(5)).unwrap();
 
     // From a follower to the leader: the redirect's Location names the member to go to.
@@ -130,7 +158,6 @@ async fn the_client_reaches_the_leader_over_http_and_a_retry_is_applied_once() {
     let answer = client.propose_deduplicated(first.clone()).await.expect("the leader writes");
     let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
     let index = answer["index"].as_u64().expect("a put answers its index");
-    let leader_address = servers.peers[(leader.0 - 1) as usize].http_addr;
     let cached = client.leader().map(|member| addresses[(member.0 - 1) as usize]);
     assert_eq!(cached, Some(leader_address));
 
