@@ -21,6 +21,7 @@
 //! - a connection with no traffic for `idle_timeout` is closed;
 //! - at shutdown, connections finish their requests in flight for up to `drain_timeout`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -33,8 +34,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{StatusCode, Version, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -95,12 +96,6 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = {
-        let limits = limits.clone();
-        app.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            bounded_body(limits.clone(), request, next)
-        }))
-    };
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let registry = Arc::new(Registry::default());
     let (stop, stopping) = watch::channel(false);
@@ -283,8 +278,17 @@ impl Connection {
             .max_concurrent_streams(self.limits.max_streams_per_connection)
             .max_header_list_size(MAX_HTTP2_HEADER_BYTES)
             .max_send_buf_size(MAX_HTTP2_SEND_BUFFER_BYTES);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(self.app.clone()));
+        // Each request: its body bounded and read (bounded_body), then the app. A plain
+        // function rather than a tower middleware layer, which would box and clone services
+        // for every request.
+        let app = TowerToHyperService::new(self.app.clone());
+        let limits = self.limits.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let app = app.clone();
+            let limits = limits.clone();
+            async move { Ok::<_, Infallible>(bounded_body(&limits, &app, request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut draining = false;
         let mut check =
@@ -375,7 +379,11 @@ impl AsyncWrite for Watched {
 /// Answers a declared body over the limit with `413` before reading it, and reads the body
 /// within `body_timeout` (`408` when it does not arrive), so that handlers never wait on a
 /// client.
-async fn bounded_body(limits: HttpLimits, request: Request, next: Next) -> Response {
+async fn bounded_body(
+    limits: &HttpLimits,
+    app: &TowerToHyperService<Router>,
+    request: hyper::Request<Incoming>,
+) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -388,15 +396,19 @@ async fn bounded_body(limits: HttpLimits, request: Request, next: Next) -> Respo
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
         limits.body_timeout,
-        axum::body::to_bytes(body, limits.max_body_bytes),
+        axum::body::to_bytes(Body::new(body), limits.max_body_bytes),
     );
-    match read.await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+    let request = match read.await {
+        Ok(Ok(bytes)) => Request::from_parts(parts, Body::from(bytes)),
         Ok(Err(error)) if is_length_limit(&error) => {
-            refuse(version, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+            return refuse(version, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
         }
-        Ok(Err(_)) => refuse(version, StatusCode::BAD_REQUEST, "unreadable_body"),
-        Err(_) => refuse(version, StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        Ok(Err(_)) => return refuse(version, StatusCode::BAD_REQUEST, "unreadable_body"),
+        Err(_) => return refuse(version, StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+    };
+    match hyper::service::Service::call(app, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
