@@ -4,8 +4,8 @@
 //! The bytes a client proposes are a [`Request`] in raft-kv's encoding (with its session, when
 //! deduplicated); the endpoint sends it as the HTTP request that carries it (`PUT` or `DELETE
 //! /v1/kv/KEY`, `POST /v1/cas/KEY` with both values in base64, the session in `X-Client-Id`
-//! and `X-Request-Seq`) to its one server, without following redirects, and sorts the answer
-//! into a [`Failure`]:
+//! and `X-Request-Seq`) to its one server over HTTP/1.1 or HTTP/2 (a connection per
+//! request either way), without following redirects, and sorts the answer into a [`Failure`]:
 //!
 //! | answer | [`Failure`] |
 //! |---|---|
@@ -34,6 +34,7 @@ use raft_consensus::client::{Client, Endpoint, Failure, NoMembers};
 use crate::base64;
 use crate::client::{ClientTls, HttpReply, is_tls_failure, request_with};
 use crate::command::{Command, CommandError, Request};
+use crate::http2_client::Http2Connection;
 
 /// One server of the cluster, reached over HTTP(S).
 #[derive(Clone, Debug)]
@@ -43,15 +44,18 @@ pub struct HttpEndpoint {
     /// Every member's address, in the client's order: member `i` is `NodeId(i + 1)`.
     members: Arc<[SocketAddr]>,
     tls: Option<ClientTls>,
+    /// HTTP/2 rather than HTTP/1.1.
+    http2: bool,
     /// How long one exchange may take.
     timeout: Duration,
 }
 
-/// A client of the servers at `addresses` (over TLS with `tls`), each exchange bounded by
-/// `timeout`, with the library's default retry policy.
+/// A client of the servers at `addresses` (over TLS with `tls`, HTTP/2 with `http2`), each
+/// exchange bounded by `timeout`, with the library's default retry policy.
 pub fn cluster_client(
     addresses: &[SocketAddr],
     tls: Option<ClientTls>,
+    http2: bool,
     timeout: Duration,
 ) -> Result<Client<HttpEndpoint>, NoMembers> {
     let members: Arc<[SocketAddr]> = addresses.into();
@@ -60,6 +64,7 @@ pub fn cluster_client(
             address: *address,
             members: Arc::clone(&members),
             tls: tls.clone(),
+            http2,
             timeout,
         };
         (NodeId(id), endpoint)
@@ -160,6 +165,28 @@ fn http_write(bytes: &[u8]) -> Result<HttpWrite, HttpProposeError> {
 }
 
 impl HttpEndpoint {
+    /// One request to this server, over the endpoint's protocol, within its timeout.
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> io::Result<HttpReply> {
+        let tls = self.tls.as_ref();
+        if !self.http2 {
+            return request_with(tls, self.address, method, path, headers, &body, self.timeout)
+                .await;
+        }
+        let exchange = async {
+            let connection = Http2Connection::open(self.address, tls).await?;
+            connection.request(method, path, headers, Bytes::from(body)).await
+        };
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "the server did not answer in time")
+        })?
+    }
+
     /// The member whose address `location` (`http(s)://HOST:PORT/...`) names.
     fn member_at(&self, location: &str) -> Option<NodeId> {
         let rest = location.split_once("://").map_or(location, |(_, rest)| rest);
@@ -177,10 +204,10 @@ impl Endpoint for HttpEndpoint {
         let (method, path, headers, body) = http_write(&command)?;
         let headers: Vec<(&str, String)> = headers;
         let address = self.address;
-        let reply =
-            request_with(self.tls.as_ref(), address, method, &path, &headers, &body, self.timeout)
-                .await
-                .map_err(|error| HttpProposeError::Io { address, error })?;
+        let reply = self
+            .exchange(method, &path, &headers, body)
+            .await
+            .map_err(|error| HttpProposeError::Io { address, error })?;
         match reply.status {
             200 => Ok(reply.body),
             307 => {
@@ -221,7 +248,8 @@ mod tests {
     fn endpoint() -> HttpEndpoint {
         let members: Arc<[SocketAddr]> =
             ["127.0.0.1:8001", "127.0.0.1:8002"].map(|text| text.parse().unwrap()).into();
-        HttpEndpoint { address: members[0], members, tls: None, timeout: Duration::from_secs(1) }
+        let timeout = Duration::from_secs(1);
+        HttpEndpoint { address: members[0], members, tls: None, http2: false, timeout }
     }
 
     #[test]

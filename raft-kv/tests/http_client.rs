@@ -1,5 +1,5 @@
 //! The library's leader-following client over raft-kv's HTTP API ([`raft_kv::http_endpoint`]),
-//! against three servers in one process on loopback: it reaches the leader from a follower,
+//! over HTTP/1.1 and HTTP/2, against three servers in one process on loopback: it reaches the leader from a follower,
 //! a retried write (the same session stamp) is answered without being applied again, and it
 //! follows a new leader once the leader stops. Waits are for conditions, with deadlines.
 
@@ -137,6 +137,15 @@ fn put(session: Option<(u64, u64)>, key: &str, value: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_reaches_the_leader_over_http_and_a_retry_is_applied_once() {
+    the_client_reaches_the_leader_and_a_retry_is_applied_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reaches_the_leader_over_http2_and_a_retry_is_applied_once() {
+    the_client_reaches_the_leader_and_a_retry_is_applied_once(true).await;
+}
+
+async fn the_client_reaches_the_leader_and_a_retry_is_applied_once(http2: bool) {
     let mut servers = Servers::start();
     let leader = servers.leader(None).await;
     let follower = servers.peers.iter().map(|peer| peer.id).find(|id| *id != leader).unwrap();
@@ -147,11 +156,12 @@ async fn the_client_reaches_the_leader_over_http_and_a_retry_is_applied_once() {
     addresses.push(leader_address);
     servers.all_follow(leader).await;
     let two_attempts = RetryPolicy { max_attempts: 2, ..RetryPolicy::default() };
-    let hinted =
-        cluster_client(&addresses, None, Duration::from_secs(5)).unwrap().with_policy(two_attempts);
+    let hinted = cluster_client(&addresses, None, http2, Duration::from_secs(5))
+        .unwrap()
+        .with_policy(two_attempts);
     hinted.propose(put(None, "hinted", "yes")).await.expect("the redirect's hint is followed");
     assert_eq!(hinted.leader(), Some(NodeId(3)), "the leader is the third address");
-    let client = cluster_client(&addresses, None, Duration::from_secs(5)).unwrap();
+    let client = cluster_client(&addresses, None, http2, Duration::from_secs(5)).unwrap();
 
     // From a follower to the leader: the redirect's Location names the member to go to.
     let first = put(Some((42, 1)), "colour", "blue");
