@@ -63,6 +63,7 @@
 //! names the leader to retry on.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod core;
 mod driver;

@@ -1,7 +1,9 @@
 //! The client commands of `raft-kv`: `put`, `get`, `del`, `cas` and `status` against a list of
 //! endpoints. Each follows redirects to the leader, tries the next endpoint when one does not
 //! answer, and retries writes whose outcome is unknown under one client session, so a retry
-//! is never applied twice. Errors end the process with a non-zero status and a clear message.
+//! is never applied twice (the writes through the library's leader-following client, over
+//! [`raft_kv::http_endpoint`]). Errors end the process with a non-zero status and a clear
+//! message.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -9,10 +11,13 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use raft_consensus::client::{ClientError, RetryPolicy};
 use raft_kv::client::{
     ClientTls, HttpReply, is_tls_failure, request_following_redirects_http2,
     request_following_redirects_with,
 };
+use raft_kv::http_endpoint::{HttpProposeError, cluster_client};
+use raft_kv::{Command, Request};
 
 /// How long a command keeps retrying before it gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
@@ -148,10 +153,36 @@ fn text(reply: &HttpReply) -> String {
     String::from_utf8_lossy(&reply.body).into_owned()
 }
 
-/// A session for one invocation's write: a random client id, sequence 1.
-fn session() -> [(&'static str, String); 2] {
-    let client = RandomState::new().hash_one(std::process::id()) | 1;
-    [("X-Client-Id", client.to_string()), ("X-Request-Seq", String::from("1"))]
+/// One invocation's write, under a session of its own (a random client id, sequence 1),
+/// through the library's leader-following client: it follows redirects to the leader, tries
+/// the next endpoint when one does not answer, and retries after an unknown outcome, pausing
+/// 100 to 500 ms, for at most [`GIVE_UP_AFTER`]. A final answer (`4xx`,
+/// `500`) is returned as the reply.
+async fn write(cluster: &Cluster, command: Command) -> anyhow::Result<HttpReply> {
+    let policy = RetryPolicy {
+        first_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+        deadline: GIVE_UP_AFTER,
+        max_attempts: u32::MAX,
+    };
+    let client =
+        cluster_client(&cluster.endpoints, cluster.tls.clone(), cluster.http2, REQUEST_TIMEOUT)?
+            .with_policy(policy);
+    let client_id = RandomState::new().hash_one(std::process::id()) | 1;
+    let request = Request { session: Some((client_id, 1)), command };
+    match client.propose_deduplicated(request.encode()).await {
+        Ok(body) => Ok(HttpReply { status: 200, headers: Vec::new(), body }),
+        Err(ClientError::Rejected { error: HttpProposeError::Status { reply, .. }, .. }) => {
+            Ok(reply)
+        }
+        Err(ClientError::Rejected { error: HttpProposeError::Io { address, error }, .. }) => {
+            bail!("TLS with {address} failed: {error}")
+        }
+        Err(ClientError::GaveUp { last: Some((_, last)), .. }) => {
+            bail!("the cluster did not answer within {GIVE_UP_AFTER:?}; last: {last}")
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn fail_unless_ok(reply: &HttpReply) -> anyhow::Result<()> {
@@ -163,8 +194,7 @@ fn fail_unless_ok(reply: &HttpReply) -> anyhow::Result<()> {
 
 /// `raft-kv put KEY VALUE`.
 pub async fn put(cluster: &Cluster, key: &str, value: &str) -> anyhow::Result<()> {
-    let reply =
-        send(cluster, "PUT", &format!("/v1/kv/{key}"), &session(), value.as_bytes()).await?;
+    let reply = write(cluster, Command::Put { key: key.into(), value: value.into() }).await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
@@ -183,7 +213,7 @@ pub async fn get(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
 
 /// `raft-kv del KEY`.
 pub async fn delete(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
-    let reply = send(cluster, "DELETE", &format!("/v1/kv/{key}"), &session(), b"").await?;
+    let reply = write(cluster, Command::Delete { key: key.into() }).await?;
     fail_unless_ok(&reply)?;
     println!("{}", text(&reply));
     Ok(())
@@ -196,9 +226,12 @@ pub async fn compare_and_swap(
     expected: Option<&str>,
     new: &str,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "expected": expected, "new": new }).to_string();
-    let reply =
-        send(cluster, "POST", &format!("/v1/cas/{key}"), &session(), body.as_bytes()).await?;
+    let command = Command::CompareAndSwap {
+        key: key.into(),
+        expected: expected.map(Into::into),
+        new: new.into(),
+    };
+    let reply = write(cluster, command).await?;
     if reply.status == 409 {
         // `{"swapped": false, ...}` is the compare-and-swap's own answer; any other 409 (a
         // session refusal such as `session_conflict`) is an error like the rest.

@@ -1,6 +1,6 @@
 //! [`KvStateMachine`]: the replicated store. Byte keys and values in a sorted map, and for each
-//! client session the last sequence number applied, a digest of that request's command and
-//! its response, so that a retried write (same client id and sequence number, after an
+//! client session (in the library's [`SessionTable`], whose rules these are) the last sequence
+//! number applied, a digest of that request's command and its response, so that a retried write (same client id and sequence number, after an
 //! unknown outcome) is answered again instead of applied twice, and a different request under
 //! the same id and number is refused ([`Response::SessionConflict`]). A kept response is
 //! bounded ([`MAX_KEPT_RESPONSE_BYTES`]): a larger one is replaced by
@@ -22,9 +22,10 @@
 //!
 //! # Snapshots without a pause
 //!
-//! The keys and the sessions live in persistent ordered maps ([`imbl::OrdMap`]: a B+ tree of
-//! 16-entry nodes behind reference counts, copied on write), with keys and values as
-//! `Arc<[u8]>`. [`StateMachine::snapshot_view`] clones both maps, which takes constant time
+//! The keys live in a persistent ordered map ([`imbl::OrdMap`]: a B+ tree of 16-entry nodes
+//! behind reference counts, copied on write), with keys and values as `Arc<[u8]>`, and the
+//! [`SessionTable`] keeps the sessions in the same kind of map.
+//! [`StateMachine::snapshot_view`] clones the map and the table, which takes constant time
 //! whatever the store holds (under a microsecond for 1 GiB: BENCHMARKS.md, "raft-kv snapshot
 //! view"), and the node goes on applying while the view is written on another thread: the
 //! first write to a tree node the view still shares copies that node (its 16 entries'
@@ -35,19 +36,20 @@
 //!
 //! Why a persistent map: `std`'s `BTreeMap` clones in time and memory proportional to its
 //! size (for 1 GiB, one to two seconds and a second copy of the data), and serializing under
-//! the node's task pauses it as long. The sessions are in one too: up to [`MAX_SESSIONS`] of
-//! them, some 30 MB, would take milliseconds to copy. `imbl` (MPL-2.0, the maintained fork of
+//! the node's task pauses it as long. The sessions are in one too (the library's table uses
+//! `imbl` for this reason): up to [`MAX_SESSIONS`] of them, some 30 MB, would take
+//! milliseconds to copy. `imbl` (MPL-2.0, the maintained fork of
 //! `im`) is widely used and property-tested; a persistent B-tree with deletion and rebalancing
 //! written here would be several hundred lines of delicate code to test from scratch. The
 //! price is on each write: about 0.35 µs more per put than with `BTreeMap`, half of it copying
 //! the key and value into their `Arc`s (BENCHMARKS.md).
 
-use std::collections::BTreeSet;
 use std::error::Error;
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
 use imbl::OrdMap;
+use raft_consensus::client::{ClientId, SessionCheck, SessionRecord, SessionStamp, SessionTable};
 use raft_consensus::state_machine::SnapshotView;
 use raft_consensus::{LogIndex, StateMachine};
 
@@ -61,7 +63,7 @@ pub const OLDEST_SNAPSHOT_FORMAT_VERSION: u8 = 1;
 
 /// Most client sessions kept. When a new client would exceed it, the session used least
 /// recently (by log index, so every node evicts the same one) is forgotten; a retry from that
-/// client is then treated as new.
+/// client is then treated as new (the [`SessionTable`]'s eviction rule).
 pub const MAX_SESSIONS: usize = 100_000;
 
 /// Largest response kept in a session, in encoded bytes (the encoding in [`crate::command`]).
@@ -83,29 +85,21 @@ const MAX_RESERVED_BYTES: usize = 64 * 1024;
 /// Keys and values: shared, so that copying a tree node copies no bytes.
 type Bytes = Arc<[u8]>;
 
-/// What the store remembers of a client's last applied request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Session {
-    /// Its sequence number.
-    sequence: u64,
-    /// The log index at which it was applied (this session's age, for eviction).
-    last_index: u64,
-    /// [`Command::digest`] of its command; `None` for a session restored from a version 1
-    /// snapshot.
-    digest: Option<u64>,
-    /// Its response, or [`Response::NotKept`] when that was above [`MAX_KEPT_RESPONSE_BYTES`].
-    response: Response,
-}
-
 /// The replicated key-value store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStateMachine {
     data: OrdMap<Bytes, Bytes>,
-    /// Client id -> its last applied request.
-    sessions: OrdMap<u64, Session>,
-    /// (log index of a session's last request, client id), to evict the least recent. Not in
-    /// snapshots: it is rebuilt from the sessions.
-    session_ages: BTreeSet<(u64, u64)>,
+    /// Client id -> its last applied request: its sequence number, the log index at which it
+    /// was applied (its age, for eviction), [`Command::digest`] of its command (`None` for a
+    /// session restored from a version 1 snapshot) and its response, or
+    /// [`Response::NotKept`] when that was above [`MAX_KEPT_RESPONSE_BYTES`].
+    sessions: SessionTable<Response>,
+}
+
+impl Default for KvStateMachine {
+    fn default() -> Self {
+        KvStateMachine { data: OrdMap::new(), sessions: SessionTable::new(MAX_SESSIONS) }
+    }
 }
 
 impl KvStateMachine {
@@ -143,19 +137,17 @@ impl KvStateMachine {
     /// and [`Response::SessionConflict`] otherwise (nothing is applied either way); an older
     /// `sequence` is [`Response::StaleRequest`]; a newer one is applied and remembered.
     pub fn execute(&mut self, index: LogIndex, request: Request) -> Response {
-        let session =
-            request.session.map(|(client, sequence)| (client, sequence, request.command.digest()));
-        if let Some((client, sequence, digest)) = session
-            && let Some(last) = self.sessions.get(&client)
-        {
-            if sequence == last.sequence {
-                if last.digest.is_some_and(|last_digest| last_digest != digest) {
-                    return Response::SessionConflict;
+        let session = request.session.map(|(client, sequence)| {
+            (SessionStamp { client: ClientId(client), sequence }, request.command.digest())
+        });
+        if let Some((stamp, digest)) = session {
+            match self.sessions.check(stamp, digest) {
+                SessionCheck::Duplicate(response) => return response.clone(),
+                SessionCheck::Conflict => return Response::SessionConflict,
+                SessionCheck::Stale { last_sequence } => {
+                    return Response::StaleRequest { last_sequence };
                 }
-                return last.response.clone();
-            }
-            if sequence < last.sequence {
-                return Response::StaleRequest { last_sequence: last.sequence };
+                SessionCheck::New => {}
             }
         }
         let response = match request.command {
@@ -178,29 +170,10 @@ impl KvStateMachine {
                 }
             }
         };
-        if let Some((client, sequence, digest)) = session {
-            let response_kept = bounded(&response, index.0);
-            let kept = Session {
-                sequence,
-                last_index: index.0,
-                digest: Some(digest),
-                response: response_kept,
-            };
-            self.remember(client, kept);
+        if let Some((stamp, digest)) = session {
+            self.sessions.record(stamp, Some(digest), index, bounded(&response, index.0));
         }
         response
-    }
-
-    /// Records `client`'s latest request, evicting the least recent session when full.
-    fn remember(&mut self, client: u64, session: Session) {
-        self.session_ages.insert((session.last_index, client));
-        if let Some(previous) = self.sessions.insert(client, session) {
-            self.session_ages.remove(&(previous.last_index, client));
-        }
-        while self.sessions.len() > MAX_SESSIONS {
-            let Some((_, oldest)) = self.session_ages.pop_first() else { break };
-            self.sessions.remove(&oldest);
-        }
     }
 }
 
@@ -244,7 +217,8 @@ impl StateMachine for KvStateMachine {
         Ok(())
     }
 
-    /// Clones the maps (constant time): the view shares their nodes until the store writes.
+    /// Clones the maps and the session table (constant time): the view shares their nodes
+    /// until the store writes.
     fn snapshot_view(&self) -> Result<Box<dyn SnapshotView>, Box<dyn Error + Send + Sync>> {
         Ok(Box::new(KvSnapshotView { data: self.data.clone(), sessions: self.sessions.clone() }))
     }
@@ -262,7 +236,7 @@ impl StateMachine for KvStateMachine {
 /// The store as [`StateMachine::snapshot_view`] froze it.
 struct KvSnapshotView {
     data: OrdMap<Bytes, Bytes>,
-    sessions: OrdMap<u64, Session>,
+    sessions: SessionTable<Response>,
 }
 
 impl SnapshotView for KvSnapshotView {
@@ -282,7 +256,7 @@ impl SnapshotView for KvSnapshotView {
 fn write_snapshot(
     out: &mut impl Write,
     data: &OrdMap<Bytes, Bytes>,
-    sessions: &OrdMap<u64, Session>,
+    sessions: &SessionTable<Response>,
 ) -> io::Result<()> {
     out.write_all(&[SNAPSHOT_FORMAT_VERSION])?;
     out.write_all(&(data.len() as u64).to_le_bytes())?;
@@ -291,13 +265,13 @@ fn write_snapshot(
         write_record(out, value)?;
     }
     out.write_all(&(sessions.len() as u64).to_le_bytes())?;
-    for (client, session) in sessions {
-        out.write_all(&client.to_le_bytes())?;
+    for (client, session) in sessions.iter() {
+        out.write_all(&client.0.to_le_bytes())?;
         out.write_all(&session.sequence.to_le_bytes())?;
-        out.write_all(&session.last_index.to_le_bytes())?;
+        out.write_all(&session.last_index.0.to_le_bytes())?;
         out.write_all(&[u8::from(session.digest.is_some())])?;
         out.write_all(&session.digest.unwrap_or(0).to_le_bytes())?;
-        write_record(out, &session.response.encode())?;
+        write_record(out, &session.result.encode())?;
     }
     Ok(())
 }
@@ -337,7 +311,9 @@ fn read_snapshot(input: impl BufRead) -> Result<KvStateMachine, Box<dyn Error + 
             None
         };
         let response = bounded(&Response::decode(reader.record()?)?, last_index);
-        restored.remember(client, Session { sequence, last_index, digest, response });
+        let record =
+            SessionRecord { sequence, last_index: LogIndex(last_index), digest, result: response };
+        restored.sessions.restore_record(ClientId(client), record);
     }
     reader.finish()?;
     Ok(restored)
@@ -531,8 +507,8 @@ mod session_tests {
             store.execute(LogIndex(client + 1), request(client));
         }
         assert_eq!(store.sessions.len(), MAX_SESSIONS);
-        assert!(!store.sessions.contains_key(&0), "the least recent session is forgotten");
-        assert!(store.sessions.contains_key(&1));
+        assert!(store.sessions.get(ClientId(0)).is_none(), "the least recent session is forgotten");
+        assert!(store.sessions.get(ClientId(1)).is_some());
         // Client 0's retry is applied again (its session is gone), client 1's is answered.
         assert_eq!(store.execute(LogIndex(200_000), request(1)), Response::Written { index: 2 });
     }
@@ -615,7 +591,8 @@ mod session_digest_tests {
             store.execute(LogIndex(3), with_session(5, 1, refused.clone())),
             Response::NotSwapped { current: Some(large.clone()) }
         );
-        assert_eq!(store.sessions[&5].response, Response::NotKept { applied_at: 3 });
+        let kept = store.sessions.get(ClientId(5)).map(|session| &session.result);
+        assert_eq!(kept, Some(&Response::NotKept { applied_at: 3 }));
         // The retry says where it was applied, without the value.
         assert_eq!(
             store.execute(LogIndex(4), with_session(5, 1, refused)),
@@ -768,13 +745,13 @@ mod streaming_tests {
             record(&mut bytes, value);
         }
         bytes.extend_from_slice(&(store.sessions.len() as u64).to_le_bytes());
-        for (client, session) in &store.sessions {
-            bytes.extend_from_slice(&client.to_le_bytes());
+        for (client, session) in store.sessions.iter() {
+            bytes.extend_from_slice(&client.0.to_le_bytes());
             bytes.extend_from_slice(&session.sequence.to_le_bytes());
-            bytes.extend_from_slice(&session.last_index.to_le_bytes());
+            bytes.extend_from_slice(&session.last_index.0.to_le_bytes());
             bytes.push(u8::from(session.digest.is_some()));
             bytes.extend_from_slice(&session.digest.unwrap_or(0).to_le_bytes());
-            record(&mut bytes, &session.response.encode());
+            record(&mut bytes, &session.result.encode());
         }
         bytes
     }
