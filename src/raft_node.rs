@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::core::{Configuration, LOG_TARGET, MemberAddress, ReadPolicy};
+use crate::core::{Configuration, LOG_TARGET, MemberAddress, ReadPolicy, Role};
 use crate::error::{
     FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError, WaitError,
 };
@@ -458,11 +458,41 @@ impl RaftNode {
         result.await.unwrap_or(Err(MembershipError::Shutdown))
     }
 
-    /// What the node knows now. Once the node has stopped ([`is_running`](Self::is_running)
-    /// is false), this is the last status it published, frozen: its role then is no longer
-    /// true, so check `is_running` before reporting it.
+    /// What the node knows now. Once the node has stopped (shut down, or stopped on a fatal
+    /// error: [`is_running`](Self::is_running) is false), its role is [`Role::Stopped`] with
+    /// no leader and no followers, and its indexes are the last ones it published.
+    ///
+    /// ```
+    /// # use raft_consensus::storage::MemoryStorage;
+    /// # use raft_consensus::transport::ChannelNetwork;
+    /// # use raft_consensus::{Config, NodeId, RaftNode, Role, StateMachine, WaitError};
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl StateMachine for Noop {
+    /// #     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    /// #         Ok(Vec::new())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let network = ChannelNetwork::new();
+    /// # let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Noop)?;
+    /// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// node.shutdown().await?;
+    /// assert_eq!(node.status().role, Role::Stopped);
+    /// let waited = node.wait_for(Duration::from_secs(5), |status| status.applied_index.0 > 0).await;
+    /// assert_eq!(waited, Err(WaitError::Shutdown));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn status(&self) -> Status {
-        self.shared.status.borrow().clone()
+        let mut status = self.shared.status.borrow().clone();
+        if !self.is_running() {
+            // The task publishes the stopped status as it ends; a task that never got there
+            // (its runtime shut down) left its last running one.
+            status.mark_stopped();
+        }
+        status
     }
 
     /// Whether the node still runs: false from the moment it stops on its own (a storage
@@ -498,16 +528,23 @@ impl RaftNode {
         }
     }
 
-    /// Waits until `condition` holds for the node's status, at most `timeout`.
+    /// Waits until `condition` holds for the node's status, at most `timeout`, and returns
+    /// that status. Fails with [`WaitError::Timeout`] when it does not hold in time, and with
+    /// [`WaitError::Shutdown`] as soon as the node has stopped, even if `condition` holds on
+    /// the status it stopped with (see [`status`](Self::status)).
     pub async fn wait_for(
         &self,
         timeout: Duration,
         mut condition: impl FnMut(&Status) -> bool,
     ) -> Result<Status, WaitError> {
         let mut status = self.shared.status.clone();
-        match tokio::time::timeout(timeout, status.wait_for(|current| condition(current))).await {
-            Ok(Ok(current)) => Ok(current.clone()),
-            Ok(Err(_)) => Err(WaitError::Shutdown),
+        let stopped_or_holds =
+            status.wait_for(|current| current.role == Role::Stopped || condition(current));
+        match tokio::time::timeout(timeout, stopped_or_holds).await {
+            Ok(Ok(current)) if current.role != Role::Stopped && self.is_running() => {
+                Ok(current.clone())
+            }
+            Ok(_) => Err(WaitError::Shutdown),
             Err(_) => Err(WaitError::Timeout),
         }
     }
@@ -695,6 +732,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         };
         // First: from here on, handles report the node stopped, not its last role.
         let _ = self.stopped.set(result.as_ref().err().cloned());
+        self.status.send_modify(Status::mark_stopped);
         self.stop(&result);
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result
