@@ -277,6 +277,16 @@ pub enum StartError {
         /// What is wrong with the member list.
         reason: String,
     },
+    /// [`Config::snapshot_mode`](crate::Config::snapshot_mode) is
+    /// [`SnapshotMode::Required`](crate::SnapshotMode::Required), and the state machine does
+    /// not implement snapshots.
+    #[error(
+        "snapshots are required (Config::snapshot_mode), but the state machine {state_machine} does not implement them: implement StateMachine::snapshot and restore (or snapshot_view and restore_from), forwarding them in any wrapper"
+    )]
+    SnapshotsUnsupported {
+        /// The state machine's type name.
+        state_machine: &'static str,
+    },
 }
 
 // The errors that wrap a `StorageError` include its message in theirs, so they do not also

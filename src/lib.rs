@@ -95,7 +95,7 @@ pub use message::{Entry, EntryPayload, Message, MessageBody};
 pub use node::Member;
 pub use raft_node::RaftNode;
 pub use snapshot::{Snapshot, SnapshotMeta};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotMode, StateMachine};
 pub use status::Status;
 pub use types::{LogId, LogIndex, NodeId, ReadId, Term};
 

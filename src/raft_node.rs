@@ -144,9 +144,12 @@ impl RaftNode {
     /// the committed entries after it are applied again before the node serves, so it comes
     /// back with the state it had. `state_machine` must be empty.
     ///
-    /// Snapshots are taken automatically (see the `snapshot_*` fields of [`Config`]) when
-    /// the state machine implements [`StateMachine::snapshot`]; one that does not (the
-    /// default) never has its log compacted, which is logged once here.
+    /// Snapshots are taken automatically (see the `snapshot_*` fields of [`Config`]) as
+    /// [`Config::snapshot_mode`] says: by default when the state machine implements
+    /// [`StateMachine::snapshot`] (one that does not never has its log compacted, which is
+    /// logged once here as a warning naming its type); with
+    /// [`SnapshotMode::Required`](crate::SnapshotMode::Required), a state machine without them
+    /// fails the start with [`StartError::SnapshotsUnsupported`].
     pub fn start<S, T, M>(
         id: NodeId,
         members: impl IntoIterator<Item = impl Into<Member>>,
