@@ -413,6 +413,25 @@ pub enum ReadError {
     Query(String),
 }
 
+/// Why [`RaftNode::read`](crate::RaftNode::read) returned no value: the read could not be
+/// served ([`ReadError`]), or the caller named another state machine type than the node's.
+/// Kept apart from [`ReadError`] so that code matching every `ReadError` keeps compiling.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MachineReadError {
+    /// The read could not be served: retry or give up as the [`ReadError`] says.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The caller asked to read the state machine as another type than the node's (a
+    /// mistake in the program, not a condition to retry). Nothing was read.
+    #[error("cannot read the state machine as {requested}: the node runs a {node}")]
+    WrongStateMachine {
+        /// The type the caller asked for.
+        requested: &'static str,
+        /// The type of the node's state machine.
+        node: &'static str,
+    },
+}
+
 /// Why a membership change or a leadership transfer was not carried out.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {

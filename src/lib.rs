@@ -87,8 +87,8 @@ pub mod types;
 pub use config::Config;
 pub use core::{Configuration, MemberAddress, ReadPolicy, Role};
 pub use error::{
-    ConfigError, FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError,
-    StorageErrorKind, WaitError,
+    ConfigError, FatalError, MachineReadError, MembershipError, ProposeError, ReadError,
+    StartError, StorageError, StorageErrorKind, WaitError,
 };
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};

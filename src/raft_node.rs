@@ -6,9 +6,11 @@
 //! pumps too), and completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
 //! handle to that task.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -21,7 +23,8 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::core::{Configuration, LOG_TARGET, MemberAddress, ReadPolicy, Role};
 use crate::error::{
-    FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError, WaitError,
+    FatalError, MachineReadError, MembershipError, ProposeError, ReadError, StartError,
+    StorageError, WaitError,
 };
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
@@ -53,15 +56,34 @@ enum ReadReply {
     Index(oneshot::Sender<Result<LogIndex, ReadError>>),
     /// The state machine's answer to a query, asked once it is safe.
     Query(Bytes, oneshot::Sender<Result<Vec<u8>, ReadError>>),
+    /// A caller's closure ([`RaftNode::read`]), run on the state machine once it is safe.
+    Machine(MachineRead),
 }
+
+/// A [`RaftNode::read`] closure, with its reply channel inside: run on the node's task with
+/// the state machine (as `Any`, for the closure to take back its type), or with why the read
+/// cannot be served.
+type MachineRead = Box<dyn FnOnce(Result<&dyn Any, ReadError>) + Send>;
+
+/// What a [`RaftNode::read`] closure sends back: its value, the panic it raised (resumed
+/// in the caller, not on the node's task), or why the read was not served.
+type MachineReadOutcome<R> = Result<std::thread::Result<R>, MachineReadError>;
 
 impl ReadReply {
     fn fail(self, error: ReadError) {
         match self {
             ReadReply::Index(reply) => drop(reply.send(Err(error))),
             ReadReply::Query(_, reply) => drop(reply.send(Err(error))),
+            ReadReply::Machine(read) => read(Err(error)),
         }
     }
+}
+
+/// The type of the state machine a node runs, for [`RaftNode::read`] to check its callers'.
+#[derive(Clone, Copy, Debug)]
+struct MachineType {
+    id: TypeId,
+    name: &'static str,
 }
 
 /// A membership change or leadership transfer asked of the node.
@@ -126,6 +148,8 @@ struct Shared {
     task: Mutex<Option<JoinHandle<Result<(), FatalError>>>>,
     /// Set by the node's task the moment it stops: why, if it stopped on its own.
     stopped: Arc<Stopped>,
+    /// The type of the node's state machine.
+    state_machine_type: MachineType,
 }
 
 /// Set once, when the node's task stops: the fatal error that stopped it, or `None` for a
@@ -211,6 +235,10 @@ impl RaftNode {
                 stop: Mutex::new(Some(stop)),
                 task: Mutex::new(Some(task)),
                 stopped,
+                state_machine_type: MachineType {
+                    id: TypeId::of::<M>(),
+                    name: std::any::type_name::<M>(),
+                },
             }),
         })
     }
@@ -286,7 +314,7 @@ impl RaftNode {
     /// ```
     pub async fn read_index(&self, policy: ReadPolicy) -> Result<LogIndex, ReadError> {
         let (reply, result) = oneshot::channel();
-        self.read(policy, ReadReply::Index(reply)).await?;
+        self.send_read(policy, ReadReply::Index(reply)).await?;
         result.await.unwrap_or(Err(ReadError::Shutdown))
     }
 
@@ -300,11 +328,102 @@ impl RaftNode {
         policy: ReadPolicy,
     ) -> Result<Vec<u8>, ReadError> {
         let (reply, result) = oneshot::channel();
-        self.read(policy, ReadReply::Query(query.into(), reply)).await?;
+        self.send_read(policy, ReadReply::Query(query.into(), reply)).await?;
         result.await.unwrap_or(Err(ReadError::Shutdown))
     }
 
-    async fn read(&self, policy: ReadPolicy, reply: ReadReply) -> Result<(), ReadError> {
+    /// Runs `read` on the node's state machine once a read may be served, as for
+    /// [`read_index`](Self::read_index) (with [`ReadPolicy::ReadIndex`], linearizable: the
+    /// state machine reflects every write that completed before the call, on any node), and
+    /// returns what it returns. No shared lock around the state machine is needed: the
+    /// closure borrows it on the node's task, between two commands.
+    ///
+    /// `M` is the type of the state machine the node was started with (the node is not
+    /// generic over it, so the type is checked when the call is made): another type fails at
+    /// once with [`MachineReadError::WrongStateMachine`], naming both.
+    ///
+    /// The closure runs on the node's own task, like `apply`: a slow closure holds up the
+    /// whole node (its heartbeats too), so copy out what you need and work on it after the
+    /// call returns. A closure that panics leaves the node running; the panic is resumed in
+    /// the caller.
+    ///
+    /// Errors: [`MachineReadError::Read`] with those of [`read_index`](Self::read_index).
+    ///
+    /// ```
+    /// use raft_consensus::storage::MemoryStorage;
+    /// use raft_consensus::transport::ChannelNetwork;
+    /// use raft_consensus::{Config, MachineReadError, NodeId, RaftNode, ReadPolicy, StateMachine};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Default)]
+    /// struct Balances(std::collections::BTreeMap<u8, u64>);
+    /// impl StateMachine for Balances {
+    ///     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    ///         let [account, amount] = command else { return Err("two bytes: account, amount".into()) };
+    ///         *self.0.entry(*account).or_default() += u64::from(*amount);
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let network = ChannelNetwork::new();
+    /// let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Balances::default())?;
+    /// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// node.propose(vec![7, 40]).await?;
+    /// let balance = node.read(ReadPolicy::ReadIndex, |machine: &Balances| machine.0.get(&7).copied()).await?;
+    /// assert_eq!(balance, Some(40));
+    ///
+    /// // A type other than the node's state machine is refused, naming both.
+    /// struct Other;
+    /// impl StateMachine for Other {
+    ///     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    /// let wrong = node.read(ReadPolicy::ReadIndex, |_: &Other| ()).await;
+    /// assert!(matches!(wrong, Err(MachineReadError::WrongStateMachine { .. })));
+    /// # node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read<M, R>(
+        &self,
+        policy: ReadPolicy,
+        read: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, MachineReadError>
+    where
+        M: StateMachine + 'static,
+        R: Send + 'static,
+    {
+        let node_type = self.shared.state_machine_type;
+        let wrong_type = move || MachineReadError::WrongStateMachine {
+            requested: std::any::type_name::<M>(),
+            node: node_type.name,
+        };
+        if TypeId::of::<M>() != node_type.id {
+            return Err(wrong_type());
+        }
+        let (reply, result) = oneshot::channel::<MachineReadOutcome<R>>();
+        let machine_read: MachineRead = Box::new(move |machine| {
+            let outcome = machine.map_err(MachineReadError::Read).and_then(|machine| {
+                let machine = machine.downcast_ref::<M>().ok_or_else(wrong_type)?;
+                // The closure only borrows the state machine: a panic in it cannot leave the
+                // state half changed, and the node goes on.
+                Ok(std::panic::catch_unwind(AssertUnwindSafe(|| read(machine))))
+            });
+            let _ = reply.send(outcome);
+        });
+        self.send_read(policy, ReadReply::Machine(machine_read)).await?;
+        match result.await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(MachineReadError::Read(ReadError::Shutdown)),
+        }
+    }
+
+    async fn send_read(&self, policy: ReadPolicy, reply: ReadReply) -> Result<(), ReadError> {
         self.shared
             .requests
             .send(Request::Read { policy, reply })
@@ -691,7 +810,7 @@ impl<T: Transport> NodeIo<ProposeReply> for LoopIo<'_, T> {
     }
 }
 
-impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
+impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
     async fn run(mut self) -> Result<(), FatalError> {
         let id = self.node.id();
         let mut transport_open = true;
@@ -941,6 +1060,10 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             match (reply, outcome) {
                 (reply, Err(error)) => reply.fail(error),
                 (ReadReply::Index(reply), Ok(read_index)) => drop(reply.send(Ok(read_index))),
+                (ReadReply::Machine(read), Ok(_)) => {
+                    let machine: &dyn Any = self.node.state_machine();
+                    read(Ok(machine));
+                }
                 (ReadReply::Query(query, reply), Ok(_)) => {
                     let answer = self
                         .node
