@@ -13,6 +13,7 @@
 //! | [`node`] | [`node::Node`]: one node sans I/O (core, storage, state machine, proposals, snapshot policy), for any runtime to pump |
 //! | [`RaftNode`] | the tokio runtime: one task per node that pumps a [`node::Node`] and answers [`RaftNode::propose`] |
 //! | [`state_machine`] | the [`StateMachine`] trait your application implements |
+//! | [`events`] | [`events::NodeEvent`]s a running node publishes ([`RaftNode::events`]) |
 //!
 //! ## A three-node cluster in one process
 //!
@@ -67,6 +68,7 @@ pub mod config;
 pub mod core;
 mod driver;
 pub mod error;
+pub mod events;
 pub mod hard_state;
 pub mod linearizability;
 pub mod message;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -26,6 +26,7 @@ use crate::error::{
     FatalError, MachineReadError, MembershipError, ProposeError, ReadError, StartError,
     StorageError, WaitError,
 };
+use crate::events::{EventPublisher, NodeEvent};
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
 use crate::node::{ApplyResult, Member, Node, NodeIo, ProposalResult};
@@ -150,6 +151,8 @@ struct Shared {
     stopped: Arc<Stopped>,
     /// The type of the node's state machine.
     state_machine_type: MachineType,
+    /// Subscribes to the node's events while its task runs.
+    events: broadcast::WeakSender<NodeEvent>,
 }
 
 /// Set once, when the node's task stops: the fatal error that stopped it, or `None` for a
@@ -197,7 +200,9 @@ impl RaftNode {
         transport.update_members(node.core().configuration());
 
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
-        let (status_sender, status) = watch::channel(Status::of(node.core()));
+        let initial_status = Status::of(node.core());
+        let (events, events_handle) = EventPublisher::new(&initial_status);
+        let (status_sender, status) = watch::channel(initial_status);
         // A oneshot rather than a watch: the node polls the same receiver on every wakeup,
         // which registers its waker with atomics and no lock.
         let (stop, stop_requested) = oneshot::channel();
@@ -222,6 +227,7 @@ impl RaftNode {
             known_configuration: node_configuration,
             epoch: Instant::now(),
             stopped: Arc::clone(&stopped),
+            events,
         };
         let task = runtime.spawn(node_loop.run());
         Ok(RaftNode {
@@ -239,6 +245,7 @@ impl RaftNode {
                     id: TypeId::of::<M>(),
                     name: std::any::type_name::<M>(),
                 },
+                events: events_handle,
             }),
         })
     }
@@ -630,6 +637,55 @@ impl RaftNode {
         self.shared.stopped.get().cloned().flatten()
     }
 
+    /// Subscribes to what happens on the node from now on ([`NodeEvent`]): role and leader
+    /// changes, the applied index (coalesced), snapshots taken and installed, and, last, the
+    /// node stopping, after which the receiver reports `Closed`. Read
+    /// [`status`](Self::status) for where the node stands when you subscribe.
+    ///
+    /// The channel holds [`EVENTS_CAPACITY`](crate::events::EVENTS_CAPACITY) events per
+    /// subscriber and the node never waits for one: a subscriber that falls further behind
+    /// loses the oldest and its next `recv` reports how many
+    /// ([`RecvError::Lagged`](broadcast::error::RecvError::Lagged)); read `status` then.
+    /// A node with no subscriber builds no events.
+    ///
+    /// ```
+    /// # use raft_consensus::storage::MemoryStorage;
+    /// # use raft_consensus::transport::ChannelNetwork;
+    /// # use raft_consensus::{Config, NodeId, RaftNode, StateMachine};
+    /// use raft_consensus::events::NodeEvent;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl StateMachine for Noop {
+    /// #     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    /// #         Ok(Vec::new())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let network = ChannelNetwork::new();
+    /// let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Noop)?;
+    /// let mut events = node.events();
+    /// let leader = tokio::time::timeout(Duration::from_secs(5), async {
+    ///     loop {
+    ///         if let NodeEvent::LeaderChanged { leader: Some(leader), .. } = events.recv().await? {
+    ///             return Ok::<_, tokio::sync::broadcast::error::RecvError>(leader);
+    ///         }
+    ///     }
+    /// })
+    /// .await??;
+    /// assert_eq!(leader, NodeId(1));
+    /// # node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        match self.shared.events.upgrade() {
+            Some(sender) => sender.subscribe(),
+            // The node's task has ended: a receiver that reports `Closed` at once.
+            None => broadcast::channel(1).1,
+        }
+    }
+
     /// What the node has done since it started.
     pub fn metrics(&self) -> NodeMetrics {
         let counters = &self.shared.counters;
@@ -776,6 +832,8 @@ struct NodeLoop<S: Storage, T, M: StateMachine> {
     epoch: Instant,
     /// Shared with the handles: set when the loop ends.
     stopped: Arc<Stopped>,
+    /// Tells subscribers what changed.
+    events: EventPublisher,
 }
 
 /// The runtime's side of [`NodeIo`]: messages go to the transport, syncs to the sync thread,
@@ -856,6 +914,7 @@ impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
         let _ = self.stopped.set(result.as_ref().err().cloned());
         self.status.send_modify(Status::mark_stopped);
         self.stop(&result);
+        self.events.stopped(result.as_ref().err().cloned());
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result
     }
@@ -1037,6 +1096,8 @@ impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
             // After a storage failure the core may hold state that never became durable:
             // the last status published stays the last one that was.
             let current = Status::of(self.node.core());
+            let node = &self.node;
+            self.events.observe(&current, node.snapshots_stored(), node.snapshots_installed());
             self.status.send_if_modified(|status| {
                 let changed = *status != current;
                 if changed {
@@ -1044,6 +1105,7 @@ impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
                 }
                 changed
             });
+            self.events.publish();
         }
         self.answer_completed();
         result
