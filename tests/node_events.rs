@@ -111,7 +111,7 @@ async fn a_single_node_reports_its_election_its_applies_and_its_stop() {
     assert!(matches!(rest.last(), Some(NodeEvent::Stopped { error: None })), "{rest:?}");
     let mut late = node.events();
     assert!(
-        matches!(late.recv().await, Err(RecvError::Closed)),
+        matches!(tokio::time::timeout(DEADLINE, late.recv()).await, Ok(Err(RecvError::Closed))),
         "a stopped node's events are closed"
     );
 }
@@ -239,11 +239,13 @@ async fn a_slow_subscriber_is_told_how_many_events_it_lost() {
     for _ in 0..EVENTS_CAPACITY + 10 {
         node.propose(b"count".to_vec()).await.expect("committed");
     }
-    match events.recv().await {
+    let first = tokio::time::timeout(DEADLINE, events.recv()).await;
+    match first.expect("an event before the deadline") {
         Err(RecvError::Lagged(lost)) => assert!(lost >= 10, "lost {lost}"),
         other => panic!("expected Lagged, got {other:?}"),
     }
-    assert!(matches!(events.recv().await, Ok(NodeEvent::Applied { .. })));
+    let next = tokio::time::timeout(DEADLINE, events.recv()).await;
+    assert!(matches!(next, Ok(Ok(NodeEvent::Applied { .. }))), "{next:?}");
     node.shutdown().await.expect("clean shutdown");
 }
 
