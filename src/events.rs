@@ -155,3 +155,44 @@ impl EventPublisher {
         let _ = self.sender.send(NodeEvent::Stopped { error });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::Configuration;
+
+    fn status(role: Role, leader: Option<NodeId>, applied: u64) -> Status {
+        Status {
+            id: NodeId(1),
+            role,
+            term: Term(2),
+            leader_id: leader,
+            commit_index: LogIndex(applied),
+            applied_index: LogIndex(applied),
+            last_log_index: LogIndex(applied),
+            first_log_index: LogIndex(1),
+            snapshot_index: LogIndex(0),
+            followers: Vec::new(),
+            configuration: Arc::new(Configuration::default()),
+            configuration_index: LogIndex(0),
+            membership_change_in_progress: false,
+            disk_stalled_for_ms: None,
+        }
+    }
+
+    /// While nobody subscribes, changes are followed but no event is built; a subscriber
+    /// then hears of the changes after it subscribed, not of older ones.
+    #[test]
+    fn no_event_is_built_without_a_subscriber() {
+        let (mut publisher, handle) = EventPublisher::new(&status(Role::Follower, None, 0));
+        publisher.observe(&status(Role::Leader, Some(NodeId(1)), 3), 0, 0);
+        assert!(publisher.found.is_empty(), "built {:?} with nobody to hear them", publisher.found);
+        let mut events = handle.upgrade().expect("the publisher lives").subscribe();
+        publisher.observe(&status(Role::Leader, Some(NodeId(1)), 5), 0, 0);
+        publisher.publish();
+        assert!(matches!(events.try_recv(), Ok(NodeEvent::Applied { index: LogIndex(5) })));
+        assert!(events.try_recv().is_err(), "only the change after subscribing");
+    }
+}
