@@ -27,7 +27,6 @@ mod common;
 #[path = "kv_store.rs"]
 mod kv_store;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -35,7 +34,7 @@ use kv_store::{KvCommand, KvStore, decode_response, encode_command};
 use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{
-    Config, Configuration, MemberAddress, NodeId, RaftNode, StateMachine, Status,
+    Config, Configuration, MemberAddress, NodeId, RaftNode, ReadPolicy, StateMachine, Status,
 };
 
 /// The deadline of every wait: an election, a catch-up, a change, a transfer.
@@ -43,7 +42,6 @@ const WAIT: Duration = Duration::from_secs(5);
 
 struct ClusterMember {
     node: RaftNode,
-    store: Arc<Mutex<KvStore>>,
 }
 
 /// The running nodes, and every command committed so far (to check the stores against).
@@ -57,16 +55,15 @@ impl Cluster {
     /// Starts node `id`: a founding voter when `members` lists the cluster, a node that
     /// waits to be added when `members` is empty.
     fn start(&mut self, id: NodeId, members: &[NodeId]) -> anyhow::Result<()> {
-        let (state_machine, store) = common::Shared::new(KvStore::new());
         let node = RaftNode::start(
             id,
             members.iter().copied(),
             Config::default(),
             MemoryStorage::new(),
             self.network.join(id),
-            state_machine,
+            KvStore::new(),
         )?;
-        self.members.push(ClusterMember { node, store });
+        self.members.push(ClusterMember { node });
         Ok(())
     }
 
@@ -242,8 +239,12 @@ async fn check_agreement(cluster: &Cluster, leader: NodeId) -> anyhow::Result<()
             .wait_for(WAIT, |status| status.applied_index >= commit_index)
             .await
             .with_context(|| format!("{id} did not apply up to {commit_index}"))?;
-        let store =
-            member.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?.clone();
+        // A linearizable read of the node's own store, run on the node's task.
+        let store = member
+            .node
+            .read(ReadPolicy::ReadIndex, |store: &KvStore| store.clone())
+            .await
+            .with_context(|| format!("reading {id}'s store"))?;
         println!(
             "  {id} ({}, term {}, applied index {}): {store:?}",
             status.role, status.term, status.applied_index

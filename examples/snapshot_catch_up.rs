@@ -20,13 +20,12 @@ mod common;
 #[path = "kv_store.rs"]
 mod kv_store;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use kv_store::{KvCommand, KvStore, encode_command};
 use raft_consensus::transport::ChannelNetwork;
-use raft_consensus::{Config, NodeId, RaftNode};
+use raft_consensus::{Config, NodeId, RaftNode, ReadPolicy, SnapshotMode};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// Commands written while the follower is down.
@@ -39,13 +38,14 @@ fn config() -> Config {
         snapshot_after_entries: 200,
         snapshot_keep_entries: 20,
         snapshot_chunk_bytes: 4 * 1024,
+        // This example is about snapshots: refuse to start without them.
+        snapshot_mode: SnapshotMode::Required,
         ..Config::default()
     }
 }
 
 struct Member {
     node: RaftNode,
-    store: Arc<Mutex<KvStore>>,
 }
 
 fn start(
@@ -54,10 +54,9 @@ fn start(
     data: &common::DataDirs,
     network: &ChannelNetwork,
 ) -> anyhow::Result<Member> {
-    let (state_machine, store) = common::Shared::new(KvStore::new());
     let node =
-        RaftNode::start(id, ids, config(), data.storage(id)?, network.join(id), state_machine)?;
-    Ok(Member { node, store })
+        RaftNode::start(id, ids, config(), data.storage(id)?, network.join(id), KvStore::new())?;
+    Ok(Member { node })
 }
 
 /// Writes `count` keys, `CONCURRENCY` at a time, through the leader among `members`.
@@ -133,11 +132,16 @@ async fn main() -> anyhow::Result<()> {
     );
     members.push(restarted);
 
-    let stores: Vec<KvStore> = members
-        .iter()
-        .map(|member| member.store.lock().map(|store| store.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(|_| anyhow::anyhow!("a store lock was poisoned"))?;
+    let mut stores: Vec<KvStore> = Vec::new();
+    for member in &members {
+        // A linearizable read of the node's own store, run on the node's task.
+        let store = member
+            .node
+            .read(ReadPolicy::ReadIndex, |store: &KvStore| store.clone())
+            .await
+            .with_context(|| format!("reading {}'s store", member.node.id()))?;
+        stores.push(store);
+    }
     ensure!(stores.windows(2).all(|pair| pair[0] == pair[1]), "the nodes' stores differ");
     println!("All 3 nodes hold the same {} keys", stores[0].len());
     for member in &members {

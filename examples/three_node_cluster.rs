@@ -17,19 +17,17 @@ mod common;
 #[path = "kv_store.rs"]
 mod kv_store;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use kv_store::{KvCommand, KvStore, decode_response, encode_command};
 use raft_consensus::transport::ChannelNetwork;
-use raft_consensus::{Config, NodeId, RaftNode};
+use raft_consensus::{Config, NodeId, RaftNode, ReadPolicy};
 
 const ELECTION_WAIT: Duration = Duration::from_secs(5);
 
 struct ClusterMember {
     node: RaftNode,
-    store: Arc<Mutex<KvStore>>,
 }
 
 #[tokio::main]
@@ -41,17 +39,16 @@ async fn main() -> anyhow::Result<()> {
     let network = ChannelNetwork::new();
     let mut members = Vec::new();
     for id in ids {
-        let (state_machine, store) = common::Shared::new(KvStore::new());
         let node = RaftNode::start(
             id,
             ids,
             Config::default(),
             data.storage(id)?,
             network.join(id),
-            state_machine,
+            KvStore::new(),
         )?;
         println!("{id} started as {}", node.status().role);
-        members.push(ClusterMember { node, store });
+        members.push(ClusterMember { node });
     }
 
     let leader = common::wait_for_leader(&members[0].node, None, ELECTION_WAIT).await?;
@@ -129,9 +126,13 @@ async fn show_agreement(members: &[ClusterMember]) -> anyhow::Result<()> {
     }
     let mut contents = Vec::new();
     for member in members {
+        // A linearizable read of the node's own store, run on the node's task.
+        let store = member
+            .node
+            .read(ReadPolicy::ReadIndex, |store: &KvStore| store.clone())
+            .await
+            .with_context(|| format!("reading {}'s store", member.node.id()))?;
         let status = member.node.status();
-        let store =
-            member.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?.clone();
         println!(
             "{} ({}, term {}, applied index {}): {store:?}",
             status.id, status.role, status.term, status.applied_index

@@ -5,6 +5,7 @@
 //! heartbeat interval at or above the minimum election timeout.
 
 use crate::error::ConfigError;
+use crate::state_machine::SnapshotMode;
 
 /// Timing and size limits of one Raft node.
 ///
@@ -134,6 +135,11 @@ pub struct Config {
     ///
     /// [`Status::disk_stalled_for_ms`]: crate::Status::disk_stalled_for_ms
     pub max_sync_stall_ms: u64,
+    /// Whether the node takes snapshots: [`SnapshotMode::IfSupported`] (the default: when
+    /// the state machine implements them, warning at start when it does not),
+    /// [`SnapshotMode::Required`] (refuse to start when it does not) or
+    /// [`SnapshotMode::Off`]. The `snapshot_*` thresholds above say when.
+    pub snapshot_mode: SnapshotMode,
 }
 
 impl Default for Config {
@@ -161,6 +167,7 @@ impl Default for Config {
             clock_drift_bound_ms: 30,
             max_pending_reads: 65_536,
             max_sync_stall_ms: 300,
+            snapshot_mode: SnapshotMode::IfSupported,
         }
     }
 }

@@ -34,10 +34,10 @@ use bytes::Bytes;
 
 use crate::core::{LOG_TARGET, RaftCore, Ready, ReadyAck};
 use crate::core::{ReceivedSnapshotChunk, SnapshotChunkToSend};
-use crate::error::StorageError;
+use crate::error::{StartError, StorageError};
 use crate::message::{EntryPayload, Message, MessageBody};
 use crate::snapshot::{Snapshot, SnapshotId, SnapshotMeta};
-use crate::state_machine::{SnapshotView, SnapshotsUnsupported, StateMachine};
+use crate::state_machine::{SnapshotMode, SnapshotView, SnapshotsUnsupported, StateMachine};
 use crate::storage::{
     PendingSync, SnapshotReader, SnapshotSink, SnapshotSource, SnapshotStore, Storage,
 };
@@ -480,17 +480,30 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
     }
 }
 
-/// Whether `state_machine` implements snapshots, asked once before a node starts (while the
-/// state machine is still empty, so the question is cheap). Logs once when it does not.
+/// Whether the node takes snapshots of `state_machine`, as `mode` asks: whether the state
+/// machine implements them is asked once before a node starts (while it is still empty, so
+/// the question is cheap). With [`SnapshotMode::IfSupported`], a state machine without them
+/// is run without, with a warning; with [`SnapshotMode::Required`] the node refuses to start.
 pub(crate) fn probe_snapshot_support<M: StateMachine>(
     state_machine: &M,
+    mode: SnapshotMode,
     node: crate::NodeId,
-) -> bool {
-    match state_machine.snapshot_view() {
-        Err(error) if error.downcast_ref::<SnapshotsUnsupported>().is_some() => {
-            tracing::info!(target: LOG_TARGET, %node, "The state machine does not implement snapshots: the log is never compacted and a restart replays it all");
-            false
-        }
-        _ => true,
+) -> Result<bool, StartError> {
+    if mode == SnapshotMode::Off {
+        tracing::info!(target: LOG_TARGET, %node, "Snapshots are off (Config::snapshot_mode): the log is never compacted and a restart replays it all");
+        return Ok(false);
     }
+    let unsupported = matches!(
+        state_machine.snapshot_view(),
+        Err(error) if error.downcast_ref::<SnapshotsUnsupported>().is_some()
+    );
+    if !unsupported {
+        return Ok(true);
+    }
+    let state_machine = std::any::type_name::<M>();
+    if mode == SnapshotMode::Required {
+        return Err(StartError::SnapshotsUnsupported { state_machine });
+    }
+    tracing::warn!(target: LOG_TARGET, %node, "The state machine does not implement snapshots: the log is never compacted and a restart replays it all (state machine {state_machine}; set Config::snapshot_mode to SnapshotMode::Off to run without them on purpose, or to SnapshotMode::Required to refuse to start)");
+    Ok(false)
 }

@@ -277,6 +277,16 @@ pub enum StartError {
         /// What is wrong with the member list.
         reason: String,
     },
+    /// [`Config::snapshot_mode`](crate::Config::snapshot_mode) is
+    /// [`SnapshotMode::Required`](crate::SnapshotMode::Required), and the state machine does
+    /// not implement snapshots.
+    #[error(
+        "snapshots are required (Config::snapshot_mode), but the state machine {state_machine} does not implement them: implement StateMachine::snapshot and restore (or snapshot_view and restore_from), forwarding them in any wrapper"
+    )]
+    SnapshotsUnsupported {
+        /// The state machine's type name.
+        state_machine: &'static str,
+    },
 }
 
 // The errors that wrap a `StorageError` include its message in theirs, so they do not also
@@ -401,6 +411,25 @@ pub enum ReadError {
     /// returned this error.
     #[error("the state machine could not answer the query: {0}")]
     Query(String),
+}
+
+/// Why [`RaftNode::read`](crate::RaftNode::read) returned no value: the read could not be
+/// served ([`ReadError`]), or the caller named another state machine type than the node's.
+/// Kept apart from [`ReadError`] so that code matching every `ReadError` keeps compiling.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MachineReadError {
+    /// The read could not be served: retry or give up as the [`ReadError`] says.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The caller asked to read the state machine as another type than the node's (a
+    /// mistake in the program, not a condition to retry). Nothing was read.
+    #[error("cannot read the state machine as {requested}: the node runs a {node}")]
+    WrongStateMachine {
+        /// The type the caller asked for.
+        requested: &'static str,
+        /// The type of the node's state machine.
+        node: &'static str,
+    },
 }
 
 /// Why a membership change or a leadership transfer was not carried out.

@@ -13,6 +13,7 @@
 //! | [`node`] | [`node::Node`]: one node sans I/O (core, storage, state machine, proposals, snapshot policy), for any runtime to pump |
 //! | [`RaftNode`] | the tokio runtime: one task per node that pumps a [`node::Node`] and answers [`RaftNode::propose`] |
 //! | [`state_machine`] | the [`StateMachine`] trait your application implements |
+//! | [`events`] | [`events::NodeEvent`]s a running node publishes ([`RaftNode::events`]) |
 //!
 //! ## A three-node cluster in one process
 //!
@@ -68,6 +69,7 @@ pub mod config;
 pub mod core;
 mod driver;
 pub mod error;
+pub mod events;
 pub mod hard_state;
 pub mod linearizability;
 pub mod message;
@@ -88,15 +90,15 @@ pub mod types;
 pub use config::Config;
 pub use core::{Configuration, MemberAddress, ReadPolicy, Role};
 pub use error::{
-    ConfigError, FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError,
-    StorageErrorKind, WaitError,
+    ConfigError, FatalError, MachineReadError, MembershipError, ProposeError, ReadError,
+    StartError, StorageError, StorageErrorKind, WaitError,
 };
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};
 pub use node::Member;
 pub use raft_node::RaftNode;
 pub use snapshot::{Snapshot, SnapshotMeta};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotMode, StateMachine};
 pub use status::Status;
 pub use types::{LogId, LogIndex, NodeId, ReadId, Term};
 

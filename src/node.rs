@@ -195,9 +195,12 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
     /// `seed` drives the election timer's jitter: it must differ between the nodes of a
     /// cluster. The node's clock starts at the first [`tick`](Self::tick).
     ///
-    /// Snapshots are taken (see the `snapshot_*` fields of [`Config`]) only when the state
-    /// machine implements [`StateMachine::snapshot`]; one that does not never has its log
-    /// compacted, which is logged once here.
+    /// Snapshots are taken (see the `snapshot_*` fields of [`Config`]) as
+    /// [`Config::snapshot_mode`] says: by default when the state machine implements
+    /// [`StateMachine::snapshot`] (one that does not never has its log compacted, which is
+    /// logged once here as a warning naming its type); with
+    /// [`SnapshotMode::Required`](crate::SnapshotMode::Required), a state machine without them
+    /// fails the start with [`StartError::SnapshotsUnsupported`].
     pub fn start(
         id: NodeId,
         members: impl IntoIterator<Item = impl Into<Member>>,
@@ -225,7 +228,7 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         given.sort_unstable();
         given.dedup();
         let members = agree_on_members(id, given, &mut initial, &mut storage)?;
-        let snapshots_supported = probe_snapshot_support(&state_machine, id);
+        let snapshots_supported = probe_snapshot_support(&state_machine, config.snapshot_mode, id)?;
         if let Some(snapshot) = &initial.snapshot {
             restore_snapshot(&mut state_machine, &storage.snapshot_store(), snapshot)?;
             tracing::info!(target: LOG_TARGET, node = %id, "Restored the state machine from the snapshot through {}", snapshot.meta.last_included);
@@ -644,6 +647,7 @@ impl<I: NodeIo<W>, W> crate::driver::ReadySink for Answers<'_, I, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_machine::SnapshotMode;
     use crate::storage::MemoryStorage;
 
     /// A state machine that accepts anything.
@@ -1072,5 +1076,66 @@ mod tests {
         settle(&mut node, &mut io);
         assert!(node.snapshot_due(), "snapshots were turned off by an unrelated error");
         assert!(node.take_snapshot(&mut io).unwrap().is_some());
+    }
+
+    /// A wrapper that forwards only `apply`: it compiles, and its snapshots are the trait's
+    /// defaults (unsupported), whatever the machine inside implements.
+    struct ForwardsOnlyApply(Counting);
+
+    impl StateMachine for ForwardsOnlyApply {
+        fn apply(&mut self, command: &[u8]) -> ApplyResult {
+            self.0.apply(command)
+        }
+    }
+
+    /// Whether a snapshot is due on a leader of one with `machine`, after three commands
+    /// with a threshold of one, or why it did not start.
+    fn snapshot_due_with<M: StateMachine>(
+        mode: SnapshotMode,
+        machine: M,
+    ) -> Result<bool, StartError> {
+        let config = Config {
+            snapshot_after_entries: 1,
+            snapshot_after_bytes: 0,
+            snapshot_mode: mode,
+            ..Config::default()
+        };
+        let mut node: Node<MemoryStorage, M, ()> =
+            Node::start(NodeId(1), [NodeId(1)], config, MemoryStorage::new(), machine, 1)?;
+        let mut io = HeldSyncs::default();
+        lead(&mut node, &mut io);
+        for _ in 0..3 {
+            node.propose(Bytes::from_static(b"c"), ()).map_err(|(error, _)| error).unwrap();
+        }
+        settle(&mut node, &mut io);
+        Ok(node.snapshot_due())
+    }
+
+    /// Each snapshot mode against a state machine with snapshots and one without (a wrapper
+    /// that forwards only `apply`): `Required` refuses to start without them, naming the
+    /// type; `IfSupported` takes them when it can and runs without otherwise; `Off` never
+    /// takes them.
+    #[test]
+    fn the_snapshot_mode_decides_at_start() {
+        match snapshot_due_with(SnapshotMode::Required, ForwardsOnlyApply(Counting(0))) {
+            Err(StartError::SnapshotsUnsupported { state_machine }) => {
+                assert!(state_machine.ends_with("ForwardsOnlyApply"), "{state_machine}");
+            }
+            other => panic!("expected SnapshotsUnsupported, got {other:?}"),
+        }
+        let message = StartError::SnapshotsUnsupported { state_machine: "my::Machine" }.to_string();
+        assert!(message.contains("my::Machine") && message.contains("snapshot_mode"), "{message}");
+        assert_eq!(snapshot_due_with(SnapshotMode::Required, Counting(0)).ok(), Some(true));
+        assert_eq!(snapshot_due_with(SnapshotMode::IfSupported, Counting(0)).ok(), Some(true));
+        assert_eq!(
+            snapshot_due_with(SnapshotMode::IfSupported, ForwardsOnlyApply(Counting(0))).ok(),
+            Some(false)
+        );
+        assert_eq!(snapshot_due_with(SnapshotMode::Off, Counting(0)).ok(), Some(false));
+        assert_eq!(
+            snapshot_due_with(SnapshotMode::Off, ForwardsOnlyApply(Counting(0))).ok(),
+            Some(false)
+        );
+        assert_eq!(Config::default().snapshot_mode, SnapshotMode::IfSupported);
     }
 }

@@ -6,23 +6,27 @@
 //! pumps too), and completes each proposal with the state machine's result. [`RaftNode`] is a cheap, cloneable
 //! handle to that task.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::core::{Configuration, LOG_TARGET, MemberAddress, ReadPolicy};
+use crate::core::{Configuration, LOG_TARGET, MemberAddress, ReadPolicy, Role};
 use crate::error::{
-    FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError, WaitError,
+    FatalError, MachineReadError, MembershipError, ProposeError, ReadError, StartError,
+    StorageError, WaitError,
 };
+use crate::events::{EventPublisher, NodeEvent};
 use crate::message::Message;
 use crate::metrics::NodeMetrics;
 use crate::node::{ApplyResult, Member, Node, NodeIo, ProposalResult};
@@ -53,15 +57,34 @@ enum ReadReply {
     Index(oneshot::Sender<Result<LogIndex, ReadError>>),
     /// The state machine's answer to a query, asked once it is safe.
     Query(Bytes, oneshot::Sender<Result<Vec<u8>, ReadError>>),
+    /// A caller's closure ([`RaftNode::read`]), run on the state machine once it is safe.
+    Machine(MachineRead),
 }
+
+/// A [`RaftNode::read`] closure, with its reply channel inside: run on the node's task with
+/// the state machine (as `Any`, for the closure to take back its type), or with why the read
+/// cannot be served.
+type MachineRead = Box<dyn FnOnce(Result<&dyn Any, ReadError>) + Send>;
+
+/// What a [`RaftNode::read`] closure sends back: its value, the panic it raised (resumed
+/// in the caller, not on the node's task), or why the read was not served.
+type MachineReadOutcome<R> = Result<std::thread::Result<R>, MachineReadError>;
 
 impl ReadReply {
     fn fail(self, error: ReadError) {
         match self {
             ReadReply::Index(reply) => drop(reply.send(Err(error))),
             ReadReply::Query(_, reply) => drop(reply.send(Err(error))),
+            ReadReply::Machine(read) => read(Err(error)),
         }
     }
+}
+
+/// The type of the state machine a node runs, for [`RaftNode::read`] to check its callers'.
+#[derive(Clone, Copy, Debug)]
+struct MachineType {
+    id: TypeId,
+    name: &'static str,
 }
 
 /// A membership change or leadership transfer asked of the node.
@@ -126,6 +149,10 @@ struct Shared {
     task: Mutex<Option<JoinHandle<Result<(), FatalError>>>>,
     /// Set by the node's task the moment it stops: why, if it stopped on its own.
     stopped: Arc<Stopped>,
+    /// The type of the node's state machine.
+    state_machine_type: MachineType,
+    /// Subscribes to the node's events while its task runs.
+    events: broadcast::WeakSender<NodeEvent>,
 }
 
 /// Set once, when the node's task stops: the fatal error that stopped it, or `None` for a
@@ -144,9 +171,12 @@ impl RaftNode {
     /// the committed entries after it are applied again before the node serves, so it comes
     /// back with the state it had. `state_machine` must be empty.
     ///
-    /// Snapshots are taken automatically (see the `snapshot_*` fields of [`Config`]) when
-    /// the state machine implements [`StateMachine::snapshot`]; one that does not (the
-    /// default) never has its log compacted, which is logged once here.
+    /// Snapshots are taken automatically (see the `snapshot_*` fields of [`Config`]) as
+    /// [`Config::snapshot_mode`] says: by default when the state machine implements
+    /// [`StateMachine::snapshot`] (one that does not never has its log compacted, which is
+    /// logged once here as a warning naming its type); with
+    /// [`SnapshotMode::Required`](crate::SnapshotMode::Required), a state machine without them
+    /// fails the start with [`StartError::SnapshotsUnsupported`].
     pub fn start<S, T, M>(
         id: NodeId,
         members: impl IntoIterator<Item = impl Into<Member>>,
@@ -170,7 +200,9 @@ impl RaftNode {
         transport.update_members(node.core().configuration());
 
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests);
-        let (status_sender, status) = watch::channel(Status::of(node.core()));
+        let initial_status = Status::of(node.core());
+        let (events, events_handle) = EventPublisher::new(&initial_status);
+        let (status_sender, status) = watch::channel(initial_status);
         // A oneshot rather than a watch: the node polls the same receiver on every wakeup,
         // which registers its waker with atomics and no lock.
         let (stop, stop_requested) = oneshot::channel();
@@ -195,6 +227,7 @@ impl RaftNode {
             known_configuration: node_configuration,
             epoch: Instant::now(),
             stopped: Arc::clone(&stopped),
+            events,
         };
         let task = runtime.spawn(node_loop.run());
         Ok(RaftNode {
@@ -208,6 +241,11 @@ impl RaftNode {
                 stop: Mutex::new(Some(stop)),
                 task: Mutex::new(Some(task)),
                 stopped,
+                state_machine_type: MachineType {
+                    id: TypeId::of::<M>(),
+                    name: std::any::type_name::<M>(),
+                },
+                events: events_handle,
             }),
         })
     }
@@ -283,7 +321,7 @@ impl RaftNode {
     /// ```
     pub async fn read_index(&self, policy: ReadPolicy) -> Result<LogIndex, ReadError> {
         let (reply, result) = oneshot::channel();
-        self.read(policy, ReadReply::Index(reply)).await?;
+        self.send_read(policy, ReadReply::Index(reply)).await?;
         result.await.unwrap_or(Err(ReadError::Shutdown))
     }
 
@@ -297,11 +335,102 @@ impl RaftNode {
         policy: ReadPolicy,
     ) -> Result<Vec<u8>, ReadError> {
         let (reply, result) = oneshot::channel();
-        self.read(policy, ReadReply::Query(query.into(), reply)).await?;
+        self.send_read(policy, ReadReply::Query(query.into(), reply)).await?;
         result.await.unwrap_or(Err(ReadError::Shutdown))
     }
 
-    async fn read(&self, policy: ReadPolicy, reply: ReadReply) -> Result<(), ReadError> {
+    /// Runs `read` on the node's state machine once a read may be served, as for
+    /// [`read_index`](Self::read_index) (with [`ReadPolicy::ReadIndex`], linearizable: the
+    /// state machine reflects every write that completed before the call, on any node), and
+    /// returns what it returns. No shared lock around the state machine is needed: the
+    /// closure borrows it on the node's task, between two commands.
+    ///
+    /// `M` is the type of the state machine the node was started with (the node is not
+    /// generic over it, so the type is checked when the call is made): another type fails at
+    /// once with [`MachineReadError::WrongStateMachine`], naming both.
+    ///
+    /// The closure runs on the node's own task, like `apply`: a slow closure holds up the
+    /// whole node (its heartbeats too), so copy out what you need and work on it after the
+    /// call returns. A closure that panics leaves the node running; the panic is resumed in
+    /// the caller.
+    ///
+    /// Errors: [`MachineReadError::Read`] with those of [`read_index`](Self::read_index).
+    ///
+    /// ```
+    /// use raft_consensus::storage::MemoryStorage;
+    /// use raft_consensus::transport::ChannelNetwork;
+    /// use raft_consensus::{Config, MachineReadError, NodeId, RaftNode, ReadPolicy, StateMachine};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Default)]
+    /// struct Balances(std::collections::BTreeMap<u8, u64>);
+    /// impl StateMachine for Balances {
+    ///     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    ///         let [account, amount] = command else { return Err("two bytes: account, amount".into()) };
+    ///         *self.0.entry(*account).or_default() += u64::from(*amount);
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let network = ChannelNetwork::new();
+    /// let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Balances::default())?;
+    /// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// node.propose(vec![7, 40]).await?;
+    /// let balance = node.read(ReadPolicy::ReadIndex, |machine: &Balances| machine.0.get(&7).copied()).await?;
+    /// assert_eq!(balance, Some(40));
+    ///
+    /// // A type other than the node's state machine is refused, naming both.
+    /// struct Other;
+    /// impl StateMachine for Other {
+    ///     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    ///         Ok(Vec::new())
+    ///     }
+    /// }
+    /// let wrong = node.read(ReadPolicy::ReadIndex, |_: &Other| ()).await;
+    /// assert!(matches!(wrong, Err(MachineReadError::WrongStateMachine { .. })));
+    /// # node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read<M, R>(
+        &self,
+        policy: ReadPolicy,
+        read: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, MachineReadError>
+    where
+        M: StateMachine + 'static,
+        R: Send + 'static,
+    {
+        let node_type = self.shared.state_machine_type;
+        let wrong_type = move || MachineReadError::WrongStateMachine {
+            requested: std::any::type_name::<M>(),
+            node: node_type.name,
+        };
+        if TypeId::of::<M>() != node_type.id {
+            return Err(wrong_type());
+        }
+        let (reply, result) = oneshot::channel::<MachineReadOutcome<R>>();
+        let machine_read: MachineRead = Box::new(move |machine| {
+            let outcome = machine.map_err(MachineReadError::Read).and_then(|machine| {
+                let machine = machine.downcast_ref::<M>().ok_or_else(wrong_type)?;
+                // The closure only borrows the state machine: a panic in it cannot leave the
+                // state half changed, and the node goes on.
+                Ok(std::panic::catch_unwind(AssertUnwindSafe(|| read(machine))))
+            });
+            let _ = reply.send(outcome);
+        });
+        self.send_read(policy, ReadReply::Machine(machine_read)).await?;
+        match result.await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(MachineReadError::Read(ReadError::Shutdown)),
+        }
+    }
+
+    async fn send_read(&self, policy: ReadPolicy, reply: ReadReply) -> Result<(), ReadError> {
         self.shared
             .requests
             .send(Request::Read { policy, reply })
@@ -458,11 +587,41 @@ impl RaftNode {
         result.await.unwrap_or(Err(MembershipError::Shutdown))
     }
 
-    /// What the node knows now. Once the node has stopped ([`is_running`](Self::is_running)
-    /// is false), this is the last status it published, frozen: its role then is no longer
-    /// true, so check `is_running` before reporting it.
+    /// What the node knows now. Once the node has stopped (shut down, or stopped on a fatal
+    /// error: [`is_running`](Self::is_running) is false), its role is [`Role::Stopped`] with
+    /// no leader and no followers, and its indexes are the last ones it published.
+    ///
+    /// ```
+    /// # use raft_consensus::storage::MemoryStorage;
+    /// # use raft_consensus::transport::ChannelNetwork;
+    /// # use raft_consensus::{Config, NodeId, RaftNode, Role, StateMachine, WaitError};
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl StateMachine for Noop {
+    /// #     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    /// #         Ok(Vec::new())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let network = ChannelNetwork::new();
+    /// # let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Noop)?;
+    /// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// node.shutdown().await?;
+    /// assert_eq!(node.status().role, Role::Stopped);
+    /// let waited = node.wait_for(Duration::from_secs(5), |status| status.applied_index.0 > 0).await;
+    /// assert_eq!(waited, Err(WaitError::Shutdown));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn status(&self) -> Status {
-        self.shared.status.borrow().clone()
+        let mut status = self.shared.status.borrow().clone();
+        if !self.is_running() {
+            // The task publishes the stopped status as it ends; a task that never got there
+            // (its runtime shut down) left its last running one.
+            status.mark_stopped();
+        }
+        status
     }
 
     /// Whether the node still runs: false from the moment it stops on its own (a storage
@@ -476,6 +635,55 @@ impl RaftNode {
     /// shutdown. Set the moment it stops, before it answers the requests still waiting.
     pub fn fatal_error(&self) -> Option<FatalError> {
         self.shared.stopped.get().cloned().flatten()
+    }
+
+    /// Subscribes to what happens on the node from now on ([`NodeEvent`]): role and leader
+    /// changes, the applied index (coalesced), snapshots taken and installed, and, last, the
+    /// node stopping, after which the receiver reports `Closed`. Read
+    /// [`status`](Self::status) for where the node stands when you subscribe.
+    ///
+    /// The channel holds [`EVENTS_CAPACITY`](crate::events::EVENTS_CAPACITY) events per
+    /// subscriber and the node never waits for one: a subscriber that falls further behind
+    /// loses the oldest and its next `recv` reports how many
+    /// ([`RecvError::Lagged`](broadcast::error::RecvError::Lagged)); read `status` then.
+    /// A node with no subscriber builds no events.
+    ///
+    /// ```
+    /// # use raft_consensus::storage::MemoryStorage;
+    /// # use raft_consensus::transport::ChannelNetwork;
+    /// # use raft_consensus::{Config, NodeId, RaftNode, StateMachine};
+    /// use raft_consensus::events::NodeEvent;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl StateMachine for Noop {
+    /// #     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    /// #         Ok(Vec::new())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let network = ChannelNetwork::new();
+    /// let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Noop)?;
+    /// let mut events = node.events();
+    /// let leader = tokio::time::timeout(Duration::from_secs(5), async {
+    ///     loop {
+    ///         if let NodeEvent::LeaderChanged { leader: Some(leader), .. } = events.recv().await? {
+    ///             return Ok::<_, tokio::sync::broadcast::error::RecvError>(leader);
+    ///         }
+    ///     }
+    /// })
+    /// .await??;
+    /// assert_eq!(leader, NodeId(1));
+    /// # node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        match self.shared.events.upgrade() {
+            Some(sender) => sender.subscribe(),
+            // The node's task has ended: a receiver that reports `Closed` at once.
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// What the node has done since it started.
@@ -498,16 +706,23 @@ impl RaftNode {
         }
     }
 
-    /// Waits until `condition` holds for the node's status, at most `timeout`.
+    /// Waits until `condition` holds for the node's status, at most `timeout`, and returns
+    /// that status. Fails with [`WaitError::Timeout`] when it does not hold in time, and with
+    /// [`WaitError::Shutdown`] as soon as the node has stopped, even if `condition` holds on
+    /// the status it stopped with (see [`status`](Self::status)).
     pub async fn wait_for(
         &self,
         timeout: Duration,
         mut condition: impl FnMut(&Status) -> bool,
     ) -> Result<Status, WaitError> {
         let mut status = self.shared.status.clone();
-        match tokio::time::timeout(timeout, status.wait_for(|current| condition(current))).await {
-            Ok(Ok(current)) => Ok(current.clone()),
-            Ok(Err(_)) => Err(WaitError::Shutdown),
+        let stopped_or_holds =
+            status.wait_for(|current| current.role == Role::Stopped || condition(current));
+        match tokio::time::timeout(timeout, stopped_or_holds).await {
+            Ok(Ok(current)) if current.role != Role::Stopped && self.is_running() => {
+                Ok(current.clone())
+            }
+            Ok(_) => Err(WaitError::Shutdown),
             Err(_) => Err(WaitError::Timeout),
         }
     }
@@ -617,6 +832,8 @@ struct NodeLoop<S: Storage, T, M: StateMachine> {
     epoch: Instant,
     /// Shared with the handles: set when the loop ends.
     stopped: Arc<Stopped>,
+    /// Tells subscribers what changed.
+    events: EventPublisher,
 }
 
 /// The runtime's side of [`NodeIo`]: messages go to the transport, syncs to the sync thread,
@@ -651,7 +868,7 @@ impl<T: Transport> NodeIo<ProposeReply> for LoopIo<'_, T> {
     }
 }
 
-impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
+impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
     async fn run(mut self) -> Result<(), FatalError> {
         let id = self.node.id();
         let mut transport_open = true;
@@ -695,7 +912,9 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
         };
         // First: from here on, handles report the node stopped, not its last role.
         let _ = self.stopped.set(result.as_ref().err().cloned());
+        self.status.send_modify(Status::mark_stopped);
         self.stop(&result);
+        self.events.stopped(result.as_ref().err().cloned());
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result
     }
@@ -877,6 +1096,8 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             // After a storage failure the core may hold state that never became durable:
             // the last status published stays the last one that was.
             let current = Status::of(self.node.core());
+            let node = &self.node;
+            self.events.observe(&current, node.snapshots_stored(), node.snapshots_installed());
             self.status.send_if_modified(|status| {
                 let changed = *status != current;
                 if changed {
@@ -884,6 +1105,7 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
                 }
                 changed
             });
+            self.events.publish();
         }
         self.answer_completed();
         result
@@ -900,6 +1122,10 @@ impl<S: Storage, T: Transport, M: StateMachine> NodeLoop<S, T, M> {
             match (reply, outcome) {
                 (reply, Err(error)) => reply.fail(error),
                 (ReadReply::Index(reply), Ok(read_index)) => drop(reply.send(Ok(read_index))),
+                (ReadReply::Machine(read), Ok(_)) => {
+                    let machine: &dyn Any = self.node.state_machine();
+                    read(Ok(machine));
+                }
                 (ReadReply::Query(query, reply), Ok(_)) => {
                     let answer = self
                         .node

@@ -93,6 +93,40 @@ impl fmt::Display for SnapshotsUnsupported {
 
 impl Error for SnapshotsUnsupported {}
 
+/// Whether a node takes snapshots of its state machine: [`Config::snapshot_mode`]. A node
+/// checks it against its state machine when it starts: a state machine implements snapshots
+/// unless its [`snapshot_view`](StateMachine::snapshot_view) (by default, its
+/// [`snapshot`](StateMachine::snapshot)) returns [`SnapshotsUnsupported`], as the trait's
+/// default does (and so does a wrapper that forwards only `apply`).
+///
+/// ```
+/// use raft_consensus::{Config, SnapshotMode};
+///
+/// // Refuse to start unless the state machine implements snapshots.
+/// let config = Config { snapshot_mode: SnapshotMode::Required, ..Config::default() };
+/// # assert!(config.validate().is_ok());
+/// ```
+///
+/// [`Config::snapshot_mode`]: crate::Config::snapshot_mode
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SnapshotMode {
+    /// Take snapshots if the state machine implements them; if it does not, run without
+    /// (the log is never compacted and a restart replays it all) and log a warning naming
+    /// the state machine's type when the node starts. The default: a state machine with
+    /// only `apply` works as it is, and says so.
+    #[default]
+    IfSupported,
+    /// Take snapshots: a node whose state machine does not implement them refuses to start
+    /// ([`StartError::SnapshotsUnsupported`](crate::StartError::SnapshotsUnsupported), naming
+    /// its type). Choose it for any state machine meant to run long.
+    Required,
+    /// Never take snapshots, whatever the state machine implements: the log is never
+    /// compacted and a restart replays it all. A snapshot already stored is still restored at
+    /// start, and one sent by a leader that takes snapshots is still installed (with
+    /// [`restore_from`](StateMachine::restore_from)).
+    Off,
+}
+
 /// The error the default [`StateMachine::query`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueriesUnsupported;
@@ -142,7 +176,12 @@ pub trait StateMachine {
         Err(Box::new(QueriesUnsupported))
     }
 
-    /// Serializes the whole state. Optional: the default says snapshots are unsupported.
+    /// Serializes the whole state. Optional: the default says snapshots are unsupported
+    /// ([`SnapshotsUnsupported`]), and a node with the default
+    /// [`SnapshotMode::IfSupported`] then runs without snapshots (warning once when it
+    /// starts); with [`SnapshotMode::Required`] it refuses to start. A wrapper around another
+    /// state machine must forward this and [`restore`](Self::restore) (or `snapshot_view` and
+    /// `restore_from`) to keep its snapshots.
     ///
     /// The node calls [`snapshot_view`](Self::snapshot_view), whose default calls this: a
     /// state machine whose state is large implements `snapshot_view` instead, so that the

@@ -11,11 +11,13 @@ use crate::types::{LogIndex, NodeId, Term};
 pub struct Status {
     /// The node's id.
     pub id: NodeId,
-    /// Its current role.
+    /// Its current role; [`Role::Stopped`] once the node has stopped (shut down, or stopped
+    /// on a fatal error).
     pub role: Role,
     /// Its current term.
     pub term: Term,
-    /// The leader it knows for the current term, if any (itself when leader).
+    /// The leader it knows for the current term, if any (itself when leader); `None` once
+    /// stopped.
     pub leader_id: Option<NodeId>,
     /// The highest index it knows committed.
     pub commit_index: LogIndex,
@@ -73,5 +75,14 @@ impl Status {
     /// Whether the node is the leader.
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader
+    }
+
+    /// Turns the last status of a node that has stopped into what it reports from then on:
+    /// [`Role::Stopped`], no leader, no followers; its indexes, term and configuration are
+    /// its last ones.
+    pub(crate) fn mark_stopped(&mut self) {
+        self.role = Role::Stopped;
+        self.leader_id = None;
+        self.followers.clear();
     }
 }

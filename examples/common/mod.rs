@@ -1,16 +1,15 @@
-//! Helpers the runnable examples share: logging set up from `RUST_LOG`, a state machine
-//! wrapper whose state the example can print, and waiting for a leader.
+//! Helpers the runnable examples share: logging set up from `RUST_LOG`, where nodes keep
+//! their logs, waiting for a leader and proposing through it. (The examples read each node's
+//! store with `RaftNode::read`: no state machine wrapper is needed.)
 
-use std::error::Error;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
-use raft_consensus::{NodeId, ProposeError, RaftNode, StateMachine};
+use raft_consensus::{NodeId, ProposeError, RaftNode};
 use tracing_subscriber::EnvFilter;
 
 /// The cluster id the examples' logs are stamped with.
@@ -57,40 +56,6 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-}
-
-/// A state machine shared between a node (which applies commands to it) and the example
-/// (which reads it to show what each node holds).
-pub struct Shared<M>(pub Arc<Mutex<M>>);
-
-impl<M> Shared<M> {
-    /// Wraps `machine`, returning the wrapper for the node and a handle for the example.
-    pub fn new(machine: M) -> (Self, Arc<Mutex<M>>) {
-        let handle = Arc::new(Mutex::new(machine));
-        (Shared(Arc::clone(&handle)), handle)
-    }
-}
-
-impl<M: StateMachine> StateMachine for Shared<M> {
-    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        self.0.lock().map_err(|_| "state machine lock poisoned")?.apply(command)
-    }
-
-    fn apply_at(
-        &mut self,
-        index: raft_consensus::LogIndex,
-        command: &[u8],
-    ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        self.0.lock().map_err(|_| "state machine lock poisoned")?.apply_at(index, command)
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        self.0.lock().map_err(|_| "state machine lock poisoned")?.snapshot()
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
-        self.0.lock().map_err(|_| "state machine lock poisoned")?.restore(snapshot)
-    }
 }
 
 /// Waits until `observer` follows (or is) a leader other than `excluded`, and returns it.

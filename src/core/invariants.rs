@@ -149,6 +149,11 @@ impl RaftCore {
                 "invariant violated: {id} is a follower of itself in term {}",
                 self.term
             ),
+            Role::Stopped => {
+                panic!(
+                    "invariant violated: {id}'s core has the role Stopped, which only a stopped runtime's status reports"
+                )
+            }
         }
         if self.role == Role::Leader {
             let mut others = 0;

@@ -73,6 +73,9 @@ pub enum Role {
     Candidate,
     /// Accepts proposals and replicates the log.
     Leader,
+    /// No longer runs: [`RaftNode::status`](crate::RaftNode::status) reports it once the node
+    /// was shut down or stopped on a fatal error. The protocol core itself never takes it.
+    Stopped,
 }
 
 impl fmt::Display for Role {
@@ -81,6 +84,7 @@ impl fmt::Display for Role {
             Role::Follower => "Follower",
             Role::Candidate => "Candidate",
             Role::Leader => "Leader",
+            Role::Stopped => "Stopped",
         })
     }
 }
@@ -279,9 +283,17 @@ impl RaftCore {
         // after a gap. The first Ready carries the reset; it is harmless when storage was
         // already reset there.
         let stored_log_dropped = entries.is_empty() && base.index > LogIndex(0);
-        let log = RaftLog::from_entries(base, entries)
+        let mut log = RaftLog::from_entries(base, entries)
             .map_err(|detail| StorageError::Corrupt { detail })?;
         let snapshot_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last_included.index);
+        // Storage may still hold entries its snapshot let it drop (it compacts lazily, a
+        // segment at a time): the log starts where it did before the restart, keeping
+        // `snapshot_keep_entries` below the snapshot, as `snapshot_stored` compacts it.
+        let compact_through =
+            LogIndex(snapshot_index.0.saturating_sub(config.snapshot_keep_entries));
+        if compact_through > log.base().index && log.term_at(compact_through).is_some() {
+            log.compact_through(compact_through);
+        }
         let mut hard_state = initial.hard_state;
         if log.last_log_id().term > hard_state.term {
             // The entries of a batch are written before its hard state, so a crash can keep
@@ -410,6 +422,8 @@ impl RaftCore {
                     self.campaign();
                 }
             }
+            // Never the core's role (see `Role::Stopped`): nothing to do.
+            Role::Stopped => {}
         }
     }
 
@@ -429,6 +443,7 @@ impl RaftCore {
                 .min(self.check_quorum_deadline_ms)
                 .min(self.stall_deadline_ms().unwrap_or(u64::MAX)),
             Role::Follower | Role::Candidate => self.election_deadline_ms,
+            Role::Stopped => u64::MAX,
         }
     }
 

@@ -164,6 +164,7 @@ impl RaftCore {
             Role::Follower | Role::Candidate => {
                 return Err(ReadError::NotLeader { leader_hint: self.leader_id });
             }
+            Role::Stopped => return Err(ReadError::Shutdown),
         }
         let id = self.new_read_id();
         self.start_read(ReadOrigin::Local(id), policy == ReadPolicy::Lease);
