@@ -831,8 +831,10 @@ async fn compare_and_swap(
 /// reports `"state":"stopped"`, `"role":"stopped"`, no leader and no followers, and why in
 /// `"stopped_reason"`, never the role it last had; its indexes are its last ones.
 async fn status(State(state): State<Arc<AppState>>) -> HttpResponse {
-    let running = state.node.is_running();
     let mut status = state.node.status();
+    // Stopped either way: before this status was read, or as it shows (the node stopped
+    // between the two calls).
+    let running = state.node.is_running() && status.role != raft_consensus::Role::Stopped;
     if !running {
         status.leader_id = None;
         status.followers.clear();
