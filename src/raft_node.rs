@@ -730,7 +730,9 @@ impl RaftNode {
     /// Stops the node: proposals not yet appended fail with [`ProposeError::Shutdown`],
     /// appended ones with [`ProposeError::OutcomeUnknown`], and the task ends. Returns why
     /// the node stopped earlier on its own, if it did: a storage failure, or a broken safety
-    /// rule ([`FatalError`]). Calling it again returns `Ok`.
+    /// rule ([`FatalError`]). Calling it again returns `Ok`. It returns once nothing of the
+    /// node writes to its storage any more: a snapshot being written is finished first, so
+    /// a node started next on the same data directory has it to itself.
     pub async fn shutdown(&self) -> Result<(), FatalError> {
         let stop = self.shared.stop.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(stop) = stop {
@@ -914,6 +916,13 @@ impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
         let _ = self.stopped.set(result.as_ref().err().cloned());
         self.status.send_modify(Status::mark_stopped);
         self.stop(&result);
+        // A snapshot still being written on its blocking thread finishes before the node
+        // counts as stopped: it writes into the data directory (and removes older snapshots
+        // there once done), which a node started next on the same directory must have to
+        // itself. Its outcome no longer matters: a finished file is found at the next start.
+        if let Some(write) = self.snapshot_write.take() {
+            let _ = write.await;
+        }
         self.events.stopped(result.as_ref().err().cloned());
         tracing::info!(target: LOG_TARGET, node = %id, "Stopped");
         result

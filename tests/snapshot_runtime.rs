@@ -4,8 +4,11 @@
 //! tokio's paused clock.
 
 use std::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use raft_consensus::state_machine::SnapshotView;
 use raft_consensus::storage::{MemoryStorage, Storage, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::ChannelNetwork;
 use raft_consensus::{Config, LogIndex, NodeId, RaftNode, StateMachine};
@@ -46,6 +49,56 @@ struct SumWithoutSnapshots(Sum);
 impl StateMachine for SumWithoutSnapshots {
     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
         self.0.apply(command)
+    }
+}
+
+/// [`Sum`] whose snapshot writes wait until the test lets them go, and say when they end.
+struct HeldSnapshots {
+    sum: Sum,
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
+    written: Arc<AtomicBool>,
+}
+
+/// A view of a [`HeldSnapshots`]: the snapshot bytes, written once released.
+struct HeldView {
+    bytes: Vec<u8>,
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
+    written: Arc<AtomicBool>,
+}
+
+impl SnapshotView for HeldView {
+    fn write_to(
+        self: Box<Self>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        // The stimulus is the test's release, not time: this blocks until it comes.
+        let released = self.release.lock().map_err(|_| "poisoned")?.recv();
+        released.map_err(|_| "the test ended without releasing the write")?;
+        out.write_all(&self.bytes)?;
+        self.written.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl StateMachine for HeldSnapshots {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.sum.apply(command)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+        self.sum.snapshot()
+    }
+
+    fn snapshot_view(&self) -> Result<Box<dyn SnapshotView>, Box<dyn Error + Send + Sync>> {
+        Ok(Box::new(HeldView {
+            bytes: self.sum.snapshot()?,
+            release: Arc::clone(&self.release),
+            written: Arc::clone(&self.written),
+        }))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.sum.restore(snapshot)
     }
 }
 
@@ -160,4 +213,51 @@ async fn a_state_machine_without_snapshots_is_never_compacted() {
     let (status, answer) = run_once(storage, SumWithoutSnapshots::default(), 101).await;
     assert_eq!(answer, ((1..=200).sum::<u64>(), 200), "the whole log is applied again");
     assert_eq!(status.first_log_index, LogIndex(1));
+}
+
+/// A node shut down while a snapshot is being written finishes the write before `shutdown`
+/// returns: the write goes into the data directory (and removes older snapshots there), which
+/// a node started next on it must have to itself. (Before, `shutdown` returned at once and a
+/// restart could list a snapshot file that the old write then removed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_snapshot_being_written() {
+    let (release, held) = mpsc::channel();
+    let written = Arc::new(AtomicBool::new(false));
+    let machine = HeldSnapshots {
+        sum: Sum::default(),
+        release: Arc::new(Mutex::new(held)),
+        written: Arc::clone(&written),
+    };
+    let network = ChannelNetwork::new();
+    let config = Config { snapshot_after_entries: 20, ..Config::default() };
+    let node = RaftNode::start(
+        NodeId(1),
+        [NodeId(1)],
+        config,
+        MemoryStorage::new(),
+        network.join(NodeId(1)),
+        machine,
+    )
+    .expect("a valid start");
+    node.wait_for(DEADLINE, |status| status.is_leader()).await.expect("it elects itself");
+    // Enough to make a snapshot due; its write then waits for the release.
+    add_numbers(&node, 1, 30).await;
+    let shutdown = tokio::spawn({
+        let node = node.clone();
+        async move { node.shutdown().await }
+    });
+    node.wait_for(DEADLINE, |status| status.role == raft_consensus::Role::Stopped)
+        .await
+        .expect_err("a stopped node's waits fail");
+    // The node's loop has ended; its shutdown must not return while the write is held.
+    let early = tokio::time::timeout(Duration::from_millis(300), async {
+        while !shutdown.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(early.is_err(), "shutdown returned while a snapshot was still being written");
+    release.send(()).expect("the write waits for the release");
+    shutdown.await.expect("the shutdown task").expect("a clean stop");
+    assert!(written.load(Ordering::SeqCst), "shutdown returned before the write ended");
 }
