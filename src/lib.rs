@@ -77,6 +77,7 @@ mod raft_node;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;
+mod start_checks;
 pub mod state_machine;
 mod status;
 pub mod storage;
@@ -88,7 +89,7 @@ pub use config::Config;
 pub use core::{Configuration, MemberAddress, ReadPolicy, Role};
 pub use error::{
     ConfigError, FatalError, MembershipError, ProposeError, ReadError, StartError, StorageError,
-    StorageErrorKind, WaitError,
+    StorageErrorKind, TcpStartError, WaitError,
 };
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};
