@@ -412,6 +412,49 @@ pub enum ProposeError {
     },
     /// The command committed, and the state machine's `apply` returned this error. Every node
     /// applied the same command with the same result.
+    ///
+    /// The error is the very value your [`apply`](crate::StateMachine::apply) returned,
+    /// boxed: get your type back with [`downcast`](Box::downcast) (or
+    /// `downcast_ref` to only look at it).
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// use std::time::Duration;
+    ///
+    /// use raft_consensus::storage::MemoryStorage;
+    /// use raft_consensus::transport::ChannelNetwork;
+    /// use raft_consensus::{Config, NodeId, ProposeError, RaftNode, StateMachine};
+    ///
+    /// #[derive(Debug, PartialEq, thiserror::Error)]
+    /// #[error("{0} is not a number")]
+    /// struct NotANumber(String);
+    ///
+    /// struct Sum(u64);
+    ///
+    /// impl StateMachine for Sum {
+    ///     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+    ///         let text = String::from_utf8_lossy(command).into_owned();
+    ///         self.0 += text.parse::<u64>().map_err(|_| NotANumber(text))?;
+    ///         Ok(self.0.to_le_bytes().to_vec())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn Error>> {
+    /// let network = ChannelNetwork::new();
+    /// let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Sum(0))?;
+    /// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// match node.propose(b"seven".to_vec()).await {
+    ///     Err(ProposeError::Apply(error)) => {
+    ///         let error: Box<NotANumber> = error.downcast().map_err(|_| "another error type")?;
+    ///         assert_eq!(*error, NotANumber("seven".into()));
+    ///     }
+    ///     other => panic!("expected the state machine's error, got {other:?}"),
+    /// }
+    /// node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[error("the state machine rejected the command: {0}")]
     Apply(#[source] Box<dyn StdError + Send + Sync>),
 }

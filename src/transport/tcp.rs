@@ -36,40 +36,47 @@ const MAX_LEARNED_PEERS: usize = crate::config::MAX_MEMBERS;
 /// Settings of a [`TcpTransport`].
 #[derive(Clone, Debug)]
 pub struct TcpConfig {
-    /// The cluster's id; connections from another cluster are refused.
+    /// The cluster's id; connections from another cluster are refused. Take it from the
+    /// storage's identity ([`TcpConfig::for_identity`]): a node refuses to start with a
+    /// storage of another cluster. No default: [`TcpConfig::new`] takes it.
     pub cluster_id: u64,
-    /// The largest frame accepted or sent, in bytes.
+    /// The largest frame accepted or sent, in bytes (one message, as encoded). Default 64
+    /// MiB. A node refuses to start with a [`Config`](crate::Config) whose largest entry,
+    /// AppendEntries batch or snapshot chunk would not fit: see `Config`'s "Size limits".
     pub max_frame_bytes: usize,
-    /// Messages queued for one peer before further ones are dropped.
+    /// Messages queued for one peer before further ones are dropped (a count). Default 4,096.
     pub queue_capacity: usize,
     /// Bytes of log entries and snapshot chunks queued for one peer before further messages
     /// carrying them are dropped (one is always queued when nothing else is). Default 64
     /// MiB: a leader's appends in flight to one follower (`max_inflight_appends` times
     /// `max_append_bytes`, by default) fit.
     pub queue_bytes: usize,
-    /// Messages received and not yet taken by the node before further ones are dropped.
+    /// Messages received and not yet taken by the node before further ones are dropped (a
+    /// count). Default 65,536.
     pub inbox_capacity: usize,
-    /// First wait before redialling a peer.
+    /// First wait before redialling a peer, in milliseconds. Default 10.
     pub reconnect_min_ms: u64,
-    /// Longest wait between redials.
+    /// Longest wait between redials, in milliseconds (the wait doubles up to it). Default
+    /// 1,000.
     pub reconnect_max_ms: u64,
     /// The fingerprint of the bootstrap members sent in the handshake: `None` computes it
     /// from the peers given to [`TcpTransport::start`] and this node (0 when none are
     /// given); `Some(0)` says "not bootstrapping" (a node that joins a running cluster, or
-    /// restarts from its stored configuration), which every peer accepts.
+    /// restarts from its stored configuration), which every peer accepts. Default `None`.
     pub members_fingerprint: Option<u64>,
     /// The address peers reach this node at, sent in the handshake so that a peer that does
-    /// not know this node yet (a new member) can answer it. `None`: the listener's address.
+    /// not know this node yet (a new member) can answer it. `None` (the default): the
+    /// listener's address.
     pub advertise_addr: Option<SocketAddr>,
-    /// Mutual TLS for every connection (both directions); `None`: plain TCP, trusting the
-    /// node id a dialler claims.
+    /// Mutual TLS for every connection (both directions); `None` (the default): plain TCP,
+    /// trusting the node id a dialler claims.
     pub tls: Option<PeerTls>,
     /// How long a new connection (accepted or dialled) has to finish its TLS and transport
-    /// handshakes before it is closed.
+    /// handshakes before it is closed, in milliseconds. Default 5,000.
     pub handshake_timeout_ms: u64,
     /// Most connections the listener holds at once (handshaking or established); more are
     /// closed as soon as they are accepted. A cluster needs one per peer, plus a few while
-    /// peers reconnect.
+    /// peers reconnect. Default 256.
     pub max_inbound_connections: usize,
 }
 

@@ -78,7 +78,7 @@ pub struct WalIdentity {
     pub cluster_id: u64,
 }
 
-/// Limits of a [`WalStorage`].
+/// Limits of a [`WalStorage`] (each field's doc gives its default).
 ///
 /// # Free space
 ///
@@ -95,11 +95,13 @@ pub struct WalIdentity {
 /// stops the node with a "disk full" [`StorageError`](crate::StorageError).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalOptions {
-    /// A segment that reaches this size is closed and a new one started. Segments after the
-    /// first one a log opens with are preallocated (zero-filled) to this size when the disk
-    /// has room for it (see "Free space" above).
+    /// A segment that reaches this size, in bytes, is closed and a new one started. Segments
+    /// after the first one a log opens with are preallocated (zero-filled) to this size when
+    /// the disk has room for it (see "Free space" above). Default 64 MiB.
     pub segment_max_bytes: u64,
-    /// The largest entry payload accepted; larger ones are refused before anything is written.
+    /// The largest entry payload accepted, in bytes; larger ones are refused before anything
+    /// is written. Default 16 MiB: above [`Config::max_entry_bytes`](crate::Config::max_entry_bytes)
+    /// (8 MiB), which a node refuses to start above (see `Config`'s "Size limits").
     pub max_entry_bytes: usize,
 }
 
