@@ -381,6 +381,11 @@ async fn a_config_whose_messages_exceed_the_frame_limit_is_refused_at_start() {
     let small_frames = TcpConfig { max_frame_bytes: 4 * MIB, ..TcpConfig::new(7) };
     let cases = [
         ("max_entry_bytes", Config::default()),
+        // Exactly the frame's size: the message's framing no longer fits.
+        (
+            "max_entry_bytes",
+            Config { max_entry_bytes: 4 * MIB, max_append_bytes: MIB, ..Config::default() },
+        ),
         (
             "max_append_bytes",
             Config { max_entry_bytes: MIB, max_append_bytes: 4 * MIB, ..Config::default() },
