@@ -5,6 +5,7 @@
 //! heartbeat interval at or above the minimum election timeout.
 
 use crate::error::ConfigError;
+use crate::transport::codec::largest_messages;
 
 /// Timing and size limits of one Raft node. Each field's doc gives its default
 /// ([`Config::default`]) and unit; [`Config::validate`] refuses combinations that cannot work.
@@ -28,7 +29,9 @@ use crate::error::ConfigError;
 /// most `max_frame_bytes`: [`RaftNode::start`](crate::RaftNode::start) refuses a node whose
 /// parts break either rule ([`ConfigError::EntryLimitAboveStorage`],
 /// [`ConfigError::MessageAboveFrameLimit`], naming the values), since the first command or
-/// chunk that large would stop the node or be dropped forever. The other byte limits only
+/// chunk that large would stop the node or be dropped forever; and [`Config::validate`]
+/// refuses limits whose messages could not be framed at all (a 32-bit length, whatever the
+/// transport: [`ConfigError::LimitTooLarge`]). The other byte limits only
 /// bound memory and pace, and any values work together:
 /// [`max_inflight_bytes`](Config::max_inflight_bytes) (8 MiB; one larger entry is still sent
 /// alone), [`TcpConfig::queue_bytes`](crate::transport::TcpConfig::queue_bytes) (64 MiB; one
@@ -266,6 +269,17 @@ impl Config {
                 return Err(ConfigError::LimitTooLarge { name, max: MAX_FRAMED_LENGTH });
             }
         }
+        // So is every message, framing included: the largest ones must fit a 32-bit length
+        // whatever the transport (see "Size limits").
+        for (name, value, message_bytes) in largest_messages(self) {
+            if message_bytes > MAX_FRAMED_LENGTH {
+                let framing = message_bytes - value;
+                return Err(ConfigError::LimitTooLarge {
+                    name,
+                    max: MAX_FRAMED_LENGTH.saturating_sub(framing),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -310,6 +324,21 @@ mod tests {
         let huge_entries = Config { max_entry_bytes: usize::MAX, ..Config::default() };
         assert!(matches!(
             huge_entries.validate(),
+            Err(ConfigError::LimitTooLarge { name: "max_entry_bytes", .. })
+        ));
+        // Each field fits 32 bits, but a message of that much payload and its framing does not.
+        let huge_batches = Config { max_append_bytes: u32::MAX as usize - 64, ..Config::default() };
+        let Err(ConfigError::LimitTooLarge { name: "max_append_bytes", max }) =
+            huge_batches.validate()
+        else {
+            panic!("a batch that cannot be framed was accepted: {:?}", huge_batches.validate());
+        };
+        assert_eq!(Config { max_append_bytes: max, ..Config::default() }.validate(), Ok(()));
+        assert!(Config { max_append_bytes: max + 1, ..Config::default() }.validate().is_err());
+        let entry_without_room_for_framing =
+            Config { max_entry_bytes: u32::MAX as usize - 64, ..Config::default() };
+        assert!(matches!(
+            entry_without_room_for_framing.validate(),
             Err(ConfigError::LimitTooLarge { name: "max_entry_bytes", .. })
         ));
         let zero_inflight = Config { max_inflight_appends: 0, ..Config::default() };
