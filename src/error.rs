@@ -563,9 +563,10 @@ pub enum WaitError {
 /// started the transport in a function returning `io::Result` still compiles with `?`.
 #[derive(Debug, thiserror::Error)]
 pub enum TcpStartError {
-    /// The listener's bound address could not be read.
+    /// The listener's bound address could not be read. (The OS's message is part of this
+    /// one, not repeated as `source()`.)
     #[error("reading the listener's address: {0}")]
-    Listener(#[source] io::Error),
+    Listener(io::Error),
     /// The peers given include the node itself: peers are the *other* nodes (a node never
     /// dials itself).
     #[error("the peers include the node itself ({id} at {address}): give only the other nodes")]
