@@ -25,11 +25,15 @@
 #   ETCD_CONNECTIONS=128 bench/compare-etcd.sh   # one gRPC connection per etcd client
 #   TLS=1 bench/compare-etcd.sh            # raft-kv with mutual TLS between nodes and HTTPS
 #                                          # with client certificates (etcd stays plain)
+#   PROTOCOLS=http2 bench/compare-etcd.sh  # raft-kv over HTTP/2 only (default: "http1 http2")
 #
 # etcd's clients share ETCD_CONNECTIONS gRPC connections per node they talk to (default 1, as
-# etcd's own benchmark tool does; it was etcd's fastest setting here). raft-kv's clients speak
-# HTTP/1.1, which cannot multiplex, so each has its own kept-alive connection (two with
-# follower reads when its read node is not the leader: one for writes, one for reads).
+# etcd's own benchmark tool does; it was etcd's fastest setting here). raft-kv is measured
+# twice: over HTTP/1.1, which cannot multiplex, so each client has its own kept-alive
+# connection (two with follower reads when its read node is not the leader: one for writes,
+# one for reads); and over HTTP/2 (`--http2`), its clients sharing the same number of
+# connections per node as etcd's (`--connections $ETCD_CONNECTIONS`). The table has a row
+# for each raft-kv protocol beside etcd's figures for the same load.
 #
 # Installs Debian's etcd-server and protobuf-compiler (for the etcd gRPC client) if missing.
 set -euo pipefail
@@ -42,6 +46,10 @@ KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
 ETCD_CONNECTIONS=${ETCD_CONNECTIONS:-1}
 TLS=${TLS:-0}
+PROTOCOLS=${PROTOCOLS:-"http1 http2"}
+for protocol in $PROTOCOLS; do
+    case "$protocol" in http1 | http2) ;; *) echo "PROTOCOLS: unknown $protocol (http1, http2)" >&2; exit 1 ;; esac
+done
 # Ports: etcd client 23791-3 and peer 23801-3; raft-kv raft 27001-3 and HTTP 28001-3.
 ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
@@ -144,26 +152,34 @@ wait_until "raft-kv" "$raft_kv" status --endpoints "$raft_kv_endpoints" "${raft_
 echo "== both clusters are up: etcd $etcd_endpoints; raft-kv $raft_kv_endpoints"
 
 results="$work/results.tsv"
-# One load: appends "system kind clients requests/s p50 p99 errors" to the results.
+# One load: appends "system kind clients requests/s p50 p99 errors" to the results. The
+# systems: etcd, raft-kv-http1 and raft-kv-http2.
 measure() {
     local system=$1 kind=$2 clients=$3 endpoints read_ratio=1 output connections=() reads=()
-    if [ "$system" = etcd ]; then
-        endpoints=$etcd_endpoints
-        connections=(--connections "$ETCD_CONNECTIONS")
-    else
-        endpoints=$raft_kv_endpoints
-        connections=("${raft_kv_client[@]}")
-    fi
+    local target=raft-kv
+    case "$system" in
+        etcd)
+            target=etcd
+            endpoints=$etcd_endpoints
+            connections=(--connections "$ETCD_CONNECTIONS") ;;
+        raft-kv-http1)
+            endpoints=$raft_kv_endpoints
+            connections=("${raft_kv_client[@]}") ;;
+        raft-kv-http2)
+            endpoints=$raft_kv_endpoints
+            connections=("${raft_kv_client[@]}" --http2 --connections "$ETCD_CONNECTIONS") ;;
+        *) echo "unknown system $system" >&2; exit 1 ;;
+    esac
     case "$kind" in
         writes) read_ratio=0 ;;
         reads) ;;
         follower-reads) reads=(--read-from followers) ;;
         # etcd's baseline is its linearizable read from the leader.
-        lease-reads) [ "$system" = etcd ] || reads=(--consistency lease) ;;
+        lease-reads) [ "$target" = etcd ] || reads=(--consistency lease) ;;
         *) echo "unknown load $kind" >&2; exit 1 ;;
     esac
     echo "-- $system $kind, $clients clients"
-    output=$("$raft_kv" bench --target "$system" --endpoints "$endpoints" \
+    output=$("$raft_kv" bench --target "$target" --endpoints "$endpoints" \
         --concurrency "$clients" --duration-secs "$DURATION" --keys "$KEYS" \
         --value-size "$VALUE_SIZE" --read-ratio "$read_ratio" "${connections[@]}" "${reads[@]}")
     echo "$output" | sed 's/^/   /'
@@ -177,7 +193,9 @@ measure() {
 for kind in $LOADS; do
     for clients in $CLIENTS; do
         measure etcd "$kind" "$clients"
-        measure raft-kv "$kind" "$clients"
+        for protocol in $PROTOCOLS; do
+            measure "raft-kv-$protocol" "$kind" "$clients"
+        done
     done
 done
 
@@ -185,18 +203,25 @@ echo
 tls_note=""
 [ "$TLS" = 1 ] && tls_note=", raft-kv with mutual TLS (peers) and HTTPS with client certificates"
 echo "== $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(etcd --version | head -1), ${DURATION} s per load, ${VALUE_SIZE}-byte values, ${KEYS} keys, etcd clients on ${ETCD_CONNECTIONS} connection(s)$tls_note"
-awk -F'\t' '
+awk -F'\t' -v protocols="$PROTOCOLS" -v connections="$ETCD_CONNECTIONS" '
     { key = $2 "\t" $3; rate[$1, key] = $4; p50[$1, key] = $5; p99[$1, key] = $6; errors[$1, key] = $7
       if (!(key in seen)) { seen[key] = 1; order[++n] = key } }
     END {
-        printf "| load | clients | etcd req/s | raft-kv req/s | ratio | etcd p50 ms | raft-kv p50 ms | etcd p99 ms | raft-kv p99 ms | errors etcd/raft-kv |\n"
-        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        count = split(protocols, protocol, " ")
+        label["http1"] = "HTTP/1.1, a connection per client"
+        label["http2"] = "HTTP/2, " connections " connection(s) per node"
+        printf "| load | clients | raft-kv over | etcd req/s | raft-kv req/s | ratio | etcd p50 ms | raft-kv p50 ms | etcd p99 ms | raft-kv p99 ms | errors etcd/raft-kv |\n"
+        printf "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for (i = 1; i <= n; i++) {
             key = order[i]; split(key, part, "\t")
-            ratio = rate["etcd", key] > 0 ? rate["raft-kv", key] / rate["etcd", key] : 0
-            printf "| %s | %s | %s | %s | %.2fx | %s | %s | %s | %s | %s/%s |\n", part[1], part[2],
-                rate["etcd", key], rate["raft-kv", key], ratio, p50["etcd", key], p50["raft-kv", key],
-                p99["etcd", key], p99["raft-kv", key], errors["etcd", key], errors["raft-kv", key]
+            for (j = 1; j <= count; j++) {
+                name = "raft-kv-" protocol[j]
+                ratio = rate["etcd", key] > 0 ? rate[name, key] / rate["etcd", key] : 0
+                printf "| %s | %s | %s | %s | %s | %.2fx | %s | %s | %s | %s | %s/%s |\n", part[1], part[2],
+                    label[protocol[j]], rate["etcd", key], rate[name, key], ratio, p50["etcd", key],
+                    p50[name, key], p99["etcd", key], p99[name, key], errors["etcd", key],
+                    errors[name, key]
+            }
         }
     }' "$results"
 case " $LOADS " in *" follower-reads "*)

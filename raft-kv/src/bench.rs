@@ -6,7 +6,9 @@
 //! measurement.
 //!
 //! The same generator drives two systems, so both are measured the same way:
-//! - raft-kv: one kept-alive HTTP/1.1 connection per client to the leader (PUT and GET).
+//! - raft-kv: one kept-alive HTTP/1.1 connection per client to the leader (PUT and GET);
+//!   with `--http2`, HTTP/2 instead: one connection per client, or `--connections N` that
+//!   the clients share, each request a stream of its own.
 //!   `--consistency` picks the GET's `?consistency=` (linearizable, the default, sends none:
 //!   ReadIndex; `lease`: the leader's lease, if the nodes run with `--lease-reads`; `local`:
 //!   the node's own store, possibly stale).
@@ -25,7 +27,8 @@
 //! (follower reads); its writes still go to the leader, on another connection when the read
 //! node is not the leader. On raft-kv a follower asks the leader for the read index and
 //! answers from its own store; on etcd a follower does the same through etcd's own ReadIndex.
-//! With `--connections` (etcd), the clients share that many connections per node.
+//! With `--connections` (etcd, and raft-kv with `--http2`), the clients share that many
+//! connections per node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +39,11 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use raft_kv::client::{ClientStream, ClientTls, connect, request_following_redirects_with};
+use bytes::Bytes;
+use hyper::Method;
+use raft_kv::client::{
+    ClientStream, ClientTls, Http2Connection, connect, request_following_redirects_with,
+};
 
 /// How long a raft-kv client waits after a failed request before it looks for the leader.
 const FOLLOW_PAUSE: Duration = Duration::from_millis(50);
@@ -56,9 +63,9 @@ pub struct BenchOptions {
     pub value_size: usize,
     /// Fraction of requests that are reads, in [0, 1].
     pub read_ratio: f64,
-    /// etcd only: HTTP/2 connections the clients share (None: one per client). gRPC
-    /// multiplexes requests on a connection; HTTP/1.1 (raft-kv) cannot, so raft-kv clients
-    /// always have one each.
+    /// HTTP/2 connections the clients share per node (None: one per client): etcd's gRPC,
+    /// and raft-kv with `--http2`. HTTP/1.1 cannot multiplex requests on a connection, so
+    /// raft-kv clients without `--http2` always have one each.
     pub connections: Option<usize>,
     /// How reads are served.
     pub consistency: Consistency,
@@ -204,11 +211,45 @@ impl Connection {
     }
 }
 
+/// A connection to a raft-kv node, in either protocol.
+enum RaftKvConnection {
+    /// One kept-alive HTTP/1.1 connection: one request at a time.
+    Http1(Connection),
+    /// A handle on an HTTP/2 connection, possibly shared with other clients.
+    Http2(Http2Connection),
+}
+
+impl RaftKvConnection {
+    async fn open(
+        address: SocketAddr,
+        tls: Option<&ClientTls>,
+        http2: bool,
+    ) -> anyhow::Result<RaftKvConnection> {
+        Ok(if http2 {
+            RaftKvConnection::Http2(Http2Connection::open(address, tls).await?)
+        } else {
+            RaftKvConnection::Http1(Connection::open(address, tls).await?)
+        })
+    }
+
+    /// Sends a request and returns the status code (the body is read and dropped).
+    async fn call(&mut self, method: Method, path: &str, body: &Bytes) -> anyhow::Result<u16> {
+        match self {
+            RaftKvConnection::Http1(connection) => {
+                connection.call(method.as_str(), path, body).await
+            }
+            RaftKvConnection::Http2(connection) => {
+                Ok(connection.status_of(method, path, body.clone()).await?)
+            }
+        }
+    }
+}
+
 /// One connection to one node of the system under load.
 enum Link {
     RaftKv {
         node: SocketAddr,
-        connection: Connection,
+        connection: RaftKvConnection,
         tls: Option<ClientTls>,
     },
     #[cfg(feature = "etcd")]
@@ -219,11 +260,11 @@ enum Link {
 }
 
 impl Link {
-    async fn open(node: &Node, tls: Option<&ClientTls>) -> anyhow::Result<Link> {
+    async fn open(node: &Node, tls: Option<&ClientTls>, http2: bool) -> anyhow::Result<Link> {
         Ok(match node {
             Node::RaftKv(address) => Link::RaftKv {
                 node: *address,
-                connection: Connection::open(*address, tls).await?,
+                connection: RaftKvConnection::open(*address, tls, http2).await?,
                 tls: tls.cloned(),
             },
             #[cfg(feature = "etcd")]
@@ -234,14 +275,15 @@ impl Link {
     }
 
     /// Writes `value` at `key`; `Ok(false)` is an answer that is not success.
-    async fn put(&mut self, key: u64, value: &[u8]) -> anyhow::Result<bool> {
+    async fn put(&mut self, key: u64, value: &Bytes) -> anyhow::Result<bool> {
         match self {
             Link::RaftKv { connection, .. } => {
-                Ok(connection.call("PUT", &format!("/v1/kv/bench-{key}"), value).await? == 200)
+                let path = format!("/v1/kv/bench-{key}");
+                Ok(connection.call(Method::PUT, &path, value).await? == 200)
             }
             #[cfg(feature = "etcd")]
             Link::Etcd { kv, .. } => {
-                kv.put(format!("bench-{key}"), value, None).await?;
+                kv.put(format!("bench-{key}"), value.as_ref(), None).await?;
                 Ok(true)
             }
         }
@@ -252,7 +294,7 @@ impl Link {
         match self {
             Link::RaftKv { connection, .. } => {
                 let path = format!("/v1/kv/bench-{key}{query}");
-                let status = connection.call("GET", &path, b"").await?;
+                let status = connection.call(Method::GET, &path, &Bytes::new()).await?;
                 Ok(matches!(status, 200 | 404))
             }
             #[cfg(feature = "etcd")]
@@ -264,23 +306,39 @@ impl Link {
         }
     }
 
-    /// Another handle on the same connection, if the protocol multiplexes (etcd's gRPC).
+    /// Another handle on the same connection, if the protocol multiplexes (HTTP/2: raft-kv
+    /// with `--http2`, etcd's gRPC).
     fn share(&self) -> Option<Link> {
         match self {
-            Link::RaftKv { .. } => None,
+            Link::RaftKv { node, connection: RaftKvConnection::Http2(connection), tls } => {
+                Some(Link::RaftKv {
+                    node: *node,
+                    connection: RaftKvConnection::Http2(connection.clone()),
+                    tls: tls.clone(),
+                })
+            }
+            Link::RaftKv { connection: RaftKvConnection::Http1(_), .. } => None,
             #[cfg(feature = "etcd")]
             Link::Etcd { node, kv } => Some(Link::Etcd { node: node.clone(), kv: kv.clone() }),
         }
     }
 
-    /// A fresh connection to the same node after a transport error.
+    /// A fresh connection to the same node after a transport error (an HTTP/2 connection
+    /// that still works, shared with other clients, is kept).
     async fn reopen(&mut self) -> anyhow::Result<()> {
-        let (node, tls) = match self {
-            Link::RaftKv { node, tls, .. } => (Node::RaftKv(*node), tls.clone()),
+        let (node, tls, http2) = match self {
+            Link::RaftKv { connection: RaftKvConnection::Http2(connection), .. }
+                if connection.is_open() =>
+            {
+                return Ok(());
+            }
+            Link::RaftKv { node, tls, connection } => {
+                (Node::RaftKv(*node), tls.clone(), matches!(connection, RaftKvConnection::Http2(_)))
+            }
             #[cfg(feature = "etcd")]
-            Link::Etcd { node, .. } => (Node::Etcd(node.clone()), None),
+            Link::Etcd { node, .. } => (Node::Etcd(node.clone()), None, false),
         };
-        *self = Link::open(&node, tls.as_ref()).await?;
+        *self = Link::open(&node, tls.as_ref(), http2).await?;
         Ok(())
     }
 }
@@ -293,7 +351,7 @@ struct Session {
 }
 
 impl Session {
-    async fn put(&mut self, key: u64, value: &[u8]) -> anyhow::Result<bool> {
+    async fn put(&mut self, key: u64, value: &Bytes) -> anyhow::Result<bool> {
         self.writes.put(key, value).await
     }
 
@@ -309,7 +367,8 @@ impl Session {
         let Ok(leader) = find_raft_kv_leader(cluster).await else { return };
         if let Link::RaftKv { node, .. } = &self.writes
             && *node != leader
-            && let Ok(link) = Link::open(&Node::RaftKv(leader), cluster.tls.as_ref()).await
+            && let Ok(link) =
+                Link::open(&Node::RaftKv(leader), cluster.tls.as_ref(), cluster.http2).await
         {
             self.writes = link;
         }
@@ -419,6 +478,12 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         #[cfg(feature = "etcd")]
         Target::Etcd(_) => None,
     };
+    let http2 = raft_kv_cluster.as_ref().is_some_and(|cluster| cluster.http2);
+    if options.connections.is_some() && raft_kv_cluster.is_some() && !http2 {
+        bail!(
+            "--connections shares connections between clients, which HTTP/1.1 cannot: add --http2"
+        );
+    }
     let followers: Vec<Node> = endpoints.iter().filter(|node| **node != leader).cloned().collect();
     if options.read_from == ReadFrom::Followers && followers.is_empty() {
         bail!("--read-from followers needs an endpoint that is not the leader");
@@ -473,7 +538,7 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
         for node in nodes {
             let mut links = Vec::new();
             for _ in 0..count.max(1) {
-                links.push(Link::open(&node, tls.as_ref()).await?);
+                links.push(Link::open(&node, tls.as_ref(), http2).await?);
             }
             shared.push(SharedLinks { node, links });
         }
@@ -494,15 +559,15 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let writes = match shared_writes {
                 Some(link) => link,
-                None => Link::open(&leader, tls.as_ref()).await?,
+                None => Link::open(&leader, tls.as_ref(), http2).await?,
             };
             let reads = match (shared_reads, read_node) {
                 (Some(link), _) => Some(link),
-                (None, Some(node)) => Some(Link::open(&node, tls.as_ref()).await?),
+                (None, Some(node)) => Some(Link::open(&node, tls.as_ref(), http2).await?),
                 (None, None) => None,
             };
             let mut session = Session { writes, reads };
-            let value = vec![b'x'; options.value_size];
+            let value = Bytes::from(vec![b'x'; options.value_size]);
             let mut state = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             // With --fill, a key whose write failed, to write again.
             let mut retry: Option<u64> = None;

@@ -9,7 +9,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use raft_kv::client::{ClientTls, HttpReply, is_tls_failure, request_following_redirects_with};
+use raft_kv::client::{
+    ClientTls, HttpReply, is_tls_failure, request_following_redirects_http2,
+    request_following_redirects_with,
+};
 
 /// How long a command keeps retrying before it gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
@@ -23,6 +26,45 @@ pub struct Cluster {
     pub endpoints: Vec<SocketAddr>,
     /// TLS settings (`--cacert`, `--cert`, `--key`) for `https://` endpoints.
     pub tls: Option<ClientTls>,
+    /// Speak HTTP/2 (`--http2`) rather than HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Cluster {
+    /// One request to `endpoint`, following redirects, over the cluster's protocol.
+    pub async fn request(
+        &self,
+        endpoint: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> std::io::Result<HttpReply> {
+        let tls = self.tls.as_ref();
+        if self.http2 {
+            request_following_redirects_http2(
+                tls,
+                endpoint,
+                method,
+                path,
+                headers,
+                body,
+                REQUEST_TIMEOUT,
+            )
+            .await
+        } else {
+            request_following_redirects_with(
+                tls,
+                endpoint,
+                method,
+                path,
+                headers,
+                body,
+                REQUEST_TIMEOUT,
+            )
+            .await
+        }
+    }
 }
 
 /// Parses `--endpoints` (comma-separated `http://HOST:PORT`, or `https://HOST:PORT` with
@@ -52,7 +94,7 @@ pub fn parse_cluster(text: &str, tls: Option<ClientTls>) -> anyhow::Result<Clust
     if endpoints.is_empty() {
         bail!("--endpoints names no endpoint");
     }
-    Ok(Cluster { endpoints, tls })
+    Ok(Cluster { endpoints, tls, http2: false })
 }
 
 /// `--endpoints` as a list of URLs, each with a scheme (`http://` added where missing).
@@ -84,18 +126,7 @@ async fn send(
     let mut last_problem = String::from("no endpoint tried");
     for attempt in 0.. {
         let endpoint = cluster.endpoints[attempt % cluster.endpoints.len()];
-        let tls = cluster.tls.as_ref();
-        match request_following_redirects_with(
-            tls,
-            endpoint,
-            method,
-            path,
-            headers,
-            body,
-            REQUEST_TIMEOUT,
-        )
-        .await
-        {
+        match cluster.request(endpoint, method, path, headers, body).await {
             Ok(reply) if matches!(reply.status, 503 | 504) => {
                 last_problem = format!("{endpoint} answered {}: {}", reply.status, text(&reply));
             }
@@ -245,18 +276,7 @@ async fn send_change(
 pub async fn status(cluster: &Cluster) -> anyhow::Result<()> {
     let mut last_problem = String::new();
     for endpoint in &cluster.endpoints {
-        let tls = cluster.tls.as_ref();
-        match request_following_redirects_with(
-            tls,
-            *endpoint,
-            "GET",
-            "/v1/status",
-            &[],
-            b"",
-            REQUEST_TIMEOUT,
-        )
-        .await
-        {
+        match cluster.request(*endpoint, "GET", "/v1/status", &[], b"").await {
             Ok(reply) => {
                 fail_unless_ok(&reply)?;
                 println!("{}", text(&reply));

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for the `raft-kv` API (one request per connection), used by the
-//! tests and the command-line client, over plain TCP or TLS ([`ClientTls`]). It follows the
-//! service's `307` redirects to the leader.
+//! tests and the command-line client, over plain TCP or TLS ([`ClientTls`]), and the same
+//! calls over HTTP/2 ([`Http2Connection`], `--http2`). It follows the service's `307`
+//! redirects to the leader.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use crate::http2_client::Http2Connection;
 pub use crate::tls::ClientTls;
 
 /// Most redirects followed for one request.
@@ -137,9 +139,53 @@ pub async fn request_following_redirects_with(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpReply> {
+    follow_redirects(tls, address, path, |target, path| async move {
+        request_with(tls, target, method, &path, headers, body, timeout).await
+    })
+    .await
+}
+
+/// Like [`request_following_redirects_with`], over HTTP/2 (one connection per node asked).
+pub async fn request_following_redirects_http2(
+    tls: Option<&ClientTls>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpReply> {
+    let body = bytes::Bytes::copy_from_slice(body);
+    follow_redirects(tls, address, path, |target, path| {
+        let body = body.clone();
+        async move {
+            let exchange = async {
+                let connection = Http2Connection::open(target, tls).await?;
+                connection.request(method, &path, headers, body).await
+            };
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "the server did not answer in time")
+            })?
+        }
+    })
+    .await
+}
+
+/// Runs `exchange` against `address` and `path`, then against each `307`'s location, at most
+/// [`MAX_REDIRECTS`] times.
+async fn follow_redirects<F, Fut>(
+    tls: Option<&ClientTls>,
+    address: SocketAddr,
+    path: &str,
+    mut exchange: F,
+) -> io::Result<HttpReply>
+where
+    F: FnMut(SocketAddr, String) -> Fut,
+    Fut: std::future::Future<Output = io::Result<HttpReply>>,
+{
     let mut target = (address, path.to_owned());
     for _ in 0..=MAX_REDIRECTS {
-        let reply = request_with(tls, target.0, method, &target.1, headers, body, timeout).await?;
+        let reply = exchange(target.0, target.1).await?;
         if reply.status != 307 {
             return Ok(reply);
         }

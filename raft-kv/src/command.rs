@@ -154,6 +154,18 @@ impl Command {
         }
     }
 
+    /// The length of the command's encoding.
+    fn encoded_len(&self) -> usize {
+        let field = |bytes: &[u8]| 4 + bytes.len();
+        1 + match self {
+            Command::Get { key } | Command::Delete { key } => field(key),
+            Command::Put { key, value } => field(key) + field(value),
+            Command::CompareAndSwap { key, expected, new } => {
+                field(key) + 1 + field(expected.as_deref().unwrap_or_default()) + field(new)
+            }
+        }
+    }
+
     /// The command's digest: FNV-1a (64 bits) over its encoding. Two commands that differ in
     /// kind, key, value or compare-and-swap arguments have different encodings, so their
     /// digests differ but for a 2^-64 chance (FNV is not collision-resistant against someone
@@ -217,11 +229,21 @@ pub fn fnv1a_64(bytes: &[u8]) -> u64 {
 impl Request {
     /// The request's encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![COMMAND_FORMAT_VERSION, u8::from(self.session.is_some())];
-        let (client, sequence) = self.session.unwrap_or((0, 0));
-        bytes.extend_from_slice(&client.to_le_bytes());
-        bytes.extend_from_slice(&sequence.to_le_bytes());
+        let mut bytes = Vec::with_capacity(REQUEST_HEADER_BYTES + self.command.encoded_len());
+        put_request_header(&mut bytes, self.session);
         self.command.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// The encoding of `Request { session, command: Command::Put { key, value } }`, written
+    /// straight from borrowed bytes into one buffer of the exact size: the HTTP write path's
+    /// encoding, which copies the value once.
+    pub fn encode_put(session: Option<(u64, u64)>, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut bytes =
+            Vec::with_capacity(REQUEST_HEADER_BYTES + 1 + 4 + key.len() + 4 + value.len());
+        put_request_header(&mut bytes, session);
+        put_kind_and_key(&mut bytes, 2, key);
+        put_bytes(&mut bytes, value);
         bytes
     }
 
@@ -324,6 +346,14 @@ impl Response {
         reader.finish()?;
         Ok(response)
     }
+}
+
+fn put_request_header(bytes: &mut Vec<u8>, session: Option<(u64, u64)>) {
+    let (client, sequence) = session.unwrap_or((0, 0));
+    bytes.push(COMMAND_FORMAT_VERSION);
+    bytes.push(u8::from(session.is_some()));
+    bytes.extend_from_slice(&client.to_le_bytes());
+    bytes.extend_from_slice(&sequence.to_le_bytes());
 }
 
 fn put_kind_and_key(bytes: &mut impl ByteSink, kind: u8, key: &[u8]) {
@@ -434,7 +464,13 @@ mod tests {
         ];
         for request in requests {
             let bytes = request.encode();
+            assert_eq!(bytes.len(), bytes.capacity(), "encoded into a buffer of the exact size");
             assert_eq!(Request::decode(&bytes), Ok(request.clone()));
+            if let Command::Put { key, value } = &request.command {
+                let put = Request::encode_put(request.session, key, value);
+                assert_eq!((put.len(), put.capacity()), (bytes.len(), bytes.len()));
+                assert_eq!(put, bytes, "the write path's encoding is the request's");
+            }
             for cut in 0..bytes.len() {
                 assert!(Request::decode(&bytes[..cut]).is_err());
             }

@@ -1,6 +1,13 @@
-//! The HTTP server's connection handling: HTTP/1.1 (over TLS when configured) with every
-//! wait and count bounded, so that slow or idle clients cannot stop a node from serving
-//! others.
+//! The HTTP server's connection handling: HTTP/1.1 and HTTP/2 on one port (over TLS when
+//! configured) with every wait and count bounded, so that slow or idle clients cannot stop a
+//! node from serving others.
+//!
+//! A plain connection that opens with HTTP/2's connection preface is served as HTTP/2 ("prior
+//! knowledge", as `curl --http2-prior-knowledge` and `raft-kv --http2` do); anything else as
+//! HTTP/1.1, so curl works unchanged. Under TLS, ALPN offers `h2` and `http/1.1` and the
+//! client picks. An HTTP/2 connection carries at most [`HttpLimits::max_streams_per_connection`]
+//! requests at once; each request's body is bounded and timed as below, and the connection's
+//! idle timeout counts traffic on all its streams.
 //!
 //! - at most [`HttpLimits::max_connections`] connections at once. At the limit, a new
 //!   connection takes the place of the one that has been quiet longest (at least
@@ -14,6 +21,7 @@
 //! - a connection with no traffic for `idle_timeout` is closed;
 //! - at shutdown, connections finish their requests in flight for up to `drain_timeout`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -25,15 +33,22 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
+
+/// HTTP/2: the largest request head (HPACK-decoded header list) a client may send.
+const MAX_HTTP2_HEADER_BYTES: u32 = 16 * 1024;
+/// HTTP/2: the most response bytes buffered per stream before the handler waits for the
+/// client to read (its flow-control window).
+const MAX_HTTP2_SEND_BUFFER_BYTES: usize = 256 * 1024;
 
 /// The HTTP server's limits (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +67,9 @@ pub struct HttpLimits {
     pub drain_timeout: Duration,
     /// At the connection limit, a connection quiet for this long gives its place to a new one.
     pub evict_idle_after: Duration,
+    /// HTTP/2: requests (streams) one connection may have in flight at once (default 256);
+    /// more wait for the client's own flow control (the server advertises the limit).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for HttpLimits {
@@ -64,6 +82,7 @@ impl Default for HttpLimits {
             max_body_bytes: 4 * 1024 * 1024,
             drain_timeout: Duration::from_secs(10),
             evict_idle_after: Duration::from_secs(1),
+            max_streams_per_connection: 256,
         }
     }
 }
@@ -77,12 +96,6 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = {
-        let limits = limits.clone();
-        app.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            bounded_body(limits.clone(), request, next)
-        }))
-    };
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let registry = Arc::new(Registry::default());
     let (stop, stopping) = watch::channel(false);
@@ -257,10 +270,25 @@ impl Connection {
         stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
         activity: Arc<Activity>,
     ) -> io::Result<()> {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(self.app.clone()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.limits.max_streams_per_connection)
+            .max_header_list_size(MAX_HTTP2_HEADER_BYTES)
+            .max_send_buf_size(MAX_HTTP2_SEND_BUFFER_BYTES);
+        // Each request: its body bounded and read (bounded_body), then the app. A plain
+        // function rather than a tower middleware layer, which would box and clone services
+        // for every request.
+        let app = TowerToHyperService::new(self.app.clone());
+        let limits = self.limits.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let app = app.clone();
+            let limits = limits.clone();
+            async move { Ok::<_, Infallible>(bounded_body(&limits, &app, request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut draining = false;
         let mut check =
@@ -351,27 +379,36 @@ impl AsyncWrite for Watched {
 /// Answers a declared body over the limit with `413` before reading it, and reads the body
 /// within `body_timeout` (`408` when it does not arrive), so that handlers never wait on a
 /// client.
-async fn bounded_body(limits: HttpLimits, request: Request, next: Next) -> Response {
+async fn bounded_body(
+    limits: &HttpLimits,
+    app: &TowerToHyperService<Router>,
+    request: hyper::Request<Incoming>,
+) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    let version = request.version();
     if declared.is_some_and(|length| length > limits.max_body_bytes as u64) {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+        return refuse(version, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
     }
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
         limits.body_timeout,
-        axum::body::to_bytes(body, limits.max_body_bytes),
+        axum::body::to_bytes(Body::new(body), limits.max_body_bytes),
     );
-    match read.await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+    let request = match read.await {
+        Ok(Ok(bytes)) => Request::from_parts(parts, Body::from(bytes)),
         Ok(Err(error)) if is_length_limit(&error) => {
-            refuse(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+            return refuse(version, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
         }
-        Ok(Err(_)) => refuse(StatusCode::BAD_REQUEST, "unreadable_body"),
-        Err(_) => refuse(StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        Ok(Err(_)) => return refuse(version, StatusCode::BAD_REQUEST, "unreadable_body"),
+        Err(_) => return refuse(version, StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+    };
+    match hyper::service::Service::call(app, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
@@ -386,10 +423,15 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-/// A JSON error that also closes the connection (the rest of the body is not read).
-fn refuse(status: StatusCode, code: &'static str) -> Response {
+/// A JSON error; over HTTP/1.1 it also closes the connection (the rest of the body is not
+/// read). HTTP/2 has no `Connection` header: there the stream alone is reset once answered.
+fn refuse(version: Version, status: StatusCode, code: &'static str) -> Response {
     let mut response = (status, axum::Json(json!({ "error": code }))).into_response();
-    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -578,6 +620,49 @@ mod tests {
             // The gap between requests is the stimulus: each is under the idle timeout.
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
+    }
+
+    /// One plain connection that opens with HTTP/2's preface is served as HTTP/2, many
+    /// requests at once; an HTTP/1.1 client on the same port is still served.
+    #[tokio::test]
+    async fn http2_by_prior_knowledge_and_http1_share_the_port() {
+        let server = server(small_bodies()).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        // Twenty requests in flight at once, each a stream on the one connection.
+        let requests: Vec<_> = (0..20)
+            .map(|_| {
+                let connection = connection.clone();
+                tokio::spawn(async move {
+                    let body = bytes::Bytes::from_static(b"0123");
+                    connection.request("PUT", "/echo", &[], body).await
+                })
+            })
+            .collect();
+        for request in requests {
+            let reply = request.await.expect("the request task ran").expect("answered");
+            assert_eq!((reply.status, reply.body.as_slice()), (200, b"4".as_slice()));
+        }
+        let answer =
+            exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"), "{answer}");
+    }
+
+    /// Over HTTP/2 a body over the limit is answered 413 with the JSON error and without
+    /// HTTP/1.1's `Connection` header (illegal in HTTP/2); the connection goes on serving.
+    #[tokio::test]
+    async fn an_http2_body_over_the_limit_is_refused_and_the_connection_lives() {
+        let server = server(small_bodies()).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        let too_large = bytes::Bytes::from_static(b"0123456789abcdef0");
+        let reply = connection.request("PUT", "/echo", &[], too_large).await.expect("answered");
+        assert_eq!(reply.status, 413);
+        assert_eq!(reply.body, br#"{"error":"request_too_large"}"#);
+        assert_eq!(reply.header("connection"), None);
+        let reply = connection.request("GET", "/", &[], bytes::Bytes::new()).await.expect("served");
+        assert_eq!((reply.status, reply.body.as_slice()), (200, b"hi".as_slice()));
     }
 
     /// A closed connection leaves the registry: at the cap, the quietest *open* connection

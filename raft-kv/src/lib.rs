@@ -7,6 +7,7 @@
 pub mod base64;
 pub mod client;
 pub mod command;
+pub mod http2_client;
 pub mod http_server;
 mod members;
 pub mod server;

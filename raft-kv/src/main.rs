@@ -128,7 +128,8 @@ enum Command {
         /// etcd's client URLs; needs a build with `--features etcd`).
         #[arg(long, value_enum, default_value_t = BenchTarget::RaftKv)]
         target: BenchTarget,
-        /// etcd only: gRPC connections the clients share (default: one per client).
+        /// HTTP/2 connections the clients share per node (default: one per client): etcd's
+        /// gRPC connections, or raft-kv's with --http2 (HTTP/1.1 cannot share).
         #[arg(long)]
         connections: Option<usize>,
         /// How reads are served: linearizable (ReadIndex), lease (the leader's lease; start
@@ -175,6 +176,9 @@ struct Endpoints {
     /// This client's private key (PEM), with --cert.
     #[arg(long = "key", id = "client_key", requires = "client_cert")]
     client_key: Option<PathBuf>,
+    /// Speak HTTP/2 (prior knowledge on http://, ALPN on https://) rather than HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
 }
 
 impl Endpoints {
@@ -187,7 +191,9 @@ impl Endpoints {
             )?),
             None => None,
         };
-        cli::parse_cluster(&self.endpoints, tls)
+        let mut cluster = cli::parse_cluster(&self.endpoints, tls)?;
+        cluster.http2 = self.http2;
+        Ok(cluster)
     }
 }
 
@@ -322,6 +328,9 @@ struct ServeArgs {
     /// Milliseconds an HTTP connection may stay without traffic before it is closed.
     #[arg(long, default_value_t = HttpLimits::default().idle_timeout.as_millis() as u64)]
     http_idle_timeout_ms: u64,
+    /// Most requests one HTTP/2 connection may have in flight at once.
+    #[arg(long, default_value_t = HttpLimits::default().max_streams_per_connection)]
+    http2_max_streams: u32,
     /// Tests only (built with the `disk-freeze` feature, which raft-kv's tests turn on):
     /// while this file exists, every sync of the data directory waits, as on a frozen disk.
     #[cfg(feature = "disk-freeze")]
@@ -520,6 +529,10 @@ fn http_limits(args: &ServeArgs) -> anyhow::Result<HttpLimits> {
         max_body_bytes: 3 * args.max_value_bytes + 2 * args.max_key_bytes + 64 * 1024,
         drain_timeout: defaults.drain_timeout,
         evict_idle_after: defaults.evict_idle_after,
+        max_streams_per_connection: match args.http2_max_streams {
+            0 => bail!("--http2-max-streams must be above zero"),
+            streams => streams,
+        },
     };
     let open_files = raise_open_file_limit();
     // Kept for the log's segments, snapshots, peers and the listener.

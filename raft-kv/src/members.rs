@@ -49,7 +49,7 @@ pub(crate) fn members_json(status: &Status, configuration: &Configuration) -> Va
 }
 
 /// `GET /v1/members`: this node's own view.
-pub(crate) async fn list_members(State(state): State<AppState>) -> HttpResponse {
+pub(crate) async fn list_members(State(state): State<Arc<AppState>>) -> HttpResponse {
     let status = state.node.status();
     axum::Json(members_json(&status, &status.configuration)).into_response()
 }
@@ -65,7 +65,7 @@ struct AddBody {
 
 /// `POST /v1/members`: adds a node as a voter (learner, catch up, promotion).
 pub(crate) async fn add_member(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     uri: Uri,
     body: Body,
 ) -> HttpResponse {
@@ -129,7 +129,7 @@ pub(crate) async fn add_member(
 /// `DELETE /v1/members/{id}`: removes a member (the leader too: it hands over and steps
 /// down once the change commits).
 pub(crate) async fn remove_member(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> HttpResponse {
@@ -165,7 +165,7 @@ struct LeaderBody {
 
 /// `POST /v1/leader`: hands leadership to a caught-up voter and answers once it leads.
 pub(crate) async fn transfer_leader(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     uri: Uri,
     body: Body,
 ) -> HttpResponse {

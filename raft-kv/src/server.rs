@@ -398,7 +398,8 @@ fn router(state: AppState) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(map_response(json_error_body))
-        .with_state(state)
+        // One allocation for the whole app: every request's handler gets a reference count.
+        .with_state(Arc::new(state))
 }
 
 async fn unknown_path() -> HttpResponse {
@@ -519,8 +520,17 @@ fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Rejection> {
 /// Replicates `request` and returns the store's response, or the HTTP answer that explains
 /// why there is none.
 async fn submit(state: &AppState, uri: &Uri, request: Request) -> Result<Response, Rejection> {
+    submit_encoded(state, uri, request.encode()).await
+}
+
+/// [`submit`] for a request already encoded.
+async fn submit_encoded(
+    state: &AppState,
+    uri: &Uri,
+    request: Vec<u8>,
+) -> Result<Response, Rejection> {
     let started = Instant::now();
-    let proposal = state.node.propose(request.encode());
+    let proposal = state.node.propose(request);
     let outcome = tokio::time::timeout(state.limits.request_timeout, proposal).await;
     state.request_latency.record(started.elapsed());
     match outcome {
@@ -573,14 +583,15 @@ fn holds_files(directory: &std::path::Path) -> bool {
 }
 
 async fn put_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     key: Result<Path<String>, PathRejection>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> HttpResponse {
+    // The request whole rather than `Uri`, `HeaderMap` and `Body` extractors, which would
+    // clone the URI and every header.
+    let (parts, body) = request.into_parts();
     let (key, session) = match path_key(key)
-        .and_then(|key| check_write(&state, &key, &headers).map(|session| (key, session)))
+        .and_then(|key| check_write(&state, &key, &parts.headers).map(|session| (key, session)))
     {
         Ok(checked) => checked,
         Err(answer) => return answer.into_response(),
@@ -588,13 +599,18 @@ async fn put_key(
     let Ok(value) = to_bytes(body, state.limits.max_value_bytes).await else {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
     };
-    let request =
-        Request { session, command: Command::Put { key: key.into_bytes(), value: value.to_vec() } };
-    match submit(&state, &uri, request).await {
-        Ok(Response::Written { index }) => axum::Json(json!({ "index": index })).into_response(),
+    let command = Request::encode_put(session, key.as_bytes(), &value);
+    match submit_encoded(&state, &parts.uri, command).await {
+        Ok(Response::Written { index }) => index_json(index),
         Ok(other) => unexpected(other),
         Err(answer) => answer.into_response(),
     }
+}
+
+/// `{"index":N}`, the answer to a write, formatted without building a JSON value.
+fn index_json(index: u64) -> HttpResponse {
+    let body = format!("{{\"index\":{index}}}");
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// The query of a read.
@@ -634,7 +650,7 @@ async fn confirm_read(state: &AppState, policy: ReadPolicy) -> Result<LogIndex, 
 }
 
 async fn get_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     key: Result<Path<String>, PathRejection>,
     options: Result<Query<ReadOptions>, QueryRejection>,
 ) -> HttpResponse {
@@ -660,17 +676,22 @@ async fn get_key(
         },
     };
     // The store has applied through the read index (or, for a local read, whatever it has).
-    let store = state.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let header = [(header.0, header.1.to_string())];
-    match store.get(key.as_bytes()) {
-        Some(value) => (StatusCode::OK, header, value.to_vec()).into_response(),
+    let value = state
+        .store
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_shared(key.as_bytes());
+    let header = [(header.0, HeaderValue::from(header.1))];
+    match value {
+        // The body shares the stored value: no copy, and the lock is already released.
+        Some(value) => (StatusCode::OK, header, bytes::Bytes::from_owner(value)).into_response(),
         None => (StatusCode::NOT_FOUND, header, axum::Json(json!({ "error": "not_found" })))
             .into_response(),
     }
 }
 
 async fn delete_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     key: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
@@ -751,7 +772,7 @@ fn max_cas_body_bytes(max_value_bytes: usize) -> usize {
 }
 
 async fn compare_and_swap(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     key: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
@@ -809,7 +830,7 @@ async fn compare_and_swap(
 /// `GET /v1/status`. A node that stopped (a storage failure: the process is about to exit)
 /// reports `"state":"stopped"`, `"role":"stopped"`, no leader and no followers, and why in
 /// `"stopped_reason"`, never the role it last had; its indexes are its last ones.
-async fn status(State(state): State<AppState>) -> HttpResponse {
+async fn status(State(state): State<Arc<AppState>>) -> HttpResponse {
     let running = state.node.is_running();
     let mut status = state.node.status();
     if !running {
@@ -880,7 +901,7 @@ fn unexpected(response: Response) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> HttpResponse {
+async fn metrics(State(state): State<Arc<AppState>>) -> HttpResponse {
     let node = state.node.metrics();
     let mut text = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -1102,7 +1123,7 @@ mod tests {
     }
 
     async fn status_json(state: &AppState) -> serde_json::Value {
-        let response = status(State(state.clone())).await;
+        let response = status(State(Arc::new(state.clone()))).await;
         let body = to_bytes(response.into_body(), usize::MAX).await.expect("the body");
         serde_json::from_slice(&body).expect("JSON")
     }

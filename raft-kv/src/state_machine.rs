@@ -120,6 +120,12 @@ impl KvStateMachine {
         self.data.get(key).map(|value| &**value)
     }
 
+    /// The value at `key`, shared with the store (no copy): it stays valid however the store
+    /// changes afterwards.
+    pub fn get_shared(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+        self.data.get(key).cloned()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.data.len()

@@ -91,7 +91,9 @@ pub fn server_config(
     let mut config = builder
         .with_single_cert(certificates("certificate", certificate)?, private_key(key)?)
         .context("the HTTP certificate and key do not match")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN: the client chooses; a client that offers none gets HTTP/1.1 or, if it opens
+    // with HTTP/2's preface, HTTP/2 (http_server.rs tells them apart either way).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(HttpTls {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         requires_client_certificates: client_ca.is_some(),
@@ -102,7 +104,10 @@ pub fn server_config(
 /// started with `--http-ca`, the client's own certificate and key.
 #[derive(Clone)]
 pub struct ClientTls {
+    /// Offers `http/1.1` in ALPN.
     connector: tokio_rustls::TlsConnector,
+    /// Offers `h2` in ALPN.
+    http2_connector: tokio_rustls::TlsConnector,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -129,8 +134,13 @@ impl ClientTls {
             (None, None) => builder.with_no_client_auth(),
             _ => bail!("--cert and --key go together"),
         };
+        let mut http2 = config.clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(ClientTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+        http2.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ClientTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            http2_connector: tokio_rustls::TlsConnector::from(Arc::new(http2)),
+        })
     }
 
     /// Opens a TLS session to `address` over `stream`; the server's certificate must name the
@@ -142,6 +152,24 @@ impl ClientTls {
         stream: tokio::net::TcpStream,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         self.connector.connect(ServerName::IpAddress(address.ip().into()), stream).await
+    }
+
+    /// Like [`connect`](Self::connect), offering HTTP/2 in ALPN; fails when the server does
+    /// not choose it.
+    pub async fn connect_http2(
+        &self,
+        address: SocketAddr,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let server = ServerName::IpAddress(address.ip().into());
+        let session = self.http2_connector.connect(server, stream).await?;
+        if session.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("{address} did not agree to HTTP/2 in the TLS handshake (ALPN)"),
+            ));
+        }
+        Ok(session)
     }
 }
 

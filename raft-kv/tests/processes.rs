@@ -303,20 +303,24 @@ async fn a_node_that_missed_compacted_writes_catches_up_from_a_snapshot() {
     let stopped_last_index = cluster.status_number(stopped, "last_log_index").await;
     cluster.kill(stopped);
 
-    // 20,000 writes through the leader while the node is down.
+    // 20,000 writes through the leader while the node is down: half over HTTP/1.1 (a
+    // connection per client), half over HTTP/2 (the clients sharing four connections).
     let endpoints = format!("http://{}", cluster.member(leader).http);
-    let bench = Command::new(env!("CARGO_BIN_EXE_raft-kv"))
-        .args(["bench", "--endpoints", &endpoints, "--concurrency", "32"])
-        .args(["--requests", &WRITES_WHILE_DOWN.to_string(), "--duration-secs", "600"])
-        .args(["--keys", &KEYS.to_string(), "--value-size", "64"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .output()
-        .expect("raft-kv bench runs");
-    let report = String::from_utf8_lossy(&bench.stdout);
-    assert!(bench.status.success(), "raft-kv bench failed: {report}");
-    assert!(report.contains("errors:     0"), "the writes should all succeed: {report}");
+    for protocol in [&[][..], &["--http2", "--connections", "4"][..]] {
+        let bench = Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+            .args(["bench", "--endpoints", &endpoints, "--concurrency", "32"])
+            .args(["--requests", &(WRITES_WHILE_DOWN / 2).to_string(), "--duration-secs", "600"])
+            .args(["--keys", &KEYS.to_string(), "--value-size", "64"])
+            .args(protocol)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .output()
+            .expect("raft-kv bench runs");
+        let report = String::from_utf8_lossy(&bench.stdout);
+        assert!(bench.status.success(), "raft-kv bench {protocol:?} failed: {report}");
+        assert!(report.contains("errors:     0"), "the writes should all succeed: {report}");
+    }
 
     // The others compacted: the entries the stopped node lacks are gone from the leader's log.
     let leader = cluster.leader(Some(stopped)).await;

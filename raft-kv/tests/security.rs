@@ -28,7 +28,7 @@ use raft_consensus::{
     Configuration, Entry, EntryPayload, LogId, LogIndex, Message, MessageBody, NodeId, Snapshot,
     SnapshotMeta, Term,
 };
-use raft_kv::client::{ClientTls, HttpReply, request_with};
+use raft_kv::client::{ClientTls, Http2Connection, HttpReply, request_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -417,6 +417,20 @@ async fn https_with_client_certificates_refuses_clients_without_one() {
         let reply = cluster.request(1, "GET", path, b"").await.expect("answered");
         assert_eq!(reply.status, 200, "{path}");
     }
+    // HTTP/2 through ALPN, with the client certificate; refused without one.
+    let http2 = Http2Connection::open(cluster.http[0], Some(&cluster.client)).await.expect("h2");
+    let reply =
+        http2.request("GET", "/v1/status", &[], Default::default()).await.expect("answered");
+    assert_eq!(reply.status, 200);
+    let anonymous_http2 = async {
+        let connection = Http2Connection::open(cluster.http[0], Some(&anonymous)).await?;
+        connection.request("GET", "/v1/status", &[], Default::default()).await
+    };
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, anonymous_http2).await;
+    assert!(
+        !matches!(answer, Ok(Ok(_))),
+        "an HTTP/2 client without a certificate was answered: {answer:?}"
+    );
 }
 
 /// A plain single node with tight HTTP limits, for the limit tests.
