@@ -460,6 +460,7 @@ async fn start_node(
     let listener = TcpListener::bind(addresses[(id.0 - 1) as usize]).await?;
     let peers: Vec<(NodeId, SocketAddr)> =
         addresses.iter().enumerate().map(|(n, address)| (NodeId(n as u64 + 1), *address)).collect();
+    let peers = peers.into_iter().filter(|(peer, _)| *peer != id);
     let mut tcp = TcpConfig::new(CLUSTER_ID);
     tcp.max_frame_bytes = tcp.max_frame_bytes.max(2 * config.snapshot_chunk_bytes);
     let transport = TcpTransport::start(id, listener, peers, tcp)?;

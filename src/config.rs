@@ -6,8 +6,40 @@
 
 use crate::error::ConfigError;
 use crate::state_machine::SnapshotMode;
+use crate::transport::codec::largest_messages;
 
-/// Timing and size limits of one Raft node.
+/// Timing and size limits of one Raft node. Each field's doc gives its default
+/// ([`Config::default`]) and unit; [`Config::validate`] refuses combinations that cannot work.
+///
+/// # Size limits
+///
+/// A command is limited three times on its way: [`max_entry_bytes`](Config::max_entry_bytes)
+/// (default 8 MiB) is what a client may propose; the storage must be able to store it
+/// ([`WalOptions::max_entry_bytes`](crate::storage::WalOptions::max_entry_bytes), default 16
+/// MiB, checked through [`Storage::max_entry_bytes`](crate::storage::Storage::max_entry_bytes));
+/// and the message carrying it must fit in the transport's frame
+/// ([`TcpConfig::max_frame_bytes`](crate::transport::TcpConfig::max_frame_bytes), default 64
+/// MiB, checked through [`Transport::max_message_bytes`](crate::transport::Transport::max_message_bytes)).
+/// A message is larger than its payload: an AppendEntries carries up to
+/// [`max_append_bytes`](Config::max_append_bytes) of commands (or one command of up to
+/// `max_entry_bytes`, when larger: the first entry is always sent) in up to
+/// [`max_append_entries`](Config::max_append_entries) entries of 21 bytes of framing each, and
+/// an InstallSnapshot carries a [`snapshot_chunk_bytes`](Config::snapshot_chunk_bytes) chunk
+/// and the cluster configuration (counted as 64 KiB). So `max_entry_bytes <=
+/// WalOptions::max_entry_bytes`, and each of those messages, framing included, must be at
+/// most `max_frame_bytes`: [`RaftNode::start`](crate::RaftNode::start) refuses a node whose
+/// parts break either rule ([`ConfigError::EntryLimitAboveStorage`],
+/// [`ConfigError::MessageAboveFrameLimit`], naming the values), since the first command or
+/// chunk that large would stop the node or be dropped forever; and [`Config::validate`]
+/// refuses limits whose messages could not be framed at all (a 32-bit length, whatever the
+/// transport: [`ConfigError::LimitTooLarge`]). The other byte limits only
+/// bound memory and pace, and any values work together:
+/// [`max_inflight_bytes`](Config::max_inflight_bytes) (8 MiB; one larger entry is still sent
+/// alone), [`TcpConfig::queue_bytes`](crate::transport::TcpConfig::queue_bytes) (64 MiB; one
+/// message is always queued), `max_inflight_snapshot_chunks` chunks in flight, and
+/// [`max_snapshot_bytes`](Config::max_snapshot_bytes) (4 GiB, the largest snapshot accepted:
+/// keep it above your state's size). Raising `max_entry_bytes` therefore means raising
+/// `WalOptions::max_entry_bytes` and `max_frame_bytes` with it when they are too small.
 ///
 /// ```
 /// use raft_consensus::Config;
@@ -20,14 +52,17 @@ use crate::state_machine::SnapshotMode;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Lower bound (inclusive) of the randomized election timeout, in milliseconds.
+    /// Lower bound (inclusive) of the randomized election timeout, in milliseconds. Default
+    /// 150.
     pub election_timeout_min_ms: u64,
-    /// Upper bound (exclusive) of the randomized election timeout, in milliseconds.
+    /// Upper bound (exclusive) of the randomized election timeout, in milliseconds. Default
+    /// 300.
     pub election_timeout_max_ms: u64,
     /// How often a leader sends heartbeats, in milliseconds. Must be below
-    /// `election_timeout_min_ms`.
+    /// `election_timeout_min_ms`. Default 100.
     pub heartbeat_interval_ms: u64,
-    /// Most AppendEntries messages carrying entries that may be in flight to one follower.
+    /// Most AppendEntries messages carrying entries that may be in flight to one follower (a
+    /// count). Default 64.
     pub max_inflight_appends: usize,
     /// Most bytes of entries that may be in flight to one follower, unacknowledged (like
     /// etcd-raft's `MaxInflightBytes`). Default 8 MiB.
@@ -46,20 +81,24 @@ pub struct Config {
     /// round trips or slow disks (`BENCHMARKS.md`, "Slow follower catch-up", measures both).
     pub max_inflight_bytes: u64,
     /// Most bytes of entry payload in one AppendEntries message (at least one entry is always
-    /// sent, so an entry up to `max_entry_bytes` still fits).
+    /// sent, so an entry up to `max_entry_bytes` still fits). Default 1 MiB. See "Size
+    /// limits" above.
     pub max_append_bytes: usize,
-    /// Most entries in one AppendEntries message.
+    /// Most entries in one AppendEntries message (a count). Default 4,096.
     pub max_append_entries: usize,
     /// Largest command a client may propose, in bytes. Larger proposals are rejected before
-    /// anything is written.
+    /// anything is written ([`ProposeError::TooLarge`](crate::ProposeError::TooLarge)).
+    /// Default 8 MiB. Must fit in the storage's and the transport's limits: see "Size limits"
+    /// above.
     pub max_entry_bytes: usize,
-    /// Most client requests queued for the node's task before `propose` waits.
+    /// Most client requests queued for the node's task before `propose` waits (a count).
+    /// Default 65,536.
     pub max_pending_requests: usize,
     /// Run a pre-vote round before an election (Raft thesis §9.6): a node whose election
     /// timer fires first asks whether a majority would vote for it, without raising its term,
     /// and voters that heard from a leader within `election_timeout_min_ms` say no (and ignore
     /// vote requests too). A node cut off by a partition therefore cannot depose a healthy
-    /// leader when it comes back.
+    /// leader when it comes back. Default on.
     pub pre_vote: bool,
     /// Take a snapshot once this many entries were applied since the last one (0: never by
     /// count), if the log has also outgrown `snapshot_log_multiple` times the last
@@ -79,11 +118,13 @@ pub struct Config {
     /// the thresholds). Default 1.
     pub snapshot_log_multiple: u64,
     /// Entries kept in the log below a snapshot, so that a follower slightly behind still
-    /// catches up from the log rather than by a whole snapshot.
+    /// catches up from the log rather than by a whole snapshot (a count). Default 1,024.
     pub snapshot_keep_entries: u64,
-    /// Most bytes of snapshot data in one InstallSnapshot message.
+    /// Most bytes of snapshot data in one InstallSnapshot message. Default 1 MiB. The
+    /// message must fit in the transport's frame: see "Size limits" above.
     pub snapshot_chunk_bytes: usize,
-    /// Most InstallSnapshot chunks in flight to one follower (flow control).
+    /// Most InstallSnapshot chunks in flight to one follower (flow control; a count). Default
+    /// 4.
     pub max_inflight_snapshot_chunks: usize,
     /// Largest snapshot a follower accepts from a leader, in bytes (it is written to storage
     /// as it arrives, never held whole in memory): a transfer declaring more is refused at its
@@ -92,7 +133,8 @@ pub struct Config {
     pub max_snapshot_bytes: u64,
     /// A learner becomes a voter only if its log is at most this many entries behind the
     /// leader's (otherwise [`MembershipError::NotCaughtUp`](crate::MembershipError)): a voter
-    /// far behind would slow every commit it is needed for.
+    /// far behind would slow every commit it is needed for (a count of entries). Default
+    /// 1,000.
     pub promotion_max_lag: u64,
     /// Serve [`ReadPolicy::Lease`](crate::core::ReadPolicy) reads on the leader without a
     /// round trip, within a lease (Raft thesis §6.4.1). Off by default: it trades the safety
@@ -113,11 +155,12 @@ pub struct Config {
     pub lease_reads: bool,
     /// How far, in milliseconds over one election timeout, any node's clock may run ahead of
     /// the leader's; the lease is shortened by this much. Used only with `lease_reads`.
+    /// Default 30.
     pub clock_drift_bound_ms: u64,
     /// Most linearizable reads a node keeps waiting: for confirmation (its own, and on a
     /// leader its followers' forwarded requests, counted apart), and again once confirmed,
     /// for its state machine to catch up. More are refused with
-    /// [`ReadError::TooManyPending`](crate::ReadError).
+    /// [`ReadError::TooManyPending`](crate::ReadError). A count; default 65,536.
     pub max_pending_reads: usize,
     /// How long, in milliseconds, a node's oldest write handed to storage may wait for its
     /// sync before the node counts its disk as stalled (default 300, the default maximum
@@ -233,6 +276,17 @@ impl Config {
                 return Err(ConfigError::LimitTooLarge { name, max: MAX_FRAMED_LENGTH });
             }
         }
+        // So is every message, framing included: the largest ones must fit a 32-bit length
+        // whatever the transport (see "Size limits").
+        for (name, value, message_bytes) in largest_messages(self) {
+            if message_bytes > MAX_FRAMED_LENGTH {
+                let framing = message_bytes - value;
+                return Err(ConfigError::LimitTooLarge {
+                    name,
+                    max: MAX_FRAMED_LENGTH.saturating_sub(framing),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -277,6 +331,21 @@ mod tests {
         let huge_entries = Config { max_entry_bytes: usize::MAX, ..Config::default() };
         assert!(matches!(
             huge_entries.validate(),
+            Err(ConfigError::LimitTooLarge { name: "max_entry_bytes", .. })
+        ));
+        // Each field fits 32 bits, but a message of that much payload and its framing does not.
+        let huge_batches = Config { max_append_bytes: u32::MAX as usize - 64, ..Config::default() };
+        let Err(ConfigError::LimitTooLarge { name: "max_append_bytes", max }) =
+            huge_batches.validate()
+        else {
+            panic!("a batch that cannot be framed was accepted: {:?}", huge_batches.validate());
+        };
+        assert_eq!(Config { max_append_bytes: max, ..Config::default() }.validate(), Ok(()));
+        assert!(Config { max_append_bytes: max + 1, ..Config::default() }.validate().is_err());
+        let entry_without_room_for_framing =
+            Config { max_entry_bytes: u32::MAX as usize - 64, ..Config::default() };
+        assert!(matches!(
+            entry_without_room_for_framing.validate(),
             Err(ConfigError::LimitTooLarge { name: "max_entry_bytes", .. })
         ));
         let zero_inflight = Config { max_inflight_appends: 0, ..Config::default() };

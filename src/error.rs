@@ -62,6 +62,23 @@ pub enum ConfigError {
         /// The storage's limit.
         storage: usize,
     },
+    /// A message the node may send under this configuration is larger than the transport's
+    /// largest frame ([`TcpConfig::max_frame_bytes`](crate::transport::TcpConfig::max_frame_bytes)):
+    /// the peer would close the connection on it every time it is sent. `name` is the limit
+    /// that makes the message that large. See [`Config`](crate::Config)'s "Size limits".
+    #[error(
+        "{name} ({value}) makes messages of up to {message_bytes} bytes, above the transport's maximum frame of {max_frame_bytes} bytes"
+    )]
+    MessageAboveFrameLimit {
+        /// The configuration field that sets the message's size.
+        name: &'static str,
+        /// That field's value.
+        value: usize,
+        /// The largest message it allows, as encoded on the wire.
+        message_bytes: usize,
+        /// The transport's largest frame.
+        max_frame_bytes: usize,
+    },
     /// Lease reads are on without pre-vote: only pre-vote's rule (a voter that heard from a
     /// leader within the minimum election timeout ignores vote requests) keeps a new leader
     /// from being elected while the old one's lease runs.
@@ -184,6 +201,21 @@ pub enum StorageError {
         /// What the state machine said.
         reason: String,
     },
+    /// The data directory is in use: another process, or another storage of this process,
+    /// holds its lock file. Nothing was read or changed. Stop the other user (or pick
+    /// another directory); a lock is never left behind by a process that ended.
+    #[error(
+        "the data directory {} is in use by {}; refusing to open it twice",
+        dir.display(),
+        match holder_pid { Some(pid) => format!("process {pid}"), None => String::from("another process or node") }
+    )]
+    DirectoryLocked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The process id recorded in the lock file by its holder, when it is known (it may
+        /// be this very process: two storages opened on one directory).
+        holder_pid: Option<u32>,
+    },
 }
 
 impl StorageError {
@@ -203,7 +235,8 @@ impl StorageError {
             | StorageError::UnsupportedVersion { .. }
             | StorageError::EntryTooLarge { .. }
             | StorageError::Restore { .. }
-            | StorageError::Snapshot { .. } => StorageErrorKind::Other,
+            | StorageError::Snapshot { .. }
+            | StorageError::DirectoryLocked { .. } => StorageErrorKind::Other,
         }
     }
 }
@@ -223,7 +256,7 @@ pub enum StorageErrorKind {
     /// Another I/O error (`EIO` and the like): the disk or the file system is failing.
     Io,
     /// Anything else: data of another node or format version, an entry too large, a
-    /// snapshot the state machine refused.
+    /// snapshot the state machine refused, a data directory another user has locked.
     Other,
 }
 
@@ -286,6 +319,20 @@ pub enum StartError {
     SnapshotsUnsupported {
         /// The state machine's type name.
         state_machine: &'static str,
+    },
+    /// The storage and the transport were set up for different clusters (a
+    /// [`WalIdentity`](crate::storage::WalIdentity)'s `cluster_id` and a
+    /// [`TcpConfig`](crate::transport::TcpConfig)'s): the node would refuse its own peers'
+    /// connections. Build both from one identity
+    /// ([`TcpConfig::for_identity`](crate::transport::TcpConfig::for_identity)).
+    #[error(
+        "the storage belongs to cluster {storage} but the transport to cluster {transport}: give both the same cluster id (TcpConfig::for_identity)"
+    )]
+    ClusterIdMismatch {
+        /// The cluster id the storage reports ([`Storage::cluster_id`](crate::storage::Storage::cluster_id)).
+        storage: u64,
+        /// The cluster id the transport reports ([`Transport::cluster_id`](crate::transport::Transport::cluster_id)).
+        transport: u64,
     },
 }
 
@@ -375,6 +422,49 @@ pub enum ProposeError {
     },
     /// The command committed, and the state machine's `apply` returned this error. Every node
     /// applied the same command with the same result.
+    ///
+    /// The error is the very value your [`apply`](crate::StateMachine::apply) returned,
+    /// boxed: get your type back with [`downcast`](Box::downcast) (or
+    /// `downcast_ref` to only look at it).
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// use std::time::Duration;
+    ///
+    /// use raft_consensus::storage::MemoryStorage;
+    /// use raft_consensus::transport::ChannelNetwork;
+    /// use raft_consensus::{Config, NodeId, ProposeError, RaftNode, StateMachine};
+    ///
+    /// #[derive(Debug, PartialEq, thiserror::Error)]
+    /// #[error("{0} is not a number")]
+    /// struct NotANumber(String);
+    ///
+    /// struct Sum(u64);
+    ///
+    /// impl StateMachine for Sum {
+    ///     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+    ///         let text = String::from_utf8_lossy(command).into_owned();
+    ///         self.0 += text.parse::<u64>().map_err(|_| NotANumber(text))?;
+    ///         Ok(self.0.to_le_bytes().to_vec())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn Error>> {
+    /// let network = ChannelNetwork::new();
+    /// let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(), MemoryStorage::new(), network.join(NodeId(1)), Sum(0))?;
+    /// node.wait_for(Duration::from_secs(5), |status| status.is_leader()).await?;
+    /// match node.propose(b"seven".to_vec()).await {
+    ///     Err(ProposeError::Apply(error)) => {
+    ///         let error: Box<NotANumber> = error.downcast().map_err(|_| "another error type")?;
+    ///         assert_eq!(*error, NotANumber("seven".into()));
+    ///     }
+    ///     other => panic!("expected the state machine's error, got {other:?}"),
+    /// }
+    /// node.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[error("the state machine rejected the command: {0}")]
     Apply(#[source] Box<dyn StdError + Send + Sync>),
 }
@@ -494,4 +584,36 @@ pub enum WaitError {
     /// The node shut down first.
     #[error("the node has shut down")]
     Shutdown,
+}
+
+/// Why [`TcpTransport::start`](crate::transport::TcpTransport::start) refused to start.
+///
+/// Converts into an [`io::Error`] (kind `InvalidInput` for a bad argument), so code that
+/// started the transport in a function returning `io::Result` still compiles with `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpStartError {
+    /// The listener's bound address could not be read. (The OS's message is part of this
+    /// one, not repeated as `source()`.)
+    #[error("reading the listener's address: {0}")]
+    Listener(io::Error),
+    /// The peers given include the node itself: peers are the *other* nodes (a node never
+    /// dials itself).
+    #[error("the peers include the node itself ({id} at {address}): give only the other nodes")]
+    OwnIdAmongPeers {
+        /// The node's id.
+        id: NodeId,
+        /// The address given for it.
+        address: std::net::SocketAddr,
+    },
+}
+
+impl From<TcpStartError> for io::Error {
+    fn from(error: TcpStartError) -> io::Error {
+        match error {
+            TcpStartError::Listener(error) => error,
+            own @ TcpStartError::OwnIdAmongPeers { .. } => {
+                io::Error::new(io::ErrorKind::InvalidInput, own)
+            }
+        }
+    }
 }

@@ -8,8 +8,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`core`] | the sans-I/O protocol: [`core::RaftCore`], fed time, messages and proposals, producing [`core::Ready`] batches of work |
-//! | [`storage`] | the [`storage::Storage`] trait for the durable log and [`HardState`]; [`storage::MemoryStorage`] |
-//! | [`transport`] | the [`transport::Transport`] trait; [`transport::ChannelNetwork`] for nodes in one process |
+//! | [`storage`] | the [`storage::Storage`] trait for the durable log and [`HardState`]; [`storage::WalStorage`], a write-ahead log in a (locked) data directory, for real nodes; [`storage::MemoryStorage`], nothing durable, for tests |
+//! | [`transport`] | the [`transport::Transport`] trait; [`transport::TcpTransport`] between processes (plain TCP, or mutual TLS with [`transport::PeerTls`]); [`transport::ChannelNetwork`] for nodes in one process (tests, examples) |
 //! | [`node`] | [`node::Node`]: one node sans I/O (core, storage, state machine, proposals, snapshot policy), for any runtime to pump |
 //! | [`RaftNode`] | the tokio runtime: one task per node that pumps a [`node::Node`] and answers [`RaftNode::propose`] |
 //! | [`state_machine`] | the [`StateMachine`] trait your application implements |
@@ -62,6 +62,15 @@
 //!
 //! A proposal sent to a follower fails with [`ProposeError::NotLeader`], whose `leader_hint`
 //! names the leader to retry on.
+//!
+//! ## Across processes
+//!
+//! A real node pairs [`storage::WalStorage`] with [`transport::TcpTransport`], both built from
+//! one [`storage::WalIdentity`] (so the cluster id is given once:
+//! [`transport::TcpConfig::for_identity`]). `TcpTransport`'s documentation shows the set-up
+//! (addresses known before start, peers, shutdown and restart on the same port), and
+//! `examples/tcp_cluster.rs` runs it with three nodes. [`Config`]'s "Size limits" says how the
+//! size limits of the configuration, the log and the transport relate.
 #![deny(missing_docs)]
 
 pub mod client;
@@ -80,6 +89,7 @@ mod raft_node;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;
+mod start_checks;
 pub mod state_machine;
 mod status;
 pub mod storage;
@@ -91,7 +101,7 @@ pub use config::Config;
 pub use core::{Configuration, MemberAddress, ReadPolicy, Role};
 pub use error::{
     ConfigError, FatalError, MachineReadError, MembershipError, ProposeError, ReadError,
-    StartError, StorageError, StorageErrorKind, WaitError,
+    StartError, StorageError, StorageErrorKind, TcpStartError, WaitError,
 };
 pub use hard_state::HardState;
 pub use message::{Entry, EntryPayload, Message, MessageBody};

@@ -191,6 +191,7 @@ impl RaftNode {
         M: StateMachine + Send + 'static,
     {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        crate::start_checks::check_parts(&config, &storage, &transport)?;
         // Each node draws its own election jitter; the seed only needs to differ between
         // nodes and runs, which the standard library's per-process random keys provide.
         let seed = RandomState::new().hash_one(id.0);

@@ -5,12 +5,12 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use raft_consensus::storage::MemoryStorage;
+use raft_consensus::storage::{MemoryStorage, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::codec::WIRE_FORMAT_VERSION;
 use raft_consensus::transport::{TcpConfig, TcpTransport, Transport, members_fingerprint};
 use raft_consensus::{
-    Config, LogId, Message, MessageBody, NodeId, RaftNode, Snapshot, SnapshotMeta, StateMachine,
-    Term,
+    Config, ConfigError, LogId, Message, MessageBody, NodeId, RaftNode, Snapshot, SnapshotMeta,
+    StartError, StateMachine, TcpStartError, Term,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,8 +60,8 @@ async fn a_cluster_runs_over_tcp() {
     let peers: Vec<(NodeId, SocketAddr)> = members.iter().copied().zip(addresses).collect();
     let mut nodes = Vec::new();
     for (id, listener) in members.iter().zip(listeners) {
-        let transport =
-            TcpTransport::start(*id, listener, peers.clone(), TcpConfig::new(9)).unwrap();
+        let others = peers.iter().copied().filter(|(peer, _)| peer != id);
+        let transport = TcpTransport::start(*id, listener, others, TcpConfig::new(9)).unwrap();
         let node = RaftNode::start(
             *id,
             members.clone(),
@@ -230,23 +230,43 @@ async fn oversized_and_garbage_frames_close_the_connection_without_harm() {
 }
 
 /// Dropping a transport (its node stopped) frees its address at once, so a node started again
-/// in the same process can listen there.
+/// in the same process can listen there: the very next bind succeeds, with no wait.
 #[tokio::test]
 async fn a_dropped_transport_frees_its_address() {
     let (mut listeners, addresses) = listeners(1).await;
     let transport =
         TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [], TcpConfig::new(1)).unwrap();
     drop(transport);
-    let started = std::time::Instant::now();
-    loop {
-        match TcpListener::bind(addresses[0]).await {
-            Ok(_) => break,
-            Err(error) => {
-                assert!(started.elapsed() < DEADLINE, "the address stayed taken: {error}");
-                tokio::task::yield_now().await;
-            }
-        }
+    if let Err(error) = TcpListener::bind(addresses[0]).await {
+        panic!("the address is still taken right after the transport dropped: {error}");
     }
+}
+
+/// Peers are the other nodes: the node's own id among them is refused, naming it.
+#[tokio::test]
+async fn the_nodes_own_id_among_its_peers_is_refused() {
+    let (mut bound, addresses) = listeners(2).await;
+    drop(bound.pop());
+    let peers = [(NodeId(1), addresses[0]), (NodeId(2), addresses[1])];
+    let refused = TcpTransport::start(NodeId(1), bound.remove(0), peers, TcpConfig::new(1));
+    match refused {
+        Err(error @ TcpStartError::OwnIdAmongPeers { .. }) => {
+            assert!(
+                matches!(error, TcpStartError::OwnIdAmongPeers { id: NodeId(1), address } if address == addresses[0])
+            );
+            let message = error.to_string();
+            assert!(message.contains("node1"), "{message}");
+            let io_error = std::io::Error::from(error);
+            assert_eq!(io_error.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        Err(other) => panic!("expected OwnIdAmongPeers, got {other}"),
+        Ok(_) => panic!("a transport started with itself among its peers"),
+    }
+    let (mut fresh, _) = listeners(1).await;
+    let only_others = [(NodeId(2), addresses[1])];
+    assert!(
+        TcpTransport::start(NodeId(1), fresh.remove(0), only_others, TcpConfig::new(1)).is_ok()
+    );
 }
 
 /// A node whose peer is down drops what it queued for it when a dial fails, and backs off
@@ -262,13 +282,14 @@ async fn a_peer_that_dials_in_is_dialled_back_at_once_and_gets_no_stale_messages
     // Node 2's address refuses connections until node 2 starts.
     drop(second_listener);
     let mut first =
-        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), peers, patient.clone()).unwrap();
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [peers[1]], patient.clone())
+            .unwrap();
     // Queued before the dial loop first runs (this runtime has one thread): the dial fails,
     // the message is dropped, and the backoff begins.
     first.send(vote_request(1, 2));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second_listener = TcpListener::bind(addresses[1]).await.unwrap();
-    let mut second = TcpTransport::start(NodeId(2), second_listener, peers, patient).unwrap();
+    let mut second = TcpTransport::start(NodeId(2), second_listener, [peers[0]], patient).unwrap();
     // Node 2 dials node 1 (its first dial succeeds), which wakes node 1's dial loop.
     second.send(vote_request(2, 1));
     assert_eq!(receive(&mut first).await.from, NodeId(2));
@@ -293,7 +314,8 @@ async fn a_peers_queue_holds_at_most_queue_bytes_of_chunks() {
     };
     drop(second_listener);
     let mut first =
-        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), peers, config.clone()).unwrap();
+        TcpTransport::start(NodeId(1), listeners.pop().unwrap(), [peers[1]], config.clone())
+            .unwrap();
     // The first dial fails; the backoff begins, and messages queue.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let data = bytes::Bytes::from(vec![7u8; 1 << 20]);
@@ -308,7 +330,7 @@ async fn a_peers_queue_holds_at_most_queue_bytes_of_chunks() {
     }
     first.send(Message { term: Term(2), ..vote_request(1, 2) });
     let second_listener = TcpListener::bind(addresses[1]).await.unwrap();
-    let mut second = TcpTransport::start(NodeId(2), second_listener, peers, config).unwrap();
+    let mut second = TcpTransport::start(NodeId(2), second_listener, [peers[0]], config).unwrap();
     second.send(vote_request(2, 1));
     assert_eq!(receive(&mut first).await.from, NodeId(2));
     // 1.5 MiB hold the first chunk only.
@@ -320,4 +342,109 @@ async fn a_peers_queue_holds_at_most_queue_bytes_of_chunks() {
         other => panic!("{other:?}"),
     }
     assert_eq!(receive(&mut second).await.term, Term(2));
+}
+
+/// Starts a one-node `RaftNode` on a fresh data directory of cluster 7 and a TCP transport
+/// with `tcp`, returning what `RaftNode::start` said.
+async fn start_single(config: Config, tcp: TcpConfig) -> Result<RaftNode, StartError> {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
+    let storage = WalStorage::open(dir.path(), identity, WalOptions::default()).unwrap();
+    let (mut bound, _) = listeners(1).await;
+    let transport = TcpTransport::start(NodeId(1), bound.remove(0), [], tcp).unwrap();
+    RaftNode::start(NodeId(1), [NodeId(1)], config, storage, transport, Counter::default())
+}
+
+/// The storage's and the transport's cluster ids must agree: a mismatch is refused at start,
+/// naming both, before anything runs; a transport built from the storage's identity starts.
+#[tokio::test]
+async fn a_storage_and_a_transport_of_different_clusters_are_refused_at_start() {
+    match start_single(Config::default(), TcpConfig::new(8)).await {
+        Err(error @ StartError::ClusterIdMismatch { storage: 7, transport: 8 }) => {
+            let message = error.to_string();
+            assert!(message.contains("cluster 7") && message.contains("cluster 8"), "{message}");
+        }
+        Err(other) => panic!("expected a cluster id mismatch, got: {other}"),
+        Ok(_) => panic!("a node started with storage of cluster 7 and a transport of cluster 8"),
+    }
+    let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
+    let node = start_single(Config::default(), TcpConfig::for_identity(&identity)).await.unwrap();
+    node.shutdown().await.unwrap();
+}
+
+/// A configuration whose messages cannot fit in the transport's frames is refused at start,
+/// naming the limit: an entry, an AppendEntries batch or a snapshot chunk above
+/// `max_frame_bytes` would close the connection every time it is sent.
+#[tokio::test]
+async fn a_config_whose_messages_exceed_the_frame_limit_is_refused_at_start() {
+    const MIB: usize = 1024 * 1024;
+    let small_frames = TcpConfig { max_frame_bytes: 4 * MIB, ..TcpConfig::new(7) };
+    let cases = [
+        ("max_entry_bytes", Config::default()),
+        // Exactly the frame's size: the message's framing no longer fits.
+        (
+            "max_entry_bytes",
+            Config { max_entry_bytes: 4 * MIB, max_append_bytes: MIB, ..Config::default() },
+        ),
+        (
+            "max_append_bytes",
+            Config { max_entry_bytes: MIB, max_append_bytes: 4 * MIB, ..Config::default() },
+        ),
+        (
+            "snapshot_chunk_bytes",
+            Config { max_entry_bytes: MIB, snapshot_chunk_bytes: 4 * MIB, ..Config::default() },
+        ),
+    ];
+    for (limit, config) in cases {
+        match start_single(config, small_frames.clone()).await {
+            Err(StartError::Config(error @ ConfigError::MessageAboveFrameLimit { name, .. })) => {
+                assert_eq!(name, limit);
+                let message = error.to_string();
+                assert!(
+                    message.contains(limit) && message.contains(&(4 * MIB).to_string()),
+                    "{message}"
+                );
+            }
+            Err(other) => panic!("{limit}: expected MessageAboveFrameLimit, got: {other}"),
+            Ok(_) => panic!("{limit}: a node started whose messages exceed the frame limit"),
+        }
+    }
+    // Just within: the largest entry's message fits the frame.
+    let fits = Config { max_entry_bytes: 3 * MIB, max_append_bytes: MIB, ..Config::default() };
+    start_single(fits, small_frames).await.unwrap().shutdown().await.unwrap();
+    // The defaults fit each other.
+    start_single(Config::default(), TcpConfig::new(7)).await.unwrap().shutdown().await.unwrap();
+}
+
+/// A node's `shutdown` releases its port and its data directory as it returns: the node
+/// starts again at once on the same address, from the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarts_on_the_same_port_and_data_directory_right_after_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
+    let (mut bound, addresses) = listeners(1).await;
+    let mut listener = bound.remove(0);
+    for round in 1..=3u64 {
+        let storage = WalStorage::open(dir.path(), identity, WalOptions::default()).unwrap();
+        let transport =
+            TcpTransport::start(NodeId(1), listener, [], TcpConfig::for_identity(&identity))
+                .unwrap();
+        let node = RaftNode::start(
+            NodeId(1),
+            [NodeId(1)],
+            Config::default(),
+            storage,
+            transport,
+            Counter::default(),
+        )
+        .unwrap();
+        node.wait_for(DEADLINE, |status| status.is_leader()).await.unwrap();
+        // The counter is rebuilt from the log each time: one more command per round.
+        assert_eq!(node.propose(b"tick".to_vec()).await.unwrap(), round.to_le_bytes());
+        node.shutdown().await.unwrap();
+        listener = match TcpListener::bind(addresses[0]).await {
+            Ok(listener) => listener,
+            Err(error) => panic!("round {round}: the port is still taken after shutdown: {error}"),
+        };
+    }
 }

@@ -37,9 +37,14 @@ impl DataDirs {
         }
     }
 
+    /// Node `id`'s data directory.
+    pub fn node_dir(&self, id: NodeId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
     /// Opens node `id`'s write-ahead log (recovering what an earlier run left there).
     pub fn storage(&self, id: NodeId) -> anyhow::Result<WalStorage> {
-        let dir = self.root.join(id.to_string());
+        let dir = self.node_dir(id);
         let identity = WalIdentity { node_id: id, cluster_id: EXAMPLE_CLUSTER_ID };
         let storage = WalStorage::open(&dir, identity, WalOptions::default())
             .with_context(|| format!("opening {id}'s write-ahead log in {}", dir.display()))?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_consensus::storage::{AppendFile, FileSystem, StdFileSystem};
+use raft_consensus::storage::{AppendFile, DirLock, FileSystem, StdFileSystem};
 
 /// The operating system's file system, with syncs frozen while `signal` exists.
 #[derive(Clone, Debug)]
@@ -96,5 +96,9 @@ impl FileSystem for FreezableFileSystem {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.wait_while_frozen();
         StdFileSystem.sync_dir(dir)
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        StdFileSystem.lock_dir(dir)
     }
 }

@@ -1,12 +1,7 @@
 //! [`Ready`]: the batch of work the core hands its caller, and [`ReadyAck`], the receipt the
-//! caller hands back once the work is done.
-//!
-//! The order is the safety argument of the whole library, so it is spelled out once here and
-//! enforced by the shared driver: send `messages` and `snapshot_chunks` (they promise nothing
-//! durable), write `received_chunks`, store `snapshot` and reset the log to `log_reset`, persist `entries` and `hard_state` and sync,
-//! send `persisted_messages`, restore the state machine from `snapshot`, apply
-//! `committed_entries` in order, then [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit
-//! only after that acknowledgment.
+//! caller hands back once the work is done. (This module is private: the order to do the work
+//! in, the safety argument of the whole library, is documented on [`Ready`] itself, where
+//! rustdoc shows it.)
 
 use super::snapshot::{ReceivedSnapshotChunk, SnapshotChunkToSend};
 use super::{LOG_TARGET, RaftCore, Role};
@@ -15,8 +10,16 @@ use crate::message::{Entry, Message};
 use crate::snapshot::Snapshot;
 use crate::types::{LogId, LogIndex};
 
-/// Work produced by the core. See the [`core` module documentation](crate::core) for the order
-/// to do it in.
+/// Work produced by the core, to be done in this order (see also the
+/// [`core` module documentation](crate::core)).
+///
+/// The order is the safety argument of the whole library, so it is spelled out once here and
+/// enforced by the runtime's shared driver: send `messages` and `snapshot_chunks` (they
+/// promise nothing durable), write `received_chunks`, store `snapshot` and reset the log to
+/// `log_reset`, persist `entries` and `hard_state` and sync, send `persisted_messages`,
+/// restore the state machine from `snapshot`, apply `committed_entries` in order, then
+/// [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit only
+/// after that acknowledgment.
 #[derive(Debug)]
 #[must_use = "a Ready must be carried out and acknowledged with RaftCore::advance"]
 pub struct Ready {

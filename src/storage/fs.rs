@@ -45,7 +45,96 @@ pub trait FileSystem: Clone + Send + 'static {
     fn prepare_in_background(&self) -> bool {
         true
     }
+
+    /// Takes an exclusive lock on the data directory `dir` (which exists), held until the
+    /// returned [`DirLock`] is dropped, so that two logs (of two processes, or two opens in
+    /// one process) never write the same directory. A directory another holder has locked
+    /// is refused with an error of kind [`io::ErrorKind::WouldBlock`], its message naming
+    /// the holder's pid when known.
+    ///
+    /// The default takes no lock ([`DirLock::none`]): right for a file system no other
+    /// process can reach (the simulator's disk, a fuzzer's). [`StdFileSystem`] locks a
+    /// `LOCK` file in the directory; a file system that wraps it should forward to it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        let _ = dir;
+        Ok(DirLock::none())
+    }
 }
+
+/// The name of the file [`StdFileSystem::lock_dir`](FileSystem::lock_dir) locks in a data
+/// directory. It holds the pid of the process that last locked it (text, for operators and
+/// for the error a second opener gets); only the lock itself, never the file's presence,
+/// says whether the directory is in use, so a file left by a killed process is harmless.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// An exclusive lock on a data directory ([`FileSystem::lock_dir`]), released when dropped
+/// (and by the operating system when the process ends, however it ends).
+#[derive(Debug)]
+pub struct DirLock {
+    /// The locked file (an `flock` on its open file description), or `None` for no lock.
+    _file: Option<File>,
+}
+
+impl DirLock {
+    /// A lock that locks nothing, for file systems no other process can reach.
+    pub fn none() -> DirLock {
+        DirLock { _file: None }
+    }
+
+    /// Locks `dir`'s [`LOCK_FILE_NAME`] file with `flock(LOCK_EX | LOCK_NB)`, then records
+    /// this process's pid in it.
+    ///
+    /// `flock` rather than `fcntl` locks: an `flock` belongs to the open file, so a second
+    /// open in the same process is refused too (an `fcntl` lock is the process's, and would
+    /// let two nodes of one process share a directory), and closing another descriptor of
+    /// the same file does not release it. (`std::fs::File::try_lock` does the same, but only
+    /// from Rust 1.89, above this crate's `rust-version`.)
+    pub fn lock(dir: &Path) -> io::Result<DirLock> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+
+        let path = dir.join(LOCK_FILE_NAME);
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        // SAFETY: `flock` only reads its arguments; the descriptor is open for the call.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked != 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::WouldBlock {
+                return Err(error);
+            }
+            let mut holder = String::new();
+            let holder = match file.read_to_string(&mut holder) {
+                Ok(_) => holder.trim().parse::<u32>().ok(),
+                Err(_) => None,
+            };
+            let message = match holder {
+                Some(pid) => format!("{} is locked by process {pid}", path.display()),
+                None => format!("{} is locked by another process or node", path.display()),
+            };
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, LockedBy { message, holder }));
+        }
+        file.set_len(0)?;
+        file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)?;
+        Ok(DirLock { _file: Some(file) })
+    }
+}
+
+/// The error inside the [`io::Error`] of a refused [`DirLock::lock`]: who holds the lock.
+#[derive(Debug)]
+pub(crate) struct LockedBy {
+    message: String,
+    /// The pid recorded in the lock file, when it holds one.
+    pub(crate) holder: Option<u32>,
+}
+
+impl std::fmt::Display for LockedBy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LockedBy {}
 
 /// A file open for positioned writes.
 pub trait AppendFile: Send + 'static {
@@ -159,6 +248,10 @@ impl FileSystem for StdFileSystem {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        DirLock::lock(dir)
     }
 }
 

@@ -14,7 +14,9 @@ mod memory;
 mod snapshot_store;
 mod wal;
 
-pub use fs::{AppendFile, FileSystem, InMemoryFile, ReadAtFile, StdFileSystem};
+pub use fs::{
+    AppendFile, DirLock, FileSystem, InMemoryFile, LOCK_FILE_NAME, ReadAtFile, StdFileSystem,
+};
 pub use memory::MemoryStorage;
 pub use snapshot_store::{
     BytesSource, READ_BLOCK_BYTES, SnapshotReader, SnapshotSink, SnapshotSource, SnapshotStore,
@@ -93,6 +95,14 @@ pub trait Storage: Send + 'static {
     /// start with a [`Config::max_entry_bytes`](crate::Config::max_entry_bytes) above it (it
     /// could accept a proposal it would then fail to store). `None` (the default): no limit.
     fn max_entry_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// The cluster this storage's data belongs to, if it records one
+    /// ([`WalIdentity::cluster_id`]): [`RaftNode::start`](crate::RaftNode::start) refuses
+    /// a transport that reports another ([`StartError::ClusterIdMismatch`](crate::StartError::ClusterIdMismatch)).
+    /// `None` (the default): the storage records none, and nothing is checked.
+    fn cluster_id(&self) -> Option<u64> {
         None
     }
 }

@@ -151,6 +151,34 @@ pub fn encoded_len(message: &Message) -> usize {
     HEADER_BYTES + body
 }
 
+/// Room a snapshot chunk's message leaves for the cluster configuration it carries: the
+/// members' ids and addresses (a few dozen bytes each), so a few hundred members.
+pub(crate) const CONFIGURATION_ALLOWANCE: usize = 64 * 1024;
+
+/// The largest messages a node running with `config` sends, as encoded: for each limit that
+/// sets one's size, `(field name, field value, largest message bytes)`.
+///
+/// An AppendEntries carries at most `max_append_bytes` of payload, or one entry of up to
+/// `max_entry_bytes` when that is larger (the first entry is always sent), in at most
+/// `max_append_entries` entries of [`ENTRY_OVERHEAD`] bytes each; an InstallSnapshot carries
+/// one chunk of at most `snapshot_chunk_bytes` and the configuration (counted as
+/// [`CONFIGURATION_ALLOWANCE`]).
+pub(crate) fn largest_messages(config: &crate::Config) -> [(&'static str, usize, usize); 3] {
+    let append_overhead = HEADER_BYTES + 8 + 8 + 8 + 8 + 4;
+    let framing = config.max_append_entries.saturating_mul(ENTRY_OVERHEAD);
+    let append = |payload: usize| append_overhead.saturating_add(framing).saturating_add(payload);
+    let snapshot_overhead = HEADER_BYTES + 8 + 8 + 4 + 8 + 8 + 4 + 8 + 4 + CONFIGURATION_ALLOWANCE;
+    [
+        ("max_entry_bytes", config.max_entry_bytes, append(config.max_entry_bytes)),
+        ("max_append_bytes", config.max_append_bytes, append(config.max_append_bytes)),
+        (
+            "snapshot_chunk_bytes",
+            config.snapshot_chunk_bytes,
+            snapshot_overhead.saturating_add(config.snapshot_chunk_bytes),
+        ),
+    ]
+}
+
 /// Appends the encoding of `message` to `buffer`.
 pub fn encode_message(message: &Message, buffer: &mut Vec<u8>) {
     if let Some(chunk) = encode_message_but_chunk(message, buffer) {

@@ -39,4 +39,21 @@ pub trait Transport: Send + 'static {
     fn update_members(&mut self, configuration: &Configuration) {
         let _ = configuration;
     }
+
+    /// The cluster this transport talks to, if it checks one with its peers
+    /// ([`TcpConfig::cluster_id`]): [`RaftNode::start`](crate::RaftNode::start) refuses a
+    /// storage that reports another ([`StartError::ClusterIdMismatch`](crate::StartError::ClusterIdMismatch)).
+    /// `None` (the default): the transport has no cluster id, and nothing is checked.
+    fn cluster_id(&self) -> Option<u64> {
+        None
+    }
+
+    /// The largest message, in encoded bytes, this transport sends and accepts, if it has a
+    /// limit ([`TcpConfig::max_frame_bytes`]): [`RaftNode::start`](crate::RaftNode::start)
+    /// refuses a [`Config`](crate::Config) whose messages could be larger
+    /// ([`ConfigError::MessageAboveFrameLimit`](crate::ConfigError::MessageAboveFrameLimit);
+    /// see `Config`'s "Size limits"). `None` (the default): no limit.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
 }

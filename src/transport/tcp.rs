@@ -1,43 +1,5 @@
-//! [`TcpTransport`]: messages between processes over TCP.
-//!
-//! Each node listens on one address and dials each peer once for its outgoing messages, so
-//! between two nodes there is one connection in each direction, each carrying a pipelined
-//! stream of length-prefixed frames (`length u32 | message`, the message in the
-//! [`codec`](super::codec) encoding). A connection opens with a handshake naming the wire
-//! version, the cluster, the sending node, a fingerprint of the members it bootstraps with,
-//! and the address it can be reached at. A node of another cluster or version is refused with
-//! a logged reason naming both values, and so is one bootstrapping with other members (two
-//! groups of nodes started with different member lists could otherwise each elect a leader
-//! of "the" cluster; etcd derives its cluster id from the initial members for the same
-//! reason); a node that is not bootstrapping (it joins, or restarts from its stored
-//! configuration) sends fingerprint 0, which every peer accepts.
-//!
-//! Peers come from three places: those given at start, the members' addresses in each new
-//! configuration ([`Transport::update_members`]: members that join are dialled, members that
-//! leave are no longer), and the advertised address in an inbound handshake from a node not
-//! known yet (a leader that added this node, before this node has the configuration naming
-//! it), at most [`MAX_MEMBERS`](crate::config::MAX_MEMBERS) of those. Outgoing queues are
-//! bounded: a slow peer costs at most `queue_capacity` messages and `queue_bytes` of entries
-//! and snapshot chunks, then messages to it are dropped, which Raft tolerates; what is queued
-//! for a peer that cannot be reached is dropped when a dial fails (it would be stale by the
-//! time the peer is back, and a leader resends snapshot chunks to a silent follower every
-//! election timeout), so a dead peer holds next to no memory. A broken connection is
-//! redialled with capped exponential backoff, cut short when that peer connects to this node
-//! (it is up: a node that restarts is answered at once, not after up to `reconnect_max_ms`).
-//! A frame over `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
-//! connection with a logged error; nothing a peer sends can panic the node.
-//!
-//! With [`TcpConfig::tls`] every connection is mutual TLS ([`PeerTls`]): the dialler checks
-//! that the certificate it is shown names the peer it dials (`node<ID>`), and the acceptor
-//! that the dialler's certificate names the node id its handshake claims, so a node can only
-//! speak as itself. Without it, the transport trusts the id a dialler claims: plain TCP is for
-//! tests, examples and networks where every host is trusted.
-//!
-//! What a stranger can make a listener hold is bounded: at most `max_inbound_connections`
-//! connections (more are closed at once, with a log line when the cap is first reached), each
-//! finishing its TLS and transport handshakes within `handshake_timeout_ms` or being closed,
-//! and a frame's buffer grows with the bytes that actually arrive (beyond the largest frame
-//! that connection has delivered whole), never with the length a peer declares.
+//! [`TcpTransport`]: messages between processes over TCP, and its settings, [`TcpConfig`].
+//! How it works (connections, handshake, queues, limits) is documented on the type.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -55,7 +17,9 @@ use super::Transport;
 use super::codec::{WIRE_FORMAT_VERSION, decode_message, encode_message_but_chunk};
 use super::tls::{PeerTls, certificate_names_node, node_name};
 use crate::core::Configuration;
+use crate::error::TcpStartError;
 use crate::message::{Entry, Message, MessageBody};
+use crate::storage::WalIdentity;
 use crate::types::NodeId;
 
 /// The first bytes of every connection.
@@ -72,45 +36,68 @@ const MAX_LEARNED_PEERS: usize = crate::config::MAX_MEMBERS;
 /// Settings of a [`TcpTransport`].
 #[derive(Clone, Debug)]
 pub struct TcpConfig {
-    /// The cluster's id; connections from another cluster are refused.
+    /// The cluster's id; connections from another cluster are refused. Take it from the
+    /// storage's identity ([`TcpConfig::for_identity`]): a node refuses to start with a
+    /// storage of another cluster. No default: [`TcpConfig::new`] takes it.
     pub cluster_id: u64,
-    /// The largest frame accepted or sent, in bytes.
+    /// The largest frame accepted or sent, in bytes (one message, as encoded). Default 64
+    /// MiB. A node refuses to start with a [`Config`](crate::Config) whose largest entry,
+    /// AppendEntries batch or snapshot chunk would not fit: see `Config`'s "Size limits".
     pub max_frame_bytes: usize,
-    /// Messages queued for one peer before further ones are dropped.
+    /// Messages queued for one peer before further ones are dropped (a count). Default 4,096.
     pub queue_capacity: usize,
     /// Bytes of log entries and snapshot chunks queued for one peer before further messages
     /// carrying them are dropped (one is always queued when nothing else is). Default 64
     /// MiB: a leader's appends in flight to one follower (`max_inflight_appends` times
     /// `max_append_bytes`, by default) fit.
     pub queue_bytes: usize,
-    /// Messages received and not yet taken by the node before further ones are dropped.
+    /// Messages received and not yet taken by the node before further ones are dropped (a
+    /// count). Default 65,536.
     pub inbox_capacity: usize,
-    /// First wait before redialling a peer.
+    /// First wait before redialling a peer, in milliseconds. Default 10.
     pub reconnect_min_ms: u64,
-    /// Longest wait between redials.
+    /// Longest wait between redials, in milliseconds (the wait doubles up to it). Default
+    /// 1,000.
     pub reconnect_max_ms: u64,
     /// The fingerprint of the bootstrap members sent in the handshake: `None` computes it
     /// from the peers given to [`TcpTransport::start`] and this node (0 when none are
     /// given); `Some(0)` says "not bootstrapping" (a node that joins a running cluster, or
-    /// restarts from its stored configuration), which every peer accepts.
+    /// restarts from its stored configuration), which every peer accepts. Default `None`.
     pub members_fingerprint: Option<u64>,
     /// The address peers reach this node at, sent in the handshake so that a peer that does
-    /// not know this node yet (a new member) can answer it. `None`: the listener's address.
+    /// not know this node yet (a new member) can answer it. `None` (the default): the
+    /// listener's address.
     pub advertise_addr: Option<SocketAddr>,
-    /// Mutual TLS for every connection (both directions); `None`: plain TCP, trusting the
-    /// node id a dialler claims.
+    /// Mutual TLS for every connection (both directions); `None` (the default): plain TCP,
+    /// trusting the node id a dialler claims.
     pub tls: Option<PeerTls>,
     /// How long a new connection (accepted or dialled) has to finish its TLS and transport
-    /// handshakes before it is closed.
+    /// handshakes before it is closed, in milliseconds. Default 5,000.
     pub handshake_timeout_ms: u64,
     /// Most connections the listener holds at once (handshaking or established); more are
     /// closed as soon as they are accepted. A cluster needs one per peer, plus a few while
-    /// peers reconnect.
+    /// peers reconnect. Default 256.
     pub max_inbound_connections: usize,
 }
 
 impl TcpConfig {
-    /// Defaults for the cluster `cluster_id`.
+    /// Defaults for the cluster of `identity`, the identity the node's
+    /// [`WalStorage`](crate::storage::WalStorage) is opened with: the cluster id is then
+    /// given once, for both.
+    ///
+    /// ```
+    /// use raft_consensus::NodeId;
+    /// use raft_consensus::storage::WalIdentity;
+    /// use raft_consensus::transport::TcpConfig;
+    ///
+    /// let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
+    /// assert_eq!(TcpConfig::for_identity(&identity).cluster_id, 7);
+    /// ```
+    pub fn for_identity(identity: &WalIdentity) -> Self {
+        TcpConfig::new(identity.cluster_id)
+    }
+
+    /// Defaults for the cluster `cluster_id` (each field's doc gives its default).
     pub fn new(cluster_id: u64) -> Self {
         TcpConfig {
             cluster_id,
@@ -129,7 +116,140 @@ impl TcpConfig {
     }
 }
 
-/// A node's TCP transport. Must be created inside a tokio runtime (it spawns its tasks).
+/// A node's transport over TCP, between processes (or nodes of one process). Must be
+/// created inside a tokio runtime (it spawns its tasks).
+///
+/// # Setting up
+///
+/// - **Addresses.** [`start`](TcpTransport::start) takes a listener you bind: bind every
+///   node's listener first (port 0 lets the system pick a free port), read each one's
+///   [`local_addr`](tokio::net::TcpListener::local_addr), and only then start the
+///   transports with those addresses. [`TcpTransport::local_addr`] reports it afterwards.
+/// - **Peers** are the *other* nodes, each with the address its listener is bound to (or
+///   advertises). The node's own id among them is refused
+///   ([`TcpStartError::OwnIdAmongPeers`](crate::TcpStartError::OwnIdAmongPeers)). Members
+///   that join later are dialled from the configuration, without a restart.
+/// - **One cluster id.** Build the config from the storage's identity,
+///   [`TcpConfig::for_identity`]: [`RaftNode::start`](crate::RaftNode::start) refuses a
+///   storage and a transport of different clusters, naming both ids
+///   ([`StartError::ClusterIdMismatch`](crate::StartError::ClusterIdMismatch)), and a
+///   [`Config`](crate::Config) whose messages would not fit in
+///   [`TcpConfig::max_frame_bytes`] (see `Config`'s "Size limits").
+/// - **Shutdown.** Dropping the transport (a [`RaftNode`](crate::RaftNode) drops it when its
+///   [`shutdown`](crate::RaftNode::shutdown) returns) closes the listener at once: the node
+///   can be started again right away on the same address, with the same data directory.
+///
+/// # Example
+///
+/// Two nodes on loopback, each with its write-ahead log; node 2 is shut down and restarted
+/// on the same port from its log.
+///
+/// ```
+/// use std::error::Error;
+/// use std::net::SocketAddr;
+/// use std::path::Path;
+/// use std::time::Duration;
+///
+/// use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
+/// use raft_consensus::transport::{TcpConfig, TcpTransport};
+/// use raft_consensus::{Config, NodeId, RaftNode, StateMachine};
+/// use tokio::net::TcpListener;
+///
+/// /// Counts the commands applied.
+/// #[derive(Default)]
+/// struct Counter(u64);
+///
+/// impl StateMachine for Counter {
+///     fn apply(&mut self, _command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+///         self.0 += 1;
+///         Ok(self.0.to_le_bytes().to_vec())
+///     }
+/// }
+///
+/// const MEMBERS: [NodeId; 2] = [NodeId(1), NodeId(2)];
+///
+/// /// Starts node `id` listening on `listener`, its peers at `addresses` (node n at n - 1).
+/// fn start(id: NodeId, listener: TcpListener, addresses: &[SocketAddr], data: &Path) -> Result<RaftNode, Box<dyn Error>> {
+///     let identity = WalIdentity { node_id: id, cluster_id: 7 };
+///     let storage = WalStorage::open(data.join(id.to_string()), identity, WalOptions::default())?;
+///     // The other nodes only: the node's own id among its peers is refused.
+///     let peers = MEMBERS.into_iter().zip(addresses.iter().copied()).filter(|(peer, _)| *peer != id);
+///     let transport = TcpTransport::start(id, listener, peers, TcpConfig::for_identity(&identity))?;
+///     Ok(RaftNode::start(id, MEMBERS, Config::default(), storage, transport, Counter::default())?)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn Error>> {
+/// let data = tempfile::tempdir()?;
+/// // Bind every listener first, on port 0: every address is known before any node starts.
+/// let mut listeners = Vec::new();
+/// for _ in MEMBERS {
+///     listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+/// }
+/// let addresses = listeners.iter().map(TcpListener::local_addr).collect::<Result<Vec<_>, _>>()?;
+/// let mut nodes = Vec::new();
+/// for (id, listener) in MEMBERS.into_iter().zip(listeners) {
+///     nodes.push(start(id, listener, &addresses, data.path())?);
+/// }
+///
+/// let status = nodes[0].wait_for(Duration::from_secs(10), |status| status.leader_id.is_some()).await?;
+/// let leader = nodes.iter().find(|node| Some(node.id()) == status.leader_id).ok_or("no leader")?;
+/// assert_eq!(leader.propose(b"one".to_vec()).await?, 1u64.to_le_bytes());
+///
+/// // Shut node 2 down: its port and data directory are free again as soon as that returns.
+/// nodes[1].shutdown().await?;
+/// let listener = TcpListener::bind(addresses[1]).await?;
+/// nodes[1] = start(NodeId(2), listener, &addresses, data.path())?;
+/// let status = nodes[1].wait_for(Duration::from_secs(10), |status| status.applied_index.0 >= 1).await?;
+/// assert_eq!(status.id, NodeId(2));
+///
+/// for node in &nodes {
+///     node.shutdown().await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # How it works
+///
+/// Each node listens on one address and dials each peer once for its outgoing messages, so
+/// between two nodes there is one connection in each direction, each carrying a pipelined
+/// stream of length-prefixed frames (`length u32 | message`, the message in the
+/// [`codec`](super::codec) encoding). A connection opens with a handshake naming the wire
+/// version, the cluster, the sending node, a fingerprint of the members it bootstraps with,
+/// and the address it can be reached at. A node of another cluster or version is refused with
+/// a logged reason naming both values, and so is one bootstrapping with other members (two
+/// groups of nodes started with different member lists could otherwise each elect a leader
+/// of "the" cluster; etcd derives its cluster id from the initial members for the same
+/// reason); a node that is not bootstrapping (it joins, or restarts from its stored
+/// configuration) sends fingerprint 0, which every peer accepts.
+///
+/// Peers come from three places: those given at start, the members' addresses in each new
+/// configuration ([`Transport::update_members`]: members that join are dialled, members that
+/// leave are no longer), and the advertised address in an inbound handshake from a node not
+/// known yet (a leader that added this node, before this node has the configuration naming
+/// it), at most [`MAX_MEMBERS`](crate::config::MAX_MEMBERS) of those. Outgoing queues are
+/// bounded: a slow peer costs at most `queue_capacity` messages and `queue_bytes` of entries
+/// and snapshot chunks, then messages to it are dropped, which Raft tolerates; what is queued
+/// for a peer that cannot be reached is dropped when a dial fails (it would be stale by the
+/// time the peer is back, and a leader resends snapshot chunks to a silent follower every
+/// election timeout), so a dead peer holds next to no memory. A broken connection is
+/// redialled with capped exponential backoff, cut short when that peer connects to this node
+/// (it is up: a node that restarts is answered at once, not after up to `reconnect_max_ms`).
+/// A frame over `max_frame_bytes`, an undecodable frame or a message claiming another sender closes that
+/// connection with a logged error; nothing a peer sends can panic the node.
+///
+/// With [`TcpConfig::tls`] every connection is mutual TLS ([`PeerTls`]): the dialler checks
+/// that the certificate it is shown names the peer it dials (`node<ID>`), and the acceptor
+/// that the dialler's certificate names the node id its handshake claims, so a node can only
+/// speak as itself. Without it, the transport trusts the id a dialler claims: plain TCP is for
+/// tests, examples and networks where every host is trusted.
+///
+/// What a stranger can make a listener hold is bounded: at most `max_inbound_connections`
+/// connections (more are closed at once, with a log line when the cap is first reached), each
+/// finishing its TLS and transport handshakes within `handshake_timeout_ms` or being closed,
+/// and a frame's buffer grows with the bytes that actually arrive (beyond the largest frame
+/// that connection has delivered whole), never with the length a peer declares.
 #[derive(Debug)]
 pub struct TcpTransport {
     id: NodeId,
@@ -147,19 +267,38 @@ pub struct TcpTransport {
     departed: HashMap<NodeId, SocketAddr>,
     inbox: mpsc::Receiver<Message>,
     local_addr: SocketAddr,
+    /// The listener the accept loop accepts on; taken out (closed) when the transport drops.
+    listener: SharedListener,
+}
+
+impl Drop for TcpTransport {
+    /// Closes the listener now, not when the accept loop next runs: the address is free as
+    /// soon as the transport is gone.
+    fn drop(&mut self) {
+        drop(lock_listener(&self.listener).take());
+    }
 }
 
 impl TcpTransport {
-    /// Starts node `id`'s transport: accepts peers on `listener`, and dials each of `peers`.
+    /// Starts node `id`'s transport: accepts peers on `listener`, and dials each of `peers`,
+    /// the other nodes (see "Setting up" above).
+    ///
+    /// # Errors
+    ///
+    /// [`TcpStartError::OwnIdAmongPeers`] when `peers` names `id` itself;
+    /// [`TcpStartError::Listener`] when the listener's address cannot be read. Either
+    /// converts into an [`io::Error`].
     pub fn start(
         id: NodeId,
         listener: TcpListener,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         config: TcpConfig,
-    ) -> io::Result<TcpTransport> {
-        let local_addr = listener.local_addr()?;
-        let peers: Vec<(NodeId, SocketAddr)> =
-            peers.into_iter().filter(|(peer, _)| *peer != id).collect();
+    ) -> Result<TcpTransport, TcpStartError> {
+        let local_addr = listener.local_addr().map_err(TcpStartError::Listener)?;
+        let peers: Vec<(NodeId, SocketAddr)> = peers.into_iter().collect();
+        if let Some(&(_, address)) = peers.iter().find(|(peer, _)| *peer == id) {
+            return Err(TcpStartError::OwnIdAmongPeers { id, address });
+        }
         let members = config.members_fingerprint.unwrap_or_else(|| {
             if peers.is_empty() {
                 0
@@ -181,7 +320,8 @@ impl TcpTransport {
             traffic: Arc::clone(&traffic),
             redials: Arc::clone(&redials),
         };
-        tokio::spawn(accept_loop(accepting, listener, config.clone()));
+        let listener = Arc::new(Mutex::new(Some(listener)));
+        tokio::spawn(accept_loop(accepting, Arc::clone(&listener), config.clone()));
         let mut transport = TcpTransport {
             id,
             identity,
@@ -193,6 +333,7 @@ impl TcpTransport {
             departed: HashMap::new(),
             inbox,
             local_addr,
+            listener,
         };
         for (peer, address) in peers {
             transport.dial(peer, address);
@@ -354,6 +495,14 @@ impl Transport for TcpTransport {
             }
         }
     }
+
+    fn cluster_id(&self) -> Option<u64> {
+        Some(self.identity.cluster_id)
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.config.max_frame_bytes)
+    }
 }
 
 /// One peer's outgoing queue, which its dial loop empties.
@@ -498,16 +647,33 @@ struct Accepting {
     redials: Arc<Redials>,
 }
 
-async fn accept_loop(accepting: Accepting, listener: TcpListener, config: TcpConfig) {
+/// The listener, shared by the accept loop and the transport, which takes it out (closing
+/// it) when it drops.
+type SharedListener = Arc<Mutex<Option<TcpListener>>>;
+
+fn lock_listener(listener: &SharedListener) -> std::sync::MutexGuard<'_, Option<TcpListener>> {
+    // An `Option` taken or not: a poisoned lock still guards a consistent value.
+    listener.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn accept_loop(accepting: Accepting, listener: SharedListener, config: TcpConfig) {
     let Accepting { id, identity, inbox, learned, traffic, redials } = accepting;
     let slots = Arc::new(Semaphore::new(config.max_inbound_connections.max(1)));
     let mut at_cap = false;
     loop {
-        // The transport dropped (its node stopped): close the listener at once, so that the
-        // address is free for a node started again in the same process.
+        // The transport closes the listener when it drops (its node stopped): the address
+        // is free at once for a node started again in the same process. Then this ends.
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = std::future::poll_fn(|context| {
+                match lock_listener(&listener).as_ref() {
+                    Some(listener) => listener.poll_accept(context).map(Some),
+                    None => std::task::Poll::Ready(None),
+                }
+            }) => accepted,
             () = inbox.closed() => return,
+        };
+        let Some(accepted) = accepted else {
+            return;
         };
         match accepted {
             Ok((stream, address)) => {

@@ -36,7 +36,10 @@
 //!
 //! Opening recovers the log (see `recovery.rs`): a torn tail is cut off, and corruption before
 //! it, a foreign node or cluster, or an unknown format version is refused with an error that
-//! names the file, with nothing changed.
+//! names the file, with nothing changed (but the lock file). Before it reads anything, opening takes the
+//! directory's lock ([`FileSystem::lock_dir`]: an `flock` on its `LOCK` file) and holds it
+//! while the storage lives, so a second log on the same directory, in this process or
+//! another, is refused with [`StorageError::DirectoryLocked`].
 
 mod format;
 mod prepare;
@@ -58,7 +61,7 @@ use crate::message::{Entry, EntryPayload};
 use crate::metrics::Histogram;
 use crate::types::{LogId, LogIndex, NodeId};
 
-use super::fs::{AppendFile, FileSystem, StdFileSystem};
+use super::fs::{AppendFile, DirLock, FileSystem, StdFileSystem};
 use super::{AlreadyDurable, PendingSync, Storage};
 use format::{ENTRY_BODY_OVERHEAD, FORMAT_VERSION, Placement, SegmentHeader};
 use prepare::Preparer;
@@ -75,7 +78,7 @@ pub struct WalIdentity {
     pub cluster_id: u64,
 }
 
-/// Limits of a [`WalStorage`].
+/// Limits of a [`WalStorage`] (each field's doc gives its default).
 ///
 /// # Free space
 ///
@@ -92,11 +95,13 @@ pub struct WalIdentity {
 /// stops the node with a "disk full" [`StorageError`](crate::StorageError).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalOptions {
-    /// A segment that reaches this size is closed and a new one started. Segments after the
-    /// first one a log opens with are preallocated (zero-filled) to this size when the disk
-    /// has room for it (see "Free space" above).
+    /// A segment that reaches this size, in bytes, is closed and a new one started. Segments
+    /// after the first one a log opens with are preallocated (zero-filled) to this size when
+    /// the disk has room for it (see "Free space" above). Default 64 MiB.
     pub segment_max_bytes: u64,
-    /// The largest entry payload accepted; larger ones are refused before anything is written.
+    /// The largest entry payload accepted, in bytes; larger ones are refused before anything
+    /// is written. Default 16 MiB: above [`Config::max_entry_bytes`](crate::Config::max_entry_bytes)
+    /// (8 MiB), which a node refuses to start above (see `Config`'s "Size limits").
     pub max_entry_bytes: usize,
 }
 
@@ -157,6 +162,9 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     /// Whether to prepare (zero-fill) segments ahead: turned off when the disk had no room
     /// for one, on again when compaction removes a segment file.
     preallocate: bool,
+    /// The data directory's lock ([`FileSystem::lock_dir`]), held while the log is open:
+    /// released when the storage is dropped (a node's storage, when the node shuts down).
+    _dir_lock: DirLock,
 }
 
 /// At most this many compacted segments are kept as spares; compaction removes the rest.
@@ -174,6 +182,11 @@ impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
 
 impl WalStorage<StdFileSystem> {
     /// Opens (creating if needed) the log in `dir` for `identity`, recovering what it holds.
+    ///
+    /// The directory stays locked while the storage lives (a `LOCK` file in it, holding this
+    /// process's pid): opening it again, from this process or another, fails with
+    /// [`StorageError::DirectoryLocked`] until this storage is dropped (a node drops its
+    /// storage when it shuts down) or the process ends, however it ends.
     pub fn open(
         dir: impl AsRef<Path>,
         identity: WalIdentity,
@@ -211,6 +224,8 @@ impl<F: FileSystem> WalStorage<F> {
                 StorageError::io(format!("syncing {}", parent.display()), error)
             })?;
         }
+        // Before anything is read: a directory another log writes is not to be recovered.
+        let dir_lock = fs.lock_dir(&dir).map_err(|error| lock_error(&dir, error))?;
         let recovered = recovery::recover(&fs, &dir, identity, max_body_len)?;
         let leading = LeadingRecords {
             hard_state: recovered.state.hard_state,
@@ -287,6 +302,7 @@ impl<F: FileSystem> WalStorage<F> {
             segment_last_index: recovered.segment_last_index,
             spares,
             preallocate: true,
+            _dir_lock: dir_lock,
         };
         storage.prepare_next_if_due();
         Ok(storage)
@@ -545,6 +561,10 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         Some(self.options.max_entry_bytes)
     }
 
+    fn cluster_id(&self) -> Option<u64> {
+        Some(self.identity.cluster_id)
+    }
+
     fn snapshot_store(&self) -> WalSnapshotStore<F> {
         WalSnapshotStore::new(self.fs.clone(), self.dir.clone(), self.identity)
     }
@@ -769,6 +789,19 @@ fn cut_torn_write<F: FileSystem>(
 
 /// Removes the temporary files of segments a crash left half prepared (or prepared and
 /// unused), which are made again when needed, and of snapshots a crash left half written.
+/// The error for a data directory whose lock could not be taken: [`StorageError::DirectoryLocked`]
+/// when another holder has it, an I/O error otherwise.
+fn lock_error(dir: &Path, error: io::Error) -> StorageError {
+    if error.kind() != io::ErrorKind::WouldBlock {
+        return StorageError::io(format!("locking {}", dir.display()), error);
+    }
+    let holder_pid = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<super::fs::LockedBy>())
+        .and_then(|locked| locked.holder);
+    StorageError::DirectoryLocked { dir: dir.to_path_buf(), holder_pid }
+}
+
 fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path) -> Result<(), StorageError> {
     let names = fs
         .list(dir)
