@@ -14,6 +14,7 @@
 //! | [`RaftNode`] | the tokio runtime: one task per node that pumps a [`node::Node`] and answers [`RaftNode::propose`] |
 //! | [`state_machine`] | the [`StateMachine`] trait your application implements |
 //! | [`events`] | [`events::NodeEvent`]s a running node publishes ([`RaftNode::events`]) |
+//! | [`client`] | [`client::Client`]: proposes through whichever node leads (following `NotLeader` hints, with backoff), and [`client::SessionTable`], with which a state machine applies a retried command once |
 //!
 //! ## A three-node cluster in one process
 //!
