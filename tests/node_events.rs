@@ -3,40 +3,21 @@
 //! falls behind is told how many events it lost. Time is tokio's paused test clock: every
 //! wait is for an event, with a deadline.
 
-use std::error::Error;
 use std::time::Duration;
 
 use raft_consensus::events::{EVENTS_CAPACITY, NodeEvent};
 use raft_consensus::storage::MemoryStorage;
 use raft_consensus::transport::ChannelNetwork;
-use raft_consensus::{Config, FatalError, LogIndex, NodeId, RaftNode, Role, StateMachine, Term};
+use raft_consensus::{Config, FatalError, LogIndex, NodeId, RaftNode, Role, Term};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Counts its commands; the command `panic` panics. Its snapshot is the count.
-#[derive(Default)]
-struct Counter(u64);
+#[path = "common/counter.rs"]
+mod counter;
 
-impl StateMachine for Counter {
-    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        if command == b"panic" {
-            panic!("the counter cannot go on after `panic`");
-        }
-        self.0 += 1;
-        Ok(self.0.to_le_bytes().to_vec())
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        Ok(self.0.to_le_bytes().to_vec())
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
-        self.0 = u64::from_le_bytes(snapshot.try_into()?);
-        Ok(())
-    }
-}
+use counter::Counter;
 
 fn start(network: &ChannelNetwork, id: u64, members: &[u64], config: Config) -> RaftNode {
     let members: Vec<NodeId> = members.iter().copied().map(NodeId).collect();

@@ -2,37 +2,18 @@
 //! a fatal error (never the role it last had), and the first log index after a restart from
 //! a snapshot. Time is tokio's paused test clock: tests wait for conditions with deadlines.
 
-use std::error::Error;
 use std::time::Duration;
 
 use raft_consensus::storage::{MemoryStorage, Storage, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::ChannelNetwork;
-use raft_consensus::{Config, LogIndex, NodeId, RaftNode, Role, StateMachine, WaitError};
+use raft_consensus::{Config, LogIndex, NodeId, RaftNode, Role, WaitError};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Counts its commands; the command `panic` panics. Its snapshot is the count.
-#[derive(Default)]
-struct Counter(u64);
+#[path = "common/counter.rs"]
+mod counter;
 
-impl StateMachine for Counter {
-    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        if command == b"panic" {
-            panic!("the counter cannot go on after `panic`");
-        }
-        self.0 += 1;
-        Ok(self.0.to_le_bytes().to_vec())
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        Ok(self.0.to_le_bytes().to_vec())
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), Box<dyn Error + Send + Sync>> {
-        self.0 = u64::from_le_bytes(snapshot.try_into()?);
-        Ok(())
-    }
-}
+use counter::Counter;
 
 fn start_single(network: &ChannelNetwork, config: Config, storage: impl Storage) -> RaftNode {
     RaftNode::start(NodeId(1), [NodeId(1)], config, storage, network.join(NodeId(1)), Counter(0))

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use raft_consensus::client::{ClientError, RetryPolicy};
-use raft_kv::client::{
-    ClientTls, HttpReply, is_tls_failure, request_following_redirects_http2,
-    request_following_redirects_with,
-};
+use raft_kv::client::{ClientTls, HttpReply, is_tls_failure, request_following_redirects_over};
 use raft_kv::http_endpoint::{HttpProposeError, cluster_client};
 use raft_kv::{Command, Request};
 
@@ -46,29 +43,17 @@ impl Cluster {
         body: &[u8],
     ) -> std::io::Result<HttpReply> {
         let tls = self.tls.as_ref();
-        if self.http2 {
-            request_following_redirects_http2(
-                tls,
-                endpoint,
-                method,
-                path,
-                headers,
-                body,
-                REQUEST_TIMEOUT,
-            )
-            .await
-        } else {
-            request_following_redirects_with(
-                tls,
-                endpoint,
-                method,
-                path,
-                headers,
-                body,
-                REQUEST_TIMEOUT,
-            )
-            .await
-        }
+        request_following_redirects_over(
+            self.http2,
+            tls,
+            endpoint,
+            method,
+            path,
+            headers,
+            body,
+            REQUEST_TIMEOUT,
+        )
+        .await
     }
 }
 

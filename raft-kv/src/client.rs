@@ -145,8 +145,29 @@ pub async fn request_following_redirects_with(
     .await
 }
 
-/// Like [`request_following_redirects_with`], over HTTP/2 (one connection per node asked).
-pub async fn request_following_redirects_http2(
+/// One request over HTTP/2 (a connection of its own), within `timeout`.
+pub async fn request_http2(
+    tls: Option<&ClientTls>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: bytes::Bytes,
+    timeout: Duration,
+) -> io::Result<HttpReply> {
+    let exchange = async {
+        let connection = Http2Connection::open(address, tls).await?;
+        connection.request(method, path, headers, body).await
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server did not answer in time"))?
+}
+
+/// [`request_with`] or, with `http2`, [`request_http2`].
+#[allow(clippy::too_many_arguments)]
+pub async fn request_over(
+    http2: bool,
     tls: Option<&ClientTls>,
     address: SocketAddr,
     method: &str,
@@ -155,18 +176,29 @@ pub async fn request_following_redirects_http2(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpReply> {
-    let body = bytes::Bytes::copy_from_slice(body);
-    follow_redirects(tls, address, path, |target, path| {
-        let body = body.clone();
-        async move {
-            let exchange = async {
-                let connection = Http2Connection::open(target, tls).await?;
-                connection.request(method, &path, headers, body).await
-            };
-            tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "the server did not answer in time")
-            })?
-        }
+    if http2 {
+        let body = bytes::Bytes::copy_from_slice(body);
+        request_http2(tls, address, method, path, headers, body, timeout).await
+    } else {
+        request_with(tls, address, method, path, headers, body, timeout).await
+    }
+}
+
+/// Like [`request_following_redirects_with`], over HTTP/2 (a connection per node asked)
+/// when `http2` is set.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_following_redirects_over(
+    http2: bool,
+    tls: Option<&ClientTls>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpReply> {
+    follow_redirects(tls, address, path, |target, path| async move {
+        request_over(http2, tls, target, method, &path, headers, body, timeout).await
     })
     .await
 }

@@ -32,9 +32,8 @@ use raft_consensus::NodeId;
 use raft_consensus::client::{Client, Endpoint, Failure, NoMembers};
 
 use crate::base64;
-use crate::client::{ClientTls, HttpReply, is_tls_failure, request_with};
+use crate::client::{ClientTls, HttpReply, is_tls_failure, request_over};
 use crate::command::{Command, CommandError, Request};
-use crate::http2_client::Http2Connection;
 
 /// One server of the cluster, reached over HTTP(S).
 #[derive(Clone, Debug)]
@@ -174,17 +173,8 @@ impl HttpEndpoint {
         body: Vec<u8>,
     ) -> io::Result<HttpReply> {
         let tls = self.tls.as_ref();
-        if !self.http2 {
-            return request_with(tls, self.address, method, path, headers, &body, self.timeout)
-                .await;
-        }
-        let exchange = async {
-            let connection = Http2Connection::open(self.address, tls).await?;
-            connection.request(method, path, headers, Bytes::from(body)).await
-        };
-        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "the server did not answer in time")
-        })?
+        request_over(self.http2, tls, self.address, method, path, headers, &body, self.timeout)
+            .await
     }
 
     /// The member whose address `location` (`http(s)://HOST:PORT/...`) names.
