@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use raft_consensus::client::Client;
 use raft_consensus::storage::{WalIdentity, WalOptions, WalStorage};
-use raft_consensus::{NodeId, ProposeError, RaftNode};
+use raft_consensus::{NodeId, RaftNode};
 use tracing_subscriber::EnvFilter;
 
 /// The cluster id the examples' logs are stamped with.
@@ -76,27 +77,9 @@ pub async fn wait_for_leader(
     status.leader_id.context("the status has a leader")
 }
 
-/// Proposes `command` through the leader among `nodes`, following `NotLeader` hints while
-/// leadership settles.
+/// Proposes `command` through the leader among `nodes` with the library's leader-following
+/// [`Client`] (it follows `NotLeader` hints, and backs off while no leader is known).
 pub async fn propose(nodes: &[&RaftNode], command: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    let mut target =
-        nodes.iter().find(|node| node.status().is_leader()).copied().unwrap_or(nodes[0]);
-    for _ in 0..10 {
-        match target.propose(command.clone()).await {
-            Ok(result) => return Ok(result),
-            Err(ProposeError::NotLeader { leader_hint }) => {
-                let leader = match leader_hint {
-                    Some(leader) => leader,
-                    None => wait_for_leader(target, None, Duration::from_secs(5)).await?,
-                };
-                target = nodes
-                    .iter()
-                    .find(|node| node.id() == leader)
-                    .copied()
-                    .with_context(|| format!("the leader {leader} is not a running node"))?;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    bail!("leadership did not settle after 10 attempts")
+    let client = Client::new(nodes.iter().map(|node| (node.id(), (*node).clone())))?;
+    Ok(client.propose(command).await?)
 }

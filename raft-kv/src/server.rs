@@ -260,7 +260,7 @@ pub async fn run_on<F: FileSystem>(
         // Only a bootstrapping node's member list is checked against its peers'.
         members_fingerprint: if bootstrapping { None } else { Some(0) },
         tls: config.peer_tls.clone(),
-        ..TcpConfig::new(config.cluster_id)
+        ..TcpConfig::for_identity(&identity)
     };
     let transport = TcpTransport::start(config.id, raft_listener, peers, tcp_config)
         .context("starting the Raft transport")?;
