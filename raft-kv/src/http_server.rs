@@ -18,6 +18,9 @@
 //! - a TLS handshake and a request's headers must arrive within `header_timeout`;
 //! - a request's body must arrive within `body_timeout`, and a `Content-Length` above
 //!   `max_body_bytes` is answered `413` at once, before any of the body is read;
+//! - at most [`HttpLimits::max_requests_in_flight`] requests are served at once over all
+//!   connections (HTTP/2 multiplexes many on one); one past it waits, unread, for up to
+//!   `body_timeout`, then is answered `503 {"error":"overloaded"}`;
 //! - a connection with no traffic for `idle_timeout` is closed;
 //! - at shutdown, connections finish their requests in flight for up to `drain_timeout`.
 
@@ -70,6 +73,10 @@ pub struct HttpLimits {
     /// HTTP/2: requests (streams) one connection may have in flight at once (default 256);
     /// more wait for the client's own flow control (the server advertises the limit).
     pub max_streams_per_connection: u32,
+    /// Requests served at once, over all connections (default 4,096, the connection limit:
+    /// HTTP/2 does not raise what HTTP/1.1 allowed). A request past it waits, its body
+    /// unread, for up to `body_timeout`, then is answered `503 {"error":"overloaded"}`.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for HttpLimits {
@@ -83,6 +90,7 @@ impl Default for HttpLimits {
             drain_timeout: Duration::from_secs(10),
             evict_idle_after: Duration::from_secs(1),
             max_streams_per_connection: 256,
+            max_requests_in_flight: 4096,
         }
     }
 }
@@ -97,6 +105,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let requests = Arc::new(Semaphore::new(limits.max_requests_in_flight.max(1)));
     let registry = Arc::new(Registry::default());
     let (stop, stopping) = watch::channel(false);
     let mut at_limit = false;
@@ -146,6 +155,7 @@ pub async fn serve(
         let (id, evicted) = registry.add();
         let connection = Connection {
             app: app.clone(),
+            requests: Arc::clone(&requests),
             limits: limits.clone(),
             tls: tls.clone(),
             stopping: stopping.clone(),
@@ -241,6 +251,8 @@ async fn make_room(
 /// One accepted connection and what it needs.
 struct Connection {
     app: Router,
+    /// Permits for requests in flight, shared by every connection.
+    requests: Arc<Semaphore>,
     limits: HttpLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stopping: watch::Receiver<bool>,
@@ -283,10 +295,24 @@ impl Connection {
         // for every request.
         let app = TowerToHyperService::new(self.app.clone());
         let limits = self.limits.clone();
+        let requests = Arc::clone(&self.requests);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
             let limits = limits.clone();
-            async move { Ok::<_, Infallible>(bounded_body(&limits, &app, request).await) }
+            let requests = Arc::clone(&requests);
+            async move {
+                // Held until the answer is ready: it bounds the bodies held in memory.
+                let Ok(Ok(_permit)) =
+                    tokio::time::timeout(limits.body_timeout, requests.acquire_owned()).await
+                else {
+                    return Ok(refuse(
+                        request.version(),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                    ));
+                };
+                Ok::<_, Infallible>(bounded_body(&limits, &app, request).await)
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
@@ -663,6 +689,48 @@ mod tests {
         assert_eq!(reply.header("connection"), None);
         let reply = connection.request("GET", "/", &[], bytes::Bytes::new()).await.expect("served");
         assert_eq!((reply.status, reply.body.as_slice()), (200, b"hi".as_slice()));
+    }
+
+    /// Past the requests-in-flight limit a request waits, its body unread, and is answered
+    /// 503 once the body timeout passes; the request holding the permit is served.
+    #[tokio::test]
+    async fn requests_past_the_in_flight_limit_are_refused_after_the_body_timeout() {
+        let limits = HttpLimits {
+            max_requests_in_flight: 1,
+            body_timeout: Duration::from_millis(300),
+            ..HttpLimits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = listener.local_addr().expect("bound");
+        let release = Arc::new(Notify::new());
+        let entered = Arc::new(Notify::new());
+        let (held, entering) = (Arc::clone(&release), Arc::clone(&entered));
+        let app = Router::new().route(
+            "/hold",
+            axum::routing::get(move || {
+                let (held, entering) = (Arc::clone(&held), Arc::clone(&entering));
+                async move {
+                    entering.notify_one();
+                    held.notified().await;
+                    "released"
+                }
+            }),
+        );
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, app, limits, None, async move {
+            let _ = stopped.await;
+        }));
+        let request = b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let mut holder = TcpStream::connect(address).await.expect("connects");
+        holder.write_all(request).await.expect("sent");
+        // The holder's handler runs: it has the only permit.
+        tokio::time::timeout(DEADLINE, entered.notified()).await.expect("the handler ran");
+        let refused = exchange(address, request).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.ends_with(r#"{"error":"overloaded"}"#), "{refused}");
+        release.notify_one();
+        let answer = read_until_closed(&mut holder).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("released"), "{answer}");
     }
 
     /// A closed connection leaves the registry: at the cap, the quietest *open* connection

@@ -331,6 +331,9 @@ struct ServeArgs {
     /// Most requests one HTTP/2 connection may have in flight at once.
     #[arg(long, default_value_t = HttpLimits::default().max_streams_per_connection)]
     http2_max_streams: u32,
+    /// Most HTTP requests served at once over all connections (more wait, then 503).
+    #[arg(long, default_value_t = HttpLimits::default().max_requests_in_flight)]
+    http_max_requests: usize,
     /// Tests only (built with the `disk-freeze` feature, which raft-kv's tests turn on):
     /// while this file exists, every sync of the data directory waits, as on a frozen disk.
     #[cfg(feature = "disk-freeze")]
@@ -532,6 +535,10 @@ fn http_limits(args: &ServeArgs) -> anyhow::Result<HttpLimits> {
         max_streams_per_connection: match args.http2_max_streams {
             0 => bail!("--http2-max-streams must be above zero"),
             streams => streams,
+        },
+        max_requests_in_flight: match args.http_max_requests {
+            0 => bail!("--http-max-requests must be above zero"),
+            requests => requests,
         },
     };
     let open_files = raise_open_file_limit();
