@@ -106,8 +106,10 @@ impl Cluster {
         Cluster { network, nodes, applied }
     }
 
+    /// The leader, as a running node sees it (a node shut down reports no leader).
     async fn leader(&self) -> NodeId {
-        let status = self.nodes[0]
+        let running = self.nodes.iter().find(|node| node.is_running()).expect("a running node");
+        let status = running
             .wait_for(DEADLINE, |status| status.leader_id.is_some())
             .await
             .expect("a leader is elected");
