@@ -12,6 +12,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use raft_consensus::storage::{LOCK_FILE_NAME, Storage, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::{HardState, NodeId, StorageError, StorageErrorKind, Term};
@@ -41,8 +42,15 @@ fn assert_locked(result: Result<WalStorage, StorageError>, dir: &Path, pid: u32)
     }
 }
 
+/// Held by [`another_process_is_refused_and_its_lock_dies_with_it`] while it spawns its child,
+/// and by the same-process test throughout. A child process starts with a copy of every
+/// open descriptor, the lock's included, until its `exec` closes them: in that window a
+/// storage dropped here would still be locked by the child's copy, and the reopen refused.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
 #[test]
 fn a_second_open_in_the_same_process_is_refused_until_the_first_is_dropped() {
+    let _no_spawn = SPAWNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut first = open(dir.path()).unwrap();
     first.save_hard_state(&HardState { term: Term(3), ..HardState::default() }).unwrap();
@@ -75,6 +83,7 @@ fn a_leftover_lock_file_without_a_holder_does_not_lock() {
 fn another_process_is_refused_and_its_lock_dies_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().expect("the test binary's path");
+    let spawning = SPAWNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut child = Command::new(exe)
         .args(["--ignored", "--exact", "wal_lock_child", "--nocapture", "--test-threads=1"])
         .env("WAL_LOCK_CHILD_DIR", dir.path())
@@ -83,6 +92,8 @@ fn another_process_is_refused_and_its_lock_dies_with_it() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawning the child process");
+    // The child has run `exec`: it holds none of this process's descriptors any more.
+    drop(spawning);
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(stdout).lines();
     // Blocks until the child has the lock (or ends: then the test fails below).
