@@ -412,6 +412,20 @@ async fn a_config_whose_messages_exceed_the_frame_limit_is_refused_at_start() {
     // Just within: the largest entry's message fits the frame.
     let fits = Config { max_entry_bytes: 3 * MIB, max_append_bytes: MIB, ..Config::default() };
     start_single(fits, small_frames).await.unwrap().shutdown().await.unwrap();
+    // At the boundary: a frame exactly the largest message's size carries it; one byte less
+    // does not.
+    let config = Config { max_entry_bytes: 3 * MIB, max_append_bytes: MIB, ..Config::default() };
+    let tiny_frames = TcpConfig { max_frame_bytes: MIB, ..TcpConfig::new(7) };
+    let largest = match start_single(config.clone(), tiny_frames).await {
+        Err(StartError::Config(ConfigError::MessageAboveFrameLimit { message_bytes, .. })) => {
+            message_bytes
+        }
+        other => panic!("expected MessageAboveFrameLimit, got {:?}", other.map(|_| ())),
+    };
+    let exact = TcpConfig { max_frame_bytes: largest, ..TcpConfig::new(7) };
+    start_single(config.clone(), exact).await.unwrap().shutdown().await.unwrap();
+    let short = TcpConfig { max_frame_bytes: largest - 1, ..TcpConfig::new(7) };
+    assert!(start_single(config, short).await.is_err(), "a frame one byte short was accepted");
     // The defaults fit each other.
     start_single(Config::default(), TcpConfig::new(7)).await.unwrap().shutdown().await.unwrap();
 }
