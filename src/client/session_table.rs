@@ -33,6 +33,8 @@
 //! results can be large keeps a bounded stand-in (raft-kv keeps "applied at index N" for a
 //! result above 256 bytes).
 
+use std::cmp::Ordering;
+
 use imbl::{OrdMap, OrdSet};
 
 use crate::client::session::{ClientId, Envelope, EnvelopeError, SessionStamp};
@@ -167,16 +169,14 @@ impl<R: Clone> SessionTable<R> {
         let Some(last) = self.sessions.get(&stamp.client) else {
             return SessionCheck::New;
         };
-        if stamp.sequence == last.sequence {
-            if last.digest.is_some_and(|kept| kept != digest) {
-                return SessionCheck::Conflict;
+        match stamp.sequence.cmp(&last.sequence) {
+            Ordering::Equal if last.digest.is_some_and(|kept| kept != digest) => {
+                SessionCheck::Conflict
             }
-            return SessionCheck::Duplicate(&last.result);
+            Ordering::Equal => SessionCheck::Duplicate(&last.result),
+            Ordering::Less => SessionCheck::Stale { last_sequence: last.sequence },
+            Ordering::Greater => SessionCheck::New,
         }
-        if stamp.sequence < last.sequence {
-            return SessionCheck::Stale { last_sequence: last.sequence };
-        }
-        SessionCheck::New
     }
 
     /// Remembers the request stamped `stamp`, applied at `index` with `result`, as its
@@ -274,6 +274,7 @@ mod tests {
     #[test]
     fn a_retry_is_answered_with_the_kept_result_and_applied_once() {
         let mut table = SessionTable::new(10);
+        assert_eq!((table.max_sessions(), table.len(), table.is_empty()), (10, 0, true));
         let mut applied = Vec::new();
         let mut run = |table: &mut SessionTable<u64>, index: u64, stamp, command: &'static str| {
             table.execute(stamp, command_digest(command.as_bytes()), LogIndex(index), || {
@@ -290,6 +291,7 @@ mod tests {
         // Sequence numbers may skip (a request given up on before it reached the log).
         assert_eq!(run(&mut table, 6, stamp(1, 5), "c"), SessionOutcome::Applied(60));
         assert_eq!(applied, ["a", "b", "a", "c"]);
+        assert_eq!((table.len(), table.is_empty()), (2, false));
         let kept = table.get(ClientId(1)).cloned();
         let expected = SessionRecord {
             sequence: 5,
