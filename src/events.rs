@@ -195,4 +195,19 @@ mod tests {
         assert!(matches!(events.try_recv(), Ok(NodeEvent::Applied { index: LogIndex(5) })));
         assert!(events.try_recv().is_err(), "only the change after subscribing");
     }
+
+    /// An `Applied` event means the applied index moved: a change of role or leader at the
+    /// same applied index announces only that change.
+    #[test]
+    fn applied_is_announced_only_when_the_index_moves() {
+        let (mut publisher, handle) = EventPublisher::new(&status(Role::Follower, None, 4));
+        let mut events = handle.upgrade().expect("the publisher lives").subscribe();
+        publisher.observe(&status(Role::Follower, Some(NodeId(2)), 4), 0, 0);
+        publisher.publish();
+        let leader = Some(NodeId(2));
+        assert!(
+            matches!(events.try_recv(), Ok(NodeEvent::LeaderChanged { leader: l, .. }) if l == leader)
+        );
+        assert!(events.try_recv().is_err(), "no Applied event: the applied index stayed at 4");
+    }
 }
