@@ -139,10 +139,8 @@ pub async fn request_following_redirects_with(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpReply> {
-    follow_redirects(tls, address, path, |target, path| async move {
-        request_with(tls, target, method, &path, headers, body, timeout).await
-    })
-    .await
+    request_following_redirects_over(false, tls, address, method, path, headers, body, timeout)
+        .await
 }
 
 /// One request over HTTP/2 (a connection of its own), within `timeout`.
@@ -197,27 +195,10 @@ pub async fn request_following_redirects_over(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<HttpReply> {
-    follow_redirects(tls, address, path, |target, path| async move {
-        request_over(http2, tls, target, method, &path, headers, body, timeout).await
-    })
-    .await
-}
-
-/// Runs `exchange` against `address` and `path`, then against each `307`'s location, at most
-/// [`MAX_REDIRECTS`] times.
-async fn follow_redirects<F, Fut>(
-    tls: Option<&ClientTls>,
-    address: SocketAddr,
-    path: &str,
-    mut exchange: F,
-) -> io::Result<HttpReply>
-where
-    F: FnMut(SocketAddr, String) -> Fut,
-    Fut: std::future::Future<Output = io::Result<HttpReply>>,
-{
     let mut target = (address, path.to_owned());
     for _ in 0..=MAX_REDIRECTS {
-        let reply = exchange(target.0, target.1).await?;
+        let reply =
+            request_over(http2, tls, target.0, method, &target.1, headers, body, timeout).await?;
         if reply.status != 307 {
             return Ok(reply);
         }
