@@ -149,6 +149,9 @@ struct Shared {
     task: Mutex<Option<JoinHandle<Result<(), FatalError>>>>,
     /// Set by the node's task the moment it stops: why, if it stopped on its own.
     stopped: Arc<Stopped>,
+    /// Closed by the node's task the moment it stops (nothing is ever sent on it), so that
+    /// waiting for the stop does not wake on every status change.
+    ended: watch::Receiver<()>,
     /// The type of the node's state machine.
     state_machine_type: MachineType,
     /// Subscribes to the node's events while its task runs.
@@ -209,6 +212,7 @@ impl RaftNode {
         let (stop, stop_requested) = oneshot::channel();
         let counters = Arc::new(Counters::default());
         let stopped = Arc::new(Stopped::new());
+        let (ended_sender, ended) = watch::channel(());
         let node_configuration = node.core().shared_configuration();
         let node_loop = NodeLoop {
             counters: Arc::clone(&counters),
@@ -228,6 +232,7 @@ impl RaftNode {
             known_configuration: node_configuration,
             epoch: Instant::now(),
             stopped: Arc::clone(&stopped),
+            ended: Some(ended_sender),
             events,
         };
         let task = runtime.spawn(node_loop.run());
@@ -242,6 +247,7 @@ impl RaftNode {
                 stop: Mutex::new(Some(stop)),
                 task: Mutex::new(Some(task)),
                 stopped,
+                ended,
                 state_machine_type: MachineType {
                     id: TypeId::of::<M>(),
                     name: std::any::type_name::<M>(),
@@ -728,6 +734,43 @@ impl RaftNode {
         }
     }
 
+    /// Waits until the node has stopped, shut down or on its own, and returns why it
+    /// stopped on its own, if it did (as [`fatal_error`](Self::fatal_error)). Unlike
+    /// [`wait_for`](Self::wait_for) it does not wake while the node runs, so a task can wait
+    /// on it for the node's whole life at no cost.
+    ///
+    /// ```
+    /// # use raft_consensus::storage::MemoryStorage;
+    /// # use raft_consensus::transport::ChannelNetwork;
+    /// # use raft_consensus::{Config, NodeId, RaftNode, StateMachine};
+    /// # struct Noop;
+    /// # impl StateMachine for Noop {
+    /// #     fn apply(&mut self, _: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    /// #         Ok(Vec::new())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let network = ChannelNetwork::new();
+    /// # let node = RaftNode::start(NodeId(1), [NodeId(1)], Config::default(),
+    /// #     MemoryStorage::new(), network.join(NodeId(1)), Noop)?;
+    /// let watcher = tokio::spawn({
+    ///     let node = node.clone();
+    ///     async move { node.stopped().await }
+    /// });
+    /// node.shutdown().await?;
+    /// assert!(watcher.await?.is_none(), "a requested shutdown is no fatal error");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stopped(&self) -> Option<FatalError> {
+        let mut ended = self.shared.ended.clone();
+        // Nothing is sent on the channel: `changed` returns only once the loop dropped its
+        // sender, or at once if it already has.
+        let _ = ended.changed().await;
+        self.fatal_error()
+    }
+
     /// Stops the node: proposals not yet appended fail with [`ProposeError::Shutdown`],
     /// appended ones with [`ProposeError::OutcomeUnknown`], and the task ends. Returns why
     /// the node stopped earlier on its own, if it did: a storage failure, or a broken safety
@@ -835,6 +878,8 @@ struct NodeLoop<S: Storage, T, M: StateMachine> {
     epoch: Instant,
     /// Shared with the handles: set when the loop ends.
     stopped: Arc<Stopped>,
+    /// Dropped when the loop ends, which wakes [`RaftNode::stopped`].
+    ended: Option<watch::Sender<()>>,
     /// Tells subscribers what changed.
     events: EventPublisher,
 }
@@ -916,6 +961,7 @@ impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
         // First: from here on, handles report the node stopped, not its last role.
         let _ = self.stopped.set(result.as_ref().err().cloned());
         self.status.send_modify(Status::mark_stopped);
+        self.ended = None;
         self.stop(&result);
         // A snapshot still being written on its blocking thread finishes before the node
         // counts as stopped: it writes into the data directory (and removes older snapshots

@@ -1,5 +1,5 @@
 //! What a `RaftNode` reports about itself across its life: a stopped status after shutdown or
-//! a fatal error (never the role it last had), and the first log index after a restart from
+//! a fatal error (never the role it last had), `stopped` returning then and only then, and the first log index after a restart from
 //! a snapshot. Time is tokio's paused test clock: tests wait for conditions with deadlines.
 
 use std::time::Duration;
@@ -73,6 +73,37 @@ async fn a_node_stopped_by_a_fatal_error_reports_stopped() {
     assert!(node.fatal_error().is_some());
     assert_eq!(node.status().role, Role::Stopped);
     assert_eq!(node.wait_for(DEADLINE, |_| true).await, Err(WaitError::Shutdown));
+}
+
+/// `stopped` waits while the node runs and commits, then returns once it is shut down (no
+/// fatal error), and at once when called after.
+#[tokio::test(start_paused = true)]
+async fn stopped_waits_through_commits_and_returns_at_shutdown() {
+    let node = leader(Config::default()).await;
+    let watcher = node.clone();
+    let mut watching = tokio::spawn(async move { watcher.stopped().await });
+    for _ in 0..3 {
+        node.propose(b"one".to_vec()).await.expect("committed");
+    }
+    let still_waiting = tokio::time::timeout(Duration::from_secs(1), &mut watching).await;
+    assert!(still_waiting.is_err(), "stopped returned while the node runs");
+    node.shutdown().await.expect("clean shutdown");
+    let returned = tokio::time::timeout(DEADLINE, watching).await.expect("it returns at shutdown");
+    assert!(returned.expect("the watcher ran").is_none(), "a shutdown is no fatal error");
+    assert!(node.stopped().await.is_none(), "called after the stop, it returns at once");
+}
+
+/// `stopped` returns the fatal error of a node that stopped on its own.
+#[tokio::test(start_paused = true)]
+async fn stopped_returns_the_fatal_error() {
+    let node = leader(Config::default()).await;
+    let watcher = node.clone();
+    let watching = tokio::spawn(async move { watcher.stopped().await });
+    let _ = node.propose(b"panic".to_vec()).await;
+    let returned = tokio::time::timeout(DEADLINE, watching).await.expect("it returns at the stop");
+    let fatal = returned.expect("the watcher ran").expect("a fatal error");
+    let recorded = node.fatal_error().expect("recorded too");
+    assert_eq!(fatal.to_string(), recorded.to_string());
 }
 
 /// A node restarted from write-ahead-log storage that holds a snapshot reports the first index

@@ -336,7 +336,7 @@ pub async fn run_on<F: FileSystem>(
     let node_ended = {
         let node = node.clone();
         async move {
-            let _ = node.wait_for(Duration::MAX, |_| false).await;
+            node.stopped().await;
         }
     };
     let node_stopped_first = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -373,7 +373,7 @@ const NODE_STOPPED_DRAIN: Duration = Duration::from_secs(3);
 
 /// Completes [`NODE_STOPPED_DRAIN`] after `node` stopped (never while it runs).
 async fn drain_deadline_after_node_stopped(node: RaftNode) {
-    let _ = node.wait_for(Duration::MAX, |_| false).await;
+    node.stopped().await;
     tokio::time::sleep(NODE_STOPPED_DRAIN).await;
 }
 
