@@ -351,6 +351,10 @@ fn parse_peer(text: &str) -> Result<Peer, String> {
     Ok(Peer { id: NodeId(id), raft_addr, http_addr })
 }
 
+/// mimalloc rather than the system's malloc: fewer cycles per request (see `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
