@@ -433,8 +433,43 @@ async fn bounded_body(
         Err(_) => return refuse(version, StatusCode::REQUEST_TIMEOUT, "body_timeout"),
     };
     match hyper::service::Service::call(app, request).await {
-        Ok(response) => response,
+        Ok(response) => json_error_body(response),
         Err(never) => match never {},
+    }
+}
+
+/// Replaces the body of an error response that is not JSON (axum's own rejections are
+/// text) with `{"error": CODE}`, CODE from the status ([`status_code_name`]); the status and
+/// other headers (such as `Allow` on a `405`) stay. A plain function applied to every answer
+/// of the app, rather than a tower layer on its routes, which boxed a future per request.
+pub(crate) fn json_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    (parts, axum::Json(json!({ "error": status_code_name(status) }))).into_response()
+}
+
+/// The error code for a response with `status` and no code of its own.
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "unknown_path",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal_error",
     }
 }
 

@@ -33,7 +33,6 @@ use axum::body::{Body, to_bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{delete, get, post, put};
 use raft_consensus::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MICROS};
@@ -382,8 +381,8 @@ async fn drain_deadline_after_node_stopped(node: RaftNode) {
 /// (without the body), so `HEAD /v1/kv/{key}` is a read; on a route without `GET` it is
 /// `405`, like every other method a route lacks. Every error body is JSON
 /// (`{"error": CODE}`): unknown paths are `404 {"error":"unknown_path"}`, other methods
-/// `405 {"error":"method_not_allowed"}`, and [`json_error_body`] turns any other error that
-/// is not JSON (a rejection of axum's own) into one.
+/// `405 {"error":"method_not_allowed"}`, and the HTTP server turns any other error that is not
+/// JSON (a rejection of axum's own) into one ([`http_server::json_error_body`]).
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/", put(empty_key).get(empty_key).delete(empty_key))
@@ -397,7 +396,6 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(map_response(json_error_body))
         // One allocation for the whole app: every request's handler gets a reference count.
         .with_state(Arc::new(state))
 }
@@ -408,40 +406,6 @@ async fn unknown_path() -> HttpResponse {
 
 async fn method_not_allowed() -> HttpResponse {
     error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").into_response()
-}
-
-/// Replaces the body of an error response that is not JSON (axum's own rejections are
-/// text) with `{"error": CODE}`, CODE from the status ([`status_code_name`]); the status and
-/// other headers (such as `Allow` on a `405`) stay.
-async fn json_error_body(response: HttpResponse) -> HttpResponse {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(header::CONTENT_TYPE);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    (parts, axum::Json(json!({ "error": status_code_name(status) }))).into_response()
-}
-
-/// The error code for a response with `status` and no code of its own.
-fn status_code_name(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::NOT_FOUND => "unknown_path",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        status if status.is_client_error() => "bad_request",
-        _ => "internal_error",
-    }
 }
 
 /// Why a request gets no result: an error with a JSON body, or a redirect to the leader.
