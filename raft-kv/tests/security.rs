@@ -326,6 +326,10 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
             Some(cluster.raft[2]),
         )
         .await;
+    // One kind at a time, each seen refused by both nodes before the next is sent: the
+    // transport drops a message that would take its queue to a peer past its byte bound, so
+    // the 17 MiB one sent while the others still wait (a connection being set up, a slow
+    // machine) could be dropped before it leaves.
     for to in 1..=2u64 {
         member.send(Message {
             from: NodeId(3),
@@ -333,8 +337,18 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
             term: Term(u64::MAX),
             body: MessageBody::RequestVoteResponse { granted: true },
         });
+    }
+    for id in 1..=2 {
+        cluster.wait_for_log(id, "Dropping malformed message").await;
+    }
+    for to in 1..=2u64 {
         // At a newer term (at the current one, claiming leadership is itself refused).
         member.send(forged_entries(to, term_before + 1, vec![b'x'; 17 * 1024 * 1024]));
+    }
+    for id in 1..=2 {
+        cluster.wait_for_log(id, "above max_entry_bytes").await;
+    }
+    for to in 1..=2u64 {
         member.send(Message {
             from: NodeId(3),
             to: NodeId(to),
@@ -357,8 +371,6 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
         });
     }
     for id in 1..=2 {
-        cluster.wait_for_log(id, "Dropping malformed message").await;
-        cluster.wait_for_log(id, "above max_entry_bytes").await;
         cluster.wait_for_log(id, "above max_snapshot_bytes").await;
     }
     // And at the current term, a second leader's entries are refused and counted.

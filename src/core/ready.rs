@@ -209,3 +209,73 @@ impl RaftCore {
         })
     }
 }
+
+#[cfg(test)]
+mod snapshot_order_tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::core::{Configuration, InitialState, log};
+    use crate::message::MessageBody;
+    use crate::snapshot::SnapshotMeta;
+    use crate::types::{NodeId, Term};
+
+    fn snapshot_through(index: u64, data: &[u8]) -> Snapshot {
+        let last_included = LogId::new(Term(1), LogIndex(index));
+        let configuration = Configuration::of_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        Snapshot::of_bytes(SnapshotMeta { last_included, configuration }, data)
+    }
+
+    fn chunk(snapshot: &Snapshot, offset: u64, data: &'static [u8]) -> Message {
+        Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: snapshot.clone(),
+                offset,
+                data: Bytes::from_static(data),
+            },
+        }
+    }
+
+    /// A snapshot received whole stays the one the next Ready stores: the first chunk of a
+    /// newer transfer that arrives before that Ready is taken (its caller held up by syncs)
+    /// is refused, not handed out in the same Ready, where it would replace the stored
+    /// snapshot's bytes. Once the Ready is taken, the newer transfer starts.
+    #[test]
+    fn a_new_transfer_waits_until_the_received_snapshot_is_handed_out() {
+        let hard_state = HardState { term: Term(1), voted_for: None, commit_index: LogIndex(0) };
+        let initial = InitialState {
+            hard_state,
+            entries: log::blank_entries_with_terms(&[1]),
+            ..InitialState::default()
+        };
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut core =
+            RaftCore::new(NodeId(1), members, Config::default(), initial, 5).expect("valid");
+        core.tick(0);
+        let older = snapshot_through(10, b"older state");
+        core.step(chunk(&older, 0, b"older state"));
+        let newer = snapshot_through(20, b"newer state");
+        core.step(chunk(&newer, 0, b"newer"));
+        let ready = core.ready();
+        assert_eq!(ready.snapshot.as_ref().map(|snapshot| snapshot.id), Some(older.id));
+        assert!(
+            ready.received_chunks.iter().all(|chunk| chunk.snapshot.id == older.id),
+            "a chunk of the newer snapshot in the Ready that stores the older one"
+        );
+        let refused = ready.messages.iter().any(|message| {
+            matches!(&message.body, MessageBody::InstallSnapshotResponse { snapshot, received: 0, installed: false, .. } if *snapshot == newer.id)
+        });
+        assert!(refused, "the newer transfer's first chunk is answered with received=0");
+        core.advance(ready.ack);
+
+        core.step(chunk(&newer, 0, b"newer"));
+        let ready = core.ready();
+        assert_eq!(ready.received_chunks.len(), 1);
+        assert_eq!(ready.received_chunks[0].snapshot.id, newer.id);
+        core.advance(ready.ack);
+    }
+}

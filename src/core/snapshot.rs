@@ -304,6 +304,14 @@ impl RaftCore {
                 self.send(leader, answer(0, false));
                 return;
             }
+            if self.pending_snapshot.is_some() {
+                // A snapshot received whole is still to be stored (its caller has not taken
+                // the Ready that carries it, its syncs being behind): a new transfer's first
+                // chunk in that same Ready would be written over its bytes before it is
+                // stored. The leader starts this one again once this node answers it.
+                self.send(leader, answer(0, false));
+                return;
+            }
             tracing::info!(target: LOG_TARGET, node = %self.id, "Receiving snapshot through {last} from {leader} ({total_len} bytes)");
             self.incoming_snapshot = Some(IncomingSnapshot {
                 leader,
