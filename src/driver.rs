@@ -199,6 +199,7 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
         while self.syncs_in_flight < MAX_SYNCS_IN_FLIGHT && self.core.has_ready() {
             let Ready {
                 hard_state,
+                must_sync,
                 received_chunks,
                 snapshot,
                 log_reset,
@@ -218,7 +219,6 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
             for chunk in received_chunks {
                 self.write_received_chunk(chunk)?;
             }
-            let must_sync = hard_state.is_some() || !entries.is_empty() || log_reset.is_some();
             // The snapshot is durable before the log drops what it covers.
             if let Some(snapshot) = &snapshot {
                 self.store_received_snapshot(snapshot)?;
@@ -444,6 +444,12 @@ impl<S: Storage, M: StateMachine> Driver<S, M> {
 
     /// A handle that stores and reads snapshots, for the caller of
     /// [`take_snapshot_if_due`](Self::take_snapshot_if_due).
+    /// Makes every write so far durable, the ones written without a sync of their own (a
+    /// hard state that changed only its commit index) included.
+    pub(crate) fn sync_storage(&mut self) -> Result<(), StorageError> {
+        self.storage.sync()
+    }
+
     pub(crate) fn snapshot_store(&self) -> S::Snapshots {
         self.storage.snapshot_store()
     }

@@ -512,6 +512,16 @@ impl<S: Storage, M: StateMachine, W> Node<S, M, W> {
         self.driver.snapshots_installed
     }
 
+    /// Makes every write so far durable, including a hard state whose only change was the
+    /// commit index (written without a sync of its own, see [`Ready::must_sync`]): a pump
+    /// calls it when it shuts the node down cleanly, so that a node restarted on the same
+    /// storage applies everything it had applied before.
+    ///
+    /// [`Ready::must_sync`]: crate::core::Ready::must_sync
+    pub fn sync_storage(&mut self) -> Result<(), StorageError> {
+        self.driver.sync_storage()
+    }
+
     /// Stops the node: every proposal still waiting is answered with
     /// [`ProposeError::OutcomeUnknown`] (it may still commit under another leader).
     pub fn stop(&mut self, io: &mut impl NodeIo<W>) {

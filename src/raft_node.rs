@@ -177,7 +177,10 @@ impl RaftNode {
     ///
     /// The state machine is restored from the latest stored snapshot, if there is one, and
     /// the committed entries after it are applied again before the node serves, so it comes
-    /// back with the state it had. `state_machine` must be empty.
+    /// back with the state it had: all of it after a clean [`shutdown`](Self::shutdown), and
+    /// after a crash at least a prefix of it (a commit index is synced with the next write,
+    /// not on its own: the rest is applied once the leader's commit index is heard again).
+    /// `state_machine` must be empty.
     ///
     /// Snapshots are taken automatically (see the `snapshot_*` fields of [`Config`]) as
     /// [`Config::snapshot_mode`] says: by default when the state machine implements
@@ -1259,6 +1262,14 @@ impl<S: Storage, T: Transport, M: StateMachine + 'static> NodeLoop<S, T, M> {
     /// Appended proposals may still commit under another leader: their outcome is unknown.
     /// Queued ones were never appended: they fail with the reason the node stopped.
     fn stop(&mut self, result: &Result<(), FatalError>) {
+        // A requested stop makes the last commit index durable (it is written without a sync
+        // of its own), so that a restart applies everything this node applied. After a fatal
+        // error the storage is not trusted with more.
+        if result.is_ok()
+            && let Err(error) = self.node.sync_storage()
+        {
+            tracing::warn!(target: LOG_TARGET, node = %self.node.id(), "Syncing the storage at shutdown failed: {error}");
+        }
         let (node, mut io) = self.split();
         node.stop(&mut io);
         self.answer_completed();

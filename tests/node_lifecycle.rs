@@ -141,3 +141,35 @@ async fn the_first_log_index_survives_a_restart_from_a_snapshot() {
         restarted.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// A node shut down cleanly comes back, on the same write-ahead log, having applied
+/// everything it applied before, though the commit index of its last write was written
+/// without a sync of its own: the shutdown syncs it.
+#[tokio::test(start_paused = true)]
+async fn a_clean_shutdown_keeps_the_last_commit_index() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let open = || {
+        let identity = WalIdentity { node_id: NodeId(1), cluster_id: 7 };
+        WalStorage::open(dir.path(), identity, WalOptions::default()).expect("the WAL opens")
+    };
+    let network = ChannelNetwork::new();
+    let node = start_single(&network, Config::default(), open());
+    node.wait_for(DEADLINE, |status| status.is_leader()).await.expect("it leads");
+    for _ in 0..3 {
+        node.propose(b"count".to_vec()).await.expect("committed");
+    }
+    let before = node.status();
+    node.shutdown().await.expect("clean shutdown");
+
+    let network = ChannelNetwork::new();
+    let restarted = start_single(&network, Config::default(), open());
+    // Applied again from the stored commit index, before any election: a node that had
+    // lost its last commit index would apply those entries only after electing itself
+    // again (in a later term) and committing through an entry of that term.
+    let applied = restarted
+        .wait_for(DEADLINE, |status| status.applied_index >= before.applied_index)
+        .await
+        .expect("everything applied again");
+    assert_eq!(applied.term, before.term, "applied only after a new election");
+    restarted.shutdown().await.expect("clean shutdown");
+}

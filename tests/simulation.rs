@@ -206,10 +206,11 @@ fn a_follower_cut_off_for_thousands_of_entries_catches_up_by_snapshot() {
             .outage
             .unwrap_or_else(|| panic!("seed {}: the outage node never came back", report.seed));
         assert_eq!(outage.down_ms, config.outage_ms, "seed {}", report.seed);
-        // Far more than the at most 50 entries a node keeps behind its snapshot (about 500
-        // to 1,500: reads served without log entries write none).
+        // Far more than the at most 50 entries a node keeps behind its snapshot (about 290
+        // to 1,500, 506 on average over seeds 2 to 5: reads served without log entries write
+        // none).
         assert!(
-            outage.entries_behind >= 300,
+            outage.entries_behind >= 200,
             "seed {}: only {} entries behind",
             report.seed,
             outage.entries_behind
@@ -389,9 +390,10 @@ fn a_planted_learners_count_for_commit_bug_is_caught_and_replays() {
 ///
 /// The window is narrow (the cut-off leader steps down once a check-quorum period passes
 /// without a majority, and a follower's own request already proves what a round would in a
-/// cluster of three), so few seeds catch it: of seeds 0 to 399, of three nodes and eight
-/// clients, 308 and 339 do. The range starts at 300 to keep the test short. (Before flow
-/// control changed the traffic, issue #16, seed 28 was the first.)
+/// cluster of three), so few seeds catch it: of seeds 0 to 1,499, of three nodes and eight
+/// clients, 734, 899 and 1,480 do. The range starts at 700 to keep the test short. (Before a
+/// commit index alone stopped being synced, issue #17, seeds 308 and 339 were the first;
+/// before flow control changed the traffic, issue #16, seed 28.)
 #[test]
 fn a_planted_read_without_round_bug_is_caught_and_replays() {
     let config = SimConfig {
@@ -400,7 +402,7 @@ fn a_planted_read_without_round_bug_is_caught_and_replays() {
         clients: 8,
         ..SimConfig::default()
     };
-    let command = assert_caught(&config, 300..700);
+    let command = assert_caught(&config, 700..1000);
     assert!(
         command.contains("--nodes 3 --clients 8") || command.contains("--clients 8"),
         "{command}"

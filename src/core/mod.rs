@@ -6,7 +6,7 @@
 //! acknowledges it with [`RaftCore::advance`]:
 //!
 //! 1. send `ready.messages` (they need nothing durable first),
-//! 2. persist `ready.hard_state` and `ready.entries` and sync,
+//! 2. persist `ready.hard_state` and `ready.entries` and sync (when `ready.must_sync`),
 //! 3. send `ready.persisted_messages` (votes and acknowledgments that promise durability),
 //! 4. apply `ready.committed_entries` in order,
 //! 5. hand `ready.ack` back to [`RaftCore::advance`].

@@ -16,7 +16,7 @@ use crate::types::{LogId, LogIndex};
 /// The order is the safety argument of the whole library, so it is spelled out once here and
 /// enforced by the runtime's shared driver: send `messages` and `snapshot_chunks` (they
 /// promise nothing durable), write `received_chunks`, store `snapshot` and reset the log to
-/// `log_reset`, persist `entries` and `hard_state` and sync, send `persisted_messages`,
+/// `log_reset`, persist `entries` and `hard_state` and sync (when `must_sync`), send `persisted_messages`,
 /// restore the state machine from `snapshot`, apply `committed_entries` in order, then
 /// [`RaftCore::advance`] with `ack`. The leader counts its own log towards a commit only
 /// after that acknowledgment.
@@ -25,6 +25,11 @@ use crate::types::{LogId, LogIndex};
 pub struct Ready {
     /// The hard state to persist, when it changed.
     pub hard_state: Option<HardState>,
+    /// Whether this Ready's writes must be synced before `persisted_messages` go out and the
+    /// ack comes back: true when it has `entries`, a `log_reset`, or a hard state whose term
+    /// or vote changed. A hard state that changed only its commit index is written without a
+    /// sync of its own; the next sync makes it durable with whatever follows it.
+    pub must_sync: bool,
     /// Chunks of a snapshot being received from the leader, in order, to write to storage
     /// before `snapshot` is stored (the chunk at offset 0 starts a new snapshot).
     pub received_chunks: Vec<ReceivedSnapshotChunk>,
@@ -108,6 +113,7 @@ impl RaftCore {
             self.forward_reads();
         }
         let hard_state = self.hard_state();
+        let handed_before = self.handed_hard_state;
         let changed_hard_state = (hard_state != self.handed_hard_state).then(|| {
             self.handed_hard_state = hard_state;
             hard_state
@@ -138,11 +144,19 @@ impl RaftCore {
         let snapshot = self.pending_snapshot.take();
         let snapshot_through = snapshot.as_ref().map(|snapshot| snapshot.meta.last_included);
         let log_reset = self.pending_log_reset.take();
+        // A hard state whose only change is the commit index is written but need not be
+        // synced (etcd-raft's `MustSync` rule): a commit index lost in a crash is learned again
+        // from the leader, and a leader commits again through an entry of its own term before
+        // it serves. Syncing it would put a whole sync in front of the next write's.
+        let term_or_vote_changed = changed_hard_state.is_some_and(|changed| {
+            changed.term != handed_before.term || changed.voted_for != handed_before.voted_for
+        });
+        let must_sync = term_or_vote_changed || !entries.is_empty() || log_reset.is_some();
         // What the caller must sync: from now until the ack comes back, it is outstanding.
-        let has_writes = changed_hard_state.is_some() || !entries.is_empty() || log_reset.is_some();
-        let writes = has_writes.then(|| self.writes_handed_out());
+        let writes = must_sync.then(|| self.writes_handed_out());
         Ready {
             hard_state: changed_hard_state,
+            must_sync,
             received_chunks: std::mem::take(&mut self.snapshot_chunks_in),
             snapshot,
             log_reset,
@@ -276,6 +290,79 @@ mod snapshot_order_tests {
         let ready = core.ready();
         assert_eq!(ready.received_chunks.len(), 1);
         assert_eq!(ready.received_chunks[0].snapshot.id, newer.id);
+        core.advance(ready.ack);
+    }
+}
+
+#[cfg(test)]
+mod must_sync_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::core::{InitialState, log};
+    use crate::message::MessageBody;
+    use crate::types::{HeartbeatRound, NodeId, Term};
+
+    /// A follower of node 2 in term 1 whose log holds two entries of term 1, none committed.
+    fn follower() -> RaftCore {
+        let hard_state = HardState { term: Term(1), voted_for: None, commit_index: LogIndex(0) };
+        let entries = log::blank_entries_with_terms(&[1, 1]);
+        let initial = InitialState { hard_state, entries, ..InitialState::default() };
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut core =
+            RaftCore::new(NodeId(1), members, Config::default(), initial, 7).expect("a valid log");
+        core.tick(0);
+        core
+    }
+
+    fn step(core: &mut RaftCore, from: u64, term: u64, body: MessageBody) -> Ready {
+        core.step(Message { from: NodeId(from), to: NodeId(1), term: Term(term), body });
+        core.ready()
+    }
+
+    fn append(entries: Vec<Entry>, leader_commit: u64) -> MessageBody {
+        MessageBody::AppendEntries {
+            prev_log_id: LogId::new(Term(1), LogIndex(2)),
+            entries,
+            leader_commit: LogIndex(leader_commit),
+            round: HeartbeatRound(1),
+        }
+    }
+
+    /// A hard state that changed only its commit index is written without a sync of its
+    /// own; a new term or a vote (in the same term) must be synced before the node answers.
+    #[test]
+    fn only_a_new_term_or_vote_makes_a_hard_state_need_a_sync() {
+        let mut core = follower();
+        let ready = step(&mut core, 2, 1, append(Vec::new(), 2));
+        let written = ready.hard_state.expect("the commit index moved");
+        assert_eq!((written.term, written.commit_index), (Term(1), LogIndex(2)));
+        assert!(ready.entries.is_empty());
+        assert!(!ready.must_sync, "a commit index alone needs no sync");
+        core.advance(ready.ack);
+
+        let ready = step(&mut core, 2, 2, append(Vec::new(), 2));
+        assert_eq!(ready.hard_state.map(|state| state.term), Some(Term(2)));
+        assert!(ready.must_sync, "a new term must be durable before the answer");
+        core.advance(ready.ack);
+
+        let last_log_id = LogId::new(Term(1), LogIndex(2));
+        let request = MessageBody::RequestVote { last_log_id, leadership_transfer: true };
+        let ready = step(&mut core, 3, 2, request);
+        let written = ready.hard_state.expect("a vote");
+        assert_eq!((written.term, written.voted_for), (Term(2), Some(NodeId(3))));
+        assert!(ready.must_sync, "a vote must be durable before it is sent");
+        core.advance(ready.ack);
+    }
+
+    /// Entries always need a sync.
+    #[test]
+    fn entries_need_a_sync() {
+        let mut core = follower();
+        let entry = log::blank_entries_with_terms(&[1, 1, 1]).pop().expect("three entries");
+        let ready = step(&mut core, 2, 1, append(vec![entry], 0));
+        assert_eq!(ready.entries.len(), 1);
+        assert!(ready.hard_state.is_none());
+        assert!(ready.must_sync);
         core.advance(ready.ack);
     }
 }
