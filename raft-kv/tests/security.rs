@@ -326,10 +326,11 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
             Some(cluster.raft[2]),
         )
         .await;
-    // One kind at a time, each seen refused by both nodes before the next is sent: the
-    // transport drops a message that would take its queue to a peer past its byte bound, so
-    // the 17 MiB one sent while the others still wait (a connection being set up, a slow
-    // machine) could be dropped before it leaves.
+    // One node and one kind at a time, each seen refused before the next is sent, at a term
+    // well above the cluster's: a forged message at a newer term makes the node that takes it
+    // follow the forger, and the election that follows raises the term on the other node
+    // too, so a forged message to it still on the way (17 MiB over TLS) would arrive stale
+    // and be ignored without a word.
     for to in 1..=2u64 {
         member.send(Message {
             from: NodeId(3),
@@ -343,23 +344,20 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
     }
     for to in 1..=2u64 {
         // At a newer term (at the current one, claiming leadership is itself refused).
-        member.send(forged_entries(to, term_before + 1, vec![b'x'; 17 * 1024 * 1024]));
-    }
-    for id in 1..=2 {
-        cluster.wait_for_log(id, "above max_entry_bytes").await;
+        let term = cluster.term().await + 10;
+        member.send(forged_entries(to, term, vec![b'x'; 17 * 1024 * 1024]));
+        cluster.wait_for_log(to, "above max_entry_bytes").await;
     }
     for to in 1..=2u64 {
+        let term = cluster.term().await + 10;
         member.send(Message {
             from: NodeId(3),
             to: NodeId(to),
-            term: Term(term_before + 1),
+            term: Term(term),
             body: MessageBody::InstallSnapshot {
                 snapshot: Snapshot::new(
                     SnapshotMeta {
-                        last_included: LogId {
-                            term: Term(term_before + 1),
-                            index: LogIndex(1_000_000),
-                        },
+                        last_included: LogId { term: Term(term), index: LogIndex(1_000_000) },
                         configuration: Configuration::default(),
                     },
                     1 << 40,
@@ -369,9 +367,7 @@ async fn strangers_and_a_misbehaving_member_cannot_wipe_fork_or_stop_the_cluster
                 data: bytes::Bytes::from_static(b"chunk"),
             },
         });
-    }
-    for id in 1..=2 {
-        cluster.wait_for_log(id, "above max_snapshot_bytes").await;
+        cluster.wait_for_log(to, "above max_snapshot_bytes").await;
     }
     // And at the current term, a second leader's entries are refused and counted.
     let term_now = cluster.term().await;
