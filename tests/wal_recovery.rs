@@ -1028,6 +1028,82 @@ fn rollover_takes_the_prepared_segment_and_prepares_the_next() {
     assert_eq!(state.entries, written);
 }
 
+/// Segments large enough that a growing one is closed early long before it is full: a quarter
+/// (256 KiB) is above the 64 KiB at which a growing segment has its successor prepared.
+const LARGE_SEGMENT_BYTES: u64 = 1024 * 1024;
+/// Where the log prepares the successor of a segment that grows as it is written.
+const GROWING_SEGMENT_PREPARE_BYTES: u64 = 64 * 1024;
+
+/// Appends 1 KiB entries one sync each from `next` until `done` holds (with a deadline),
+/// returning what it wrote.
+fn append_until(
+    storage: &mut WalStorage,
+    next: &mut u64,
+    mut done: impl FnMut() -> bool,
+) -> Vec<Entry> {
+    let mut written = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out appending");
+        let batch = entries(1, *next, *next, 1024);
+        storage.append(&batch).unwrap();
+        storage.sync().unwrap();
+        written.extend(batch);
+        *next += 1;
+    }
+    written
+}
+
+/// The first segment grows as it is written (each sync then records a new file size too):
+/// once it holds 64 KiB its successor is prepared, and it is closed as soon as that is ready,
+/// long before it is full. Reopened while still growing, it is recognised as such. Its short
+/// file is never kept as a spare: reused, it would grow again.
+#[test]
+fn a_growing_segment_is_closed_as_soon_as_a_preallocated_one_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_max_bytes: LARGE_SEGMENT_BYTES, ..WalOptions::default() };
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    let mut next = 1;
+    let first = segment(dir.path(), 1);
+    let half = GROWING_SEGMENT_PREPARE_BYTES / 2;
+    let mut written = append_until(&mut storage, &mut next, || {
+        file_len(&first) >= half || segment_names(dir.path()).len() > 1
+    });
+    assert_eq!(prepared_names(dir.path()), Vec::<String>::new(), "prepared below 64 KiB");
+    assert_eq!(segment_names(dir.path()), vec![segment_name(1)], "closed below 64 KiB");
+    drop(storage);
+
+    // Reopened, the short segment goes on growing, and is closed once its successor is ready.
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    assert_eq!(storage.load().unwrap().entries, written);
+    written.extend(append_until(&mut storage, &mut next, || segment_names(dir.path()).len() == 2));
+    let closed_at = file_len(&first);
+    assert!(
+        closed_at < LARGE_SEGMENT_BYTES / 4,
+        "segment 1 closed at {closed_at} bytes, not as soon as segment 2 was ready"
+    );
+    assert!(closed_at > GROWING_SEGMENT_PREPARE_BYTES, "closed at {closed_at} bytes");
+    assert_eq!(file_len(&segment(dir.path(), 2)), LARGE_SEGMENT_BYTES, "segment 2 preallocated");
+
+    // Filled, segment 2 is closed only when full: it was preallocated.
+    written.extend(append_until(&mut storage, &mut next, || segment_names(dir.path()).len() == 3));
+    assert!(file_len(&segment(dir.path(), 3)) >= LARGE_SEGMENT_BYTES);
+    // Compacted, the full-length segment 2 is kept as a spare; the short segment 1 is not.
+    let through = written.last().unwrap().index.0;
+    let covered = written.len() - 1;
+    let after = entries(1, next, next, 1024);
+    storage.append(&after).unwrap();
+    storage.sync().unwrap();
+    written.extend(after);
+    store_snapshot(&storage, &snapshot_through(1, through, b"through the second segment"));
+    storage.compact(LogIndex(through)).unwrap();
+    assert_eq!(spare_names(dir.path()), vec![format!("spare-{:020}.tmp", 2)]);
+    drop(storage);
+    let state = open_with(dir.path(), &options).unwrap().load().unwrap();
+    assert_eq!(state.entries, written[covered + 1..]);
+}
+
 /// A torn write into preallocated zeros: a prefix of the last record landed, the rest of its
 /// range (and everything after it) is still zeros. At every cut point, recovery drops that
 /// record, zeroes what it left (keeping the file's preallocated length) and takes new writes.

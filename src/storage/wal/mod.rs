@@ -15,7 +15,10 @@
 //! next segment full of zeros (and syncs it) under a temporary name ahead of time, on a
 //! background thread, and the roll-over renames it into place and writes its header. Writes
 //! then overwrite zeros already on disk, and `fdatasync` has no file size or allocation to
-//! record. A segment's length therefore no longer says where its records end: zeros do.
+//! record. A segment's length therefore no longer says where its records end: zeros do. A
+//! segment that grows as it is written (the first one, or one started without room to
+//! prepare) has its successor prepared once it holds 64 KiB, and is closed as soon as that
+//! is ready (for segments over 256 KiB): a fresh node's syncs cost what a seasoned one's do.
 //!
 //! Preallocation is an optimisation the log gives up rather than fail for: a preparation that
 //! finds the disk full removes its partial file, and the roll-over then creates the next
@@ -61,7 +64,7 @@ use crate::message::{Entry, EntryPayload};
 use crate::metrics::Histogram;
 use crate::types::{LogId, LogIndex, NodeId};
 
-use super::fs::{AppendFile, DirLock, FileSystem, StdFileSystem};
+use super::fs::{AppendFile, DirLock, FileSystem, ReadAtFile, StdFileSystem};
 use super::{AlreadyDurable, PendingSync, Storage};
 use format::{ENTRY_BODY_OVERHEAD, FORMAT_VERSION, Placement, SegmentHeader};
 use prepare::Preparer;
@@ -97,7 +100,8 @@ pub struct WalIdentity {
 pub struct WalOptions {
     /// A segment that reaches this size, in bytes, is closed and a new one started. Segments
     /// after the first one a log opens with are preallocated (zero-filled) to this size when
-    /// the disk has room for it (see "Free space" above). Default 64 MiB.
+    /// the disk has room for it (see "Free space" above); one that grows as it is written is
+    /// closed early, once a preallocated one is ready to follow it. Default 64 MiB.
     pub segment_max_bytes: u64,
     /// The largest entry payload accepted, in bytes; larger ones are refused before anything
     /// is written. Default 16 MiB: above [`Config::max_entry_bytes`](crate::Config::max_entry_bytes)
@@ -139,6 +143,10 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
     sequence: u64,
     /// Bytes in the current segment, including what `buffer` will add.
     segment_len: u64,
+    /// Whether the current segment grows as it is written (it was not preallocated): its
+    /// syncs then record the file's new size too. It is closed early, as soon as a
+    /// preallocated or spare file is ready to follow it.
+    segment_grows: bool,
     /// Records written since the last sync.
     buffer: Vec<u8>,
     /// The latest hard state and the members, written at the start of each new segment.
@@ -169,6 +177,13 @@ pub struct WalStorage<F: FileSystem = StdFileSystem> {
 
 /// At most this many compacted segments are kept as spares; compaction removes the rest.
 const MAX_SPARE_SEGMENTS: usize = 2;
+
+/// A segment that grows as it is written has its successor prepared once it holds this many
+/// bytes, and is closed as soon as that is ready: a log that has written this much is in use,
+/// and its syncs are cheaper in preallocated space. Below it, a short-lived log (a test, a
+/// node started and stopped) costs no zero-filling. Segments of at most four times this size
+/// (tests' small ones) are closed when full, as before: they fill soon enough.
+const GROWING_SEGMENT_PREPARE_BYTES: u64 = 64 * 1024;
 
 impl<F: FileSystem> std::fmt::Debug for WalStorage<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,7 +246,7 @@ impl<F: FileSystem> WalStorage<F> {
             hard_state: recovered.state.hard_state,
             members: recovered.state.members.clone(),
         };
-        let (file, sequence, segment_len) = match recovered.tail {
+        let (file, sequence, segment_len, segment_grows) = match recovered.tail {
             Some(tail) if tail.valid_len > 0 => {
                 debug_assert!(tail.valid_len > format::HEADER_LEN as u64);
                 if let Some(torn) = &tail.torn {
@@ -252,9 +267,13 @@ impl<F: FileSystem> WalStorage<F> {
                 if tail.format_version < FORMAT_VERSION {
                     // Written by an earlier build: read, never appended to. The log goes on in
                     // a new segment of the current format.
-                    create_segment(&fs, &dir, identity, tail.sequence + 1, &leading)?
+                    grows(create_segment(&fs, &dir, identity, tail.sequence + 1, &leading)?)
                 } else {
-                    (file, tail.sequence, tail.valid_len)
+                    // A preallocated segment is never shorter than full; one that grows
+                    // is, or it would have been closed. (Cutting a torn write off
+                    // shortens only a segment that grows.)
+                    let grows = tail.file_len < options.segment_max_bytes;
+                    (file, tail.sequence, tail.valid_len, grows)
                 }
             }
             Some(tail) => {
@@ -263,9 +282,9 @@ impl<F: FileSystem> WalStorage<F> {
                 fs.remove(&tail.path).map_err(|error| {
                     StorageError::io(format!("removing {}", tail.path.display()), error)
                 })?;
-                create_segment(&fs, &dir, identity, tail.sequence, &leading)?
+                grows(create_segment(&fs, &dir, identity, tail.sequence, &leading)?)
             }
-            None => create_segment(&fs, &dir, identity, 1, &leading)?,
+            None => grows(create_segment(&fs, &dir, identity, 1, &leading)?),
         };
         remove_leftovers(&fs, &dir)?;
         let sync_file = Arc::new(Mutex::new(file.try_clone().map_err(|error| {
@@ -292,6 +311,7 @@ impl<F: FileSystem> WalStorage<F> {
             file,
             sequence,
             segment_len,
+            segment_grows,
             buffer: Vec::new(),
             leading,
             failed: false,
@@ -341,16 +361,46 @@ impl<F: FileSystem> WalStorage<F> {
         Ok(())
     }
 
-    /// Starts preparing the next segment once the current one is a quarter full (a segment
-    /// started by a roll-over has its successor prepared at once).
+    /// Starts preparing the next segment once the current one is a quarter full, or holds
+    /// [`GROWING_SEGMENT_PREPARE_BYTES`] if it is to be closed early (a segment started by a
+    /// roll-over has its successor prepared at once).
     fn prepare_next_if_due(&mut self) {
+        let due = if self.closes_early() {
+            GROWING_SEGMENT_PREPARE_BYTES
+        } else {
+            self.options.segment_max_bytes / 4
+        };
         if self.preallocate
             && self.spares.is_empty()
             && !self.preparer.is_started()
-            && self.segment_len >= self.options.segment_max_bytes / 4
+            && self.segment_len >= due
         {
             self.preparer.start(self.sequence + 1);
         }
+    }
+
+    /// Whether the current segment is to be closed before it is full: it grows as it is
+    /// written, and is large enough for that to matter (a quarter of it is more than
+    /// [`GROWING_SEGMENT_PREPARE_BYTES`]; smaller ones fill soon enough).
+    fn closes_early(&self) -> bool {
+        self.segment_grows && self.options.segment_max_bytes / 4 > GROWING_SEGMENT_PREPARE_BYTES
+    }
+
+    /// Whether the current segment is closed after this write: when it is full, or when it is
+    /// to be closed early and a preallocated (or spare) file is ready to take over.
+    fn closes_now(&mut self) -> bool {
+        self.segment_len >= self.options.segment_max_bytes
+            || (self.closes_early() && (!self.spares.is_empty() || self.preparer.is_ready()))
+    }
+
+    /// Whether the segment file at `path` is at least `segment_max_bytes` long, so that
+    /// reused as a spare its records overwrite bytes already on disk. (A segment closed early,
+    /// while it grew, is shorter; one that cannot be measured is not reused.)
+    fn is_full_length(&self, path: &Path) -> bool {
+        self.fs
+            .open_read(path)
+            .and_then(|file| file.size())
+            .is_ok_and(|len| len >= self.options.segment_max_bytes)
     }
 
     /// Where records encoded now go: the current segment, after the durable end as the log
@@ -370,14 +420,12 @@ impl<F: FileSystem> WalStorage<F> {
         }
     }
 
-    /// Starts the next segment if the current one is full.
-    fn roll_if_full(&mut self) -> Result<(), StorageError> {
-        if self.segment_len < self.options.segment_max_bytes {
-            return Ok(());
-        }
+    /// Starts the next segment (the current one is closed).
+    fn roll_over(&mut self) -> Result<(), StorageError> {
         let sequence = self.sequence + 1;
         let started = if let Some(spare) = self.spares.pop() {
             install_recycled(&self.fs, &self.dir, &spare, self.identity, sequence, &self.leading)
+                .map(preallocated)
         } else {
             match self.take_prepared(sequence) {
                 Ok(Some(prepared)) => install_segment(
@@ -387,16 +435,19 @@ impl<F: FileSystem> WalStorage<F> {
                     self.identity,
                     sequence,
                     &self.leading,
-                ),
+                )
+                .map(preallocated),
                 // No room for a preallocated segment: one that grows as it is written.
                 Ok(None) => {
                     create_segment(&self.fs, &self.dir, self.identity, sequence, &self.leading)
+                        .map(grows)
                 }
                 Err(error) => Err(error),
             }
         };
         // A segment half started would take a second header on retry: take no more writes.
-        let (file, sequence, segment_len) = started.inspect_err(|_| self.failed = true)?;
+        let (file, sequence, segment_len, segment_grows) =
+            started.inspect_err(|_| self.failed = true)?;
         tracing::debug!("Started write-ahead log segment {}", segment_name(sequence));
         let sync_file = file.try_clone().map_err(|error| {
             self.failed = true;
@@ -406,6 +457,7 @@ impl<F: FileSystem> WalStorage<F> {
         self.sync_file = Arc::new(Mutex::new(sync_file));
         self.sequence = sequence;
         self.segment_len = segment_len;
+        self.segment_grows = segment_grows;
         let mut mark = lock(&self.mark);
         (mark.sequence, mark.written, mark.durable) = (sequence, segment_len, segment_len);
         drop(mark);
@@ -533,7 +585,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
         // one frees space: preparing segments ahead may go on.
         for sequence in &removable {
             let path = self.dir.join(segment_name(*sequence));
-            if self.spares.len() < MAX_SPARE_SEGMENTS {
+            if self.spares.len() < MAX_SPARE_SEGMENTS && self.is_full_length(&path) {
                 let spare = self.dir.join(spare_name(*sequence));
                 self.fs.rename(&path, &spare).map_err(|error| {
                     StorageError::io(format!("renaming {} to a spare", path.display()), error)
@@ -620,7 +672,7 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             mark: Arc::clone(&self.mark),
             latency: Arc::clone(&self.sync_latency),
         });
-        if self.segment_len < self.options.segment_max_bytes {
+        if !self.closes_now() {
             self.prepare_next_if_due();
             return Ok(sync);
         }
@@ -634,10 +686,20 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             return Err(StorageError::io(format!("writing {}", path.display()), error));
         }
         sync.complete().inspect_err(|_| self.failed = true)?;
-        self.roll_if_full()?;
+        self.roll_over()?;
         self.prepare_next_if_due();
         Ok(Box::new(AlreadyDurable))
     }
+}
+
+/// A segment just started that grows as it is written.
+fn grows<File>((file, sequence, len): (File, u64, u64)) -> (File, u64, u64, bool) {
+    (file, sequence, len, true)
+}
+
+/// A segment just started in a preallocated (or recycled) file.
+fn preallocated<File>((file, sequence, len): (File, u64, u64)) -> (File, u64, u64, bool) {
+    (file, sequence, len, false)
 }
 
 /// Creates segment `sequence` (not preallocated: it grows as it is written): header and hard

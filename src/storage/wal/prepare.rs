@@ -86,6 +86,20 @@ impl<F: FileSystem> Preparer<F> {
         });
     }
 
+    /// Whether a preparation finished without an error and waits to be taken (never blocks).
+    pub(crate) fn is_ready(&mut self) -> bool {
+        self.job = match self.job.take() {
+            Some(Job::Running { sequence, thread, .. }) if thread.is_finished() => {
+                let result = thread.join().unwrap_or_else(|_| {
+                    Err(io::Error::other("the thread preparing the segment panicked"))
+                });
+                Some(Job::Done { sequence, result })
+            }
+            job => job,
+        };
+        matches!(self.job, Some(Job::Done { result: Ok(()), .. }))
+    }
+
     /// A prepared segment for segment `sequence`: waits for the preparation under way if it
     /// is still running, or prepares one now if none was started. Returns the temporary
     /// file's path. The file is named after the segment it was started for, which may be an

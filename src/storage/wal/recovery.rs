@@ -47,6 +47,9 @@ pub(crate) struct TailSegment {
     /// What a torn write left after `valid_len`, when there is any: it must be cleared before
     /// the log writes there again.
     pub(crate) torn: Option<TornWrite>,
+    /// The file's length: shorter than a segment's full size when the segment grows as it is
+    /// written (it was not preallocated).
+    pub(crate) file_len: u64,
 }
 
 /// The bytes a torn write left after the last whole record of the last segment.
@@ -180,6 +183,7 @@ pub(crate) fn recover<F: FileSystem>(
                 path,
                 valid_len: 0,
                 torn: None,
+                file_len: bytes.len() as u64,
             });
             continue;
         }
@@ -275,6 +279,7 @@ pub(crate) fn recover<F: FileSystem>(
                 path,
                 valid_len,
                 torn,
+                file_len: bytes.len() as u64,
             });
         }
     }
