@@ -135,33 +135,121 @@ impl std::fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
-impl Command {
+/// A [`Request`] decoded in place: its keys and values borrowed from the encoded bytes, so
+/// that applying it copies each of them once, into the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RequestView<'a> {
+    /// As [`Request::session`].
+    pub(crate) session: Option<(u64, u64)>,
+    /// The operation.
+    pub(crate) command: CommandView<'a>,
+}
+
+/// A [`Command`] whose keys and values are borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommandView<'a> {
+    Get { key: &'a [u8] },
+    Put { key: &'a [u8], value: &'a [u8] },
+    Delete { key: &'a [u8] },
+    CompareAndSwap { key: &'a [u8], expected: Option<&'a [u8]>, new: &'a [u8] },
+}
+
+impl<'a> RequestView<'a> {
+    /// Decodes a request that fills `bytes` exactly, borrowing its keys and values.
+    pub(crate) fn decode(bytes: &'a [u8]) -> Result<RequestView<'a>, CommandError> {
+        let mut reader = Reader { bytes, offset: 0 };
+        let version = reader.u8()?;
+        if version != COMMAND_FORMAT_VERSION {
+            return Err(CommandError(format!("unknown format version {version}")));
+        }
+        let has_session = reader.flag()?;
+        let client = reader.u64()?;
+        let sequence = reader.u64()?;
+        let kind = reader.u8()?;
+        let key = reader.slice()?;
+        let command = match kind {
+            1 => CommandView::Get { key },
+            2 => CommandView::Put { key, value: reader.slice()? },
+            3 => CommandView::Delete { key },
+            4 => {
+                let has_expected = reader.flag()?;
+                let expected = reader.slice()?;
+                let new = reader.slice()?;
+                CommandView::CompareAndSwap { key, expected: has_expected.then_some(expected), new }
+            }
+            other => return Err(CommandError(format!("unknown command kind {other}"))),
+        };
+        reader.finish()?;
+        Ok(RequestView { session: has_session.then_some((client, sequence)), command })
+    }
+
+    /// The request, owning its bytes.
+    fn to_request(self) -> Request {
+        let command = match self.command {
+            CommandView::Get { key } => Command::Get { key: key.to_vec() },
+            CommandView::Put { key, value } => {
+                Command::Put { key: key.to_vec(), value: value.to_vec() }
+            }
+            CommandView::Delete { key } => Command::Delete { key: key.to_vec() },
+            CommandView::CompareAndSwap { key, expected, new } => Command::CompareAndSwap {
+                key: key.to_vec(),
+                expected: expected.map(<[u8]>::to_vec),
+                new: new.to_vec(),
+            },
+        };
+        Request { session: self.session, command }
+    }
+}
+
+impl CommandView<'_> {
     /// Appends the command's encoding (from its kind byte on) to `bytes`.
-    fn encode_into(&self, bytes: &mut impl ByteSink) {
+    fn encode_into(self, bytes: &mut impl ByteSink) {
         match self {
-            Command::Get { key } => put_kind_and_key(bytes, 1, key),
-            Command::Put { key, value } => {
+            CommandView::Get { key } => put_kind_and_key(bytes, 1, key),
+            CommandView::Put { key, value } => {
                 put_kind_and_key(bytes, 2, key);
                 put_bytes(bytes, value);
             }
-            Command::Delete { key } => put_kind_and_key(bytes, 3, key),
-            Command::CompareAndSwap { key, expected, new } => {
+            CommandView::Delete { key } => put_kind_and_key(bytes, 3, key),
+            CommandView::CompareAndSwap { key, expected, new } => {
                 put_kind_and_key(bytes, 4, key);
                 bytes.put_byte(u8::from(expected.is_some()));
-                put_bytes(bytes, expected.as_deref().unwrap_or_default());
+                put_bytes(bytes, expected.unwrap_or_default());
                 put_bytes(bytes, new);
             }
         }
     }
 
     /// The length of the command's encoding.
-    fn encoded_len(&self) -> usize {
+    fn encoded_len(self) -> usize {
         let field = |bytes: &[u8]| 4 + bytes.len();
         1 + match self {
-            Command::Get { key } | Command::Delete { key } => field(key),
-            Command::Put { key, value } => field(key) + field(value),
+            CommandView::Get { key } | CommandView::Delete { key } => field(key),
+            CommandView::Put { key, value } => field(key) + field(value),
+            CommandView::CompareAndSwap { key, expected, new } => {
+                field(key) + 1 + field(expected.unwrap_or_default()) + field(new)
+            }
+        }
+    }
+
+    /// As [`Command::digest`].
+    pub(crate) fn digest(self) -> u64 {
+        // Hashed as it is encoded, without holding the encoding.
+        let mut hash = Fnv1a64::new();
+        self.encode_into(&mut hash);
+        hash.0
+    }
+}
+
+impl Command {
+    /// The command with its keys and values borrowed.
+    pub(crate) fn view(&self) -> CommandView<'_> {
+        match self {
+            Command::Get { key } => CommandView::Get { key },
+            Command::Put { key, value } => CommandView::Put { key, value },
+            Command::Delete { key } => CommandView::Delete { key },
             Command::CompareAndSwap { key, expected, new } => {
-                field(key) + 1 + field(expected.as_deref().unwrap_or_default()) + field(new)
+                CommandView::CompareAndSwap { key, expected: expected.as_deref(), new }
             }
         }
     }
@@ -171,10 +259,7 @@ impl Command {
     /// digests differ but for a 2^-64 chance (FNV is not collision-resistant against someone
     /// who crafts both commands; a client can only confuse its own session with that).
     pub fn digest(&self) -> u64 {
-        // Hashed as it is encoded, without holding the encoding.
-        let mut hash = Fnv1a64::new();
-        self.encode_into(&mut hash);
-        hash.0
+        self.view().digest()
     }
 }
 
@@ -229,9 +314,10 @@ pub fn fnv1a_64(bytes: &[u8]) -> u64 {
 impl Request {
     /// The request's encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(REQUEST_HEADER_BYTES + self.command.encoded_len());
+        let command = self.command.view();
+        let mut bytes = Vec::with_capacity(REQUEST_HEADER_BYTES + command.encoded_len());
         put_request_header(&mut bytes, self.session);
-        self.command.encode_into(&mut bytes);
+        command.encode_into(&mut bytes);
         bytes
     }
 
@@ -249,30 +335,12 @@ impl Request {
 
     /// Decodes a request that fills `bytes` exactly.
     pub fn decode(bytes: &[u8]) -> Result<Request, CommandError> {
-        let mut reader = Reader { bytes, offset: 0 };
-        let version = reader.u8()?;
-        if version != COMMAND_FORMAT_VERSION {
-            return Err(CommandError(format!("unknown format version {version}")));
-        }
-        let has_session = reader.flag()?;
-        let client = reader.u64()?;
-        let sequence = reader.u64()?;
-        let kind = reader.u8()?;
-        let key = reader.bytes()?;
-        let command = match kind {
-            1 => Command::Get { key },
-            2 => Command::Put { key, value: reader.bytes()? },
-            3 => Command::Delete { key },
-            4 => {
-                let has_expected = reader.flag()?;
-                let expected = reader.bytes()?;
-                let new = reader.bytes()?;
-                Command::CompareAndSwap { key, expected: has_expected.then_some(expected), new }
-            }
-            other => return Err(CommandError(format!("unknown command kind {other}"))),
-        };
-        reader.finish()?;
-        Ok(Request { session: has_session.then_some((client, sequence)), command })
+        RequestView::decode(bytes).map(RequestView::to_request)
+    }
+
+    /// The request with its keys and values borrowed.
+    pub(crate) fn view(&self) -> RequestView<'_> {
+        RequestView { session: self.session, command: self.command.view() }
     }
 }
 
@@ -378,8 +446,8 @@ pub(crate) struct Reader<'a> {
     pub(crate) offset: usize,
 }
 
-impl Reader<'_> {
-    pub(crate) fn take(&mut self, length: usize) -> Result<&[u8], CommandError> {
+impl<'a> Reader<'a> {
+    pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8], CommandError> {
         let end = self.offset.checked_add(length).filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
             return Err(CommandError(format!(
@@ -412,10 +480,15 @@ impl Reader<'_> {
     }
 
     pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, CommandError> {
+        self.slice().map(<[u8]>::to_vec)
+    }
+
+    /// A length-prefixed field, borrowed.
+    pub(crate) fn slice(&mut self) -> Result<&'a [u8], CommandError> {
         let mut word = [0u8; 4];
         word.copy_from_slice(self.take(4)?);
         let length = u32::from_le_bytes(word) as usize;
-        Ok(self.take(length)?.to_vec())
+        self.take(length)
     }
 
     fn optional(&mut self) -> Result<Option<Vec<u8>>, CommandError> {

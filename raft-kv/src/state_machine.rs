@@ -53,7 +53,7 @@ use raft_consensus::client::{ClientId, SessionCheck, SessionRecord, SessionStamp
 use raft_consensus::state_machine::SnapshotView;
 use raft_consensus::{LogIndex, StateMachine};
 
-use crate::command::{Command, CommandError, Request, Response};
+use crate::command::{CommandError, CommandView, Request, RequestView, Response};
 
 /// The snapshot format version this build writes (it also reads version 1).
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
@@ -137,6 +137,12 @@ impl KvStateMachine {
     /// and [`Response::SessionConflict`] otherwise (nothing is applied either way); an older
     /// `sequence` is [`Response::StaleRequest`]; a newer one is applied and remembered.
     pub fn execute(&mut self, index: LogIndex, request: Request) -> Response {
+        self.execute_view(index, request.view())
+    }
+
+    /// [`execute`](Self::execute) for a request decoded in place: each key and value it
+    /// writes is copied once, into the store.
+    fn execute_view(&mut self, index: LogIndex, request: RequestView<'_>) -> Response {
         let session = request.session.map(|(client, sequence)| {
             (SessionStamp { client: ClientId(client), sequence }, request.command.digest())
         });
@@ -151,18 +157,17 @@ impl KvStateMachine {
             }
         }
         let response = match request.command {
-            Command::Get { key } => Response::Value(self.get(&key).map(<[u8]>::to_vec)),
-            Command::Put { key, value } => {
+            CommandView::Get { key } => Response::Value(self.get(key).map(<[u8]>::to_vec)),
+            CommandView::Put { key, value } => {
                 self.data.insert(key.into(), value.into());
                 Response::Written { index: index.0 }
             }
-            Command::Delete { key } => Response::Deleted {
-                existed: self.data.remove(key.as_slice()).is_some(),
-                index: index.0,
-            },
-            Command::CompareAndSwap { key, expected, new } => {
-                let current = self.get(&key);
-                if current == expected.as_deref() {
+            CommandView::Delete { key } => {
+                Response::Deleted { existed: self.data.remove(key).is_some(), index: index.0 }
+            }
+            CommandView::CompareAndSwap { key, expected, new } => {
+                let current = self.get(key);
+                if current == expected {
                     self.data.insert(key.into(), new.into());
                     Response::Swapped { index: index.0 }
                 } else {
@@ -199,8 +204,8 @@ impl StateMachine for KvStateMachine {
         index: LogIndex,
         command: &[u8],
     ) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
-        let request = Request::decode(command)?;
-        Ok(self.execute(index, request).encode())
+        let request = RequestView::decode(command)?;
+        Ok(self.execute_view(index, request).encode())
     }
 
     /// The whole snapshot in memory: what [`snapshot_view`](StateMachine::snapshot_view)'s
@@ -407,6 +412,7 @@ fn record(bytes: &mut Vec<u8>, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::Command;
 
     fn put_request(session: Option<(u64, u64)>, key: &str, value: &str) -> Request {
         Request {
@@ -495,6 +501,7 @@ mod tests {
 #[cfg(test)]
 mod session_tests {
     use super::*;
+    use crate::command::Command;
 
     #[test]
     fn sessions_are_bounded_and_the_least_recent_is_forgotten() {
@@ -517,6 +524,7 @@ mod session_tests {
 #[cfg(test)]
 mod session_digest_tests {
     use super::*;
+    use crate::command::Command;
 
     fn with_session(client: u64, sequence: u64, command: Command) -> Request {
         Request { session: Some((client, sequence)), command }
@@ -703,6 +711,7 @@ mod streaming_tests {
     use std::io::{self, Read, Write};
 
     use super::*;
+    use crate::command::Command;
 
     fn request(session: Option<(u64, u64)>, command: Command) -> Request {
         Request { session, command }
