@@ -1085,6 +1085,11 @@ fn a_growing_segment_is_closed_as_soon_as_a_preallocated_one_is_ready() {
     );
     assert!(closed_at > GROWING_SEGMENT_PREPARE_BYTES, "closed at {closed_at} bytes");
     assert_eq!(file_len(&segment(dir.path(), 2)), LARGE_SEGMENT_BYTES, "segment 2 preallocated");
+    // Reopened, the log reads the short segment and goes on in the preallocated one.
+    drop(storage);
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    assert_eq!(storage.load().unwrap().entries, written);
+    assert_eq!(file_len(&first), closed_at, "segment 1 changed by reopening");
 
     // Filled, segment 2 is closed only when full: it was preallocated.
     written.extend(append_until(&mut storage, &mut next, || segment_names(dir.path()).len() == 3));
