@@ -1091,8 +1091,15 @@ fn a_growing_segment_is_closed_as_soon_as_a_preallocated_one_is_ready() {
     assert_eq!(storage.load().unwrap().entries, written);
     assert_eq!(file_len(&first), closed_at, "segment 1 changed by reopening");
 
-    // Filled, segment 2 is closed only when full: it was preallocated.
+    // Filled, segment 2 is closed only when full: it was preallocated (its successor was
+    // ready long before).
+    let at_second = written.len();
     written.extend(append_until(&mut storage, &mut next, || segment_names(dir.path()).len() == 3));
+    let in_second = (written.len() - at_second) as u64;
+    assert!(
+        in_second * 1024 > LARGE_SEGMENT_BYTES * 9 / 10,
+        "segment 2 closed after {in_second} entries of 1 KiB"
+    );
     assert!(file_len(&segment(dir.path(), 3)) >= LARGE_SEGMENT_BYTES);
     // Compacted, the full-length segment 2 is kept as a spare; the short segment 1 is not.
     let through = written.last().unwrap().index.0;
@@ -1107,6 +1114,27 @@ fn a_growing_segment_is_closed_as_soon_as_a_preallocated_one_is_ready() {
     drop(storage);
     let state = open_with(dir.path(), &options).unwrap().load().unwrap();
     assert_eq!(state.entries, written[covered + 1..]);
+}
+
+/// A growing segment of at most 256 KiB (four times the 64 KiB at which larger ones are closed
+/// early) keeps the old rule: its successor is prepared once it is a quarter full, and it is
+/// closed when full.
+#[test]
+fn a_small_growing_segment_prepares_at_a_quarter_and_is_closed_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4 * GROWING_SEGMENT_PREPARE_BYTES;
+    let options = WalOptions { segment_max_bytes: max, ..WalOptions::default() };
+    let mut storage = open_with(dir.path(), &options).unwrap();
+    storage.load().unwrap();
+    let mut next = 1;
+    let first = segment(dir.path(), 1);
+    append_until(&mut storage, &mut next, || file_len(&first) + 1100 > max / 4);
+    assert_eq!(prepared_names(dir.path()), Vec::<String>::new(), "prepared below a quarter");
+    append_until(&mut storage, &mut next, || file_len(&first) >= max / 4);
+    wait_until("segment 2 is being prepared", || !prepared_names(dir.path()).is_empty());
+    append_until(&mut storage, &mut next, || segment_names(dir.path()).len() == 2);
+    assert!(file_len(&first) >= max, "segment 1 closed at {} bytes", file_len(&first));
+    assert_eq!(file_len(&segment(dir.path(), 2)), max, "segment 2 preallocated");
 }
 
 /// A torn write into preallocated zeros: a prefix of the last record landed, the rest of its
