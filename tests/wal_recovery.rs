@@ -1952,6 +1952,27 @@ fn recycled_segments(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Spares shorter than the segments a log now writes (kept under a smaller
+/// `segment_max_bytes`) are removed at open rather than reused: reused, they would grow as
+/// they are written. Spares of full length are kept.
+#[test]
+fn spares_shorter_than_a_segment_are_removed_at_open() {
+    let options = small_segments();
+    let (dir, mut storage) = fresh_log(&options);
+    append_one_per_sync(&mut storage, dir.path(), &entries(1, 1, 60, 100));
+    store_snapshot(&storage, &snapshot_through(1, 40, b"state through 40"));
+    storage.compact(LogIndex(40)).expect("compaction behind a durable snapshot");
+    drop(storage);
+    let spares = spare_names(dir.path());
+    assert_eq!(spares.len(), 2, "two compacted segments kept as spares");
+    drop(open_with(dir.path(), &options).unwrap());
+    assert_eq!(spare_names(dir.path()), spares, "full-length spares kept");
+    let larger = WalOptions { segment_max_bytes: 4096, ..options };
+    let state = open_with(dir.path(), &larger).unwrap().load().unwrap();
+    assert_eq!(spare_names(dir.path()), Vec::<String>::new(), "short spares kept");
+    assert_eq!(state.entries.last().map(|entry| entry.index), Some(LogIndex(60)));
+}
+
 /// Compacted segments are reused, and the records their files held before never read as part
 /// of the log: every entry after the snapshot comes back exactly, and reopening changes no
 /// byte.

@@ -270,8 +270,10 @@ impl<F: FileSystem> WalStorage<F> {
                     grows(create_segment(&fs, &dir, identity, tail.sequence + 1, &leading)?)
                 } else {
                     // A preallocated segment is never shorter than full; one that grows
-                    // is, or it would have been closed. (Cutting a torn write off
-                    // shortens only a segment that grows.)
+                    // is, or it would have been closed. (The length is the file's before a
+                    // torn write was cut off. A `segment_max_bytes` raised since the segment
+                    // was started makes a preallocated one count as growing: it is then
+                    // closed early, which costs one roll-over.)
                     let grows = tail.file_len < options.segment_max_bytes;
                     (file, tail.sequence, tail.valid_len, grows)
                 }
@@ -293,13 +295,22 @@ impl<F: FileSystem> WalStorage<F> {
                 error,
             )
         })?));
-        let mut spares: Vec<PathBuf> = fs
+        let mut spares = Vec::new();
+        let names = fs
             .list(&dir)
-            .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?
-            .into_iter()
-            .filter(|name| is_spare_name(name))
-            .map(|name| dir.join(name))
-            .collect();
+            .map_err(|error| StorageError::io(format!("listing {}", dir.display()), error))?;
+        for name in names.into_iter().filter(|name| is_spare_name(name)) {
+            let spare = dir.join(name);
+            if is_full_length(&fs, &spare, options.segment_max_bytes) {
+                spares.push(spare);
+            } else {
+                // Shorter than a segment now is (kept under a smaller `segment_max_bytes`):
+                // reused, it would grow as it is written.
+                fs.remove(&spare).map_err(|error| {
+                    StorageError::io(format!("removing {}", spare.display()), error)
+                })?;
+            }
+        }
         spares.sort();
         let preparer = Preparer::new(fs.clone(), dir.clone(), options.segment_max_bytes);
         let mut storage = WalStorage {
@@ -393,14 +404,10 @@ impl<F: FileSystem> WalStorage<F> {
             || (self.closes_early() && (!self.spares.is_empty() || self.preparer.is_ready()))
     }
 
-    /// Whether the segment file at `path` is at least `segment_max_bytes` long, so that
-    /// reused as a spare its records overwrite bytes already on disk. (A segment closed early,
-    /// while it grew, is shorter; one that cannot be measured is not reused.)
+    /// Whether the segment file at `path` is long enough to be kept as a spare
+    /// ([`is_full_length`]).
     fn is_full_length(&self, path: &Path) -> bool {
-        self.fs
-            .open_read(path)
-            .and_then(|file| file.size())
-            .is_ok_and(|len| len >= self.options.segment_max_bytes)
+        is_full_length(&self.fs, path, self.options.segment_max_bytes)
     }
 
     /// Where records encoded now go: the current segment, after the durable end as the log
@@ -663,33 +670,47 @@ impl<F: FileSystem> Storage for WalStorage<F> {
             return Err(StorageError::io(format!("writing {}", path.display()), error));
         }
         self.buffer.clear();
-        lock(&self.mark).written = self.segment_len;
+        let closing = self.closes_now();
+        let mut written_end = self.segment_len;
+        if closing {
+            // The segment is closed: a zero record prefix after its records marks where they
+            // end (in a recycled file, stale bytes follow, so nothing else would tell a damaged
+            // last record from the end). It is written before the mark below says how far the
+            // segment is written: a sync still in flight that reads the new mark then covers
+            // the marker too, and one that read the old mark leaves this flush's sync to run.
+            let end_marker = [0u8; format::RECORD_PREFIX_LEN];
+            if let Err(error) = self.write_current(&end_marker, self.segment_len) {
+                self.failed = true;
+                return Err(StorageError::io(format!("writing {}", path.display()), error));
+            }
+            written_end += end_marker.len() as u64;
+        }
+        lock(&self.mark).written = written_end;
         let sync = Box::new(WalSync::<F> {
             file: Arc::clone(&self.sync_file),
             path,
             sequence: self.sequence,
-            end: self.segment_len,
+            end: written_end,
             mark: Arc::clone(&self.mark),
             latency: Arc::clone(&self.sync_latency),
         });
-        if !self.closes_now() {
+        if !closing {
             self.prepare_next_if_due();
             return Ok(sync);
         }
-        // The segment is closed: a zero record prefix after its records marks where they end
-        // (in a recycled file, stale bytes follow, so nothing else would tell a damaged last
-        // record from the end), and all of it is made durable before the next one begins.
-        let end_marker = [0u8; format::RECORD_PREFIX_LEN];
-        if let Err(error) = self.write_current(&end_marker, self.segment_len) {
-            self.failed = true;
-            let path = self.dir.join(segment_name(self.sequence));
-            return Err(StorageError::io(format!("writing {}", path.display()), error));
-        }
+        // All of the segment, its end marker included, is durable before the next one begins.
         sync.complete().inspect_err(|_| self.failed = true)?;
         self.roll_over()?;
         self.prepare_next_if_due();
         Ok(Box::new(AlreadyDurable))
     }
+}
+
+/// Whether the file at `path` is at least `segment_max_bytes` long, so that reused as a spare
+/// its records overwrite bytes already on disk. (A segment closed early, while it grew, is
+/// shorter; one that cannot be measured is not reused.)
+fn is_full_length<F: FileSystem>(fs: &F, path: &Path, segment_max_bytes: u64) -> bool {
+    fs.open_read(path).and_then(|file| file.size()).is_ok_and(|len| len >= segment_max_bytes)
 }
 
 /// A segment just started that grows as it is written.
