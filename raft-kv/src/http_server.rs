@@ -5,7 +5,9 @@
 //! A plain connection that opens with HTTP/2's connection preface is served as HTTP/2 ("prior
 //! knowledge", as `curl --http2-prior-knowledge` and `raft-kv --http2` do); anything else as
 //! HTTP/1.1, so curl works unchanged. Under TLS, ALPN offers `h2` and `http/1.1` and the
-//! client picks. An HTTP/2 connection carries at most [`HttpLimits::max_streams_per_connection`]
+//! client picks. A plain HTTP/1.1 connection's `PUT` and `GET /v1/kv/{key}` requests are
+//! served by the fast lane ([`crate::fast_lane`]) under the same limits, without hyper; the
+//! first request that is not its own hands the connection to hyper. An HTTP/2 connection carries at most [`HttpLimits::max_streams_per_connection`]
 //! requests at once; each request's body is bounded and timed as below, and the connection's
 //! idle timeout counts traffic on all its streams.
 //!
@@ -46,6 +48,8 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::fast_lane::{Ending, KvRoutes, Lane, Rewind};
 
 /// HTTP/2: the largest request head (HPACK-decoded header list) a client may send.
 const MAX_HTTP2_HEADER_BYTES: u32 = 16 * 1024;
@@ -96,10 +100,12 @@ impl Default for HttpLimits {
 }
 
 /// Serves `app` on `listener` (TLS with `tls`) within `limits` until `shutdown` completes,
-/// then lets connections finish for up to `limits.drain_timeout`.
-pub async fn serve(
+/// then lets connections finish for up to `limits.drain_timeout`. Plain HTTP/1.1 connections
+/// start in the fast lane for `routes` ([`crate::fast_lane`]), when given.
+pub(crate) async fn serve<R: KvRoutes>(
     listener: TcpListener,
     app: Router,
+    routes: Option<Arc<R>>,
     limits: HttpLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
@@ -155,6 +161,7 @@ pub async fn serve(
         let (id, evicted) = registry.add();
         let connection = Connection {
             app: app.clone(),
+            routes: routes.clone(),
             requests: Arc::clone(&requests),
             limits: limits.clone(),
             tls: tls.clone(),
@@ -249,8 +256,10 @@ async fn make_room(
 }
 
 /// One accepted connection and what it needs.
-struct Connection {
+struct Connection<R> {
     app: Router,
+    /// The fast lane's requests, served without hyper on plain connections.
+    routes: Option<Arc<R>>,
     /// Permits for requests in flight, shared by every connection.
     requests: Arc<Semaphore>,
     limits: HttpLimits,
@@ -259,13 +268,30 @@ struct Connection {
     activity: Arc<Activity>,
 }
 
-impl Connection {
+impl<R: KvRoutes> Connection<R> {
     async fn run(mut self, stream: TcpStream) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
         let activity = Arc::clone(&self.activity);
-        let watched = Watched { inner: stream, activity: Arc::clone(&activity) };
+        let mut watched = Watched { inner: stream, activity: Arc::clone(&activity) };
         match self.tls.take() {
-            None => self.serve(watched, activity).await,
+            None => {
+                let Some(routes) = self.routes.take() else {
+                    return self.serve(watched, activity).await;
+                };
+                let lane = Lane {
+                    routes: &*routes,
+                    limits: &self.limits,
+                    requests: &self.requests,
+                    stopping: &mut self.stopping,
+                    activity: &activity,
+                };
+                match lane.serve(&mut watched).await? {
+                    Ending::Closed => Ok(()),
+                    Ending::HandOff(read) => {
+                        self.serve(Rewind::new(read, watched), Arc::clone(&activity)).await
+                    }
+                }
+            }
             Some(acceptor) => {
                 let handshake =
                     tokio::time::timeout(self.limits.header_timeout, acceptor.accept(watched));
@@ -338,7 +364,7 @@ impl Connection {
 }
 
 /// When a connection last moved bytes.
-struct Activity {
+pub(crate) struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
 }
@@ -353,7 +379,7 @@ impl Activity {
         self.last_ms.store(now, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
@@ -486,7 +512,7 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 /// A JSON error; over HTTP/1.1 it also closes the connection (the rest of the body is not
 /// read). HTTP/2 has no `Connection` header: there the stream alone is reset once answered.
-fn refuse(version: Version, status: StatusCode, code: &'static str) -> Response {
+pub(crate) fn refuse(version: Version, status: StatusCode, code: &'static str) -> Response {
     let mut response = (status, axum::Json(json!({ "error": code }))).into_response();
     if version < Version::HTTP_2 {
         response
@@ -499,19 +525,26 @@ fn refuse(version: Version, status: StatusCode, code: &'static str) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fast_lane::KvAnswer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
+    /// A server with routes of its own and the fast lane's over [`MemoryRoutes`]. Its
+    /// routes include `PUT /v1/kv/{key}`, answered `hyper`: what the fast lane handed over.
     async fn server(limits: HttpLimits) -> SocketAddrAndStop {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().expect("bound");
-        let app = Router::new().route("/", axum::routing::get(|| async { "hi" })).route(
-            "/echo",
-            axum::routing::put(|body: axum::body::Bytes| async move { body.len().to_string() }),
-        );
+        let app = Router::new()
+            .route("/", axum::routing::get(|| async { "hi" }))
+            .route(
+                "/echo",
+                axum::routing::put(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            )
+            .route("/v1/kv/{key}", axum::routing::put(|| async { "hyper" }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, app, limits, None, async move {
+        let routes = Some(Arc::new(MemoryRoutes::default()));
+        tokio::spawn(serve(listener, app, routes, limits, None, async move {
             let _ = stopped.await;
         }));
         SocketAddrAndStop { address, _stop: stop }
@@ -520,6 +553,32 @@ mod tests {
     struct SocketAddrAndStop {
         address: std::net::SocketAddr,
         _stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    /// The fast lane's routes over a map: a write answers the number of keys; a read the
+    /// value, at index 7.
+    #[derive(Default)]
+    struct MemoryRoutes {
+        values: std::sync::Mutex<std::collections::BTreeMap<String, bytes::Bytes>>,
+    }
+
+    impl KvRoutes for MemoryRoutes {
+        async fn put(&self, key: &str, value: &[u8], _target: &str) -> KvAnswer {
+            let mut values = self.values.lock().expect("no test panics holding it");
+            values.insert(key.to_owned(), bytes::Bytes::copy_from_slice(value));
+            KvAnswer::Written(values.len() as u64)
+        }
+
+        async fn get(&self, key: &str, _consistency: Option<&str>, _target: &str) -> KvAnswer {
+            match self.values.lock().expect("no test panics holding it").get(key) {
+                Some(value) => KvAnswer::Value {
+                    index_header: "x-raft-read-index",
+                    index: 7,
+                    value: value.clone(),
+                },
+                None => KvAnswer::Other(StatusCode::NOT_FOUND.into_response()),
+            }
+        }
     }
 
     /// Reads until the server closes the connection; fails the test past the deadline.
@@ -752,7 +811,8 @@ mod tests {
             }),
         );
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, app, limits, None, async move {
+        let routes = Some(Arc::new(MemoryRoutes::default()));
+        tokio::spawn(serve(listener, app, routes, limits, None, async move {
             let _ = stopped.await;
         }));
         let request = b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -766,6 +826,99 @@ mod tests {
         release.notify_one();
         let answer = read_until_closed(&mut holder).await;
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("released"), "{answer}");
+    }
+
+    /// The body of each answer in `raw`, a run of HTTP/1.1 responses with `content-length`.
+    fn bodies(raw: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        let mut rest = raw;
+        while let Some((head, after)) = rest.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|length| length.parse().ok())
+                .unwrap_or_else(|| panic!("no content-length in {head}"));
+            bodies.push(after[..length].to_owned());
+            rest = &after[length..];
+        }
+        bodies
+    }
+
+    /// Key requests sent back to back on one connection are answered in order by the fast
+    /// lane; the first request that is not its own (`GET /`) hands the connection to hyper,
+    /// which serves it and everything after (its `PUT /v1/kv/{key}` answers `hyper`).
+    #[tokio::test]
+    async fn the_fast_lane_answers_in_order_then_hands_over_to_hyper() {
+        let server = server(HttpLimits::default()).await;
+        let requests = concat!(
+            "PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nv1",
+            "PUT /v1/kv/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nvv2",
+            "GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/kv/missing?consistency=local HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "PUT /v1/kv/c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        );
+        let answer = exchange(server.address, requests.as_bytes()).await;
+        assert_eq!(
+            bodies(&answer),
+            [
+                r#"{"index":1}"#,
+                r#"{"index":2}"#,
+                "v1",
+                r#"{"error":"unknown_path"}"#,
+                "hi",
+                "hyper"
+            ],
+            "{answer}"
+        );
+        let statuses: Vec<&str> = answer
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .filter_map(|response| response.split("\r\n").next())
+            .collect();
+        assert_eq!(statuses, ["200 OK", "200 OK", "200 OK", "404 Not Found", "200 OK", "200 OK"]);
+        assert!(answer.contains("\r\nx-raft-read-index: 7\r\n"), "{answer}");
+    }
+
+    /// A key request whose body arrives after its head is served by the fast lane once the
+    /// body is in; one whose body stops arriving is answered 408 after the body timeout.
+    #[tokio::test]
+    async fn the_fast_lane_waits_for_a_body_within_the_body_timeout() {
+        let server = server(small_bodies()).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        stream
+            .write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sent");
+        // The gap is the stimulus: the head is read before the body is sent.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream.write_all(b"body").await.expect("sent");
+        let answer = read_until_closed(&mut stream).await;
+        assert_eq!(bodies(&answer), [r#"{"index":1}"#], "{answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+        let stalled = b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234";
+        let answer = exchange(server.address, stalled).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.ends_with(r#"{"error":"body_timeout"}"#), "{answer}");
+    }
+
+    /// At shutdown a kept-alive connection in the fast lane is closed once its request is
+    /// answered.
+    #[tokio::test]
+    async fn at_shutdown_the_fast_lane_closes_its_connections() {
+        let server = server(HttpLimits::default()).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        stream
+            .write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv")
+            .await
+            .expect("sent");
+        let mut answer = [0u8; 1024];
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut answer)).await;
+        let read = read.expect("answered in time").expect("readable");
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        drop(server);
+        assert_eq!(read_until_closed(&mut stream).await, "");
     }
 
     /// A closed connection leaves the registry: at the cap, the quietest *open* connection

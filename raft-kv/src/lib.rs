@@ -7,6 +7,7 @@
 pub mod base64;
 pub mod client;
 pub mod command;
+mod fast_lane;
 pub mod http2_client;
 pub mod http_endpoint;
 pub mod http_server;

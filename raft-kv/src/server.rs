@@ -40,6 +40,7 @@ use raft_consensus::state_machine::SnapshotView;
 use raft_consensus::storage::{FileSystem, StdFileSystem, WalIdentity, WalOptions, WalStorage};
 use raft_consensus::transport::{PeerTls, PeerTraffic, TcpConfig, TcpTransport};
 
+use crate::fast_lane::{KvAnswer, KvRoutes};
 use crate::http_server::{self, HttpLimits};
 use crate::members::{self, MembershipLock};
 use crate::tls::HttpTls;
@@ -328,7 +329,8 @@ pub async fn run_on<F: FileSystem>(
         scheme,
         may_add_members: config.peer_tls.is_some() || config.allow_plain_peers,
     };
-    let app = router(state);
+    let state = Arc::new(state);
+    let app = router(Arc::clone(&state));
     // A node that stops on its own (a storage failure, or a broken safety invariant) ends the
     // process with its reason, so that a supervisor restarts it: serving on without it would
     // only answer errors.
@@ -351,7 +353,8 @@ pub async fn run_on<F: FileSystem>(
         }
     };
     let acceptor = config.http_tls.map(|tls| tls.acceptor);
-    let serving = http_server::serve(http_listener, app, config.http, acceptor, stop_serving);
+    let serving =
+        http_server::serve(http_listener, app, Some(state), config.http, acceptor, stop_serving);
     tokio::select! {
         () = serving => {}
         () = drain_deadline_after_node_stopped(node.clone()) => tracing::warn!(
@@ -383,7 +386,7 @@ async fn drain_deadline_after_node_stopped(node: RaftNode) {
 /// (`{"error": CODE}`): unknown paths are `404 {"error":"unknown_path"}`, other methods
 /// `405 {"error":"method_not_allowed"}`, and the HTTP server turns any other error that is not
 /// JSON (a rejection of axum's own) into one ([`http_server::json_error_body`]).
-fn router(state: AppState) -> Router {
+fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/kv/", put(empty_key).get(empty_key).delete(empty_key))
         .route("/v1/kv/{key}", put(put_key).get(get_key).delete(delete_key))
@@ -397,7 +400,7 @@ fn router(state: AppState) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         // One allocation for the whole app: every request's handler gets a reference count.
-        .with_state(Arc::new(state))
+        .with_state(state)
 }
 
 async fn unknown_path() -> HttpResponse {
@@ -484,13 +487,13 @@ fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Rejection> {
 /// Replicates `request` and returns the store's response, or the HTTP answer that explains
 /// why there is none.
 async fn submit(state: &AppState, uri: &Uri, request: Request) -> Result<Response, Rejection> {
-    submit_encoded(state, uri, request.encode()).await
+    submit_encoded(state, request_target(uri), request.encode()).await
 }
 
 /// [`submit`] for a request already encoded.
 async fn submit_encoded(
     state: &AppState,
-    uri: &Uri,
+    target: &str,
     request: Vec<u8>,
 ) -> Result<Response, Rejection> {
     let started = Instant::now();
@@ -501,7 +504,9 @@ async fn submit_encoded(
         Err(_) => Err(error(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown")),
         Ok(Ok(bytes)) => Response::decode(&bytes)
             .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "undecodable_response")),
-        Ok(Err(ProposeError::NotLeader { leader_hint })) => Err(redirect(state, leader_hint, uri)),
+        Ok(Err(ProposeError::NotLeader { leader_hint })) => {
+            Err(redirect_to(state, leader_hint, target))
+        }
         Ok(Err(ProposeError::OutcomeUnknown { .. })) => {
             Err(error(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"))
         }
@@ -520,15 +525,24 @@ async fn submit_encoded(
 
 /// `307` to the same path on the leader, or `503` when no leader is known.
 pub(crate) fn redirect(state: &AppState, leader: Option<NodeId>, uri: &Uri) -> Rejection {
+    redirect_to(state, leader, request_target(uri))
+}
+
+/// [`redirect`] for the request target (path and query) `target`.
+fn redirect_to(state: &AppState, leader: Option<NodeId>, target: &str) -> Rejection {
     let Some(address) = leader.and_then(|leader| http_addr_of(state, leader)) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader");
     };
-    let path = uri.path_and_query().map_or(uri.path(), |path| path.as_str());
-    let location = format!("{}://{address}{path}", state.scheme);
+    let location = format!("{}://{address}{target}", state.scheme);
     match HeaderValue::from_str(&location) {
         Ok(value) => Rejection::Redirect(value),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
     }
+}
+
+/// A request's path and query, as the client sent them.
+fn request_target(uri: &Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |path| path.as_str())
 }
 
 /// Where member `id` serves HTTP: its address in the configuration, else the one its
@@ -561,20 +575,57 @@ async fn put_key(
         Err(answer) => return answer.into_response(),
     };
     let Ok(value) = to_bytes(body, state.limits.max_value_bytes).await else {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large").into_response();
+        return value_too_large().into_response();
     };
-    let command = Request::encode_put(session, key.as_bytes(), &value);
-    match submit_encoded(&state, &parts.uri, command).await {
-        Ok(Response::Written { index }) => index_json(index),
-        Ok(other) => unexpected(other),
-        Err(answer) => answer.into_response(),
+    write_value(&state, &key, session, &value, request_target(&parts.uri)).await.into_response()
+}
+
+fn value_too_large() -> Rejection {
+    error(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+}
+
+/// `PUT /v1/kv/{key}` once the key is checked: writes `value` (both lanes: `put_key` and
+/// [`KvRoutes::put`]).
+async fn write_value(
+    state: &AppState,
+    key: &str,
+    session: Option<(u64, u64)>,
+    value: &[u8],
+    target: &str,
+) -> KvAnswer {
+    if value.len() > state.limits.max_value_bytes {
+        return value_too_large().into();
+    }
+    let command = Request::encode_put(session, key.as_bytes(), value);
+    match submit_encoded(state, target, command).await {
+        Ok(Response::Written { index }) => KvAnswer::Written(index),
+        Ok(other) => KvAnswer::Other(unexpected(other)),
+        Err(answer) => answer.into(),
     }
 }
 
-/// `{"index":N}`, the answer to a write, formatted without building a JSON value.
-fn index_json(index: u64) -> HttpResponse {
-    let body = format!("{{\"index\":{index}}}");
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+/// The HTTP/1.1 fast lane's two requests ([`crate::fast_lane`]), by the same code as their
+/// routes: `put_key` and `get_key` extract what these are given.
+impl KvRoutes for AppState {
+    async fn put(&self, key: &str, value: &[u8], target: &str) -> KvAnswer {
+        if let Err(answer) = check_key(self, key) {
+            return answer.into();
+        }
+        write_value(self, key, None, value, target).await
+    }
+
+    async fn get(&self, key: &str, consistency: Option<&str>, _target: &str) -> KvAnswer {
+        if let Err(answer) = check_key(self, key) {
+            return answer.into();
+        }
+        read_value(self, key, consistency).await
+    }
+}
+
+impl From<Rejection> for KvAnswer {
+    fn from(rejection: Rejection) -> KvAnswer {
+        KvAnswer::Other(rejection.into_response())
+    }
 }
 
 /// The query of a read.
@@ -626,17 +677,23 @@ async fn get_key(
     let Ok(Query(options)) = options else {
         return error(StatusCode::BAD_REQUEST, "bad_query").into_response();
     };
-    let policy = match options.consistency.as_deref() {
+    read_value(&state, &key, options.consistency.as_deref()).await.into_response()
+}
+
+/// `GET /v1/kv/{key}` once the key is checked, with `consistency` from the query (both lanes:
+/// `get_key` and [`KvRoutes::get`]).
+async fn read_value(state: &AppState, key: &str, consistency: Option<&str>) -> KvAnswer {
+    let policy = match consistency {
         None | Some("linearizable") => Some(ReadPolicy::ReadIndex),
         Some("lease") => Some(ReadPolicy::Lease),
         Some("local") => None,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_consistency").into_response(),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_consistency").into(),
     };
-    let header = match policy {
+    let (index_header, index) = match policy {
         None => ("x-raft-applied-index", state.node.status().applied_index.0),
-        Some(policy) => match confirm_read(&state, policy).await {
+        Some(policy) => match confirm_read(state, policy).await {
             Ok(read_index) => ("x-raft-read-index", read_index.0),
-            Err(answer) => return answer.into_response(),
+            Err(answer) => return answer.into(),
         },
     };
     // The store has applied through the read index (or, for a local read, whatever it has).
@@ -645,12 +702,19 @@ async fn get_key(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .get_shared(key.as_bytes());
-    let header = [(header.0, HeaderValue::from(header.1))];
     match value {
         // The body shares the stored value: no copy, and the lock is already released.
-        Some(value) => (StatusCode::OK, header, bytes::Bytes::from_owner(value)).into_response(),
-        None => (StatusCode::NOT_FOUND, header, axum::Json(json!({ "error": "not_found" })))
-            .into_response(),
+        Some(value) => {
+            KvAnswer::Value { index_header, index, value: bytes::Bytes::from_owner(value) }
+        }
+        None => KvAnswer::Other(
+            (
+                StatusCode::NOT_FOUND,
+                [(index_header, HeaderValue::from(index))],
+                axum::Json(json!({ "error": "not_found" })),
+            )
+                .into_response(),
+        ),
     }
 }
 

@@ -407,3 +407,61 @@ async fn head_and_methods_a_route_lacks_never_write() {
     assert_eq!(written.status, 200, "{}", text(&written));
     node.stop().await;
 }
+
+/// Sends `request` (with `Connection: close`) on a connection of its own and returns the
+/// answer without its `date` header and with each run of digits as `N` (indexes move on
+/// between two writes; the rest of an answer must not).
+async fn raw_answer(address: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer)).await;
+    read.expect("answered in time").expect("readable");
+    let answer = String::from_utf8_lossy(&answer);
+    let without_date: Vec<&str> =
+        answer.split("\r\n").filter(|line| !line.starts_with("date: ")).collect();
+    let mut normalized = String::new();
+    for character in without_date.join("\r\n").chars() {
+        if !character.is_ascii_digit() {
+            normalized.push(character);
+        } else if !normalized.ends_with('N') {
+            normalized.push('N');
+        }
+    }
+    normalized
+}
+
+/// The HTTP/1.1 fast lane (plain `PUT` and `GET` on a key) answers exactly as hyper and axum
+/// do: each request sent as it is, then with a header the fast lane leaves to hyper, gets
+/// the same status line, headers (but the date) and body, successes and refusals alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_lane_answers_as_hyper_does() {
+    let node =
+        Node::start(Limits { max_key_bytes: 16, max_value_bytes: 8, ..Limits::default() }).await;
+    let cases: [(&str, &str, &str); 10] = [
+        ("PUT", "/v1/kv/key", "value"),
+        ("GET", "/v1/kv/key", ""),
+        ("GET", "/v1/kv/key?consistency=local", ""),
+        ("GET", "/v1/kv/key?consistency=lease", ""),
+        ("GET", "/v1/kv/key?consistency=linearizable", ""),
+        ("GET", "/v1/kv/missing", ""),
+        ("PUT", "/v1/kv/key", "too large"),
+        ("PUT", "/v1/kv/a-key-over-16-bytes", "v"),
+        ("GET", "/v1/kv/a-key-over-16-bytes", ""),
+        ("PUT", "/v1/kv/k", ""),
+    ];
+    for (method, path, body) in cases {
+        let request = |extra: &str| {
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let fast = raw_answer(node.http, &request("")).await;
+        let hyper = raw_answer(node.http, &request("X-Lane: hyper\r\n")).await;
+        assert_eq!(fast, hyper, "{method} {path}");
+        assert!(fast.starts_with("HTTP/N.N N "), "{method} {path}: {fast}");
+    }
+    node.stop().await;
+}
