@@ -6,10 +6,11 @@
 //! knowledge", as `curl --http2-prior-knowledge` and `raft-kv --http2` do); anything else as
 //! HTTP/1.1, so curl works unchanged. Under TLS, ALPN offers `h2` and `http/1.1` and the
 //! client picks. A plain HTTP/1.1 connection's `PUT` and `GET /v1/kv/{key}` requests are
-//! served by the fast lane (`fast_lane.rs`) under the same limits, without hyper; the
-//! first request that is not its own hands the connection to hyper. An HTTP/2 connection carries at most [`HttpLimits::max_streams_per_connection`]
-//! requests at once; each request's body is bounded and timed as below, and the connection's
-//! idle timeout counts traffic on all its streams.
+//! served by the fast lane (`fast_lane.rs`) under the same limits, without hyper; the first
+//! request that is not its own hands the connection to hyper. An HTTP/2 connection carries at
+//! most [`HttpLimits::max_streams_per_connection`] requests at once; each request's body is
+//! bounded and timed as below, and the connection's idle timeout counts traffic on all its
+//! streams.
 //!
 //! - at most [`HttpLimits::max_connections`] connections at once. At the limit, a new
 //!   connection takes the place of the one that has been quiet longest (at least
