@@ -247,13 +247,14 @@ impl<R: KvRoutes> Lane<'_, R> {
         let mut check =
             tokio::time::interval(self.limits.idle_timeout.max(Duration::from_secs(1)) / 4);
         let mut stopping = *self.stopping.borrow();
-        // One timer for every head, moved on for each (a new one per request would be
-        // registered with the runtime's timer each time).
+        // One timer for every head, re-armed only when it goes off before the current head's
+        // deadline (moving it for each request would take it out of the runtime's timer and
+        // put it back every time).
         let head_timer = tokio::time::sleep(self.limits.header_timeout);
         tokio::pin!(head_timer);
         loop {
             // The head: within header_timeout of the connection being ready for it.
-            head_timer.as_mut().reset(Instant::now() + self.limits.header_timeout);
+            let head_deadline = Instant::now() + self.limits.header_timeout;
             let request = loop {
                 match parse(&input, self.limits.max_body_bytes) {
                     Parsed::Fast(request) => break request,
@@ -273,7 +274,12 @@ impl<R: KvRoutes> Lane<'_, R> {
                             return Ok(Ending::Closed);
                         }
                     }
-                    () = head_timer.as_mut() => return Ok(Ending::Closed),
+                    () = head_timer.as_mut() => {
+                        if Instant::now() >= head_deadline {
+                            return Ok(Ending::Closed);
+                        }
+                        head_timer.as_mut().reset(head_deadline);
+                    }
                     changed = self.stopping.changed(), if !stopping => {
                         stopping = true;
                         let _ = changed;

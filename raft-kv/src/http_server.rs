@@ -48,7 +48,8 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::AbortHandle;
 
 use crate::fast_lane::{Ending, KvRoutes, Lane, Rewind};
 
@@ -159,7 +160,7 @@ pub(crate) async fn serve<R: KvRoutes>(
                 }
             }
         };
-        let (id, evicted) = registry.add();
+        let (id, activity) = registry.add();
         let connection = Connection {
             app: app.clone(),
             routes: routes.clone(),
@@ -167,20 +168,18 @@ pub(crate) async fn serve<R: KvRoutes>(
             limits: limits.clone(),
             tls: tls.clone(),
             stopping: stopping.clone(),
-            activity: registry.activity(id),
+            activity,
         };
-        let registry = Arc::clone(&registry);
-        tokio::spawn(async move {
-            let outcome = tokio::select! {
-                outcome = connection.run(stream) => outcome,
-                () = evicted.notified() => Err(io::Error::other("closed for a new connection at the limit")),
-            };
-            if let Err(error) = outcome {
+        // However the task ends (served out, failed, or aborted to make room at the limit),
+        // the connection leaves the registry and frees its slot.
+        let leave = Leave { registry: Arc::clone(&registry), id, _slot: slot };
+        let task = tokio::spawn(async move {
+            let _leave = leave;
+            if let Err(error) = connection.run(stream).await {
                 tracing::debug!(%address, "HTTP connection ended: {error}");
             }
-            registry.remove(id);
-            drop(slot);
         });
+        registry.set_abort(id, task.abort_handle());
     }
     drop(listener);
     let _ = stop.send(true);
@@ -189,8 +188,21 @@ pub(crate) async fn serve<R: KvRoutes>(
     let _ = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all)).await;
 }
 
-/// Each open connection's activity and what tells it to close, by id.
-type Connections = std::collections::BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>;
+/// Each open connection's activity and, once its task runs, what closes it, by id.
+type Connections = std::collections::BTreeMap<u64, (Arc<Activity>, Option<AbortHandle>)>;
+
+/// A connection's place in the registry and its slot, given up when its task ends.
+struct Leave {
+    registry: Arc<Registry>,
+    id: u64,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
 
 /// The open connections' activity, and how to close each: what the accept loop needs to make
 /// room at the limit.
@@ -206,40 +218,43 @@ impl Registry {
         self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a new connection: its id and what tells it to close.
-    fn add(&self) -> (u64, Arc<Notify>) {
+    /// Registers a new connection: its id and its activity.
+    fn add(&self) -> (u64, Arc<Activity>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let evicted = Arc::new(Notify::new());
-        self.lock().insert(id, (Arc::new(Activity::new()), Arc::clone(&evicted)));
-        (id, evicted)
+        let activity = Arc::new(Activity::new());
+        self.lock().insert(id, (Arc::clone(&activity), None));
+        (id, activity)
     }
 
-    fn activity(&self, id: u64) -> Arc<Activity> {
-        self.lock()
-            .get(&id)
-            .map_or_else(|| Arc::new(Activity::new()), |(activity, _)| Arc::clone(activity))
+    /// How to close connection `id`, once its task is spawned (unless it already ended).
+    fn set_abort(&self, id: u64, abort: AbortHandle) {
+        if let Some((_, slot)) = self.lock().get_mut(&id) {
+            *slot = Some(abort);
+        }
     }
 
     fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
 
-    /// Tells the connection quiet longest (at least `quiet_for`) to close; whether there was
-    /// one.
+    /// Closes the connection quiet longest (at least `quiet_for`); whether there was one.
+    /// Its task is aborted: the connection is dropped at its next wait, and its slot freed.
     fn evict_longest_idle(&self, quiet_for: Duration) -> bool {
         let mut connections = self.lock();
         let quietest = connections
             .iter()
+            .filter(|(_, (_, abort))| abort.is_some())
             .map(|(id, (activity, _))| (activity.idle_for(), std::cmp::Reverse(*id)))
             .filter(|(idle, _)| *idle >= quiet_for)
             // The quietest; among equally quiet ones, the oldest.
             .max();
         match quietest.and_then(|(_, std::cmp::Reverse(id))| connections.remove(&id)) {
-            Some((_, evicted)) => {
-                evicted.notify_one();
+            Some((_, Some(abort))) => {
+                tracing::debug!("Closing the quietest HTTP connection for a new one at the limit");
+                abort.abort();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
@@ -527,6 +542,7 @@ pub(crate) fn refuse(version: Version, status: StatusCode, code: &'static str) -
 mod tests {
     use super::*;
     use crate::fast_lane::KvAnswer;
+    use tokio::sync::Notify;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const DEADLINE: Duration = Duration::from_secs(20);
