@@ -542,8 +542,8 @@ pub(crate) fn refuse(version: Version, status: StatusCode, code: &'static str) -
 mod tests {
     use super::*;
     use crate::fast_lane::KvAnswer;
-    use tokio::sync::Notify;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Notify;
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
