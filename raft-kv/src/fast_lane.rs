@@ -23,12 +23,20 @@
 //! the handler's headers, `content-length`, `date`, and `connection: close` when the client
 //! asked for it. Requests sent back to back (pipelined) are answered in order.
 //!
-//! Waits are hyper's: a request's head must arrive within `header_timeout` of the connection
-//! becoming ready for it (else the connection is closed without an answer), its body within
-//! `body_timeout` of the head (else `408 {"error":"body_timeout"}` and the connection closes);
-//! a connection without traffic for `idle_timeout` is closed; at shutdown the request in
-//! flight is answered, then the connection closes. A connection here holds at most
-//! [`MAX_FAST_HEAD_BYTES`] + [`MAX_FAST_BODY_BYTES`] of unanswered input.
+//! Waits and ends are hyper's: a request's head must arrive within `header_timeout` of the
+//! connection becoming ready for it (else the connection is closed without an answer), its
+//! body within `body_timeout` of the head (else `408 {"error":"body_timeout"}`; a client that
+//! closes its side mid-body gets `400 {"error":"unreadable_body"}`; both close the
+//! connection); a connection that moves no bytes for `idle_timeout`, waiting for a request or
+//! writing an answer its client does not read, is closed. A request holds one of the
+//! server's in-flight permits while it is served, not while its answer is written. At
+//! shutdown the request being served is answered with `connection: close` and the connection
+//! closes; one with no whole request waiting (part of a head included) closes at once. Two
+//! differences remain, both in the client's favour: a whole request followed by the client
+//! closing its side is still answered (hyper drops it), and a head still arriving when it
+//! passes [`MAX_FAST_HEAD_BYTES`] goes to hyper, whose own header timeout starts then. A
+//! connection here holds at most [`MAX_FAST_HEAD_BYTES`] + [`MAX_FAST_BODY_BYTES`] of
+//! unanswered input (read before its permit is taken) and one answer.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -261,7 +269,9 @@ impl<R: KvRoutes> Lane<'_, R> {
                     Parsed::Other => return Ok(Ending::HandOff(input)),
                     Parsed::Incomplete => {}
                 }
-                if stopping && input.is_empty() {
+                if stopping {
+                    // At shutdown a connection without a whole head waiting is closed, one
+                    // with part of a head too (as hyper does).
                     return Ok(Ending::Closed);
                 }
                 if input.capacity() - input.len() < 1024 {
@@ -269,10 +279,15 @@ impl<R: KvRoutes> Lane<'_, R> {
                     input.reserve(4096);
                 }
                 tokio::select! {
+                    biased;
                     read = stream.read_buf(&mut input) => {
                         if read? == 0 {
                             return Ok(Ending::Closed);
                         }
+                    }
+                    changed = self.stopping.changed(), if !stopping => {
+                        stopping = true;
+                        let _ = changed;
                     }
                     () = head_timer.as_mut() => {
                         if Instant::now() >= head_deadline {
@@ -280,15 +295,7 @@ impl<R: KvRoutes> Lane<'_, R> {
                         }
                         head_timer.as_mut().reset(head_deadline);
                     }
-                    changed = self.stopping.changed(), if !stopping => {
-                        stopping = true;
-                        let _ = changed;
-                    }
-                    _ = check.tick() => {
-                        if self.activity.idle_for() >= self.limits.idle_timeout {
-                            return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
-                        }
-                    }
+                    _ = check.tick() => self.check_idle()?,
                 }
             };
             // The body: within body_timeout of the head.
@@ -298,24 +305,29 @@ impl<R: KvRoutes> Lane<'_, R> {
                 let body = async {
                     while input.len() < total {
                         if stream.read_buf(&mut input).await? == 0 {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "closed in the middle of a request body",
-                            ));
+                            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
                         }
                     }
                     Ok(())
                 };
-                if tokio::time::timeout(self.limits.body_timeout, body).await.is_err() {
-                    let answer =
-                        refuse(Version::HTTP_11, StatusCode::REQUEST_TIMEOUT, "body_timeout");
+                let refusal = match tokio::time::timeout(self.limits.body_timeout, body).await {
+                    Ok(Ok(())) => None,
+                    // The client closed its side mid-body: hyper's answer to a body it
+                    // cannot read.
+                    Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                        Some((StatusCode::BAD_REQUEST, "unreadable_body"))
+                    }
+                    Ok(Err(error)) => return Err(error),
+                    Err(_) => Some((StatusCode::REQUEST_TIMEOUT, "body_timeout")),
+                };
+                if let Some((status, code)) = refusal {
                     output.clear();
-                    write_response(&mut output, answer, true).await;
-                    stream.write_all(&output).await?;
+                    write_response(&mut output, refuse(Version::HTTP_11, status, code), true).await;
+                    self.write(stream, &output, &mut check).await?;
                     return Ok(Ending::Closed);
                 }
             }
-            let Ok(_permit) = self.requests.try_acquire() else {
+            let Ok(permit) = self.requests.try_acquire() else {
                 // Past the limit: hyper's path waits for a permit, then answers 503.
                 return Ok(Ending::HandOff(input));
             };
@@ -329,28 +341,31 @@ impl<R: KvRoutes> Lane<'_, R> {
             } else {
                 self.routes.get(key, request.consistency, target).await
             };
+            // The answer is ready: writing it to a slow reader holds no request slot (as on
+            // hyper's path).
+            drop(permit);
+            // At shutdown the answer says the connection closes, and it does.
+            let close = request.close || stopping || *self.stopping.borrow();
             output.clear();
             let close = match answer {
                 KvAnswer::Written(index) => {
                     let body = index_json(index);
-                    write_head(&mut output, "200 OK", body.len(), request.close);
+                    write_head(&mut output, "200 OK", body.len(), close);
                     output.extend_from_slice(body.as_bytes());
-                    request.close
+                    close
                 }
                 KvAnswer::Value { index_header, index, value } => {
                     output.extend_from_slice(
                         b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n",
                     );
                     let _ = write!(Text(&mut output), "{index_header}: {index}\r\n");
-                    write_tail(&mut output, value.len(), request.close);
+                    write_tail(&mut output, value.len(), close);
                     output.extend_from_slice(&value);
-                    request.close
+                    close
                 }
-                KvAnswer::Other(response) => {
-                    write_response(&mut output, response, request.close).await
-                }
+                KvAnswer::Other(response) => write_response(&mut output, response, close).await,
             };
-            stream.write_all(&output).await?;
+            self.write(stream, &output, &mut check).await?;
             input.advance(total);
             if close {
                 return Ok(Ending::Closed);
@@ -359,8 +374,32 @@ impl<R: KvRoutes> Lane<'_, R> {
                 // A large value was answered: do not keep its buffer for the connection's life.
                 output = Vec::with_capacity(1024);
             }
-            if *self.stopping.borrow() {
-                stopping = true;
+        }
+    }
+
+    /// Fails once the connection has moved no bytes for `idle_timeout`.
+    fn check_idle(&self) -> io::Result<()> {
+        if self.activity.idle_for() >= self.limits.idle_timeout {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
+        }
+        Ok(())
+    }
+
+    /// Writes `output` whole, or fails once the connection has moved no bytes for
+    /// `idle_timeout` (a client that stopped reading its answers).
+    async fn write(
+        &self,
+        stream: &mut (impl AsyncWrite + Unpin),
+        output: &[u8],
+        check: &mut tokio::time::Interval,
+    ) -> io::Result<()> {
+        let write = stream.write_all(output);
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut write => return written,
+                _ = check.tick() => self.check_idle()?,
             }
         }
     }
@@ -372,11 +411,20 @@ fn write_head(output: &mut Vec<u8>, status: &str, body_len: usize, close: bool) 
     write_tail(output, body_len, close);
 }
 
-/// `content-length`, `date`, `connection: close` if `close`, and the blank line.
+/// `content-length`, `connection: close` if `close`, `date` and the blank line, in the order
+/// hyper writes them (which puts `connection` first when the body is empty).
 fn write_tail(output: &mut Vec<u8>, body_len: usize, close: bool) {
-    let _ = write!(Text(output), "content-length: {body_len}\r\ndate: ");
+    if close && body_len == 0 {
+        output.extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n");
+    } else {
+        let _ = write!(Text(output), "content-length: {body_len}\r\n");
+        if close {
+            output.extend_from_slice(b"connection: close\r\n");
+        }
+    }
+    output.extend_from_slice(b"date: ");
     http_date(output);
-    output.extend_from_slice(if close { b"\r\nconnection: close\r\n\r\n" } else { b"\r\n\r\n" });
+    output.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Writes `response` (a handler's, with a body held in memory) as HTTP/1.1, with

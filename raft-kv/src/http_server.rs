@@ -359,6 +359,11 @@ impl<R: KvRoutes> Connection<R> {
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut draining = false;
+        if *self.stopping.borrow() {
+            // Stopping began while the fast lane had the connection.
+            connection.as_mut().graceful_shutdown();
+            draining = true;
+        }
         let mut check =
             tokio::time::interval(self.limits.idle_timeout.max(Duration::from_secs(1)) / 4);
         loop {
@@ -550,6 +555,11 @@ mod tests {
     /// A server with routes of its own and the fast lane's over [`MemoryRoutes`]. Its
     /// routes include `PUT /v1/kv/{key}`, answered `hyper`: what the fast lane handed over.
     async fn server(limits: HttpLimits) -> SocketAddrAndStop {
+        server_with(limits, Arc::new(MemoryRoutes::default())).await
+    }
+
+    /// [`server`] with the fast lane's routes over `routes`.
+    async fn server_with(limits: HttpLimits, routes: Arc<MemoryRoutes>) -> SocketAddrAndStop {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().expect("bound");
         let app = Router::new()
@@ -560,8 +570,7 @@ mod tests {
             )
             .route("/v1/kv/{key}", axum::routing::put(|| async { "hyper" }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let routes = Some(Arc::new(MemoryRoutes::default()));
-        tokio::spawn(serve(listener, app, routes, limits, None, async move {
+        tokio::spawn(serve(listener, app, Some(routes), limits, None, async move {
             let _ = stopped.await;
         }));
         SocketAddrAndStop { address, _stop: stop }
@@ -573,10 +582,12 @@ mod tests {
     }
 
     /// The fast lane's routes over a map: a write answers the number of keys; a read the
-    /// value, at index 7.
+    /// value, at index 7. A read of `hold` says it `entered` and waits for `release`.
     #[derive(Default)]
     struct MemoryRoutes {
         values: std::sync::Mutex<std::collections::BTreeMap<String, bytes::Bytes>>,
+        entered: Notify,
+        release: Notify,
     }
 
     impl KvRoutes for MemoryRoutes {
@@ -587,6 +598,10 @@ mod tests {
         }
 
         async fn get(&self, key: &str, _consistency: Option<&str>, _target: &str) -> KvAnswer {
+            if key == "hold" {
+                self.entered.notify_one();
+                self.release.notified().await;
+            }
             match self.values.lock().expect("no test panics holding it").get(key) {
                 Some(value) => KvAnswer::Value {
                     index_header: "x-raft-read-index",
@@ -933,6 +948,88 @@ mod tests {
         assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
         drop(server);
         assert_eq!(read_until_closed(&mut stream).await, "");
+    }
+
+    /// A client that stops reading its answers holds no request slot while the fast lane
+    /// writes to it (another client is served at once, with the only slot), and its
+    /// connection is closed once it has moved nothing for the idle timeout.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_holds_no_slot_and_is_closed_when_idle() {
+        let limits = HttpLimits {
+            max_requests_in_flight: 1,
+            idle_timeout: Duration::from_millis(300),
+            body_timeout: Duration::from_millis(300),
+            ..HttpLimits::default()
+        };
+        let routes = Arc::new(MemoryRoutes::default());
+        const BIG: usize = 32 << 20;
+        let big = bytes::Bytes::from(vec![b'x'; BIG]);
+        routes.values.lock().expect("no test panics holding it").insert("big".into(), big);
+        let server = server_with(limits, routes).await;
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+        let mut stalled = socket.connect(server.address).await.expect("connects");
+        stalled.write_all(b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("sent");
+        // The answer has begun: the server is writing far more than the socket buffers hold.
+        let mut start = [0u8; 12];
+        stalled.read_exact(&mut start).await.expect("the answer begins");
+        assert_eq!(&start, b"HTTP/1.1 200");
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let answer = exchange(server.address, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "a stalled reader held the slot: {answer}");
+        // The stimulus: the client reads nothing for longer than the idle timeout.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, stalled.read_to_end(&mut rest)).await;
+        read.expect("the server closed the connection").expect("read to the end");
+        assert!(rest.len() < BIG, "the whole answer was written: {} bytes", rest.len());
+    }
+
+    /// A body cut short by the client closing its side is answered 400, by hyper (`/echo`)
+    /// and by the fast lane (`/v1/kv/k`) alike.
+    #[tokio::test]
+    async fn a_body_cut_short_is_answered_400() {
+        let server = server(HttpLimits::default()).await;
+        for path in ["/echo", "/v1/kv/k"] {
+            let mut stream = TcpStream::connect(server.address).await.expect("connects");
+            let request =
+                format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n012");
+            stream.write_all(request.as_bytes()).await.expect("sent");
+            stream.shutdown().await.expect("half-closed");
+            let answer = read_until_closed(&mut stream).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+            assert!(answer.contains("\r\nconnection: close\r\n"), "{path}: {answer}");
+            assert!(answer.ends_with(r#"{"error":"unreadable_body"}"#), "{path}: {answer}");
+        }
+    }
+
+    /// At shutdown the fast lane answers the request it is serving with `connection: close`
+    /// and closes, and closes a connection with only part of a head at once.
+    #[tokio::test]
+    async fn at_shutdown_the_fast_lane_answers_with_close_and_drops_partial_heads() {
+        let limits =
+            HttpLimits { header_timeout: Duration::from_secs(3600), ..HttpLimits::default() };
+        let routes = Arc::new(MemoryRoutes::default());
+        let server = server_with(limits, Arc::clone(&routes)).await;
+        let mut serving = TcpStream::connect(server.address).await.expect("connects");
+        let pipelined = b"GET /v1/kv/hold HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/kv/hold HTTP/1.1\r\nHost: x\r\n\r\n";
+        serving.write_all(pipelined).await.expect("sent");
+        // A whole request and part of the next in one segment: once the first is answered,
+        // the server holds the part.
+        let mut partial = TcpStream::connect(server.address).await.expect("connects");
+        let request_and_part =
+            b"PUT /v1/kv/k HTTP/1.1\r\nContent-Length: 1\r\n\r\nvGET /v1/kv/k HTTP/1.1\r\nHo";
+        partial.write_all(request_and_part).await.expect("sent");
+        let mut answer = [0u8; 1024];
+        let read = tokio::time::timeout(DEADLINE, partial.read(&mut answer)).await;
+        assert!(read.expect("answered in time").expect("readable") > 0);
+        tokio::time::timeout(DEADLINE, routes.entered.notified()).await.expect("being served");
+        drop(server);
+        assert_eq!(read_until_closed(&mut partial).await, "");
+        routes.release.notify_one();
+        let answer = read_until_closed(&mut serving).await;
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "served after shutdown: {answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     }
 
     /// A closed connection leaves the registry: at the cap, the quietest *open* connection
