@@ -32,35 +32,49 @@ impl Node {
         Node::start_with(limits, SnapshotPolicy::default()).await
     }
 
-    /// Starts a node with `limits` and `snapshots` and waits until it leads.
+    /// Starts a node with `limits` and `snapshots` and waits until it leads. Its ports are
+    /// found free and released before the node binds them, so another test may take one in
+    /// between: a node that stops before leading is started again on fresh ports.
     async fn start_with(limits: Limits, snapshots: SnapshotPolicy) -> Node {
-        let listeners: Vec<std::net::TcpListener> =
-            (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> =
-            listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
-        drop(listeners);
-        let directory = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
-            id: NodeId(1),
-            cluster_id: 15,
-            data_dir: directory.path().join("node1"),
-            raft_addr: addresses[0],
-            http_addr: addresses[1],
-            peers: Vec::new(),
-            join: false,
-            limits,
-            snapshots,
-            lease_reads: false,
-            peer_tls: None,
-            http_tls: None,
-            http: raft_kv::http_server::HttpLimits::default(),
-            allow_plain_peers: true,
-        };
-        Node::run(config, directory).await
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            let listeners: Vec<std::net::TcpListener> =
+                (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+            let addresses: Vec<SocketAddr> =
+                listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
+            drop(listeners);
+            let directory = tempfile::tempdir().unwrap();
+            let config = ServerConfig {
+                id: NodeId(1),
+                cluster_id: 15,
+                data_dir: directory.path().join("node1"),
+                raft_addr: addresses[0],
+                http_addr: addresses[1],
+                peers: Vec::new(),
+                join: false,
+                limits: limits.clone(),
+                snapshots: snapshots.clone(),
+                lease_reads: false,
+                peer_tls: None,
+                http_tls: None,
+                http: raft_kv::http_server::HttpLimits::default(),
+                allow_plain_peers: true,
+            };
+            match Node::try_run(config, directory).await {
+                Ok(node) => return node,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("the node stopped before leading, three times: {failures:?}");
     }
 
     /// Runs a node with `config` (data in `directory`) and waits until it leads.
     async fn run(config: ServerConfig, directory: tempfile::TempDir) -> Node {
+        Node::try_run(config, directory).await.unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// [`Node::run`], or why the node stopped before it led.
+    async fn try_run(config: ServerConfig, directory: tempfile::TempDir) -> Result<Node, String> {
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(run(config.clone(), async move {
             let _ = stopped.await;
@@ -69,11 +83,14 @@ impl Node {
         let started = Instant::now();
         loop {
             assert!(started.elapsed() < DEADLINE, "the node did not become leader");
+            if node.server.is_finished() {
+                return Err(format!("the node stopped before it led: {:?}", node.server.await));
+            }
             let reply = request(node.http, "GET", "/v1/status", &[], b"", DEADLINE).await;
             if let Ok(reply) = reply
                 && reply.json().is_ok_and(|status| status["role"] == "Leader")
             {
-                return node;
+                return Ok(node);
             }
             tokio::task::yield_now().await;
         }
