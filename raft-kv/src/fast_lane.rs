@@ -574,6 +574,14 @@ mod tests {
             let get = format!("GET /v1/kv/k?consistency={consistency} HTTP/1.1\r\n\r\n");
             assert_eq!(fast(get.as_bytes()).consistency, Some(consistency));
         }
+        // `Connection: keep-alive` is the default said aloud.
+        let kept = b"GET /v1/kv/k HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n";
+        assert!(!fast(kept).close);
+        // A head of exactly the largest size served here.
+        let mut longest = b"GET /v1/kv/k HTTP/1.1\r\nUser-Agent: ".to_vec();
+        longest.resize(MAX_FAST_HEAD_BYTES - 4, b'x');
+        longest.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(fast(&longest).head_len, MAX_FAST_HEAD_BYTES);
         // A body not all here yet is still the fast lane's: it waits for the rest.
         let partial = b"PUT /v1/kv/k HTTP/1.1\r\nContent-Length: 10\r\n\r\n01";
         assert_eq!(fast(partial).body_len, 10);
@@ -585,6 +593,9 @@ mod tests {
         assert_eq!(parse(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\n", LIMIT), Parsed::Incomplete);
         let mut long = b"PUT /v1/kv/k HTTP/1.1\r\nHost: ".to_vec();
         long.resize(MAX_FAST_HEAD_BYTES, b'x');
+        assert_eq!(parse(&long, LIMIT), Parsed::Other);
+        // A whole head longer than that is hyper's too.
+        long.extend_from_slice(b"\r\n\r\n");
         assert_eq!(parse(&long, LIMIT), Parsed::Other);
     }
 
@@ -610,6 +621,7 @@ mod tests {
             b"PUT /v1/kv/k HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
             b"PUT /v1/kv/k HTTP/1.1\r\nContent-Length: +1\r\n\r\nx",
             b"PUT /v1/kv/k HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            b"GET /v1/kv/k HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"PUT /v1/kv/k HTTP/1.1\r\nBad Header\r\n\r\n",
         ];
@@ -622,6 +634,7 @@ mod tests {
         assert_eq!(parse(large.as_bytes(), LIMIT), Parsed::Other);
         let at_limit = b"PUT /v1/kv/k HTTP/1.1\r\nContent-Length: 16\r\n\r\n";
         assert_eq!(fast(at_limit).body_len, 16);
+        assert!(matches!(parse(at_limit, 16), Parsed::Fast(_)));
         assert_eq!(parse(at_limit, 15), Parsed::Other);
     }
 
