@@ -274,10 +274,8 @@ impl<R: KvRoutes> Lane<'_, R> {
                     // with part of a head too (as hyper does).
                     return Ok(Ending::Closed);
                 }
-                if input.capacity() - input.len() < 1024 {
-                    // Reuses the buffer's space once its requests are answered.
-                    input.reserve(4096);
-                }
+                // Room for a read (reusing the buffer's space once its requests are answered).
+                input.reserve(4096);
                 tokio::select! {
                     biased;
                     read = stream.read_buf(&mut input) => {
@@ -585,6 +583,15 @@ mod tests {
         // A body not all here yet is still the fast lane's: it waits for the rest.
         let partial = b"PUT /v1/kv/k HTTP/1.1\r\nContent-Length: 10\r\n\r\n01";
         assert_eq!(fast(partial).body_len, 10);
+    }
+
+    #[test]
+    fn heads_to_8_kib_and_bodies_to_64_kib_are_the_fast_lanes() {
+        let mut head = b"PUT /v1/kv/k HTTP/1.1\r\nUser-Agent: ".to_vec();
+        head.resize(8 * 1024 - 40, b'x');
+        head.extend_from_slice(b"\r\nContent-Length: 65536\r\n\r\n");
+        let request = fast(&head);
+        assert_eq!((request.head_len, request.body_len), (head.len(), 64 * 1024));
     }
 
     #[test]

@@ -932,6 +932,26 @@ mod tests {
         assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     }
 
+    /// The header timeout counts from each request: a kept-alive connection whose requests
+    /// each arrive in time lives well past one header timeout.
+    #[tokio::test]
+    async fn the_fast_lanes_header_timeout_counts_from_each_request() {
+        let limits =
+            HttpLimits { header_timeout: Duration::from_millis(300), ..HttpLimits::default() };
+        let server = server(limits).await;
+        let mut stream = TcpStream::connect(server.address).await.expect("connects");
+        for _ in 0..6 {
+            let request = b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv";
+            stream.write_all(request).await.expect("sent");
+            let mut answer = [0u8; 1024];
+            let read = tokio::time::timeout(DEADLINE, stream.read(&mut answer)).await;
+            let read = read.expect("answered in time").expect("readable");
+            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "closed while in use");
+            // The gap is the stimulus: each is under the header timeout, all six over it.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     /// At shutdown a kept-alive connection in the fast lane is closed once its request is
     /// answered.
     #[tokio::test]
