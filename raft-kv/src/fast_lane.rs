@@ -368,10 +368,7 @@ impl<R: KvRoutes> Lane<'_, R> {
             if close {
                 return Ok(Ending::Closed);
             }
-            if output.capacity() > 4 * MAX_FAST_HEAD_BYTES {
-                // A large value was answered: do not keep its buffer for the connection's life.
-                output = Vec::with_capacity(1024);
-            }
+            output = kept_for_next(output);
         }
     }
 
@@ -401,6 +398,15 @@ impl<R: KvRoutes> Lane<'_, R> {
             }
         }
     }
+}
+
+/// The largest answer buffer a connection keeps between requests.
+const MAX_KEPT_OUTPUT_BYTES: usize = 32 * 1024;
+
+/// The answer buffer kept for the next request: one grown past [`MAX_KEPT_OUTPUT_BYTES`] (by a
+/// large value) is dropped rather than kept for the connection's life.
+fn kept_for_next(output: Vec<u8>) -> Vec<u8> {
+    if output.capacity() > MAX_KEPT_OUTPUT_BYTES { Vec::with_capacity(1024) } else { output }
 }
 
 /// A status line and `content-type: application/json`, then [`write_tail`].
@@ -643,6 +649,14 @@ mod tests {
         assert_eq!(fast(at_limit).body_len, 16);
         assert!(matches!(parse(at_limit, 16), Parsed::Fast(_)));
         assert_eq!(parse(at_limit, 15), Parsed::Other);
+    }
+
+    #[test]
+    fn a_large_answer_buffer_is_not_kept() {
+        let kept = kept_for_next(Vec::with_capacity(MAX_KEPT_OUTPUT_BYTES));
+        assert_eq!(kept.capacity(), MAX_KEPT_OUTPUT_BYTES);
+        let large = kept_for_next(Vec::with_capacity(MAX_KEPT_OUTPUT_BYTES + 1));
+        assert!(large.capacity() < MAX_KEPT_OUTPUT_BYTES, "{}", large.capacity());
     }
 
     #[test]
