@@ -651,6 +651,24 @@ mod tests {
         assert_eq!(parse(at_limit, 15), Parsed::Other);
     }
 
+    /// A handler's answer that asks to close says so once, and closes; its own
+    /// `content-length` is not written twice.
+    #[tokio::test]
+    async fn a_written_answer_has_one_connection_and_one_length_header() {
+        let mut output = Vec::new();
+        let refusal = refuse(Version::HTTP_11, StatusCode::REQUEST_TIMEOUT, "body_timeout");
+        assert!(write_response(&mut output, refusal, false).await, "the answer asked to close");
+        let text = String::from_utf8(output).unwrap();
+        assert_eq!(text.matches("connection: close\r\n").count(), 1, "{text}");
+        assert_eq!(text.matches("content-length: ").count(), 1, "{text}");
+        let mut output = Vec::new();
+        let answer = ([(axum::http::header::CONTENT_LENGTH, "2")], "hi").into_response();
+        assert!(!write_response(&mut output, answer, false).await);
+        let text = String::from_utf8(output).unwrap();
+        assert_eq!(text.matches("content-length: ").count(), 1, "{text}");
+        assert!(!text.contains("connection"), "{text}");
+    }
+
     #[test]
     fn a_large_answer_buffer_is_not_kept() {
         let kept = kept_for_next(Vec::with_capacity(MAX_KEPT_OUTPUT_BYTES));
