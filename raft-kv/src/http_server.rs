@@ -763,15 +763,21 @@ mod tests {
             header_timeout: Duration::from_secs(3600),
             ..HttpLimits::default()
         };
+        six_requests_150_ms_apart(limits, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    }
+
+    /// Sends `request` six times on one kept-alive connection, 150 ms apart (the gaps are the
+    /// stimulus: each under the 300-400 ms timeout a test sets, all six over it), each
+    /// answered 200.
+    async fn six_requests_150_ms_apart(limits: HttpLimits, request: &[u8]) {
         let server = server(limits).await;
         let mut stream = TcpStream::connect(server.address).await.expect("connects");
         for _ in 0..6 {
-            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("sent");
+            stream.write_all(request).await.expect("sent");
             let mut answer = [0u8; 1024];
             let read = tokio::time::timeout(DEADLINE, stream.read(&mut answer)).await;
             let read = read.expect("answered in time").expect("readable");
-            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "closed as idle while in use");
-            // The gap between requests is the stimulus: each is under the idle timeout.
+            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "closed while in use");
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
@@ -938,18 +944,8 @@ mod tests {
     async fn the_fast_lanes_header_timeout_counts_from_each_request() {
         let limits =
             HttpLimits { header_timeout: Duration::from_millis(300), ..HttpLimits::default() };
-        let server = server(limits).await;
-        let mut stream = TcpStream::connect(server.address).await.expect("connects");
-        for _ in 0..6 {
-            let request = b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv";
-            stream.write_all(request).await.expect("sent");
-            let mut answer = [0u8; 1024];
-            let read = tokio::time::timeout(DEADLINE, stream.read(&mut answer)).await;
-            let read = read.expect("answered in time").expect("readable");
-            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "closed while in use");
-            // The gap is the stimulus: each is under the header timeout, all six over it.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        let request = b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv";
+        six_requests_150_ms_apart(limits, request).await;
     }
 
     /// At shutdown a kept-alive connection in the fast lane is closed once its request is
