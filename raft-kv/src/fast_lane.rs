@@ -68,12 +68,7 @@ pub(crate) trait KvRoutes: Send + Sync + 'static {
     /// `PUT /v1/kv/{key}` with `value`; `target` is the request's path (for a redirect).
     fn put(&self, key: &str, value: &[u8], target: &str) -> impl Future<Output = KvAnswer> + Send;
     /// `GET /v1/kv/{key}` with `consistency` from the query, if given.
-    fn get(
-        &self,
-        key: &str,
-        consistency: Option<&str>,
-        target: &str,
-    ) -> impl Future<Output = KvAnswer> + Send;
+    fn get(&self, key: &str, consistency: Option<&str>) -> impl Future<Output = KvAnswer> + Send;
 }
 
 /// The answer to a key request.
@@ -331,13 +326,13 @@ impl<R: KvRoutes> Lane<'_, R> {
             };
             let key = std::str::from_utf8(&input[request.key.clone()])
                 .expect("a fast-lane key is ASCII: parse checked each byte");
-            let target = std::str::from_utf8(&input[request.target.clone()])
-                .expect("httparse gives the request target as text");
             let answer = if request.is_put {
+                let target = std::str::from_utf8(&input[request.target.clone()])
+                    .expect("httparse gives the request target as text");
                 let value = &input[request.head_len..total];
                 self.routes.put(key, value, target).await
             } else {
-                self.routes.get(key, request.consistency, target).await
+                self.routes.get(key, request.consistency).await
             };
             // The answer is ready: writing it to a slow reader holds no request slot (as on
             // hyper's path).

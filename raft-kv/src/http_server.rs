@@ -597,7 +597,7 @@ mod tests {
             KvAnswer::Written(values.len() as u64)
         }
 
-        async fn get(&self, key: &str, _consistency: Option<&str>, _target: &str) -> KvAnswer {
+        async fn get(&self, key: &str, _consistency: Option<&str>) -> KvAnswer {
             if key == "hold" {
                 self.entered.notify_one();
                 self.release.notified().await;

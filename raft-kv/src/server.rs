@@ -614,7 +614,7 @@ impl KvRoutes for AppState {
         write_value(self, key, None, value, target).await
     }
 
-    async fn get(&self, key: &str, consistency: Option<&str>, _target: &str) -> KvAnswer {
+    async fn get(&self, key: &str, consistency: Option<&str>) -> KvAnswer {
         if let Err(answer) = check_key(self, key) {
             return answer.into();
         }
