@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Processes;
+use common::ports::free_addresses;
 use raft_consensus::Config;
 use raft_kv::client::{request, request_following_redirects};
 
@@ -42,11 +43,7 @@ struct Cluster {
 impl Cluster {
     /// Three nodes, each with its disk freezable through `freeze_file(id)`.
     fn start(root: &Path) -> Cluster {
-        let listeners: Vec<std::net::TcpListener> =
-            (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> =
-            listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses = free_addresses(6);
         let members = (0..3)
             .map(|position| Member {
                 id: position as u64 + 1,

@@ -3,9 +3,12 @@
 //! a retried write (the same session stamp) is answered without being applied again, and it
 //! follows a new leader once the leader stops. Waits are for conditions, with deadlines.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::ports::free_addresses;
 use raft_consensus::NodeId;
 use raft_consensus::client::{ClientError, RetryPolicy};
 use raft_kv::client::{HttpReply, request};
@@ -19,12 +22,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 async fn http(address: SocketAddr, method: &str, path: &str) -> Option<HttpReply> {
     request(address, method, path, &[], b"", Duration::from_secs(2)).await.ok()
-}
-
-fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|listener| listener.local_addr().unwrap()).collect()
 }
 
 struct Servers {

@@ -2,9 +2,12 @@
 //! the leader, redirects from followers, reads, and bad requests that change nothing. Waits
 //! are for conditions, with deadlines.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::ports::free_addresses;
 use raft_consensus::NodeId;
 use raft_kv::client::{HttpReply, request};
 use raft_kv::server::{Limits, Peer, ServerConfig, SnapshotPolicy, run};
@@ -17,12 +20,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// One request, answered within the deadline.
 async fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpReply {
     request(address, method, path, &[], body, DEADLINE).await.expect("the server answers")
-}
-
-fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|listener| listener.local_addr().unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,12 @@
 //! error body is JSON, and `HEAD` (or any method a route lacks) never writes to the log.
 //! Waits are for conditions, with deadlines.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::ports::free_addresses;
 use raft_consensus::NodeId;
 use raft_kv::base64;
 use raft_kv::client::{HttpReply, request};
@@ -33,16 +36,13 @@ impl Node {
     }
 
     /// Starts a node with `limits` and `snapshots` and waits until it leads. Its ports are
-    /// found free and released before the node binds them, so another test may take one in
-    /// between: a node that stops before leading is started again on fresh ports.
+    /// found free and released before the node binds them (`common/ports.rs`), so another
+    /// process may still take one in between: a node that stops before leading is started
+    /// again on fresh ports.
     async fn start_with(limits: Limits, snapshots: SnapshotPolicy) -> Node {
         let mut failures = Vec::new();
         while failures.len() < 3 {
-            let listeners: Vec<std::net::TcpListener> =
-                (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-            let addresses: Vec<SocketAddr> =
-                listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
-            drop(listeners);
+            let addresses = free_addresses(2);
             let directory = tempfile::tempdir().unwrap();
             let config = ServerConfig {
                 id: NodeId(1),

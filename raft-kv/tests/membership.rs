@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::Processes;
+use common::ports::free_addresses;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,11 +37,7 @@ struct Nodes {
 
 impl Nodes {
     fn new() -> Nodes {
-        let listeners: Vec<std::net::TcpListener> =
-            (0..14).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> =
-            listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses = free_addresses(14);
         Nodes {
             raft: addresses[..7].to_vec(),
             http: addresses[7..].to_vec(),

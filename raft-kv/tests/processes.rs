@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 mod common;
 
 use common::Processes;
+use common::ports::free_addresses;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,11 +43,7 @@ impl Cluster {
     }
 
     fn start_with(root: &Path, extra_args: &[&str]) -> Cluster {
-        let listeners: Vec<std::net::TcpListener> =
-            (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> =
-            listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses = free_addresses(6);
         let members = (0..3)
             .map(|position| Member {
                 id: position as u64 + 1,

@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Processes;
+use common::ports::free_addresses;
 use raft_consensus::transport::{PeerTls, TcpConfig, TcpTransport, Transport};
 use raft_consensus::{
     Configuration, Entry, EntryPayload, LogId, LogIndex, Message, MessageBody, NodeId, Snapshot,
@@ -45,12 +46,6 @@ fn certs_init(directory: &Path) {
         .status()
         .expect("raft-kv certs init runs");
     assert!(status.success(), "raft-kv certs init failed");
-}
-
-fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|listener| listener.local_addr().unwrap()).collect()
 }
 
 /// Nodes 1 and 2 as processes (mutual TLS, HTTPS requiring client certificates), node 3's

@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Processes;
+use common::ports::free_addresses;
 use raft_kv::client::request;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -31,10 +32,8 @@ struct Node {
 
 impl Node {
     fn new(data_dir: &Path) -> Node {
-        let listeners: Vec<std::net::TcpListener> =
-            (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let raft = listeners[0].local_addr().unwrap();
-        let http = listeners[1].local_addr().unwrap();
+        let addresses = free_addresses(2);
+        let (raft, http) = (addresses[0], addresses[1]);
         Node { http, raft, data_dir: data_dir.to_path_buf() }
     }
 

@@ -1,11 +1,15 @@
-//! What the process tests share: `raft-kv serve` child processes, quiet (`RUST_LOG=warn`,
-//! output discarded), killed when the test ends however it ends.
+//! What raft-kv's tests share: `raft-kv serve` child processes, quiet (`RUST_LOG=warn`,
+//! output discarded), killed when the test ends however it ends; and free ports for nodes
+//! (`ports.rs`).
+
+pub mod ports;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 
 /// The running `raft-kv serve` processes, by node id.
 #[derive(Default)]
+#[allow(dead_code, reason = "the in-process tests include this module for its ports only")]
 pub struct Processes {
     children: BTreeMap<u64, Child>,
 }
