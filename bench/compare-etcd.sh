@@ -33,7 +33,8 @@
 # connection (two with follower reads when its read node is not the leader: one for writes,
 # one for reads); and over HTTP/2 (`--http2`), its clients sharing the same number of
 # connections per node as etcd's (`--connections $ETCD_CONNECTIONS`). The table has a row
-# for each raft-kv protocol beside etcd's figures for the same load.
+# for each raft-kv protocol beside etcd's figures for the same load. With shared connections
+# the generator runs on as many threads as connections (up to the cores), for both systems.
 #
 # Installs Debian's etcd-server and protobuf-compiler (for the etcd gRPC client) if missing.
 set -euo pipefail

@@ -28,7 +28,9 @@
 //! node is not the leader. On raft-kv a follower asks the leader for the read index and
 //! answers from its own store; on etcd a follower does the same through etcd's own ReadIndex.
 //! With `--connections` (etcd, and raft-kv with `--http2`), the clients share that many
-//! connections per node.
+//! connections per node, and the generator runs on that many threads at most (`main.rs`:
+//! clients spread over more threads than the connections they share contend for them, and
+//! take CPU from the servers measured on the same machine).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,11 +7,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+use hyper::http;
 use tokio::net::TcpStream;
 
 use crate::client::{ClientTls, HttpReply};
@@ -21,10 +22,16 @@ use crate::client::{ClientTls, HttpReply};
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One HTTP/2 connection. Clones share it: each request is a stream of its own.
+///
+/// Built on the `h2` crate directly (hyper's HTTP/2 is built on it too): a request is sent
+/// from the task that makes it, without hyper's hand-off to the connection's task and, for a
+/// request with a body, a task of its own to send the body. The load generator's CPU per
+/// request is what this saves (`BENCHMARKS.md`).
 #[derive(Clone, Debug)]
 pub struct Http2Connection {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Bytes>,
     authority: String,
+    closed: Arc<AtomicBool>,
 }
 
 impl Http2Connection {
@@ -32,16 +39,16 @@ impl Http2Connection {
     pub async fn open(address: SocketAddr, tls: Option<&ClientTls>) -> io::Result<Http2Connection> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        let sender = match tls {
+        let (sender, closed) = match tls {
             None => handshake(stream).await?,
             Some(tls) => handshake(tls.connect_http2(address, stream).await?).await?,
         };
-        Ok(Http2Connection { sender, authority: address.to_string() })
+        Ok(Http2Connection { sender, authority: address.to_string(), closed })
     }
 
     /// Whether the connection can take requests (false once it broke or the server closed it).
     pub fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+        !self.closed.load(Ordering::Acquire)
     }
 
     /// Sends one request and reads its whole answer. `body` is sent without a copy.
@@ -52,15 +59,15 @@ impl Http2Connection {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> io::Result<HttpReply> {
-        let mut request = hyper::Request::builder()
+        let mut request = http::Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.authority))
-            .version(hyper::Version::HTTP_2);
+            .version(http::Version::HTTP_2);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let request = request.body(Full::new(body)).map_err(invalid_request)?;
-        let (status, headers, body) = self.exchange(request).await?;
+        let request = request.body(()).map_err(invalid_request)?;
+        let (status, headers, body) = self.exchange(request, body).await?;
         let headers = headers
             .iter()
             .map(|(name, value)| {
@@ -74,58 +81,82 @@ impl Http2Connection {
     /// status code, reading and dropping the body: the load generator's call.
     pub async fn status_of(
         &self,
-        method: hyper::Method,
+        method: http::Method,
         path: &str,
         body: Bytes,
     ) -> io::Result<u16> {
-        let uri = hyper::Uri::builder()
+        let uri = http::Uri::builder()
             .scheme("http")
             .authority(self.authority.as_str())
             .path_and_query(path)
             .build()
             .map_err(invalid_request)?;
-        let mut request = hyper::Request::new(Full::new(body));
+        let mut request = http::Request::new(());
         *request.method_mut() = method;
         *request.uri_mut() = uri;
-        *request.version_mut() = hyper::Version::HTTP_2;
-        Ok(self.exchange(request).await?.0)
+        *request.version_mut() = http::Version::HTTP_2;
+        Ok(self.exchange(request, body).await?.0)
     }
 
     async fn exchange(
         &self,
-        request: hyper::Request<Full<Bytes>>,
-    ) -> io::Result<(u16, hyper::HeaderMap, Bytes)> {
+        request: http::Request<()>,
+        body: Bytes,
+    ) -> io::Result<(u16, http::HeaderMap, Bytes)> {
         // `SendRequest` is a handle; a clone per request lets many be in flight at once.
-        let mut sender = self.sender.clone();
-        sender.ready().await.map_err(io::Error::other)?;
-        let response = sender.send_request(request).await.map_err(io::Error::other)?;
-        let (parts, body) = response.into_parts();
-        let body = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?
-            .to_bytes();
-        Ok((parts.status.as_u16(), parts.headers, body))
+        // `ready` waits while the server's limit on concurrent streams is reached.
+        let mut sender = self.sender.clone().ready().await.map_err(h2_error)?;
+        let (response, mut send) =
+            sender.send_request(request, body.is_empty()).map_err(h2_error)?;
+        if !body.is_empty() {
+            // Queued whole and sent as the server's flow-control window allows.
+            send.send_data(body, true).map_err(h2_error)?;
+        }
+        let (parts, mut received) = response.await.map_err(h2_error)?.into_parts();
+        let mut answer = BytesMut::new();
+        while let Some(chunk) = received.data().await {
+            let chunk = chunk.map_err(h2_error)?;
+            // Read, so the server may send as much again.
+            let _ = received.flow_control().release_capacity(chunk.len());
+            if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the answer is over {MAX_RESPONSE_BYTES} bytes"),
+                ));
+            }
+            if answer.is_empty() && received.is_end_stream() {
+                // The whole body in one frame (every key answer): no copy.
+                return Ok((parts.status.as_u16(), parts.headers, chunk));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok((parts.status.as_u16(), parts.headers, answer.freeze()))
     }
 }
 
 /// HTTP/2's handshake over `stream`; the connection is driven by a task of its own until it
-/// closes.
-async fn handshake<S>(stream: S) -> io::Result<SendRequest<Full<Bytes>>>
+/// closes, which sets the flag returned.
+async fn handshake<S>(stream: S) -> io::Result<(SendRequest<Bytes>, Arc<AtomicBool>)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
+    let (sender, connection) = h2::client::handshake(stream).await.map_err(h2_error)?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let closing = Arc::clone(&closed);
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!("HTTP/2 connection ended: {error}");
         }
+        closing.store(true, Ordering::Release);
     });
-    Ok(sender)
+    Ok((sender, closed))
+}
+
+fn h2_error(error: h2::Error) -> io::Error {
+    if error.is_io() {
+        return error.into_io().unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"));
+    }
+    io::Error::other(error)
 }
 
 fn invalid_request(error: impl std::fmt::Display) -> io::Error {

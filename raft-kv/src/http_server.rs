@@ -568,7 +568,8 @@ mod tests {
                 "/echo",
                 axum::routing::put(|body: axum::body::Bytes| async move { body.len().to_string() }),
             )
-            .route("/v1/kv/{key}", axum::routing::put(|| async { "hyper" }));
+            .route("/v1/kv/{key}", axum::routing::put(|| async { "hyper" }))
+            .route("/large", axum::routing::get(|| async { large_answer() }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, Some(routes), limits, None, async move {
             let _ = stopped.await;
@@ -807,6 +808,37 @@ mod tests {
             exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await;
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"), "{answer}");
+    }
+
+    /// `GET /large`: 300 KiB, more than HTTP/2's initial flow-control window, so the client
+    /// must hand back window as it reads.
+    fn large_answer() -> Vec<u8> {
+        (0..300 * 1024).map(|position| (position % 251) as u8).collect()
+    }
+
+    /// The HTTP/2 client reads an answer larger than its flow-control window whole, and says
+    /// its connection is closed once the server has gone.
+    #[tokio::test]
+    async fn the_http2_client_reads_large_answers_and_sees_the_server_go() {
+        let server = server(HttpLimits::default()).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        let read = connection.request("GET", "/large", &[], bytes::Bytes::new());
+        let reply = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the answer arrives (the client hands back window as it reads)")
+            .expect("served");
+        assert_eq!(reply.status, 200);
+        assert!(reply.body == large_answer(), "{} bytes, not the answer sent", reply.body.len());
+        assert!(connection.is_open());
+        drop(server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connection.is_open() {
+            assert!(Instant::now() < deadline, "the connection still says open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = connection.request("GET", "/", &[], bytes::Bytes::new()).await;
+        assert!(refused.is_err(), "a request on a closed connection was answered");
     }
 
     /// Over HTTP/2 a body over the limit is answered 413 with the JSON error and without

@@ -355,15 +355,35 @@ fn parse_peer(text: &str) -> Result<Peer, String> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let command = Cli::parse().command;
     // A clear one-line message and a non-zero status, whatever RUST_BACKTRACE says.
-    if let Err(error) = execute(Cli::parse().command).await {
+    let outcome = runtime_for(&command)
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(execute(command)));
+    if let Err(error) = outcome {
         eprintln!("raft-kv: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// The async runtime for `command`: a worker thread per core (or `TOKIO_WORKER_THREADS`),
+/// except for a load whose clients share `--connections N` connections per node, which runs
+/// on N threads at most. Clients that share an HTTP/2 (or gRPC) connection all work on that
+/// connection's state; spread over more threads than connections, they contend for it, and
+/// the load generator takes CPU from the servers it measures on the same machine. (One
+/// shared HTTP/2 connection: 72 thousand reads a second on one thread against 66 thousand on
+/// two, BENCHMARKS.md.)
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::Bench { connections: Some(shared), .. } = command {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        builder.worker_threads((*shared).clamp(1, cores));
+    }
+    builder.build()
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
@@ -618,5 +638,27 @@ mod tests {
     #[test]
     fn every_command_definition_is_valid() {
         super::Cli::command().debug_assert();
+    }
+
+    fn workers_for(arguments: &[&str]) -> usize {
+        let cli = <super::Cli as clap::Parser>::try_parse_from(arguments).expect("valid");
+        super::runtime_for(&cli.command).expect("a runtime").metrics().num_workers()
+    }
+
+    /// A load whose clients share N connections runs on at most N worker threads; anything
+    /// else on one per core.
+    #[test]
+    fn clients_sharing_connections_run_on_as_many_threads_at_most() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let shared_one = ["raft-kv", "bench", "--http2", "--connections", "1"];
+        assert_eq!(workers_for(&shared_one), 1);
+        let shared_many = ["raft-kv", "bench", "--http2", "--connections", "64"];
+        assert_eq!(workers_for(&shared_many), cores);
+        let default = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|threads| threads.parse().ok())
+            .unwrap_or(cores);
+        assert_eq!(workers_for(&["raft-kv", "bench"]), default);
+        assert_eq!(workers_for(&["raft-kv", "status"]), default);
     }
 }
