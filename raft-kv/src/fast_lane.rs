@@ -18,7 +18,9 @@
 //! Anything else (another path or method, `HEAD`, a session header, `Expect`, a chunked body,
 //! HTTP/2's preface, a head or body over those sizes, a request that does not parse) hands the
 //! connection, with the bytes read so far, to hyper for the rest of its life, where it is
-//! served exactly as before. The answers are the handlers' own (server.rs shares one function
+//! served exactly as before. (Behind hyper, a request that meets the same rules on its target
+//! and headers, [`key_target`] and [`is_unread_header`], goes to the same [`KvRoutes`]
+//! without axum's router: `http_server.rs`, for HTTP/2, HTTPS and handed-over connections.) The answers are the handlers' own (server.rs shares one function
 //! per request between both lanes: [`KvRoutes`]), written as hyper writes them: status line,
 //! the handler's headers, `content-length`, `date`, and `connection: close` when the client
 //! asked for it. Requests sent back to back (pipelined) are answered in order.
@@ -159,20 +161,8 @@ fn parse(input: &[u8], max_body_bytes: usize) -> Parsed {
         _ => return Parsed::Other,
     };
     let Some(target) = request.path else { return Parsed::Other };
-    let Some(rest) = target.strip_prefix(KV_PREFIX) else { return Parsed::Other };
-    let (key, query) = match rest.split_once('?') {
-        Some((key, query)) => (key, Some(query)),
-        None => (rest, None),
-    };
-    if key.is_empty() || !key.bytes().all(is_plain_key_byte) {
+    let Some(KeyTarget { key, consistency }) = key_target(is_put, target) else {
         return Parsed::Other;
-    }
-    let consistency = match (is_put, query) {
-        (_, None) => None,
-        (false, Some("consistency=linearizable")) => Some("linearizable"),
-        (false, Some("consistency=lease")) => Some("lease"),
-        (false, Some("consistency=local")) => Some("local"),
-        _ => return Parsed::Other,
     };
     let mut body_len = None;
     let mut close = false;
@@ -193,10 +183,7 @@ fn parse(input: &[u8], max_body_bytes: usize) -> Parsed {
             } else if !header.value.eq_ignore_ascii_case(b"keep-alive") {
                 return Parsed::Other;
             }
-        } else if !["host", "content-type", "user-agent", "accept", "accept-encoding"]
-            .iter()
-            .any(|allowed| name.eq_ignore_ascii_case(allowed))
-        {
+        } else if !is_unread_header(name) {
             return Parsed::Other;
         }
     }
@@ -204,7 +191,7 @@ fn parse(input: &[u8], max_body_bytes: usize) -> Parsed {
     if body_len > MAX_FAST_BODY_BYTES.min(max_body_bytes) || (!is_put && body_len > 0) {
         return Parsed::Other;
     }
-    let key_start = KV_PREFIX.len() + offset_of(input, target);
+    let key_start = offset_of(input, key);
     let target_start = offset_of(input, target);
     Parsed::Fast(FastRequest {
         is_put,
@@ -215,6 +202,43 @@ fn parse(input: &[u8], max_body_bytes: usize) -> Parsed {
         head_len,
         body_len,
     })
+}
+
+/// The key and read consistency of a key request's target (path and query), when the key
+/// routes may serve it directly (see the module documentation): a plain key, and no query
+/// but a `GET`'s `consistency`.
+pub(crate) struct KeyTarget<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) consistency: Option<&'static str>,
+}
+
+/// [`KeyTarget`] of a `PUT` (`is_put`) or `GET` to `target`, if served directly.
+pub(crate) fn key_target(is_put: bool, target: &str) -> Option<KeyTarget<'_>> {
+    let rest = target.strip_prefix(KV_PREFIX)?;
+    let (key, query) = match rest.split_once('?') {
+        Some((key, query)) => (key, Some(query)),
+        None => (rest, None),
+    };
+    if key.is_empty() || !key.bytes().all(is_plain_key_byte) {
+        return None;
+    }
+    let consistency = match (is_put, query) {
+        (_, None) => None,
+        (false, Some("consistency=linearizable")) => Some("linearizable"),
+        (false, Some("consistency=lease")) => Some("lease"),
+        (false, Some("consistency=local")) => Some("local"),
+        _ => return None,
+    };
+    Some(KeyTarget { key, consistency })
+}
+
+/// A header that no key route reads (unlike the session headers a write reads), so a key
+/// request carrying it may be served directly. `Content-Length` and `Connection` are the
+/// framing's, checked by whichever lane parses the request.
+pub(crate) fn is_unread_header(name: &str) -> bool {
+    ["host", "content-type", "user-agent", "accept", "accept-encoding"]
+        .iter()
+        .any(|allowed| name.eq_ignore_ascii_case(allowed))
 }
 
 /// Where `part`, a slice of `whole`, starts in it.

@@ -51,7 +51,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use crate::fast_lane::{Ending, KvRoutes, Lane, Rewind};
+use crate::fast_lane::{
+    Ending, KeyTarget, KvAnswer, KvRoutes, Lane, Rewind, is_unread_header, key_target,
+};
 
 /// HTTP/2: the largest request head (HPACK-decoded header list) a client may send.
 const MAX_HTTP2_HEADER_BYTES: u32 = 16 * 1024;
@@ -291,7 +293,7 @@ impl<R: KvRoutes> Connection<R> {
         let mut watched = Watched { inner: stream, activity: Arc::clone(&activity) };
         match self.tls.take() {
             None => {
-                let Some(routes) = self.routes.take() else {
+                let Some(routes) = self.routes.clone() else {
                     return self.serve(watched, activity).await;
                 };
                 let lane = Lane {
@@ -338,10 +340,12 @@ impl<R: KvRoutes> Connection<R> {
         let app = TowerToHyperService::new(self.app.clone());
         let limits = self.limits.clone();
         let requests = Arc::clone(&self.requests);
+        let routes = self.routes.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
             let limits = limits.clone();
             let requests = Arc::clone(&requests);
+            let routes = routes.clone();
             async move {
                 // Held until the answer is ready: it bounds the bodies held in memory.
                 let Ok(Ok(_permit)) =
@@ -353,7 +357,7 @@ impl<R: KvRoutes> Connection<R> {
                         "overloaded",
                     ));
                 };
-                Ok::<_, Infallible>(bounded_body(&limits, &app, request).await)
+                Ok::<_, Infallible>(bounded_body(&limits, &app, routes.as_deref(), request).await)
             }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -452,9 +456,10 @@ impl AsyncWrite for Watched {
 /// Answers a declared body over the limit with `413` before reading it, and reads the body
 /// within `body_timeout` (`408` when it does not arrive), so that handlers never wait on a
 /// client.
-async fn bounded_body(
+async fn bounded_body<R: KvRoutes>(
     limits: &HttpLimits,
     app: &TowerToHyperService<Router>,
+    routes: Option<&R>,
     request: hyper::Request<Incoming>,
 ) -> Response {
     let declared = request
@@ -472,7 +477,14 @@ async fn bounded_body(
         axum::body::to_bytes(Body::new(body), limits.max_body_bytes),
     );
     let request = match read.await {
-        Ok(Ok(bytes)) => Request::from_parts(parts, Body::from(bytes)),
+        Ok(Ok(bytes)) => {
+            if let Some(routes) = routes
+                && let Some(answer) = direct_key_request(routes, &parts, &bytes)
+            {
+                return with_content_length(json_error_body(answer.await.into_response()));
+            }
+            Request::from_parts(parts, Body::from(bytes))
+        }
         Ok(Err(error)) if is_length_limit(&error) => {
             return refuse(version, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
         }
@@ -483,6 +495,51 @@ async fn bounded_body(
         Ok(response) => json_error_body(response),
         Err(never) => match never {},
     }
+}
+
+/// A key request that hyper parsed (HTTP/2, HTTPS, or a connection the fast lane handed
+/// over) answered by the key routes directly, as the fast lane answers it, rather than
+/// through axum's router and extractors: the same rules on its target and headers
+/// ([`crate::fast_lane`]), and a `GET` without a body. `None` for any other request.
+fn direct_key_request<'a, R: KvRoutes>(
+    routes: &'a R,
+    parts: &'a axum::http::request::Parts,
+    body: &'a bytes::Bytes,
+) -> Option<impl Future<Output = KvAnswer> + Send + 'a> {
+    use axum::http::Method;
+    let is_put = match parts.method {
+        Method::PUT => true,
+        Method::GET if body.is_empty() => false,
+        _ => return None,
+    };
+    let target = parts.uri.path_and_query().map_or(parts.uri.path(), |target| target.as_str());
+    let KeyTarget { key, consistency } = key_target(is_put, target)?;
+    let unread = |name: &header::HeaderName| {
+        name == header::CONTENT_LENGTH
+            || name == header::CONNECTION
+            || is_unread_header(name.as_str())
+    };
+    if !parts.headers.keys().all(unread) {
+        return None;
+    }
+    Some(async move {
+        if is_put {
+            routes.put(key, body, target).await
+        } else {
+            routes.get(key, consistency).await
+        }
+    })
+}
+
+/// `response` with a `content-length` when it has none and its body's size is known, as
+/// axum's router gives every answer (hyper alone leaves it out of an empty HTTP/2 answer).
+fn with_content_length(mut response: Response) -> Response {
+    if !response.headers().contains_key(header::CONTENT_LENGTH)
+        && let Some(length) = hyper::body::Body::size_hint(response.body()).exact()
+    {
+        response.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    }
+    response
 }
 
 /// Replaces the body of an error response that is not JSON (axum's own rejections are
@@ -841,6 +898,34 @@ mod tests {
         assert!(refused.is_err(), "a request on a closed connection was answered");
     }
 
+    /// Over HTTP/2 a plain key request is answered by the key routes, without the app's
+    /// router; a `GET` with a body, or a request with a header a route reads, by the app.
+    #[tokio::test]
+    async fn over_http2_plain_key_requests_skip_the_router() {
+        let server = server(HttpLimits::default()).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        let put = |headers: Vec<(&'static str, String)>| {
+            let connection = connection.clone();
+            async move {
+                let body = bytes::Bytes::from_static(b"v");
+                let reply = connection.request("PUT", "/v1/kv/k", &headers, body).await;
+                String::from_utf8(reply.expect("answered").body).expect("text")
+            }
+        };
+        assert_eq!(put(Vec::new()).await, r#"{"index":1}"#);
+        assert_eq!(put(vec![("user-agent", "test".to_owned())]).await, r#"{"index":1}"#);
+        assert_eq!(put(vec![("x-client-id", "1".to_owned())]).await, "hyper");
+        let read = connection.request("GET", "/v1/kv/k", &[], bytes::Bytes::new()).await;
+        let reply = read.expect("answered");
+        assert_eq!((reply.status, reply.body.as_slice()), (200, b"v".as_slice()));
+        assert_eq!(reply.header("x-raft-read-index"), Some("7"));
+        assert_eq!(reply.header("content-length"), Some("1"));
+        let with_body = bytes::Bytes::from_static(b"x");
+        let read = connection.request("GET", "/v1/kv/k", &[], with_body).await;
+        assert_eq!(read.expect("answered").status, 405, "the app has no GET on a key");
+    }
+
     /// Over HTTP/2 a body over the limit is answered 413 with the JSON error and without
     /// HTTP/1.1's `Connection` header (illegal in HTTP/2); the connection goes on serving.
     #[tokio::test]
@@ -918,7 +1003,9 @@ mod tests {
 
     /// Key requests sent back to back on one connection are answered in order by the fast
     /// lane; the first request that is not its own (`GET /`) hands the connection to hyper,
-    /// which serves it and everything after (its `PUT /v1/kv/{key}` answers `hyper`).
+    /// which serves it and everything after: a plain key request still by the key routes
+    /// (`{"index":3}`), one with a session header by the app (its `PUT /v1/kv/{key}` answers
+    /// `hyper`).
     #[tokio::test]
     async fn the_fast_lane_answers_in_order_then_hands_over_to_hyper() {
         let server = server(HttpLimits::default()).await;
@@ -928,7 +1015,9 @@ mod tests {
             "GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET /v1/kv/missing?consistency=local HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-            "PUT /v1/kv/c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+            "PUT /v1/kv/c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx",
+            "PUT /v1/kv/d HTTP/1.1\r\nHost: x\r\nX-Client-Id: 1\r\nX-Request-Seq: 1\r\n",
+            "Content-Length: 1\r\nConnection: close\r\n\r\nx",
         );
         let answer = exchange(server.address, requests.as_bytes()).await;
         assert_eq!(
@@ -939,6 +1028,7 @@ mod tests {
                 "v1",
                 r#"{"error":"unknown_path"}"#,
                 "hi",
+                r#"{"index":3}"#,
                 "hyper"
             ],
             "{answer}"
@@ -948,7 +1038,9 @@ mod tests {
             .skip(1)
             .filter_map(|response| response.split("\r\n").next())
             .collect();
-        assert_eq!(statuses, ["200 OK", "200 OK", "200 OK", "404 Not Found", "200 OK", "200 OK"]);
+        let expected =
+            ["200 OK", "200 OK", "200 OK", "404 Not Found", "200 OK", "200 OK", "200 OK"];
+        assert_eq!(statuses, expected);
         assert!(answer.contains("\r\nx-raft-read-index: 7\r\n"), "{answer}");
     }
 

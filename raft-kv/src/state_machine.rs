@@ -90,7 +90,7 @@ type Bytes = Arc<[u8]>;
 pub struct KvStateMachine {
     data: OrdMap<Bytes, Bytes>,
     /// Client id -> its last applied request: its sequence number, the log index at which it
-    /// was applied (its age, for eviction), [`Command::digest`] of its command (`None` for a
+    /// was applied (its age, for eviction), [`crate::Command::digest`] of its command (`None` for a
     /// session restored from a version 1 snapshot) and its response, or
     /// [`Response::NotKept`] when that was above [`MAX_KEPT_RESPONSE_BYTES`].
     sessions: SessionTable<Response>,

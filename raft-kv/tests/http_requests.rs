@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::ports::free_addresses;
 use raft_consensus::NodeId;
 use raft_kv::base64;
-use raft_kv::client::{HttpReply, request};
+use raft_kv::client::{Http2Connection, HttpReply, request};
 use raft_kv::server::{Limits, ServerConfig, SnapshotPolicy, run};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -440,8 +440,13 @@ async fn raw_answer(address: SocketAddr, request: &str) -> String {
         .split("\r\n")
         .map(|line| if line.starts_with("date: ") { "date: D" } else { line })
         .collect();
+    digits_as_n(&dated.join("\r\n"))
+}
+
+/// `text` with each run of digits as `N`.
+fn digits_as_n(text: &str) -> String {
     let mut normalized = String::new();
-    for character in dated.join("\r\n").chars() {
+    for character in text.chars() {
         if !character.is_ascii_digit() {
             normalized.push(character);
         } else if !normalized.ends_with('N') {
@@ -483,6 +488,51 @@ async fn the_fast_lane_answers_as_hyper_does() {
         let hyper = raw_answer(node.http, &request("X-Lane: hyper\r\n")).await;
         assert_eq!(fast, hyper, "{method} {path}");
         assert!(fast.starts_with("HTTP/N.N N "), "{method} {path}: {fast}");
+    }
+    node.stop().await;
+}
+
+/// Over HTTP/2 (and whenever hyper parsed the request), a plain key request is answered by
+/// the key routes directly, without axum's router: each request as it is, then with a
+/// header that sends it through the router, gets the same status, headers in the same
+/// order (the date aside) and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_requests_over_http2_are_answered_as_the_router_answers_them() {
+    let node =
+        Node::start(Limits { max_key_bytes: 16, max_value_bytes: 8, ..Limits::default() }).await;
+    let connection = Http2Connection::open(node.http, None).await.expect("HTTP/2 handshake");
+    let cases: [(&str, &str, &str); 10] = [
+        ("PUT", "/v1/kv/key", "value"),
+        ("GET", "/v1/kv/key", ""),
+        ("GET", "/v1/kv/key?consistency=local", ""),
+        ("GET", "/v1/kv/key?consistency=lease", ""),
+        ("GET", "/v1/kv/missing", ""),
+        ("PUT", "/v1/kv/key", "too large"),
+        ("PUT", "/v1/kv/a-key-over-16-bytes", "v"),
+        ("GET", "/v1/kv/a-key-over-16-bytes", ""),
+        ("PUT", "/v1/kv/k", ""),
+        ("GET", "/v1/kv/k", ""),
+    ];
+    for (method, path, body) in cases {
+        let answer = |headers: Vec<(&'static str, String)>| {
+            let connection = connection.clone();
+            async move {
+                let body = bytes::Bytes::from_static(body.as_bytes());
+                let reply =
+                    connection.request(method, path, &headers, body).await.expect("answered");
+                // The date aside, and each run of digits as `N` (indexes move on between two
+                // writes; the rest of an answer, header order included, must not).
+                let mut text = reply.status.to_string();
+                for (name, value) in reply.headers.iter().filter(|(name, _)| name != "date") {
+                    text.push_str(&format!("\n{name}: {value}"));
+                }
+                text.push_str(&format!("\n\n{}", String::from_utf8_lossy(&reply.body)));
+                digits_as_n(&text)
+            }
+        };
+        let direct = answer(Vec::new()).await;
+        let routed = answer(vec![("x-lane", "router".to_owned())]).await;
+        assert_eq!(direct, routed, "{method} {path}");
     }
     node.stop().await;
 }
