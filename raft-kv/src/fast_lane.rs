@@ -20,7 +20,8 @@
 //! connection, with the bytes read so far, to hyper for the rest of its life, where it is
 //! served exactly as before. (Behind hyper, a request that meets the same rules on its target
 //! and headers, [`key_target`] and [`is_unread_header`], goes to the same [`KvRoutes`]
-//! without axum's router: `http_server.rs`, for HTTP/2, HTTPS and handed-over connections.) The answers are the handlers' own (server.rs shares one function
+//! without axum's router: `http_server.rs`, for HTTP/2, HTTPS and handed-over connections.)
+//! The answers are the handlers' own (server.rs shares one function
 //! per request between both lanes: [`KvRoutes`]), written as hyper writes them: status line,
 //! the handler's headers, `content-length`, `date`, and `connection: close` when the client
 //! asked for it. Requests sent back to back (pipelined) are answered in order.

@@ -20,6 +20,16 @@ use crate::client::{ClientTls, HttpReply};
 /// Largest response body read into memory (a value is at most a few MiB; status and
 /// metrics pages are smaller).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Streams opened before the server's settings say how many it allows (hyper's figure).
+const STREAMS_BEFORE_SETTINGS: usize = 100;
+/// Flow-control windows: how much of answers the server may send ahead of our reading
+/// (hyper's client figures, so that a value of a few MiB needs few round trips).
+const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
+/// How long the server has to send its settings (answer the first ping).
+const SETTINGS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest answer head (decoded header list) accepted.
+const MAX_ANSWER_HEAD_BYTES: u32 = 16 * 1024;
 
 /// One HTTP/2 connection. Clones share it: each request is a stream of its own.
 ///
@@ -103,19 +113,26 @@ impl Http2Connection {
         request: http::Request<()>,
         body: Bytes,
     ) -> io::Result<(u16, http::HeaderMap, Bytes)> {
+        let mut request = request;
+        // As hyper's client does: the server may refuse a body over its limit before reading
+        // it.
+        if !body.is_empty() || matches!(*request.method(), http::Method::PUT | http::Method::POST) {
+            request.headers_mut().insert(http::header::CONTENT_LENGTH, body.len().into());
+        }
         // `SendRequest` is a handle; a clone per request lets many be in flight at once.
         // `ready` waits while the server's limit on concurrent streams is reached.
-        let mut sender = self.sender.clone().ready().await.map_err(h2_error)?;
+        let mut sender = self.sender.clone().ready().await.map_err(|error| self.failed(error))?;
         let (response, mut send) =
-            sender.send_request(request, body.is_empty()).map_err(h2_error)?;
+            sender.send_request(request, body.is_empty()).map_err(|error| self.failed(error))?;
         if !body.is_empty() {
             // Queued whole and sent as the server's flow-control window allows.
-            send.send_data(body, true).map_err(h2_error)?;
+            send.send_data(body, true).map_err(|error| self.failed(error))?;
         }
-        let (parts, mut received) = response.await.map_err(h2_error)?.into_parts();
+        let (parts, mut received) =
+            response.await.map_err(|error| self.failed(error))?.into_parts();
         let mut answer = BytesMut::new();
         while let Some(chunk) = received.data().await {
-            let chunk = chunk.map_err(h2_error)?;
+            let chunk = chunk.map_err(|error| self.failed(error))?;
             // Read, so the server may send as much again.
             let _ = received.flow_control().release_capacity(chunk.len());
             if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
@@ -134,13 +151,34 @@ impl Http2Connection {
     }
 }
 
+impl Http2Connection {
+    /// `error` as an I/O error; the connection counts as closed from now on when the error
+    /// is the connection's (a `GOAWAY` from the server, a broken socket) rather than one
+    /// stream's, though its task may still be finishing the streams in flight.
+    fn failed(&self, error: h2::Error) -> io::Error {
+        if error.is_go_away() || error.is_io() {
+            self.closed.store(true, Ordering::Release);
+        }
+        h2_error(error)
+    }
+}
+
 /// HTTP/2's handshake over `stream`; the connection is driven by a task of its own until it
 /// closes, which sets the flag returned.
 async fn handshake<S>(stream: S) -> io::Result<(SendRequest<Bytes>, Arc<AtomicBool>)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = h2::client::handshake(stream).await.map_err(h2_error)?;
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_max_send_streams(STREAMS_BEFORE_SETTINGS)
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_header_list_size(MAX_ANSWER_HEAD_BYTES)
+        .handshake(stream)
+        .await
+        .map_err(h2_error)?;
+    let mut connection = connection;
+    let ping = connection.ping_pong();
     let closed = Arc::new(AtomicBool::new(false));
     let closing = Arc::clone(&closed);
     tokio::spawn(async move {
@@ -149,6 +187,18 @@ where
         }
         closing.store(true, Ordering::Release);
     });
+    // A server sends its settings first, so once our ping is answered they are known: the
+    // clients sharing this connection then never open more streams than it allows (past
+    // its limit, a stream is refused).
+    if let Some(mut ping) = ping {
+        let answered = tokio::time::timeout(SETTINGS_TIMEOUT, ping.ping(h2::Ping::opaque()));
+        answered
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "the HTTP/2 server sent no settings")
+            })?
+            .map_err(h2_error)?;
+    }
     Ok((sender, closed))
 }
 

@@ -626,7 +626,14 @@ mod tests {
                 axum::routing::put(|body: axum::body::Bytes| async move { body.len().to_string() }),
             )
             .route("/v1/kv/{key}", axum::routing::put(|| async { "hyper" }))
-            .route("/large", axum::routing::get(|| async { large_answer() }));
+            .route("/large", axum::routing::get(|| async { large_answer() }))
+            .route(
+                "/length",
+                axum::routing::put(|headers: axum::http::HeaderMap| async move {
+                    let length = headers.get(header::CONTENT_LENGTH);
+                    length.map_or("none".to_owned(), |length| format!("{length:?}"))
+                }),
+            );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, Some(routes), limits, None, async move {
             let _ = stopped.await;
@@ -896,6 +903,72 @@ mod tests {
         }
         let refused = connection.request("GET", "/", &[], bytes::Bytes::new()).await;
         assert!(refused.is_err(), "a request on a closed connection was answered");
+    }
+
+    /// The HTTP/2 client declares its bodies' length (so a server may refuse one over its
+    /// limit before reading it), a `PUT` without a body included.
+    #[tokio::test]
+    async fn the_http2_client_declares_body_lengths() {
+        let server = server(HttpLimits::default()).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        for (body, declared) in [(&b"abc"[..], "\"3\""), (&b""[..], "\"0\"")] {
+            let body = bytes::Bytes::from_static(body);
+            let reply = connection.request("PUT", "/length", &[], body).await.expect("served");
+            assert_eq!(String::from_utf8(reply.body).expect("text"), declared);
+        }
+    }
+
+    /// Once the server says it is going away (`GOAWAY`, at shutdown), a new request fails
+    /// and the client's connection says it is closed at once, while the request already in
+    /// flight is still answered.
+    #[tokio::test]
+    async fn the_http2_client_sees_a_goaway_at_once() {
+        let routes = Arc::new(MemoryRoutes::default());
+        let server = server_with(HttpLimits::default(), Arc::clone(&routes)).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        let held = tokio::spawn({
+            let connection = connection.clone();
+            async move { connection.request("GET", "/v1/kv/hold", &[], bytes::Bytes::new()).await }
+        });
+        routes.entered.notified().await;
+        drop(server);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let attempt = connection.request("GET", "/", &[], bytes::Bytes::new()).await;
+            if attempt.is_err() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "requests are still served after shutdown");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!connection.is_open(), "a connection told to go away still says it is open");
+        routes.release.notify_one();
+        let reply = held.await.expect("the request task ran").expect("answered while draining");
+        assert_eq!(reply.status, 404, "the routes' answer: no value under `hold`");
+    }
+
+    /// Clients sharing a connection never open more streams than the server allows, even
+    /// all at once right after the connection opens: none is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_http2_client_keeps_to_the_servers_stream_limit_from_the_start() {
+        let limits = HttpLimits { max_streams_per_connection: 8, ..HttpLimits::default() };
+        let server = server(limits).await;
+        let connection =
+            crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
+        let requests: Vec<_> = (0..50)
+            .map(|_| {
+                let connection = connection.clone();
+                tokio::spawn(async move {
+                    connection.request("GET", "/", &[], bytes::Bytes::new()).await
+                })
+            })
+            .collect();
+        for request in requests {
+            let reply = request.await.expect("the request task ran").expect("not refused");
+            assert_eq!(reply.status, 200);
+        }
     }
 
     /// Over HTTP/2 a plain key request is answered by the key routes, without the app's

@@ -359,14 +359,22 @@ fn main() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let command = Cli::parse().command;
-    // A clear one-line message and a non-zero status, whatever RUST_BACKTRACE says.
-    let outcome = runtime_for(&command)
-        .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(execute(command)));
-    if let Err(error) = outcome {
+    // A clear one-line message and a non-zero status, whatever RUST_BACKTRACE says. The
+    // process exits from inside the runtime, as `#[tokio::main]` would: dropping a runtime
+    // waits for its blocking tasks (a snapshot being written to a stalled disk), and a
+    // supervisor should see a failed node end at once.
+    let fail = |error: anyhow::Error| -> ! {
         eprintln!("raft-kv: {error:#}");
         std::process::exit(1);
-    }
+    };
+    let runtime = runtime_for(&command)
+        .context("starting the async runtime")
+        .unwrap_or_else(|error| fail(error));
+    runtime.block_on(async {
+        if let Err(error) = execute(command).await {
+            fail(error);
+        }
+    });
 }
 
 /// The async runtime for `command`: a worker thread per core (or `TOKIO_WORKER_THREADS`),
