@@ -456,6 +456,22 @@ fn digits_as_n(text: &str) -> String {
     normalized
 }
 
+/// Key requests (method, path, body) whose answers cover successes, refusals and an empty
+/// value, on a node whose keys are at most 16 bytes and values 8.
+const KEY_REQUESTS: [(&str, &str, &str); 11] = [
+    ("PUT", "/v1/kv/key", "value"),
+    ("GET", "/v1/kv/key", ""),
+    ("GET", "/v1/kv/key?consistency=local", ""),
+    ("GET", "/v1/kv/key?consistency=lease", ""),
+    ("GET", "/v1/kv/key?consistency=linearizable", ""),
+    ("GET", "/v1/kv/missing", ""),
+    ("PUT", "/v1/kv/key", "too large"),
+    ("PUT", "/v1/kv/a-key-over-16-bytes", "v"),
+    ("GET", "/v1/kv/a-key-over-16-bytes", ""),
+    ("PUT", "/v1/kv/k", ""),
+    ("GET", "/v1/kv/k", ""),
+];
+
 /// The HTTP/1.1 fast lane (plain `PUT` and `GET` on a key) answers exactly as hyper and axum
 /// do: each request sent as it is, then with a header the fast lane leaves to hyper, gets
 /// the same status line, headers in the same order (the date's value aside) and body,
@@ -464,20 +480,7 @@ fn digits_as_n(text: &str) -> String {
 async fn the_fast_lane_answers_as_hyper_does() {
     let node =
         Node::start(Limits { max_key_bytes: 16, max_value_bytes: 8, ..Limits::default() }).await;
-    let cases: [(&str, &str, &str); 11] = [
-        ("PUT", "/v1/kv/key", "value"),
-        ("GET", "/v1/kv/key", ""),
-        ("GET", "/v1/kv/key?consistency=local", ""),
-        ("GET", "/v1/kv/key?consistency=lease", ""),
-        ("GET", "/v1/kv/key?consistency=linearizable", ""),
-        ("GET", "/v1/kv/missing", ""),
-        ("PUT", "/v1/kv/key", "too large"),
-        ("PUT", "/v1/kv/a-key-over-16-bytes", "v"),
-        ("GET", "/v1/kv/a-key-over-16-bytes", ""),
-        ("PUT", "/v1/kv/k", ""),
-        ("GET", "/v1/kv/k", ""),
-    ];
-    for (method, path, body) in cases {
+    for (method, path, body) in KEY_REQUESTS {
         let request = |extra: &str| {
             format!(
                 "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
@@ -501,19 +504,7 @@ async fn key_requests_over_http2_are_answered_as_the_router_answers_them() {
     let node =
         Node::start(Limits { max_key_bytes: 16, max_value_bytes: 8, ..Limits::default() }).await;
     let connection = Http2Connection::open(node.http, None).await.expect("HTTP/2 handshake");
-    let cases: [(&str, &str, &str); 10] = [
-        ("PUT", "/v1/kv/key", "value"),
-        ("GET", "/v1/kv/key", ""),
-        ("GET", "/v1/kv/key?consistency=local", ""),
-        ("GET", "/v1/kv/key?consistency=lease", ""),
-        ("GET", "/v1/kv/missing", ""),
-        ("PUT", "/v1/kv/key", "too large"),
-        ("PUT", "/v1/kv/a-key-over-16-bytes", "v"),
-        ("GET", "/v1/kv/a-key-over-16-bytes", ""),
-        ("PUT", "/v1/kv/k", ""),
-        ("GET", "/v1/kv/k", ""),
-    ];
-    for (method, path, body) in cases {
+    for (method, path, body) in KEY_REQUESTS {
         let answer = |headers: Vec<(&'static str, String)>| {
             let connection = connection.clone();
             async move {
