@@ -627,13 +627,7 @@ mod tests {
             )
             .route("/v1/kv/{key}", axum::routing::put(|| async { "hyper" }))
             .route("/large", axum::routing::get(|| async { large_answer() }))
-            .route(
-                "/length",
-                axum::routing::put(|headers: axum::http::HeaderMap| async move {
-                    let length = headers.get(header::CONTENT_LENGTH);
-                    length.map_or("none".to_owned(), |length| format!("{length:?}"))
-                }),
-            );
+            .route("/length", axum::routing::put(declared_length).get(declared_length));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, Some(routes), limits, None, async move {
             let _ = stopped.await;
@@ -905,17 +899,35 @@ mod tests {
         assert!(refused.is_err(), "a request on a closed connection was answered");
     }
 
+    /// `/length`: the request's `content-length`, or `none`.
+    async fn declared_length(headers: axum::http::HeaderMap) -> String {
+        let length = headers.get(header::CONTENT_LENGTH);
+        length.map_or("none".to_owned(), |length| format!("{length:?}"))
+    }
+
     /// The HTTP/2 client declares its bodies' length (so a server may refuse one over its
-    /// limit before reading it), a `PUT` without a body included.
+    /// limit before reading it), a `PUT` without a body included; a `GET` without a body
+    /// declares none. `status_of` (the load generator's call) gives the answer's status.
     #[tokio::test]
     async fn the_http2_client_declares_body_lengths() {
         let server = server(HttpLimits::default()).await;
         let connection =
             crate::http2_client::Http2Connection::open(server.address, None).await.expect("h2");
-        for (body, declared) in [(&b"abc"[..], "\"3\""), (&b""[..], "\"0\"")] {
+        let cases = [
+            ("PUT", &b"abc"[..], "\"3\""),
+            ("PUT", &b""[..], "\"0\""),
+            ("GET", &b"ab"[..], "\"2\""),
+            ("GET", &b""[..], "none"),
+        ];
+        for (method, body, declared) in cases {
             let body = bytes::Bytes::from_static(body);
-            let reply = connection.request("PUT", "/length", &[], body).await.expect("served");
-            assert_eq!(String::from_utf8(reply.body).expect("text"), declared);
+            let reply = connection.request(method, "/length", &[], body).await.expect("served");
+            assert_eq!(String::from_utf8(reply.body).expect("text"), declared, "{method}");
+        }
+        for (path, status) in [("/", 200), ("/nowhere", 404)] {
+            let answer = connection.status_of(axum::http::Method::GET, path, bytes::Bytes::new());
+            let answer = answer.await;
+            assert_eq!(answer.expect("answered"), status, "{path}");
         }
     }
 
