@@ -944,7 +944,8 @@ mod tests {
             let connection = connection.clone();
             async move { connection.request("GET", "/v1/kv/hold", &[], bytes::Bytes::new()).await }
         });
-        routes.entered.notified().await;
+        let entered = tokio::time::timeout(DEADLINE, routes.entered.notified());
+        entered.await.expect("the held request reached the key routes");
         drop(server);
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -957,7 +958,8 @@ mod tests {
         }
         assert!(!connection.is_open(), "a connection told to go away still says it is open");
         routes.release.notify_one();
-        let reply = held.await.expect("the request task ran").expect("answered while draining");
+        let reply = tokio::time::timeout(DEADLINE, held).await.expect("answered in time");
+        let reply = reply.expect("the request task ran").expect("answered while draining");
         assert_eq!(reply.status, 404, "the routes' answer: no value under `hold`");
     }
 
