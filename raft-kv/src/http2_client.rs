@@ -45,7 +45,8 @@ pub struct Http2Connection {
 }
 
 impl Http2Connection {
-    /// Connects to `address` (over TLS with `tls`) and completes HTTP/2's handshake.
+    /// Connects to `address` (over TLS with `tls`), completes HTTP/2's handshake and waits
+    /// for the server's settings (within 10 s), so that no request exceeds its stream limit.
     pub async fn open(address: SocketAddr, tls: Option<&ClientTls>) -> io::Result<Http2Connection> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
